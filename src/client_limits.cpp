@@ -1,0 +1,140 @@
+#include "client_limits.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+namespace sse {
+
+std::optional<Cidr> parse_cidr(std::string_view text) {
+  size_t slash = text.find('/');
+  auto ip = net::parse_ip(text.substr(0, slash));
+  if (!ip) return std::nullopt;
+  bool v4 = text.substr(0, slash).find(':') == std::string_view::npos;
+  int bits = v4 ? 32 : 128;
+  if (slash != std::string_view::npos) {
+    std::string_view num = text.substr(slash + 1);
+    auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), bits);
+    if (ec != std::errc{} || end != num.data() + num.size() || bits < 0 || bits > (v4 ? 32 : 128))
+      return std::nullopt;
+  }
+  return Cidr{*ip, v4 ? bits + 96 : bits};
+}
+
+bool Cidr::contains(const net::IpAddress& ip) const {
+  int bits = prefix_bits;
+  for (int i = 0; i < 16 && bits > 0; ++i, bits -= 8) {
+    unsigned mask = bits >= 8 ? 0xFFu : (0xFFu << (8 - bits)) & 0xFFu;
+    if ((ip.bytes[i] & mask) != (base.bytes[i] & mask)) return false;
+  }
+  return true;
+}
+
+double TokenBuckets::refill(Bucket& b, int64_t now_ms) const {
+  double elapsed = static_cast<double>(now_ms - b.updated_ms) / 1000.0;
+  b.tokens = std::min(burst_, b.tokens + elapsed * rate_);
+  b.updated_ms = now_ms;
+  return b.tokens;
+}
+
+bool TokenBuckets::take(const net::IpAddress& ip, int64_t now_ms, uint32_t& retry_after_s) {
+  if (!enabled()) return true;
+  auto [it, fresh] = buckets_.try_emplace(ip, Bucket{burst_, now_ms});
+  Bucket& b = it->second;
+  if (!fresh) refill(b, now_ms);
+  if (b.tokens >= 1.0) {
+    b.tokens -= 1.0;
+    return true;
+  }
+  retry_after_s = static_cast<uint32_t>(std::ceil((1.0 - b.tokens) / rate_));
+  if (retry_after_s == 0) retry_after_s = 1;
+  return false;
+}
+
+void TokenBuckets::prune(int64_t now_ms) {
+  for (auto it = buckets_.begin(); it != buckets_.end();) {
+    if (refill(it->second, now_ms) >= burst_) {
+      it = buckets_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool StreamCounts::acquire(const net::IpAddress& ip) {
+  uint32_t& n = counts_[ip];
+  if (max_ != 0 && n >= max_) return false;
+  ++n;
+  return true;
+}
+
+void StreamCounts::release(const net::IpAddress& ip) {
+  auto it = counts_.find(ip);
+  if (it == counts_.end()) return;
+  if (--it->second == 0) counts_.erase(it);
+}
+
+bool ClientLimits::trusted(const net::IpAddress& ip) const {
+  return std::any_of(trusted_.begin(), trusted_.end(), [&](const Cidr& c) { return c.contains(ip); });
+}
+
+namespace {
+
+std::string_view trim_spaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Addresses named by the header, nearest hop last.
+std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_view forwarded) {
+  std::vector<std::string_view> hops;
+  if (!xff.empty()) {
+    while (!xff.empty()) {
+      size_t comma = xff.find(',');
+      hops.push_back(trim_spaces(xff.substr(0, comma)));
+      xff = comma == std::string_view::npos ? std::string_view{} : xff.substr(comma + 1);
+    }
+    return hops;
+  }
+  // Forwarded: for=192.0.2.1;proto=https, for="[2001:db8::1]:4711"
+  while (!forwarded.empty()) {
+    size_t comma = forwarded.find(',');
+    std::string_view element = forwarded.substr(0, comma);
+    forwarded = comma == std::string_view::npos ? std::string_view{} : forwarded.substr(comma + 1);
+    while (!element.empty()) {
+      size_t semi = element.find(';');
+      std::string_view pair = trim_spaces(element.substr(0, semi));
+      element = semi == std::string_view::npos ? std::string_view{} : element.substr(semi + 1);
+      if (pair.size() < 4 || (pair.substr(0, 4) != "for=" && pair.substr(0, 4) != "For=" && pair.substr(0, 4) != "FOR="))
+        continue;
+      std::string_view v = pair.substr(4);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      if (!v.empty() && v.front() == '[') {
+        v = v.substr(1, v.find(']') - 1);
+      } else if (v.find(':') == v.rfind(':') && v.find(':') != std::string_view::npos) {
+        v = v.substr(0, v.find(':'));  // IPv4 with a port
+      }
+      hops.push_back(v);
+    }
+  }
+  return hops;
+}
+
+}  // namespace
+
+net::IpAddress ClientLimits::client_ip(const net::IpAddress& peer, std::string_view x_forwarded_for,
+                                       std::string_view forwarded) const {
+  if (!trusted(peer)) return peer;
+  net::IpAddress current = peer;
+  auto hops = forwarded_hops(x_forwarded_for, forwarded);
+  for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
+    auto ip = net::parse_ip(*it);
+    if (!ip) return current;  // unparseable hop: trust nothing further out
+    current = *ip;
+    if (!trusted(current)) return current;
+  }
+  return current;
+}
+
+}  // namespace sse

@@ -1,0 +1,52 @@
+// Command-line and environment configuration. Every flag --foo-bar may also come from the
+// environment as SSE_CHAT_FOO_BAR (the command line wins), so a systemd EnvironmentFile= works.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sse {
+
+enum class FsyncPolicy { Always, EverySec, Never };
+
+struct Config {
+  std::string listen = "127.0.0.1:8080";
+  std::string static_dir;  // default: ./static, else the installed share directory
+  size_t history = 10000;
+  std::string data_dir = "./data";
+  bool journal = true;
+  FsyncPolicy fsync = FsyncPolicy::EverySec;
+  uint64_t journal_max_bytes = 64ull << 20;
+  uint32_t heartbeat_s = 15;
+  uint32_t retry_ms = 2000;
+  size_t client_queue = 1024;  // frames queued per connection before it is a slow consumer
+  size_t max_body = 16 * 1024;
+  size_t max_connections = 0;  // 0: what RLIMIT_NOFILE allows minus a reserve
+  uint32_t max_streams_per_ip = 32;
+  uint32_t request_timeout_s = 10;
+  uint32_t keepalive_timeout_s = 60;
+  double post_rate = 5;  // tokens per second per client IP; 0 disables
+  double post_burst = 20;
+  double subscribe_rate = 2;
+  double subscribe_burst = 40;
+  std::vector<std::string> trusted_proxies;
+  std::string cors_origin;
+  std::string publish_token;
+  uint32_t shutdown_timeout_s = 5;
+  std::string log_level = "info";
+  std::string access_log;  // path, "-" for stderr, empty for none
+};
+
+struct ParseOutcome {
+  enum Kind { Run, Help, Version, Error } kind = Run;
+  std::string message;
+};
+
+// Reads the environment first, then `argv`.
+ParseOutcome parse_config(int argc, char** argv, Config& out);
+
+std::string help_text();
+
+}  // namespace sse

@@ -1,0 +1,269 @@
+#include "connection.h"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "log.h"
+#include "server.h"
+
+namespace sse {
+namespace {
+
+// One read buffer for every connection: the loop is single-threaded and the parser copies what
+// it keeps, so no connection holds a read buffer of its own.
+char g_read_buffer[64 * 1024];
+
+constexpr size_t kMaxIov = 256;
+constexpr size_t kFlushBudgetBytes = 1 << 20;  // per connection per loop iteration
+constexpr size_t kPipelineDepth = 16;          // responses queued before reading pauses
+constexpr int64_t kLingerMs = 2000;
+
+}  // namespace
+
+Connection::Connection(Server& server, int fd, const net::IpAddress& peer)
+    : server_(server),
+      fd_(fd),
+      peer_(peer),
+      parser_(std::make_unique<RequestParser>(server.http_limits())),
+      out_(server.config().client_queue) {
+  client_ip = peer;
+  last_activity_ms_ = server_.reactor().now_ms();
+  last_write_ms_ = last_activity_ms_;
+  update_interest();
+}
+
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Connection::on_event(uint32_t events) {
+  if (events & (EPOLLIN | EPOLLRDHUP)) on_readable();
+  if (!closed() && (events & EPOLLOUT)) flush();
+}
+
+void Connection::on_readable() {
+  ssize_t n = ::read(fd_, g_read_buffer, sizeof g_read_buffer);
+  if (n == 0) {
+    // A client may half-close after its last request: answer what is queued, then close.
+    if (state_ == State::Http && (!out_.empty() || held_)) {
+      peer_eof_ = true;
+      finish_after_flush();
+      return update_interest();
+    }
+    return close("peer closed");
+  }
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EINTR) return;
+    return close("read error");
+  }
+  last_activity_ms_ = server_.reactor().now_ms();
+  if (state_ == State::Http && !finishing_) {
+    if (!parser_->mid_request()) request_started_ms_ = last_activity_ms_;
+    if (!pending_input_.empty() || held_) {
+      pending_input_.append(g_read_buffer, static_cast<size_t>(n));  // bounded: reading is paused
+    } else {
+      feed(g_read_buffer, static_cast<size_t>(n));
+    }
+  }
+  // A stream or a lingering connection discards what the peer sends.
+}
+
+void Connection::feed(const char* data, size_t len) {
+  while (len > 0 && state_ == State::Http && !finishing_ && !held_) {
+    RequestParser::Result r = parser_->feed(data, len);
+    data += r.consumed;
+    len -= r.consumed;
+    if (r.event == RequestParser::Event::Error) {
+      http::Response resp = http::error(parser_->error_status(), parser_->error_reason());
+      resp.close = true;
+      server_.metrics().count_rejection(parser_->error_status());
+      respond(resp);
+      return;
+    }
+    if (r.event == RequestParser::Event::NeedMore) {
+      if (parser_->wants_continue()) {
+        send_bytes(http::kContinue);
+        parser_->mark_continue_sent();
+      }
+      return;
+    }
+    server_.handle_request(*this, parser_->request());
+    if (state_ != State::Http) return;  // became a stream or closed: the rest is not ours to parse
+    parser_->next_request();
+    request_started_ms_ = server_.reactor().now_ms();
+    if (held_ || out_.size() >= kPipelineDepth) {
+      pending_input_.assign(data, len);
+      update_interest();
+      return;
+    }
+  }
+  update_interest();
+}
+
+void Connection::respond(const http::Response& r) {
+  send_bytes(http::serialize(r));
+  if (r.close) finish_after_flush();
+}
+
+void Connection::send_bytes(std::string_view bytes) { enqueue(FrameRef(bytes)); }
+
+void Connection::enqueue(const FrameRef& frame) {
+  if (closed()) return;
+  if (!out_.push(frame)) return close("output queue full");
+  server_.mark_dirty(*this);
+}
+
+bool Connection::deliver(const FrameRef& frame) {
+  if (state_ != State::Stream) return true;  // closing: nothing more to send
+  if (!out_.push(frame)) {
+    server_.count_slow_consumer();
+    close("slow consumer");
+    return false;
+  }
+  server_.mark_dirty(*this);
+  return true;
+}
+
+void Connection::start_stream(Room& room, std::optional<uint64_t> last_event_id, std::string_view opening) {
+  state_ = State::Stream;
+  parser_.reset();
+  pending_input_.clear();
+  pending_input_.shrink_to_fit();
+  send_bytes(opening);
+  room_ = &room;
+  room.subscribe(*this, last_event_id);
+  update_interest();
+}
+
+void Connection::release() {
+  held_ = false;
+  if (!pending_input_.empty() && out_.size() < kPipelineDepth) resume_parsing();
+  update_interest();
+}
+
+void Connection::resume_parsing() {
+  std::string input = std::move(pending_input_);
+  pending_input_.clear();
+  feed(input.data(), input.size());
+}
+
+void Connection::flush() {
+  if (closed()) return;
+  size_t budget = kFlushBudgetBytes;
+  for (;;) {
+    if (room_ && state_ == State::Stream) room_->refill(*this);
+    if (out_.empty() || closed()) break;
+    iovec iov[kMaxIov];
+    size_t n = out_.fill_iovec(iov, kMaxIov);
+    size_t total = 0;
+    for (size_t i = 0; i < n; ++i) total += iov[i].iov_len;
+    ssize_t written = ::writev(fd_, iov, static_cast<int>(n));
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        want_write_ = true;
+        break;
+      }
+      return close("write error");
+    }
+    out_.consume(static_cast<size_t>(written));
+    server_.metrics().bytes_sent += static_cast<uint64_t>(written);
+    last_write_ms_ = server_.reactor().now_ms();
+    if (static_cast<size_t>(written) < total) {
+      want_write_ = true;  // the socket buffer is full: wait for EPOLLOUT
+      break;
+    }
+    if (static_cast<size_t>(written) >= budget) {
+      server_.mark_dirty(*this);  // more next iteration; do not starve the others
+      break;
+    }
+    budget -= static_cast<size_t>(written);
+  }
+  if (closed()) return;
+  if (out_.empty()) {
+    want_write_ = false;
+    out_.shrink_if_empty();
+    if (finishing_) {
+      begin_linger();
+    } else if (!pending_input_.empty() && !held_ && state_ == State::Http) {
+      resume_parsing();
+    }
+  }
+  update_interest();
+}
+
+void Connection::drain() {
+  if (closed() || state_ == State::Lingering) return;
+  bool idle = state_ == State::Http && !held_ && out_.empty() && !parser_->mid_request();
+  if (idle) return close("shutdown");
+  finish_after_flush();
+  server_.mark_dirty(*this);
+}
+
+void Connection::finish_after_flush() {
+  finishing_ = true;
+  pending_input_.clear();
+}
+
+// Half-close and read until the peer closes, so a response sent before unread input (a 413, a
+// 400) is not destroyed by a TCP reset, as nginx's lingering close does.
+void Connection::begin_linger() {
+  if (state_ == State::Lingering || closed()) return;
+  if (peer_eof_) return close("done");
+  ::shutdown(fd_, SHUT_WR);
+  state_ = State::Lingering;
+  parser_.reset();
+  last_activity_ms_ = server_.reactor().now_ms();
+}
+
+void Connection::close(std::string_view why) {
+  if (closed()) return;
+  state_ = State::Closed;
+  close_reason_ = why;
+  out_.clear();
+  server_.schedule_reap(*this);
+}
+
+void Connection::check_timeouts(int64_t now_ms) {
+  const Config& cfg = server_.config();
+  switch (state_) {
+    case State::Http:
+      if (held_ || finishing_) return;
+      if (parser_->mid_request() && now_ms - request_started_ms_ > int64_t{cfg.request_timeout_s} * 1000) {
+        server_.metrics().count_rejection(408);
+        http::Response r = http::error(408, "request took too long to arrive");
+        r.close = true;
+        return respond(r);
+      }
+      if (!parser_->mid_request() && out_.empty() &&
+          now_ms - last_activity_ms_ > int64_t{cfg.keepalive_timeout_s} * 1000)
+        return close("keep-alive timeout");
+      return;
+    case State::Lingering:
+      if (now_ms - last_activity_ms_ > kLingerMs) close("linger timeout");
+      return;
+    case State::Stream:
+    case State::Closed:
+      return;
+  }
+}
+
+void Connection::update_interest() {
+  if (closed()) return;
+  bool want_read = state_ != State::Http || (pending_input_.empty() && !held_ && !finishing_) ||
+                   state_ == State::Lingering;
+  // While paused we still want to notice a hang-up: EPOLLRDHUP reports it without data.
+  uint32_t events = 0;
+  if (!peer_eof_) events |= (want_read ? uint32_t{EPOLLIN} : 0u) | uint32_t{EPOLLRDHUP};
+  if (want_write_) events |= uint32_t{EPOLLOUT};
+  if (events == interest_) return;
+  bool ok = interest_ == 0 ? server_.reactor().add(fd_, events, this)
+                           : server_.reactor().modify(fd_, events, this);
+  if (!ok) return close("epoll_ctl failed");
+  interest_ = events;
+}
+
+}  // namespace sse

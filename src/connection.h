@@ -1,0 +1,108 @@
+// One client socket. Starts as an HTTP/1.1 connection (keep-alive, pipelining, requests handled in
+// order) and may become an event stream. Every byte it sends, responses and stream frames alike,
+// goes through one bounded FrameRing flushed with writev by the server's writer set.
+//
+//   Http --GET /events--> Stream            (parser freed: a stream keeps no read state)
+//   Http --error or "Connection: close", queue drained--> Lingering --EOF/timeout--> Closed
+//   any --peer gone, write error, slow consumer--> Closed (freed after the event batch)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "frame.h"
+#include "http_parser.h"
+#include "http_response.h"
+#include "net.h"
+#include "reactor.h"
+#include "ring_buffer.h"
+#include "room.h"
+
+namespace sse {
+
+class Server;
+
+class Connection final : public EventHandler, public Subscriber {
+ public:
+  enum class State { Http, Stream, Lingering, Closed };
+
+  Connection(Server& server, int fd, const net::IpAddress& peer);
+  ~Connection() override;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void on_event(uint32_t events) override;
+
+  // Subscriber: a frame for the stream; a full queue closes the connection (slow consumer).
+  bool deliver(const FrameRef& frame) override;
+  size_t free_slots() const override { return out_.free_slots(); }
+
+  // Queues one HTTP response (closing after it when r.close).
+  void respond(const http::Response& r);
+  void send_bytes(std::string_view bytes);
+  // Turns this connection into an event stream of `room`.
+  void start_stream(Room& room, std::optional<uint64_t> last_event_id, std::string_view opening);
+  // Holds request processing (a POST waiting for its journal record to reach the disk).
+  void hold() { held_ = true; }
+  // Closes (lingering) once everything queued is written.
+  void finish_after_flush();
+  void release();
+
+  // Writes what is queued, with one writev per round; called by the writer set.
+  void flush();
+  // Shutdown: a stream closes once its queue drains, an idle connection at once, a request in
+  // flight after its response.
+  void drain();
+  // Marks the connection closed; the server frees it after the current batch of events.
+  void close(std::string_view why);
+
+  // Applies request and keep-alive timeouts; called about once a second.
+  void check_timeouts(int64_t now_ms);
+
+  State state() const { return state_; }
+  bool closed() const { return state_ == State::Closed; }
+  bool is_stream() const { return state_ == State::Stream; }
+  int fd() const { return fd_; }
+  const net::IpAddress& peer() const { return peer_; }
+  int64_t last_write_ms() const { return last_write_ms_; }
+  Room* room() const { return room_; }
+  std::string_view close_reason() const { return close_reason_; }
+
+  // Server bookkeeping.
+  bool queued_for_flush = false;
+  bool counted_stream = false;  // holds a per-IP stream slot
+  net::IpAddress client_ip;     // peer, or the forwarded address from a trusted proxy
+  Connection* prev = nullptr;
+  Connection* next = nullptr;
+
+ private:
+  void on_readable();
+  void feed(const char* data, size_t len);
+  void begin_linger();
+  void resume_parsing();
+  void update_interest();
+  void enqueue(const FrameRef& frame);
+
+  Server& server_;
+  int fd_;
+  net::IpAddress peer_;
+  State state_ = State::Http;
+  uint32_t interest_ = 0;
+  bool want_write_ = false;
+  bool finishing_ = false;  // close once the queue drains
+  bool held_ = false;
+  bool peer_eof_ = false;
+  std::unique_ptr<RequestParser> parser_;
+  std::string pending_input_;  // pipelined bytes not parsed yet (waiting for output to drain)
+  FrameRing out_;
+  Room* room_ = nullptr;
+  int64_t request_started_ms_ = 0;
+  int64_t last_activity_ms_ = 0;
+  int64_t last_write_ms_ = 0;
+  std::string_view close_reason_;
+};
+
+}  // namespace sse

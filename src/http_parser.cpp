@@ -1,0 +1,188 @@
+#include "http_parser.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace sse {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+const llhttp_settings_t& settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    return st;
+  }();
+  return s;
+}
+
+// Origin-form ("/path?q") or absolute-form ("http://host/path?q", RFC 9112 3.2.2) into path+query.
+bool split_target(std::string_view url, std::string& path, std::string& query) {
+  if (url.starts_with("http://") || url.starts_with("https://")) {
+    size_t slash = url.find('/', url.find("//") + 2);
+    url = slash == std::string_view::npos ? std::string_view("/") : url.substr(slash);
+  }
+  if (url.empty() || url.front() != '/') return false;
+  url = url.substr(0, url.find('#'));
+  size_t q = url.find('?');
+  path.assign(url.substr(0, q));
+  query.assign(q == std::string_view::npos ? std::string_view{} : url.substr(q + 1));
+  return true;
+}
+
+}  // namespace
+
+RequestParser::RequestParser(const HttpLimits& limits) : limits_(limits) {
+  static const llhttp_settings_t callbacks = [] {
+    llhttp_settings_t st = settings();
+    st.on_message_begin = on_message_begin;
+    st.on_url = on_url;
+    st.on_header_field = on_header_field;
+    st.on_header_value = on_header_value;
+    st.on_header_value_complete = on_header_value_complete;
+    st.on_headers_complete = on_headers_complete;
+    st.on_body = on_body;
+    st.on_message_complete = on_message_complete;
+    return st;
+  }();
+  llhttp_init(&parser_, HTTP_REQUEST, &callbacks);
+  parser_.data = this;
+}
+
+RequestParser::Result RequestParser::feed(const char* data, size_t len) {
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (err == HPE_OK) return {Event::NeedMore, len};
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    size_t consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
+    return {Event::RequestReady, consumed};
+  }
+  if (error_reason_.empty()) {
+    error_status_ = 400;
+    error_reason_ = std::string("malformed HTTP request: ") + llhttp_get_error_reason(&parser_);
+  }
+  return {Event::Error, len};
+}
+
+void RequestParser::next_request() {
+  if (llhttp_get_errno(&parser_) == HPE_PAUSED_UPGRADE) {
+    llhttp_resume_after_upgrade(&parser_);
+  } else {
+    llhttp_resume(&parser_);
+  }
+  request_ = Request{};
+}
+
+int RequestParser::fail(int status, const char* reason) {
+  error_status_ = status;
+  error_reason_ = reason;
+  return HPE_USER;
+}
+
+bool RequestParser::count_header_bytes(size_t len) {
+  header_bytes_ += len;
+  return header_bytes_ <= limits_.max_headers;
+}
+
+int RequestParser::on_message_begin(llhttp_t* p) {
+  RequestParser& s = self(p);
+  s.url_.clear();
+  s.field_.clear();
+  s.value_.clear();
+  s.header_bytes_ = 0;
+  s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
+  s.started_ = true;
+  return 0;
+}
+
+int RequestParser::on_url(llhttp_t* p, const char* at, size_t len) {
+  RequestParser& s = self(p);
+  if (s.url_.size() + len > s.limits_.max_url) return s.fail(414, "request target too long");
+  s.url_.append(at, len);
+  return 0;
+}
+
+int RequestParser::on_header_field(llhttp_t* p, const char* at, size_t len) {
+  RequestParser& s = self(p);
+  if (!s.count_header_bytes(len)) return s.fail(431, "request headers too large");
+  s.field_.append(at, len);
+  return 0;
+}
+
+int RequestParser::on_header_value(llhttp_t* p, const char* at, size_t len) {
+  RequestParser& s = self(p);
+  if (!s.count_header_bytes(len)) return s.fail(431, "request headers too large");
+  s.value_.append(at, len);
+  return 0;
+}
+
+int RequestParser::on_header_value_complete(llhttp_t* p) {
+  RequestParser& s = self(p);
+  s.store_header();
+  s.field_.clear();
+  s.value_.clear();
+  return 0;
+}
+
+void RequestParser::store_header() {
+  Request& r = request_;
+  if (iequals(field_, "content-type")) {
+    r.content_type = value_;
+  } else if (iequals(field_, "last-event-id")) {
+    r.last_event_id = value_;
+    r.has_last_event_id = true;
+  } else if (iequals(field_, "host")) {
+    r.host = value_;
+  } else if (iequals(field_, "origin")) {
+    r.origin = value_;
+  } else if (iequals(field_, "authorization")) {
+    r.authorization = value_;
+  } else if (iequals(field_, "x-forwarded-for")) {
+    if (!r.forwarded_for.empty()) r.forwarded_for += ", ";
+    r.forwarded_for += value_;
+  } else if (iequals(field_, "forwarded")) {
+    if (!r.forwarded.empty()) r.forwarded += ", ";
+    r.forwarded += value_;
+  } else if (iequals(field_, "expect")) {
+    expect_continue_ = iequals(value_, "100-continue");
+  }
+}
+
+int RequestParser::on_headers_complete(llhttp_t* p) {
+  RequestParser& s = self(p);
+  Request& r = s.request_;
+  switch (llhttp_get_method(p)) {
+    case HTTP_GET: r.method = Method::Get; break;
+    case HTTP_HEAD: r.method = Method::Head; break;
+    case HTTP_POST: r.method = Method::Post; break;
+    default: r.method = Method::Other; break;
+  }
+  r.method_name = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
+  if (!split_target(s.url_, r.path, r.query)) return s.fail(400, "malformed request target");
+  // Refuse an oversized body from its declared length, before reading any of it.
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)
+    return s.fail(413, "request body too large");
+  s.in_body_ = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) && !(p->flags & F_CONTENT_LENGTH && p->content_length == 0);
+  return 0;
+}
+
+int RequestParser::on_body(llhttp_t* p, const char* at, size_t len) {
+  RequestParser& s = self(p);
+  if (s.request_.body.size() + len > s.limits_.max_body) return s.fail(413, "request body too large");
+  s.request_.body.append(at, len);
+  return 0;
+}
+
+int RequestParser::on_message_complete(llhttp_t* p) {
+  RequestParser& s = self(p);
+  s.request_.keep_alive = llhttp_should_keep_alive(p);
+  s.in_body_ = false;
+  s.started_ = false;
+  return HPE_PAUSED;  // hand the request over before parsing any pipelined successor
+}
+
+}  // namespace sse

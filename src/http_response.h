@@ -1,0 +1,40 @@
+// HTTP/1.1 response serialisation: status line, the headers every answer carries, the body.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sse::http {
+
+std::string_view reason_phrase(int status);
+
+struct Response {
+  int status = 200;
+  std::string_view content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string_view, std::string>> headers;
+  bool head_only = false;  // HEAD: same headers, no body
+  bool close = false;      // adds "Connection: close"
+};
+
+std::string serialize(const Response& r);
+
+// {"error":"<reason>"} with the given status.
+Response error(int status, std::string_view reason);
+
+// Sent before the body of a request with "Expect: 100-continue".
+inline constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// The head of every event stream: no Content-Length and no chunking, the body ends with the
+// connection. X-Accel-Buffering stops nginx from buffering the stream.
+inline constexpr std::string_view kStreamHead =
+    "HTTP/1.1 200 OK\r\n"
+    "Content-Type: text/event-stream\r\n"
+    "Cache-Control: no-cache\r\n"
+    "X-Accel-Buffering: no\r\n"
+    "Connection: keep-alive\r\n"
+    "\r\n";
+
+}  // namespace sse::http

@@ -1,0 +1,52 @@
+// One line per event on stderr as "level=info msg=... key=value" (journald adds the time).
+#pragma once
+
+#include <sstream>
+#include <string>
+#include <string_view>
+
+namespace sse::log {
+
+enum class Level { Debug, Info, Warn, Error };
+
+void set_level(std::string_view name);
+bool enabled(Level level);
+void write_line(Level level, const std::string& line);
+
+// Quotes a value that contains spaces, quotes or '=' (logfmt).
+std::string quote(std::string_view value);
+
+template <typename V>
+void append_value(std::ostringstream& os, const V& v) {
+  if constexpr (std::is_convertible_v<const V&, std::string_view>) {
+    os << quote(std::string_view(v));
+  } else {
+    os << v;
+  }
+}
+
+inline void append_pairs(std::ostringstream&) {}
+
+template <typename K, typename V, typename... Rest>
+void append_pairs(std::ostringstream& os, const K& key, const V& value, const Rest&... rest) {
+  os << ' ' << key << '=';
+  append_value(os, value);
+  append_pairs(os, rest...);
+}
+
+template <typename... KV>
+void emit(Level level, std::string_view msg, const KV&... kv) {
+  if (!enabled(level)) return;
+  static constexpr const char* kNames[] = {"debug", "info", "warn", "error"};
+  std::ostringstream os;
+  os << "level=" << kNames[static_cast<int>(level)] << " msg=" << quote(msg);
+  append_pairs(os, kv...);
+  write_line(level, os.str());
+}
+
+template <typename... KV> void debug(std::string_view msg, const KV&... kv) { emit(Level::Debug, msg, kv...); }
+template <typename... KV> void info(std::string_view msg, const KV&... kv) { emit(Level::Info, msg, kv...); }
+template <typename... KV> void warn(std::string_view msg, const KV&... kv) { emit(Level::Warn, msg, kv...); }
+template <typename... KV> void error(std::string_view msg, const KV&... kv) { emit(Level::Error, msg, kv...); }
+
+}  // namespace sse::log

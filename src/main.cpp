@@ -1,0 +1,92 @@
+// sse-chat: parse the configuration, open the journal and the listener, run the loop.
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "config.h"
+#include "log.h"
+#include "reactor.h"
+#include "server.h"
+
+#ifndef SSE_CHAT_VERSION
+#define SSE_CHAT_VERSION "dev"
+#endif
+#ifndef SSE_CHAT_STATIC_DIR
+#define SSE_CHAT_STATIC_DIR "/usr/local/share/sse-chat/static"
+#endif
+
+namespace {
+
+bool exists(const std::string& path) { return access(path.c_str(), R_OK) == 0; }
+
+// ./static when run from a checkout, else the installed page.
+std::string default_static_dir() {
+  if (exists("static/index.html")) return "static";
+  return SSE_CHAT_STATIC_DIR;
+}
+
+// A listening socket handed over by systemd (socket activation), or -1.
+int inherited_listener() {
+  int n = sd_listen_fds(1);
+  if (n <= 0) return -1;
+  if (n > 1) sse::log::warn("more than one socket passed; using the first", "count", n);
+  return SD_LISTEN_FDS_START;
+}
+
+void start_watchdog(sse::Reactor& reactor) {
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+  auto interval = std::chrono::milliseconds(std::max<uint64_t>(usec / 2000, 1));
+  reactor.every(interval, [] { sd_notify(0, "WATCHDOG=1"); });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sse::Config config;
+  sse::ParseOutcome outcome = sse::parse_config(argc, argv, config);
+  switch (outcome.kind) {
+    case sse::ParseOutcome::Help:
+      std::fputs(outcome.message.c_str(), stdout);
+      return 0;
+    case sse::ParseOutcome::Version:
+      std::printf("sse-chat %s\n", SSE_CHAT_VERSION);
+      return 0;
+    case sse::ParseOutcome::Error:
+      std::fprintf(stderr, "sse-chat: %s\n", outcome.message.c_str());
+      return 2;
+    case sse::ParseOutcome::Run:
+      break;
+  }
+  sse::log::set_level(config.log_level);
+  if (config.static_dir.empty()) config.static_dir = default_static_dir();
+  signal(SIGPIPE, SIG_IGN);
+
+  sse::Reactor reactor;
+  sse::Server server(reactor, config);
+  std::string error;
+  if (!server.start(error, inherited_listener())) {
+    sse::log::error("cannot start", "error", error);
+    return 1;
+  }
+  reactor.on_signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+    if (sig == SIGHUP) return;  // logs go to stderr (journald): nothing to reopen
+    sd_notify(0, "STOPPING=1");
+    server.begin_shutdown();
+  });
+  start_watchdog(reactor);
+
+  // The address on stdout, alone on a line, so scripts and tests can use --listen with port 0.
+  std::printf("listening on http://%s/\n", server.address().c_str());
+  std::fflush(stdout);
+  sse::log::info("sse-chat started", "version", SSE_CHAT_VERSION, "address", server.address(), "static_dir",
+                 config.static_dir, "journal", config.journal ? config.data_dir : std::string("off"));
+  sd_notify(0, "READY=1");
+  reactor.run();
+  sse::log::info("sse-chat stopped");
+  return 0;
+}

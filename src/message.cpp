@@ -1,0 +1,158 @@
+#include "message.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cctype>
+
+#include "form.h"
+#include "utf8.h"
+
+namespace sse {
+namespace {
+
+enum class MediaType { Json, Form, Other };
+
+MediaType classify(std::string_view content_type) {
+  std::string_view essence = content_type.substr(0, content_type.find(';'));
+  while (!essence.empty() && (essence.back() == ' ' || essence.back() == '\t')) essence.remove_suffix(1);
+  while (!essence.empty() && (essence.front() == ' ' || essence.front() == '\t')) essence.remove_prefix(1);
+  auto iequals = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return std::tolower(static_cast<unsigned char>(x)) == y;
+           });
+  };
+  if (iequals(essence, "application/json")) return MediaType::Json;
+  if (iequals(essence, "application/x-www-form-urlencoded")) return MediaType::Form;
+  return MediaType::Other;
+}
+
+bool has_control(std::string_view s, bool allow_newline_and_tab) {
+  size_t i = 0;
+  while (i < s.size()) {
+    char32_t c = utf8::decode(s, i);
+    if (allow_newline_and_tab && (c == '\n' || c == '\t')) continue;
+    if (c < 0x20 || (c >= 0x7F && c <= 0x9F)) return true;
+  }
+  return false;
+}
+
+std::string normalize_newlines(std::string s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\r' && i + 1 < s.size() && s[i + 1] == '\n') continue;  // CRLF -> LF
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+Rejection bad(std::string reason) { return Rejection{400, std::move(reason)}; }
+
+// Checks one field; empty string means it is fine.
+std::string check_field(std::string_view name, std::string_view value, size_t max_chars,
+                        bool multiline) {
+  if (!utf8::is_valid(value)) return std::string(name) + " is not valid UTF-8";
+  std::string_view trimmed = utf8::trim(value);
+  if (trimmed.empty()) return std::string(name) + " must not be empty";
+  if (utf8::count_code_points(trimmed) > max_chars)
+    return std::string(name) + " must be at most " + std::to_string(max_chars) + " characters";
+  if (has_control(trimmed, multiline))
+    return std::string(name) + (multiline ? " must not contain control characters other than newline and tab"
+                                          : " must not contain control characters");
+  return {};
+}
+
+// Collects the known fields of a body once each; unknown fields are ignored, as most JSON APIs do.
+class Fields {
+ public:
+  static constexpr int kUnknown = -1;
+  int slot(std::string_view key) const {
+    for (int i = 0; i < 3; ++i)
+      if (key == kNames[i]) return i;
+    return kUnknown;
+  }
+  // Empty on success, else the reason.
+  std::string set(int slot, std::string value) {
+    if (seen_[slot]) return "duplicate field \"" + std::string(kNames[slot]) + "\"";
+    seen_[slot] = true;
+    values_[slot] = std::move(value);
+    return {};
+  }
+  PostResult finish() {
+    if (!seen_[0]) return bad("missing \"user\"");
+    if (!seen_[1]) return bad("missing \"text\"");
+    return validate(std::move(values_[0]), std::move(values_[1]), std::move(values_[2]));
+  }
+
+ private:
+  static constexpr std::string_view kNames[3] = {"user", "text", "nonce"};
+  std::string values_[3];
+  bool seen_[3] = {};
+};
+
+PostResult decode_json(std::string_view body) {
+  // One parser for the process: the loop is single-threaded, and reusing it avoids an allocation
+  // per request. Depth is capped so hostile nesting is rejected cheaply.
+  static simdjson::dom::parser parser = [] {
+    simdjson::dom::parser p;
+    if (p.allocate(64 * 1024, 32) != simdjson::SUCCESS) std::abort();  // out of memory at start-up
+    return p;
+  }();
+  simdjson::dom::element doc;
+  if (parser.parse(body.data(), body.size(), true).get(doc) != simdjson::SUCCESS)
+    return bad("body is not valid JSON");
+  simdjson::dom::object object;
+  if (doc.get_object().get(object) != simdjson::SUCCESS)
+    return bad("body must be a JSON object with \"user\" and \"text\"");
+  Fields fields;
+  for (auto field : object) {
+    int slot = fields.slot(field.key);
+    if (slot == Fields::kUnknown) continue;
+    std::string_view value;
+    if (field.value.get_string().get(value) != simdjson::SUCCESS)
+      return bad("\"" + std::string(field.key) + "\" must be a string");
+    if (auto err = fields.set(slot, std::string(value)); !err.empty()) return bad(err);
+  }
+  return fields.finish();
+}
+
+PostResult decode_form(std::string_view body) {
+  auto pairs = form::parse(body);
+  if (!pairs) return bad("malformed form encoding");
+  Fields fields;
+  for (auto& [key, value] : *pairs) {
+    int slot = fields.slot(key);
+    if (slot == Fields::kUnknown) continue;
+    if (auto err = fields.set(slot, std::move(value)); !err.empty()) return bad(err);
+  }
+  return fields.finish();
+}
+
+}  // namespace
+
+PostResult validate(std::string user, std::string text, std::string nonce) {
+  text = normalize_newlines(std::move(text));
+  if (auto err = check_field("user", user, kMaxUserChars, false); !err.empty()) return bad(err);
+  if (auto err = check_field("text", text, kMaxTextChars, true); !err.empty()) return bad(err);
+  if (!utf8::is_valid(nonce) || has_control(nonce, false) ||
+      utf8::count_code_points(nonce) > kMaxNonceChars)
+    return bad("nonce must be at most 64 characters without control characters");
+  ChatInput input;
+  input.user = std::string(utf8::trim(user));
+  input.text = std::string(utf8::trim(text));
+  input.nonce = std::move(nonce);
+  return input;
+}
+
+PostResult decode_post(std::string_view content_type, std::string_view body) {
+  switch (classify(content_type)) {
+    case MediaType::Json: return decode_json(body);
+    case MediaType::Form: return decode_form(body);
+    case MediaType::Other: break;
+  }
+  return Rejection{415, "Content-Type must be application/json or application/x-www-form-urlencoded"};
+}
+
+}  // namespace sse

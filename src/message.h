@@ -1,0 +1,34 @@
+// Decoding and validating the body of POST /messages (JSON through simdjson, or a urlencoded form).
+// Pure functions: no sockets, no room.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace sse {
+
+struct ChatInput {
+  std::string user;   // trimmed, 1..32 code points, no control characters
+  std::string text;   // trimmed, 1..2000 code points, no control characters but \n and \t
+  std::string nonce;  // optional, <= 64 characters, for idempotent retries
+};
+
+struct Rejection {
+  int status;          // 400 or 415
+  std::string reason;  // for a person: "text must be at most 2000 characters"
+};
+
+inline constexpr size_t kMaxUserChars = 32;
+inline constexpr size_t kMaxTextChars = 2000;
+inline constexpr size_t kMaxNonceChars = 64;
+
+using PostResult = std::variant<ChatInput, Rejection>;
+
+// `content_type` is the raw header value (parameters such as charset are allowed).
+PostResult decode_post(std::string_view content_type, std::string_view body);
+
+// Validates and normalises fields already decoded (trims, CRLF -> LF).
+PostResult validate(std::string user, std::string text, std::string nonce);
+
+}  // namespace sse

@@ -1,0 +1,66 @@
+// A thin single-threaded epoll loop: poll -> dispatch -> after-dispatch hook (the server flushes its
+// writer set and reaps closed connections there) -> repeat. Timers and signals are file
+// descriptors (timerfd, signalfd) dispatched like any socket.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <vector>
+
+namespace sse {
+
+class EventHandler {
+ public:
+  virtual ~EventHandler() = default;
+  // EPOLLERR/EPOLLHUP arrive as readable|writable so the normal I/O path meets the error.
+  virtual void on_event(uint32_t events) = 0;
+};
+
+class Reactor {
+ public:
+  Reactor();
+  ~Reactor();
+  Reactor(const Reactor&) = delete;
+  Reactor& operator=(const Reactor&) = delete;
+
+  bool add(int fd, uint32_t events, EventHandler* handler);
+  bool modify(int fd, uint32_t events, EventHandler* handler);
+  void remove(int fd);
+
+  // Calls `callback` every `interval` until the reactor is destroyed.
+  void every(std::chrono::milliseconds interval, std::function<void()> callback);
+  // Blocks `signals` for the process and delivers them through the loop.
+  void on_signals(std::vector<int> signals, std::function<void(int)> callback);
+  // Runs once after every batch of events; returns true when work is left for the next
+  // iteration (the loop then polls without blocking).
+  void after_dispatch(std::function<bool()> hook) { after_dispatch_ = std::move(hook); }
+
+  void run();
+  void stop() { running_ = false; }
+  bool running() const { return running_; }
+
+  // Monotonic milliseconds, read once per wake-up.
+  int64_t now_ms() const { return now_ms_; }
+  // Longest time between a wake-up and the next epoll_wait, for the event-loop lag metric.
+  std::function<void(int64_t busy_us)> on_iteration;
+
+ private:
+  class TimerHandler;
+  class SignalHandler;
+  void update_clock();
+
+  int epfd_;
+  bool running_ = false;
+  int64_t now_ms_ = 0;
+  std::function<bool()> after_dispatch_;
+  bool work_left_ = false;
+  std::vector<std::unique_ptr<EventHandler>> owned_;
+};
+
+int64_t monotonic_ms();
+int64_t wall_clock_ms();
+
+}  // namespace sse

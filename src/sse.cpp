@@ -1,0 +1,74 @@
+#include "sse.h"
+
+#include <charconv>
+
+#include "json.h"
+
+namespace sse {
+namespace {
+constexpr std::string_view kDataPrefix = "\ndata: ";
+}
+
+std::string message_json(const StoredMessage& m) {
+  std::string out;
+  out.reserve(48 + m.user.size() + m.text.size());
+  out += "{\"id\":";
+  json::append_uint(out, m.id);
+  out += ",\"user\":";
+  json::append_string(out, m.user);
+  out += ",\"text\":";
+  json::append_string(out, m.text);
+  out += ",\"ts\":";
+  json::append_uint(out, static_cast<uint64_t>(m.ts_ms));
+  out += "}";
+  return out;
+}
+
+FrameRef message_frame(uint64_t id, std::string_view json) {
+  std::string out;
+  out.reserve(json.size() + 32);
+  out += "id: ";
+  json::append_uint(out, id);
+  out += kDataPrefix;
+  out += json;
+  out += "\n\n";
+  return FrameRef(out);
+}
+
+std::string_view frame_json(const Frame& frame) {
+  std::string_view bytes = frame.bytes();
+  size_t start = bytes.find(kDataPrefix) + kDataPrefix.size();
+  return bytes.substr(start, bytes.size() - 2 - start);
+}
+
+uint64_t frame_id(const Frame& frame) {
+  std::string_view bytes = frame.bytes().substr(4);  // after "id: "
+  uint64_t id = 0;
+  std::from_chars(bytes.data(), bytes.data() + bytes.size(), id);
+  return id;
+}
+
+std::string retry_event(uint32_t retry_ms) {
+  std::string out = "retry: ";
+  json::append_uint(out, retry_ms);
+  out += "\n\n";
+  return out;
+}
+
+std::string reset_event(uint64_t oldest, uint64_t newest) {
+  std::string out = "event: reset\ndata: {\"oldest\":";
+  json::append_uint(out, oldest);
+  out += ",\"newest\":";
+  json::append_uint(out, newest);
+  out += "}\n\n";
+  return out;
+}
+
+std::string presence_event(uint64_t online) {
+  std::string out = "event: presence\ndata: {\"online\":";
+  json::append_uint(out, online);
+  out += "}\n\n";
+  return out;
+}
+
+}  // namespace sse

@@ -1,0 +1,43 @@
+// Server-Sent Events wire format. Every function is pure: bytes in, bytes out.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "frame.h"
+
+namespace sse {
+
+struct StoredMessage {
+  uint64_t id;
+  std::string_view user;
+  std::string_view text;
+  int64_t ts_ms;  // server receive time, Unix milliseconds
+};
+
+// {"id":42,"user":"alice","text":"hello","ts":1764072000123}
+std::string message_json(const StoredMessage& m);
+
+// "id: 42\ndata: <json>\n\n": the one frame every subscriber and the history share.
+FrameRef message_frame(uint64_t id, std::string_view json);
+
+// The JSON payload inside a frame made by message_frame.
+std::string_view frame_json(const Frame& frame);
+
+// The id a frame made by message_frame carries.
+uint64_t frame_id(const Frame& frame);
+
+// "retry: <ms>\n\n": opens every stream.
+std::string retry_event(uint32_t retry_ms);
+
+// "event: reset\ndata: {"oldest":..,"newest":..}\n\n"
+std::string reset_event(uint64_t oldest, uint64_t newest);
+
+// "event: presence\ndata: {"online":N}\n\n"
+std::string presence_event(uint64_t online);
+
+// ": ping\n\n", a comment that keeps proxies from timing out an idle stream.
+inline constexpr std::string_view kPingComment = ": ping\n\n";
+
+}  // namespace sse

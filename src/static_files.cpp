@@ -1,0 +1,99 @@
+#include "static_files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+
+#include "form.h"
+
+namespace sse {
+namespace {
+
+bool has_dot_dot_segment(std::string_view path) {
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    if (path.substr(start, end - start) == "..") return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+std::optional<std::string> read_regular_file(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return std::nullopt;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return std::nullopt;
+  }
+  std::string body(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < body.size()) {
+    ssize_t n = read(fd, body.data() + got, body.size() - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(fd);
+  body.resize(got);
+  return body;
+}
+
+}  // namespace
+
+StaticFiles::StaticFiles(const std::string& root) {
+  char resolved[PATH_MAX];
+  if (!root.empty() && realpath(root.c_str(), resolved)) root_ = resolved;
+}
+
+std::string_view StaticFiles::content_type_for(std::string_view path) {
+  struct Entry {
+    std::string_view ext, type;
+  };
+  static constexpr Entry kTypes[] = {
+      {".html", "text/html; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},     {".json", "application/json"},
+      {".svg", "image/svg+xml"},               {".png", "image/png"},
+      {".jpg", "image/jpeg"},                  {".ico", "image/x-icon"},
+      {".txt", "text/plain; charset=utf-8"},   {".webmanifest", "application/manifest+json"},
+      {".woff2", "font/woff2"},
+  };
+  for (const Entry& e : kTypes)
+    if (path.ends_with(e.ext)) return e.type;
+  return "application/octet-stream";
+}
+
+// The real path of `candidate` (symlinks followed), if it lies inside the root.
+std::optional<std::string> StaticFiles::resolve_inside(const std::string& candidate) const {
+  char resolved[PATH_MAX];
+  if (!realpath(candidate.c_str(), resolved)) return std::nullopt;
+  std::string real = resolved;
+  if (real.size() <= root_.size() || real.compare(0, root_.size(), root_) != 0 || real[root_.size()] != '/')
+    return std::nullopt;
+  return real;
+}
+
+std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) const {
+  if (root_.empty()) return std::nullopt;
+  auto decoded = form::percent_decode(raw_path, false);
+  if (!decoded || decoded->empty() || decoded->front() != '/') return std::nullopt;
+  const std::string& path = *decoded;
+  if (path.find('\0') != std::string::npos || path.find('\\') != std::string::npos ||
+      has_dot_dot_segment(path))
+    return std::nullopt;
+  std::string candidate = root_ + path;
+  if (candidate.back() == '/') candidate += "index.html";
+  auto real = resolve_inside(candidate);
+  struct stat st;
+  if (real && stat(real->c_str(), &st) == 0 && S_ISDIR(st.st_mode)) real = resolve_inside(*real + "/index.html");
+  if (!real) return std::nullopt;
+  auto body = read_regular_file(*real);
+  if (!body) return std::nullopt;
+  return StaticFile{std::move(*body), content_type_for(*real)};
+}
+
+}  // namespace sse
