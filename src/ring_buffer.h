@@ -76,11 +76,12 @@ class FrameRing {
     pending_bytes_ = 0;
   }
 
-  // Releases the storage of an empty ring, so an idle connection keeps no slots.
+  // After a burst, gives back the grown storage of an empty ring (keeping the initial slots, so a
+  // steady trickle of deliveries allocates nothing).
   void shrink_if_empty() {
     if (count_ != 0 || capacity_ <= initial_) return;
-    slots_.reset();
-    capacity_ = 0;
+    slots_ = std::make_unique<FrameRef[]>(initial_);
+    capacity_ = initial_;
     head_ = 0;
   }
 

@@ -1,0 +1,48 @@
+#include "client_limits.h"
+
+#include <gtest/gtest.h>
+
+using namespace sse;
+
+TEST(TokenBuckets, BurstThenRate) {
+  TokenBuckets b(5, 20);
+  auto ip = *net::parse_ip("192.0.2.1");
+  uint32_t retry = 0;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(b.take(ip, 0, retry));
+  EXPECT_FALSE(b.take(ip, 0, retry));
+  EXPECT_EQ(retry, 1u);
+  EXPECT_TRUE(b.take(ip, 200, retry));  // 0.2 s later: one token back
+  EXPECT_FALSE(b.take(ip, 200, retry));
+  auto other = *net::parse_ip("192.0.2.2");
+  EXPECT_TRUE(b.take(other, 200, retry));  // buckets are per address
+}
+
+TEST(TokenBuckets, ZeroRateDisables) {
+  TokenBuckets b(0, 1);
+  uint32_t retry;
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(b.take(*net::parse_ip("::1"), 0, retry));
+}
+
+TEST(Cidr, Matches) {
+  auto c = *parse_cidr("10.0.0.0/8");
+  EXPECT_TRUE(c.contains(*net::parse_ip("10.1.2.3")));
+  EXPECT_FALSE(c.contains(*net::parse_ip("11.0.0.1")));
+  auto one = *parse_cidr("127.0.0.1");
+  EXPECT_TRUE(one.contains(*net::parse_ip("127.0.0.1")));
+  EXPECT_FALSE(one.contains(*net::parse_ip("127.0.0.2")));
+  auto v6 = *parse_cidr("2001:db8::/32");
+  EXPECT_TRUE(v6.contains(*net::parse_ip("2001:db8::5")));
+  EXPECT_FALSE(parse_cidr("10.0.0.0/33"));
+  EXPECT_FALSE(parse_cidr("nonsense"));
+}
+
+TEST(ClientIp, ForwardedHeadersOnlyFromTrustedProxies) {
+  ClientLimits limits(0, 1, 0, 1, 0, {*parse_cidr("127.0.0.1/32")});
+  auto proxy = *net::parse_ip("127.0.0.1");
+  auto stranger = *net::parse_ip("198.51.100.7");
+  EXPECT_EQ(limits.client_ip(proxy, "203.0.113.9", "").to_string(), "203.0.113.9");
+  EXPECT_EQ(limits.client_ip(proxy, "6.6.6.6, 203.0.113.9", "").to_string(), "203.0.113.9");  // rightmost untrusted
+  EXPECT_EQ(limits.client_ip(proxy, "", "for=\"[2001:db8::1]:4711\";proto=https").to_string(), "2001:db8::1");
+  EXPECT_EQ(limits.client_ip(proxy, "", "For=203.0.113.4:80").to_string(), "203.0.113.4");
+  EXPECT_EQ(limits.client_ip(stranger, "203.0.113.9", "").to_string(), "198.51.100.7");  // not trusted: ignored
+}

@@ -1,0 +1,133 @@
+#include "http_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+using sse::HttpLimits;
+using sse::Method;
+using sse::RequestParser;
+
+namespace {
+
+struct Parsed {
+  std::string method, path, query, body, content_type, last_event_id;
+  bool keep_alive;
+  bool operator==(const Parsed&) const = default;
+};
+
+struct Outcome {
+  std::vector<Parsed> requests;
+  int error_status = 0;
+};
+
+// Feeds `chunks` in order, collecting every complete request, as Connection does.
+Outcome parse_chunks(const std::vector<std::string>& chunks, HttpLimits limits = {}) {
+  RequestParser parser(limits);
+  Outcome out;
+  for (const std::string& chunk : chunks) {
+    const char* data = chunk.data();
+    size_t len = chunk.size();
+    while (len > 0) {
+      auto r = parser.feed(data, len);
+      data += r.consumed;
+      len -= r.consumed;
+      if (r.event == RequestParser::Event::Error) {
+        out.error_status = parser.error_status();
+        return out;
+      }
+      if (r.event == RequestParser::Event::NeedMore) break;
+      auto& q = parser.request();
+      out.requests.push_back({q.method_name, q.path, q.query, q.body, q.content_type, q.last_event_id, q.keep_alive});
+      parser.next_request();
+    }
+  }
+  return out;
+}
+
+const std::string kPipeline =
+    "GET /events?lastEventId=4 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 41\r\n\r\n"
+    "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\":\"bcd\"}"
+    "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
+    "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+const std::vector<Parsed> kExpected = {
+    {"GET", "/events", "lastEventId=4", "", "", "41", true},
+    {"POST", "/messages", "", "{\"a\":\"bcd\"}", "application/json", "", true},
+    {"POST", "/messages", "", "abcde", "text/plain", "", true},
+    {"HEAD", "/", "", "", "", "", false},
+};
+
+}  // namespace
+
+TEST(HttpParser, PipelinedRequestsInOneChunk) {
+  Outcome o = parse_chunks({kPipeline});
+  EXPECT_EQ(o.error_status, 0);
+  EXPECT_EQ(o.requests, kExpected);
+}
+
+TEST(HttpParser, EverySplitPoint) {
+  for (size_t split = 1; split < kPipeline.size(); ++split) {
+    Outcome o = parse_chunks({kPipeline.substr(0, split), kPipeline.substr(split)});
+    ASSERT_EQ(o.requests, kExpected) << "split at " << split;
+  }
+}
+
+TEST(HttpParser, OneByteAtATime) {
+  std::vector<std::string> bytes;
+  for (char c : kPipeline) bytes.emplace_back(1, c);
+  EXPECT_EQ(parse_chunks(bytes).requests, kExpected);
+}
+
+TEST(HttpParser, AbsoluteFormTarget) {
+  Outcome o = parse_chunks({"GET http://example.com/messages?since=3 HTTP/1.1\r\nHost: example.com\r\n\r\n"});
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].path, "/messages");
+  EXPECT_EQ(o.requests[0].query, "since=3");
+}
+
+TEST(HttpParser, Http10ClosesByDefault) {
+  Outcome o = parse_chunks({"GET / HTTP/1.0\r\n\r\n"});
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_FALSE(o.requests[0].keep_alive);
+}
+
+TEST(HttpParser, Errors) {
+  HttpLimits small;
+  small.max_body = 10;
+  struct Case {
+    std::string input;
+    int status;
+  } cases[] = {
+      {"GARBAGE\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400},
+      {"GET / HTTP/9.9\r\n\r\n", 400},
+      {"GET /\x01 HTTP/1.1\r\n\r\n", 400},
+      {"GET * HTTP/1.1\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 413},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n", 413},
+      {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414},
+      {"GET / HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.input.substr(0, 60));
+    EXPECT_EQ(parse_chunks({c.input}, small).error_status, c.status);
+  }
+}
+
+TEST(HttpParser, ExpectContinueIsReportedUntilBodyArrives) {
+  RequestParser parser(HttpLimits{});
+  std::string head = "POST /messages HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+  auto r = parser.feed(head.data(), head.size());
+  EXPECT_EQ(r.event, RequestParser::Event::NeedMore);
+  EXPECT_TRUE(parser.wants_continue());
+  parser.mark_continue_sent();
+  EXPECT_FALSE(parser.wants_continue());
+  r = parser.feed("ok", 2);
+  EXPECT_EQ(r.event, RequestParser::Event::RequestReady);
+  EXPECT_EQ(parser.request().body, "ok");
+}

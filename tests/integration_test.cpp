@@ -1,0 +1,363 @@
+// The core server over real sockets: broadcast, HTTP/1.1 behaviour, every error status, static
+// files, slow consumers and shutdown.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "test_server.h"
+
+using namespace testing_support;
+
+namespace {
+
+std::string text_n(int i) { return "message " + std::to_string(i); }
+
+}  // namespace
+
+TEST(Core, FiftySubscribersReceiveTwoHundredMessagesCompleteAndInOrder) {
+  ServerProcess server;
+  std::vector<std::unique_ptr<Subscription>> subs;
+  for (int i = 0; i < 50; ++i) {
+    subs.push_back(std::make_unique<Subscription>(server.port()));
+    ASSERT_TRUE(subs.back()->ok);
+  }
+  // Wait until the server counts all 50 before posting, so every one is live for message 1.
+  for (int tries = 0; tries < 200; ++tries) {
+    Client c(server.port());
+    auto m = c.get("/metrics");
+    if (m && m->body.find("ssechat_sse_clients 50\n") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  Client poster(server.port());
+  for (int i = 1; i <= 200; ++i) {
+    auto r = poster.post_json("{\"user\":\"alice\",\"text\":\"" + text_n(i) + "\"}");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 201);
+    ASSERT_EQ(json_id(r->body), static_cast<uint64_t>(i));
+  }
+  for (auto& sub : subs) {
+    for (int i = 1; i <= 200; ++i) {
+      std::optional<SseEvent> ev;
+      do {
+        ev = sub->reader.next();
+        ASSERT_TRUE(ev);
+      } while (!ev->event.empty());  // presence events are interleaved; messages are default-type
+      ASSERT_EQ(ev->id, std::to_string(i));
+      ASSERT_NE(ev->data.find("\"text\":\"" + text_n(i) + "\""), std::string::npos) << ev->data;
+      ASSERT_NE(ev->data.find("\"user\":\"alice\""), std::string::npos);
+    }
+  }
+}
+
+TEST(Core, StreamHeadAndFormat) {
+  ServerProcess server({"--retry", "3000"});
+  Client c(server.port());
+  c.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto head = c.read_head();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->header("content-type"), "text/event-stream");
+  EXPECT_EQ(head->header("cache-control"), "no-cache");
+  EXPECT_EQ(head->header("x-accel-buffering"), "no");
+  EXPECT_EQ(head->header("content-length"), "");
+  EXPECT_EQ(head->header("transfer-encoding"), "");
+  while (c.buffer().find("\n\n") == std::string::npos) ASSERT_TRUE(c.fill());
+  ASSERT_TRUE(c.buffer().starts_with("retry: "));
+  int retry = std::stoi(c.buffer().substr(7));
+  EXPECT_GE(retry, 3000);  // jittered upwards, up to half again
+  EXPECT_LE(retry, 4500);
+  ASSERT_NE(post_message(server.port(), "bob", "hi \\u2028 \\\"there\\\""), 0u);
+  SseReader reader(c);
+  std::optional<SseEvent> ev;
+  do ev = reader.next();
+  while (ev && !ev->event.empty());
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, "1");
+  EXPECT_TRUE(ev->raw.starts_with("id: 1\ndata: {\"id\":1,\"user\":\"bob\",\"text\":\"hi \\u2028 \\\"there\\\"\",\"ts\":"))
+      << ev->raw;
+}
+
+TEST(Core, FormPostAndUnicode) {
+  ServerProcess server;
+  Subscription sub(server.port());
+  ASSERT_TRUE(sub.ok);
+  Client c(server.port());
+  auto r = c.post_form("user=%E6%97%A5%E6%9C%AC&text=caf%C3%A9+%F0%9F%98%80");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->body, "{\"id\":1}");
+  EXPECT_EQ(r->header("content-type"), "application/json");
+  std::optional<SseEvent> ev;
+  do ev = sub.reader.next();
+  while (ev && !ev->event.empty());
+  ASSERT_TRUE(ev);
+  EXPECT_NE(ev->data.find("\"user\":\"日本\",\"text\":\"café 😀\""), std::string::npos) << ev->data;
+}
+
+TEST(Core, KeepAliveAndPipeliningAnswerInOrder) {
+  ServerProcess server;
+  Client c(server.port());
+  std::string batch;
+  for (int i = 1; i <= 5; ++i) {
+    std::string body = "{\"user\":\"p\",\"text\":\"t" + std::to_string(i) + "\"}";
+    batch += "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body;
+    batch += "GET /nope" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  batch += "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  batch += "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_TRUE(c.send(batch));
+  for (int i = 1; i <= 5; ++i) {
+    auto post = c.read_response();
+    ASSERT_TRUE(post);
+    EXPECT_EQ(post->status, 201);
+    EXPECT_EQ(json_id(post->body), static_cast<uint64_t>(i));
+    auto missing = c.read_response();
+    ASSERT_TRUE(missing);
+    EXPECT_EQ(missing->status, 404);
+    EXPECT_NE(missing->body.find("/nope" + std::to_string(i)), std::string::npos);
+  }
+  auto head = c.read_response(true);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->header("content-length"), "3");
+  auto get = c.read_response();
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->body, "ok\n");
+  // The connection is still open for more.
+  auto again = c.get("/healthz");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+}
+
+TEST(Core, ManyPipelinedRequestsBeyondTheQueueDepth) {
+  ServerProcess server;
+  Client c(server.port());
+  std::string batch;
+  for (int i = 0; i < 300; ++i) batch += "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_TRUE(c.send(batch));
+  for (int i = 0; i < 300; ++i) {
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ(r->status, 200);
+  }
+}
+
+TEST(Core, ChunkedBodyAndExpectContinue) {
+  ServerProcess server;
+  Client c(server.port());
+  std::string body = "{\"user\":\"c\",\"text\":\"chunked\"}";
+  std::string req = "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  req += "5\r\n" + body.substr(0, 5) + "\r\n";
+  char hex[16];
+  snprintf(hex, sizeof hex, "%zx", body.size() - 5);
+  req += std::string(hex) + "\r\n" + body.substr(5) + "\r\n0\r\n\r\n";
+  ASSERT_TRUE(c.send(req));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+
+  Client e(server.port());
+  ASSERT_TRUE(e.send("POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\nExpect: 100-continue\r\n\r\n"));
+  auto interim = e.read_head();
+  ASSERT_TRUE(interim);
+  EXPECT_EQ(interim->status, 100);
+  ASSERT_TRUE(e.send(body));
+  r = e.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+}
+
+struct ErrorCase {
+  const char* name;
+  std::string request;
+  int status;
+  const char* header = nullptr;  // a header the answer must carry
+  const char* header_value = nullptr;
+};
+
+TEST(Core, EveryErrorStatusAndTheServerKeepsServing) {
+  ServerProcess server({"--max-body", "1024"});
+  Subscription honest(server.port());
+  ASSERT_TRUE(honest.ok);
+  auto post = [](const std::string& type, const std::string& body) {
+    return "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: " + type + "\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  std::vector<ErrorCase> cases = {
+      {"invalid json", post("application/json", "{nope"), 400},
+      {"empty text", post("application/json", R"({"user":"a","text":" "})"), 400},
+      {"user too long", post("application/json", R"({"user":")" + std::string(33, 'u') + R"(","text":"x"})"), 400},
+      {"malformed request", "BLAH\r\n\r\n", 400},
+      {"unknown path", "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+      {"wrong method on messages", "DELETE /messages HTTP/1.1\r\nHost: x\r\n\r\n", 405, "allow", "GET, HEAD, POST"},
+      {"wrong method on events", "POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "allow", "GET, HEAD"},
+      {"wrong method on a page", "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "allow", "GET, HEAD"},
+      {"body over the limit", post("application/json", std::string(2000, ' ')), 413},
+      {"declared length over the limit", "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n", 413},
+      {"text/plain", post("text/plain", "hello"), 415},
+      {"url too long", "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
+      {"headers too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'b') + "\r\n\r\n", 431},
+  };
+  int accepted = 0;
+  for (const ErrorCase& ec : cases) {
+    SCOPED_TRACE(ec.name);
+    Client c(server.port());
+    ASSERT_TRUE(c.send(ec.request));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, ec.status);
+    EXPECT_NE(r->body.find("\"error\":\""), std::string::npos) << r->body;
+    if (ec.header) {
+      EXPECT_EQ(r->header(ec.header), ec.header_value);
+    }
+    // And the server still serves: a good POST right after.
+    ASSERT_NE(post_message(server.port(), "ok", "after " + std::string(ec.name)), 0u);
+    ++accepted;
+  }
+  // The honest subscriber received every accepted message, in order.
+  for (int i = 1; i <= accepted; ++i) {
+    std::optional<SseEvent> ev;
+    do ev = honest.reader.next();
+    while (ev && !ev->event.empty());
+    ASSERT_TRUE(ev);
+    EXPECT_EQ(ev->id, std::to_string(i));
+  }
+}
+
+TEST(Core, StaticFilesNeverLeaveTheRoot) {
+  std::string dir = make_temp_dir();
+  std::string root = dir + "/static";
+  mkdir(root.c_str(), 0755);
+  mkdir((root + "/sub").c_str(), 0755);
+  std::ofstream(root + "/index.html") << "<!doctype html><title>t</title>";
+  std::ofstream(root + "/app.js") << "console.log(1)";
+  std::ofstream(root + "/style.css") << "body{}";
+  std::ofstream(dir + "/secret.txt") << "SECRET";
+  ASSERT_EQ(symlink((dir + "/secret.txt").c_str(), (root + "/link.txt").c_str()), 0);
+  ASSERT_EQ(symlink(dir.c_str(), (root + "/sub/up").c_str()), 0);
+  ServerProcess server({"--static-dir", root});
+  Client c(server.port());
+  auto page = c.get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->header("content-type"), "text/html; charset=utf-8");
+  EXPECT_EQ(page->header("x-content-type-options"), "nosniff");
+  EXPECT_EQ(page->body, "<!doctype html><title>t</title>");
+  EXPECT_EQ(c.get("/app.js")->header("content-type"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(c.get("/style.css")->header("content-type"), "text/css; charset=utf-8");
+  auto head = Client(server.port());
+  head.send("HEAD /app.js HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto h = head.read_response(true);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->header("content-length"), "14");
+  for (const char* path : {"/../secret.txt", "/%2e%2e/secret.txt", "/%2E%2E/secret.txt", "/sub/../../secret.txt",
+                           "/link.txt", "/sub/up/secret.txt", "//etc/passwd", "/..%2fsecret.txt",
+                           "/%2e%2e%2fsecret.txt", "/missing.html", "/sub/", "/index.html%00.js"}) {
+    SCOPED_TRACE(path);
+    Client probe(server.port());
+    auto r = probe.get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404);
+    EXPECT_EQ(r->body.find("SECRET"), std::string::npos);
+  }
+}
+
+namespace {
+uint64_t metric(uint16_t port, const std::string& name) {
+  Client m(port);
+  auto r = m.get("/metrics");
+  if (!r) return 0;
+  size_t p = r->body.find("\n" + name + " ");
+  return p == std::string::npos ? 0 : std::stoull(r->body.substr(p + name.size() + 2));
+}
+}  // namespace
+
+TEST(Core, SlowSubscriberIsDisconnectedWhileOthersKeepReceiving) {
+  ServerProcess server({"--client-queue", "16"});
+  Client slow(server.port());  // subscribes, then never reads
+  slow.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  Subscription fast(server.port());
+  ASSERT_TRUE(fast.ok);
+  std::string big(1900, 'z');
+  Client poster(server.port());
+  int received = 0;
+  int posted = 0;
+  // Post until the kernel buffers and then the 16-frame queue of the slow one are full.
+  while (metric(server.port(), "ssechat_slow_consumer_disconnects_total") == 0) {
+    ASSERT_LT(posted, 40000) << "the slow subscriber was never disconnected";
+    for (int k = 0; k < 100; ++k) {
+      auto r = poster.post_json("{\"user\":\"flood\",\"text\":\"" + big + "\"}");
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 201);
+      ++posted;
+      while (received < posted) {  // keep the fast one drained as we go
+        auto ev = fast.reader.next();
+        ASSERT_TRUE(ev);
+        if (ev->event.empty()) {
+          ASSERT_EQ(ev->id, std::to_string(++received));
+        }
+      }
+    }
+  }
+  EXPECT_EQ(received, posted);
+  EXPECT_EQ(metric(server.port(), "ssechat_sse_clients"), 1u);
+  // The slow one was cut off: reading now ends in EOF, not in an endless stream.
+  EXPECT_TRUE(slow.wait_closed());
+  // And the fast one is still live.
+  ASSERT_NE(post_message(server.port(), "a", "still here"), 0u);
+  std::optional<SseEvent> ev;
+  do ev = fast.reader.next();
+  while (ev && !ev->event.empty());
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, std::to_string(posted + 1));
+}
+
+TEST(Core, SigtermExitsZero) {
+  ServerProcess server;
+  Subscription sub(server.port());
+  ASSERT_TRUE(sub.ok);
+  ASSERT_NE(post_message(server.port(), "a", "before"), 0u);
+  EXPECT_EQ(server.stop(SIGTERM), 0);
+  // The subscriber got the message and then the end of the stream.
+  std::optional<SseEvent> ev;
+  do ev = sub.reader.next();
+  while (ev && !ev->event.empty());
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, "1");
+  EXPECT_FALSE(sub.reader.next());
+}
+
+TEST(Core, SigintExitsZero) {
+  ServerProcess server;
+  EXPECT_EQ(server.stop(SIGINT), 0);
+}
+
+TEST(Core, HelpAndVersion) {
+  std::string cmd = binary_path() + " --help";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0);
+  EXPECT_NE(out.find("--listen HOST:PORT"), std::string::npos);
+  EXPECT_NE(out.find("(default: 127.0.0.1:8080)"), std::string::npos);
+  p = popen((binary_path() + " --version").c_str(), "r");
+  out.clear();
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0);
+  EXPECT_TRUE(out.starts_with("sse-chat "));
+  p = popen((binary_path() + " --bogus 2>&1").c_str(), "r");
+  out.clear();
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  EXPECT_NE(pclose(p), 0);
+  EXPECT_NE(out.find("unknown option --bogus"), std::string::npos);
+}

@@ -1,0 +1,68 @@
+#include "journal.h"
+
+#include <gtest/gtest.h>
+
+using sse::decode_records;
+using sse::encode_record;
+using sse::JournalRecord;
+
+namespace {
+std::string three_records() {
+  return encode_record({1, "", R"({"id":1})"}) + encode_record({2, "a\x1fn", R"({"id":2})"}) +
+         encode_record({3, "", R"({"id":3})"});
+}
+std::vector<uint64_t> ids(const std::vector<JournalRecord>& rs) {
+  std::vector<uint64_t> out;
+  for (auto& r : rs) out.push_back(r.id);
+  return out;
+}
+}  // namespace
+
+TEST(JournalCodec, RoundTrip) {
+  std::vector<std::string> warnings;
+  bool damaged;
+  auto rs = decode_records(three_records(), warnings, damaged);
+  EXPECT_FALSE(damaged);
+  EXPECT_TRUE(warnings.empty());
+  ASSERT_EQ(ids(rs), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(rs[1].nonce_key, "a\x1fn");
+  EXPECT_EQ(rs[2].json, R"({"id":3})");
+}
+
+TEST(JournalCodec, EveryTruncationKeepsTheWholeRecordsBeforeIt) {
+  std::string all = three_records();
+  size_t first = encode_record({1, "", R"({"id":1})"}).size();
+  for (size_t cut = 0; cut < all.size(); ++cut) {
+    std::vector<std::string> warnings;
+    bool damaged;
+    auto rs = decode_records(std::string_view(all).substr(0, cut), warnings, damaged);
+    EXPECT_EQ(damaged, !warnings.empty());
+    if (cut >= first) {
+      EXPECT_GE(rs.size(), 1u) << cut;
+    }
+    for (size_t i = 0; i < rs.size(); ++i) EXPECT_EQ(rs[i].id, i + 1);
+  }
+}
+
+TEST(JournalCodec, GarbageTailIsCut) {
+  std::vector<std::string> warnings;
+  bool damaged;
+  auto rs = decode_records(three_records() + "\x01garbage\xff\xfe", warnings, damaged);
+  EXPECT_TRUE(damaged);
+  EXPECT_EQ(ids(rs), (std::vector<uint64_t>{1, 2, 3}));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("cut"), std::string::npos);
+}
+
+TEST(JournalCodec, FlippedByteInTheMiddleLosesOnlyThatRecord) {
+  std::string all = three_records();
+  size_t first = encode_record({1, "", R"({"id":1})"}).size();
+  all[first + 15] ^= 0x20;  // inside record 2's body: its checksum no longer holds
+  std::vector<std::string> warnings;
+  bool damaged;
+  auto rs = decode_records(all, warnings, damaged);
+  EXPECT_TRUE(damaged);
+  EXPECT_EQ(ids(rs), (std::vector<uint64_t>{1, 3}));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("1 message(s) lost"), std::string::npos) << warnings[0];
+}

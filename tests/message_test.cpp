@@ -1,0 +1,98 @@
+#include "message.h"
+
+#include <gtest/gtest.h>
+
+using sse::ChatInput;
+using sse::decode_post;
+using sse::Rejection;
+
+namespace {
+
+struct Case {
+  const char* name;
+  const char* content_type;
+  std::string body;
+  int status;  // 0: accepted
+  const char* user = nullptr;
+  const char* text = nullptr;
+};
+
+std::string repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+}  // namespace
+
+TEST(Validation, Table) {
+  const char* json = "application/json";
+  const char* form = "application/x-www-form-urlencoded";
+  std::vector<Case> cases = {
+      {"json ok", json, R"({"user":"alice","text":"hello"})", 0, "alice", "hello"},
+      {"json with charset", "Application/JSON; charset=utf-8", R"({"user":"a","text":"b"})", 0, "a", "b"},
+      {"form ok", form, "user=alice&text=hello+there", 0, "alice", "hello there"},
+      {"trimmed", json, R"({"user":"  bob ","text":"\n hi \t"})", 0, "bob", "hi"},
+      {"newline and tab kept inside", json, R"({"user":"a","text":"x\n\ty"})", 0, "a", "x\n\ty"},
+      {"crlf normalised", form, "user=a&text=x%0D%0Ay", 0, "a", "x\ny"},
+      {"unknown fields ignored", json, R"({"user":"a","text":"b","color":"red"})", 0, "a", "b"},
+      {"user 32 code points", json, R"({"user":")" + repeat("日", 32) + R"(","text":"b"})", 0},
+      {"text 2000 code points", json, R"({"user":"a","text":")" + repeat("😀", 2000) + R"("})", 0},
+      {"user 33 code points", json, R"({"user":")" + repeat("x", 33) + R"(","text":"b"})", 400},
+      {"text 2001 code points", json, R"({"user":"a","text":")" + repeat("x", 2001) + R"("})", 400},
+      {"empty user", json, R"({"user":"","text":"b"})", 400},
+      {"blank text", json, R"({"user":"a","text":"   "})", 400},
+      {"missing text", json, R"({"user":"a"})", 400},
+      {"missing user", form, "text=b", 400},
+      {"user not a string", json, R"({"user":5,"text":"b"})", 400},
+      {"text is null", json, R"({"user":"a","text":null})", 400},
+      {"array body", json, R"(["a","b"])", 400},
+      {"not json", json, "user=a", 400},
+      {"truncated json", json, R"({"user":"a","text":"b")", 400},
+      {"duplicate key", json, R"({"user":"a","text":"b","text":"c"})", 400},
+      {"duplicate form key", form, "user=a&text=b&user=c", 400},
+      {"control char in user", json, R"({"user":"a\u0007","text":"b"})", 400},
+      {"newline in user", json, R"({"user":"a\nb","text":"b"})", 400},
+      {"NUL in text", json, R"({"user":"a","text":"x\u0000y"})", 400},
+      {"C1 control in text", json, "{\"user\":\"a\",\"text\":\"x\xc2\x85y\"}", 400},
+      {"invalid utf8 in json", json, "{\"user\":\"a\",\"text\":\"\xc0\xaf\"}", 400},
+      {"surrogate escape", json, R"({"user":"a","text":"\ud800"})", 400},
+      {"invalid utf8 in form", form, "user=a&text=%ED%A0%80", 400},
+      {"truncated utf8 in form", form, "user=a&text=%E6%97", 400},
+      {"bad percent escape", form, "user=a&text=%G1", 400},
+      {"deep nesting", json, R"({"user":"a","text":"b","x":)" + repeat("[", 5000) + repeat("]", 5000) + "}", 400},
+      {"long nonce", json, R"({"user":"a","text":"b","nonce":")" + repeat("n", 65) + R"("})", 400},
+      {"text/plain", "text/plain", "hello", 415},
+      {"no content type", "", R"({"user":"a","text":"b"})", 415},
+      {"multipart", "multipart/form-data; boundary=x", "--x--", 415},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    sse::PostResult r = decode_post(c.content_type, c.body);
+    if (c.status == 0) {
+      ASSERT_TRUE(std::holds_alternative<ChatInput>(r)) << std::get<Rejection>(r).reason;
+      if (c.user) {
+        EXPECT_EQ(std::get<ChatInput>(r).user, c.user);
+      }
+      if (c.text) {
+        EXPECT_EQ(std::get<ChatInput>(r).text, c.text);
+      }
+    } else {
+      ASSERT_TRUE(std::holds_alternative<Rejection>(r));
+      EXPECT_EQ(std::get<Rejection>(r).status, c.status);
+      EXPECT_FALSE(std::get<Rejection>(r).reason.empty());
+    }
+  }
+}
+
+TEST(Validation, ReasonsArePlainEnglish) {
+  auto r = decode_post("application/json", R"({"user":"a","text":""})");
+  EXPECT_EQ(std::get<Rejection>(r).reason, "text must not be empty");
+  r = decode_post("application/json", R"({"user":")" + std::string(40, 'x') + R"(","text":"b"})");
+  EXPECT_EQ(std::get<Rejection>(r).reason, "user must be at most 32 characters");
+}
+
+TEST(Validation, NonceIsKept) {
+  auto r = decode_post("application/json", R"({"user":"a","text":"b","nonce":"n-1"})");
+  EXPECT_EQ(std::get<ChatInput>(r).nonce, "n-1");
+}

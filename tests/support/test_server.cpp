@@ -1,0 +1,289 @@
+#include "test_server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace testing_support {
+
+std::string binary_path() {
+  const char* p = std::getenv("SSE_CHAT_BIN");
+  return p ? p : "./sse-chat";
+}
+
+std::string static_dir() {
+  const char* p = std::getenv("SSE_CHAT_STATIC");
+  return p ? p : "static";
+}
+
+std::string make_temp_dir() {
+  char tmpl[] = "/tmp/sse-chat-test-XXXXXX";
+  char* d = mkdtemp(tmpl);
+  if (!d) throw std::runtime_error("mkdtemp failed");
+  return d;
+}
+
+ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_journal) {
+  bool has_listen = false, has_static = false, has_journal_flag = false;
+  for (const auto& a : args) {
+    has_listen |= a == "--listen";
+    has_static |= a == "--static-dir";
+    has_journal_flag |= a == "--data-dir" || a == "--no-journal";
+  }
+  if (!has_listen) args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+  if (!has_static) args.insert(args.end(), {"--static-dir", static_dir()});
+  if (default_no_journal && !has_journal_flag) args.push_back("--no-journal");
+  // Tests post from one address far faster than a person: no rate limits unless a test asks.
+  bool has_rate = false;
+  for (const auto& a : args) has_rate |= a == "--post-rate" || a == "--subscribe-rate";
+  if (!has_rate) args.insert(args.end(), {"--post-rate", "0", "--subscribe-rate", "0", "--max-streams-per-ip", "0"});
+
+  log_path_ = make_temp_dir() + "/stderr.log";
+  int out_pipe[2];
+  if (pipe(out_pipe) != 0) throw std::runtime_error("pipe failed");
+  pid_ = fork();
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a test that was killed
+    dup2(out_pipe[1], STDOUT_FILENO);
+    int err = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(err, STDERR_FILENO);
+    close(out_pipe[0]);
+    std::vector<char*> argv;
+    std::string bin = binary_path();
+    argv.push_back(bin.data());
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  std::string line;
+  char c;
+  while (read(out_pipe[0], &c, 1) == 1 && c != '\n') line += c;
+  close(out_pipe[0]);
+  size_t colon = line.rfind(':');
+  if (line.find("listening on") == std::string::npos || colon == std::string::npos) {
+    stop(SIGKILL);
+    throw std::runtime_error("server did not start: " + line + "\n" + log());
+  }
+  port_ = static_cast<uint16_t>(std::stoi(line.substr(colon + 1)));
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0 && exit_status_ < 0) stop(SIGKILL);
+}
+
+bool ServerProcess::running() {
+  if (exit_status_ >= 0) return false;
+  int status;
+  pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  return true;
+}
+
+int ServerProcess::stop(int sig) {
+  if (exit_status_ >= 0) return exit_status_;
+  kill(pid_, sig);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return exit_status_;
+}
+
+std::string ServerProcess::log() {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Client::Client(uint16_t port, int timeout_s) {
+  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{timeout_s, 0};
+  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) close();
+}
+
+Client::~Client() { close(); }
+
+Client::Client(Client&& other) noexcept : fd_(other.fd_), buf_(std::move(other.buf_)) { other.fd_ = -1; }
+
+void Client::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+bool Client::send(const std::string& bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool Client::fill() {
+  if (fd_ < 0) return false;
+  char tmp[65536];
+  ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+  if (n <= 0) return false;
+  buf_.append(tmp, static_cast<size_t>(n));
+  return true;
+}
+
+std::optional<HttpResponse> Client::read_head() {
+  size_t end;
+  while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
+    if (!fill()) return std::nullopt;
+  std::string head = buf_.substr(0, end);
+  buf_.erase(0, end + 4);
+  HttpResponse r;
+  std::istringstream lines(head);
+  std::string line;
+  std::getline(lines, line);
+  if (line.size() < 12 || line.compare(0, 9, "HTTP/1.1 ") != 0) return std::nullopt;
+  r.status = std::stoi(line.substr(9, 3));
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    size_t v = colon + 1;
+    while (v < line.size() && line[v] == ' ') ++v;
+    r.headers[name] = line.substr(v);
+  }
+  return r;
+}
+
+std::optional<HttpResponse> Client::read_response(bool head) {
+  for (;;) {
+    auto r = read_head();
+    if (!r) return std::nullopt;
+    if (r->status == 100) continue;  // interim response
+    if (!head) {
+      size_t len = r->headers.count("content-length") ? std::stoul(r->headers["content-length"]) : 0;
+      while (buf_.size() < len)
+        if (!fill()) return std::nullopt;
+      r->body = buf_.substr(0, len);
+      buf_.erase(0, len);
+    }
+    return r;
+  }
+}
+
+bool Client::wait_closed() {
+  while (fill()) {
+  }
+  char c;
+  ssize_t n = ::recv(fd_, &c, 1, 0);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+std::optional<HttpResponse> Client::get(const std::string& path, const std::string& extra_headers) {
+  if (!send("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n")) return std::nullopt;
+  return read_response();
+}
+
+std::optional<HttpResponse> Client::post_json(const std::string& body, const std::string& extra_headers) {
+  std::string req = "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+                    extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  if (!send(req)) return std::nullopt;
+  return read_response();
+}
+
+std::optional<HttpResponse> Client::post_form(const std::string& body) {
+  std::string req =
+      "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  if (!send(req)) return std::nullopt;
+  return read_response();
+}
+
+std::optional<SseEvent> SseReader::next() {
+  std::string& buf = client_.buffer();
+  for (;;) {
+    size_t end;
+    while ((end = buf.find("\n\n")) == std::string::npos)
+      if (!client_.fill()) return std::nullopt;
+    std::string block = buf.substr(0, end);
+    buf.erase(0, end + 2);
+    SseEvent ev;
+    ev.raw = block;
+    bool has_data = false;
+    std::istringstream lines(block);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.empty()) continue;
+      if (line[0] == ':') {
+        ++comments_;
+        continue;
+      }
+      size_t colon = line.find(':');
+      std::string field = line.substr(0, colon);
+      std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+      if (!value.empty() && value[0] == ' ') value.erase(0, 1);
+      if (field == "id") ev.id = value;
+      else if (field == "event") ev.event = value;
+      else if (field == "retry") retry_ = std::stoi(value);
+      else if (field == "data") {
+        if (has_data) ev.data += "\n";
+        ev.data += value;
+        has_data = true;
+      }
+    }
+    if (has_data) return ev;
+  }
+}
+
+Subscription::Subscription(uint16_t port, const std::string& last_event_id, const std::string& query)
+    : client(port), reader(client) {
+  std::string req = "GET /events" + query + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n";
+  if (!last_event_id.empty()) req += "Last-Event-ID: " + last_event_id + "\r\n";
+  req += "\r\n";
+  if (!client.send(req)) return;
+  auto head = client.read_head();
+  ok = head && head->status == 200 && head->header("content-type") == "text/event-stream";
+}
+
+uint64_t json_id(const std::string& body) {
+  size_t p = body.find("\"id\":");
+  if (p == std::string::npos) return 0;
+  return std::strtoull(body.c_str() + p + 5, nullptr, 10);
+}
+
+uint64_t post_message(uint16_t port, const std::string& user, const std::string& text) {
+  Client c(port);
+  std::string body = "{\"user\":\"" + user + "\",\"text\":\"" + text + "\"}";
+  auto r = c.post_json(body);
+  if (!r || r->status != 201) return 0;
+  return json_id(r->body);
+}
+
+}  // namespace testing_support

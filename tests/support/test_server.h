@@ -1,0 +1,120 @@
+// Test support: runs the real sse-chat binary on an ephemeral port and talks to it over real
+// sockets. Every blocking read has a generous receive timeout, only so a broken server fails the
+// test instead of hanging it; no assertion depends on timing.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace testing_support {
+
+std::string binary_path();
+std::string static_dir();
+std::string make_temp_dir();
+
+class ServerProcess {
+ public:
+  // Starts sse-chat with `args` (plus --listen 127.0.0.1:0 unless given); waits for its address.
+  explicit ServerProcess(std::vector<std::string> args = {}, bool default_no_journal = true);
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `sig` and waits for the exit; returns the exit status (128+signal if killed).
+  int stop(int sig);
+  // Everything the server wrote to stderr so far (after stop(): all of it).
+  std::string log();
+
+ private:
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+  std::string log_path_;
+  int exit_status_ = -1;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+class Client {
+ public:
+  explicit Client(uint16_t port, int timeout_s = 20);
+  ~Client();
+  Client(Client&& other) noexcept;
+  Client(const Client&) = delete;
+
+  bool connected() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  bool send(const std::string& bytes);
+  // Reads one response (Content-Length framed; HEAD has no body when `head`). nullopt on EOF/error.
+  std::optional<HttpResponse> read_response(bool head = false);
+  // Reads response head only (for streams), leaving the body to read_event().
+  std::optional<HttpResponse> read_head();
+  // True when the server closed the connection (reads until EOF; discards data).
+  bool wait_closed();
+  void close();
+
+  // The request helpers send and read in one go.
+  std::optional<HttpResponse> get(const std::string& path, const std::string& extra_headers = "");
+  std::optional<HttpResponse> post_json(const std::string& body, const std::string& extra_headers = "");
+  std::optional<HttpResponse> post_form(const std::string& body);
+
+  std::string& buffer() { return buf_; }
+  bool fill();  // reads more into buf_; false on EOF/error
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+struct SseEvent {
+  std::string id;
+  std::string event;  // "" for the default type
+  std::string data;
+  std::string raw;
+};
+
+// Reads an event stream from a Client whose response head was read.
+class SseReader {
+ public:
+  explicit SseReader(Client& client) : client_(client) {}
+  // Next dispatched event (comments and retry-only blocks are skipped but remembered).
+  std::optional<SseEvent> next();
+  int comments_seen() const { return comments_; }
+  std::optional<int> retry_ms() const { return retry_; }
+
+ private:
+  Client& client_;
+  int comments_ = 0;
+  std::optional<int> retry_;
+};
+
+// Opens GET /events (with optional Last-Event-ID) and checks the 200 head.
+struct Subscription {
+  Client client;
+  SseReader reader;
+  explicit Subscription(uint16_t port, const std::string& last_event_id = "", const std::string& query = "");
+  Subscription(const Subscription&) = delete;
+  bool ok = false;
+};
+
+// POSTs {"user":..,"text":..} and returns the id from the 201 (0 on failure).
+uint64_t post_message(uint16_t port, const std::string& user, const std::string& text);
+
+// Extracts "id":N from a JSON body (0 if absent).
+uint64_t json_id(const std::string& body);
+
+}  // namespace testing_support
