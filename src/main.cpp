@@ -68,16 +68,18 @@ int main(int argc, char** argv) {
 
   sse::Reactor reactor;
   sse::Server server(reactor, config);
-  std::string error;
-  if (!server.start(error, inherited_listener())) {
-    sse::log::error("cannot start", "error", error);
-    return 1;
-  }
+  // Before any thread exists (the journal's syncer), so every thread inherits the blocked mask
+  // and SIGTERM reaches the loop instead of killing the process from another thread.
   reactor.on_signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
     if (sig == SIGHUP) return;  // logs go to stderr (journald): nothing to reopen
     sd_notify(0, "STOPPING=1");
     server.begin_shutdown();
   });
+  std::string error;
+  if (!server.start(error, inherited_listener())) {
+    sse::log::error("cannot start", "error", error);
+    return 1;
+  }
   start_watchdog(reactor);
 
   // The address on stdout, alone on a line, so scripts and tests can use --listen with port 0.

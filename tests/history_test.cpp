@@ -1,0 +1,363 @@
+// Nothing lost: resume with Last-Event-ID, reset events, GET /messages paging, idempotent POSTs,
+// heartbeats, kill -9 and journal damage, over real sockets against the real binary.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "test_server.h"
+
+using namespace testing_support;
+
+namespace {
+
+// The next chat message event (skips presence and reset), or nullopt at the end of the stream.
+std::optional<SseEvent> next_message(SseReader& reader) {
+  for (;;) {
+    auto ev = reader.next();
+    if (!ev || ev->event.empty()) return ev;
+  }
+}
+
+void post_n(uint16_t port, int n, const std::string& prefix = "m") {
+  Client c(port);
+  for (int i = 0; i < n; ++i) {
+    auto r = c.post_json("{\"user\":\"u\",\"text\":\"" + prefix + std::to_string(i) + "\"}");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 201);
+  }
+}
+
+std::vector<uint64_t> ids_in(const std::string& json_array) {
+  std::vector<uint64_t> ids;
+  size_t p = 0;
+  while ((p = json_array.find("{\"id\":", p)) != std::string::npos) {
+    p += 6;
+    ids.push_back(std::strtoull(json_array.c_str() + p, nullptr, 10));
+  }
+  return ids;
+}
+
+std::vector<uint64_t> range(uint64_t from, uint64_t to) {
+  std::vector<uint64_t> v;
+  for (uint64_t i = from; i <= to; ++i) v.push_back(i);
+  return v;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+std::vector<uint64_t> kept_ids(uint16_t port) {
+  Client c(port);
+  auto r = c.get("/messages?since=0&limit=1000");
+  return r && r->status == 200 ? ids_in(r->body) : std::vector<uint64_t>{};
+}
+
+}  // namespace
+
+TEST(History, ResumeWithHeaderOrQueryThenLive) {
+  ServerProcess server;
+  post_n(server.port(), 10);
+  for (const char* how : {"header", "query"}) {
+    SCOPED_TRACE(how);
+    bool header = std::string(how) == "header";
+    Subscription sub(server.port(), header ? "4" : "", header ? "" : "?lastEventId=4");
+    ASSERT_TRUE(sub.ok);
+    for (int want = 5; want <= 10; ++want) {
+      auto ev = next_message(sub.reader);
+      ASSERT_TRUE(ev);
+      EXPECT_EQ(ev->id, std::to_string(want));
+    }
+  }
+  // The header wins over the query string (EventSource keeps the URL but sends the header).
+  Subscription both(server.port(), "8", "?lastEventId=2");
+  ASSERT_TRUE(both.ok);
+  EXPECT_EQ(next_message(both.reader)->id, "9");
+  post_n(server.port(), 1, "live");
+  EXPECT_EQ(next_message(both.reader)->id, "10");
+  EXPECT_EQ(next_message(both.reader)->id, "11");
+}
+
+TEST(History, ResetWhenTheIdIsNotKept) {
+  ServerProcess server({"--history", "5"});
+  post_n(server.port(), 10);
+  for (const char* last : {"2", "999", "not-a-number"}) {
+    SCOPED_TRACE(last);
+    Subscription sub(server.port(), last);
+    ASSERT_TRUE(sub.ok);
+    auto first = sub.reader.next();
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->event, "reset");
+    EXPECT_EQ(first->data, "{\"oldest\":6,\"newest\":10}");
+    for (int want = 6; want <= 10; ++want) EXPECT_EQ(next_message(sub.reader)->id, std::to_string(want));
+  }
+  Subscription exact(server.port(), "5");  // just before the oldest kept: nothing is missing
+  auto first = exact.reader.next();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->event, "");
+  EXPECT_EQ(first->id, "6");
+}
+
+TEST(History, GetMessagesPages) {
+  ServerProcess server;
+  post_n(server.port(), 25);
+  Client c(server.port());
+  EXPECT_EQ(ids_in(c.get("/messages?since=0&limit=10")->body), range(1, 10));
+  EXPECT_EQ(ids_in(c.get("/messages?since=10&limit=10")->body), range(11, 20));
+  EXPECT_EQ(ids_in(c.get("/messages?since=20&limit=10")->body), range(21, 25));
+  EXPECT_EQ(ids_in(c.get("/messages?limit=5")->body), range(21, 25));  // newest
+  EXPECT_EQ(ids_in(c.get("/messages")->body), range(1, 25));           // default limit 100
+  EXPECT_EQ(ids_in(c.get("/messages?since=0&limit=5000")->body), range(1, 25));
+  EXPECT_EQ(c.get("/messages?since=25")->body, "[]");
+  auto full = c.get("/messages?since=0&limit=1");
+  EXPECT_EQ(full->header("content-type"), "application/json");
+  EXPECT_TRUE(full->body.starts_with("[{\"id\":1,\"user\":\"u\",\"text\":\"m0\",\"ts\":")) << full->body;
+  EXPECT_EQ(c.get("/messages?limit=0")->status, 400);
+  EXPECT_EQ(c.get("/messages?since=abc")->status, 400);
+  EXPECT_EQ(c.get("/messages?limit=-1")->status, 400);
+}
+
+TEST(History, NonceMakesPostIdempotent) {
+  ServerProcess server;
+  Subscription sub(server.port());
+  ASSERT_TRUE(sub.ok);
+  Client c(server.port());
+  auto first = c.post_json(R"({"user":"alice","text":"once","nonce":"abc-1"})");
+  ASSERT_EQ(first->status, 201);
+  EXPECT_EQ(json_id(first->body), 1u);
+  auto retry = c.post_json(R"({"user":"alice","text":"once","nonce":"abc-1"})");
+  ASSERT_EQ(retry->status, 200);
+  EXPECT_EQ(json_id(retry->body), 1u);
+  auto other_user = c.post_json(R"({"user":"bob","text":"same nonce, other user","nonce":"abc-1"})");
+  ASSERT_EQ(other_user->status, 201);
+  EXPECT_EQ(json_id(other_user->body), 2u);
+  EXPECT_EQ(kept_ids(server.port()), range(1, 2));
+  EXPECT_EQ(next_message(sub.reader)->id, "1");
+  EXPECT_EQ(next_message(sub.reader)->id, "2");  // the retry was not broadcast
+}
+
+TEST(History, HeartbeatOnAnIdleStream) {
+  ServerProcess server({"--heartbeat", "1"});
+  Client c(server.port());
+  c.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(c.read_head());
+  while (c.buffer().find(": ping\n\n") == std::string::npos) ASSERT_TRUE(c.fill());
+}
+
+TEST(History, SubscribersReconnectingAtManyPointsSeeExactlyThePostedSequence) {
+  ServerProcess server;
+  const int total = 400;
+  std::atomic<bool> done{false};
+  std::thread publisher([&] {
+    Client c(server.port());
+    for (int i = 1; i <= total; ++i) {
+      auto r = c.post_json("{\"user\":\"pub\",\"text\":\"n" + std::to_string(i) + "\"}");
+      if (!r || r->status != 201) break;
+      if (i % 20 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    done = true;
+  });
+  std::vector<std::thread> readers;
+  std::vector<std::vector<std::string>> streams(6);
+  for (int s = 0; s < 6; ++s) {
+    readers.emplace_back([&, s] {
+      std::mt19937 rng(s);
+      std::string last = "0";  // from the very first message, however late this reader starts
+      auto& got = streams[s];
+      while (got.size() < static_cast<size_t>(total)) {
+        Subscription sub(server.port(), last);
+        if (!sub.ok) return;
+        int take = 1 + static_cast<int>(rng() % 60);  // drop the connection after this many
+        for (int k = 0; k < take && got.size() < static_cast<size_t>(total); ++k) {
+          auto ev = next_message(sub.reader);
+          if (!ev) return;
+          got.push_back(ev->data);
+          last = ev->id;
+        }
+      }
+    });
+  }
+  publisher.join();
+  for (auto& t : readers) t.join();
+  for (int s = 0; s < 6; ++s) {
+    SCOPED_TRACE(s);
+    ASSERT_EQ(streams[s].size(), static_cast<size_t>(total));
+    for (int i = 1; i <= total; ++i)
+      ASSERT_NE(streams[s][i - 1].find("\"text\":\"n" + std::to_string(i) + "\""), std::string::npos)
+          << "position " << i << ": " << streams[s][i - 1];
+  }
+}
+
+TEST(History, SlowSubscriberIsCutOffThenCatchesUpWithNothingMissing) {
+  ServerProcess server({"--client-queue", "16"});
+  Subscription slow(server.port());
+  ASSERT_TRUE(slow.ok);
+  std::string big(1900, 'q');
+  Client poster(server.port());
+  int posted = 0;
+  // Burst until the server has given up on the (not reading) subscriber.
+  for (;;) {
+    for (int k = 0; k < 200; ++k, ++posted) {
+      auto r = poster.post_json("{\"user\":\"b\",\"text\":\"" + std::to_string(posted + 1) + big + "\"}");
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 201);
+    }
+    auto m = Client(server.port()).get("/metrics");
+    if (m->body.find("ssechat_slow_consumer_disconnects_total 1\n") != std::string::npos) break;
+    ASSERT_LT(posted, 40000);
+  }
+  std::vector<uint64_t> seen;
+  while (auto ev = next_message(slow.reader)) seen.push_back(std::stoull(ev->id));  // to the cut
+  ASSERT_LT(seen.size(), static_cast<size_t>(posted));
+  Subscription again(server.port(), std::to_string(seen.empty() ? 0 : seen.back()));
+  ASSERT_TRUE(again.ok);
+  while (seen.size() < static_cast<size_t>(posted)) {
+    auto ev = next_message(again.reader);
+    ASSERT_TRUE(ev);
+    seen.push_back(std::stoull(ev->id));
+  }
+  EXPECT_EQ(seen, range(1, static_cast<uint64_t>(posted)));
+}
+
+TEST(History, KillDashNineLosesNoAcknowledgedMessage) {
+  std::string dir = make_temp_dir();
+  std::vector<std::pair<uint64_t, std::string>> acked;
+  std::mutex mu;
+  {
+    ServerProcess server({"--data-dir", dir}, false);
+    std::atomic<bool> stop{false};
+    std::thread poster([&] {
+      Client c(server.port());
+      for (int i = 0; !stop; ++i) {
+        std::string text = "durable " + std::to_string(i);
+        auto r = c.post_json("{\"user\":\"k\",\"text\":\"" + text + "\"}");
+        if (!r || r->status != 201) return;  // the server died under us
+        std::lock_guard<std::mutex> lock(mu);
+        acked.emplace_back(json_id(r->body), text);
+      }
+    });
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::lock_guard<std::mutex> lock(mu);
+      if (acked.size() >= 300) break;
+    }
+    server.stop(SIGKILL);
+    stop = true;
+    poster.join();
+  }
+  ServerProcess restarted({"--data-dir", dir}, false);
+  Client c(restarted.port());
+  auto r = c.get("/messages?since=0&limit=1000");
+  ASSERT_TRUE(r);
+  std::vector<uint64_t> ids = ids_in(r->body);
+  std::set<uint64_t> unique(ids.begin(), ids.end());
+  EXPECT_EQ(unique.size(), ids.size()) << "an id appears twice";
+  for (auto& [id, text] : acked) {
+    EXPECT_TRUE(unique.count(id)) << "acknowledged id " << id << " is missing";
+    EXPECT_NE(r->body.find("{\"id\":" + std::to_string(id) + ",\"user\":\"k\",\"text\":\"" + text + "\""),
+              std::string::npos);
+  }
+  uint64_t next = post_message(restarted.port(), "k", "after restart");
+  EXPECT_GT(next, ids.empty() ? 0 : ids.back());  // ids continue, none reused
+}
+
+TEST(History, DamagedJournalStillStartsAndKeepsWhatIsIntact) {
+  std::string dir = make_temp_dir();
+  {
+    ServerProcess server({"--data-dir", dir, "--fsync", "always"}, false);
+    post_n(server.port(), 6);
+    ASSERT_EQ(server.stop(SIGTERM), 0);
+  }
+  std::string journal = dir + "/journal";
+  const std::string pristine = read_file(journal);
+  ASSERT_FALSE(pristine.empty());
+  size_t record = pristine.size() / 6;  // equal-sized records: "m0".."m5"
+
+  struct Damage {
+    const char* name;
+    std::string bytes;
+    std::vector<uint64_t> survivors;
+    const char* warning;
+  } cases[] = {
+      {"truncated last record", pristine.substr(0, pristine.size() - 3), range(1, 5), "cut"},
+      {"garbage tail", pristine + "\x13\x37garbage\xff\xfe\x00junk", range(1, 6), "cut"},
+      {"flipped byte in the middle",
+       [&] {
+         std::string b = pristine;
+         b[2 * record + record / 2] ^= 0x55;  // inside record 3
+         return b;
+       }(),
+       {1, 2, 4, 5, 6}, "1 message(s) lost"},
+  };
+  for (const Damage& d : cases) {
+    SCOPED_TRACE(d.name);
+    write_file(journal, d.bytes);
+    ServerProcess server({"--data-dir", dir}, false);
+    EXPECT_EQ(kept_ids(server.port()), d.survivors);
+    uint64_t next = post_message(server.port(), "u", "new");
+    EXPECT_EQ(next, d.survivors.back() + 1);
+    ASSERT_EQ(server.stop(SIGTERM), 0);
+    std::string log = server.log();
+    EXPECT_NE(log.find("level=warn"), std::string::npos) << log;
+    EXPECT_NE(log.find(d.warning), std::string::npos) << log;
+    // The journal was rewritten clean: a second start warns no more.
+    ServerProcess again({"--data-dir", dir}, false);
+    EXPECT_EQ(again.stop(SIGTERM), 0);
+    EXPECT_EQ(again.log().find("level=warn"), std::string::npos) << again.log();
+  }
+}
+
+TEST(History, JournalStaysBoundedAndKeepsTheHistoryWindow) {
+  std::string dir = make_temp_dir();
+  {
+    ServerProcess server({"--data-dir", dir, "--history", "50", "--journal-max-bytes", "8192"}, false);
+    post_n(server.port(), 600);
+    ASSERT_EQ(server.stop(SIGTERM), 0);
+  }
+  struct stat st;
+  ASSERT_EQ(stat((dir + "/journal").c_str(), &st), 0);
+  EXPECT_LE(st.st_size, 2 * 8192 + 4096);
+  ServerProcess server({"--data-dir", dir, "--history", "50"}, false);
+  EXPECT_EQ(kept_ids(server.port()), range(551, 600));
+  EXPECT_EQ(post_message(server.port(), "u", "next"), 601u);
+}
+
+TEST(History, FsyncAlwaysAcknowledgesAfterTheDisk) {
+  std::string dir = make_temp_dir();
+  ServerProcess server({"--data-dir", dir, "--fsync", "always"}, false);
+  Subscription sub(server.port());
+  ASSERT_TRUE(sub.ok);
+  Client c(server.port());
+  // Pipelined POSTs, each waiting for its sync, still answer in order.
+  std::string batch;
+  for (int i = 1; i <= 5; ++i) {
+    std::string body = "{\"user\":\"s\",\"text\":\"t" + std::to_string(i) + "\"}";
+    batch += "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body;
+  }
+  ASSERT_TRUE(c.send(batch));
+  for (int i = 1; i <= 5; ++i) {
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 201);
+    EXPECT_EQ(json_id(r->body), static_cast<uint64_t>(i));
+    EXPECT_EQ(next_message(sub.reader)->id, std::to_string(i));
+  }
+}
