@@ -75,7 +75,8 @@ void StreamCounts::release(const net::IpAddress& ip) {
 }
 
 bool ClientLimits::trusted(const net::IpAddress& ip) const {
-  return std::any_of(trusted_.begin(), trusted_.end(), [&](const Cidr& c) { return c.contains(ip); });
+  return std::any_of(trusted_.begin(), trusted_.end(),
+                     [&](const Cidr& c) { return c.contains(ip); });
 }
 
 namespace {
@@ -106,7 +107,8 @@ std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_v
       size_t semi = element.find(';');
       std::string_view pair = trim_spaces(element.substr(0, semi));
       element = semi == std::string_view::npos ? std::string_view{} : element.substr(semi + 1);
-      if (pair.size() < 4 || (pair.substr(0, 4) != "for=" && pair.substr(0, 4) != "For=" && pair.substr(0, 4) != "FOR="))
+      if (pair.size() < 4 || (pair.substr(0, 4) != "for=" && pair.substr(0, 4) != "For=" &&
+                              pair.substr(0, 4) != "FOR="))
         continue;
       std::string_view v = pair.substr(4);
       if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);

@@ -29,7 +29,8 @@ std::optional<Cidr> parse_cidr(std::string_view text);
 
 class TokenBuckets {
  public:
-  TokenBuckets(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst < 1 ? 1 : burst) {}
+  TokenBuckets(double rate_per_s, double burst)
+      : rate_(rate_per_s), burst_(burst < 1 ? 1 : burst) {}
   bool enabled() const { return rate_ > 0; }
   // Takes one token; false (and the seconds until one is back) when the bucket is empty.
   bool take(const net::IpAddress& ip, int64_t now_ms, uint32_t& retry_after_s);
@@ -63,7 +64,9 @@ class ClientLimits {
  public:
   ClientLimits(double post_rate, double post_burst, double sub_rate, double sub_burst,
                uint32_t max_streams_per_ip, std::vector<Cidr> trusted)
-      : posts(post_rate, post_burst), subscribes(sub_rate, sub_burst), streams(max_streams_per_ip),
+      : posts(post_rate, post_burst),
+        subscribes(sub_rate, sub_burst),
+        streams(max_streams_per_ip),
         trusted_(std::move(trusted)) {}
 
   // The address the request speaks for: the peer, unless the peer is a trusted proxy, then the

@@ -10,7 +10,7 @@ namespace sse {
 namespace {
 
 struct Option {
-  const char* name;  // without "--"
+  const char* name;   // without "--"
   const char* value;  // placeholder for --help; nullptr for a switch
   const char* help;
   std::function<std::string(Config&)> show_default;
@@ -53,7 +53,8 @@ Option double_option(const char* name, const char* help, double Config::*field) 
           [field](Config& c, const std::string& v) { return parse_double(v, c.*field); }};
 }
 
-Option string_option(const char* name, const char* value, const char* help, std::string Config::*field) {
+Option string_option(const char* name, const char* value, const char* help,
+                     std::string Config::*field) {
   return {name, value, help, [field](Config& c) { return c.*field; },
           [field](Config& c, const std::string& v) {
             c.*field = v;
@@ -63,8 +64,10 @@ Option string_option(const char* name, const char* value, const char* help, std:
 
 const std::vector<Option>& options() {
   static const std::vector<Option> table = {
-      string_option("listen", "HOST:PORT", "address to listen on; port 0 picks a free port", &Config::listen),
-      string_option("static-dir", "DIR", "directory the chat page is served from", &Config::static_dir),
+      string_option("listen", "HOST:PORT", "address to listen on; port 0 picks a free port",
+                    &Config::listen),
+      string_option("static-dir", "DIR", "directory the chat page is served from",
+                    &Config::static_dir),
       uint_option("history", "messages kept in memory for replay", &Config::history, 1),
       string_option("data-dir", "DIR", "where the journal lives", &Config::data_dir),
       {"no-journal", nullptr, "keep messages in memory only (lost on restart)",
@@ -74,27 +77,47 @@ const std::vector<Option>& options() {
          return true;
        }},
       {"fsync", "always|everysec|never", "when the journal is flushed to disk",
-       [](Config& c) { return c.fsync == FsyncPolicy::Always ? "always" : c.fsync == FsyncPolicy::Never ? "never" : "everysec"; },
+       [](Config& c) {
+         return c.fsync == FsyncPolicy::Always  ? "always"
+                : c.fsync == FsyncPolicy::Never ? "never"
+                                                : "everysec";
+       },
        [](Config& c, const std::string& v) {
-         if (v == "always") c.fsync = FsyncPolicy::Always;
-         else if (v == "everysec") c.fsync = FsyncPolicy::EverySec;
-         else if (v == "never") c.fsync = FsyncPolicy::Never;
-         else return false;
+         if (v == "always")
+           c.fsync = FsyncPolicy::Always;
+         else if (v == "everysec")
+           c.fsync = FsyncPolicy::EverySec;
+         else if (v == "never")
+           c.fsync = FsyncPolicy::Never;
+         else
+           return false;
          return true;
        }},
-      uint_option("journal-max-bytes", "journal size that triggers compaction", &Config::journal_max_bytes, 4096),
-      uint_option("heartbeat", "seconds between ': ping' comments on an idle stream", &Config::heartbeat_s, 1),
-      uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter", &Config::retry_ms),
-      uint_option("client-queue", "frames queued per connection before it is closed as a slow consumer", &Config::client_queue, 8),
+      uint_option("journal-max-bytes", "journal size that triggers compaction",
+                  &Config::journal_max_bytes, 4096),
+      uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
+                  &Config::heartbeat_s, 1),
+      uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter",
+                  &Config::retry_ms),
+      uint_option("client-queue",
+                  "frames queued per connection before it is closed as a slow consumer",
+                  &Config::client_queue, 8),
       uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
-      uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)", &Config::max_connections),
-      uint_option("max-streams-per-ip", "concurrent event streams per client IP (0: unlimited)", &Config::max_streams_per_ip),
-      uint_option("request-timeout", "seconds a request may take to arrive", &Config::request_timeout_s, 1),
-      uint_option("keepalive-timeout", "seconds an idle keep-alive connection stays open", &Config::keepalive_timeout_s, 1),
-      double_option("post-rate", "POSTs per second per client IP (0: no limit)", &Config::post_rate),
+      uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
+                  &Config::max_connections),
+      uint_option("max-streams-per-ip", "concurrent event streams per client IP (0: unlimited)",
+                  &Config::max_streams_per_ip),
+      uint_option("request-timeout", "seconds a request may take to arrive",
+                  &Config::request_timeout_s, 1),
+      uint_option("keepalive-timeout", "seconds an idle keep-alive connection stays open",
+                  &Config::keepalive_timeout_s, 1),
+      double_option("post-rate", "POSTs per second per client IP (0: no limit)",
+                    &Config::post_rate),
       double_option("post-burst", "POSTs a client IP may send at once", &Config::post_burst),
-      double_option("subscribe-rate", "new streams per second per client IP (0: no limit)", &Config::subscribe_rate),
-      double_option("subscribe-burst", "new streams a client IP may open at once", &Config::subscribe_burst),
+      double_option("subscribe-rate", "new streams per second per client IP (0: no limit)",
+                    &Config::subscribe_rate),
+      double_option("subscribe-burst", "new streams a client IP may open at once",
+                    &Config::subscribe_burst),
       {"trusted-proxy", "CIDR", "proxy whose X-Forwarded-For/Forwarded is believed (repeatable)",
        [](Config& c) {
          std::string s;
@@ -105,9 +128,13 @@ const std::vector<Option>& options() {
          c.trusted_proxies.push_back(v);
          return true;
        }},
-      string_option("cors-origin", "ORIGIN", "the one cross-site origin allowed (CORS off when empty)", &Config::cors_origin),
-      string_option("publish-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on POST", &Config::publish_token),
-      uint_option("shutdown-timeout", "seconds to flush subscribers on SIGTERM", &Config::shutdown_timeout_s),
+      string_option("cors-origin", "ORIGIN",
+                    "the one cross-site origin allowed (CORS off when empty)",
+                    &Config::cors_origin),
+      string_option("publish-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on POST",
+                    &Config::publish_token),
+      uint_option("shutdown-timeout", "seconds to flush subscribers on SIGTERM",
+                  &Config::shutdown_timeout_s),
       {"log-level", "debug|info|warn|error", "least severe log level written",
        [](Config& c) { return c.log_level; },
        [](Config& c, const std::string& v) {
@@ -115,14 +142,16 @@ const std::vector<Option>& options() {
          c.log_level = v;
          return true;
        }},
-      string_option("access-log", "PATH", "one line per request to PATH ('-' for stderr)", &Config::access_log),
+      string_option("access-log", "PATH", "one line per request to PATH ('-' for stderr)",
+                    &Config::access_log),
   };
   return table;
 }
 
 std::string env_name(std::string_view flag) {
   std::string out = "SSE_CHAT_";
-  for (char c : flag) out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char c : flag)
+    out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return out;
 }
 
@@ -138,7 +167,8 @@ std::string help_text() {
   Config defaults;
   std::string out =
       "Usage: sse-chat [options]\n"
-      "A Server-Sent Events chat server. GET /events streams messages; POST /messages sends one.\n\n"
+      "A Server-Sent Events chat server. GET /events streams messages; POST /messages sends "
+      "one.\n\n"
       "Options (each also read from the environment as SSE_CHAT_<NAME>, e.g. SSE_CHAT_LISTEN):\n";
   for (const Option& o : options()) {
     std::string left = std::string("  --") + o.name + (o.value ? std::string(" ") + o.value : "");
@@ -155,13 +185,15 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     const char* env = std::getenv(env_name(o.name).c_str());
     if (!env) continue;
     if (!o.value && std::string_view(env) != "1" && std::string_view(env) != "true") continue;
-    if (!o.set(out, env)) return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env};
+    if (!o.set(out, env))
+      return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env};
   }
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") return {ParseOutcome::Help, help_text()};
     if (arg == "--version") return {ParseOutcome::Version, ""};
-    if (!arg.starts_with("--")) return {ParseOutcome::Error, "unexpected argument: " + std::string(arg)};
+    if (!arg.starts_with("--"))
+      return {ParseOutcome::Error, "unexpected argument: " + std::string(arg)};
     arg.remove_prefix(2);
     std::string value;
     bool inline_value = false;
@@ -176,7 +208,8 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
       if (i + 1 >= argc) return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
       value = argv[++i];
     }
-    if (!o->set(out, value)) return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value};
+    if (!o->set(out, value))
+      return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value};
   }
   return {};
 }

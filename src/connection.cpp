@@ -108,7 +108,9 @@ void Connection::respond(const http::Response& r) {
   if (r.close) finish_after_flush();
 }
 
-void Connection::send_bytes(std::string_view bytes) { enqueue(FrameRef(bytes)); }
+void Connection::send_bytes(std::string_view bytes) {
+  enqueue(FrameRef(bytes));
+}
 
 void Connection::enqueue(const FrameRef& frame) {
   if (closed()) return;
@@ -127,7 +129,8 @@ bool Connection::deliver(const FrameRef& frame) {
   return true;
 }
 
-void Connection::start_stream(Room& room, std::optional<uint64_t> last_event_id, std::string_view opening) {
+void Connection::start_stream(Room& room, std::optional<uint64_t> last_event_id,
+                              std::string_view opening) {
   state_ = State::Stream;
   parser_.reset();
   pending_input_.clear();
@@ -232,7 +235,8 @@ void Connection::check_timeouts(int64_t now_ms) {
   switch (state_) {
     case State::Http:
       if (held_ || finishing_) return;
-      if (parser_->mid_request() && now_ms - request_started_ms_ > int64_t{cfg.request_timeout_s} * 1000) {
+      if (parser_->mid_request() &&
+          now_ms - request_started_ms_ > int64_t{cfg.request_timeout_s} * 1000) {
         server_.metrics().count_rejection(408);
         http::Response r = http::error(408, "request took too long to arrive");
         r.close = true;

@@ -8,7 +8,8 @@ namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
          });
 }
 
@@ -156,23 +157,33 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   RequestParser& s = self(p);
   Request& r = s.request_;
   switch (llhttp_get_method(p)) {
-    case HTTP_GET: r.method = Method::Get; break;
-    case HTTP_HEAD: r.method = Method::Head; break;
-    case HTTP_POST: r.method = Method::Post; break;
-    default: r.method = Method::Other; break;
+    case HTTP_GET:
+      r.method = Method::Get;
+      break;
+    case HTTP_HEAD:
+      r.method = Method::Head;
+      break;
+    case HTTP_POST:
+      r.method = Method::Post;
+      break;
+    default:
+      r.method = Method::Other;
+      break;
   }
   r.method_name = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
   if (!split_target(s.url_, r.path, r.query)) return s.fail(400, "malformed request target");
   // Refuse an oversized body from its declared length, before reading any of it.
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)
     return s.fail(413, "request body too large");
-  s.in_body_ = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) && !(p->flags & F_CONTENT_LENGTH && p->content_length == 0);
+  s.in_body_ = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) &&
+               !(p->flags & F_CONTENT_LENGTH && p->content_length == 0);
   return 0;
 }
 
 int RequestParser::on_body(llhttp_t* p, const char* at, size_t len) {
   RequestParser& s = self(p);
-  if (s.request_.body.size() + len > s.limits_.max_body) return s.fail(413, "request body too large");
+  if (s.request_.body.size() + len > s.limits_.max_body)
+    return s.fail(413, "request body too large");
   s.request_.body.append(at, len);
   return 0;
 }

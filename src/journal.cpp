@@ -30,14 +30,17 @@ uint64_t get_le(const char* p, int bytes) {
   return v;
 }
 uint32_t checksum(std::string_view body) {
-  return static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size())));
+  return static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size())));
 }
 
 // The record at `pos`, if one starts there, is whole, and its checksum holds.
-bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecord& out, size_t& length) {
+bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecord& out,
+               size_t& length) {
   if (bytes.size() - pos < kHeader || get_le(bytes.data() + pos, 4) != kMagic) return false;
   size_t body_len = get_le(bytes.data() + pos + 4, 4);
-  if (body_len < kMinBody || body_len > kMaxBody || bytes.size() - pos - kHeader < body_len) return false;
+  if (body_len < kMinBody || body_len > kMaxBody || bytes.size() - pos - kHeader < body_len)
+    return false;
   std::string_view body = bytes.substr(pos + kHeader, body_len);
   if (checksum(body) != get_le(bytes.data() + pos + 8, 4)) return false;
   uint64_t id = get_le(body.data(), 8);
@@ -100,8 +103,8 @@ std::string encode_record(const JournalRecord& r) {
   return out;
 }
 
-std::vector<JournalRecord> decode_records(std::string_view bytes, std::vector<std::string>& warnings,
-                                          bool& damaged) {
+std::vector<JournalRecord> decode_records(std::string_view bytes,
+                                          std::vector<std::string>& warnings, bool& damaged) {
   std::vector<JournalRecord> records;
   damaged = false;
   size_t pos = 0;
@@ -124,15 +127,20 @@ std::vector<JournalRecord> decode_records(std::string_view bytes, std::vector<st
       break;
     }
     uint64_t lost = r.id - min_id;
-    warnings.push_back("journal damaged: skipped " + std::to_string(next - pos) + " bytes after " + after +
-                       "; " + std::to_string(lost) + " message(s) lost before id " + std::to_string(r.id));
+    warnings.push_back("journal damaged: skipped " + std::to_string(next - pos) + " bytes after " +
+                       after + "; " + std::to_string(lost) + " message(s) lost before id " +
+                       std::to_string(r.id));
     pos = next;
   }
   return records;
 }
 
 Journal::Journal(std::string dir, FsyncPolicy policy, uint64_t max_bytes)
-    : dir_(std::move(dir)), path_(dir_ + "/journal"), policy_(policy), max_bytes_(max_bytes), compact_at_(max_bytes) {}
+    : dir_(std::move(dir)),
+      path_(dir_ + "/journal"),
+      policy_(policy),
+      max_bytes_(max_bytes),
+      compact_at_(max_bytes) {}
 
 Journal::~Journal() {
   {
@@ -146,7 +154,8 @@ Journal::~Journal() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-std::unique_ptr<Journal> Journal::open(const std::string& dir, FsyncPolicy policy, uint64_t max_bytes,
+std::unique_ptr<Journal> Journal::open(const std::string& dir, FsyncPolicy policy,
+                                       uint64_t max_bytes,
                                        const std::function<void(JournalRecord&&)>& on_record,
                                        JournalLoad& load, std::string& error) {
   std::unique_ptr<Journal> j(new Journal(dir, policy, max_bytes));
@@ -191,7 +200,8 @@ bool Journal::append(const JournalRecord& r, uint64_t& seq) {
   std::string bytes = encode_record(r);
   if (!write_all(fd_, bytes)) {
     // Never leave half a record behind for the next start to trip on.
-    if (ftruncate(fd_, static_cast<off_t>(size_)) != 0) { /* the loader cuts a torn tail anyway */ }
+    if (ftruncate(fd_, static_cast<off_t>(size_)) != 0) { /* the loader cuts a torn tail anyway */
+    }
     return false;
   }
   size_ += bytes.size();

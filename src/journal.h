@@ -41,8 +41,8 @@ struct JournalLoad {
 std::string encode_record(const JournalRecord& r);
 // Decodes every valid record of `bytes` in order; `warnings` says what was skipped or cut.
 // Returns the byte length of the clean prefix that ends at the last valid record.
-std::vector<JournalRecord> decode_records(std::string_view bytes, std::vector<std::string>& warnings,
-                                          bool& damaged);
+std::vector<JournalRecord> decode_records(std::string_view bytes,
+                                          std::vector<std::string>& warnings, bool& damaged);
 
 class Journal {
  public:
@@ -50,7 +50,8 @@ class Journal {
 
   // Opens (creating) DIR/journal, feeding each stored record to `on_record`. nullptr + `error`
   // when the directory cannot be used or another process holds it.
-  static std::unique_ptr<Journal> open(const std::string& dir, FsyncPolicy policy, uint64_t max_bytes,
+  static std::unique_ptr<Journal> open(const std::string& dir, FsyncPolicy policy,
+                                       uint64_t max_bytes,
                                        const std::function<void(JournalRecord&&)>& on_record,
                                        JournalLoad& load, std::string& error);
 

@@ -7,8 +7,12 @@ namespace {
 
 void append_u_escape(std::string& out, unsigned code) {
   static constexpr char kHex[] = "0123456789abcdef";
-  char buf[6] = {'\\', 'u', kHex[(code >> 12) & 0xF], kHex[(code >> 8) & 0xF],
-                 kHex[(code >> 4) & 0xF], kHex[code & 0xF]};
+  char buf[6] = {'\\',
+                 'u',
+                 kHex[(code >> 12) & 0xF],
+                 kHex[(code >> 8) & 0xF],
+                 kHex[(code >> 4) & 0xF],
+                 kHex[code & 0xF]};
   out.append(buf, sizeof buf);
 }
 
@@ -19,14 +23,29 @@ void append_string(std::string& out, std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     auto c = static_cast<unsigned char>(s[i]);
     switch (c) {
-      case '"': out += "\\\""; continue;
-      case '\\': out += "\\\\"; continue;
-      case '\n': out += "\\n"; continue;
-      case '\r': out += "\\r"; continue;
-      case '\t': out += "\\t"; continue;
-      case '\b': out += "\\b"; continue;
-      case '\f': out += "\\f"; continue;
-      default: break;
+      case '"':
+        out += "\\\"";
+        continue;
+      case '\\':
+        out += "\\\\";
+        continue;
+      case '\n':
+        out += "\\n";
+        continue;
+      case '\r':
+        out += "\\r";
+        continue;
+      case '\t':
+        out += "\\t";
+        continue;
+      case '\b':
+        out += "\\b";
+        continue;
+      case '\f':
+        out += "\\f";
+        continue;
+      default:
+        break;
     }
     if (c < 0x20 || c == 0x7F) {
       append_u_escape(out, c);

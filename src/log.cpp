@@ -8,13 +8,19 @@ Level g_level = Level::Info;
 }
 
 void set_level(std::string_view name) {
-  if (name == "debug") g_level = Level::Debug;
-  else if (name == "warn") g_level = Level::Warn;
-  else if (name == "error") g_level = Level::Error;
-  else g_level = Level::Info;
+  if (name == "debug")
+    g_level = Level::Debug;
+  else if (name == "warn")
+    g_level = Level::Warn;
+  else if (name == "error")
+    g_level = Level::Error;
+  else
+    g_level = Level::Info;
 }
 
-bool enabled(Level level) { return level >= g_level; }
+bool enabled(Level level) {
+  return level >= g_level;
+}
 
 void write_line(Level, const std::string& line) {
   std::string out = line + "\n";

@@ -44,9 +44,21 @@ void emit(Level level, std::string_view msg, const KV&... kv) {
   write_line(level, os.str());
 }
 
-template <typename... KV> void debug(std::string_view msg, const KV&... kv) { emit(Level::Debug, msg, kv...); }
-template <typename... KV> void info(std::string_view msg, const KV&... kv) { emit(Level::Info, msg, kv...); }
-template <typename... KV> void warn(std::string_view msg, const KV&... kv) { emit(Level::Warn, msg, kv...); }
-template <typename... KV> void error(std::string_view msg, const KV&... kv) { emit(Level::Error, msg, kv...); }
+template <typename... KV>
+void debug(std::string_view msg, const KV&... kv) {
+  emit(Level::Debug, msg, kv...);
+}
+template <typename... KV>
+void info(std::string_view msg, const KV&... kv) {
+  emit(Level::Info, msg, kv...);
+}
+template <typename... KV>
+void warn(std::string_view msg, const KV&... kv) {
+  emit(Level::Warn, msg, kv...);
+}
+template <typename... KV>
+void error(std::string_view msg, const KV&... kv) {
+  emit(Level::Error, msg, kv...);
+}
 
 }  // namespace sse::log

@@ -21,7 +21,9 @@
 
 namespace {
 
-bool exists(const std::string& path) { return access(path.c_str(), R_OK) == 0; }
+bool exists(const std::string& path) {
+  return access(path.c_str(), R_OK) == 0;
+}
 
 // ./static when run from a checkout, else the installed page.
 std::string default_static_dir() {
@@ -85,8 +87,9 @@ int main(int argc, char** argv) {
   // The address on stdout, alone on a line, so scripts and tests can use --listen with port 0.
   std::printf("listening on http://%s/\n", server.address().c_str());
   std::fflush(stdout);
-  sse::log::info("sse-chat started", "version", SSE_CHAT_VERSION, "address", server.address(), "static_dir",
-                 config.static_dir, "journal", config.journal ? config.data_dir : std::string("off"));
+  sse::log::info("sse-chat started", "version", SSE_CHAT_VERSION, "address", server.address(),
+                 "static_dir", config.static_dir, "journal",
+                 config.journal ? config.data_dir : std::string("off"));
   sd_notify(0, "READY=1");
   reactor.run();
   sse::log::info("sse-chat stopped");

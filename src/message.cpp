@@ -3,8 +3,8 @@
 #include <simdjson.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cctype>
+#include <cstdlib>
 
 #include "form.h"
 #include "utf8.h"
@@ -16,8 +16,10 @@ enum class MediaType { Json, Form, Other };
 
 MediaType classify(std::string_view content_type) {
   std::string_view essence = content_type.substr(0, content_type.find(';'));
-  while (!essence.empty() && (essence.back() == ' ' || essence.back() == '\t')) essence.remove_suffix(1);
-  while (!essence.empty() && (essence.front() == ' ' || essence.front() == '\t')) essence.remove_prefix(1);
+  while (!essence.empty() && (essence.back() == ' ' || essence.back() == '\t'))
+    essence.remove_suffix(1);
+  while (!essence.empty() && (essence.front() == ' ' || essence.front() == '\t'))
+    essence.remove_prefix(1);
   auto iequals = [](std::string_view a, std::string_view b) {
     return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
              return std::tolower(static_cast<unsigned char>(x)) == y;
@@ -48,7 +50,9 @@ std::string normalize_newlines(std::string s) {
   return out;
 }
 
-Rejection bad(std::string reason) { return Rejection{400, std::move(reason)}; }
+Rejection bad(std::string reason) {
+  return Rejection{400, std::move(reason)};
+}
 
 // Checks one field; empty string means it is fine.
 std::string check_field(std::string_view name, std::string_view value, size_t max_chars,
@@ -59,8 +63,9 @@ std::string check_field(std::string_view name, std::string_view value, size_t ma
   if (utf8::count_code_points(trimmed) > max_chars)
     return std::string(name) + " must be at most " + std::to_string(max_chars) + " characters";
   if (has_control(trimmed, multiline))
-    return std::string(name) + (multiline ? " must not contain control characters other than newline and tab"
-                                          : " must not contain control characters");
+    return std::string(name) +
+           (multiline ? " must not contain control characters other than newline and tab"
+                      : " must not contain control characters");
   return {};
 }
 
@@ -148,11 +153,15 @@ PostResult validate(std::string user, std::string text, std::string nonce) {
 
 PostResult decode_post(std::string_view content_type, std::string_view body) {
   switch (classify(content_type)) {
-    case MediaType::Json: return decode_json(body);
-    case MediaType::Form: return decode_form(body);
-    case MediaType::Other: break;
+    case MediaType::Json:
+      return decode_json(body);
+    case MediaType::Form:
+      return decode_form(body);
+    case MediaType::Other:
+      break;
   }
-  return Rejection{415, "Content-Type must be application/json or application/x-www-form-urlencoded"};
+  return Rejection{415,
+                   "Content-Type must be application/json or application/x-www-form-urlencoded"};
 }
 
 }  // namespace sse

@@ -31,18 +31,26 @@ void scalar(std::string& out, const char* name, const char* type, const char* he
 
 const char* reason_for(int status) {
   switch (status) {
-    case 400: return "bad_request";
-    case 408: return "timeout";
-    case 413: return "body_too_large";
-    case 414: return "uri_too_long";
-    case 431: return "headers_too_large";
-    default: return "other";
+    case 400:
+      return "bad_request";
+    case 408:
+      return "timeout";
+    case 413:
+      return "body_too_large";
+    case 414:
+      return "uri_too_long";
+    case 431:
+      return "headers_too_large";
+    default:
+      return "other";
   }
 }
 
 }  // namespace
 
-void Metrics::count_rejection(int status) { count_rejected(reason_for(status)); }
+void Metrics::count_rejection(int status) {
+  count_rejected(reason_for(status));
+}
 
 void Metrics::observe_loop_busy(int64_t us) {
   size_t i = 0;
@@ -54,31 +62,45 @@ void Metrics::observe_loop_busy(int64_t us) {
 
 std::string render_metrics(const Metrics& m, const MetricsSnapshot& s) {
   std::string out;
-  scalar(out, "ssechat_open_connections", "gauge", "Open TCP connections, streams included.", double(s.open_connections));
-  scalar(out, "ssechat_sse_clients", "gauge", "Connected event-stream subscribers.", double(s.sse_clients));
-  scalar(out, "ssechat_connections_accepted_total", "counter", "Connections accepted.", double(m.connections_accepted));
+  scalar(out, "ssechat_open_connections", "gauge", "Open TCP connections, streams included.",
+         double(s.open_connections));
+  scalar(out, "ssechat_sse_clients", "gauge", "Connected event-stream subscribers.",
+         double(s.sse_clients));
+  scalar(out, "ssechat_connections_accepted_total", "counter", "Connections accepted.",
+         double(m.connections_accepted));
   scalar(out, "ssechat_messages_total", "counter", "Chat messages published.", double(s.messages));
-  scalar(out, "ssechat_deliveries_total", "counter", "Messages queued to subscribers (live and replayed).", double(s.deliveries));
-  scalar(out, "ssechat_bytes_sent_total", "counter", "Bytes written to clients.", double(m.bytes_sent));
-  scalar(out, "ssechat_slow_consumer_disconnects_total", "counter", "Subscribers closed because their queue filled.", double(m.slow_consumers));
-  scalar(out, "ssechat_resets_total", "counter", "Reset events sent to subscribers whose Last-Event-ID was not retained.", double(s.resets));
-  scalar(out, "ssechat_last_message_id", "gauge", "Id of the newest message.", double(s.last_message_id));
-  scalar(out, "ssechat_history_messages", "gauge", "Messages held in memory for replay.", double(s.history_size));
-  scalar(out, "ssechat_journal_bytes", "gauge", "Size of the journal file.", double(s.journal_bytes));
-  scalar(out, "ssechat_uptime_seconds", "gauge", "Seconds since the server started.", s.uptime_seconds);
+  scalar(out, "ssechat_deliveries_total", "counter",
+         "Messages queued to subscribers (live and replayed).", double(s.deliveries));
+  scalar(out, "ssechat_bytes_sent_total", "counter", "Bytes written to clients.",
+         double(m.bytes_sent));
+  scalar(out, "ssechat_slow_consumer_disconnects_total", "counter",
+         "Subscribers closed because their queue filled.", double(m.slow_consumers));
+  scalar(out, "ssechat_resets_total", "counter",
+         "Reset events sent to subscribers whose Last-Event-ID was not retained.",
+         double(s.resets));
+  scalar(out, "ssechat_last_message_id", "gauge", "Id of the newest message.",
+         double(s.last_message_id));
+  scalar(out, "ssechat_history_messages", "gauge", "Messages held in memory for replay.",
+         double(s.history_size));
+  scalar(out, "ssechat_journal_bytes", "gauge", "Size of the journal file.",
+         double(s.journal_bytes));
+  scalar(out, "ssechat_uptime_seconds", "gauge", "Seconds since the server started.",
+         s.uptime_seconds);
   family(out, "ssechat_http_requests_total", "counter", "HTTP responses sent, by status code.");
   for (const auto& [code, n] : m.responses_by_code)
     sample(out, "ssechat_http_requests_total{code=\"" + std::to_string(code) + "\"}", double(n));
   family(out, "ssechat_rejected_total", "counter", "Requests refused, by reason.");
   for (const auto& [reason, n] : m.rejected_by_reason)
     sample(out, "ssechat_rejected_total{reason=\"" + reason + "\"}", double(n));
-  family(out, "ssechat_event_loop_busy_seconds", "histogram", "Time the event loop spent per wake-up (its lag for whatever waits).");
+  family(out, "ssechat_event_loop_busy_seconds", "histogram",
+         "Time the event loop spent per wake-up (its lag for whatever waits).");
   uint64_t cumulative = 0;
   for (size_t i = 0; i < Metrics::kLagBucketsUs.size(); ++i) {
     cumulative += m.lag_buckets[i];
     char le[32];
     std::snprintf(le, sizeof le, "%g", double(Metrics::kLagBucketsUs[i]) / 1e6);
-    sample(out, std::string("ssechat_event_loop_busy_seconds_bucket{le=\"") + le + "\"}", double(cumulative));
+    sample(out, std::string("ssechat_event_loop_busy_seconds_bucket{le=\"") + le + "\"}",
+           double(cumulative));
   }
   sample(out, "ssechat_event_loop_busy_seconds_bucket{le=\"+Inf\"}", double(m.lag_count));
   sample(out, "ssechat_event_loop_busy_seconds_sum", m.lag_sum_seconds);

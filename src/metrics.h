@@ -15,7 +15,8 @@ struct Metrics {
   std::map<int, uint64_t> responses_by_code;
   std::map<std::string, uint64_t> rejected_by_reason;
   // Event-loop busy time per wake-up, microseconds: bucket upper bounds below, plus +Inf.
-  static constexpr std::array<int64_t, 8> kLagBucketsUs = {50, 100, 250, 500, 1000, 5000, 25000, 100000};
+  static constexpr std::array<int64_t, 8> kLagBucketsUs = {50,   100,  250,   500,
+                                                           1000, 5000, 25000, 100000};
   std::array<uint64_t, kLagBucketsUs.size() + 1> lag_buckets{};
   uint64_t lag_count = 0;
   double lag_sum_seconds = 0;

@@ -6,9 +6,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <algorithm>
 #include <cstring>
 
 namespace sse::net {
@@ -18,7 +18,8 @@ std::optional<Endpoint> parse_endpoint(std::string_view text) {
   std::string_view port_text;
   if (text.starts_with("[")) {
     size_t close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') return std::nullopt;
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return std::nullopt;
     ep.host = std::string(text.substr(1, close - 1));
     port_text = text.substr(close + 2);
   } else if (size_t colon = text.rfind(':'); colon != std::string_view::npos) {
@@ -30,7 +31,8 @@ std::optional<Endpoint> parse_endpoint(std::string_view text) {
   if (ep.host.empty()) ep.host = "0.0.0.0";
   unsigned port = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc{} || end != port_text.data() + port_text.size() || port > 65535) return std::nullopt;
+  if (ec != std::errc{} || end != port_text.data() + port_text.size() || port > 65535)
+    return std::nullopt;
   ep.port = static_cast<uint16_t>(port);
   return ep;
 }
@@ -60,7 +62,8 @@ int listen_tcp(const Endpoint& where, std::string& error) {
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) < 0 || listen(fd, 65535) < 0) {
-    error = std::string("bind/listen ") + where.host + ":" + std::to_string(where.port) + ": " + strerror(errno);
+    error = std::string("bind/listen ") + where.host + ":" + std::to_string(where.port) + ": " +
+            strerror(errno);
     close(fd);
     return -1;
   }

@@ -87,7 +87,9 @@ bool Reactor::modify(int fd, uint32_t events, EventHandler* handler) {
   return epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0;
 }
 
-void Reactor::remove(int fd) { epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+void Reactor::remove(int fd) {
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+}
 
 void Reactor::every(std::chrono::milliseconds interval, std::function<void()> callback) {
   int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -112,7 +114,9 @@ void Reactor::on_signals(std::vector<int> signals, std::function<void(int)> call
   owned_.push_back(std::move(handler));
 }
 
-void Reactor::update_clock() { now_ms_ = monotonic_ms(); }
+void Reactor::update_clock() {
+  now_ms_ = monotonic_ms();
+}
 
 void Reactor::run() {
   constexpr int kMaxEvents = 256;

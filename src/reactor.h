@@ -1,5 +1,5 @@
-// A thin single-threaded epoll loop: poll -> dispatch -> after-dispatch hook (the server flushes its
-// writer set and reaps closed connections there) -> repeat. Timers and signals are file
+// A thin single-threaded epoll loop: poll -> dispatch -> after-dispatch hook (the server flushes
+// its writer set and reaps closed connections there) -> repeat. Timers and signals are file
 // descriptors (timerfd, signalfd) dispatched like any socket.
 #pragma once
 

@@ -1,12 +1,12 @@
 #include "server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <fcntl.h>
 
 #include "form.h"
 #include "json.h"
@@ -30,7 +30,8 @@ std::optional<uint64_t> parse_u64(std::string_view s) {
 
 bool constant_time_equals(std::string_view a, std::string_view b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
   return diff == 0;
 }
 
@@ -108,11 +109,14 @@ bool Server::start(std::string& error, int inherited_fd) {
     JournalLoad load;
     journal_ = Journal::open(
         config_.data_dir, config_.fsync, config_.journal_max_bytes,
-        [this](JournalRecord&& r) { room_.restore(r.id, message_frame(r.id, r.json), std::move(r.nonce_key)); },
+        [this](JournalRecord&& r) {
+          room_.restore(r.id, message_frame(r.id, r.json), std::move(r.nonce_key));
+        },
         load, error);
     if (!journal_) return false;
     for (const std::string& w : load.warnings) log::warn(w, "data_dir", config_.data_dir);
-    log::info("journal loaded", "records", load.records, "last_id", load.last_id, "data_dir", config_.data_dir);
+    log::info("journal loaded", "records", load.records, "last_id", load.last_id, "data_dir",
+              config_.data_dir);
     if (journal_->durable_fd() >= 0) {
       durable_watcher_ = std::make_unique<DurableWatcher>(*this);
       reactor_.add(journal_->durable_fd(), EPOLLIN, durable_watcher_.get());
@@ -137,9 +141,10 @@ bool Server::start(std::string& error, int inherited_fd) {
   address_ = net::local_address(fd);
 
   long fd_limit = net::raise_fd_limit();
-  max_connections_ = config_.max_connections != 0
-                         ? config_.max_connections
-                         : static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
+  max_connections_ =
+      config_.max_connections != 0
+          ? config_.max_connections
+          : static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
 
   reactor_.after_dispatch([this] { return after_dispatch(); });
   reactor_.every(std::chrono::seconds(1), [this] { every_second(); });
@@ -152,7 +157,8 @@ void Server::accept_ready() {
   for (int i = 0; i < 128; ++i) {
     sockaddr_storage addr{};
     socklen_t len = sizeof addr;
-    int fd = accept4(listener_->fd(), reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = accept4(listener_->fd(), reinterpret_cast<sockaddr*>(&addr), &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE) {
@@ -186,7 +192,9 @@ void Server::mark_dirty(Connection& conn) {
   dirty_.push_back(&conn);
 }
 
-void Server::schedule_reap(Connection& conn) { closed_.push_back(&conn); }
+void Server::schedule_reap(Connection& conn) {
+  closed_.push_back(&conn);
+}
 
 bool Server::after_dispatch() {
   flush_writers();
@@ -216,11 +224,14 @@ void Server::reap_closed() {
     if (conn->counted_stream) limits_.streams.release(conn->client_ip);
     for (PendingPost& p : pending_posts_)
       if (p.conn == conn) p.conn = nullptr;
-    if (conn->prev) conn->prev->next = conn->next;
-    else connections_ = conn->next;
+    if (conn->prev)
+      conn->prev->next = conn->next;
+    else
+      connections_ = conn->next;
     if (conn->next) conn->next->prev = conn->prev;
     --connection_count_;
-    log::debug("connection closed", "peer", conn->peer().to_string(), "reason", conn->close_reason());
+    log::debug("connection closed", "peer", conn->peer().to_string(), "reason",
+               conn->close_reason());
     delete conn;
   }
   closed_.clear();
@@ -248,7 +259,8 @@ void Server::send_heartbeats() {
   int64_t now = reactor_.now_ms();
   int64_t idle_ms = int64_t{config_.heartbeat_s} * 1000 - 100;
   for (Connection* c = connections_; c; c = c->next)
-    if (c->is_stream() && now - c->last_write_ms() >= idle_ms && c->free_slots() > 1) (void)c->deliver(ping_frame_);
+    if (c->is_stream() && now - c->last_write_ms() >= idle_ms && c->free_slots() > 1)
+      (void)c->deliver(ping_frame_);
 }
 
 uint32_t Server::retry_with_jitter() {
@@ -273,7 +285,8 @@ void Server::reply(Connection& conn, const Request& req, http::Response r) {
 }
 
 void Server::method_not_allowed(Connection& conn, Request& req, std::string_view allow) {
-  http::Response r = http::error(405, "method " + req.method_name + " is not allowed here; use " + std::string(allow));
+  http::Response r = http::error(
+      405, "method " + req.method_name + " is not allowed here; use " + std::string(allow));
   r.headers.emplace_back("Allow", std::string(allow));
   reply(conn, req, std::move(r));
 }
@@ -282,11 +295,13 @@ void Server::handle_request(Connection& conn, Request& req) {
   conn.client_ip = limits_.client_ip(conn.peer(), req.forwarded_for, req.forwarded);
   const std::string& path = req.path;
   bool get_or_head = req.method == Method::Get || req.method == Method::Head;
-  if (req.method_name == "OPTIONS" && !config_.cors_origin.empty() && req.origin == config_.cors_origin) {
+  if (req.method_name == "OPTIONS" && !config_.cors_origin.empty() &&
+      req.origin == config_.cors_origin) {
     http::Response r;
     r.status = 204;
     r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST");
-    r.headers.emplace_back("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID");
+    r.headers.emplace_back("Access-Control-Allow-Headers",
+                           "Content-Type, Authorization, Last-Event-ID");
     r.headers.emplace_back("Access-Control-Max-Age", "600");
     return reply(conn, req, std::move(r));
   }
@@ -309,7 +324,8 @@ void Server::handle_request(Connection& conn, Request& req) {
 }
 
 void Server::route_events(Connection& conn, Request& req) {
-  if (!(req.method == Method::Get || req.method == Method::Head)) return method_not_allowed(conn, req, "GET, HEAD");
+  if (!(req.method == Method::Get || req.method == Method::Head))
+    return method_not_allowed(conn, req, "GET, HEAD");
   if (req.method == Method::Head) {
     metrics_.count_response(200);
     conn.send_bytes(http::kStreamHead);
@@ -342,8 +358,9 @@ void Server::route_events(Connection& conn, Request& req) {
   }
   std::string opening(http::kStreamHead);
   if (!config_.cors_origin.empty() && req.origin == config_.cors_origin) {
-    opening.insert(opening.size() - 2, "Access-Control-Allow-Origin: " + config_.cors_origin +
-                                           "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
+    opening.insert(opening.size() - 2,
+                   "Access-Control-Allow-Origin: " + config_.cors_origin +
+                       "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
   }
   opening += retry_event(retry_with_jitter());
   metrics_.count_response(200);
@@ -357,13 +374,15 @@ void Server::route_messages(Connection& conn, Request& req) {
 }
 
 std::optional<http::Response> Server::check_post_policy(Connection& conn, const Request& req) {
-  if (!req.origin.empty() && req.origin != config_.cors_origin && origin_authority(req.origin) != req.host) {
+  if (!req.origin.empty() && req.origin != config_.cors_origin &&
+      origin_authority(req.origin) != req.host) {
     metrics_.count_rejected("cross_origin");
     return http::error(403, "posting from another site is not allowed");
   }
   if (!config_.publish_token.empty()) {
     std::string_view auth = req.authorization;
-    if (!auth.starts_with("Bearer ") || !constant_time_equals(auth.substr(7), config_.publish_token)) {
+    if (!auth.starts_with("Bearer ") ||
+        !constant_time_equals(auth.substr(7), config_.publish_token)) {
       metrics_.count_rejected("unauthorized");
       http::Response r = http::error(401, "a valid publish token is required");
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
@@ -384,7 +403,8 @@ void Server::post_message(Connection& conn, Request& req) {
   if (auto refusal = check_post_policy(conn, req)) return reply(conn, req, std::move(*refusal));
   PostResult decoded = decode_post(req.content_type, req.body);
   if (auto* rejection = std::get_if<Rejection>(&decoded)) {
-    metrics_.count_rejected(rejection->status == 415 ? "unsupported_media_type" : "invalid_message");
+    metrics_.count_rejected(rejection->status == 415 ? "unsupported_media_type"
+                                                     : "invalid_message");
     return reply(conn, req, http::error(rejection->status, rejection->reason));
   }
   ChatInput& input = std::get<ChatInput>(decoded);
@@ -408,7 +428,8 @@ void Server::post_message(Connection& conn, Request& req) {
     ++next_id_;
     if (journal_->policy() == FsyncPolicy::Always) {
       // Acknowledge and broadcast only once the record is on disk.
-      pending_posts_.push_back({seq, id, std::move(frame), std::move(nonce_key), &conn, req.keep_alive});
+      pending_posts_.push_back(
+          {seq, id, std::move(frame), std::move(nonce_key), &conn, req.keep_alive});
       conn.hold();
       return;
     }
@@ -430,7 +451,8 @@ std::vector<JournalRecord> Server::journal_window() {
     const Room::Entry& e = room_.history()[i];
     window.push_back({e.id, room_.nonce_at(i), std::string(frame_json(*e.frame.get()))});
   }
-  for (const PendingPost& p : pending_posts_) window.push_back({p.id, p.nonce_key, std::string(frame_json(*p.frame.get()))});
+  for (const PendingPost& p : pending_posts_)
+    window.push_back({p.id, p.nonce_key, std::string(frame_json(*p.frame.get()))});
   return window;
 }
 
@@ -461,16 +483,19 @@ void Server::list_messages(Connection& conn, Request& req) {
   for (auto& [key, value] : *pairs) {
     if (key == "since") {
       since = parse_u64(value);
-      if (!since) return reply(conn, req, http::error(400, "since must be a message id (a whole number)"));
+      if (!since)
+        return reply(conn, req, http::error(400, "since must be a message id (a whole number)"));
     } else if (key == "limit") {
       auto n = parse_u64(value);
-      if (!n || *n == 0) return reply(conn, req, http::error(400, "limit must be a whole number from 1 to 1000"));
+      if (!n || *n == 0)
+        return reply(conn, req, http::error(400, "limit must be a whole number from 1 to 1000"));
       limit = std::min<uint64_t>(*n, kMaxListLimit);
     }
   }
   const auto& history = room_.history();
   // With since: the first `limit` messages after it (paging forward). Without: the newest `limit`.
-  size_t begin = since ? room_.position_of(*since + 1) : history.size() - std::min(limit, history.size());
+  size_t begin =
+      since ? room_.position_of(*since + 1) : history.size() - std::min(limit, history.size());
   size_t end = std::min(history.size(), begin + limit);
   http::Response r;
   r.body = "[";
@@ -515,7 +540,8 @@ void Server::begin_shutdown() {
   if (draining_) return;
   draining_ = true;
   drain_deadline_ms_ = reactor_.now_ms() + int64_t{config_.shutdown_timeout_s} * 1000;
-  log::info("shutting down", "connections", connection_count_, "subscribers", room_.subscriber_count());
+  log::info("shutting down", "connections", connection_count_, "subscribers",
+            room_.subscriber_count());
   reactor_.remove(listener_->fd());
   for (Connection* c = connections_; c; c = c->next) c->drain();
   finish_shutdown_if_done();

@@ -10,10 +10,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client_limits.h"
 #include "config.h"
 #include "connection.h"
 #include "journal.h"
-#include "client_limits.h"
 #include "metrics.h"
 #include "reactor.h"
 #include "room.h"

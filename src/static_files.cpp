@@ -55,11 +55,16 @@ std::string_view StaticFiles::content_type_for(std::string_view path) {
     std::string_view ext, type;
   };
   static constexpr Entry kTypes[] = {
-      {".html", "text/html; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
-      {".css", "text/css; charset=utf-8"},     {".json", "application/json"},
-      {".svg", "image/svg+xml"},               {".png", "image/png"},
-      {".jpg", "image/jpeg"},                  {".ico", "image/x-icon"},
-      {".txt", "text/plain; charset=utf-8"},   {".webmanifest", "application/manifest+json"},
+      {".html", "text/html; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".json", "application/json"},
+      {".svg", "image/svg+xml"},
+      {".png", "image/png"},
+      {".jpg", "image/jpeg"},
+      {".ico", "image/x-icon"},
+      {".txt", "text/plain; charset=utf-8"},
+      {".webmanifest", "application/manifest+json"},
       {".woff2", "font/woff2"},
   };
   for (const Entry& e : kTypes)
@@ -72,7 +77,8 @@ std::optional<std::string> StaticFiles::resolve_inside(const std::string& candid
   char resolved[PATH_MAX];
   if (!realpath(candidate.c_str(), resolved)) return std::nullopt;
   std::string real = resolved;
-  if (real.size() <= root_.size() || real.compare(0, root_.size(), root_) != 0 || real[root_.size()] != '/')
+  if (real.size() <= root_.size() || real.compare(0, root_.size(), root_) != 0 ||
+      real[root_.size()] != '/')
     return std::nullopt;
   return real;
 }
@@ -89,7 +95,8 @@ std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) const {
   if (candidate.back() == '/') candidate += "index.html";
   auto real = resolve_inside(candidate);
   struct stat st;
-  if (real && stat(real->c_str(), &st) == 0 && S_ISDIR(st.st_mode)) real = resolve_inside(*real + "/index.html");
+  if (real && stat(real->c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    real = resolve_inside(*real + "/index.html");
   if (!real) return std::nullopt;
   auto body = read_regular_file(*real);
   if (!body) return std::nullopt;

@@ -41,8 +41,11 @@ TEST(ClientIp, ForwardedHeadersOnlyFromTrustedProxies) {
   auto proxy = *net::parse_ip("127.0.0.1");
   auto stranger = *net::parse_ip("198.51.100.7");
   EXPECT_EQ(limits.client_ip(proxy, "203.0.113.9", "").to_string(), "203.0.113.9");
-  EXPECT_EQ(limits.client_ip(proxy, "6.6.6.6, 203.0.113.9", "").to_string(), "203.0.113.9");  // rightmost untrusted
-  EXPECT_EQ(limits.client_ip(proxy, "", "for=\"[2001:db8::1]:4711\";proto=https").to_string(), "2001:db8::1");
+  EXPECT_EQ(limits.client_ip(proxy, "6.6.6.6, 203.0.113.9", "").to_string(),
+            "203.0.113.9");  // rightmost untrusted
+  EXPECT_EQ(limits.client_ip(proxy, "", "for=\"[2001:db8::1]:4711\";proto=https").to_string(),
+            "2001:db8::1");
   EXPECT_EQ(limits.client_ip(proxy, "", "For=203.0.113.4:80").to_string(), "203.0.113.4");
-  EXPECT_EQ(limits.client_ip(stranger, "203.0.113.9", "").to_string(), "198.51.100.7");  // not trusted: ignored
+  EXPECT_EQ(limits.client_ip(stranger, "203.0.113.9", "").to_string(),
+            "198.51.100.7");  // not trusted: ignored
 }

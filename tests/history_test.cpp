@@ -1,5 +1,6 @@
 // Nothing lost: resume with Last-Event-ID, reset events, GET /messages paging, idempotent POSTs,
 // heartbeats, kill -9 and journal damage, over real sockets against the real binary.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,8 +12,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "test_server.h"
 
@@ -106,7 +105,8 @@ TEST(History, ResetWhenTheIdIsNotKept) {
     ASSERT_TRUE(first);
     EXPECT_EQ(first->event, "reset");
     EXPECT_EQ(first->data, "{\"oldest\":6,\"newest\":10}");
-    for (int want = 6; want <= 10; ++want) EXPECT_EQ(next_message(sub.reader)->id, std::to_string(want));
+    for (int want = 6; want <= 10; ++want)
+      EXPECT_EQ(next_message(sub.reader)->id, std::to_string(want));
   }
   Subscription exact(server.port(), "5");  // just before the oldest kept: nothing is missing
   auto first = exact.reader.next();
@@ -128,7 +128,8 @@ TEST(History, GetMessagesPages) {
   EXPECT_EQ(c.get("/messages?since=25")->body, "[]");
   auto full = c.get("/messages?since=0&limit=1");
   EXPECT_EQ(full->header("content-type"), "application/json");
-  EXPECT_TRUE(full->body.starts_with("[{\"id\":1,\"user\":\"u\",\"text\":\"m0\",\"ts\":")) << full->body;
+  EXPECT_TRUE(full->body.starts_with("[{\"id\":1,\"user\":\"u\",\"text\":\"m0\",\"ts\":"))
+      << full->body;
   EXPECT_EQ(c.get("/messages?limit=0")->status, 400);
   EXPECT_EQ(c.get("/messages?since=abc")->status, 400);
   EXPECT_EQ(c.get("/messages?limit=-1")->status, 400);
@@ -145,7 +146,8 @@ TEST(History, NonceMakesPostIdempotent) {
   auto retry = c.post_json(R"({"user":"alice","text":"once","nonce":"abc-1"})");
   ASSERT_EQ(retry->status, 200);
   EXPECT_EQ(json_id(retry->body), 1u);
-  auto other_user = c.post_json(R"({"user":"bob","text":"same nonce, other user","nonce":"abc-1"})");
+  auto other_user =
+      c.post_json(R"({"user":"bob","text":"same nonce, other user","nonce":"abc-1"})");
   ASSERT_EQ(other_user->status, 201);
   EXPECT_EQ(json_id(other_user->body), 2u);
   EXPECT_EQ(kept_ids(server.port()), range(1, 2));
@@ -200,7 +202,8 @@ TEST(History, SubscribersReconnectingAtManyPointsSeeExactlyThePostedSequence) {
     SCOPED_TRACE(s);
     ASSERT_EQ(streams[s].size(), static_cast<size_t>(total));
     for (int i = 1; i <= total; ++i)
-      ASSERT_NE(streams[s][i - 1].find("\"text\":\"n" + std::to_string(i) + "\""), std::string::npos)
+      ASSERT_NE(streams[s][i - 1].find("\"text\":\"n" + std::to_string(i) + "\""),
+                std::string::npos)
           << "position " << i << ": " << streams[s][i - 1];
   }
 }
@@ -215,7 +218,8 @@ TEST(History, SlowSubscriberIsCutOffThenCatchesUpWithNothingMissing) {
   // Burst until the server has given up on the (not reading) subscriber.
   for (;;) {
     for (int k = 0; k < 200; ++k, ++posted) {
-      auto r = poster.post_json("{\"user\":\"b\",\"text\":\"" + std::to_string(posted + 1) + big + "\"}");
+      auto r = poster.post_json("{\"user\":\"b\",\"text\":\"" + std::to_string(posted + 1) + big +
+                                "\"}");
       ASSERT_TRUE(r);
       ASSERT_EQ(r->status, 201);
     }
@@ -271,8 +275,9 @@ TEST(History, KillDashNineLosesNoAcknowledgedMessage) {
   EXPECT_EQ(unique.size(), ids.size()) << "an id appears twice";
   for (auto& [id, text] : acked) {
     EXPECT_TRUE(unique.count(id)) << "acknowledged id " << id << " is missing";
-    EXPECT_NE(r->body.find("{\"id\":" + std::to_string(id) + ",\"user\":\"k\",\"text\":\"" + text + "\""),
-              std::string::npos);
+    EXPECT_NE(
+        r->body.find("{\"id\":" + std::to_string(id) + ",\"user\":\"k\",\"text\":\"" + text + "\""),
+        std::string::npos);
   }
   uint64_t next = post_message(restarted.port(), "k", "after restart");
   EXPECT_GT(next, ids.empty() ? 0 : ids.back());  // ids continue, none reused
@@ -304,7 +309,8 @@ TEST(History, DamagedJournalStillStartsAndKeepsWhatIsIntact) {
          b[2 * record + record / 2] ^= 0x55;  // inside record 3
          return b;
        }(),
-       {1, 2, 4, 5, 6}, "1 message(s) lost"},
+       {1, 2, 4, 5, 6},
+       "1 message(s) lost"},
   };
   for (const Damage& d : cases) {
     SCOPED_TRACE(d.name);
@@ -327,7 +333,8 @@ TEST(History, DamagedJournalStillStartsAndKeepsWhatIsIntact) {
 TEST(History, JournalStaysBoundedAndKeepsTheHistoryWindow) {
   std::string dir = make_temp_dir();
   {
-    ServerProcess server({"--data-dir", dir, "--history", "50", "--journal-max-bytes", "8192"}, false);
+    ServerProcess server({"--data-dir", dir, "--history", "50", "--journal-max-bytes", "8192"},
+                         false);
     post_n(server.port(), 600);
     ASSERT_EQ(server.stop(SIGTERM), 0);
   }
@@ -349,8 +356,9 @@ TEST(History, FsyncAlwaysAcknowledgesAfterTheDisk) {
   std::string batch;
   for (int i = 1; i <= 5; ++i) {
     std::string body = "{\"user\":\"s\",\"text\":\"t" + std::to_string(i) + "\"}";
-    batch += "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
-             std::to_string(body.size()) + "\r\n\r\n" + body;
+    batch +=
+        "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
   }
   ASSERT_TRUE(c.send(batch));
   for (int i = 1; i <= 5; ++i) {

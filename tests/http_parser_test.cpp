@@ -38,7 +38,8 @@ Outcome parse_chunks(const std::vector<std::string>& chunks, HttpLimits limits =
       }
       if (r.event == RequestParser::Event::NeedMore) break;
       auto& q = parser.request();
-      out.requests.push_back({q.method_name, q.path, q.query, q.body, q.content_type, q.last_event_id, q.keep_alive});
+      out.requests.push_back(
+          {q.method_name, q.path, q.query, q.body, q.content_type, q.last_event_id, q.keep_alive});
       parser.next_request();
     }
   }
@@ -47,8 +48,10 @@ Outcome parse_chunks(const std::vector<std::string>& chunks, HttpLimits limits =
 
 const std::string kPipeline =
     "GET /events?lastEventId=4 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 41\r\n\r\n"
-    "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\":\"bcd\"}"
-    "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+    "11\r\n\r\n{\"a\":\"bcd\"}"
+    "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: "
+    "chunked\r\n\r\n"
     "3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
     "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
@@ -81,7 +84,8 @@ TEST(HttpParser, OneByteAtATime) {
 }
 
 TEST(HttpParser, AbsoluteFormTarget) {
-  Outcome o = parse_chunks({"GET http://example.com/messages?since=3 HTTP/1.1\r\nHost: example.com\r\n\r\n"});
+  Outcome o = parse_chunks(
+      {"GET http://example.com/messages?since=3 HTTP/1.1\r\nHost: example.com\r\n\r\n"});
   ASSERT_EQ(o.requests.size(), 1u);
   EXPECT_EQ(o.requests[0].path, "/messages");
   EXPECT_EQ(o.requests[0].query, "since=3");
@@ -109,7 +113,8 @@ TEST(HttpParser, Errors) {
       {"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
       {"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 413},
-      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n", 413},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n",
+       413},
       {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414},
       {"GET / HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431},
   };

@@ -1,5 +1,6 @@
 // The core server over real sockets: broadcast, HTTP/1.1 behaviour, every error status, static
 // files, slow consumers and shutdown.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -8,15 +9,15 @@
 #include <fstream>
 #include <thread>
 
-#include <gtest/gtest.h>
-
 #include "test_server.h"
 
 using namespace testing_support;
 
 namespace {
 
-std::string text_n(int i) { return "message " + std::to_string(i); }
+std::string text_n(int i) {
+  return "message " + std::to_string(i);
+}
 
 }  // namespace
 
@@ -79,7 +80,8 @@ TEST(Core, StreamHeadAndFormat) {
   while (ev && !ev->event.empty());
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, "1");
-  EXPECT_TRUE(ev->raw.starts_with("id: 1\ndata: {\"id\":1,\"user\":\"bob\",\"text\":\"hi \\u2028 \\\"there\\\"\",\"ts\":"))
+  EXPECT_TRUE(ev->raw.starts_with(
+      "id: 1\ndata: {\"id\":1,\"user\":\"bob\",\"text\":\"hi \\u2028 \\\"there\\\"\",\"ts\":"))
       << ev->raw;
 }
 
@@ -106,8 +108,9 @@ TEST(Core, KeepAliveAndPipeliningAnswerInOrder) {
   std::string batch;
   for (int i = 1; i <= 5; ++i) {
     std::string body = "{\"user\":\"p\",\"text\":\"t" + std::to_string(i) + "\"}";
-    batch += "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
-             std::to_string(body.size()) + "\r\n\r\n" + body;
+    batch +=
+        "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
     batch += "GET /nope" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
   }
   batch += "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -153,7 +156,9 @@ TEST(Core, ChunkedBodyAndExpectContinue) {
   ServerProcess server;
   Client c(server.port());
   std::string body = "{\"user\":\"c\",\"text\":\"chunked\"}";
-  std::string req = "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string req =
+      "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n";
   req += "5\r\n" + body.substr(0, 5) + "\r\n";
   char hex[16];
   snprintf(hex, sizeof hex, "%zx", body.size() - 5);
@@ -164,8 +169,9 @@ TEST(Core, ChunkedBodyAndExpectContinue) {
   EXPECT_EQ(r->status, 201);
 
   Client e(server.port());
-  ASSERT_TRUE(e.send("POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
-                     std::to_string(body.size()) + "\r\nExpect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(e.send(
+      "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\nExpect: 100-continue\r\n\r\n"));
   auto interim = e.read_head();
   ASSERT_TRUE(interim);
   EXPECT_EQ(interim->status, 100);
@@ -188,23 +194,31 @@ TEST(Core, EveryErrorStatusAndTheServerKeepsServing) {
   Subscription honest(server.port());
   ASSERT_TRUE(honest.ok);
   auto post = [](const std::string& type, const std::string& body) {
-    return "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: " + type + "\r\nContent-Length: " +
-           std::to_string(body.size()) + "\r\n\r\n" + body;
+    return "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: " + type +
+           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   };
   std::vector<ErrorCase> cases = {
       {"invalid json", post("application/json", "{nope"), 400},
       {"empty text", post("application/json", R"({"user":"a","text":" "})"), 400},
-      {"user too long", post("application/json", R"({"user":")" + std::string(33, 'u') + R"(","text":"x"})"), 400},
+      {"user too long",
+       post("application/json", R"({"user":")" + std::string(33, 'u') + R"(","text":"x"})"), 400},
       {"malformed request", "BLAH\r\n\r\n", 400},
       {"unknown path", "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n", 404},
-      {"wrong method on messages", "DELETE /messages HTTP/1.1\r\nHost: x\r\n\r\n", 405, "allow", "GET, HEAD, POST"},
-      {"wrong method on events", "POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "allow", "GET, HEAD"},
-      {"wrong method on a page", "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "allow", "GET, HEAD"},
+      {"wrong method on messages", "DELETE /messages HTTP/1.1\r\nHost: x\r\n\r\n", 405, "allow",
+       "GET, HEAD, POST"},
+      {"wrong method on events", "POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+       405, "allow", "GET, HEAD"},
+      {"wrong method on a page", "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405,
+       "allow", "GET, HEAD"},
       {"body over the limit", post("application/json", std::string(2000, ' ')), 413},
-      {"declared length over the limit", "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n", 413},
+      {"declared length over the limit",
+       "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+       "99999999\r\n\r\n",
+       413},
       {"text/plain", post("text/plain", "hello"), 415},
       {"url too long", "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
-      {"headers too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'b') + "\r\n\r\n", 431},
+      {"headers too large",
+       "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'b') + "\r\n\r\n", 431},
   };
   int accepted = 0;
   for (const ErrorCase& ec : cases) {
@@ -258,9 +272,10 @@ TEST(Core, StaticFilesNeverLeaveTheRoot) {
   auto h = head.read_response(true);
   ASSERT_TRUE(h);
   EXPECT_EQ(h->header("content-length"), "14");
-  for (const char* path : {"/../secret.txt", "/%2e%2e/secret.txt", "/%2E%2E/secret.txt", "/sub/../../secret.txt",
-                           "/link.txt", "/sub/up/secret.txt", "//etc/passwd", "/..%2fsecret.txt",
-                           "/%2e%2e%2fsecret.txt", "/missing.html", "/sub/", "/index.html%00.js"}) {
+  for (const char* path :
+       {"/../secret.txt", "/%2e%2e/secret.txt", "/%2E%2E/secret.txt", "/sub/../../secret.txt",
+        "/link.txt", "/sub/up/secret.txt", "//etc/passwd", "/..%2fsecret.txt",
+        "/%2e%2e%2fsecret.txt", "/missing.html", "/sub/", "/index.html%00.js"}) {
     SCOPED_TRACE(path);
     Client probe(server.port());
     auto r = probe.get(path);

@@ -12,7 +12,9 @@ static std::string enc(std::string_view s) {
   return out;
 }
 
-TEST(Json, EscapesQuotesAndBackslashes) { EXPECT_EQ(enc("a\"b\\c"), R"("a\"b\\c")"); }
+TEST(Json, EscapesQuotesAndBackslashes) {
+  EXPECT_EQ(enc("a\"b\\c"), R"("a\"b\\c")");
+}
 
 TEST(Json, EscapesEveryControlCharacter) {
   EXPECT_EQ(enc("\n\r\t\b\f"), R"("\n\r\t\b\f")");

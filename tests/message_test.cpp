@@ -30,7 +30,8 @@ TEST(Validation, Table) {
   const char* form = "application/x-www-form-urlencoded";
   std::vector<Case> cases = {
       {"json ok", json, R"({"user":"alice","text":"hello"})", 0, "alice", "hello"},
-      {"json with charset", "Application/JSON; charset=utf-8", R"({"user":"a","text":"b"})", 0, "a", "b"},
+      {"json with charset", "Application/JSON; charset=utf-8", R"({"user":"a","text":"b"})", 0, "a",
+       "b"},
       {"form ok", form, "user=alice&text=hello+there", 0, "alice", "hello there"},
       {"trimmed", json, R"({"user":"  bob ","text":"\n hi \t"})", 0, "bob", "hi"},
       {"newline and tab kept inside", json, R"({"user":"a","text":"x\n\ty"})", 0, "a", "x\n\ty"},
@@ -60,7 +61,8 @@ TEST(Validation, Table) {
       {"invalid utf8 in form", form, "user=a&text=%ED%A0%80", 400},
       {"truncated utf8 in form", form, "user=a&text=%E6%97", 400},
       {"bad percent escape", form, "user=a&text=%G1", 400},
-      {"deep nesting", json, R"({"user":"a","text":"b","x":)" + repeat("[", 5000) + repeat("]", 5000) + "}", 400},
+      {"deep nesting", json,
+       R"({"user":"a","text":"b","x":)" + repeat("[", 5000) + repeat("]", 5000) + "}", 400},
       {"long nonce", json, R"({"user":"a","text":"b","nonce":")" + repeat("n", 65) + R"("})", 400},
       {"text/plain", "text/plain", "hello", 415},
       {"no content type", "", R"({"user":"a","text":"b"})", 415},

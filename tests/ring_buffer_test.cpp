@@ -16,7 +16,8 @@ std::string drain(FrameRing& ring, size_t max_bytes) {
     size_t n = ring.fill_iovec(iov, 64);
     std::string round;
     for (size_t i = 0; i < n && out.size() + round.size() < max_bytes; ++i)
-      round.append(static_cast<char*>(iov[i].iov_base), std::min(iov[i].iov_len, max_bytes - out.size() - round.size()));
+      round.append(static_cast<char*>(iov[i].iov_base),
+                   std::min(iov[i].iov_len, max_bytes - out.size() - round.size()));
     ring.consume(round.size());
     out += round;
   }

@@ -50,7 +50,9 @@ ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_jour
   // Tests post from one address far faster than a person: no rate limits unless a test asks.
   bool has_rate = false;
   for (const auto& a : args) has_rate |= a == "--post-rate" || a == "--subscribe-rate";
-  if (!has_rate) args.insert(args.end(), {"--post-rate", "0", "--subscribe-rate", "0", "--max-streams-per-ip", "0"});
+  if (!has_rate)
+    args.insert(args.end(),
+                {"--post-rate", "0", "--subscribe-rate", "0", "--max-streams-per-ip", "0"});
 
   log_path_ = make_temp_dir() + "/stderr.log";
   int out_pipe[2];
@@ -128,9 +130,13 @@ Client::Client(uint16_t port, int timeout_s) {
   if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) close();
 }
 
-Client::~Client() { close(); }
+Client::~Client() {
+  close();
+}
 
-Client::Client(Client&& other) noexcept : fd_(other.fd_), buf_(std::move(other.buf_)) { other.fd_ = -1; }
+Client::Client(Client&& other) noexcept : fd_(other.fd_), buf_(std::move(other.buf_)) {
+  other.fd_ = -1;
+}
 
 void Client::close() {
   if (fd_ >= 0) ::close(fd_);
@@ -187,7 +193,8 @@ std::optional<HttpResponse> Client::read_response(bool head) {
     if (!r) return std::nullopt;
     if (r->status == 100) continue;  // interim response
     if (!head) {
-      size_t len = r->headers.count("content-length") ? std::stoul(r->headers["content-length"]) : 0;
+      size_t len =
+          r->headers.count("content-length") ? std::stoul(r->headers["content-length"]) : 0;
       while (buf_.size() < len)
         if (!fill()) return std::nullopt;
       r->body = buf_.substr(0, len);
@@ -206,20 +213,24 @@ bool Client::wait_closed() {
 }
 
 std::optional<HttpResponse> Client::get(const std::string& path, const std::string& extra_headers) {
-  if (!send("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n")) return std::nullopt;
+  if (!send("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n"))
+    return std::nullopt;
   return read_response();
 }
 
-std::optional<HttpResponse> Client::post_json(const std::string& body, const std::string& extra_headers) {
-  std::string req = "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
-                    extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+std::optional<HttpResponse> Client::post_json(const std::string& body,
+                                              const std::string& extra_headers) {
+  std::string req =
+      "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+      extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   if (!send(req)) return std::nullopt;
   return read_response();
 }
 
 std::optional<HttpResponse> Client::post_form(const std::string& body) {
   std::string req =
-      "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+      "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+      "application/x-www-form-urlencoded\r\n"
       "Content-Length: " +
       std::to_string(body.size()) + "\r\n\r\n" + body;
   if (!send(req)) return std::nullopt;
@@ -249,9 +260,12 @@ std::optional<SseEvent> SseReader::next() {
       std::string field = line.substr(0, colon);
       std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
       if (!value.empty() && value[0] == ' ') value.erase(0, 1);
-      if (field == "id") ev.id = value;
-      else if (field == "event") ev.event = value;
-      else if (field == "retry") retry_ = std::stoi(value);
+      if (field == "id")
+        ev.id = value;
+      else if (field == "event")
+        ev.event = value;
+      else if (field == "retry")
+        retry_ = std::stoi(value);
       else if (field == "data") {
         if (has_data) ev.data += "\n";
         ev.data += value;
@@ -262,9 +276,11 @@ std::optional<SseEvent> SseReader::next() {
   }
 }
 
-Subscription::Subscription(uint16_t port, const std::string& last_event_id, const std::string& query)
+Subscription::Subscription(uint16_t port, const std::string& last_event_id,
+                           const std::string& query)
     : client(port), reader(client) {
-  std::string req = "GET /events" + query + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n";
+  std::string req =
+      "GET /events" + query + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n";
   if (!last_event_id.empty()) req += "Last-Event-ID: " + last_event_id + "\r\n";
   req += "\r\n";
   if (!client.send(req)) return;

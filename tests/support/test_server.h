@@ -69,7 +69,8 @@ class Client {
 
   // The request helpers send and read in one go.
   std::optional<HttpResponse> get(const std::string& path, const std::string& extra_headers = "");
-  std::optional<HttpResponse> post_json(const std::string& body, const std::string& extra_headers = "");
+  std::optional<HttpResponse> post_json(const std::string& body,
+                                        const std::string& extra_headers = "");
   std::optional<HttpResponse> post_form(const std::string& body);
 
   std::string& buffer() { return buf_; }
@@ -106,7 +107,8 @@ class SseReader {
 struct Subscription {
   Client client;
   SseReader reader;
-  explicit Subscription(uint16_t port, const std::string& last_event_id = "", const std::string& query = "");
+  explicit Subscription(uint16_t port, const std::string& last_event_id = "",
+                        const std::string& query = "");
   Subscription(const Subscription&) = delete;
   bool ok = false;
 };
