@@ -142,8 +142,6 @@ const std::vector<Option>& options() {
          c.log_level = v;
          return true;
        }},
-      string_option("access-log", "PATH", "one line per request to PATH ('-' for stderr)",
-                    &Config::access_log),
   };
   return table;
 }

@@ -36,7 +36,6 @@ struct Config {
   std::string publish_token;
   uint32_t shutdown_timeout_s = 5;
   std::string log_level = "info";
-  std::string access_log;  // path, "-" for stderr, empty for none
 };
 
 struct ParseOutcome {

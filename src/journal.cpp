@@ -179,7 +179,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& dir, FsyncPolicy polic
   std::vector<JournalRecord> records = decode_records(bytes, load.warnings, damaged);
   load.records = records.size();
   load.last_id = records.empty() ? 0 : records.back().id;
-  if (damaged && !j->rewrite(records, error)) return nullptr;
+  if (damaged && !j->rewrite(records, true, error)) return nullptr;
   for (JournalRecord& r : records) on_record(std::move(r));
   if (j->fd_ < 0) {
     j->fd_ = ::open(j->path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -255,7 +255,11 @@ void Journal::sync_loop() {
   }
 }
 
-bool Journal::rewrite(const std::vector<JournalRecord>& records, std::string& error) {
+// Writes `records` to a new file and renames it over the journal. With `sync_now` the new file and
+// the directory are synced here (start-up repair, or --fsync always); otherwise the syncer thread
+// syncs the new file with its next round, so compaction never makes the loop wait for the disk.
+bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
+                      std::string& error) {
   std::string tmp = path_ + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) {
@@ -264,14 +268,14 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, std::string& er
   }
   std::string bytes;
   for (const JournalRecord& r : records) bytes += encode_record(r);
-  bool ok = write_all(fd, bytes) && fdatasync(fd) == 0;
+  bool ok = write_all(fd, bytes) && (!sync_now || fdatasync(fd) == 0);
   ::close(fd);
   if (!ok || rename(tmp.c_str(), path_.c_str()) != 0) {
     error = "cannot replace journal " + path_ + ": " + strerror(errno);
     unlink(tmp.c_str());
     return false;
   }
-  fsync_dir(dir_);
+  if (sync_now) fsync_dir(dir_);
   int fresh = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fresh < 0) {
     error = "cannot reopen journal: " + std::string(strerror(errno));
@@ -281,11 +285,15 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, std::string& er
   if (fd_ >= 0) ::close(fd_);
   fd_ = fresh;
   size_ = bytes.size();
-  synced_seq_ = appended_seq_;  // the new file is on disk in full
-  if (durable_fd_ >= 0) {
-    uint64_t one = 1;
-    ssize_t ignored = ::write(durable_fd_, &one, sizeof one);
-    (void)ignored;
+  if (sync_now) {
+    synced_seq_ = appended_seq_;  // the new file is on disk in full
+    if (durable_fd_ >= 0) {
+      uint64_t one = 1;
+      ssize_t ignored = ::write(durable_fd_, &one, sizeof one);
+      (void)ignored;
+    }
+  } else {
+    ++appended_seq_;  // counts as a write the syncer has yet to sync
   }
   return true;
 }
@@ -293,7 +301,7 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, std::string& er
 bool Journal::compact_if_needed(const std::function<std::vector<JournalRecord>()>& window) {
   if (size_ <= compact_at_) return true;
   std::string error;
-  if (!rewrite(window(), error)) return false;
+  if (!rewrite(window(), policy_ == FsyncPolicy::Always, error)) return false;
   compact_at_ = std::max(max_bytes_, size_ * 2);
   return true;
 }

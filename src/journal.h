@@ -70,7 +70,7 @@ class Journal {
 
  private:
   Journal(std::string dir, FsyncPolicy policy, uint64_t max_bytes);
-  bool rewrite(const std::vector<JournalRecord>& records, std::string& error);
+  bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error);
   void sync_loop();
 
   std::string dir_;
