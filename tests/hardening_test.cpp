@@ -1,0 +1,121 @@
+// Limits and abuse controls over real sockets: each refusal is the documented status, and honest
+// clients keep being served.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "test_server.h"
+
+using namespace testing_support;
+
+namespace {
+const std::string kBody = R"({"user":"r","text":"hi"})";
+}
+
+TEST(Hardening, PostFloodGets429WithRetryAfter) {
+  ServerProcess server({"--post-rate", "5", "--post-burst", "20"});
+  Subscription honest(server.port());
+  ASSERT_TRUE(honest.ok);
+  Client c(server.port());
+  int created = 0, limited = 0;
+  for (int i = 0; i < 60; ++i) {
+    auto r = c.post_json(kBody);
+    ASSERT_TRUE(r);
+    if (r->status == 201) ++created;
+    if (r->status == 429) {
+      ++limited;
+      EXPECT_FALSE(r->header("retry-after").empty());
+      EXPECT_NE(r->body.find("\"error\""), std::string::npos);
+    }
+  }
+  EXPECT_GE(created, 20);  // the burst, plus what refilled meanwhile
+  EXPECT_LT(created, 60);
+  EXPECT_EQ(created + limited, 60);
+  // Every accepted message reached the honest subscriber, in order.
+  for (int i = 1; i <= created; ++i) {
+    std::optional<SseEvent> ev;
+    do ev = honest.reader.next();
+    while (ev && !ev->event.empty());
+    ASSERT_TRUE(ev);
+    EXPECT_EQ(ev->id, std::to_string(i));
+  }
+}
+
+TEST(Hardening, StreamsPerIpAreCapped) {
+  ServerProcess server({"--max-streams-per-ip", "3", "--subscribe-rate", "0", "--post-rate", "0"});
+  std::vector<std::unique_ptr<Subscription>> subs;
+  for (int i = 0; i < 3; ++i) {
+    subs.push_back(std::make_unique<Subscription>(server.port()));
+    ASSERT_TRUE(subs.back()->ok);
+  }
+  Client extra(server.port());
+  auto r = extra.get("/events");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429);
+  subs.pop_back();  // one closes: its slot comes back
+  for (int tries = 0; tries < 100; ++tries) {
+    Subscription again(server.port());
+    if (again.ok) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  FAIL() << "the freed stream slot never came back";
+}
+
+TEST(Hardening, SlowlorisGets408) {
+  ServerProcess server({"--request-timeout", "1"});
+  Client c(server.port());
+  ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: x\r\n"));  // and never finishes the headers
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    c.send("X");  // a byte every now and then does not keep it alive
+  }
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 408);
+  EXPECT_TRUE(c.wait_closed());
+  EXPECT_NE(post_message(server.port(), "ok", "still serving"), 0u);
+}
+
+TEST(Hardening, CrossSiteOriginTokenAndCors) {
+  ServerProcess server({"--publish-token", "s3cret", "--cors-origin", "https://chat.example"});
+  Client c(server.port());
+  auto no_token = c.post_json(kBody);
+  EXPECT_EQ(no_token->status, 401);
+  EXPECT_EQ(no_token->header("www-authenticate"), "Bearer");
+  EXPECT_EQ(c.post_json(kBody, "Authorization: Bearer wrong\r\n")->status, 401);
+  EXPECT_EQ(c.post_json(kBody, "Authorization: Bearer s3cret\r\n")->status, 201);
+  auto evil =
+      c.post_json(kBody, "Authorization: Bearer s3cret\r\nOrigin: https://evil.example\r\n");
+  EXPECT_EQ(evil->status, 403);
+  auto same_site =
+      c.post_json(kBody, "Authorization: Bearer s3cret\r\nOrigin: http://127.0.0.1\r\n");
+  EXPECT_EQ(same_site->status, 201);  // Host is 127.0.0.1: same origin
+  auto allowed =
+      c.post_json(kBody, "Authorization: Bearer s3cret\r\nOrigin: https://chat.example\r\n");
+  EXPECT_EQ(allowed->status, 201);
+  EXPECT_EQ(allowed->header("access-control-allow-origin"), "https://chat.example");
+  auto page = c.get("/", "Origin: https://evil.example\r\n");
+  EXPECT_EQ(page->header("access-control-allow-origin"), "");  // CORS only for the one origin
+  EXPECT_EQ(page->header("content-security-policy"), "default-src 'self'");
+  EXPECT_EQ(page->header("referrer-policy"), "no-referrer");
+}
+
+TEST(Hardening, ConnectionsOverTheLimitAreClosedAndOthersServed) {
+  ServerProcess server({"--max-connections", "10"});
+  std::vector<std::unique_ptr<Client>> held;
+  for (int i = 0; i < 10; ++i) {
+    held.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(held.back()->get("/healthz"));  // each is accepted and counted
+  }
+  Client over(server.port());
+  EXPECT_FALSE(over.get("/healthz"));  // closed unanswered
+  held.pop_back();
+  for (int tries = 0; tries < 100; ++tries) {
+    Client c(server.port());
+    auto r = c.get("/healthz");
+    if (r && r->status == 200) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  FAIL() << "a freed connection slot never came back";
+}
