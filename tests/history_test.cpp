@@ -19,14 +19,6 @@ using namespace testing_support;
 
 namespace {
 
-// The next chat message event (skips presence and reset), or nullopt at the end of the stream.
-std::optional<SseEvent> next_message(SseReader& reader) {
-  for (;;) {
-    auto ev = reader.next();
-    if (!ev || ev->event.empty()) return ev;
-  }
-}
-
 void post_n(uint16_t port, int n, const std::string& prefix = "m") {
   Client c(port);
   for (int i = 0; i < n; ++i) {
@@ -80,7 +72,7 @@ TEST(History, ResumeWithHeaderOrQueryThenLive) {
     Subscription sub(server.port(), header ? "4" : "", header ? "" : "?lastEventId=4");
     ASSERT_TRUE(sub.ok);
     for (int want = 5; want <= 10; ++want) {
-      auto ev = next_message(sub.reader);
+      auto ev = sub.reader.next_message();
       ASSERT_TRUE(ev);
       EXPECT_EQ(ev->id, std::to_string(want));
     }
@@ -88,10 +80,10 @@ TEST(History, ResumeWithHeaderOrQueryThenLive) {
   // The header wins over the query string (EventSource keeps the URL but sends the header).
   Subscription both(server.port(), "8", "?lastEventId=2");
   ASSERT_TRUE(both.ok);
-  EXPECT_EQ(next_message(both.reader)->id, "9");
+  EXPECT_EQ(both.reader.next_message()->id, "9");
   post_n(server.port(), 1, "live");
-  EXPECT_EQ(next_message(both.reader)->id, "10");
-  EXPECT_EQ(next_message(both.reader)->id, "11");
+  EXPECT_EQ(both.reader.next_message()->id, "10");
+  EXPECT_EQ(both.reader.next_message()->id, "11");
 }
 
 TEST(History, ResetWhenTheIdIsNotKept) {
@@ -106,7 +98,7 @@ TEST(History, ResetWhenTheIdIsNotKept) {
     EXPECT_EQ(first->event, "reset");
     EXPECT_EQ(first->data, "{\"oldest\":6,\"newest\":10}");
     for (int want = 6; want <= 10; ++want)
-      EXPECT_EQ(next_message(sub.reader)->id, std::to_string(want));
+      EXPECT_EQ(sub.reader.next_message()->id, std::to_string(want));
   }
   Subscription exact(server.port(), "5");  // just before the oldest kept: nothing is missing
   auto first = exact.reader.next();
@@ -151,8 +143,8 @@ TEST(History, NonceMakesPostIdempotent) {
   ASSERT_EQ(other_user->status, 201);
   EXPECT_EQ(json_id(other_user->body), 2u);
   EXPECT_EQ(kept_ids(server.port()), range(1, 2));
-  EXPECT_EQ(next_message(sub.reader)->id, "1");
-  EXPECT_EQ(next_message(sub.reader)->id, "2");  // the retry was not broadcast
+  EXPECT_EQ(sub.reader.next_message()->id, "1");
+  EXPECT_EQ(sub.reader.next_message()->id, "2");  // the retry was not broadcast
 }
 
 TEST(History, HeartbeatOnAnIdleStream) {
@@ -188,7 +180,7 @@ TEST(History, SubscribersReconnectingAtManyPointsSeeExactlyThePostedSequence) {
         if (!sub.ok) return;
         int take = 1 + static_cast<int>(rng() % 60);  // drop the connection after this many
         for (int k = 0; k < take && got.size() < static_cast<size_t>(total); ++k) {
-          auto ev = next_message(sub.reader);
+          auto ev = sub.reader.next_message();
           if (!ev) return;
           got.push_back(ev->data);
           last = ev->id;
@@ -228,12 +220,12 @@ TEST(History, SlowSubscriberIsCutOffThenCatchesUpWithNothingMissing) {
     ASSERT_LT(posted, 40000);
   }
   std::vector<uint64_t> seen;
-  while (auto ev = next_message(slow.reader)) seen.push_back(std::stoull(ev->id));  // to the cut
+  while (auto ev = slow.reader.next_message()) seen.push_back(std::stoull(ev->id));  // to the cut
   ASSERT_LT(seen.size(), static_cast<size_t>(posted));
   Subscription again(server.port(), std::to_string(seen.empty() ? 0 : seen.back()));
   ASSERT_TRUE(again.ok);
   while (seen.size() < static_cast<size_t>(posted)) {
-    auto ev = next_message(again.reader);
+    auto ev = again.reader.next_message();
     ASSERT_TRUE(ev);
     seen.push_back(std::stoull(ev->id));
   }
@@ -366,6 +358,6 @@ TEST(History, FsyncAlwaysAcknowledgesAfterTheDisk) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 201);
     EXPECT_EQ(json_id(r->body), static_cast<uint64_t>(i));
-    EXPECT_EQ(next_message(sub.reader)->id, std::to_string(i));
+    EXPECT_EQ(sub.reader.next_message()->id, std::to_string(i));
   }
 }

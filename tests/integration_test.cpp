@@ -44,11 +44,8 @@ TEST(Core, FiftySubscribersReceiveTwoHundredMessagesCompleteAndInOrder) {
   }
   for (auto& sub : subs) {
     for (int i = 1; i <= 200; ++i) {
-      std::optional<SseEvent> ev;
-      do {
-        ev = sub->reader.next();
-        ASSERT_TRUE(ev);
-      } while (!ev->event.empty());  // presence events are interleaved; messages are default-type
+      auto ev = sub->reader.next_message();  // presence events are interleaved; skipped
+      ASSERT_TRUE(ev);
       ASSERT_EQ(ev->id, std::to_string(i));
       ASSERT_NE(ev->data.find("\"text\":\"" + text_n(i) + "\""), std::string::npos) << ev->data;
       ASSERT_NE(ev->data.find("\"user\":\"alice\""), std::string::npos);
@@ -75,9 +72,7 @@ TEST(Core, StreamHeadAndFormat) {
   EXPECT_LE(retry, 4500);
   ASSERT_NE(post_message(server.port(), "bob", "hi \\u2028 \\\"there\\\""), 0u);
   SseReader reader(c);
-  std::optional<SseEvent> ev;
-  do ev = reader.next();
-  while (ev && !ev->event.empty());
+  std::optional<SseEvent> ev = reader.next_message();
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, "1");
   EXPECT_TRUE(ev->raw.starts_with(
@@ -95,9 +90,7 @@ TEST(Core, FormPostAndUnicode) {
   EXPECT_EQ(r->status, 201);
   EXPECT_EQ(r->body, "{\"id\":1}");
   EXPECT_EQ(r->header("content-type"), "application/json");
-  std::optional<SseEvent> ev;
-  do ev = sub.reader.next();
-  while (ev && !ev->event.empty());
+  std::optional<SseEvent> ev = sub.reader.next_message();
   ASSERT_TRUE(ev);
   EXPECT_NE(ev->data.find("\"user\":\"日本\",\"text\":\"café 😀\""), std::string::npos) << ev->data;
 }
@@ -238,9 +231,7 @@ TEST(Core, EveryErrorStatusAndTheServerKeepsServing) {
   }
   // The honest subscriber received every accepted message, in order.
   for (int i = 1; i <= accepted; ++i) {
-    std::optional<SseEvent> ev;
-    do ev = honest.reader.next();
-    while (ev && !ev->event.empty());
+    std::optional<SseEvent> ev = honest.reader.next_message();
     ASSERT_TRUE(ev);
     EXPECT_EQ(ev->id, std::to_string(i));
   }
@@ -328,9 +319,7 @@ TEST(Core, SlowSubscriberIsDisconnectedWhileOthersKeepReceiving) {
   EXPECT_TRUE(slow.wait_closed());
   // And the fast one is still live.
   ASSERT_NE(post_message(server.port(), "a", "still here"), 0u);
-  std::optional<SseEvent> ev;
-  do ev = fast.reader.next();
-  while (ev && !ev->event.empty());
+  std::optional<SseEvent> ev = fast.reader.next_message();
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, std::to_string(posted + 1));
 }
@@ -342,9 +331,7 @@ TEST(Core, SigtermExitsZero) {
   ASSERT_NE(post_message(server.port(), "a", "before"), 0u);
   EXPECT_EQ(server.stop(SIGTERM), 0);
   // The subscriber got the message and then the end of the stream.
-  std::optional<SseEvent> ev;
-  do ev = sub.reader.next();
-  while (ev && !ev->event.empty());
+  std::optional<SseEvent> ev = sub.reader.next_message();
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, "1");
   EXPECT_FALSE(sub.reader.next());

@@ -276,6 +276,13 @@ std::optional<SseEvent> SseReader::next() {
   }
 }
 
+std::optional<SseEvent> SseReader::next_message() {
+  for (;;) {
+    auto ev = next();
+    if (!ev || ev->event.empty()) return ev;
+  }
+}
+
 Subscription::Subscription(uint16_t port, const std::string& last_event_id,
                            const std::string& query)
     : client(port), reader(client) {

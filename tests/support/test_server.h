@@ -94,6 +94,8 @@ class SseReader {
   explicit SseReader(Client& client) : client_(client) {}
   // Next dispatched event (comments and retry-only blocks are skipped but remembered).
   std::optional<SseEvent> next();
+  // Next chat message (default event type), skipping presence and reset events.
+  std::optional<SseEvent> next_message();
   int comments_seen() const { return comments_; }
   std::optional<int> retry_ms() const { return retry_; }
 
