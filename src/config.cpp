@@ -135,6 +135,12 @@ const std::vector<Option>& options() {
                     &Config::publish_token),
       uint_option("shutdown-timeout", "seconds to flush subscribers on SIGTERM",
                   &Config::shutdown_timeout_s),
+      string_option("log-file", "PATH",
+                    "write the log to PATH instead of stderr (SIGHUP reopens it)",
+                    &Config::log_file),
+      string_option("access-log", "PATH",
+                    "one line per request to PATH, '-' for stderr (SIGHUP reopens it)",
+                    &Config::access_log),
       {"log-level", "debug|info|warn|error", "least severe log level written",
        [](Config& c) { return c.log_level; },
        [](Config& c, const std::string& v) {
@@ -179,6 +185,11 @@ std::string help_text() {
 }
 
 ParseOutcome parse_config(int argc, char** argv, Config& out) {
+  // Under systemd (StateDirectory=) the journal goes where the unit says, unless told otherwise.
+  if (const char* state = std::getenv("STATE_DIRECTORY"); state && *state) {
+    std::string first = state;
+    out.data_dir = first.substr(0, first.find(':'));
+  }
   for (const Option& o : options()) {
     const char* env = std::getenv(env_name(o.name).c_str());
     if (!env) continue;

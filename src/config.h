@@ -36,6 +36,8 @@ struct Config {
   std::string publish_token;
   uint32_t shutdown_timeout_s = 5;
   std::string log_level = "info";
+  std::string log_file;    // empty: stderr
+  std::string access_log;  // empty: none; "-": stderr
 };
 
 struct ParseOutcome {

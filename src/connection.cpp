@@ -76,13 +76,8 @@ void Connection::feed(const char* data, size_t len) {
     RequestParser::Result r = parser_->feed(data, len);
     data += r.consumed;
     len -= r.consumed;
-    if (r.event == RequestParser::Event::Error) {
-      http::Response resp = http::error(parser_->error_status(), parser_->error_reason());
-      resp.close = true;
-      server_.metrics().count_rejection(parser_->error_status());
-      respond(resp);
-      return;
-    }
+    if (r.event == RequestParser::Event::Error)
+      return reject_and_close(parser_->error_status(), parser_->error_reason());
     if (r.event == RequestParser::Event::NeedMore) {
       if (parser_->wants_continue()) {
         send_bytes(http::kContinue);
@@ -106,6 +101,15 @@ void Connection::feed(const char* data, size_t len) {
 void Connection::respond(const http::Response& r) {
   send_bytes(http::serialize(r));
   if (r.close) finish_after_flush();
+}
+
+// Answers a request the server cannot even route (malformed, too large, too slow) and closes.
+void Connection::reject_and_close(int status, std::string_view reason) {
+  server_.metrics().count_rejection(status);
+  server_.metrics().count_response(status);
+  http::Response r = http::error(status, reason);
+  r.close = true;
+  respond(r);
 }
 
 void Connection::send_bytes(std::string_view bytes) {
@@ -237,10 +241,7 @@ void Connection::check_timeouts(int64_t now_ms) {
       if (held_ || finishing_) return;
       if (parser_->mid_request() &&
           now_ms - request_started_ms_ > int64_t{cfg.request_timeout_s} * 1000) {
-        server_.metrics().count_rejection(408);
-        http::Response r = http::error(408, "request took too long to arrive");
-        r.close = true;
-        return respond(r);
+        return reject_and_close(408, "request took too long to arrive");
       }
       if (!parser_->mid_request() && out_.empty() &&
           now_ms - last_activity_ms_ > int64_t{cfg.keepalive_timeout_s} * 1000)

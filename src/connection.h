@@ -82,6 +82,7 @@ class Connection final : public EventHandler, public Subscriber {
   void on_readable();
   void feed(const char* data, size_t len);
   void begin_linger();
+  void reject_and_close(int status, std::string_view reason);
   void resume_parsing();
   void update_interest();
   void enqueue(const FrameRef& frame);

@@ -13,6 +13,15 @@ void set_level(std::string_view name);
 bool enabled(Level level);
 void write_line(Level level, const std::string& line);
 
+// Sends the log to `path` instead of stderr (empty: stderr). File lines start with time=.
+bool set_file(const std::string& path, std::string& error);
+// Enables the access log, one line per answered request, at `path` ("-": stderr).
+bool set_access_file(const std::string& path, std::string& error);
+bool access_enabled();
+void access(const std::string& line);
+// SIGHUP: reopens both files, so logrotate can move them away.
+void reopen_files();
+
 // Quotes a value that contains spaces, quotes or '=' (logfmt).
 std::string quote(std::string_view value);
 

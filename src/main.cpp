@@ -65,6 +65,12 @@ int main(int argc, char** argv) {
       break;
   }
   sse::log::set_level(config.log_level);
+  std::string log_error;
+  if (!sse::log::set_file(config.log_file, log_error) ||
+      !sse::log::set_access_file(config.access_log, log_error)) {
+    std::fprintf(stderr, "sse-chat: %s\n", log_error.c_str());
+    return 1;
+  }
   if (config.static_dir.empty()) config.static_dir = default_static_dir();
   signal(SIGPIPE, SIG_IGN);
 
@@ -73,7 +79,7 @@ int main(int argc, char** argv) {
   // Before any thread exists (the journal's syncer), so every thread inherits the blocked mask
   // and SIGTERM reaches the loop instead of killing the process from another thread.
   reactor.on_signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
-    if (sig == SIGHUP) return;  // logs go to stderr (journald): nothing to reopen
+    if (sig == SIGHUP) return sse::log::reopen_files();
     sd_notify(0, "STOPPING=1");
     server.begin_shutdown();
   });

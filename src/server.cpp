@@ -281,7 +281,17 @@ void Server::reply(Connection& conn, const Request& req, http::Response r) {
     r.headers.emplace_back("Vary", "Origin");
   }
   metrics_.count_response(r.status);
+  log_access(conn.client_ip, req.method_name, req.path, r.status, r.body.size());
   conn.respond(r);
+}
+
+void Server::log_access(const net::IpAddress& client, std::string_view method,
+                        std::string_view path, int status, size_t bytes) {
+  if (!log::access_enabled()) return;
+  std::string line = "client=" + client.to_string() + " method=" + std::string(method) +
+                     " path=" + log::quote(path) + " status=" + std::to_string(status) +
+                     " bytes=" + std::to_string(bytes);
+  log::access(line);
 }
 
 void Server::method_not_allowed(Connection& conn, Request& req, std::string_view allow) {
@@ -364,6 +374,7 @@ void Server::route_events(Connection& conn, Request& req) {
   }
   opening += retry_event(retry_with_jitter());
   metrics_.count_response(200);
+  log_access(conn.client_ip, req.method_name, req.path, 200, 0);
   conn.start_stream(room_, last_id, opening);
 }
 
@@ -468,6 +479,7 @@ void Server::on_durable() {
     r.body = "{\"id\":" + std::to_string(p.id) + "}";
     r.close = !p.keep_alive || draining_;
     metrics_.count_response(201);
+    log_access(p.conn->client_ip, "POST", "/messages", 201, r.body.size());
     p.conn->respond(r);
     p.conn->release();
   }

@@ -67,6 +67,8 @@ class Server {
   void serve_metrics(Connection& conn, Request& req);
   void method_not_allowed(Connection& conn, Request& req, std::string_view allow);
   void reply(Connection& conn, const Request& req, http::Response r);
+  void log_access(const net::IpAddress& client, std::string_view method, std::string_view path,
+                  int status, size_t bytes);
   std::optional<http::Response> check_post_policy(Connection& conn, const Request& req);
   uint32_t retry_with_jitter();
   std::vector<JournalRecord> journal_window();

@@ -37,14 +37,15 @@ std::string make_temp_dir() {
   return d;
 }
 
-ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_journal) {
+ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_journal,
+                             const LaunchOptions& launch) {
   bool has_listen = false, has_static = false, has_journal_flag = false;
   for (const auto& a : args) {
     has_listen |= a == "--listen";
     has_static |= a == "--static-dir";
     has_journal_flag |= a == "--data-dir" || a == "--no-journal";
   }
-  if (!has_listen) args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+  if (!has_listen && launch.listen_fd < 0) args.insert(args.end(), {"--listen", "127.0.0.1:0"});
   if (!has_static) args.insert(args.end(), {"--static-dir", static_dir()});
   if (default_no_journal && !has_journal_flag) args.push_back("--no-journal");
   // Tests post from one address far faster than a person: no rate limits unless a test asks.
@@ -64,6 +65,16 @@ ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_jour
     int err = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(err, STDERR_FILENO);
     close(out_pipe[0]);
+    for (const std::string& kv : launch.env) putenv(const_cast<char*>(kv.c_str()));
+    if (launch.listen_fd >= 0) {
+      if (launch.listen_fd == 3) {
+        fcntl(3, F_SETFD, 0);  // dup2 onto itself would leave close-on-exec set
+      } else {
+        dup2(launch.listen_fd, 3);  // SD_LISTEN_FDS_START; LISTEN_PID is ours, and exec keeps it
+      }
+      setenv("LISTEN_FDS", "1", 1);
+      setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
+    }
     std::vector<char*> argv;
     std::string bin = binary_path();
     argv.push_back(bin.data());

@@ -16,10 +16,16 @@ std::string binary_path();
 std::string static_dir();
 std::string make_temp_dir();
 
+struct LaunchOptions {
+  std::vector<std::string> env;  // extra "NAME=value" entries
+  int listen_fd = -1;            // handed over as fd 3 with LISTEN_FDS=1 (socket activation)
+};
+
 class ServerProcess {
  public:
   // Starts sse-chat with `args` (plus --listen 127.0.0.1:0 unless given); waits for its address.
-  explicit ServerProcess(std::vector<std::string> args = {}, bool default_no_journal = true);
+  explicit ServerProcess(std::vector<std::string> args = {}, bool default_no_journal = true,
+                         const LaunchOptions& launch = {});
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;

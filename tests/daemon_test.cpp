@@ -1,0 +1,245 @@
+// Running as a service: sd_notify, socket activation, the unit file, /metrics through a real
+// Prometheus parser, /healthz, SIGTERM draining with a loss-free restart, logs and SIGHUP.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "test_server.h"
+
+using namespace testing_support;
+
+namespace {
+
+std::string run(const std::string& cmd, int& status) {
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  status = pclose(p);
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A NOTIFY_SOCKET for the server to talk to, as systemd provides.
+class NotifySocket {
+ public:
+  NotifySocket() : path_(make_temp_dir() + "/notify") {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
+    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    timeval tv{20, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~NotifySocket() { close(fd_); }
+  std::string env() const { return "NOTIFY_SOCKET=" + path_; }
+  // Waits for a datagram containing `what`; false on timeout.
+  bool wait_for(const std::string& what) {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      if (std::string(buf, static_cast<size_t>(n)).find(what) != std::string::npos) return true;
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+uint64_t metric(uint16_t port, const std::string& name) {
+  Client m(port);
+  auto r = m.get("/metrics");
+  if (!r) return 0;
+  size_t p = r->body.find("\n" + name + " ");
+  return p == std::string::npos ? 0 : std::stoull(r->body.substr(p + name.size() + 2));
+}
+
+}  // namespace
+
+TEST(Daemon, NotifiesReadyWatchdogAndStopping) {
+  NotifySocket notify;
+  ServerProcess server({}, true, {{notify.env(), "WATCHDOG_USEC=200000"}});
+  EXPECT_TRUE(notify.wait_for("READY=1"));
+  EXPECT_TRUE(notify.wait_for("WATCHDOG=1"));
+  kill(server.pid(), SIGTERM);
+  EXPECT_TRUE(notify.wait_for("STOPPING=1"));
+  EXPECT_EQ(server.stop(SIGTERM), 0);
+}
+
+TEST(Daemon, SocketActivationServesOnTheInheritedListener) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 128), 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  uint16_t port = ntohs(addr.sin_port);
+  {
+    ServerProcess first({}, true, {{}, fd});
+    EXPECT_EQ(first.port(), port);
+    EXPECT_NE(post_message(port, "a", "via the inherited socket"), 0u);
+    // A connection made while no server runs waits in the backlog instead of being refused.
+    EXPECT_EQ(first.stop(SIGTERM), 0);
+  }
+  Client waiting(port);
+  ASSERT_TRUE(waiting.connected());
+  ASSERT_TRUE(waiting.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ServerProcess second({}, true, {{}, fd});
+  auto r = waiting.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  close(fd);
+}
+
+TEST(Daemon, UnitFilePassesSystemdAnalyzeVerify) {
+  int status = 0;
+  run("command -v systemd-analyze >/dev/null 2>&1", status);
+  if (status != 0) GTEST_SKIP() << "systemd-analyze is not installed here";
+  const char* unit = std::getenv("SSE_CHAT_UNIT");
+  ASSERT_NE(unit, nullptr);
+  std::string dir = make_temp_dir();
+  std::string text = read_file(unit);
+  size_t exec = text.find("ExecStart=");
+  ASSERT_NE(exec, std::string::npos);
+  // Point the unit at the binary under test, as an installed unit points at the installed one.
+  char absolute[PATH_MAX];
+  ASSERT_NE(realpath(binary_path().c_str(), absolute), nullptr);
+  text.replace(exec, text.find('\n', exec) - exec, std::string("ExecStart=") + absolute);
+  for (const char* word :
+       {"Type=notify", "DynamicUser=yes", "StateDirectory=sse-chat", "NoNewPrivileges=yes",
+        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LimitNOFILE=", "Restart=on-failure"})
+    EXPECT_NE(text.find(word), std::string::npos) << word;
+  std::ofstream(dir + "/sse-chat.service") << text;
+  std::string out = run("systemd-analyze verify " + dir + "/sse-chat.service 2>&1", status);
+  EXPECT_EQ(status, 0) << out;
+}
+
+TEST(Daemon, MetricsParseWithPrometheusClientAndMatchWhatHappened) {
+  ServerProcess server({"--max-body", "100"});
+  Subscription a(server.port()), b(server.port());
+  ASSERT_TRUE(a.ok && b.ok);
+  for (int i = 0; i < 3; ++i) ASSERT_NE(post_message(server.port(), "m", "x"), 0u);
+  Client c(server.port());
+  EXPECT_EQ(c.get("/missing")->status, 404);
+  EXPECT_EQ(Client(server.port()).post_json(std::string(200, ' '))->status, 413);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(a.reader.next_message());
+    ASSERT_TRUE(b.reader.next_message());
+  }
+  auto r = c.get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  std::string dir = make_temp_dir();
+  std::ofstream(dir + "/metrics.txt") << r->body;
+  std::ofstream(dir + "/parse.py") << R"PY(
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+values = {}
+for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        values[s.name + ("{" + labels + "}" if labels else "")] = s.value
+for k in sorted(values):
+    print(k, int(values[k]) if float(values[k]).is_integer() else values[k])
+)PY";
+  int status = 0;
+  std::string out =
+      run("/usr/bin/python3 " + dir + "/parse.py " + dir + "/metrics.txt 2>&1", status);
+  if (out.find("No module named") != std::string::npos)
+    GTEST_SKIP() << "python3-prometheus-client missing";
+  ASSERT_EQ(status, 0) << out;
+  auto has = [&](const std::string& line) { return out.find(line + "\n") != std::string::npos; };
+  EXPECT_TRUE(has("ssechat_messages_total 3")) << out;
+  EXPECT_TRUE(has("ssechat_deliveries_total 6")) << out;
+  EXPECT_TRUE(has("ssechat_sse_clients 2")) << out;
+  EXPECT_TRUE(has("ssechat_last_message_id 3")) << out;
+  EXPECT_TRUE(has("ssechat_http_requests_total{code=201} 3")) << out;
+  EXPECT_TRUE(has("ssechat_http_requests_total{code=404} 1")) << out;
+  EXPECT_TRUE(has("ssechat_http_requests_total{code=413} 1")) << out;
+  EXPECT_TRUE(has("ssechat_rejected_total{reason=body_too_large} 1")) << out;
+  EXPECT_TRUE(has("ssechat_slow_consumer_disconnects_total 0")) << out;
+  EXPECT_NE(out.find("ssechat_event_loop_busy_seconds_count "), std::string::npos) << out;
+  EXPECT_NE(out.find("ssechat_uptime_seconds "), std::string::npos) << out;
+}
+
+TEST(Daemon, SigtermDeliversEverythingAcknowledgedThenRestartResumesWithoutGap) {
+  std::string dir = make_temp_dir();
+  const int subscribers = 20, before = 300;
+  std::vector<std::vector<std::string>> ids(subscribers);
+  {
+    ServerProcess server({"--data-dir", dir}, false);
+    std::vector<std::unique_ptr<Subscription>> subs;
+    for (int i = 0; i < subscribers; ++i)
+      subs.push_back(std::make_unique<Subscription>(server.port(), "0"));
+    for (auto& s : subs) ASSERT_TRUE(s->ok);
+    Client poster(server.port());
+    for (int i = 0; i < before; ++i)
+      ASSERT_EQ(
+          poster.post_json("{\"user\":\"t\",\"text\":\"" + std::string(500, 'x') + "\"}")->status,
+          201);
+    EXPECT_EQ(server.stop(SIGTERM), 0);
+    // Each subscriber reads what was flushed to it, then the end of its stream.
+    for (int i = 0; i < subscribers; ++i)
+      while (auto ev = subs[i]->reader.next_message()) ids[i].push_back(ev->id);
+  }
+  for (int i = 0; i < subscribers; ++i) ASSERT_EQ(ids[i].size(), static_cast<size_t>(before)) << i;
+  ServerProcess restarted({"--data-dir", dir}, false);
+  Subscription resumed(restarted.port(), ids[0].back());
+  ASSERT_TRUE(resumed.ok);
+  ASSERT_NE(post_message(restarted.port(), "t", "after"), 0u);
+  auto ev = resumed.reader.next_message();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, std::to_string(before + 1));  // no gap, no repeat
+}
+
+TEST(Daemon, HealthzAndEnvironmentConfiguration) {
+  ServerProcess server({}, true, {{"SSE_CHAT_MAX_BODY=100"}});
+  Client c(server.port());
+  auto h = c.get("/healthz");
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(h->body, "ok\n");
+  EXPECT_EQ(c.post_json(std::string(120, ' '))->status, 413);  // the env var took effect
+}
+
+TEST(Daemon, LogFileAccessLogAndSighupReopen) {
+  std::string dir = make_temp_dir();
+  std::string log = dir + "/sse.log", access = dir + "/access.log";
+  ServerProcess server({"--log-file", log, "--access-log", access});
+  ASSERT_NE(post_message(server.port(), "l", "logged"), 0u);
+  EXPECT_NE(read_file(log).find("msg=\"sse-chat started\""), std::string::npos);
+  EXPECT_NE(read_file(log).find("time="), std::string::npos);
+  EXPECT_NE(read_file(access).find("method=POST path=/messages status=201"), std::string::npos)
+      << read_file(access);
+  // logrotate: move the file away, SIGHUP, and the server writes a fresh one.
+  ASSERT_EQ(rename(access.c_str(), (access + ".1").c_str()), 0);
+  kill(server.pid(), SIGHUP);
+  for (int i = 0; i < 200 && read_file(access).empty(); ++i) {
+    Client(server.port()).get("/healthz");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(read_file(access).find("path=/healthz status=200"), std::string::npos);
+  EXPECT_EQ(server.stop(SIGTERM), 0);
+}
