@@ -171,6 +171,8 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
       break;
   }
   r.method_name = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
+  if (llhttp_get_http_major(p) != 1)
+    return s.fail(400, "HTTP/1.0 or HTTP/1.1 required");  // no HTTP/0.9
   if (!split_target(s.url_, r.path, r.query)) return s.fail(400, "malformed request target");
   // Refuse an oversized body from its declared length, before reading any of it.
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)

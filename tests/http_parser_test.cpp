@@ -109,6 +109,7 @@ TEST(HttpParser, Errors) {
       {"GET / HTTP/9.9\r\n\r\n", 400},
       {"GET /\x01 HTTP/1.1\r\n\r\n", 400},
       {"GET * HTTP/1.1\r\n\r\n", 400},
+      {"GET /\r\n\r\n", 400},  // HTTP/0.9
       {"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
