@@ -86,7 +86,6 @@ class RequestParser {
   std::string url_;
   std::string field_;
   std::string value_;
-  bool field_done_ = false;
   size_t header_bytes_ = 0;
   bool expect_continue_ = false;
   bool continue_sent_ = false;
