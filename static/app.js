@@ -42,7 +42,9 @@ function render(msg) {
   text.className = 'text';
   text.textContent = msg.text;
   li.append(meta, text);
-  list.append(li);
+  // Relayed and fetched messages can arrive out of order: keep the list sorted by id.
+  const later = [...list.children].find((el) => Number(el.dataset.id) > msg.id);
+  list.insertBefore(li, later || null);
   lastAuthor = msg.user;
   if (stick) list.scrollTop = list.scrollHeight;
   else $('new-messages').hidden = false;
@@ -60,27 +62,61 @@ async function loadHistory() {
   for (const msg of await res.json()) render(msg);
 }
 
-function connect() {
+// One EventSource per browser, not per tab: the tab holding the Web Lock is the leader, keeps the
+// stream and relays every event to the other tabs over a BroadcastChannel. When the leader closes,
+// its lock is released and a waiting tab takes over, resuming from the last id it has. Browsers
+// without these APIs fall back to one stream per tab.
+const channel = 'BroadcastChannel' in window ? new BroadcastChannel('sse-chat') : null;
+
+function relay(kind, data) {
+  if (channel) channel.postMessage({ kind, data });
+}
+
+function onEvent(kind, data) {
+  if (kind === 'message') render(data);
+  else if (kind === 'reset') {
+    showNotice(`Some earlier messages are no longer available (the server keeps messages ${data.oldest}–${data.newest}).`);
+  } else if (kind === 'presence') $('online').textContent = data.online + ' online';
+  else if (kind === 'status') setStatus(data.text, data.cls);
+}
+
+function leaderStatus(text, cls) {
+  onEvent('status', { text, cls });
+  relay('status', { text, cls });
+}
+
+function openStream() {
   // Resume from the last id we have; the server replays what we missed, or sends `reset`.
   source = new EventSource('/events?lastEventId=' + lastId);
-  source.onopen = () => setStatus('connected', 'connected');
-  source.onmessage = (e) => render(JSON.parse(e.data));
-  source.addEventListener('reset', (e) => {
-    const r = JSON.parse(e.data);
-    showNotice(`Some earlier messages are no longer available (the server keeps messages ${r.oldest}–${r.newest}).`);
-  });
-  source.addEventListener('presence', (e) => {
-    $('online').textContent = JSON.parse(e.data).online + ' online';
-  });
+  source.onopen = () => leaderStatus('connected', 'connected');
+  const forward = (kind) => (e) => {
+    const data = JSON.parse(e.data);
+    onEvent(kind, data);
+    relay(kind, data);
+  };
+  source.onmessage = forward('message');
+  source.addEventListener('reset', forward('reset'));
+  source.addEventListener('presence', forward('presence'));
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) {
-      setStatus('offline', 'offline');
+      leaderStatus('offline', 'offline');
       source = null;
-      setTimeout(connect, 3000);  // the server refused the stream: try again later ourselves
+      setTimeout(openStream, 3000);  // the server refused the stream: try again later ourselves
     } else {
-      setStatus(navigator.onLine ? 'reconnecting…' : 'offline', 'reconnecting');
+      leaderStatus(navigator.onLine ? 'reconnecting…' : 'offline', 'reconnecting');
     }
   };
+}
+
+function connect() {
+  if (!channel || !navigator.locks) return openStream();
+  setStatus('connected (shared)', 'connected');
+  // Resolves only when this tab closes, so the lock is held for the tab's lifetime.
+  navigator.locks.request('sse-chat-leader', () => {
+    document.documentElement.dataset.role = 'leader';
+    openStream();
+    return new Promise(() => {});
+  });
 }
 
 function newNonce() {
@@ -162,6 +198,8 @@ $('new-messages').addEventListener('click', () => {
 (async function start() {
   if (me) join(me);
   else $('name').focus();
+  // Listen to the leader before fetching history, so nothing posted meanwhile falls between.
+  if (channel) channel.onmessage = (e) => onEvent(e.data.kind, e.data.data);
   try { await loadHistory(); } catch (_) { /* the stream replays what it can */ }
   connect();
 })();
