@@ -28,6 +28,11 @@ std::string post(const std::string& type, const std::string& body, const std::st
 std::string json(const std::string& body) {
   return post("application/json", body);
 }
+// A literal with embedded NULs, at its true length.
+template <size_t N>
+std::string bytes(const char (&literal)[N]) {
+  return std::string(literal, N - 1);
+}
 std::string get(const std::string& target) {
   return "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n";
 }
@@ -50,7 +55,7 @@ TEST(Hostile, EveryInputGetsItsStatusAndHonestClientsLoseNothing) {
       {"space in target", "GET /a b HTTP/1.1\r\n\r\n", {400, kClosed}},
       {"control byte in target", "GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", {400, kClosed}},
       {"NUL in header value",
-       std::string("GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n", 39),
+       bytes("GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n"),
        {400, kClosed}},
       {"bad header name byte", "GET / HTTP/1.1\r\nHo(st: x\r\n\r\n", {400, kClosed}},
       {"header without colon", "GET / HTTP/1.1\r\nHost x\r\n\r\n", {400, kClosed}},
@@ -124,7 +129,7 @@ TEST(Hostile, EveryInputGetsItsStatusAndHonestClientsLoseNothing) {
        {400}},
       {"duplicate keys", json(R"({"user":"h","text":"x","user":"mallory"})"), {400}},
       {"NUL in text", json(R"({"user":"h","text":"a\u0000b"})"), {400}},
-      {"raw NUL in JSON", json(std::string("{\"user\":\"h\",\"text\":\"a\0b\"}", 25)), {400}},
+      {"raw NUL in JSON", json(bytes("{\"user\":\"h\",\"text\":\"a\0b\"}")), {400}},
       {"wrong content type", post("text/html", "<b>hi</b>"), {415}},
       // Paths.
       {"dot-dot", get("/../../etc/passwd"), {404}},

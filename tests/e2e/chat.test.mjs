@@ -1,0 +1,123 @@
+// The chat page as a person uses it, in a real browser against the real server.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join as joinPath } from 'node:path';
+import {
+  eventually, join, launchBrowser, metric, post, say, startServer, stopServer, tempDir, texts,
+} from './harness.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser.close(); });
+
+test('two people chat both ways', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const alice = await join(await browser.newContext(), server.url, 'alice');
+    const bob = await join(await browser.newContext(), server.url, 'bob');
+    await say(alice, 'hi bob');
+    await say(bob, 'hello alice');
+    for (const page of [alice, bob]) {
+      await eventually(async () => (await texts(page)).join('|') === 'hi bob|hello alice', 'both messages');
+    }
+    // Own messages are set apart; Shift+Enter makes a newline rather than sending.
+    assert.equal(await alice.$$eval('#messages .mine', (els) => els.length), 1);
+    await alice.fill('#text', 'line one');
+    await alice.press('#text', 'Shift+Enter');
+    await alice.type('#text', 'line two');
+    await alice.press('#text', 'Enter');
+    await eventually(async () => (await texts(bob)).includes('line one\nline two'), 'the two-line message');
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('message text is shown literally, never as markup', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const page = await join(await browser.newContext(), server.url, 'mallory');
+    let dialogs = 0;
+    page.on('dialog', async (d) => { dialogs++; await d.dismiss(); });
+    const evil = ['<img src=x onerror=alert(1)>', '</script><script>alert(2)</script>'];
+    for (const t of evil) await say(page, t);
+    await eventually(async () => (await texts(page)).length === 2, 'both messages');
+    assert.deepEqual(await texts(page), evil);
+    assert.equal(await page.$$eval('#messages img, #messages script', (els) => els.length), 0);
+    assert.equal(dialogs, 0);
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('a restart loses nothing: messages posted during the outage appear exactly once', async () => {
+  const data = tempDir();
+  let server = await startServer(['--post-rate', '0', '--data-dir', data, '--retry', '3000']);
+  const port = server.port;
+  try {
+    const page = await join(await browser.newContext(), server.url, 'watcher');
+    assert.equal(await post(server.url, 'curl', 'before'), 201);
+    await eventually(async () => (await texts(page)).includes('before'), 'the first message');
+    await stopServer(server);
+    await eventually(async () => (await page.textContent('#status')) !== 'connected', 'the page to notice');
+    server = await startServer(['--post-rate', '0', '--data-dir', data, '--retry', '3000', '--listen', `127.0.0.1:${port}`]);
+    for (const t of ['during 1', 'during 2', 'during 3']) assert.equal(await post(server.url, 'curl', t), 201);
+    await eventually(async () => (await texts(page)).length === 4, 'the messages from the outage');
+    assert.deepEqual(await texts(page), ['before', 'during 1', 'during 2', 'during 3']);
+    await eventually(async () => (await page.textContent('#status')) === 'connected', 'the reconnect');
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('three tabs share one stream, and another tab takes over when the leader closes', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const context = await browser.newContext();
+    const tabs = [];
+    for (let i = 0; i < 3; i++) tabs.push(await join(context, server.url, 'tabby'));
+    await eventually(async () => await metric(server.url, 'ssechat_sse_clients') === 1, 'one stream');
+    const roles = await Promise.all(tabs.map((t) => t.evaluate(() => document.documentElement.dataset.role || '')));
+    assert.equal(roles.filter((r) => r === 'leader').length, 1);
+    assert.equal(await post(server.url, 'curl', 'to every tab'), 201);
+    for (const t of tabs) await eventually(async () => (await texts(t)).includes('to every tab'), 'relay');
+    // The server still sees exactly one stream, not three.
+    assert.equal(await metric(server.url, 'ssechat_sse_clients'), 1);
+
+    const leader = tabs[roles.indexOf('leader')];
+    const rest = tabs.filter((t) => t !== leader);
+    await leader.close();
+    await eventually(async () => {
+      const r = await Promise.all(rest.map((t) => t.evaluate(() => document.documentElement.dataset.role || '')));
+      return r.includes('leader');
+    }, 'a new leader');
+    assert.equal(await post(server.url, 'curl', 'after handover'), 201);
+    for (const t of rest) await eventually(async () => (await texts(t)).includes('after handover'), 'relay after handover');
+    await eventually(async () => await metric(server.url, 'ssechat_sse_clients') === 1, 'one stream after handover');
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('a 429 reaches the person, and the page fits a phone', async () => {
+  const server = await startServer(['--post-rate', '0.2', '--post-burst', '1']);
+  try {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const page = await join(context, server.url, 'speedy');
+    await say(page, 'first');
+    await eventually(async () => (await texts(page)).includes('first'), 'the first message');
+    await say(page, 'second, too soon');
+    await page.waitForSelector('#error:not([hidden])');
+    const error = await page.textContent('#error');
+    assert.match(error, /too fast/);
+    assert.match(error, /try again in \d+s/);
+    assert.equal(await page.inputValue('#text'), 'second, too soon');  // kept for another try
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `no horizontal scrolling at phone width (page is ${width}px wide)`);
+    const dir = process.env.SCREENSHOT_DIR || 'build-test';
+    mkdirSync(dir, { recursive: true });
+    await page.screenshot({ path: joinPath(dir, 'phone.png') });
+  } finally {
+    await stopServer(server);
+  }
+});

@@ -1,0 +1,96 @@
+// Test harness: the real sse-chat binary on a free port, Debian's chromium through playwright-core.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as joinPath } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.SSE_CHAT_BIN || 'build/sse-chat';
+const STATIC = process.env.SSE_CHAT_STATIC || 'static';
+
+export function tempDir() {
+  return mkdtempSync(joinPath(tmpdir(), 'sse-chat-e2e-'));
+}
+
+// Starts the server; resolves once it prints the address it listens on.
+export function startServer(args = []) {
+  const all = ['--static-dir', STATIC, ...args];
+  if (!args.includes('--listen')) all.push('--listen', '127.0.0.1:0');
+  if (!args.includes('--data-dir')) all.push('--no-journal');
+  const child = spawn(BIN, all, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[^\s]+)\//);
+      if (m) resolve({ url: m[1], port: Number(m[1].split(':').pop()), child, log: () => log });
+    });
+    child.on('exit', (code) => reject(new Error(`server exited ${code}: ${log}`)));
+  });
+}
+
+export function stopServer(server, signal = 'SIGTERM') {
+  return new Promise((resolve) => {
+    if (server.child.exitCode !== null) return resolve(server.child.exitCode);
+    server.child.once('exit', (code) => resolve(code));
+    server.child.kill(signal);
+  });
+}
+
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+}
+
+export async function post(url, user, text, extra = {}) {
+  const res = await fetch(url + '/messages', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ user, text, ...extra }),
+  });
+  return res.status;
+}
+
+export async function metric(url, name) {
+  const body = await (await fetch(url + '/metrics')).text();
+  const m = body.match(new RegExp('^' + name + ' (\\S+)$', 'm'));
+  return m ? Number(m[1]) : NaN;
+}
+
+// Polls `fn` until it returns true (a guard against hanging, not a timing assertion).
+export async function eventually(fn, what, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// Opens the page and joins with a nickname.
+export async function join(context, url, name) {
+  const page = await context.newPage();
+  await page.goto(url + '/');
+  await page.waitForSelector('#join:not([hidden]), #composer:not([hidden])');
+  if (await page.isVisible('#join')) {  // a tab of a browser that joined before skips this
+    await page.fill('#name', name);
+    await page.click('#join button[type=submit]');
+    await page.waitForSelector('#composer:not([hidden])');
+  }
+  return page;
+}
+
+export async function say(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+export function texts(page) {
+  return page.$$eval('#messages .text', (els) => els.map((e) => e.textContent));
+}
