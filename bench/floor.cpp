@@ -1,0 +1,99 @@
+// The machine's floor for SSE fan-out: the sender CPU of one write(2) of a frame of the same size
+// to each of N loopback TCP sockets, with readers draining on another thread. A server that makes
+// one syscall per delivery cannot beat this; results read as a multiple of it.
+//
+//   floor [--sockets N] [--rounds R] [--frame-bytes B]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+double thread_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_THREAD, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int sockets = 1000, rounds = 200, frame_bytes = 120;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    int v = std::atoi(argv[i + 1]);
+    if (a == "--sockets") sockets = v;
+    else if (a == "--rounds") rounds = v;
+    else if (a == "--frame-bytes") frame_bytes = v;
+  }
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  lim.rlim_cur = lim.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &lim);
+
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  listen(listener, 4096);
+  socklen_t len = sizeof addr;
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+
+  std::vector<int> readers, writers;
+  for (int i = 0; i < sockets; ++i) {
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      std::perror("connect");
+      return 1;
+    }
+    int s = accept(listener, nullptr, nullptr);
+    int one = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    readers.push_back(c);
+    writers.push_back(s);
+  }
+  std::atomic<bool> done{false};
+  std::thread drain([&] {
+    int ep = epoll_create1(0);
+    for (int fd : readers) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    epoll_event evs[512];
+    char buf[65536];
+    while (!done) {
+      int n = epoll_wait(ep, evs, 512, 50);
+      for (int k = 0; k < n; ++k)
+        while (read(evs[k].data.fd, buf, sizeof buf) == static_cast<ssize_t>(sizeof buf)) {
+        }
+    }
+  });
+  std::string frame(static_cast<size_t>(frame_bytes), 'x');
+  double start = thread_cpu_seconds();
+  long writes = 0;
+  for (int r = 0; r < rounds; ++r) {
+    for (int fd : writers) writes += write(fd, frame.data(), frame.size()) > 0;
+    usleep(1000);  // paced, like messages: each write finds the previous one drained
+  }
+  double cpu = thread_cpu_seconds() - start;
+  done = true;
+  drain.join();
+  std::printf("sockets=%d rounds=%d frame_bytes=%d writes=%ld cpu_us_per_write=%.3f\n", sockets, rounds,
+              frame_bytes, writes, cpu * 1e6 / static_cast<double>(writes));
+  return 0;
+}

@@ -1,0 +1,346 @@
+// sse-chat load generator (a tool, not a test): N SSE subscribers connected in waves, one
+// publisher posting M messages at R per second (or unpaced), each carrying its sequence number and
+// send time. Works against any server with the same API (sse-chat, nginx+nchan, the Node peer):
+// it reads the "text" field out of each event's data line. Reports one key=value line.
+//
+//   loadgen --port P --subscribers N --messages M [--rate R | --unpaced] [--server-pid PID]
+//           [--idle-seconds S]   (idle: connect N, hold, measure RSS per subscriber, no messages)
+//
+// Exit status 1 if any delivery is missing or duplicated.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+struct Options {
+  uint16_t port = 8080;
+  int subscribers = 100;
+  int messages = 100;
+  double rate = 100;  // per second; 0 = unpaced
+  int server_pid = 0;
+  int idle_seconds = 0;
+  int wave = 500;
+  std::string path = "/events";
+};
+
+// Server CPU (user+system, seconds) and RSS (KiB) from /proc.
+double proc_cpu_seconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  size_t close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::vector<std::string> fields;
+  size_t pos = close + 2;
+  while (pos < line.size()) {
+    size_t sp = line.find(' ', pos);
+    fields.push_back(line.substr(pos, sp - pos));
+    if (sp == std::string::npos) break;
+    pos = sp + 1;
+  }
+  // fields[0] is state (field 3); utime is field 14, stime 15.
+  double ticks = std::stod(fields[11]) + std::stod(fields[12]);
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+long proc_rss_kib(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      long v;
+      in >> v;
+      return v;
+    }
+    in.ignore(1 << 16, '\n');
+  }
+  return 0;
+}
+
+int connect_to(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+struct Subscriber {
+  int fd = -1;
+  std::string buf;
+  bool head_done = false;
+  std::vector<uint8_t> seen;  // per sequence number
+  long received = 0;
+  long duplicates = 0;
+};
+
+struct Stats {
+  std::vector<int64_t> latencies_ns;
+  long deliveries = 0;
+  long duplicates = 0;
+};
+
+// Parses complete events out of the subscriber's buffer.
+void consume_events(Subscriber& s, Stats& st, int64_t now) {
+  size_t start = 0;
+  for (;;) {
+    size_t end = s.buf.find("\n\n", start);
+    if (end == std::string::npos) break;
+    std::string_view block(s.buf.data() + start, end - start);
+    start = end + 2;
+    size_t data = block.find("data: ");
+    if (data == std::string_view::npos) continue;
+    size_t text = block.find("\"text\":\"", data);
+    if (text == std::string_view::npos) continue;
+    const char* p = block.data() + text + 8;
+    char* e;
+    long seq = std::strtol(p, &e, 10);
+    long long sent = std::strtoll(e + 1, nullptr, 10);
+    if (seq < 0 || seq >= static_cast<long>(s.seen.size())) continue;
+    if (s.seen[seq]) {
+      ++s.duplicates;
+      ++st.duplicates;
+      continue;
+    }
+    s.seen[seq] = 1;
+    ++s.received;
+    ++st.deliveries;
+    st.latencies_ns.push_back(now - sent);
+  }
+  s.buf.erase(0, start);
+}
+
+bool read_head(Subscriber& s) {
+  size_t end = s.buf.find("\r\n\r\n");
+  if (end == std::string::npos) return false;
+  if (s.buf.compare(0, 12, "HTTP/1.1 200") != 0) {
+    std::fprintf(stderr, "subscribe refused: %s\n", s.buf.substr(0, s.buf.find('\r')).c_str());
+    std::exit(2);
+  }
+  s.buf.erase(0, end + 4);
+  s.head_done = true;
+  return true;
+}
+
+class Publisher {
+ public:
+  explicit Publisher(uint16_t port) : fd_(connect_to(port)) {}
+  bool send(int seq) {
+    char body[128];
+    int n = std::snprintf(body, sizeof body, "{\"user\":\"bench\",\"text\":\"%d %lld\"}", seq,
+                          static_cast<long long>(now_ns()));
+    char req[512];
+    int m = std::snprintf(req, sizeof req,
+                          "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %d\r\n\r\n%s",
+                          n, body);
+    return ::write(fd_, req, m) == m;
+  }
+  // Blocks for one response; false if it was not 2xx.
+  bool await_response() {
+    for (;;) {
+      size_t end = buf_.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        size_t cl = buf_.find("Content-Length: ");
+        size_t len = cl != std::string::npos && cl < end ? std::strtoul(buf_.c_str() + cl + 16, nullptr, 10) : 0;
+        if (buf_.size() >= end + 4 + len) {
+          bool ok = buf_.compare(9, 1, "2") == 0;
+          if (!ok) std::fprintf(stderr, "publish failed: %s\n", buf_.substr(0, buf_.find('\r')).c_str());
+          buf_.erase(0, end + 4 + len);
+          return ok;
+        }
+      }
+      char tmp[4096];
+      ssize_t n = ::read(fd_, tmp, sizeof tmp);
+      if (n <= 0) return false;
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buf_;
+};
+
+double percentile(std::vector<int64_t>& v, double p) {
+  if (v.empty()) return 0;
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(i), v.end());
+  return static_cast<double>(v[i]) / 1000.0;  // µs
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : "0"); };
+    if (a == "--port") o.port = static_cast<uint16_t>(std::stoi(next()));
+    else if (a == "--subscribers") o.subscribers = std::stoi(next());
+    else if (a == "--messages") o.messages = std::stoi(next());
+    else if (a == "--rate") o.rate = std::stod(next());
+    else if (a == "--unpaced") o.rate = 0;
+    else if (a == "--server-pid") o.server_pid = std::stoi(next());
+    else if (a == "--idle-seconds") o.idle_seconds = std::stoi(next());
+    else if (a == "--wave") o.wave = std::stoi(next());
+    else if (a == "--path") o.path = next();
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt = parse(argc, argv);
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  lim.rlim_cur = lim.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &lim);
+
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  std::vector<Subscriber> subs(static_cast<size_t>(opt.subscribers));
+  Stats st;
+  st.latencies_ns.reserve(static_cast<size_t>(opt.subscribers) * static_cast<size_t>(opt.messages));
+  long rss_before = opt.server_pid ? proc_rss_kib(opt.server_pid) : 0;
+
+  // Connect in waves, each wave waiting for its 200 heads, so the listener's backlog never drops.
+  int64_t connect_start = now_ns();
+  std::string req = "GET " + opt.path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+  epoll_event events[1024];
+  for (int base = 0; base < opt.subscribers; base += opt.wave) {
+    int end = std::min(opt.subscribers, base + opt.wave);
+    for (int i = base; i < end; ++i) {
+      Subscriber& s = subs[static_cast<size_t>(i)];
+      s.seen.assign(static_cast<size_t>(opt.messages), 0);
+      s.fd = connect_to(opt.port);
+      if (s.fd < 0 || ::write(s.fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+        std::fprintf(stderr, "connect failed at subscriber %d: %s\n", i, strerror(errno));
+        return 2;
+      }
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u32 = static_cast<uint32_t>(i);
+      epoll_ctl(ep, EPOLL_CTL_ADD, s.fd, &ev);
+    }
+    int pending = end - base;
+    while (pending > 0) {
+      int n = epoll_wait(ep, events, 1024, 10000);
+      if (n <= 0) {
+        std::fprintf(stderr, "timed out waiting for stream heads\n");
+        return 2;
+      }
+      for (int k = 0; k < n; ++k) {
+        Subscriber& s = subs[events[k].data.u32];
+        char tmp[8192];
+        ssize_t r = ::read(s.fd, tmp, sizeof tmp);
+        if (r <= 0) {
+          std::fprintf(stderr, "a subscriber was closed while connecting\n");
+          return 2;
+        }
+        s.buf.append(tmp, static_cast<size_t>(r));
+        if (!s.head_done && read_head(s)) --pending;
+      }
+    }
+  }
+  double connect_s = static_cast<double>(now_ns() - connect_start) / 1e9;
+  for (auto& s : subs) s.buf.clear();  // drop the retry/presence lines that came with the head
+
+  if (opt.idle_seconds > 0) {
+    sleep(static_cast<unsigned>(opt.idle_seconds));
+    long rss_after = opt.server_pid ? proc_rss_kib(opt.server_pid) : 0;
+    std::printf("subscribers=%d connect_s=%.3f rss_per_sub_kib=%.3f\n", opt.subscribers, connect_s,
+                static_cast<double>(rss_after - rss_before) / opt.subscribers);
+    return 0;
+  }
+
+  Publisher pub(opt.port);
+  double cpu_before = opt.server_pid ? proc_cpu_seconds(opt.server_pid) : 0;
+  int64_t start = now_ns();
+  int64_t interval = opt.rate > 0 ? static_cast<int64_t>(1e9 / opt.rate) : 0;
+  long expected = static_cast<long>(opt.subscribers) * opt.messages;
+  int sent = 0;
+  int64_t last_progress = now_ns();
+  long last_deliveries = 0;
+  bool publish_ok = true;
+  while (st.deliveries + st.duplicates < expected) {
+    int64_t now = now_ns();
+    if (sent < opt.messages && now >= start + sent * interval) {
+      if (!pub.send(sent) || !pub.await_response()) {
+        publish_ok = false;
+        break;
+      }
+      ++sent;
+    }
+    int timeout_ms = 0;
+    if (sent < opt.messages && interval > 0) {
+      int64_t due = start + sent * interval - now_ns();
+      timeout_ms = due > 0 ? static_cast<int>(due / 1000000) : 0;
+    } else if (sent == opt.messages) {
+      timeout_ms = 100;
+    }
+    int n = epoll_wait(ep, events, 1024, timeout_ms);
+    int64_t t = now_ns();
+    for (int k = 0; k < n; ++k) {
+      Subscriber& s = subs[events[k].data.u32];
+      char tmp[65536];
+      ssize_t r = ::read(s.fd, tmp, sizeof tmp);
+      if (r <= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, s.fd, nullptr);
+        continue;
+      }
+      s.buf.append(tmp, static_cast<size_t>(r));
+      consume_events(s, st, t);
+    }
+    if (st.deliveries != last_deliveries) {
+      last_deliveries = st.deliveries;
+      last_progress = t;
+    } else if (sent == opt.messages && t - last_progress > 5000000000LL) {
+      break;  // nothing for 5 s after the last message: the rest is missing
+    }
+  }
+  double elapsed = static_cast<double>(now_ns() - start) / 1e9;
+  double cpu = opt.server_pid ? proc_cpu_seconds(opt.server_pid) - cpu_before : 0;
+  long missing = expected - st.deliveries;
+  std::printf(
+      "subscribers=%d messages=%d sent=%d deliveries=%ld missing=%ld duplicates=%ld elapsed_s=%.3f "
+      "deliveries_per_s=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f connect_s=%.3f "
+      "server_cpu_s=%.3f cpu_us_per_delivery=%.3f\n",
+      opt.subscribers, opt.messages, sent, st.deliveries, missing, st.duplicates, elapsed,
+      static_cast<double>(st.deliveries) / elapsed, percentile(st.latencies_ns, 0.50),
+      percentile(st.latencies_ns, 0.90), percentile(st.latencies_ns, 0.99), percentile(st.latencies_ns, 1.0),
+      connect_s, cpu, st.deliveries ? cpu * 1e6 / static_cast<double>(st.deliveries) : 0.0);
+  return (missing != 0 || st.duplicates != 0 || !publish_ok) ? 1 : 0;
+}
