@@ -152,9 +152,16 @@ bool read_head(Subscriber& s) {
   return true;
 }
 
+// Posts messages over one keep-alive connection. Responses are read from the event loop like any
+// other socket, so waiting for one never stops the subscribers from being read; in unpaced mode up
+// to `window` POSTs are in flight (pipelined).
 class Publisher {
  public:
   explicit Publisher(uint16_t port) : fd_(connect_to(port)) {}
+  int fd() const { return fd_; }
+  int in_flight() const { return in_flight_; }
+  bool failed() const { return failed_; }
+
   bool send(int seq) {
     char body[128];
     int n = std::snprintf(body, sizeof body, "{\"user\":\"bench\",\"text\":\"%d %lld\"}", seq,
@@ -164,31 +171,40 @@ class Publisher {
                           "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                           "Content-Length: %d\r\n\r\n%s",
                           n, body);
-    return ::write(fd_, req, m) == m;
+    if (::write(fd_, req, m) != m) return false;
+    ++in_flight_;
+    return true;
   }
-  // Blocks for one response; false if it was not 2xx.
-  bool await_response() {
+
+  // Reads what is there and counts the complete responses; a non-2xx marks the run failed.
+  void on_readable() {
+    char tmp[16384];
+    ssize_t n = ::read(fd_, tmp, sizeof tmp);
+    if (n <= 0) {
+      failed_ = true;
+      return;
+    }
+    buf_.append(tmp, static_cast<size_t>(n));
     for (;;) {
       size_t end = buf_.find("\r\n\r\n");
-      if (end != std::string::npos) {
-        size_t cl = buf_.find("Content-Length: ");
-        size_t len = cl != std::string::npos && cl < end ? std::strtoul(buf_.c_str() + cl + 16, nullptr, 10) : 0;
-        if (buf_.size() >= end + 4 + len) {
-          bool ok = buf_.compare(9, 1, "2") == 0;
-          if (!ok) std::fprintf(stderr, "publish failed: %s\n", buf_.substr(0, buf_.find('\r')).c_str());
-          buf_.erase(0, end + 4 + len);
-          return ok;
-        }
+      if (end == std::string::npos) return;
+      size_t cl = buf_.find("Content-Length: ");
+      if (cl == std::string::npos || cl > end) cl = buf_.find("content-length: ");
+      size_t len = cl != std::string::npos && cl < end ? std::strtoul(buf_.c_str() + cl + 16, nullptr, 10) : 0;
+      if (buf_.size() < end + 4 + len) return;
+      if (buf_.compare(9, 1, "2") != 0) {
+        std::fprintf(stderr, "publish failed: %s\n", buf_.substr(0, buf_.find('\r')).c_str());
+        failed_ = true;
       }
-      char tmp[4096];
-      ssize_t n = ::read(fd_, tmp, sizeof tmp);
-      if (n <= 0) return false;
-      buf_.append(tmp, static_cast<size_t>(n));
+      buf_.erase(0, end + 4 + len);
+      --in_flight_;
     }
   }
 
  private:
   int fd_;
+  int in_flight_ = 0;
+  bool failed_ = false;
   std::string buf_;
 };
 
@@ -287,6 +303,13 @@ int main(int argc, char** argv) {
   }
 
   Publisher pub(opt.port);
+  constexpr uint32_t kPublisherTag = UINT32_MAX;
+  epoll_event pev{};
+  pev.events = EPOLLIN;
+  pev.data.u32 = kPublisherTag;
+  epoll_ctl(ep, EPOLL_CTL_ADD, pub.fd(), &pev);
+  const int window = opt.rate > 0 ? 64 : 32;
+
   double cpu_before = opt.server_pid ? proc_cpu_seconds(opt.server_pid) : 0;
   int64_t start = now_ns();
   int64_t interval = opt.rate > 0 ? static_cast<int64_t>(1e9 / opt.rate) : 0;
@@ -294,26 +317,25 @@ int main(int argc, char** argv) {
   int sent = 0;
   int64_t last_progress = now_ns();
   long last_deliveries = 0;
-  bool publish_ok = true;
-  while (st.deliveries + st.duplicates < expected) {
-    int64_t now = now_ns();
-    if (sent < opt.messages && now >= start + sent * interval) {
-      if (!pub.send(sent) || !pub.await_response()) {
-        publish_ok = false;
-        break;
-      }
+  while (st.deliveries + st.duplicates < expected && !pub.failed()) {
+    while (sent < opt.messages && pub.in_flight() < window && now_ns() >= start + sent * interval) {
+      if (!pub.send(sent)) break;
       ++sent;
     }
-    int timeout_ms = 0;
+    int timeout_ms = 100;
     if (sent < opt.messages && interval > 0) {
       int64_t due = start + sent * interval - now_ns();
       timeout_ms = due > 0 ? static_cast<int>(due / 1000000) : 0;
-    } else if (sent == opt.messages) {
-      timeout_ms = 100;
+    } else if (sent < opt.messages) {
+      timeout_ms = pub.in_flight() < window ? 0 : 100;
     }
     int n = epoll_wait(ep, events, 1024, timeout_ms);
     int64_t t = now_ns();
     for (int k = 0; k < n; ++k) {
+      if (events[k].data.u32 == kPublisherTag) {
+        pub.on_readable();
+        continue;
+      }
       Subscriber& s = subs[events[k].data.u32];
       char tmp[65536];
       ssize_t r = ::read(s.fd, tmp, sizeof tmp);
@@ -331,6 +353,7 @@ int main(int argc, char** argv) {
       break;  // nothing for 5 s after the last message: the rest is missing
     }
   }
+  bool publish_ok = !pub.failed() && sent == opt.messages;
   double elapsed = static_cast<double>(now_ns() - start) / 1e9;
   double cpu = opt.server_pid ? proc_cpu_seconds(opt.server_pid) - cpu_before : 0;
   long missing = expected - st.deliveries;
