@@ -276,16 +276,6 @@ TEST(Core, StaticFilesNeverLeaveTheRoot) {
   }
 }
 
-namespace {
-uint64_t metric(uint16_t port, const std::string& name) {
-  Client m(port);
-  auto r = m.get("/metrics");
-  if (!r) return 0;
-  size_t p = r->body.find("\n" + name + " ");
-  return p == std::string::npos ? 0 : std::stoull(r->body.substr(p + name.size() + 2));
-}
-}  // namespace
-
 TEST(Core, SlowSubscriberIsDisconnectedWhileOthersKeepReceiving) {
   ServerProcess server({"--client-queue", "16"});
   Client slow(server.port());  // subscribes, then never reads

@@ -44,14 +44,6 @@ long rss_kib(pid_t pid) {
   return -1;
 }
 
-uint64_t metric(uint16_t port, const std::string& name) {
-  Client m(port);
-  auto r = m.get("/metrics");
-  if (!r) return UINT64_MAX;
-  size_t p = r->body.find("\n" + name + " ");
-  return p == std::string::npos ? UINT64_MAX : std::stoull(r->body.substr(p + name.size() + 2));
-}
-
 // One round of churn: a mix of streams, requests, half-sent requests and abrupt closes.
 void churn_round(uint16_t port, int connections) {
   std::vector<Client> clients;

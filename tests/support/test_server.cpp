@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -304,6 +305,14 @@ Subscription::Subscription(uint16_t port, const std::string& last_event_id,
   if (!client.send(req)) return;
   auto head = client.read_head();
   ok = head && head->status == 200 && head->header("content-type") == "text/event-stream";
+}
+
+uint64_t metric(uint16_t port, const std::string& name) {
+  Client m(port);
+  auto r = m.get("/metrics");
+  if (!r) return UINT64_MAX;
+  size_t p = r->body.find("\n" + name + " ");
+  return p == std::string::npos ? UINT64_MAX : std::stoull(r->body.substr(p + name.size() + 2));
 }
 
 uint64_t json_id(const std::string& body) {

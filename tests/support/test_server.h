@@ -124,6 +124,9 @@ struct Subscription {
 // POSTs {"user":..,"text":..} and returns the id from the 201 (0 on failure).
 uint64_t post_message(uint16_t port, const std::string& user, const std::string& text);
 
+// The value of an unlabelled metric from GET /metrics (UINT64_MAX if absent or unreachable).
+uint64_t metric(uint16_t port, const std::string& name);
+
 // Extracts "id":N from a JSON body (0 if absent).
 uint64_t json_id(const std::string& body);
 
