@@ -20,6 +20,7 @@ constexpr size_t kMaxIov = 256;
 constexpr size_t kFlushBudgetBytes = 1 << 20;  // per connection per loop iteration
 constexpr size_t kPipelineDepth = 16;          // responses queued before reading pauses
 constexpr int64_t kLingerMs = 2000;
+constexpr size_t kMaxPendingInput = 256 * 1024;  // unparsed pipelined bytes kept per connection
 
 }  // namespace
 
@@ -59,11 +60,16 @@ void Connection::on_readable() {
     if (errno == EAGAIN || errno == EINTR) return;
     return close("read error");
   }
-  last_activity_ms_ = server_.reactor().now_ms();
+  int64_t now = server_.reactor().now_ms();
+  if (state_ == State::Lingering) last_activity_ms_ = now;
   if (state_ == State::Http && !finishing_) {
-    if (!parser_->mid_request()) request_started_ms_ = last_activity_ms_;
+    if (!parser_->mid_request()) request_started_ms_ = now;
     if (!pending_input_.empty() || held_) {
-      pending_input_.append(g_read_buffer, static_cast<size_t>(n));  // bounded: reading is paused
+      // Reading is paused (EPOLLIN off), but a half-closing peer still wakes us through
+      // EPOLLRDHUP: keep what it sent, within a bound.
+      if (pending_input_.size() + static_cast<size_t>(n) > kMaxPendingInput)
+        return close("too much pipelined input");
+      pending_input_.append(g_read_buffer, static_cast<size_t>(n));
     } else {
       feed(g_read_buffer, static_cast<size_t>(n));
     }
@@ -88,7 +94,9 @@ void Connection::feed(const char* data, size_t len) {
     server_.handle_request(*this, parser_->request());
     if (state_ != State::Http) return;  // became a stream or closed: the rest is not ours to parse
     parser_->next_request();
-    request_started_ms_ = server_.reactor().now_ms();
+    // The keep-alive clock restarts when a request completes, not on any byte: bare CRLFs between
+    // requests (which llhttp skips) must not keep an idle connection open forever.
+    request_started_ms_ = last_activity_ms_ = server_.reactor().now_ms();
     if (held_ || out_.size() >= kPipelineDepth) {
       pending_input_.assign(data, len);
       update_interest();

@@ -1,6 +1,7 @@
 // Limits and abuse controls over real sockets: each refusal is the documented status, and honest
 // clients keep being served.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <thread>
@@ -116,4 +117,20 @@ TEST(Hardening, ConnectionsOverTheLimitAreClosedAndOthersServed) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   FAIL() << "a freed connection slot never came back";
+}
+
+TEST(Hardening, IdleKeepAliveClosesEvenIfThePeerDribblesBlankLines) {
+  ServerProcess server({"--keepalive-timeout", "1"});
+  Client c(server.port());
+  auto r = c.get("/healthz");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  bool closed = false;
+  for (int i = 0; i < 40 && !closed; ++i) {  // CRLFs start no request, so they buy no time
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    closed = !c.send("\r\n");
+    char byte;
+    closed = closed || recv(c.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+  }
+  EXPECT_TRUE(closed);
 }
