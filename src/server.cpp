@@ -235,10 +235,13 @@ void Server::reap_closed() {
     delete conn;
   }
   closed_.clear();
-  if (accept_paused_ && !draining_) {
-    accept_paused_ = false;
-    reactor_.modify(listener_->fd(), EPOLLIN, listener_.get());
-  }
+  resume_accepting();
+}
+
+void Server::resume_accepting() {
+  if (!accept_paused_ || draining_) return;
+  accept_paused_ = false;
+  reactor_.modify(listener_->fd(), EPOLLIN, listener_.get());
 }
 
 void Server::every_second() {
@@ -249,10 +252,11 @@ void Server::every_second() {
     last_presence_ = online;
     room_.broadcast_extra(FrameRef(presence_event(online)));
   }
-  if (now / 1000 % 10 == 0) {
+  if (++ticks_ % 10 == 0) {
     limits_.posts.prune(now);
     limits_.subscribes.prune(now);
   }
+  resume_accepting();  // after EMFILE: try again each second, even if no connection closed
 }
 
 void Server::send_heartbeats() {

@@ -55,6 +55,7 @@ class Server {
   void flush_writers();
   void reap_closed();
   void every_second();
+  void resume_accepting();
   void send_heartbeats();
   void on_durable();
   void finish_shutdown_if_done();
@@ -109,6 +110,7 @@ class Server {
   uint64_t last_presence_ = UINT64_MAX;
   bool draining_ = false;
   bool accept_paused_ = false;
+  uint64_t ticks_ = 0;
   int64_t drain_deadline_ms_ = 0;
   int64_t started_ms_ = 0;
   uint64_t rng_state_;
