@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "test_server.h"
@@ -133,4 +135,44 @@ TEST(Hardening, IdleKeepAliveClosesEvenIfThePeerDribblesBlankLines) {
     closed = closed || recv(c.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
   }
   EXPECT_TRUE(closed);
+}
+
+namespace {
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 1; rest >> field; ++i)
+    if (i == 12 || i == 13) ticks += std::stod(field);  // utime, stime
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+}  // namespace
+
+TEST(Hardening, OutOfDescriptorsNeitherSpinsNorDies) {
+  // 64 descriptors, and a connection limit above that, so accept() itself hits EMFILE.
+  LaunchOptions launch;
+  launch.max_fds = 64;
+  ServerProcess server({"--max-connections", "1000"}, true, launch);
+  std::vector<std::unique_ptr<Client>> held;
+  for (int i = 0; i < 100; ++i) held.push_back(std::make_unique<Client>(server.port(), 2));
+  // The extra connections wait in the backlog; a spinning accept loop would burn a core here.
+  double before = cpu_seconds(server.pid());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  double used = cpu_seconds(server.pid()) - before;
+  EXPECT_LT(used, 0.5) << "the listener spins on EMFILE";
+  EXPECT_TRUE(server.running());
+  held.clear();  // descriptors come back: the server accepts and serves again
+  for (int tries = 0; tries < 100; ++tries) {
+    Client c(server.port(), 5);
+    auto r = c.get("/healthz");
+    if (r && r->status == 200) {
+      EXPECT_NE(metric(server.port(), "ssechat_rejected_total{reason=\"fd_exhausted\"}"), 0u);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FAIL() << "the server never served again after running out of descriptors";
 }

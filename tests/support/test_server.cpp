@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,6 +68,10 @@ ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_jour
     dup2(err, STDERR_FILENO);
     close(out_pipe[0]);
     for (const std::string& kv : launch.env) putenv(const_cast<char*>(kv.c_str()));
+    if (launch.max_fds > 0) {
+      rlimit lim{static_cast<rlim_t>(launch.max_fds), static_cast<rlim_t>(launch.max_fds)};
+      setrlimit(RLIMIT_NOFILE, &lim);
+    }
     if (launch.listen_fd >= 0) {
       if (launch.listen_fd == 3) {
         fcntl(3, F_SETFD, 0);  // dup2 onto itself would leave close-on-exec set
