@@ -176,3 +176,35 @@ TEST(Hardening, OutOfDescriptorsNeitherSpinsNorDies) {
   }
   FAIL() << "the server never served again after running out of descriptors";
 }
+
+TEST(Hardening, SubscribeStormGets429WithRetryAfter) {
+  ServerProcess server(
+      {"--subscribe-rate", "1", "--subscribe-burst", "5", "--max-streams-per-ip", "0"});
+  int limited = 0;
+  for (int i = 0; i < 15; ++i) {
+    Client c(server.port());
+    auto r = c.get("/events");  // a refused stream answers and ends; an accepted one stays open
+    if (r && r->status == 429) {
+      ++limited;
+      EXPECT_FALSE(r->header("retry-after").empty());
+    }
+  }
+  EXPECT_GE(limited, 8);
+}
+
+TEST(Hardening, TrustedProxyNamesTheClientOthersCannot) {
+  // One POST per address, then 429: the limit follows whoever the server believes the client is.
+  ServerProcess server(
+      {"--post-rate", "0.01", "--post-burst", "1", "--trusted-proxy", "127.0.0.1/32"});
+  Client c(server.port());
+  EXPECT_EQ(c.post_json(kBody, "X-Forwarded-For: 203.0.113.1\r\n")->status, 201);
+  EXPECT_EQ(c.post_json(kBody, "X-Forwarded-For: 203.0.113.1\r\n")->status, 429);
+  EXPECT_EQ(c.post_json(kBody, "X-Forwarded-For: 203.0.113.2\r\n")->status, 201);  // another client
+  EXPECT_EQ(c.post_json(kBody, "Forwarded: for=203.0.113.3\r\n")->status, 201);
+
+  // Without --trusted-proxy the same headers are ignored: every POST is from 127.0.0.1.
+  ServerProcess direct({"--post-rate", "0.01", "--post-burst", "1"});
+  Client d(direct.port());
+  EXPECT_EQ(d.post_json(kBody, "X-Forwarded-For: 203.0.113.1\r\n")->status, 201);
+  EXPECT_EQ(d.post_json(kBody, "X-Forwarded-For: 203.0.113.2\r\n")->status, 429);
+}
