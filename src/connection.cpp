@@ -212,8 +212,12 @@ void Connection::flush() {
 
 void Connection::drain() {
   if (closed() || state_ == State::Lingering) return;
-  bool idle = state_ == State::Http && !held_ && out_.empty() && !parser_->mid_request();
-  if (idle) return close("shutdown");
+  if (state_ == State::Http) {
+    bool in_progress = held_ || parser_->mid_request();
+    // A request in progress finishes: the server is draining, so its answer closes the connection.
+    if (in_progress) return;
+    if (out_.empty()) return close("shutdown");
+  }
   finish_after_flush();
   server_.mark_dirty(*this);
 }

@@ -54,7 +54,7 @@ class Connection final : public EventHandler, public Subscriber {
   // Writes what is queued, with one writev per round; called by the writer set.
   void flush();
   // Shutdown: a stream closes once its queue drains, an idle connection at once, a request in
-  // flight after its response.
+  // progress after its answer (which says Connection: close).
   void drain();
   // Marks the connection closed; the server frees it after the current batch of events.
   void close(std::string_view why);

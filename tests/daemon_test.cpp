@@ -235,3 +235,34 @@ TEST(Daemon, LogFileAccessLogAndSighupReopen) {
   EXPECT_NE(read_file(access).find("path=/healthz status=200"), std::string::npos);
   EXPECT_EQ(server.stop(SIGTERM), 0);
 }
+
+TEST(Daemon, RequestsInProgressAtSigtermAreAnsweredAndHealthzSaysDraining) {
+  std::string dir = make_temp_dir();
+  NotifySocket notify;
+  ServerProcess server({"--data-dir", dir}, false, {{notify.env()}});
+  Client poster(server.port()), health(server.port());
+  std::string body = R"({"user":"late","text":"sent across the signal"})";
+  ASSERT_TRUE(poster.send(
+      "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body.substr(0, 10)));
+  ASSERT_TRUE(health.send("GET /healthz HTTP/1.1\r\nHost: x\r\n"));
+  ASSERT_TRUE(Client(server.port()).get("/healthz"));  // both partial requests have been read
+  kill(server.pid(), SIGTERM);
+  // STOPPING=1 goes out in the same loop iteration that starts draining: what we send next is
+  // read after it.
+  ASSERT_TRUE(notify.wait_for("STOPPING=1"));
+  ASSERT_TRUE(poster.send(body.substr(10)));
+  auto r = poster.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);  // acknowledged, so it must survive the restart
+  EXPECT_EQ(r->header("connection"), "close");
+  ASSERT_TRUE(health.send("\r\n"));
+  auto h = health.read_response();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 503);
+  EXPECT_EQ(h->body, "draining\n");
+  EXPECT_EQ(server.stop(SIGTERM), 0);
+  ServerProcess restarted({"--data-dir", dir}, false);
+  Client c(restarted.port());
+  EXPECT_NE(c.get("/messages")->body.find("sent across the signal"), std::string::npos);
+}
