@@ -48,6 +48,14 @@ std::vector<Cidr> parse_trusted(const std::vector<std::string>& texts) {
   return out;
 }
 
+// {"id":N}: the answer to a POST, 201 when it was new, 200 when its nonce was seen before.
+http::Response id_answer(int status, uint64_t id) {
+  http::Response r;
+  r.status = status;
+  r.body = "{\"id\":" + std::to_string(id) + "}";
+  return r;
+}
+
 void add_security_headers(http::Response& r) {
   r.headers.emplace_back("Content-Security-Policy", "default-src 'self'");
   r.headers.emplace_back("X-Content-Type-Options", "nosniff");
@@ -276,16 +284,26 @@ uint32_t Server::retry_with_jitter() {
   return config_.retry_ms + static_cast<uint32_t>(rng_state_ % spread);
 }
 
+Server::ReplyContext Server::context_of(const Request& req) const {
+  return {req.method_name, req.path, req.keep_alive, req.method == Method::Head,
+          !config_.cors_origin.empty() && req.origin == config_.cors_origin};
+}
+
 void Server::reply(Connection& conn, const Request& req, http::Response r) {
-  if (!req.keep_alive || draining_) r.close = true;
-  if (req.method == Method::Head) r.head_only = true;
-  if (!config_.cors_origin.empty() && req.origin == config_.cors_origin) {
+  reply(conn, context_of(req), std::move(r));
+}
+
+// Every answer the router gives goes out here: close and HEAD rules, CORS, metrics, access log.
+void Server::reply(Connection& conn, const ReplyContext& ctx, http::Response r) {
+  if (!ctx.keep_alive || draining_) r.close = true;
+  if (ctx.head) r.head_only = true;
+  if (ctx.cors) {
     r.headers.emplace_back("Access-Control-Allow-Origin", config_.cors_origin);
     r.headers.emplace_back("Access-Control-Allow-Credentials", "true");
     r.headers.emplace_back("Vary", "Origin");
   }
   metrics_.count_response(r.status);
-  log_access(conn.client_ip, req.method_name, req.path, r.status, r.body.size());
+  log_access(conn.client_ip, ctx.method, ctx.path, r.status, r.body.size());
   conn.respond(r);
 }
 
@@ -426,9 +444,7 @@ void Server::post_message(Connection& conn, Request& req) {
   std::string nonce_key = input.nonce.empty() ? std::string() : input.user + '\x1f' + input.nonce;
   if (!nonce_key.empty()) {
     if (auto id = room_.find_nonce(nonce_key)) {
-      http::Response r;
-      r.body = "{\"id\":" + std::to_string(*id) + "}";
-      return reply(conn, req, std::move(r));  // 200: already posted, nothing new
+      return reply(conn, req, id_answer(200, *id));  // already posted, nothing new
     }
   }
   uint64_t id = next_id_;
@@ -444,7 +460,7 @@ void Server::post_message(Connection& conn, Request& req) {
     if (journal_->policy() == FsyncPolicy::Always) {
       // Acknowledge and broadcast only once the record is on disk.
       pending_posts_.push_back(
-          {seq, id, std::move(frame), std::move(nonce_key), &conn, req.keep_alive});
+          {seq, id, std::move(frame), std::move(nonce_key), &conn, context_of(req)});
       conn.hold();
       return;
     }
@@ -452,10 +468,7 @@ void Server::post_message(Connection& conn, Request& req) {
     ++next_id_;
   }
   room_.publish(id, std::move(frame), std::move(nonce_key));
-  http::Response r;
-  r.status = 201;
-  r.body = "{\"id\":" + std::to_string(id) + "}";
-  reply(conn, req, std::move(r));
+  reply(conn, req, id_answer(201, id));
   if (journal_) journal_->compact_if_needed([this] { return journal_window(); });
 }
 
@@ -478,13 +491,7 @@ void Server::on_durable() {
     PendingPost& p = pending_posts_[done];
     room_.publish(p.id, std::move(p.frame), std::move(p.nonce_key));
     if (!p.conn) continue;
-    http::Response r;
-    r.status = 201;
-    r.body = "{\"id\":" + std::to_string(p.id) + "}";
-    r.close = !p.keep_alive || draining_;
-    metrics_.count_response(201);
-    log_access(p.conn->client_ip, "POST", "/messages", 201, r.body.size());
-    p.conn->respond(r);
+    reply(*p.conn, p.context, id_answer(201, p.id));
     p.conn->release();
   }
   pending_posts_.erase(pending_posts_.begin(), pending_posts_.begin() + static_cast<long>(done));

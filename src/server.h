@@ -2,12 +2,9 @@
 // output, flushed once per loop iteration), and applies the limits.
 #pragma once
 
-#include <array>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "client_limits.h"
@@ -67,7 +64,17 @@ class Server {
   void serve_static(Connection& conn, Request& req);
   void serve_metrics(Connection& conn, Request& req);
   void method_not_allowed(Connection& conn, Request& req, std::string_view allow);
+  // What an answer needs to know of the request it answers, kept while a POST waits for the disk.
+  struct ReplyContext {
+    std::string method;
+    std::string path;
+    bool keep_alive;
+    bool head;
+    bool cors;  // the request came from the --cors-origin
+  };
+  ReplyContext context_of(const Request& req) const;
   void reply(Connection& conn, const Request& req, http::Response r);
+  void reply(Connection& conn, const ReplyContext& ctx, http::Response r);
   void log_access(const net::IpAddress& client, std::string_view method, std::string_view path,
                   int status, size_t bytes);
   std::optional<http::Response> check_post_policy(Connection& conn, const Request& req);
@@ -100,7 +107,7 @@ class Server {
     FrameRef frame;
     std::string nonce_key;
     Connection* conn;  // nulled if the client goes away first
-    bool keep_alive;
+    ReplyContext context;
   };
   std::vector<PendingPost> pending_posts_;
   uint64_t next_id_ = 1;  // ids are assigned here, ahead of the room while POSTs wait for disk

@@ -208,3 +208,20 @@ TEST(Hardening, TrustedProxyNamesTheClientOthersCannot) {
   EXPECT_EQ(d.post_json(kBody, "X-Forwarded-For: 203.0.113.1\r\n")->status, 201);
   EXPECT_EQ(d.post_json(kBody, "X-Forwarded-For: 203.0.113.2\r\n")->status, 429);
 }
+
+TEST(Hardening, AnswersHeldForTheDiskGetTheSameHeadersAsAnyOther) {
+  // --fsync always answers a POST only after its sync; that answer still speaks CORS and HEAD
+  // rules.
+  ServerProcess server(
+      {"--data-dir", make_temp_dir(), "--fsync", "always", "--cors-origin", "https://chat.example"},
+      false);
+  Client c(server.port());
+  auto r = c.post_json(kBody, "Origin: https://chat.example\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->header("access-control-allow-origin"), "https://chat.example");
+  auto closing = c.post_json(kBody, "Connection: close\r\n");
+  ASSERT_TRUE(closing);
+  EXPECT_EQ(closing->status, 201);
+  EXPECT_EQ(closing->header("connection"), "close");
+}
