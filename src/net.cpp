@@ -112,13 +112,6 @@ std::optional<IpAddress> parse_ip(std::string_view text) {
   return std::nullopt;
 }
 
-bool IpAddress::is_loopback() const {
-  static constexpr unsigned char kV6Loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-  bool v4_mapped = bytes[10] == 0xFF && bytes[11] == 0xFF &&
-                   std::all_of(bytes, bytes + 10, [](unsigned char b) { return b == 0; });
-  return (v4_mapped && bytes[12] == 127) || std::memcmp(bytes, kV6Loopback, 16) == 0;
-}
-
 std::string IpAddress::to_string() const {
   char out[INET6_ADDRSTRLEN] = "?";
   bool v4_mapped = bytes[10] == 0xFF && bytes[11] == 0xFF &&

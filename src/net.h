@@ -28,7 +28,6 @@ std::string local_address(int fd);
 struct IpAddress {
   unsigned char bytes[16] = {};
   bool operator==(const IpAddress&) const = default;
-  bool is_loopback() const;
   std::string to_string() const;
 };
 IpAddress ip_of(const sockaddr_storage& addr);
