@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cmath>
 
+#include "ascii.h"
+
 namespace sse {
 
 std::optional<Cidr> parse_cidr(std::string_view text) {
@@ -81,19 +83,13 @@ bool ClientLimits::trusted(const net::IpAddress& ip) const {
 
 namespace {
 
-std::string_view trim_spaces(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // Addresses named by the header, nearest hop last.
 std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_view forwarded) {
   std::vector<std::string_view> hops;
   if (!xff.empty()) {
     while (!xff.empty()) {
       size_t comma = xff.find(',');
-      hops.push_back(trim_spaces(xff.substr(0, comma)));
+      hops.push_back(ascii::trim_ows(xff.substr(0, comma)));
       xff = comma == std::string_view::npos ? std::string_view{} : xff.substr(comma + 1);
     }
     return hops;
@@ -105,11 +101,9 @@ std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_v
     forwarded = comma == std::string_view::npos ? std::string_view{} : forwarded.substr(comma + 1);
     while (!element.empty()) {
       size_t semi = element.find(';');
-      std::string_view pair = trim_spaces(element.substr(0, semi));
+      std::string_view pair = ascii::trim_ows(element.substr(0, semi));
       element = semi == std::string_view::npos ? std::string_view{} : element.substr(semi + 1);
-      if (pair.size() < 4 || (pair.substr(0, 4) != "for=" && pair.substr(0, 4) != "For=" &&
-                              pair.substr(0, 4) != "FOR="))
-        continue;
+      if (!ascii::iequals(pair.substr(0, 4), "for=")) continue;
       std::string_view v = pair.substr(4);
       if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
       if (!v.empty() && v.front() == '[') {

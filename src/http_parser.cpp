@@ -1,17 +1,11 @@
 #include "http_parser.h"
 
 #include <algorithm>
-#include <cctype>
+
+#include "ascii.h"
 
 namespace sse {
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 const llhttp_settings_t& settings() {
   static const llhttp_settings_t s = [] {
@@ -131,25 +125,25 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
 
 void RequestParser::store_header() {
   Request& r = request_;
-  if (iequals(field_, "content-type")) {
+  if (ascii::iequals(field_, "content-type")) {
     r.content_type = value_;
-  } else if (iequals(field_, "last-event-id")) {
+  } else if (ascii::iequals(field_, "last-event-id")) {
     r.last_event_id = value_;
     r.has_last_event_id = true;
-  } else if (iequals(field_, "host")) {
+  } else if (ascii::iequals(field_, "host")) {
     r.host = value_;
-  } else if (iequals(field_, "origin")) {
+  } else if (ascii::iequals(field_, "origin")) {
     r.origin = value_;
-  } else if (iequals(field_, "authorization")) {
+  } else if (ascii::iequals(field_, "authorization")) {
     r.authorization = value_;
-  } else if (iequals(field_, "x-forwarded-for")) {
+  } else if (ascii::iequals(field_, "x-forwarded-for")) {
     if (!r.forwarded_for.empty()) r.forwarded_for += ", ";
     r.forwarded_for += value_;
-  } else if (iequals(field_, "forwarded")) {
+  } else if (ascii::iequals(field_, "forwarded")) {
     if (!r.forwarded.empty()) r.forwarded += ", ";
     r.forwarded += value_;
-  } else if (iequals(field_, "expect")) {
-    expect_continue_ = iequals(value_, "100-continue");
+  } else if (ascii::iequals(field_, "expect")) {
+    expect_continue_ = ascii::iequals(value_, "100-continue");
   }
 }
 

@@ -3,9 +3,9 @@
 #include <simdjson.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdlib>
 
+#include "ascii.h"
 #include "form.h"
 #include "utf8.h"
 
@@ -15,18 +15,9 @@ namespace {
 enum class MediaType { Json, Form, Other };
 
 MediaType classify(std::string_view content_type) {
-  std::string_view essence = content_type.substr(0, content_type.find(';'));
-  while (!essence.empty() && (essence.back() == ' ' || essence.back() == '\t'))
-    essence.remove_suffix(1);
-  while (!essence.empty() && (essence.front() == ' ' || essence.front() == '\t'))
-    essence.remove_prefix(1);
-  auto iequals = [](std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-             return std::tolower(static_cast<unsigned char>(x)) == y;
-           });
-  };
-  if (iequals(essence, "application/json")) return MediaType::Json;
-  if (iequals(essence, "application/x-www-form-urlencoded")) return MediaType::Form;
+  std::string_view essence = ascii::trim_ows(content_type.substr(0, content_type.find(';')));
+  if (ascii::iequals(essence, "application/json")) return MediaType::Json;
+  if (ascii::iequals(essence, "application/x-www-form-urlencoded")) return MediaType::Form;
   return MediaType::Other;
 }
 
