@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,8 @@ BENCHMARK(BM_DecodeAndValidateJson);
 
 void BM_BuildFrame(benchmark::State& state) {
   for (auto _ : state) {
-    std::string json = sse::message_json({42, "alice", "hello there, how is the deploy going today?", 1764072000123});
+    std::string json = sse::message_json(
+        {42, "alice", "hello there, how is the deploy going today?", 1764072000123});
     benchmark::DoNotOptimize(sse::message_frame(42, json));
   }
 }
@@ -30,8 +32,10 @@ BENCHMARK(BM_BuildFrame);
 
 void BM_ParseRequest(benchmark::State& state) {
   std::string req =
-      "POST /messages HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n"
-      "Content-Type: application/json\r\nContent-Length: 31\r\n\r\n{\"user\":\"alice\",\"text\":\"hello\"}";
+      "POST /messages HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: "
+      "*/*\r\n"
+      "Content-Type: application/json\r\nContent-Length: "
+      "31\r\n\r\n{\"user\":\"alice\",\"text\":\"hello\"}";
   sse::HttpLimits limits;
   sse::RequestParser parser(limits);
   for (auto _ : state) {
@@ -44,7 +48,8 @@ BENCHMARK(BM_ParseRequest);
 
 // Enqueue `frames` references and flush them with one writev to /dev/null.
 void BM_RingEnqueueAndFlush(benchmark::State& state) {
-  sse::FrameRef frame("id: 42\ndata: {\"id\":42,\"user\":\"alice\",\"text\":\"hello\",\"ts\":1764072000123}\n\n");
+  sse::FrameRef frame(
+      "id: 42\ndata: {\"id\":42,\"user\":\"alice\",\"text\":\"hello\",\"ts\":1764072000123}\n\n");
   sse::FrameRing ring(1024);
   int devnull = open("/dev/null", O_WRONLY);
   iovec iov[256];
@@ -59,8 +64,10 @@ void BM_RingEnqueueAndFlush(benchmark::State& state) {
 }
 BENCHMARK(BM_RingEnqueueAndFlush)->Arg(1)->Arg(16)->Arg(256);
 
-struct RingSubscriber : sse::Subscriber {
+struct RingSubscriber : sse::Sink {
+  explicit RingSubscriber(sse::Room& room) : sub(room, *this) {}
   sse::FrameRing ring{1024};
+  sse::Subscription sub;
   bool deliver(const sse::FrameRef& f) override { return ring.push(f); }
   size_t free_slots() const override { return ring.free_slots(); }
 };
@@ -68,13 +75,16 @@ struct RingSubscriber : sse::Subscriber {
 // One publish reaching 10,000 in-memory subscribers: the per-delivery cost of the fan-out itself.
 void BM_BroadcastTo10kSubscribers(benchmark::State& state) {
   sse::Room room(1000);
-  std::vector<RingSubscriber> subs(10000);
-  for (auto& s : subs) room.subscribe(s, std::nullopt);
+  std::vector<std::unique_ptr<RingSubscriber>> subs;
+  for (int i = 0; i < 10000; ++i) {
+    subs.push_back(std::make_unique<RingSubscriber>(room));
+    room.subscribe(subs.back()->sub, std::nullopt);
+  }
   for (auto _ : state) {
     uint64_t id = room.next_id();
-    room.publish(id, sse::message_frame(id, sse::message_json({id, "alice", "hello", 0})), "");
+    room.publish(id, sse::message_frame(id, sse::message_json({id, "alice", "hello", 0})));
     state.PauseTiming();
-    for (auto& s : subs) s.ring.clear();
+    for (auto& s : subs) s->ring.clear();
     state.ResumeTiming();
   }
   state.SetItemsProcessed(state.iterations() * 10000);

@@ -7,7 +7,6 @@
 #include <cerrno>
 
 #include "log.h"
-#include "server.h"
 
 namespace sse {
 namespace {
@@ -24,14 +23,14 @@ constexpr size_t kMaxPendingInput = 256 * 1024;  // unparsed pipelined bytes kep
 
 }  // namespace
 
-Connection::Connection(Server& server, int fd, const net::IpAddress& peer)
-    : server_(server),
+Connection::Connection(ConnectionHost& host, int fd, const net::IpAddress& peer)
+    : host_(host),
       fd_(fd),
       peer_(peer),
-      parser_(std::make_unique<RequestParser>(server.http_limits())),
-      out_(server.config().client_queue) {
+      parser_(std::make_unique<RequestParser>(host.settings().http)),
+      out_(host.settings().queue_frames) {
   client_ip = peer;
-  last_activity_ms_ = server_.reactor().now_ms();
+  last_activity_ms_ = host_.reactor().now_ms();
   last_write_ms_ = last_activity_ms_;
   update_interest();
 }
@@ -48,10 +47,12 @@ void Connection::on_event(uint32_t events) {
 void Connection::on_readable() {
   ssize_t n = ::read(fd_, g_read_buffer, sizeof g_read_buffer);
   if (n == 0) {
-    // A client may half-close after its last request: answer what is queued, then close.
-    if (state_ == State::Http && (!out_.empty() || held_)) {
+    // A client may half-close after its last requests: answer every one of them (those queued,
+    // held or not parsed yet), then close.
+    if (state_ == State::Http && (!out_.empty() || held_ || !pending_input_.empty())) {
       peer_eof_ = true;
-      finish_after_flush();
+      if (out_.empty() && !held_) resume_parsing();
+      finish_if_peer_done();
       return update_interest();
     }
     return close("peer closed");
@@ -60,7 +61,7 @@ void Connection::on_readable() {
     if (errno == EAGAIN || errno == EINTR) return;
     return close("read error");
   }
-  int64_t now = server_.reactor().now_ms();
+  int64_t now = host_.reactor().now_ms();
   if (state_ == State::Lingering) last_activity_ms_ = now;
   if (state_ == State::Http && !finishing_) {
     if (!parser_->mid_request()) request_started_ms_ = now;
@@ -91,12 +92,12 @@ void Connection::feed(const char* data, size_t len) {
       }
       return;
     }
-    server_.handle_request(*this, parser_->request());
+    host_.handle_request(*this, parser_->request());
     if (state_ != State::Http) return;  // became a stream or closed: the rest is not ours to parse
     parser_->next_request();
     // The keep-alive clock restarts when a request completes, not on any byte: bare CRLFs between
     // requests (which llhttp skips) must not keep an idle connection open forever.
-    request_started_ms_ = last_activity_ms_ = server_.reactor().now_ms();
+    request_started_ms_ = last_activity_ms_ = host_.reactor().now_ms();
     if (held_ || out_.size() >= kPipelineDepth) {
       pending_input_.assign(data, len);
       update_interest();
@@ -113,8 +114,8 @@ void Connection::respond(const http::Response& r) {
 
 // Answers a request the server cannot even route (malformed, too large, too slow) and closes.
 void Connection::reject_and_close(int status, std::string_view reason) {
-  server_.metrics().count_rejection(status);
-  server_.metrics().count_response(status);
+  host_.metrics().count_rejection(status);
+  host_.metrics().count_response(status);
   http::Response r = http::error(status, reason);
   r.close = true;
   respond(r);
@@ -127,36 +128,46 @@ void Connection::send_bytes(std::string_view bytes) {
 void Connection::enqueue(const FrameRef& frame) {
   if (closed()) return;
   if (!out_.push(frame)) return close("output queue full");
-  server_.mark_dirty(*this);
+  host_.mark_dirty(*this);
 }
 
 bool Connection::deliver(const FrameRef& frame) {
   if (state_ != State::Stream) return true;  // closing: nothing more to send
   if (!out_.push(frame)) {
-    server_.count_slow_consumer();
+    ++host_.metrics().slow_consumers;
     close("slow consumer");
     return false;
   }
-  server_.mark_dirty(*this);
+  host_.mark_dirty(*this);
   return true;
 }
 
-void Connection::start_stream(Room& room, std::optional<uint64_t> last_event_id,
-                              std::string_view opening) {
+void Connection::start_stream(std::string_view opening) {
   state_ = State::Stream;
   parser_.reset();
   pending_input_.clear();
   pending_input_.shrink_to_fit();
   send_bytes(opening);
-  room_ = &room;
-  room.subscribe(*this, last_event_id);
   update_interest();
+}
+
+void Connection::subscribe(Room& room, std::optional<uint64_t> last_event_id) {
+  subscriptions_.push_back(std::make_unique<Subscription>(room, *this));
+  room.subscribe(*subscriptions_.back(), last_event_id);
 }
 
 void Connection::release() {
   held_ = false;
   if (!pending_input_.empty() && out_.size() < kPipelineDepth) resume_parsing();
+  finish_if_peer_done();
   update_interest();
+}
+
+// The peer half-closed and every request it sent is answered or queued: close after the flush.
+void Connection::finish_if_peer_done() {
+  if (!peer_eof_ || state_ != State::Http || finishing_ || held_ || !pending_input_.empty()) return;
+  finish_after_flush();
+  host_.mark_dirty(*this);
 }
 
 void Connection::resume_parsing() {
@@ -169,7 +180,8 @@ void Connection::flush() {
   if (closed()) return;
   size_t budget = kFlushBudgetBytes;
   for (;;) {
-    if (room_ && state_ == State::Stream) room_->refill(*this);
+    if (state_ == State::Stream)
+      for (auto& sub : subscriptions_) sub->room().refill(*sub);
     if (out_.empty() || closed()) break;
     iovec iov[kMaxIov];
     size_t n = out_.fill_iovec(iov, kMaxIov);
@@ -185,14 +197,14 @@ void Connection::flush() {
       return close("write error");
     }
     out_.consume(static_cast<size_t>(written));
-    server_.metrics().bytes_sent += static_cast<uint64_t>(written);
-    last_write_ms_ = server_.reactor().now_ms();
+    host_.metrics().bytes_sent += static_cast<uint64_t>(written);
+    last_write_ms_ = host_.reactor().now_ms();
     if (static_cast<size_t>(written) < total) {
       want_write_ = true;  // the socket buffer is full: wait for EPOLLOUT
       break;
     }
     if (static_cast<size_t>(written) >= budget) {
-      server_.mark_dirty(*this);  // more next iteration; do not starve the others
+      host_.mark_dirty(*this);  // more next iteration; do not starve the others
       break;
     }
     budget -= static_cast<size_t>(written);
@@ -205,6 +217,7 @@ void Connection::flush() {
       begin_linger();
     } else if (!pending_input_.empty() && !held_ && state_ == State::Http) {
       resume_parsing();
+      finish_if_peer_done();
     }
   }
   update_interest();
@@ -219,7 +232,7 @@ void Connection::drain() {
     if (out_.empty()) return close("shutdown");
   }
   finish_after_flush();
-  server_.mark_dirty(*this);
+  host_.mark_dirty(*this);
 }
 
 void Connection::finish_after_flush() {
@@ -235,7 +248,7 @@ void Connection::begin_linger() {
   ::shutdown(fd_, SHUT_WR);
   state_ = State::Lingering;
   parser_.reset();
-  last_activity_ms_ = server_.reactor().now_ms();
+  last_activity_ms_ = host_.reactor().now_ms();
 }
 
 void Connection::close(std::string_view why) {
@@ -243,20 +256,19 @@ void Connection::close(std::string_view why) {
   state_ = State::Closed;
   close_reason_ = why;
   out_.clear();
-  server_.schedule_reap(*this);
+  host_.schedule_reap(*this);
 }
 
 void Connection::check_timeouts(int64_t now_ms) {
-  const Config& cfg = server_.config();
+  const ConnectionSettings& cfg = host_.settings();
   switch (state_) {
     case State::Http:
       if (held_ || finishing_) return;
-      if (parser_->mid_request() &&
-          now_ms - request_started_ms_ > int64_t{cfg.request_timeout_s} * 1000) {
+      if (parser_->mid_request() && now_ms - request_started_ms_ > cfg.request_timeout_ms) {
         return reject_and_close(408, "request took too long to arrive");
       }
       if (!parser_->mid_request() && out_.empty() &&
-          now_ms - last_activity_ms_ > int64_t{cfg.keepalive_timeout_s} * 1000)
+          now_ms - last_activity_ms_ > cfg.keepalive_timeout_ms)
         return close("keep-alive timeout");
       return;
     case State::Lingering:
@@ -277,8 +289,8 @@ void Connection::update_interest() {
   if (!peer_eof_) events |= (want_read ? uint32_t{EPOLLIN} : 0u) | uint32_t{EPOLLRDHUP};
   if (want_write_) events |= uint32_t{EPOLLOUT};
   if (events == interest_) return;
-  bool ok = interest_ == 0 ? server_.reactor().add(fd_, events, this)
-                           : server_.reactor().modify(fd_, events, this);
+  bool ok = interest_ == 0 ? host_.reactor().add(fd_, events, this)
+                           : host_.reactor().modify(fd_, events, this);
   if (!ok) return close("epoll_ctl failed");
   interest_ = events;
 }

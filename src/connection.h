@@ -12,7 +12,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "connection_host.h"
 #include "frame.h"
 #include "http_parser.h"
 #include "http_response.h"
@@ -20,36 +22,39 @@
 #include "reactor.h"
 #include "ring_buffer.h"
 #include "room.h"
+#include "subscription.h"
 
 namespace sse {
 
-class Server;
-
-class Connection final : public EventHandler, public Subscriber {
+class Connection final : public EventHandler, public Sink {
  public:
   enum class State { Http, Stream, Lingering, Closed };
 
-  Connection(Server& server, int fd, const net::IpAddress& peer);
+  Connection(ConnectionHost& host, int fd, const net::IpAddress& peer);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   void on_event(uint32_t events) override;
 
-  // Subscriber: a frame for the stream; a full queue closes the connection (slow consumer).
+  // Sink: a frame for the stream; a full queue closes the connection (slow consumer).
   bool deliver(const FrameRef& frame) override;
   size_t free_slots() const override { return out_.free_slots(); }
 
   // Queues one HTTP response (closing after it when r.close).
   void respond(const http::Response& r);
   void send_bytes(std::string_view bytes);
-  // Turns this connection into an event stream of `room`.
-  void start_stream(Room& room, std::optional<uint64_t> last_event_id, std::string_view opening);
-  // Holds request processing (a POST waiting for its journal record to reach the disk).
+  // Turns this connection into an event stream that starts with `opening` (the response head).
+  void start_stream(std::string_view opening);
+  // Adds `room` to the stream; with `last_event_id`, replays what followed it first.
+  void subscribe(Room& room, std::optional<uint64_t> last_event_id);
+  // Holds request processing while the host answers the current request later (a POST waiting
+  // for the broker); release() after queueing that answer resumes pipelined requests.
   void hold() { held_ = true; }
+  void release();
+  bool held() const { return held_; }
   // Closes (lingering) once everything queued is written.
   void finish_after_flush();
-  void release();
 
   // Writes what is queued, with one writev per round; called by the writer set.
   void flush();
@@ -68,12 +73,13 @@ class Connection final : public EventHandler, public Subscriber {
   int fd() const { return fd_; }
   const net::IpAddress& peer() const { return peer_; }
   int64_t last_write_ms() const { return last_write_ms_; }
-  Room* room() const { return room_; }
+  size_t queued_frames() const { return out_.size(); }
   std::string_view close_reason() const { return close_reason_; }
 
-  // Server bookkeeping.
+  // Host bookkeeping.
   bool queued_for_flush = false;
   bool counted_stream = false;  // holds a per-IP stream slot
+  uint64_t waiting_ticket = 0;  // the held request's ticket, while one waits for an answer
   net::IpAddress client_ip;     // peer, or the forwarded address from a trusted proxy
   Connection* prev = nullptr;
   Connection* next = nullptr;
@@ -84,10 +90,11 @@ class Connection final : public EventHandler, public Subscriber {
   void begin_linger();
   void reject_and_close(int status, std::string_view reason);
   void resume_parsing();
+  void finish_if_peer_done();
   void update_interest();
   void enqueue(const FrameRef& frame);
 
-  Server& server_;
+  ConnectionHost& host_;
   int fd_;
   net::IpAddress peer_;
   State state_ = State::Http;
@@ -99,7 +106,7 @@ class Connection final : public EventHandler, public Subscriber {
   std::unique_ptr<RequestParser> parser_;
   std::string pending_input_;  // pipelined bytes not parsed yet (waiting for output to drain)
   FrameRing out_;
-  Room* room_ = nullptr;
+  std::vector<std::unique_ptr<Subscription>> subscriptions_;
   int64_t request_started_ms_ = 0;
   int64_t last_activity_ms_ = 0;
   int64_t last_write_ms_ = 0;

@@ -7,17 +7,22 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
 namespace sse {
 namespace {
 
-constexpr uint32_t kMagic = 0x43455353;  // "SSEC"
+constexpr uint32_t kMagicV1 = 0x43455353;  // "SSEC": one-byte nonce length
+constexpr uint32_t kMagic = 0x32455353;    // "SSE2": two-byte nonce length
 constexpr size_t kHeader = 12;
 constexpr size_t kMaxBody = 1 << 20;
-constexpr size_t kMinBody = 9;  // id + nonce length
 
+void put_u16(std::string& out, uint16_t v) {
+  out.push_back(static_cast<char>(v & 0xFF));
+  out.push_back(static_cast<char>(v >> 8));
+}
 void put_u32(std::string& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
@@ -34,28 +39,42 @@ uint32_t checksum(std::string_view body) {
       crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size())));
 }
 
+std::string frame_record(uint32_t magic, const std::string& body) {
+  std::string out;
+  out.reserve(kHeader + body.size());
+  put_u32(out, magic);
+  put_u32(out, static_cast<uint32_t>(body.size()));
+  put_u32(out, checksum(body));
+  out += body;
+  return out;
+}
+
 // The record at `pos`, if one starts there, is whole, and its checksum holds.
 bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecord& out,
                size_t& length) {
-  if (bytes.size() - pos < kHeader || get_le(bytes.data() + pos, 4) != kMagic) return false;
+  if (bytes.size() - pos < kHeader) return false;
+  uint32_t magic = static_cast<uint32_t>(get_le(bytes.data() + pos, 4));
+  if (magic != kMagic && magic != kMagicV1) return false;
+  size_t len_bytes = magic == kMagic ? 2 : 1;
+  size_t min_body = 8 + len_bytes;
   size_t body_len = get_le(bytes.data() + pos + 4, 4);
-  if (body_len < kMinBody || body_len > kMaxBody || bytes.size() - pos - kHeader < body_len)
+  if (body_len < min_body || body_len > kMaxBody || bytes.size() - pos - kHeader < body_len)
     return false;
   std::string_view body = bytes.substr(pos + kHeader, body_len);
   if (checksum(body) != get_le(bytes.data() + pos + 8, 4)) return false;
   uint64_t id = get_le(body.data(), 8);
-  size_t nonce_len = static_cast<unsigned char>(body[8]);
-  if (id < min_id || kMinBody + nonce_len > body_len) return false;
+  size_t nonce_len = get_le(body.data() + 8, static_cast<int>(len_bytes));
+  if (id < min_id || min_body + nonce_len > body_len) return false;
   out.id = id;
-  out.nonce_key.assign(body.substr(kMinBody, nonce_len));
-  out.json.assign(body.substr(kMinBody + nonce_len));
+  out.nonce_key.assign(body.substr(min_body, nonce_len));
+  out.json.assign(body.substr(min_body + nonce_len));
   length = kHeader + body_len;
   return true;
 }
 
-bool write_all(int fd, std::string_view data) {
+bool write_all(JournalIo& io, int fd, std::string_view data) {
   while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
+    ssize_t n = io.write(fd, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       return false;
@@ -76,31 +95,58 @@ bool mkdir_p(const std::string& dir) {
   return true;
 }
 
-void fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    fsync(fd);
-    ::close(fd);
-  }
+std::string errno_text(const std::string& what) {
+  return what + ": " + strerror(errno);
 }
 
 }  // namespace
 
+int JournalIo::open(const char* path, int flags, mode_t mode) {
+  return ::open(path, flags, mode);
+}
+ssize_t JournalIo::write(int fd, const void* data, size_t len) {
+  return ::write(fd, data, len);
+}
+int JournalIo::datasync(int fd) {
+  return ::fdatasync(fd);
+}
+int JournalIo::sync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = ::fsync(fd);
+  int saved = errno;
+  ::close(fd);
+  errno = saved;
+  return rc;
+}
+int JournalIo::rename(const char* from, const char* to) {
+  return ::rename(from, to);
+}
+JournalIo& JournalIo::system() {
+  static JournalIo io;
+  return io;
+}
+
 std::string encode_record(const JournalRecord& r) {
+  // The broker refuses longer keys; cutting one would make it match another message's.
+  assert(r.nonce_key.size() <= kMaxNonceKeyBytes);
   std::string body;
-  size_t nonce_len = std::min<size_t>(r.nonce_key.size(), 255);
-  body.reserve(kMinBody + nonce_len + r.json.size());
+  body.reserve(10 + r.nonce_key.size() + r.json.size());
   put_u64(body, r.id);
+  put_u16(body, static_cast<uint16_t>(r.nonce_key.size()));
+  body += r.nonce_key;
+  body += r.json;
+  return frame_record(kMagic, body);
+}
+
+std::string encode_record_v1(const JournalRecord& r) {
+  std::string body;
+  put_u64(body, r.id);
+  size_t nonce_len = std::min<size_t>(r.nonce_key.size(), 255);
   body.push_back(static_cast<char>(nonce_len));
   body.append(r.nonce_key, 0, nonce_len);
   body += r.json;
-  std::string out;
-  out.reserve(kHeader + body.size());
-  put_u32(out, kMagic);
-  put_u32(out, static_cast<uint32_t>(body.size()));
-  put_u32(out, checksum(body));
-  out += body;
-  return out;
+  return frame_record(kMagicV1, body);
 }
 
 std::vector<JournalRecord> decode_records(std::string_view bytes,
@@ -135,12 +181,11 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
   return records;
 }
 
-Journal::Journal(std::string dir, FsyncPolicy policy, uint64_t max_bytes)
-    : dir_(std::move(dir)),
+Journal::Journal(const Options& options)
+    : dir_(options.dir),
       path_(dir_ + "/journal"),
-      policy_(policy),
-      max_bytes_(max_bytes),
-      compact_at_(max_bytes) {}
+      policy_(options.policy),
+      io_(options.io ? *options.io : JournalIo::system()) {}
 
 Journal::~Journal() {
   {
@@ -150,24 +195,34 @@ Journal::~Journal() {
   cv_.notify_all();
   if (syncer_.joinable()) syncer_.join();
   if (fd_ >= 0) ::close(fd_);
-  if (durable_fd_ >= 0) ::close(durable_fd_);
+  if (notify_fd_ >= 0) ::close(notify_fd_);
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-std::unique_ptr<Journal> Journal::open(const std::string& dir, FsyncPolicy policy,
-                                       uint64_t max_bytes,
+// One sse-chat per data directory: an flock on DIR/lock, taken again if that file was removed.
+bool Journal::take_lock(std::string& error) {
+  struct stat st;
+  if (lock_fd_ >= 0 && fstat(lock_fd_, &st) == 0 && st.st_nlink > 0) return true;
+  int fd = ::open((dir_ + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (fd >= 0) ::close(fd);
+    error = "data dir " + dir_ + " is in use by another sse-chat (or not writable)";
+    return false;
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = fd;
+  return true;
+}
+
+std::unique_ptr<Journal> Journal::open(const Options& options,
                                        const std::function<void(JournalRecord&&)>& on_record,
                                        JournalLoad& load, std::string& error) {
-  std::unique_ptr<Journal> j(new Journal(dir, policy, max_bytes));
-  if (!mkdir_p(dir)) {
-    error = "cannot create data dir " + dir + ": " + strerror(errno);
+  std::unique_ptr<Journal> j(new Journal(options));
+  if (!mkdir_p(j->dir_)) {
+    error = errno_text("cannot create data dir " + j->dir_);
     return nullptr;
   }
-  j->lock_fd_ = ::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-  if (j->lock_fd_ < 0 || flock(j->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    error = "data dir " + dir + " is in use by another sse-chat (or not writable)";
-    return nullptr;
-  }
+  if (!j->take_lock(error)) return nullptr;
   std::string bytes;
   if (int fd = ::open(j->path_.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
     char buf[1 << 16];
@@ -182,29 +237,38 @@ std::unique_ptr<Journal> Journal::open(const std::string& dir, FsyncPolicy polic
   if (damaged && !j->rewrite(records, true, error)) return nullptr;
   for (JournalRecord& r : records) on_record(std::move(r));
   if (j->fd_ < 0) {
-    j->fd_ = ::open(j->path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    j->fd_ = j->io_.open(j->path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (j->fd_ < 0) {
-      error = "cannot open journal " + j->path_ + ": " + strerror(errno);
+      error = errno_text("cannot open journal " + j->path_);
       return nullptr;
     }
     struct stat st;
     j->size_ = fstat(j->fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   }
-  j->compact_at_ = std::max(max_bytes, j->size_ * 2);
-  if (policy == FsyncPolicy::Always) j->durable_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (policy != FsyncPolicy::Never) j->syncer_ = std::thread([raw = j.get()] { raw->sync_loop(); });
+  if (j->policy_ != FsyncPolicy::Never) {
+    j->notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    j->syncer_ = std::thread([raw = j.get()] { raw->sync_loop(); });
+  }
   return j;
 }
 
-bool Journal::append(const JournalRecord& r, uint64_t& seq) {
+bool Journal::append(const JournalRecord& r, uint64_t& seq, std::string& error) {
   std::string bytes = encode_record(r);
-  if (!write_all(fd_, bytes)) {
+  if (!write_all(io_, fd_, bytes)) {
+    error = errno_text("journal write failed");
     // Never leave half a record behind for the next start to trip on.
     if (ftruncate(fd_, static_cast<off_t>(size_)) != 0) { /* the loader cuts a torn tail anyway */
     }
     return false;
   }
   size_ += bytes.size();
+  // A journal unlinked under us (the data directory removed) accepts writes that no restart will
+  // ever read: refuse rather than acknowledge them.
+  struct stat st;
+  if (fstat(fd_, &st) != 0 || st.st_nlink == 0) {
+    error = "the journal file was removed from " + dir_;
+    return false;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   seq = ++appended_seq_;
   if (policy_ == FsyncPolicy::Always) {
@@ -214,95 +278,127 @@ bool Journal::append(const JournalRecord& r, uint64_t& seq) {
   return true;
 }
 
-uint64_t Journal::durable_seq() {
-  if (durable_fd_ >= 0) {
-    uint64_t ignored;
-    while (::read(durable_fd_, &ignored, sizeof ignored) > 0) {
+void Journal::notify() {
+  if (notify_fd_ < 0) return;
+  uint64_t one = 1;
+  ssize_t ignored = ::write(notify_fd_, &one, sizeof one);
+  (void)ignored;
+}
+
+void Journal::drain_notifications() {
+  uint64_t ignored;
+  if (notify_fd_ >= 0)
+    while (::read(notify_fd_, &ignored, sizeof ignored) > 0) {
     }
-  }
+}
+
+uint64_t Journal::durable_seq() {
   std::lock_guard<std::mutex> lock(mu_);
   return policy_ == FsyncPolicy::Always ? synced_seq_ : appended_seq_;
+}
+
+std::optional<std::string> Journal::sync_error() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (sync_error_.empty()) return std::nullopt;
+  return sync_error_;
 }
 
 void Journal::sync_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (policy_ == FsyncPolicy::Always) {
-      cv_.wait(lock, [this] { return stopping_ || requested_seq_ > synced_seq_; });
+      cv_.wait(lock, [this] {
+        return stopping_ ||
+               (sync_error_.empty() && (requested_seq_ > synced_seq_ || dir_unsynced_));
+      });
     } else {
       cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
     }
-    uint64_t target = appended_seq_;
     bool stop = stopping_;
-    if (target > synced_seq_) {
+    uint64_t target = appended_seq_;
+    bool sync_dir = dir_unsynced_;
+    // After a failure nothing is synced until recover() rewrites the file: Linux may have dropped
+    // the pages that failed, so a later fdatasync that succeeds would prove nothing (fsyncgate).
+    if (sync_error_.empty() && (target > synced_seq_ || sync_dir)) {
       // A duplicate keeps the file open even if rewrite() swaps fd_ meanwhile; the lock is not
       // held during the sync, so an append never waits for the disk.
       int fd = dup(fd_);
       lock.unlock();
-      if (fd >= 0) {
-        fdatasync(fd);
-        ::close(fd);
-      }
+      std::string failure;
+      if (fd < 0 || io_.datasync(fd) != 0) failure = errno_text("fdatasync of the journal failed");
+      if (fd >= 0) ::close(fd);
+      if (failure.empty() && sync_dir && io_.sync_dir(dir_) != 0)
+        failure = errno_text("fsync of the data directory failed");
       lock.lock();
-      synced_seq_ = std::max(synced_seq_, target);
-      if (durable_fd_ >= 0) {
-        uint64_t one = 1;
-        ssize_t ignored = ::write(durable_fd_, &one, sizeof one);
-        (void)ignored;
+      if (failure.empty()) {
+        synced_seq_ = std::max(synced_seq_, target);
+        if (sync_dir) dir_unsynced_ = false;
+        if (policy_ == FsyncPolicy::Always) notify();
+      } else {
+        sync_error_ = failure;
+        notify();
       }
     }
     if (stop) return;
   }
 }
 
-// Writes `records` to a new file and renames it over the journal. With `sync_now` the new file and
-// the directory are synced here (start-up repair, or --fsync always); otherwise the syncer thread
-// syncs the new file with its next round, so compaction never makes the loop wait for the disk.
+// Writes `records` to a new file and renames it over the journal; the new file's descriptor is the
+// one appends use from then on, so there is no reopen that could fail after the rename.
 bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
                       std::string& error) {
   std::string tmp = path_ + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  int fd = io_.open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) {
-    error = "cannot write " + tmp + ": " + strerror(errno);
+    error = errno_text("cannot write " + tmp);
     return false;
   }
   std::string bytes;
   for (const JournalRecord& r : records) bytes += encode_record(r);
-  bool ok = write_all(fd, bytes) && (!sync_now || fdatasync(fd) == 0);
-  ::close(fd);
-  if (!ok || rename(tmp.c_str(), path_.c_str()) != 0) {
-    error = "cannot replace journal " + path_ + ": " + strerror(errno);
+  bool ok = write_all(io_, fd, bytes);
+  if (!ok) error = errno_text("cannot write " + tmp);
+  if (ok && sync_now && io_.datasync(fd) != 0) {
+    ok = false;
+    error = errno_text("cannot sync " + tmp);
+  }
+  if (ok && io_.rename(tmp.c_str(), path_.c_str()) != 0) {
+    ok = false;
+    error = errno_text("cannot rename " + tmp + " over the journal");
+  }
+  if (!ok) {
+    ::close(fd);
     unlink(tmp.c_str());
     return false;
   }
-  if (sync_now) fsync_dir(dir_);
-  int fresh = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (fresh < 0) {
-    error = "cannot reopen journal: " + std::string(strerror(errno));
-    return false;
-  }
+  bool dir_synced = sync_now && io_.sync_dir(dir_) == 0;
+  if (sync_now && !dir_synced) error = errno_text("cannot sync the data directory " + dir_);
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ >= 0) ::close(fd_);
-  fd_ = fresh;
+  fd_ = fd;
   size_ = bytes.size();
-  if (sync_now) {
-    synced_seq_ = appended_seq_;  // the new file is on disk in full
-    if (durable_fd_ >= 0) {
-      uint64_t one = 1;
-      ssize_t ignored = ::write(durable_fd_, &one, sizeof one);
-      (void)ignored;
-    }
+  ++appended_seq_;  // the new file counts as one write
+  if (sync_now && dir_synced) {
+    synced_seq_ = appended_seq_;  // the new file and its name are on disk in full
+    dir_unsynced_ = false;
+    notify();
   } else {
-    ++appended_seq_;  // counts as a write the syncer has yet to sync
+    dir_unsynced_ = true;  // the syncer syncs the file, then the directory
+    requested_seq_ = appended_seq_;
+    cv_.notify_one();
   }
-  return true;
+  return !sync_now || dir_synced;
 }
 
-bool Journal::compact_if_needed(const std::function<std::vector<JournalRecord>()>& window) {
-  if (size_ <= compact_at_) return true;
-  std::string error;
-  if (!rewrite(window(), policy_ == FsyncPolicy::Always, error)) return false;
-  compact_at_ = std::max(max_bytes_, size_ * 2);
+bool Journal::recover(const std::vector<JournalRecord>& records, std::string& error) {
+  if (!mkdir_p(dir_)) {
+    error = errno_text("cannot create data dir " + dir_);
+    return false;
+  }
+  if (!take_lock(error)) return false;
+  if (!rewrite(records, true, error)) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  sync_error_.clear();
+  cv_.notify_one();
   return true;
 }
 

@@ -1,21 +1,27 @@
 // The durable message log: an append-only file of checksummed records under --data-dir. Each
-// message is written (to the kernel) before its 201 is sent; fsync runs on a background thread,
+// message is written (to the kernel) before it is acknowledged; fsync runs on a background thread,
 // as redis's background fsync does, so the event loop never waits for the disk.
 //
 //   record := magic u32 | body_len u32 | crc32(body) u32 | body
-//   body   := id u64 | nonce_len u8 | nonce_key | json          (little endian)
+//   body   := id u64 | nonce_len u16 | nonce_key | json       (magic "SSE2", little endian)
+//   body   := id u64 | nonce_len u8  | nonce_key | json       (magic "SSEC", read, never written)
 //
 // Start-up reads every record; a torn or corrupt tail is cut off, damage in the middle is skipped
 // to the next valid record; either way the file is rewritten clean and a warning says what was
-// lost. When the file outgrows --journal-max-bytes it is rewritten with the history window only.
+// lost. rewrite() replaces the file with a given window of records (compaction and recovery).
+//
+// Errors are reported, never swallowed: a failed write or a deleted file fails append(); a failed
+// fdatasync stops durable_seq() from advancing and is kept in sync_error() until recover().
 #pragma once
+
+#include <sys/types.h>
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -27,9 +33,11 @@ namespace sse {
 
 struct JournalRecord {
   uint64_t id;
-  std::string nonce_key;
+  std::string nonce_key;  // at most kMaxNonceKeyBytes
   std::string json;
 };
+
+inline constexpr size_t kMaxNonceKeyBytes = 65535;
 
 struct JournalLoad {
   size_t records = 0;
@@ -39,48 +47,79 @@ struct JournalLoad {
 
 // Encodes one record (exposed for tests and the fuzzer).
 std::string encode_record(const JournalRecord& r);
+// The old format (one-byte nonce length), still read after an upgrade; for tests.
+std::string encode_record_v1(const JournalRecord& r);
 // Decodes every valid record of `bytes` in order; `warnings` says what was skipped or cut.
-// Returns the byte length of the clean prefix that ends at the last valid record.
 std::vector<JournalRecord> decode_records(std::string_view bytes,
                                           std::vector<std::string>& warnings, bool& damaged);
 
+// The system calls the journal makes, replaceable so tests can inject disk failures.
+// datasync() runs on the syncer thread: an override must be thread-safe.
+class JournalIo {
+ public:
+  virtual ~JournalIo() = default;
+  virtual int open(const char* path, int flags, mode_t mode);
+  virtual ssize_t write(int fd, const void* data, size_t len);
+  virtual int datasync(int fd);
+  virtual int sync_dir(const std::string& dir);
+  virtual int rename(const char* from, const char* to);
+  static JournalIo& system();
+};
+
 class Journal {
  public:
+  struct Options {
+    std::string dir;
+    FsyncPolicy policy = FsyncPolicy::EverySec;
+    JournalIo* io = nullptr;  // nullptr: the real system calls
+  };
+
   ~Journal();
 
   // Opens (creating) DIR/journal, feeding each stored record to `on_record`. nullptr + `error`
   // when the directory cannot be used or another process holds it.
-  static std::unique_ptr<Journal> open(const std::string& dir, FsyncPolicy policy,
-                                       uint64_t max_bytes,
+  static std::unique_ptr<Journal> open(const Options& options,
                                        const std::function<void(JournalRecord&&)>& on_record,
                                        JournalLoad& load, std::string& error);
 
-  // Writes one record; false if the write failed (the message must then not be acknowledged).
-  // Returns its sequence number in `seq` for durable_seq().
-  bool append(const JournalRecord& r, uint64_t& seq);
+  // Writes one record. False + `error` if it could not be written to a file that is still linked
+  // into the data directory (the message must then not be acknowledged). `seq` numbers the write
+  // for durable_seq().
+  bool append(const JournalRecord& r, uint64_t& seq, std::string& error);
 
-  // Rewrites the file with `records` only (the history window), when it has grown past the limit.
-  bool compact_if_needed(const std::function<std::vector<JournalRecord>()>& window);
+  // Replaces the file with `records` (a new file renamed over the old one, then the directory is
+  // synced: here with `sync_now`, else by the syncer before durable_seq() passes this rewrite).
+  bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error);
 
-  // --fsync always: readable when durable_seq() advanced. -1 otherwise.
-  int durable_fd() const { return durable_fd_; }
+  // After a failure: recreates the data directory if it is gone, takes the lock again if its file
+  // was removed, rewrites `records` and syncs everything, and clears sync_error().
+  bool recover(const std::vector<JournalRecord>& records, std::string& error);
+
+  // Readable (eventfd) when durable_seq() advanced under --fsync always, or a sync failed. -1
+  // under --fsync never.
+  int notify_fd() const { return notify_fd_; }
+  void drain_notifications();
+  // Writes known to be on disk (--fsync always), or written to the kernel (otherwise).
   uint64_t durable_seq();
+  // Why the last background sync failed, until recover().
+  std::optional<std::string> sync_error();
+
   uint64_t size_bytes() const { return size_; }
   FsyncPolicy policy() const { return policy_; }
 
  private:
-  Journal(std::string dir, FsyncPolicy policy, uint64_t max_bytes);
-  bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error);
+  explicit Journal(const Options& options);
+  bool take_lock(std::string& error);
+  void notify();
   void sync_loop();
 
   std::string dir_;
   std::string path_;
   FsyncPolicy policy_;
-  uint64_t max_bytes_;
-  uint64_t compact_at_;
+  JournalIo& io_;
   int fd_ = -1;
   int lock_fd_ = -1;
-  int durable_fd_ = -1;  // eventfd
+  int notify_fd_ = -1;  // eventfd
   uint64_t size_ = 0;
 
   std::mutex mu_;  // guards fd_ swaps against the syncer, and the fields below
@@ -88,6 +127,8 @@ class Journal {
   uint64_t appended_seq_ = 0;
   uint64_t requested_seq_ = 0;
   uint64_t synced_seq_ = 0;
+  bool dir_unsynced_ = false;  // a rename the syncer has yet to make durable
+  std::string sync_error_;     // empty while syncs succeed
   bool stopping_ = false;
   std::thread syncer_;
 };

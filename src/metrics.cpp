@@ -84,6 +84,9 @@ std::string render_metrics(const Metrics& m, const MetricsSnapshot& s) {
          double(s.history_size));
   scalar(out, "ssechat_journal_bytes", "gauge", "Size of the journal file.",
          double(s.journal_bytes));
+  scalar(out, "ssechat_storage_up", "gauge",
+         "1 while storage accepts messages, 0 while POSTs are refused with 503.",
+         s.storage_ok ? 1.0 : 0.0);
   scalar(out, "ssechat_uptime_seconds", "gauge", "Seconds since the server started.",
          s.uptime_seconds);
   family(out, "ssechat_http_requests_total", "counter", "HTTP responses sent, by status code.");

@@ -36,6 +36,7 @@ struct MetricsSnapshot {
   uint64_t last_message_id;
   uint64_t history_size;
   uint64_t journal_bytes;
+  bool storage_ok;
   double uptime_seconds;
 };
 

@@ -114,6 +114,17 @@ void Reactor::on_signals(std::vector<int> signals, std::function<void(int)> call
   owned_.push_back(std::move(handler));
 }
 
+void Reactor::run_deferred() {
+  // Bounded rounds: a chain of calls that keeps deferring more (a pipelined POST answered, the
+  // next one parsed and committed) yields to the loop after a while instead of starving it.
+  constexpr int kMaxRounds = 64;
+  for (int round = 0; round < kMaxRounds && !deferred_.empty(); ++round) {
+    running_deferred_.swap(deferred_);
+    for (auto& call : running_deferred_) call();
+    running_deferred_.clear();
+  }
+}
+
 void Reactor::update_clock() {
   now_ms_ = monotonic_ms();
 }
@@ -136,7 +147,9 @@ void Reactor::run() {
       if (ev & (EPOLLERR | EPOLLHUP)) ev |= EPOLLIN | EPOLLOUT;
       static_cast<EventHandler*>(events[i].data.ptr)->on_event(ev);
     }
+    run_deferred();
     work_left_ = after_dispatch_ && after_dispatch_();
+    work_left_ = work_left_ || !deferred_.empty();
     if (on_iteration) on_iteration(monotonic_us() - woke_us);
   }
 }

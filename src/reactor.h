@@ -1,6 +1,6 @@
-// A thin single-threaded epoll loop: poll -> dispatch -> after-dispatch hook (the server flushes
-// its writer set and reaps closed connections there) -> repeat. Timers and signals are file
-// descriptors (timerfd, signalfd) dispatched like any socket.
+// A thin single-threaded epoll loop: poll -> dispatch -> deferred calls -> after-dispatch hook (the
+// server flushes its writer set and reaps closed connections there) -> repeat. Timers and signals
+// are file descriptors (timerfd, signalfd) dispatched like any socket.
 #pragma once
 
 #include <sys/epoll.h>
@@ -37,6 +37,12 @@ class Reactor {
   // Runs once after every batch of events; returns true when work is left for the next
   // iteration (the loop then polls without blocking).
   void after_dispatch(std::function<bool()> hook) { after_dispatch_ = std::move(hook); }
+  // Runs `call` after the current batch of events, before the after-dispatch hook: how a
+  // completion reaches its caller without re-entering it (h2o's deferred callbacks, muduo's
+  // queueInLoop). Calls deferred by a deferred call run in the same round, up to a bound.
+  void defer(std::function<void()> call) { deferred_.push_back(std::move(call)); }
+  // Runs what was deferred so far (the loop does this itself; tests driving no loop call it).
+  void run_deferred();
 
   void run();
   void stop() { running_ = false; }
@@ -56,6 +62,8 @@ class Reactor {
   bool running_ = false;
   int64_t now_ms_ = 0;
   std::function<bool()> after_dispatch_;
+  std::vector<std::function<void()>> deferred_;
+  std::vector<std::function<void()>> running_deferred_;
   bool work_left_ = false;
   std::vector<std::unique_ptr<EventHandler>> owned_;
 };

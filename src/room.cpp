@@ -6,40 +6,32 @@
 
 namespace sse {
 
-void Room::append(uint64_t id, FrameRef frame, std::string nonce_key) {
+Subscription::~Subscription() {
+  room_.unsubscribe(*this);
+}
+
+void Room::append(uint64_t id, FrameRef frame) {
   next_id_ = id + 1;
-  if (!nonce_key.empty()) nonces_[nonce_key] = id;
   history_.push_back(Entry{id, std::move(frame)});
-  history_nonces_.push_back(std::move(nonce_key));
-  while (history_.size() > history_limit_ && !history_.empty()) {
-    if (!history_nonces_.front().empty()) nonces_.erase(history_nonces_.front());
-    history_.pop_front();
-    history_nonces_.pop_front();
-  }
+  while (history_.size() > history_limit_ && !history_.empty()) history_.pop_front();
 }
 
-void Room::restore(uint64_t id, FrameRef frame, std::string nonce_key) {
-  append(id, std::move(frame), std::move(nonce_key));
+void Room::restore(uint64_t id, FrameRef frame) {
+  append(id, std::move(frame));
 }
 
-void Room::publish(uint64_t id, FrameRef frame, std::string nonce_key) {
+void Room::publish(uint64_t id, FrameRef frame) {
   ++stats_.messages;
-  for (Subscriber* sub : subscribers_) {
+  for (Subscription* sub : subscribers_) {
     if (sub->next_id < next_id_) continue;  // catching up: it will read this from history
-    if (sub->deliver(frame)) {
+    if (sub->sink().deliver(frame)) {
       sub->next_id = id + 1;
       ++stats_.deliveries;
     } else {
       ++stats_.slow_consumers;
     }
   }
-  append(id, std::move(frame), std::move(nonce_key));
-}
-
-std::optional<uint64_t> Room::find_nonce(const std::string& nonce_key) const {
-  auto it = nonces_.find(nonce_key);
-  if (it == nonces_.end()) return std::nullopt;
-  return it->second;
+  append(id, std::move(frame));
 }
 
 size_t Room::position_of(uint64_t id) const {
@@ -48,13 +40,13 @@ size_t Room::position_of(uint64_t id) const {
   return static_cast<size_t>(it - history_.begin());
 }
 
-void Room::queue_reset(Subscriber& sub) {
+void Room::queue_reset(Subscription& sub) {
   uint64_t oldest = history_.empty() ? next_id_ : history_.front().id;
   ++stats_.resets;
-  (void)sub.deliver(FrameRef(reset_event(oldest, next_id_ - 1)));
+  (void)sub.sink().deliver(FrameRef(reset_event(oldest, next_id_ - 1)));
 }
 
-void Room::subscribe(Subscriber& sub, std::optional<uint64_t> last_event_id) {
+void Room::subscribe(Subscription& sub, std::optional<uint64_t> last_event_id) {
   sub.room_slot = subscribers_.size();
   subscribers_.push_back(&sub);
   sub.next_id = next_id_;
@@ -71,25 +63,25 @@ void Room::subscribe(Subscriber& sub, std::optional<uint64_t> last_event_id) {
   refill(sub);
 }
 
-void Room::unsubscribe(Subscriber& sub) {
+void Room::unsubscribe(Subscription& sub) {
   if (sub.room_slot >= subscribers_.size() || subscribers_[sub.room_slot] != &sub) return;
-  Subscriber* last = subscribers_.back();
+  Subscription* last = subscribers_.back();
   subscribers_[sub.room_slot] = last;
   last->room_slot = sub.room_slot;
   subscribers_.pop_back();
   sub.room_slot = SIZE_MAX;
 }
 
-void Room::refill(Subscriber& sub) {
+void Room::refill(Subscription& sub) {
   if (!catching_up(sub)) return;
   size_t pos = position_of(sub.next_id);
   if (pos == 0 && !history_.empty() && sub.next_id < history_.front().id) {
     // What it still needed fell out of history while it caught up: say so, go on from the oldest.
     queue_reset(sub);
   }
-  while (pos < history_.size() && sub.free_slots() > 0) {
+  while (pos < history_.size() && sub.sink().free_slots() > 0) {
     const Entry& e = history_[pos++];
-    if (!sub.deliver(e.frame)) break;
+    if (!sub.sink().deliver(e.frame)) break;
     sub.next_id = e.id + 1;
     ++stats_.deliveries;
   }
@@ -97,8 +89,8 @@ void Room::refill(Subscriber& sub) {
 }
 
 void Room::broadcast_extra(const FrameRef& frame) {
-  for (Subscriber* sub : subscribers_)
-    if (sub->free_slots() > 1) (void)sub->deliver(frame);
+  for (Subscription* sub : subscribers_)
+    if (sub->sink().free_slots() > 1) (void)sub->sink().deliver(frame);
 }
 
 }  // namespace sse

@@ -9,8 +9,9 @@ using sse::Room;
 
 namespace {
 
-struct FakeSubscriber : sse::Subscriber {
-  explicit FakeSubscriber(size_t cap) : capacity(cap) {}
+// A sink with a bounded queue and the subscription that feeds it.
+struct FakeSubscriber : sse::Sink {
+  FakeSubscriber(Room& room, size_t cap) : capacity(cap), sub(room, *this) {}
   bool deliver(const FrameRef& f) override {
     if (got.size() - drained >= capacity) return false;
     got.push_back(std::string(f.bytes()));
@@ -21,11 +22,12 @@ struct FakeSubscriber : sse::Subscriber {
   size_t capacity;
   size_t drained = 0;
   std::vector<std::string> got;
+  sse::Subscription sub;
 };
 
-void publish(Room& room, const std::string& text, const std::string& nonce = "") {
+void publish(Room& room, const std::string& text) {
   uint64_t id = room.next_id();
-  room.publish(id, sse::message_frame(id, sse::message_json({id, "u", text, 0})), nonce);
+  room.publish(id, sse::message_frame(id, sse::message_json({id, "u", text, 0})));
 }
 
 std::vector<uint64_t> ids(const FakeSubscriber& s) {
@@ -39,9 +41,9 @@ std::vector<uint64_t> ids(const FakeSubscriber& s) {
 
 TEST(Room, LiveSubscribersGetEachFrameOnce) {
   Room room(100);
-  FakeSubscriber a(100), b(100);
-  room.subscribe(a, std::nullopt);
-  room.subscribe(b, std::nullopt);
+  FakeSubscriber a(room, 100), b(room, 100);
+  room.subscribe(a.sub, std::nullopt);
+  room.subscribe(b.sub, std::nullopt);
   for (int i = 0; i < 5; ++i) publish(room, "m" + std::to_string(i));
   EXPECT_EQ(ids(a), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
   EXPECT_EQ(ids(b), ids(a));
@@ -51,14 +53,14 @@ TEST(Room, LiveSubscribersGetEachFrameOnce) {
 TEST(Room, ResumeReplaysThenGoesLiveWithoutGapOrDuplicate) {
   Room room(100);
   for (int i = 0; i < 10; ++i) publish(room, "m");
-  FakeSubscriber s(4);  // small queue: replay is paced by refill()
-  room.subscribe(s, 3);
+  FakeSubscriber s(room, 4);  // small queue: replay is paced by refill()
+  room.subscribe(s.sub, 3);
   EXPECT_EQ(ids(s), (std::vector<uint64_t>{4, 5, 6, 7}));
   publish(room, "during replay");  // id 11: must come after 10, once
   s.drain_all();
-  room.refill(s);
+  room.refill(s.sub);
   s.drain_all();
-  room.refill(s);
+  room.refill(s.sub);
   publish(room, "live");  // 12
   EXPECT_EQ(ids(s), (std::vector<uint64_t>{4, 5, 6, 7, 8, 9, 10, 11, 12}));
 }
@@ -66,47 +68,38 @@ TEST(Room, ResumeReplaysThenGoesLiveWithoutGapOrDuplicate) {
 TEST(Room, ResetWhenIdIsTooOldOrFromTheFuture) {
   Room room(3);
   for (int i = 0; i < 6; ++i) publish(room, "m");  // retains 4..6
-  FakeSubscriber old(100);
-  room.subscribe(old, 1);
+  FakeSubscriber old(room, 100);
+  room.subscribe(old.sub, 1);
   ASSERT_FALSE(old.got.empty());
   EXPECT_EQ(old.got[0], "event: reset\ndata: {\"oldest\":4,\"newest\":6}\n\n");
   EXPECT_EQ(ids(old), (std::vector<uint64_t>{4, 5, 6}));
 
-  FakeSubscriber future(100);
-  room.subscribe(future, 99);
+  FakeSubscriber future(room, 100);
+  room.subscribe(future.sub, 99);
   EXPECT_EQ(future.got[0], "event: reset\ndata: {\"oldest\":4,\"newest\":6}\n\n");
   EXPECT_EQ(ids(future), (std::vector<uint64_t>{4, 5, 6}));
 
-  FakeSubscriber exact(100);
-  room.subscribe(exact, 3);  // 3 is just before the oldest: nothing was lost
+  FakeSubscriber exact(room, 100);
+  room.subscribe(exact.sub, 3);  // 3 is just before the oldest: nothing was lost
   EXPECT_EQ(ids(exact), (std::vector<uint64_t>{4, 5, 6}));
   EXPECT_FALSE(exact.got[0].starts_with("event: reset"));
 }
 
 TEST(Room, FullQueueIsReportedAsSlowConsumer) {
   Room room(100);
-  FakeSubscriber s(2);
-  room.subscribe(s, std::nullopt);
+  FakeSubscriber s(room, 2);
+  room.subscribe(s.sub, std::nullopt);
   for (int i = 0; i < 3; ++i) publish(room, "m");
   EXPECT_EQ(room.stats().slow_consumers, 1u);
 }
 
-TEST(Room, NoncesLiveAsLongAsTheirMessage) {
-  Room room(2);
-  publish(room, "a", "alice\x1fn1");
-  EXPECT_EQ(room.find_nonce("alice\x1fn1"), 1u);
-  publish(room, "b");
-  publish(room, "c");  // evicts message 1
-  EXPECT_FALSE(room.find_nonce("alice\x1fn1"));
-}
-
 TEST(Room, UnsubscribeKeepsOthers) {
   Room room(10);
-  FakeSubscriber a(10), b(10), c(10);
-  room.subscribe(a, std::nullopt);
-  room.subscribe(b, std::nullopt);
-  room.subscribe(c, std::nullopt);
-  room.unsubscribe(a);
+  FakeSubscriber a(room, 10), b(room, 10), c(room, 10);
+  room.subscribe(a.sub, std::nullopt);
+  room.subscribe(b.sub, std::nullopt);
+  room.subscribe(c.sub, std::nullopt);
+  room.unsubscribe(a.sub);
   publish(room, "x");
   EXPECT_TRUE(a.got.empty());
   EXPECT_EQ(b.got.size(), 1u);

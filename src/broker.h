@@ -1,0 +1,84 @@
+// The commit step: "a POST becomes a committed message with an id" happens here and nowhere else.
+// A Broker assigns ids (64-bit, strictly increasing, never reused), de-duplicates nonces (also
+// against messages not yet durable), persists, tells the rooms about every committed message
+// through one CommitSink, and answers history reads. The routes know nothing of files.
+//
+// Both calls are asynchronous: the answer comes later, on the event loop, never from inside the
+// call (the local journal under --fsync always waits for the disk; a Redis broker waits for Redis).
+//
+//   routes --publish(draft)--> Broker --on_committed(message)--> CommitSink (room) --> streams
+//          <--PublishDone(Created|Duplicate|Unavailable) on the loop--
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "frame.h"
+
+namespace sse {
+
+// A message as posted, validated but not yet committed.
+struct Draft {
+  std::string user;
+  std::string text;
+  std::string nonce;  // "" when the POST is not idempotent
+};
+
+struct PublishResult {
+  enum class Status {
+    Created,      // committed and durable as configured: 201
+    Duplicate,    // the same user+nonce was committed before, as `id`: 200
+    Unavailable,  // storage cannot take it; nothing was acknowledged: 503
+  };
+  Status status;
+  uint64_t id = 0;
+  std::string reason;  // Unavailable: why, for a person
+};
+using PublishDone = std::function<void(const PublishResult&)>;
+
+// Kept messages, oldest first, as the frames streams were sent.
+using HistoryDone = std::function<void(std::vector<FrameRef>)>;
+
+// Where committed messages go (the room). Called on the loop, in id order, once per message.
+class CommitSink {
+ public:
+  virtual ~CommitSink() = default;
+  // `restored`: read back from storage at start-up, not newly posted.
+  virtual void on_committed(uint64_t id, const FrameRef& frame, bool restored) = 0;
+};
+
+struct BrokerStats {
+  uint64_t last_id = 0;        // newest committed id (0: none yet)
+  uint64_t storage_bytes = 0;  // journal size
+};
+
+class Broker {
+ public:
+  virtual ~Broker() = default;
+
+  // Loads what storage keeps (feeding it to the sink). False + `error` if storage is unusable.
+  virtual bool start(std::string& error) = 0;
+
+  // Commits `draft`; `done` runs later on the loop.
+  virtual void publish(Draft draft, PublishDone done) = 0;
+
+  // The first `limit` kept messages with id > `after`, or without `after` the newest `limit`.
+  virtual void read_history(std::optional<uint64_t> after, size_t limit, HistoryDone done) = 0;
+
+  // Why POSTs are refused right now (storage failed), or nullopt while it works.
+  virtual std::optional<std::string> unavailable() const = 0;
+
+  // Nothing is waiting for storage (shutdown waits until then).
+  virtual bool idle() const = 0;
+
+  // About once a second: retries failed storage, and the like.
+  virtual void tick() = 0;
+
+  virtual BrokerStats stats() const = 0;
+};
+
+}  // namespace sse

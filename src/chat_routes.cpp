@@ -1,0 +1,224 @@
+#include "chat_routes.h"
+
+#include <charconv>
+
+#include "form.h"
+#include "message.h"
+#include "sse.h"
+
+namespace sse {
+namespace {
+
+constexpr size_t kDefaultListLimit = 100;
+constexpr size_t kMaxListLimit = 1000;
+
+std::optional<uint64_t> parse_u64(std::string_view s) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+void add_security_headers(http::Response& r) {
+  r.headers.emplace_back("Content-Security-Policy", "default-src 'self'");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("Referrer-Policy", "no-referrer");
+}
+
+http::Response text_response(int status, std::string body) {
+  http::Response r;
+  r.status = status;
+  r.content_type = "text/plain; charset=utf-8";
+  r.body = std::move(body);
+  return r;
+}
+
+// The answer to a POST: 201 {"id":N} when new, 200 when its nonce was seen before, 503 when
+// storage cannot take it (never a 201 for a message that is not stored).
+http::Response publish_answer(const PublishResult& result) {
+  using Status = PublishResult::Status;
+  if (result.status == Status::Unavailable) {
+    http::Response r = http::error(
+        503, "the message could not be stored (" + result.reason + "); try again later");
+    r.headers.emplace_back("Retry-After", "2");
+    return r;
+  }
+  http::Response r;
+  r.status = result.status == Status::Created ? 201 : 200;
+  r.body = "{\"id\":" + std::to_string(result.id) + "}";
+  return r;
+}
+
+}  // namespace
+
+ChatRoutes::ChatRoutes(Broker& broker, Room& room, HttpPolicy& policy, Metrics& metrics,
+                       const std::string& static_dir, std::function<size_t()> open_connections,
+                       Reactor& reactor)
+    : broker_(broker),
+      room_(room),
+      policy_(policy),
+      metrics_(metrics),
+      static_files_(static_dir),
+      open_connections_(std::move(open_connections)),
+      reactor_(reactor),
+      started_ms_(reactor.now_ms()) {}
+
+void ChatRoutes::handle_request(Connection& conn, Request& req) {
+  policy_.identify(conn, req);
+  if (auto preflight = policy_.preflight(req)) return policy_.reply(conn, req, *preflight);
+  const std::string& path = req.path;
+  if (path == "/events") return route_events(conn, req);
+  if (path == "/messages") return route_messages(conn, req);
+  bool get_or_head = req.method == Method::Get || req.method == Method::Head;
+  if (!get_or_head) return policy_.method_not_allowed(conn, req, "GET, HEAD");
+  if (path == "/healthz") return serve_health(conn, req);
+  if (path == "/metrics") return serve_metrics(conn, req);
+  serve_static(conn, req);
+}
+
+void ChatRoutes::on_closed(Connection& conn) {
+  policy_.on_closed(conn);
+  if (conn.waiting_ticket != 0) waiting_.erase(conn.waiting_ticket);
+  conn.waiting_ticket = 0;
+}
+
+uint64_t ChatRoutes::hold(Connection& conn) {
+  uint64_t ticket = next_ticket_++;
+  waiting_[ticket] = &conn;
+  conn.waiting_ticket = ticket;
+  conn.hold();
+  return ticket;
+}
+
+void ChatRoutes::finish(uint64_t ticket, const ReplyContext& ctx, http::Response r) {
+  auto it = waiting_.find(ticket);
+  if (it == waiting_.end()) return;  // the client went away meanwhile
+  Connection& conn = *it->second;
+  waiting_.erase(it);
+  conn.waiting_ticket = 0;
+  policy_.reply(conn, ctx, std::move(r));
+  conn.release();
+}
+
+void ChatRoutes::route_events(Connection& conn, Request& req) {
+  if (!(req.method == Method::Get || req.method == Method::Head))
+    return policy_.method_not_allowed(conn, req, "GET, HEAD");
+  if (req.method == Method::Head) {
+    metrics_.count_response(200);
+    conn.send_bytes(http::kStreamHead);
+    if (!req.keep_alive) conn.finish_after_flush();
+    return;
+  }
+  if (policy_.draining()) return conn.close("draining");  // the EventSource reconnects elsewhere
+  if (auto refusal = policy_.admit_stream(conn)) return policy_.reply(conn, req, *refusal);
+  std::optional<uint64_t> last_id;
+  std::string query_id;
+  if (req.has_last_event_id) {
+    query_id = req.last_event_id;
+  } else if (auto q = form::query_value(req.query, "lastEventId")) {
+    query_id = *q;
+  }
+  if (req.has_last_event_id || !query_id.empty()) {
+    // An id this server never issued is treated as unknown: the client gets a reset, not silence.
+    last_id = parse_u64(query_id).value_or(UINT64_MAX);
+  }
+  conn.start_stream(policy_.open_stream(conn, req));
+  conn.subscribe(room_, last_id);
+}
+
+void ChatRoutes::route_messages(Connection& conn, Request& req) {
+  if (req.method == Method::Post) return post_message(conn, req);
+  if (req.method == Method::Get || req.method == Method::Head) return list_messages(conn, req);
+  policy_.method_not_allowed(conn, req, "GET, HEAD, POST");
+}
+
+void ChatRoutes::post_message(Connection& conn, Request& req) {
+  if (auto refusal = policy_.check_post(conn, req)) return policy_.reply(conn, req, *refusal);
+  PostResult decoded = decode_post(req.content_type, req.body);
+  if (auto* rejection = std::get_if<Rejection>(&decoded)) {
+    metrics_.count_rejected(rejection->status == 415 ? "unsupported_media_type"
+                                                     : "invalid_message");
+    return policy_.reply(conn, req, http::error(rejection->status, rejection->reason));
+  }
+  ChatInput& input = std::get<ChatInput>(decoded);
+  uint64_t ticket = hold(conn);
+  broker_.publish({std::move(input.user), std::move(input.text), std::move(input.nonce)},
+                  [this, ticket, ctx = policy_.context_of(req)](const PublishResult& result) {
+                    if (result.status == PublishResult::Status::Unavailable)
+                      metrics_.count_rejected("storage_unavailable");
+                    finish(ticket, ctx, publish_answer(result));
+                  });
+}
+
+void ChatRoutes::list_messages(Connection& conn, Request& req) {
+  auto pairs = form::parse(req.query);
+  if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
+  std::optional<uint64_t> since;
+  size_t limit = kDefaultListLimit;
+  for (auto& [key, value] : *pairs) {
+    if (key == "since") {
+      since = parse_u64(value);
+      if (!since)
+        return policy_.reply(conn, req,
+                             http::error(400, "since must be a message id (a whole number)"));
+    } else if (key == "limit") {
+      auto n = parse_u64(value);
+      if (!n || *n == 0)
+        return policy_.reply(conn, req,
+                             http::error(400, "limit must be a whole number from 1 to 1000"));
+      limit = std::min<uint64_t>(*n, kMaxListLimit);
+    }
+  }
+  uint64_t ticket = hold(conn);
+  broker_.read_history(since, limit,
+                       [this, ticket, ctx = policy_.context_of(req)](std::vector<FrameRef> frames) {
+                         http::Response r;
+                         r.body = "[";
+                         for (size_t i = 0; i < frames.size(); ++i) {
+                           if (i != 0) r.body += ',';
+                           r.body += frame_json(*frames[i].get());
+                         }
+                         r.body += "]";
+                         r.headers.emplace_back("Cache-Control", "no-store");
+                         finish(ticket, ctx, std::move(r));
+                       });
+}
+
+void ChatRoutes::serve_health(Connection& conn, Request& req) {
+  if (policy_.draining()) return policy_.reply(conn, req, text_response(503, "draining\n"));
+  if (auto why = broker_.unavailable())
+    return policy_.reply(conn, req, text_response(503, "storage failing: " + *why + "\n"));
+  policy_.reply(conn, req, text_response(200, "ok\n"));
+}
+
+void ChatRoutes::serve_static(Connection& conn, Request& req) {
+  auto file = static_files_.load(req.path);
+  if (!file) return policy_.reply(conn, req, http::error(404, "no such page: " + req.path));
+  http::Response r;
+  r.content_type = file->content_type;
+  r.body = std::move(file->body);
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  add_security_headers(r);
+  policy_.reply(conn, req, std::move(r));
+}
+
+void ChatRoutes::serve_metrics(Connection& conn, Request& req) {
+  BrokerStats broker = broker_.stats();
+  MetricsSnapshot s{};
+  s.open_connections = open_connections_();
+  s.sse_clients = room_.subscriber_count();
+  s.messages = room_.stats().messages;
+  s.deliveries = room_.stats().deliveries;
+  s.resets = room_.stats().resets;
+  s.last_message_id = broker.last_id;
+  s.history_size = room_.history().size();
+  s.journal_bytes = broker.storage_bytes;
+  s.storage_ok = !broker_.unavailable().has_value();
+  s.uptime_seconds = static_cast<double>(reactor_.now_ms() - started_ms_) / 1000.0;
+  http::Response r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = render_metrics(metrics_, s);
+  policy_.reply(conn, req, std::move(r));
+}
+
+}  // namespace sse

@@ -1,0 +1,56 @@
+// The chat's routes: GET /events (streams), POST and GET /messages (through the Broker), /healthz,
+// /metrics and the static page. Answers that come later (the broker's) find their connection by
+// ticket, so a client that went away meanwhile is simply skipped.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <unordered_map>
+
+#include "broker.h"
+#include "connection_registry.h"
+#include "http_policy.h"
+#include "metrics.h"
+#include "room.h"
+#include "static_files.h"
+
+namespace sse {
+
+class ChatRoutes final : public RequestHandler {
+ public:
+  ChatRoutes(Broker& broker, Room& room, HttpPolicy& policy, Metrics& metrics,
+             const std::string& static_dir, std::function<size_t()> open_connections,
+             Reactor& reactor);
+
+  void handle_request(Connection& conn, Request& req) override;
+  void on_closed(Connection& conn) override;
+
+  // Requests still waiting for the broker's answer.
+  size_t waiting() const { return waiting_.size(); }
+
+ private:
+  void route_events(Connection& conn, Request& req);
+  void route_messages(Connection& conn, Request& req);
+  void post_message(Connection& conn, Request& req);
+  void list_messages(Connection& conn, Request& req);
+  void serve_health(Connection& conn, Request& req);
+  void serve_static(Connection& conn, Request& req);
+  void serve_metrics(Connection& conn, Request& req);
+
+  // Holds `conn` until finish(ticket, …) answers it.
+  uint64_t hold(Connection& conn);
+  void finish(uint64_t ticket, const ReplyContext& ctx, http::Response r);
+
+  Broker& broker_;
+  Room& room_;
+  HttpPolicy& policy_;
+  Metrics& metrics_;
+  StaticFiles static_files_;
+  std::function<size_t()> open_connections_;
+  Reactor& reactor_;
+  int64_t started_ms_;
+  std::unordered_map<uint64_t, Connection*> waiting_;
+  uint64_t next_ticket_ = 1;
+};
+
+}  // namespace sse

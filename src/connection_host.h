@@ -1,0 +1,38 @@
+// What a Connection needs from whoever owns it, and nothing more: hand over a complete request,
+// join the writer set, be freed after the event batch, the limits, the loop (epoll interest and
+// the clock) and the counters. The owner is the ConnectionRegistry; unit tests use a fake.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "http_parser.h"
+#include "metrics.h"
+#include "reactor.h"
+
+namespace sse {
+
+class Connection;
+
+struct ConnectionSettings {
+  HttpLimits http;
+  size_t queue_frames = 1024;  // frames (responses or stream events) queued before closing
+  int64_t request_timeout_ms = 10000;
+  int64_t keepalive_timeout_ms = 60000;
+};
+
+class ConnectionHost {
+ public:
+  virtual ~ConnectionHost() = default;
+  // A complete request, in order; the host answers it now or later (hold() / release()).
+  virtual void handle_request(Connection& conn, Request& req) = 0;
+  // `conn` has output queued: flush it once after this batch of events.
+  virtual void mark_dirty(Connection& conn) = 0;
+  // `conn` closed itself: free it after this batch of events.
+  virtual void schedule_reap(Connection& conn) = 0;
+  virtual const ConnectionSettings& settings() const = 0;
+  virtual Reactor& reactor() = 0;
+  virtual Metrics& metrics() = 0;
+};
+
+}  // namespace sse

@@ -1,0 +1,158 @@
+#include "connection_registry.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "log.h"
+#include "net.h"
+
+namespace sse {
+
+class ConnectionRegistry::Listener final : public EventHandler {
+ public:
+  Listener(ConnectionRegistry& registry, int fd) : registry_(registry), fd_(fd) {}
+  ~Listener() override { ::close(fd_); }
+  void on_event(uint32_t) override { registry_.accept_ready(); }
+  int fd() const { return fd_; }
+
+ private:
+  ConnectionRegistry& registry_;
+  int fd_;
+};
+
+ConnectionRegistry::ConnectionRegistry(Reactor& reactor, Metrics& metrics,
+                                       ConnectionSettings settings, RequestHandler& handler)
+    : reactor_(reactor), metrics_(metrics), settings_(std::move(settings)), handler_(handler) {}
+
+ConnectionRegistry::~ConnectionRegistry() {
+  while (head_) {
+    Connection* c = head_;
+    head_ = c->next;
+    delete c;
+  }
+}
+
+void ConnectionRegistry::listen(int listen_fd, size_t max_connections) {
+  max_connections_ = max_connections;
+  listener_ = std::make_unique<Listener>(*this, listen_fd);
+  reactor_.add(listen_fd, EPOLLIN, listener_.get());
+  accepting_ = true;
+}
+
+void ConnectionRegistry::accept_ready() {
+  for (int i = 0; i < 128; ++i) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    int fd = accept4(listener_->fd(), reinterpret_cast<sockaddr*>(&addr), &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: stop accepting until a connection closes or a second passes;
+        // count it, do not spin.
+        metrics_.count_rejected("fd_exhausted");
+        reactor_.modify(listener_->fd(), 0, listener_.get());
+        accept_paused_ = true;
+      }
+      return;
+    }
+    if (count_ >= max_connections_) {
+      // Closing without an answer lets an EventSource retry on its own; a status would end it.
+      metrics_.count_rejected("max_connections");
+      ::close(fd);
+      continue;
+    }
+    net::set_nodelay(fd);
+    auto* conn = new Connection(*this, fd, net::ip_of(addr));
+    conn->next = head_;
+    if (head_) head_->prev = conn;
+    head_ = conn;
+    ++count_;
+    ++metrics_.connections_accepted;
+  }
+}
+
+void ConnectionRegistry::handle_request(Connection& conn, Request& req) {
+  handler_.handle_request(conn, req);
+}
+
+void ConnectionRegistry::mark_dirty(Connection& conn) {
+  if (conn.queued_for_flush || conn.closed()) return;
+  conn.queued_for_flush = true;
+  dirty_.push_back(&conn);
+}
+
+void ConnectionRegistry::schedule_reap(Connection& conn) {
+  closed_.push_back(&conn);
+}
+
+bool ConnectionRegistry::after_dispatch() {
+  flush_writers();
+  reap_closed();
+  return !dirty_.empty();
+}
+
+void ConnectionRegistry::flush_writers() {
+  flushing_.swap(dirty_);
+  for (Connection* conn : flushing_) {
+    conn->queued_for_flush = false;
+    conn->flush();
+  }
+  flushing_.clear();
+}
+
+void ConnectionRegistry::reap_closed() {
+  if (closed_.empty()) return;
+  std::erase_if(dirty_, [](Connection* c) {
+    if (!c->closed()) return false;
+    c->queued_for_flush = false;
+    return true;
+  });
+  for (Connection* conn : closed_) {
+    handler_.on_closed(*conn);
+    if (conn->prev)
+      conn->prev->next = conn->next;
+    else
+      head_ = conn->next;
+    if (conn->next) conn->next->prev = conn->prev;
+    --count_;
+    log::debug("connection closed", "peer", conn->peer().to_string(), "reason",
+               conn->close_reason());
+    delete conn;  // its subscriptions leave their rooms
+  }
+  closed_.clear();
+  resume_accepting();
+}
+
+void ConnectionRegistry::resume_accepting() {
+  if (!accept_paused_ || !accepting_) return;
+  accept_paused_ = false;
+  reactor_.modify(listener_->fd(), EPOLLIN, listener_.get());
+}
+
+void ConnectionRegistry::tick() {
+  int64_t now = reactor_.now_ms();
+  for (Connection* c = head_; c; c = c->next) c->check_timeouts(now);
+  resume_accepting();  // after EMFILE: try again each second, even if no connection closed
+}
+
+void ConnectionRegistry::for_each(const std::function<void(Connection&)>& visit) {
+  for (Connection* c = head_; c; c = c->next) visit(*c);
+}
+
+void ConnectionRegistry::stop_accepting_and_drain() {
+  if (accepting_ && listener_) reactor_.remove(listener_->fd());
+  accepting_ = false;
+  for (Connection* c = head_; c; c = c->next) c->drain();
+}
+
+bool ConnectionRegistry::all_finished() const {
+  for (Connection* c = head_; c; c = c->next)
+    if (c->state() != Connection::State::Lingering && !c->closed()) return false;
+  return true;
+}
+
+}  // namespace sse

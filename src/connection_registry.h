@@ -1,0 +1,81 @@
+// Every open connection: the listener that accepts them, the list that owns them, the writer set
+// (connections with queued output, flushed once per loop iteration), reaping after each batch of
+// events, and the once-a-second timeouts. Hands complete requests to a RequestHandler; knows
+// nothing of routes or chat.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "connection.h"
+#include "connection_host.h"
+#include "metrics.h"
+#include "reactor.h"
+
+namespace sse {
+
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  virtual void handle_request(Connection& conn, Request& req) = 0;
+  // `conn` is about to be freed: drop every reference to it.
+  virtual void on_closed(Connection& conn) = 0;
+};
+
+class ConnectionRegistry final : public ConnectionHost {
+ public:
+  ConnectionRegistry(Reactor& reactor, Metrics& metrics, ConnectionSettings settings,
+                     RequestHandler& handler);
+  ~ConnectionRegistry() override;
+
+  // Accepts on `listen_fd` (non-blocking, owned from now on); at most `max_connections` open.
+  void listen(int listen_fd, size_t max_connections);
+
+  // ConnectionHost.
+  void handle_request(Connection& conn, Request& req) override;
+  void mark_dirty(Connection& conn) override;
+  void schedule_reap(Connection& conn) override;
+  const ConnectionSettings& settings() const override { return settings_; }
+  Reactor& reactor() override { return reactor_; }
+  Metrics& metrics() override { return metrics_; }
+
+  // After each batch of events: flush the writer set, free closed connections. True when
+  // connections still have output for the next iteration.
+  bool after_dispatch();
+  // About once a second: request and keep-alive timeouts; accepting again after EMFILE.
+  void tick();
+  void for_each(const std::function<void(Connection&)>& visit);
+
+  // Shutdown: stop accepting, let every connection finish (see Connection::drain()).
+  void stop_accepting_and_drain();
+  // Every connection is closed or lingering (only waiting for its peer's FIN).
+  bool all_finished() const;
+  size_t size() const { return count_; }
+
+ private:
+  class Listener;
+  void accept_ready();
+  void flush_writers();
+  void reap_closed();
+  void resume_accepting();
+
+  Reactor& reactor_;
+  Metrics& metrics_;
+  ConnectionSettings settings_;
+  RequestHandler& handler_;
+  std::unique_ptr<Listener> listener_;
+  size_t max_connections_ = 0;
+  bool accept_paused_ = false;
+  bool accepting_ = false;
+
+  Connection* head_ = nullptr;  // intrusive list of every open connection
+  size_t count_ = 0;
+  std::vector<Connection*> dirty_;
+  std::vector<Connection*> flushing_;
+  std::vector<Connection*> closed_;
+};
+
+}  // namespace sse

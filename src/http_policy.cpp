@@ -1,0 +1,182 @@
+#include "http_policy.h"
+
+#include "log.h"
+#include "sse.h"
+
+namespace sse {
+namespace {
+
+bool constant_time_equals(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+// "http://host:port" -> "host:port"
+std::string_view origin_authority(std::string_view origin) {
+  size_t scheme = origin.find("://");
+  return scheme == std::string_view::npos ? std::string_view{} : origin.substr(scheme + 3);
+}
+
+std::vector<Cidr> parse_trusted(const std::vector<std::string>& texts) {
+  std::vector<Cidr> out;
+  for (const std::string& text : texts)
+    if (auto cidr = parse_cidr(text)) out.push_back(*cidr);
+  return out;
+}
+
+http::Response too_many(std::string_view reason, uint32_t retry_after_s) {
+  http::Response r = http::error(429, reason);
+  r.headers.emplace_back("Retry-After", std::to_string(retry_after_s));
+  return r;
+}
+
+}  // namespace
+
+HttpPolicy::HttpPolicy(const Config& config, Reactor& reactor, Metrics& metrics)
+    : config_(config),
+      reactor_(reactor),
+      metrics_(metrics),
+      limits_(config.post_rate, config.post_burst, config.subscribe_rate, config.subscribe_burst,
+              config.max_streams_per_ip, parse_trusted(config.trusted_proxies)) {
+  rng_state_ = static_cast<uint64_t>(wall_clock_ms()) * 0x9E3779B97F4A7C15ull | 1;
+}
+
+bool HttpPolicy::validate(std::string& error) const {
+  for (const std::string& text : config_.trusted_proxies) {
+    if (!parse_cidr(text)) {
+      error = "bad --trusted-proxy: " + text;
+      return false;
+    }
+  }
+  return true;
+}
+
+void HttpPolicy::identify(Connection& conn, const Request& req) const {
+  conn.client_ip = limits_.client_ip(conn.peer(), req.forwarded_for, req.forwarded);
+}
+
+ReplyContext HttpPolicy::context_of(const Request& req) const {
+  return {req.method_name, req.path, req.keep_alive, req.method == Method::Head,
+          !config_.cors_origin.empty() && req.origin == config_.cors_origin};
+}
+
+void HttpPolicy::reply(Connection& conn, const Request& req, http::Response r) {
+  reply(conn, context_of(req), std::move(r));
+}
+
+void HttpPolicy::reply(Connection& conn, const ReplyContext& ctx, http::Response r) {
+  if (!ctx.keep_alive || draining_) r.close = true;
+  if (ctx.head) r.head_only = true;
+  if (ctx.cors) {
+    r.headers.emplace_back("Access-Control-Allow-Origin", config_.cors_origin);
+    r.headers.emplace_back("Access-Control-Allow-Credentials", "true");
+    r.headers.emplace_back("Vary", "Origin");
+  }
+  metrics_.count_response(r.status);
+  log_access(conn.client_ip, ctx.method, ctx.path, r.status, r.body.size());
+  conn.respond(r);
+}
+
+void HttpPolicy::log_access(const net::IpAddress& client, std::string_view method,
+                            std::string_view path, int status, size_t bytes) {
+  if (!log::access_enabled()) return;
+  std::string line = "client=" + client.to_string() + " method=" + std::string(method) +
+                     " path=" + log::quote(path) + " status=" + std::to_string(status) +
+                     " bytes=" + std::to_string(bytes);
+  log::access(line);
+}
+
+void HttpPolicy::method_not_allowed(Connection& conn, const Request& req, std::string_view allow) {
+  http::Response r = http::error(
+      405, "method " + req.method_name + " is not allowed here; use " + std::string(allow));
+  r.headers.emplace_back("Allow", std::string(allow));
+  reply(conn, req, std::move(r));
+}
+
+std::optional<http::Response> HttpPolicy::preflight(const Request& req) const {
+  if (req.method_name != "OPTIONS" || config_.cors_origin.empty() ||
+      req.origin != config_.cors_origin)
+    return std::nullopt;
+  http::Response r;
+  r.status = 204;
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST");
+  r.headers.emplace_back("Access-Control-Allow-Headers",
+                         "Content-Type, Authorization, Last-Event-ID");
+  r.headers.emplace_back("Access-Control-Max-Age", "600");
+  return r;
+}
+
+std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Request& req) {
+  if (!req.origin.empty() && req.origin != config_.cors_origin &&
+      origin_authority(req.origin) != req.host) {
+    metrics_.count_rejected("cross_origin");
+    return http::error(403, "posting from another site is not allowed");
+  }
+  if (!config_.publish_token.empty()) {
+    std::string_view auth = req.authorization;
+    if (!auth.starts_with("Bearer ") ||
+        !constant_time_equals(auth.substr(7), config_.publish_token)) {
+      metrics_.count_rejected("unauthorized");
+      http::Response r = http::error(401, "a valid publish token is required");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return r;
+    }
+  }
+  uint32_t retry_after = 0;
+  if (!limits_.posts.take(conn.client_ip, reactor_.now_ms(), retry_after)) {
+    metrics_.count_rejected("post_rate");
+    return too_many("you are sending messages too fast; wait a moment", retry_after);
+  }
+  return std::nullopt;
+}
+
+std::optional<http::Response> HttpPolicy::admit_stream(Connection& conn) {
+  uint32_t retry_after = 0;
+  if (!limits_.subscribes.take(conn.client_ip, reactor_.now_ms(), retry_after)) {
+    metrics_.count_rejected("subscribe_rate");
+    return too_many("too many new streams from your address; retry later", retry_after);
+  }
+  if (!limits_.streams.acquire(conn.client_ip)) {
+    metrics_.count_rejected("streams_per_ip");
+    return http::error(429, "too many open streams from your address");
+  }
+  conn.counted_stream = true;
+  return std::nullopt;
+}
+
+std::string HttpPolicy::open_stream(Connection& conn, const Request& req) {
+  std::string opening(http::kStreamHead);
+  if (context_of(req).cors) {
+    opening.insert(opening.size() - 2,
+                   "Access-Control-Allow-Origin: " + config_.cors_origin +
+                       "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
+  }
+  opening += retry_event(retry_with_jitter());
+  metrics_.count_response(200);
+  log_access(conn.client_ip, req.method_name, req.path, 200, 0);
+  return opening;
+}
+
+uint32_t HttpPolicy::retry_with_jitter() {
+  // xorshift: spread reconnects over retry .. retry * 1.5 so a restart is not a stampede.
+  rng_state_ ^= rng_state_ << 13;
+  rng_state_ ^= rng_state_ >> 7;
+  rng_state_ ^= rng_state_ << 17;
+  uint32_t spread = config_.retry_ms / 2 + 1;
+  return config_.retry_ms + static_cast<uint32_t>(rng_state_ % spread);
+}
+
+void HttpPolicy::on_closed(Connection& conn) {
+  if (conn.counted_stream) limits_.streams.release(conn.client_ip);
+  conn.counted_stream = false;
+}
+
+void HttpPolicy::prune() {
+  int64_t now = reactor_.now_ms();
+  limits_.posts.prune(now);
+  limits_.subscribes.prune(now);
+}
+
+}  // namespace sse

@@ -1,0 +1,75 @@
+// HTTP policy that every route shares: how an answer goes out (keep-alive and close, HEAD, CORS,
+// counters, access log), who the client is (trusted proxies), and what a client may do (same-site
+// POSTs, the publish token, rate limits, streams per address). Knows nothing of chat.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "client_limits.h"
+#include "config.h"
+#include "connection.h"
+#include "http_parser.h"
+#include "http_response.h"
+#include "metrics.h"
+#include "reactor.h"
+
+namespace sse {
+
+// What an answer needs to know of the request it answers, kept while the answer is pending.
+struct ReplyContext {
+  std::string method;
+  std::string path;
+  bool keep_alive;
+  bool head;
+  bool cors;  // the request came from the --cors-origin
+};
+
+class HttpPolicy {
+ public:
+  HttpPolicy(const Config& config, Reactor& reactor, Metrics& metrics);
+
+  // Checks what start-up must refuse (a malformed --trusted-proxy).
+  bool validate(std::string& error) const;
+  void set_draining() { draining_ = true; }
+  bool draining() const { return draining_; }
+
+  // Sets conn.client_ip for this request (the peer, or the forwarded address of a trusted proxy).
+  void identify(Connection& conn, const Request& req) const;
+
+  ReplyContext context_of(const Request& req) const;
+  // Every answer goes out here: close and HEAD rules, CORS, counters, access log.
+  void reply(Connection& conn, const ReplyContext& ctx, http::Response r);
+  void reply(Connection& conn, const Request& req, http::Response r);
+  void method_not_allowed(Connection& conn, const Request& req, std::string_view allow);
+
+  // The answer to a CORS preflight from --cors-origin, or nullopt when this is not one.
+  std::optional<http::Response> preflight(const Request& req) const;
+  // Why this POST may not go on (403, 401, 429), or nullopt.
+  std::optional<http::Response> check_post(Connection& conn, const Request& req);
+  // Why this stream may not open (429), or nullopt; on success the connection holds one of its
+  // address's stream slots until on_closed().
+  std::optional<http::Response> admit_stream(Connection& conn);
+  // The response head, CORS headers and retry field that open a stream; counted and logged.
+  std::string open_stream(Connection& conn, const Request& req);
+
+  void on_closed(Connection& conn);
+  // Forgets rate buckets that have refilled.
+  void prune();
+
+ private:
+  void log_access(const net::IpAddress& client, std::string_view method, std::string_view path,
+                  int status, size_t bytes);
+  uint32_t retry_with_jitter();
+
+  const Config& config_;
+  Reactor& reactor_;
+  Metrics& metrics_;
+  ClientLimits limits_;
+  bool draining_ = false;
+  uint64_t rng_state_;
+};
+
+}  // namespace sse

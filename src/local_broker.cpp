@@ -1,0 +1,222 @@
+#include "local_broker.h"
+
+#include <algorithm>
+
+#include "log.h"
+#include "sse.h"
+
+namespace sse {
+
+LocalBrokerOptions local_broker_options(const Config& config) {
+  LocalBrokerOptions o;
+  o.journal = config.journal;
+  o.data_dir = config.data_dir;
+  o.fsync = config.fsync;
+  o.journal_max_bytes = config.journal_max_bytes;
+  o.history = config.history;
+  return o;
+}
+
+class LocalBroker::JournalWatcher final : public EventHandler {
+ public:
+  explicit JournalWatcher(LocalBroker& broker) : broker_(broker) {}
+  void on_event(uint32_t) override { broker_.on_journal_notice(); }
+
+ private:
+  LocalBroker& broker_;
+};
+
+LocalBroker::LocalBroker(Reactor& reactor, CommitSink& sink, LocalBrokerOptions options)
+    : reactor_(reactor), sink_(sink), options_(std::move(options)) {}
+
+LocalBroker::~LocalBroker() {
+  if (journal_ && journal_->notify_fd() >= 0) reactor_.remove(journal_->notify_fd());
+}
+
+bool LocalBroker::start(std::string& error) {
+  if (!options_.journal) return true;
+  JournalLoad load;
+  Journal::Options jo{options_.data_dir, options_.fsync, options_.io};
+  journal_ = Journal::open(
+      jo,
+      [this](JournalRecord&& r) {
+        next_id_ = r.id + 1;
+        commit({r.id, std::move(r.nonce_key), message_frame(r.id, r.json)}, true);
+      },
+      load, error);
+  if (!journal_) return false;
+  for (const std::string& w : load.warnings) log::warn(w, "data_dir", options_.data_dir);
+  log::info("journal loaded", "records", load.records, "last_id", load.last_id, "data_dir",
+            options_.data_dir);
+  compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
+  if (journal_->notify_fd() >= 0) {
+    watcher_ = std::make_unique<JournalWatcher>(*this);
+    reactor_.add(journal_->notify_fd(), EPOLLIN, watcher_.get());
+  }
+  return true;
+}
+
+void LocalBroker::answer(PublishDone done, PublishResult result) {
+  reactor_.defer([done = std::move(done), result = std::move(result)] { done(result); });
+}
+
+// A nonce seen before: answer with the original id, once that message is durable.
+bool LocalBroker::join_duplicate(const std::string& nonce_key, PublishDone& done) {
+  auto it = nonces_.find(nonce_key);
+  if (it == nonces_.end()) return false;
+  uint64_t id = it->second;
+  if (id > last_committed_) {
+    for (Pending& p : pending_) {
+      if (p.message.id != id) continue;
+      p.waiting.push_back(std::move(done));
+      return true;
+    }
+  }
+  answer(std::move(done), {PublishResult::Status::Duplicate, id, {}});
+  return true;
+}
+
+void LocalBroker::publish(Draft draft, PublishDone done) {
+  if (!failure_.empty()) {
+    return answer(std::move(done), {PublishResult::Status::Unavailable, 0, failure_});
+  }
+  std::string nonce_key = draft.nonce.empty() ? std::string() : draft.user + '\x1f' + draft.nonce;
+  if (!nonce_key.empty() && join_duplicate(nonce_key, done)) return;
+  // An id is used up once a write was tried: a failed write may still have left its record.
+  uint64_t id = next_id_++;
+  std::string json = message_json({id, draft.user, draft.text, wall_clock_ms()});
+  Kept message{id, std::move(nonce_key), message_frame(id, json)};
+  if (journal_) {
+    uint64_t seq = 0;
+    std::string error;
+    if (!journal_->append({id, message.nonce_key, json}, seq, error)) {
+      fail(error);
+      return answer(std::move(done), {PublishResult::Status::Unavailable, 0, failure_});
+    }
+    if (journal_->policy() == FsyncPolicy::Always) {
+      // Acknowledged and broadcast only once the record is on disk.
+      if (!message.nonce_key.empty()) nonces_[message.nonce_key] = id;
+      Pending pending{seq, std::move(message), {}};
+      pending.waiting.push_back(std::move(done));
+      pending_.push_back(std::move(pending));
+      return;
+    }
+  }
+  commit(std::move(message), false);
+  answer(std::move(done), {PublishResult::Status::Created, id, {}});
+  compact_if_needed();
+}
+
+void LocalBroker::commit(Kept message, bool restored) {
+  last_committed_ = message.id;
+  if (!message.nonce_key.empty()) nonces_[message.nonce_key] = message.id;
+  sink_.on_committed(message.id, message.frame, restored);
+  window_.push_back(std::move(message));
+  while (window_.size() > options_.history) {
+    auto it = nonces_.find(window_.front().nonce_key);
+    if (it != nonces_.end() && it->second == window_.front().id) nonces_.erase(it);
+    window_.pop_front();
+  }
+}
+
+void LocalBroker::on_journal_notice() {
+  journal_->drain_notifications();
+  uint64_t durable = journal_->durable_seq();
+  bool committed = false;
+  while (!pending_.empty() && pending_.front().seq <= durable) {
+    Pending p = std::move(pending_.front());
+    pending_.pop_front();
+    uint64_t id = p.message.id;
+    commit(std::move(p.message), false);
+    for (size_t i = 0; i < p.waiting.size(); ++i) {
+      auto status = i == 0 ? PublishResult::Status::Created : PublishResult::Status::Duplicate;
+      answer(std::move(p.waiting[i]), {status, id, {}});
+    }
+    committed = true;
+  }
+  if (auto error = journal_->sync_error()) return fail(*error);
+  if (committed) compact_if_needed();
+}
+
+// Refuses from now on, and answers every POST still waiting for the disk with the reason.
+void LocalBroker::fail(const std::string& reason) {
+  if (failure_.empty())
+    log::error("journal failed; POSTs are refused until it recovers", "error", reason);
+  failure_ = reason;
+  for (Pending& p : pending_) {
+    auto it = nonces_.find(p.message.nonce_key);
+    if (it != nonces_.end() && it->second == p.message.id) nonces_.erase(it);
+    for (PublishDone& done : p.waiting)
+      answer(std::move(done), {PublishResult::Status::Unavailable, 0, reason});
+  }
+  pending_.clear();
+}
+
+void LocalBroker::tick() {
+  if (journal_ && failure_.empty()) {
+    if (auto error = journal_->sync_error()) fail(*error);
+  }
+  if (!failure_.empty()) try_recover();
+}
+
+// The messages in memory are everything the journal must hold: writing them to a fresh file and
+// syncing it and the directory makes storage whole again, whatever failed.
+void LocalBroker::try_recover() {
+  if (!journal_) return;
+  std::string error;
+  if (!journal_->recover(window_records(), error)) {
+    log::debug("journal still failing", "error", error);
+    return;
+  }
+  log::info("journal recovered; POSTs are accepted again", "records", window_.size(), "was",
+            failure_);
+  failure_.clear();
+  compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
+}
+
+void LocalBroker::compact_if_needed() {
+  if (!journal_ || !failure_.empty() || journal_->size_bytes() <= compact_at_) return;
+  std::string error;
+  if (!journal_->rewrite(window_records(), journal_->policy() == FsyncPolicy::Always, error))
+    return fail("journal compaction failed: " + error);
+  compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
+}
+
+std::vector<JournalRecord> LocalBroker::window_records() const {
+  std::vector<JournalRecord> records;
+  records.reserve(window_.size() + pending_.size());
+  for (const Kept& k : window_)
+    records.push_back({k.id, k.nonce_key, std::string(frame_json(*k.frame.get()))});
+  for (const Pending& p : pending_) {
+    const Kept& k = p.message;
+    records.push_back({k.id, k.nonce_key, std::string(frame_json(*k.frame.get()))});
+  }
+  return records;
+}
+
+void LocalBroker::read_history(std::optional<uint64_t> after, size_t limit, HistoryDone done) {
+  size_t begin = window_.size() - std::min(limit, window_.size());
+  if (after) {
+    // The first kept id above `after`; nothing lies above the largest id.
+    auto it = std::upper_bound(window_.begin(), window_.end(), *after,
+                               [](uint64_t want, const Kept& k) { return want < k.id; });
+    begin = static_cast<size_t>(it - window_.begin());
+  }
+  size_t end = std::min(window_.size(), begin + limit);
+  std::vector<FrameRef> frames;
+  frames.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) frames.push_back(window_[i].frame);
+  reactor_.defer(
+      [done = std::move(done), frames = std::move(frames)]() mutable { done(std::move(frames)); });
+}
+
+std::optional<std::string> LocalBroker::unavailable() const {
+  if (failure_.empty()) return std::nullopt;
+  return failure_;
+}
+
+BrokerStats LocalBroker::stats() const {
+  return {last_committed_, journal_ ? journal_->size_bytes() : 0};
+}
+
+}  // namespace sse

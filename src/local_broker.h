@@ -1,0 +1,85 @@
+// The embedded Broker: ids, nonces and history in memory, made durable by the local journal
+// (--data-dir); or memory only with --no-journal.
+//
+// A storage error is never acknowledged: a failed write, sync, compaction or recovery puts the
+// broker in a failed state where every publish answers Unavailable (503) with the reason, until a
+// recovery (tried once a second from tick()) rewrites the journal from the messages in memory and
+// syncs it. Messages acknowledged before the failure stay readable and survive a restart.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "broker.h"
+#include "config.h"
+#include "journal.h"
+#include "reactor.h"
+
+namespace sse {
+
+struct LocalBrokerOptions {
+  bool journal = true;
+  std::string data_dir;
+  FsyncPolicy fsync = FsyncPolicy::EverySec;
+  uint64_t journal_max_bytes = 64ull << 20;
+  size_t history = 10000;   // messages kept (and de-duplicated by nonce)
+  JournalIo* io = nullptr;  // tests inject disk failures here
+};
+
+LocalBrokerOptions local_broker_options(const Config& config);
+
+class LocalBroker final : public Broker {
+ public:
+  LocalBroker(Reactor& reactor, CommitSink& sink, LocalBrokerOptions options);
+  ~LocalBroker() override;
+
+  bool start(std::string& error) override;
+  void publish(Draft draft, PublishDone done) override;
+  void read_history(std::optional<uint64_t> after, size_t limit, HistoryDone done) override;
+  std::optional<std::string> unavailable() const override;
+  bool idle() const override { return pending_.empty(); }
+  void tick() override;
+  BrokerStats stats() const override;
+
+ private:
+  class JournalWatcher;
+  struct Kept {
+    uint64_t id;
+    std::string nonce_key;
+    FrameRef frame;
+  };
+  // Written to the journal, waiting for the disk (--fsync always); `waiting` are the POSTs to
+  // answer once it is there: the first one's, then duplicates that arrived meanwhile.
+  struct Pending {
+    uint64_t seq;
+    Kept message;
+    std::vector<PublishDone> waiting;
+  };
+
+  void answer(PublishDone done, PublishResult result);
+  bool join_duplicate(const std::string& nonce_key, PublishDone& done);
+  void commit(Kept message, bool restored);
+  void on_journal_notice();
+  void fail(const std::string& reason);
+  void try_recover();
+  void compact_if_needed();
+  std::vector<JournalRecord> window_records() const;
+
+  Reactor& reactor_;
+  CommitSink& sink_;
+  LocalBrokerOptions options_;
+  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<JournalWatcher> watcher_;
+  std::deque<Kept> window_;      // the newest `history` committed messages, ids ascending
+  std::deque<Pending> pending_;  // ids ascending, all above window_'s
+  std::unordered_map<std::string, uint64_t> nonces_;  // of window_ and pending_
+  uint64_t next_id_ = 1;
+  uint64_t last_committed_ = 0;
+  uint64_t compact_at_ = 0;
+  std::string failure_;  // empty while storage works
+};
+
+}  // namespace sse

@@ -1,0 +1,266 @@
+// Connection against a fake owner (no server, no broker): real sockets (a socketpair), a real
+// Reactor for epoll interest, and the test playing the writer set by calling flush itself.
+#include "connection.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+using sse::Connection;
+using sse::Request;
+
+namespace {
+
+class FakeHost : public sse::ConnectionHost {
+ public:
+  FakeHost() { settings_.queue_frames = 64; }
+
+  void handle_request(Connection& conn, Request& req) override {
+    handled.push_back(req.path);
+    if (hold_next) {
+      hold_next = false;
+      conn.hold();
+      return;
+    }
+    respond(conn, req.path, !req.keep_alive);
+  }
+  void mark_dirty(Connection& conn) override {
+    for (Connection* c : dirty)
+      if (c == &conn) return;
+    dirty.push_back(&conn);
+  }
+  void schedule_reap(Connection& conn) override { reaped.push_back(&conn); }
+  const sse::ConnectionSettings& settings() const override { return settings_; }
+  sse::Reactor& reactor() override { return reactor_; }
+  sse::Metrics& metrics() override { return metrics_; }
+
+  static void respond(Connection& conn, const std::string& body, bool close) {
+    sse::http::Response r;
+    r.content_type = "text/plain";
+    r.body = body;
+    r.close = close;
+    conn.respond(r);
+  }
+  // The writer set's job: flush every connection with queued output once.
+  void flush_writers() {
+    std::vector<Connection*> batch;
+    batch.swap(dirty);
+    for (Connection* c : batch) c->flush();
+  }
+
+  sse::ConnectionSettings settings_;
+  sse::Reactor reactor_;
+  sse::Metrics metrics_;
+  std::vector<std::string> handled;
+  std::vector<Connection*> dirty;
+  std::vector<Connection*> reaped;
+  bool hold_next = false;
+};
+
+// One connection on one end of a socketpair; the test is the client on the other end.
+struct Pair {
+  explicit Pair(FakeHost& host) {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    client = fds[1];
+    conn = new Connection(host, fds[0], sse::net::IpAddress{});
+  }
+  ~Pair() {
+    delete conn;
+    ::close(client);
+  }
+  void send(const std::string& bytes) {
+    ASSERT_EQ(::write(client, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  }
+  // Everything the connection has written so far ("" when nothing).
+  std::string received() {
+    std::string out;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(client, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    peer_closed = peer_closed || n == 0;
+    return out;
+  }
+  Connection* conn;
+  int client;
+  bool peer_closed = false;
+};
+
+std::string get(const std::string& path, bool close = false) {
+  return "GET " + path + " HTTP/1.1\r\nHost: x\r\n" + (close ? "Connection: close\r\n" : "") +
+         "\r\n";
+}
+
+// The bodies of the responses in `wire`, in order.
+std::vector<std::string> bodies(const std::string& wire) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = wire.find("Content-Length: ", pos)) != std::string::npos) {
+    size_t len = std::stoul(wire.substr(pos + 16));
+    size_t start = wire.find("\r\n\r\n", pos) + 4;
+    out.push_back(wire.substr(start, len));
+    pos = start + len;
+  }
+  return out;
+}
+
+using Paths = std::vector<std::string>;
+
+}  // namespace
+
+TEST(Connection, PipelinedRequestsAreAnsweredInOrder) {
+  FakeHost host;
+  Pair p(host);
+  p.send(get("/a") + get("/b") + get("/c"));
+  p.conn->on_event(EPOLLIN);
+  EXPECT_EQ(host.handled, (Paths{"/a", "/b", "/c"}));
+  host.flush_writers();
+  EXPECT_EQ(bodies(p.received()), (Paths{"/a", "/b", "/c"}));
+}
+
+TEST(Connection, EverySplitOfTwoPipelinedRequestsGivesTheSameAnswers) {
+  std::string wire = get("/first") + get("/second");
+  for (size_t cut = 1; cut < wire.size(); ++cut) {
+    FakeHost host;
+    Pair p(host);
+    p.send(wire.substr(0, cut));
+    p.conn->on_event(EPOLLIN);
+    p.send(wire.substr(cut));
+    p.conn->on_event(EPOLLIN);
+    host.flush_writers();
+    EXPECT_EQ(bodies(p.received()), (Paths{"/first", "/second"})) << "cut at " << cut;
+  }
+}
+
+TEST(Connection, HeldRequestPausesTheNextUntilReleased) {
+  FakeHost host;
+  Pair p(host);
+  host.hold_next = true;
+  p.send(get("/slow") + get("/next") + get("/last"));
+  p.conn->on_event(EPOLLIN);
+  EXPECT_EQ(host.handled, (Paths{"/slow"}));  // the others wait: answers must stay in order
+  p.send(get("/later"));
+  p.conn->on_event(EPOLLIN);  // bytes arriving while held are kept, not parsed
+  EXPECT_EQ(host.handled, (Paths{"/slow"}));
+  FakeHost::respond(*p.conn, "/slow", false);
+  p.conn->release();
+  EXPECT_EQ(host.handled, (Paths{"/slow", "/next", "/last", "/later"}));
+  host.flush_writers();
+  EXPECT_EQ(bodies(p.received()), (Paths{"/slow", "/next", "/last", "/later"}));
+}
+
+TEST(Connection, ReadingPausesWhileManyAnswersAreUnsent) {
+  FakeHost host;
+  Pair p(host);
+  std::string wire;
+  for (int i = 0; i < 40; ++i) wire += get("/" + std::to_string(i));
+  p.send(wire);
+  p.conn->on_event(EPOLLIN);
+  size_t first_round = host.handled.size();
+  EXPECT_LT(first_round, 40u);  // a client that never reads cannot make the queue grow
+  EXPECT_GT(first_round, 0u);
+  std::string got;
+  for (int round = 0; round < 10 && host.handled.size() < 40; ++round) {
+    host.flush_writers();  // the queue drains, parsing resumes
+    got += p.received();
+  }
+  host.flush_writers();
+  got += p.received();
+  std::vector<std::string> want;
+  for (int i = 0; i < 40; ++i) want.push_back("/" + std::to_string(i));
+  EXPECT_EQ(bodies(got), want);
+}
+
+TEST(Connection, HalfClosedPeerStillGetsEveryAnswer) {
+  FakeHost host;
+  Pair p(host);
+  std::string wire;
+  for (int i = 0; i < 100; ++i) wire += get("/" + std::to_string(i));
+  p.send(wire);
+  ASSERT_EQ(::shutdown(p.client, SHUT_WR), 0);
+  std::string got;
+  for (int round = 0; round < 50 && !p.conn->closed(); ++round) {
+    p.conn->on_event(EPOLLIN | EPOLLRDHUP);
+    host.flush_writers();
+    got += p.received();
+  }
+  std::vector<std::string> want;
+  for (int i = 0; i < 100; ++i) want.push_back("/" + std::to_string(i));
+  EXPECT_EQ(bodies(got), want);
+  EXPECT_TRUE(p.conn->closed());  // once every answer is written
+}
+
+TEST(Connection, FullStreamQueueClosesTheSlowConsumer) {
+  FakeHost host;
+  host.settings_.queue_frames = 4;
+  Pair p(host);
+  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  sse::FrameRef frame("data: x\n\n");
+  int accepted = 0;
+  while (p.conn->deliver(frame)) ++accepted;
+  EXPECT_EQ(accepted, 3);  // the head took one of the four slots
+  EXPECT_TRUE(p.conn->closed());
+  EXPECT_EQ(host.metrics_.slow_consumers, 1u);
+  EXPECT_EQ(host.reaped.size(), 1u);
+}
+
+TEST(Connection, TooManyUnansweredRequestsCloseTheConnection) {
+  FakeHost host;
+  host.settings_.queue_frames = 4;  // fewer slots than the pipeline depth
+  Pair p(host);
+  std::string wire;
+  for (int i = 0; i < 10; ++i) wire += get("/" + std::to_string(i));
+  p.send(wire);
+  p.conn->on_event(EPOLLIN);
+  EXPECT_TRUE(p.conn->closed());
+  EXPECT_EQ(p.conn->close_reason(), "output queue full");
+}
+
+TEST(Connection, LingersAfterCloseThenTimesOut) {
+  FakeHost host;
+  Pair p(host);
+  p.send(get("/bye", /*close=*/true) + get("/ignored"));
+  p.conn->on_event(EPOLLIN);
+  EXPECT_EQ(host.handled, (Paths{"/bye"}));
+  host.flush_writers();
+  EXPECT_EQ(bodies(p.received()), (Paths{"/bye"}));
+  EXPECT_EQ(p.conn->state(), Connection::State::Lingering);
+  EXPECT_TRUE(p.peer_closed);  // our side is shut down for writing
+  p.send("more bytes are read and dropped");
+  p.conn->on_event(EPOLLIN);
+  EXPECT_EQ(p.conn->state(), Connection::State::Lingering);
+  p.conn->check_timeouts(host.reactor_.now_ms() + 1000);
+  EXPECT_FALSE(p.conn->closed());
+  p.conn->check_timeouts(host.reactor_.now_ms() + 60000);
+  EXPECT_TRUE(p.conn->closed());
+}
+
+TEST(Connection, LingeringEndsWhenThePeerCloses) {
+  FakeHost host;
+  Pair p(host);
+  p.send(get("/bye", /*close=*/true));
+  p.conn->on_event(EPOLLIN);
+  host.flush_writers();
+  ASSERT_EQ(p.conn->state(), Connection::State::Lingering);
+  ::shutdown(p.client, SHUT_WR);
+  p.conn->on_event(EPOLLIN);
+  EXPECT_TRUE(p.conn->closed());
+}
+
+TEST(Connection, IdleKeepAliveTimesOutButARequestInProgressGets408) {
+  FakeHost host;
+  Pair idle(host);
+  idle.conn->check_timeouts(host.reactor_.now_ms() + host.settings_.keepalive_timeout_ms + 1);
+  EXPECT_TRUE(idle.conn->closed());
+
+  Pair slow(host);
+  slow.send("GET /half HTTP/1.1\r\nHo");
+  slow.conn->on_event(EPOLLIN);
+  slow.conn->check_timeouts(host.reactor_.now_ms() + host.settings_.request_timeout_ms + 1);
+  host.flush_writers();
+  EXPECT_NE(slow.received().find("HTTP/1.1 408"), std::string::npos);
+}

@@ -1,0 +1,107 @@
+// The delivery guarantee when storage misbehaves, over real sockets against the real binary: a
+// removed data directory, the same nonce racing the disk, ids at the top of the range. (Disk
+// failures that need injection, such as EIO from fdatasync, are driven in local_broker_test.)
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "test_server.h"
+
+using namespace testing_support;
+
+namespace {
+
+std::vector<uint64_t> kept_ids(uint16_t port) {
+  Client c(port);
+  auto r = c.get("/messages?since=0&limit=1000");
+  std::vector<uint64_t> ids;
+  if (!r || r->status != 200) return ids;
+  size_t p = 0;
+  while ((p = r->body.find("{\"id\":", p)) != std::string::npos) {
+    p += 6;
+    ids.push_back(std::strtoull(r->body.c_str() + p, nullptr, 10));
+  }
+  return ids;
+}
+
+std::string post_body(const std::string& text, const std::string& nonce = "") {
+  std::string body = "{\"user\":\"alice\",\"text\":\"" + text + "\"";
+  if (!nonce.empty()) body += ",\"nonce\":\"" + nonce + "\"";
+  return body + "}";
+}
+
+std::string post_request(const std::string& body) {
+  return "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         "Content-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+}  // namespace
+
+TEST(Durability, SinceTheLargestIdListsNothing) {
+  ServerProcess server;
+  for (int i = 0; i < 3; ++i) ASSERT_NE(post_message(server.port(), "u", "m"), 0u);
+  Client c(server.port());
+  for (const char* since : {"18446744073709551615", "18446744073709551614"}) {
+    auto r = c.get(std::string("/messages?since=") + since);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "[]") << since;
+  }
+  EXPECT_EQ(c.get("/messages?since=18446744073709551616")->status, 400);  // not a 64-bit id
+}
+
+TEST(Durability, RemovedDataDirectoryIsNeverAcknowledgedAndIsRebuilt) {
+  std::string dir = make_temp_dir() + "/data";
+  uint64_t before = 0, after = 0;
+  {
+    ServerProcess server({"--data-dir", dir}, false);
+    before = post_message(server.port(), "alice", "before");
+    ASSERT_NE(before, 0u);
+    std::filesystem::remove_all(dir);
+    Client c(server.port());
+    auto refused = c.post_json(post_body("into the void"));
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 503);
+    EXPECT_NE(refused->body.find("removed"), std::string::npos) << refused->body;
+    EXPECT_FALSE(refused->header("retry-after").empty());
+    // Recovery runs once a second: /healthz says why until then, and 200 after.
+    std::optional<HttpResponse> health;
+    for (int i = 0; i < 100; ++i) {
+      health = c.get("/healthz");
+      ASSERT_TRUE(health);
+      if (health->status == 200) break;
+      EXPECT_EQ(health->status, 503);
+      EXPECT_NE(health->body.find("storage"), std::string::npos) << health->body;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_EQ(health->status, 200);
+    EXPECT_TRUE(std::filesystem::exists(dir + "/journal"));
+    after = post_message(server.port(), "alice", "after");
+    ASSERT_GT(after, before);
+    EXPECT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
+  }
+  ServerProcess restarted({"--data-dir", dir}, false);
+  EXPECT_EQ(kept_ids(restarted.port()), (std::vector<uint64_t>{before, after}));
+}
+
+TEST(Durability, SameNonceOnTwoConnectionsWhileTheDiskSyncsIsStoredOnce) {
+  std::string dir = make_temp_dir();
+  ServerProcess server({"--data-dir", dir, "--fsync", "always"}, false);
+  constexpr int kTries = 20;
+  for (int i = 0; i < kTries; ++i) {
+    std::string request = post_request(post_body("once", "nonce-" + std::to_string(i)));
+    Client a(server.port()), b(server.port());
+    ASSERT_TRUE(a.send(request));
+    ASSERT_TRUE(b.send(request));
+    auto ra = a.read_response(), rb = b.read_response();
+    ASSERT_TRUE(ra && rb);
+    std::multiset<int> statuses{ra->status, rb->status};
+    EXPECT_EQ(statuses, (std::multiset<int>{200, 201})) << ra->body << " " << rb->body;
+    EXPECT_EQ(json_id(ra->body), json_id(rb->body));
+  }
+  EXPECT_EQ(kept_ids(server.port()).size(), static_cast<size_t>(kTries));
+}

@@ -1,0 +1,418 @@
+// LocalBroker against real files in a temporary directory and a real Reactor, with disk failures
+// injected through JournalIo: every storage error must reach the POST's answer (never a 201 for a
+// message that is not stored), and recovery must keep everything acknowledged before.
+#include "local_broker.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "sse.h"
+
+using sse::Draft;
+using sse::FrameRef;
+using sse::FsyncPolicy;
+using sse::LocalBroker;
+using sse::LocalBrokerOptions;
+using sse::PublishResult;
+using Status = sse::PublishResult::Status;
+
+namespace {
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/sse-broker-XXXXXX";
+  return mkdtemp(tmpl);
+}
+
+// Fails or counts the journal's system calls on demand (datasync runs on the syncer thread).
+struct FaultyIo : sse::JournalIo {
+  std::atomic<int> datasync_errno{0};
+  std::atomic<int> rename_errno{0};
+  std::atomic<int> open_tmp_errno{0};
+  std::atomic<bool> hold_datasync{false};  // datasync waits while true
+  std::atomic<int> datasync_calls{0};
+  std::atomic<int> rename_calls{0};
+  std::atomic<int> sync_dir_calls{0};
+
+  int open(const char* path, int flags, mode_t mode) override {
+    if (open_tmp_errno && std::string(path).ends_with(".tmp")) {
+      errno = open_tmp_errno;
+      return -1;
+    }
+    return JournalIo::open(path, flags, mode);
+  }
+  int datasync(int fd) override {
+    while (hold_datasync) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ++datasync_calls;
+    if (int e = datasync_errno.load()) {
+      errno = e;
+      return -1;
+    }
+    return JournalIo::datasync(fd);
+  }
+  int sync_dir(const std::string& dir) override {
+    ++sync_dir_calls;
+    return JournalIo::sync_dir(dir);
+  }
+  int rename(const char* from, const char* to) override {
+    ++rename_calls;
+    if (int e = rename_errno.load()) {
+      errno = e;
+      return -1;
+    }
+    return JournalIo::rename(from, to);
+  }
+};
+
+// Records what the broker committed, as the room would see it.
+struct Sink : sse::CommitSink {
+  std::vector<uint64_t> live;
+  std::vector<uint64_t> restored;
+  void on_committed(uint64_t id, const FrameRef&, bool was_restored) override {
+    (was_restored ? restored : live).push_back(id);
+  }
+};
+
+struct Answer {
+  bool done = false;
+  PublishResult result{Status::Unavailable, 0, {}};
+};
+
+// A broker on a real reactor, and a way to run that reactor until something happens.
+class Fixture {
+ public:
+  explicit Fixture(LocalBrokerOptions options) {
+    reactor.every(std::chrono::milliseconds(5), [] {});  // wakes the loop to re-check
+    broker = std::make_unique<LocalBroker>(reactor, sink, std::move(options));
+  }
+  bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
+    int64_t deadline = sse::monotonic_ms() + timeout_ms;
+    reactor.after_dispatch([&] {
+      if (cond() || sse::monotonic_ms() > deadline) reactor.stop();
+      return false;
+    });
+    reactor.run_deferred();
+    if (!cond()) reactor.run();
+    reactor.after_dispatch(nullptr);
+    return cond();
+  }
+  std::shared_ptr<Answer> publish(const std::string& text, const std::string& nonce = "",
+                                  const std::string& user = "alice") {
+    auto answer = std::make_shared<Answer>();
+    broker->publish(Draft{user, text, nonce}, [answer](const PublishResult& r) {
+      answer->done = true;
+      answer->result = r;
+    });
+    return answer;
+  }
+  PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
+                                 const std::string& user = "alice") {
+    auto answer = publish(text, nonce, user);
+    EXPECT_TRUE(run_until([&] { return answer->done; }));
+    return answer->result;
+  }
+  std::vector<uint64_t> history(std::optional<uint64_t> after = 0, size_t limit = 1000) {
+    std::vector<uint64_t> ids;
+    bool done = false;
+    broker->read_history(after, limit, [&](std::vector<FrameRef> frames) {
+      for (auto& f : frames) ids.push_back(sse::frame_id(*f.get()));
+      done = true;
+    });
+    EXPECT_TRUE(run_until([&] { return done; }));
+    return ids;
+  }
+
+  sse::Reactor reactor;
+  Sink sink;
+  std::unique_ptr<LocalBroker> broker;
+};
+
+LocalBrokerOptions options(const std::string& dir, FsyncPolicy fsync, sse::JournalIo* io = nullptr,
+                           uint64_t max_bytes = 64 << 20) {
+  LocalBrokerOptions o;
+  o.data_dir = dir;
+  o.fsync = fsync;
+  o.io = io;
+  o.journal_max_bytes = max_bytes;
+  o.history = 100;
+  return o;
+}
+
+// What a restarted server would have: the ids read back from the journal.
+std::vector<uint64_t> ids_after_restart(const std::string& dir) {
+  Fixture f(options(dir, FsyncPolicy::Never));
+  std::string error;
+  EXPECT_TRUE(f.broker->start(error)) << error;
+  return f.sink.restored;
+}
+
+std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
+  return list;
+}
+
+}  // namespace
+
+TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
+  Fixture f(options(temp_dir(), FsyncPolicy::EverySec));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  auto first = f.publish("one");
+  EXPECT_FALSE(first->done);  // a completion never re-enters its caller
+  auto second = f.publish("two");
+  f.reactor.run_deferred();
+  ASSERT_TRUE(first->done && second->done);
+  EXPECT_EQ(first->result.status, Status::Created);
+  EXPECT_EQ(first->result.id, 1u);
+  EXPECT_EQ(second->result.id, 2u);
+  EXPECT_EQ(f.sink.live, ids({1, 2}));
+}
+
+TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
+  std::string dir = temp_dir();
+  {
+    Fixture f(options(dir, FsyncPolicy::EverySec));
+    std::string error;
+    ASSERT_TRUE(f.broker->start(error)) << error;
+    for (int i = 0; i < 3; ++i) f.publish_and_wait("m");
+  }
+  Fixture f(options(dir, FsyncPolicy::EverySec));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  EXPECT_EQ(f.sink.restored, ids({1, 2, 3}));
+  EXPECT_EQ(f.publish_and_wait("after").id, 4u);
+  EXPECT_EQ(f.broker->stats().last_id, 4u);
+}
+
+TEST(LocalBroker, HistoryPagesAndNeverWrapsPastTheLargestId) {
+  Fixture f(options(temp_dir(), FsyncPolicy::Never));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  for (int i = 0; i < 5; ++i) f.publish_and_wait("m");
+  EXPECT_EQ(f.history(0, 2), ids({1, 2}));
+  EXPECT_EQ(f.history(2, 10), ids({3, 4, 5}));
+  EXPECT_EQ(f.history(std::nullopt, 2), ids({4, 5}));
+  EXPECT_EQ(f.history(UINT64_MAX, 10), ids({}));
+  EXPECT_EQ(f.history(UINT64_MAX - 1, 10), ids({}));
+}
+
+TEST(LocalBroker, SameNonceWhileTheFirstWaitsForTheDiskIsStoredOnce) {
+  std::string dir = temp_dir();
+  FaultyIo io;
+  {
+    Fixture f(options(dir, FsyncPolicy::Always, &io));
+    std::string error;
+    ASSERT_TRUE(f.broker->start(error)) << error;
+    io.hold_datasync = true;
+    auto first = f.publish("hello", "n1");
+    auto retry = f.publish("hello", "n1");  // e.g. the same POST retried on another connection
+    f.reactor.run_deferred();
+    EXPECT_FALSE(first->done);  // neither is on disk yet, so neither is answered
+    EXPECT_FALSE(retry->done);
+    EXPECT_TRUE(f.sink.live.empty());
+    io.hold_datasync = false;
+    ASSERT_TRUE(f.run_until([&] { return first->done && retry->done; }));
+    EXPECT_EQ(first->result.status, Status::Created);
+    EXPECT_EQ(retry->result.status, Status::Duplicate);
+    EXPECT_EQ(retry->result.id, first->result.id);
+    EXPECT_EQ(f.sink.live, ids({1}));
+    EXPECT_EQ(f.publish_and_wait("hello", "n1").status, Status::Duplicate);
+  }
+  EXPECT_EQ(ids_after_restart(dir), ids({1}));
+}
+
+TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
+  std::string dir = temp_dir();
+  FaultyIo io;
+  Fixture f(options(dir, FsyncPolicy::Always, &io));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  EXPECT_EQ(f.publish_and_wait("kept").status, Status::Created);
+  io.datasync_errno = EIO;
+  for (int i = 0; i < 3; ++i) {
+    PublishResult r = f.publish_and_wait("lost");
+    EXPECT_EQ(r.status, Status::Unavailable);
+    EXPECT_NE(r.reason.find("Input/output error"), std::string::npos) << r.reason;
+  }
+  ASSERT_TRUE(f.broker->unavailable());
+  EXPECT_EQ(f.sink.live, ids({1}));  // nothing that failed was broadcast either
+  f.broker->tick();                  // the disk still fails: recovery fails too
+  EXPECT_TRUE(f.broker->unavailable());
+  io.datasync_errno = 0;
+  f.broker->tick();
+  EXPECT_FALSE(f.broker->unavailable());
+  PublishResult after = f.publish_and_wait("after");
+  EXPECT_EQ(after.status, Status::Created);
+  EXPECT_GT(after.id, 2u);  // ids of refused messages are never reused
+  EXPECT_EQ(f.history(), ids({1, after.id}));
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+}
+
+TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
+  std::string dir = temp_dir();
+  FaultyIo io;
+  Fixture f(options(dir, FsyncPolicy::EverySec, &io));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  EXPECT_EQ(f.publish_and_wait("before").status, Status::Created);
+  io.datasync_errno = EIO;
+  f.publish_and_wait("written, not yet synced");  // the syncer has something to sync
+  ASSERT_TRUE(f.run_until([&] { return f.broker->unavailable().has_value(); }));
+  EXPECT_NE(f.broker->unavailable()->find("fdatasync"), std::string::npos);
+  EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
+  io.datasync_errno = 0;
+  f.broker->tick();
+  ASSERT_FALSE(f.broker->unavailable());
+  PublishResult after = f.publish_and_wait("after");
+  EXPECT_EQ(after.status, Status::Created);
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, 2, after.id}));
+}
+
+TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
+  std::string dir = temp_dir();
+  FaultyIo io;
+  Fixture f(options(dir, FsyncPolicy::Never, &io, /*max_bytes=*/200));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  io.rename_errno = ENOSPC;
+  std::vector<uint64_t> acknowledged;
+  Status last = Status::Created;
+  for (int i = 0; i < 20 && last == Status::Created; ++i) {
+    PublishResult r =
+        f.publish_and_wait("a message long enough to grow the journal " + std::to_string(i));
+    last = r.status;
+    if (r.status == Status::Created) acknowledged.push_back(r.id);
+  }
+  ASSERT_EQ(last, Status::Unavailable);
+  ASSERT_TRUE(f.broker->unavailable());
+  EXPECT_NE(f.broker->unavailable()->find("compaction"), std::string::npos);
+  int renames = io.rename_calls;
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
+  EXPECT_EQ(io.rename_calls, renames);  // refused POSTs do not retry the rewrite
+  f.broker->tick();
+  EXPECT_EQ(io.rename_calls, renames + 1);  // the tick does, once
+  EXPECT_TRUE(f.broker->unavailable());
+  io.rename_errno = 0;
+  f.broker->tick();
+  ASSERT_FALSE(f.broker->unavailable());
+  PublishResult after = f.publish_and_wait("after");
+  ASSERT_EQ(after.status, Status::Created);
+  acknowledged.push_back(after.id);
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), acknowledged);
+}
+
+TEST(LocalBroker, CompactionThatCannotCreateItsFileKeepsEverythingAcknowledged) {
+  std::string dir = temp_dir();
+  FaultyIo io;
+  Fixture f(options(dir, FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  io.open_tmp_errno = EMFILE;
+  std::vector<uint64_t> acknowledged;
+  for (int i = 0; i < 20; ++i) {
+    PublishResult r = f.publish_and_wait("a message long enough to grow the journal");
+    if (r.status == Status::Created) acknowledged.push_back(r.id);
+  }
+  ASSERT_TRUE(f.broker->unavailable());
+  ASSERT_FALSE(acknowledged.empty());
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), acknowledged);
+}
+
+TEST(LocalBroker, DirectoryIsSyncedAfterACompactionRename) {
+  for (FsyncPolicy policy : {FsyncPolicy::Always, FsyncPolicy::EverySec}) {
+    FaultyIo io;
+    Fixture f(options(temp_dir(), policy, &io, /*max_bytes=*/200));
+    std::string error;
+    ASSERT_TRUE(f.broker->start(error)) << error;
+    while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
+    ASSERT_TRUE(f.run_until([&] { return io.sync_dir_calls > 0; }));
+  }
+}
+
+TEST(LocalBroker, RemovedDataDirectoryIsRefusedThenRecreated) {
+  std::string dir = temp_dir();
+  Fixture f(options(dir, FsyncPolicy::EverySec));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
+  std::filesystem::remove_all(dir);
+  PublishResult refused = f.publish_and_wait("into the void");
+  EXPECT_EQ(refused.status, Status::Unavailable);
+  EXPECT_NE(refused.reason.find("removed"), std::string::npos) << refused.reason;
+  f.broker->tick();  // recreates the directory from what is in memory
+  ASSERT_FALSE(f.broker->unavailable());
+  PublishResult after = f.publish_and_wait("after");
+  ASSERT_EQ(after.status, Status::Created);
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+}
+
+TEST(LocalBroker, LongNonceKeysStayDistinctAfterARestart) {
+  std::string dir = temp_dir();
+  // 32 four-byte characters of user and 64 of nonce: keys far longer than 255 bytes that differ
+  // only in their last character.
+  std::string user;
+  for (int i = 0; i < 32; ++i) user += "\xF0\x9F\x98\x80";
+  std::string prefix;
+  for (int i = 0; i < 63; ++i) prefix += "\xF0\x9F\x98\x81";
+  std::string nonce_a = prefix + "a", nonce_b = prefix + "b", nonce_c = prefix + "c";
+  {
+    Fixture f(options(dir, FsyncPolicy::EverySec));
+    std::string error;
+    ASSERT_TRUE(f.broker->start(error)) << error;
+    EXPECT_EQ(f.publish_and_wait("a", nonce_a, user).id, 1u);
+    EXPECT_EQ(f.publish_and_wait("b", nonce_b, user).id, 2u);
+  }
+  Fixture f(options(dir, FsyncPolicy::EverySec));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  PublishResult b = f.publish_and_wait("b", nonce_b, user);
+  EXPECT_EQ(b.status, Status::Duplicate);
+  EXPECT_EQ(b.id, 2u);
+  PublishResult a = f.publish_and_wait("a", nonce_a, user);
+  EXPECT_EQ(a.status, Status::Duplicate);
+  EXPECT_EQ(a.id, 1u);
+  EXPECT_EQ(f.publish_and_wait("c", nonce_c, user).status, Status::Created);
+}
+
+TEST(LocalBroker, JournalOfThePreviousFormatStillLoads) {
+  std::string dir = temp_dir();
+  std::string bytes;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    std::string json = sse::message_json({id, "alice", "old", 0});
+    bytes += sse::encode_record_v1({id, id == 2 ? "alice\x1fn2" : "", json});
+  }
+  std::ofstream(dir + "/journal", std::ios::binary) << bytes;
+  Fixture f(options(dir, FsyncPolicy::EverySec));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  EXPECT_EQ(f.sink.restored, ids({1, 2, 3}));
+  EXPECT_EQ(f.publish_and_wait("old", "n2").id, 2u);
+  EXPECT_EQ(f.publish_and_wait("new").id, 4u);
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, 2, 3, 4}));
+}
+
+TEST(LocalBroker, NoncesAreForgottenWithTheirMessage) {
+  LocalBrokerOptions o = options("", FsyncPolicy::Never);
+  o.journal = false;
+  o.history = 2;
+  Fixture f(o);
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  EXPECT_EQ(f.publish_and_wait("a", "n1").id, 1u);
+  EXPECT_EQ(f.publish_and_wait("a", "n1").status, Status::Duplicate);
+  f.publish_and_wait("b");
+  f.publish_and_wait("c");  // message 1 leaves the window, and its nonce with it
+  EXPECT_EQ(f.publish_and_wait("a", "n1").status, Status::Created);
+}
