@@ -125,14 +125,20 @@ function newNonce() {
 
 async function send(text) {
   const body = JSON.stringify({ user: me, text, nonce: newNonce() });
-  // Retry a network failure with the same nonce: the server answers the retry with the original
-  // id, so a message whose answer was lost is never posted twice.
+  // Retry a network failure or a 503 with the same nonce: the server answers the retry with the
+  // original id, so a message whose answer was lost is never posted twice.
   for (let attempt = 0; ; attempt++) {
     try {
       const res = await fetch('/messages', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
       if (res.ok) return null;
       let reason = res.statusText;
       try { reason = (await res.json()).error || reason; } catch (_) { /* not JSON */ }
+      if (res.status === 503 && attempt < 4) {
+        // Storage is failing and nothing was stored: wait as told, retry with the same nonce.
+        const wait = Number(res.headers.get('Retry-After')) || 2;
+        await new Promise((r) => setTimeout(r, Math.min(wait, 10) * 1000));
+        continue;
+      }
       if (res.status === 429) {
         const wait = res.headers.get('Retry-After');
         return `Slow down: ${reason}` + (wait ? ` (try again in ${wait}s)` : '');

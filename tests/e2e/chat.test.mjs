@@ -1,7 +1,7 @@
 // The chat page as a person uses it, in a real browser against the real server.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 import {
   eventually, join, launchBrowser, metric, post, say, startServer, stopServer, tempDir, texts,
@@ -65,6 +65,25 @@ test('a restart loses nothing: messages posted during the outage appear exactly 
     await eventually(async () => (await texts(page)).length === 4, 'the messages from the outage');
     assert.deepEqual(await texts(page), ['before', 'during 1', 'during 2', 'during 3']);
     await eventually(async () => (await page.textContent('#status')) === 'connected', 'the reconnect');
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('a message sent while storage fails is retried and arrives once', async () => {
+  const data = joinPath(tempDir(), 'data');
+  const server = await startServer(['--post-rate', '0', '--data-dir', data]);
+  try {
+    const page = await join(await browser.newContext(), server.url, 'patient');
+    await say(page, 'stored');
+    await eventually(async () => (await texts(page)).includes('stored'), 'the first message');
+    rmSync(data, { recursive: true });  // the next POST gets 503 until the server recovers
+    await say(page, 'sent during the failure');
+    await eventually(async () => (await texts(page)).includes('sent during the failure'), 'the retried message');
+    assert.deepEqual(await texts(page), ['stored', 'sent during the failure']);
+    assert.ok((await metric(server.url, 'ssechat_rejected_total{reason="storage_unavailable"}')) >= 1,
+      'the first attempt was refused');
+    assert.equal(await page.isVisible('#error'), false);
   } finally {
     await stopServer(server);
   }
