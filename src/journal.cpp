@@ -308,15 +308,16 @@ void Journal::sync_loop() {
   for (;;) {
     if (policy_ == FsyncPolicy::Always) {
       cv_.wait(lock, [this] {
-        return stopping_ ||
-               (sync_error_.empty() && (requested_seq_ > synced_seq_ || dir_unsynced_));
+        return stopping_ || (sync_error_.empty() &&
+                             (requested_seq_ > synced_seq_ || renames_ > renames_synced_));
       });
     } else {
       cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
     }
     bool stop = stopping_;
     uint64_t target = appended_seq_;
-    bool sync_dir = dir_unsynced_;
+    uint64_t renames = renames_;
+    bool sync_dir = renames > renames_synced_;
     // After a failure nothing is synced until recover() rewrites the file: Linux may have dropped
     // the pages that failed, so a later fdatasync that succeeds would prove nothing (fsyncgate).
     if (sync_error_.empty() && (target > synced_seq_ || sync_dir)) {
@@ -332,7 +333,7 @@ void Journal::sync_loop() {
       lock.lock();
       if (failure.empty()) {
         synced_seq_ = std::max(synced_seq_, target);
-        if (sync_dir) dir_unsynced_ = false;
+        renames_synced_ = std::max(renames_synced_, renames);
         if (policy_ == FsyncPolicy::Always) notify();
       } else {
         sync_error_ = failure;
@@ -377,12 +378,12 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
   fd_ = fd;
   size_ = bytes.size();
   ++appended_seq_;  // the new file counts as one write
+  ++renames_;
   if (sync_now && dir_synced) {
     synced_seq_ = appended_seq_;  // the new file and its name are on disk in full
-    dir_unsynced_ = false;
+    renames_synced_ = renames_;
     notify();
-  } else {
-    dir_unsynced_ = true;  // the syncer syncs the file, then the directory
+  } else {  // the syncer syncs the file, then the directory
     requested_seq_ = appended_seq_;
     cv_.notify_one();
   }

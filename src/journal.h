@@ -127,8 +127,9 @@ class Journal {
   uint64_t appended_seq_ = 0;
   uint64_t requested_seq_ = 0;
   uint64_t synced_seq_ = 0;
-  bool dir_unsynced_ = false;  // a rename the syncer has yet to make durable
-  std::string sync_error_;     // empty while syncs succeed
+  uint64_t renames_ = 0;         // renames over the journal so far
+  uint64_t renames_synced_ = 0;  // of those, made durable by a directory sync
+  std::string sync_error_;       // empty while syncs succeed
   bool stopping_ = false;
   std::thread syncer_;
 };
