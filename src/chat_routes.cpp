@@ -96,6 +96,7 @@ void ChatRoutes::finish(uint64_t ticket, const ReplyContext& ctx, http::Response
   Connection& conn = *it->second;
   waiting_.erase(it);
   conn.waiting_ticket = 0;
+  if (conn.closed()) return;  // closed in this batch, freed after it: nobody to answer
   policy_.reply(conn, ctx, std::move(r));
   conn.release();
 }

@@ -10,6 +10,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 namespace sse {
 namespace {
@@ -84,19 +85,33 @@ bool write_all(JournalIo& io, int fd, std::string_view data) {
   return true;
 }
 
-bool mkdir_p(const std::string& dir) {
+// Creates `dir` and its missing parents; `created` tells whether `dir` itself is new.
+bool mkdir_p(const std::string& dir, bool& created) {
   std::string partial;
+  created = false;
   for (size_t i = 0; i <= dir.size(); ++i) {
     if (i == dir.size() || (dir[i] == '/' && i > 0)) {
       partial = dir.substr(0, i);
-      if (mkdir(partial.c_str(), 0750) != 0 && errno != EEXIST) return false;
+      if (mkdir(partial.c_str(), 0750) == 0) {
+        created = i == dir.size();
+      } else if (errno != EEXIST) {
+        return false;
+      }
     }
   }
   return true;
 }
 
+std::string parent_of(const std::string& dir) {
+  size_t slash = dir.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : dir.substr(0, slash);
+}
+
+// errno as text, safe from any thread (the syncer reports errors too). Runtime reasons name no
+// paths: they reach clients in 503 answers; the log line carries the data directory.
 std::string errno_text(const std::string& what) {
-  return what + ": " + strerror(errno);
+  return what + ": " + std::system_category().message(errno);
 }
 
 }  // namespace
@@ -201,9 +216,12 @@ Journal::~Journal() {
 
 // One sse-chat per data directory: an flock on DIR/lock, taken again if that file was removed.
 bool Journal::take_lock(std::string& error) {
-  struct stat st;
-  if (lock_fd_ >= 0 && fstat(lock_fd_, &st) == 0 && st.st_nlink > 0) return true;
-  int fd = ::open((dir_ + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  std::string path = dir_ + "/lock";
+  struct stat held, at_path;
+  if (lock_fd_ >= 0 && fstat(lock_fd_, &held) == 0 && stat(path.c_str(), &at_path) == 0 &&
+      held.st_ino == at_path.st_ino && held.st_dev == at_path.st_dev)
+    return true;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (fd >= 0) ::close(fd);
     error = "data dir " + dir_ + " is in use by another sse-chat (or not writable)";
@@ -218,10 +236,12 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
                                        const std::function<void(JournalRecord&&)>& on_record,
                                        JournalLoad& load, std::string& error) {
   std::unique_ptr<Journal> j(new Journal(options));
-  if (!mkdir_p(j->dir_)) {
+  bool created = false;
+  if (!mkdir_p(j->dir_, created)) {
     error = errno_text("cannot create data dir " + j->dir_);
     return nullptr;
   }
+  if (created) j->io_.sync_dir(parent_of(j->dir_));
   if (!j->take_lock(error)) return nullptr;
   std::string bytes;
   if (int fd = ::open(j->path_.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
@@ -237,6 +257,8 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
   if (damaged && !j->rewrite(records, true, error)) return nullptr;
   for (JournalRecord& r : records) on_record(std::move(r));
   if (j->fd_ < 0) {
+    // A new file's name must reach the disk too before anything in it counts as durable.
+    if (access(j->path_.c_str(), F_OK) != 0) ++j->renames_;
     j->fd_ = j->io_.open(j->path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (j->fd_ < 0) {
       error = errno_text("cannot open journal " + j->path_);
@@ -262,11 +284,8 @@ bool Journal::append(const JournalRecord& r, uint64_t& seq, std::string& error) 
     return false;
   }
   size_ += bytes.size();
-  // A journal unlinked under us (the data directory removed) accepts writes that no restart will
-  // ever read: refuse rather than acknowledge them.
-  struct stat st;
-  if (fstat(fd_, &st) != 0 || st.st_nlink == 0) {
-    error = "the journal file was removed from " + dir_;
+  if (auto removed = check_linked(fd_)) {
+    error = *removed;
     return false;
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -275,6 +294,28 @@ bool Journal::append(const JournalRecord& r, uint64_t& seq, std::string& error) 
     requested_seq_ = seq;
     cv_.notify_one();
   }
+  return true;
+}
+
+// A journal unlinked under us (the data directory removed) accepts writes that no restart will
+// ever read: that is a storage failure, found by append(), the syncer and the tick.
+// The same goes for a journal (or data directory) moved away: the path no longer leads to it.
+std::optional<std::string> Journal::check_linked(int fd) {
+  struct stat open_file, at_path;
+  if (fstat(fd, &open_file) != 0) return errno_text("cannot stat the journal");
+  if (open_file.st_nlink == 0 || stat(path_.c_str(), &at_path) != 0 ||
+      at_path.st_ino != open_file.st_ino || at_path.st_dev != open_file.st_dev)
+    return std::string("the journal file was removed or moved from the data directory");
+  return std::nullopt;
+}
+
+std::optional<std::string> Journal::check_file() {
+  return check_linked(fd_);
+}
+
+bool Journal::truncate_to(uint64_t size) {
+  if (size > size_ || ftruncate(fd_, static_cast<off_t>(size)) != 0) return false;
+  size_ = size;
   return true;
 }
 
@@ -292,15 +333,11 @@ void Journal::drain_notifications() {
     }
 }
 
-uint64_t Journal::durable_seq() {
+Journal::SyncState Journal::sync_state() {
   std::lock_guard<std::mutex> lock(mu_);
-  return policy_ == FsyncPolicy::Always ? synced_seq_ : appended_seq_;
-}
-
-std::optional<std::string> Journal::sync_error() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (sync_error_.empty()) return std::nullopt;
-  return sync_error_;
+  SyncState state{policy_ == FsyncPolicy::Always ? synced_seq_ : appended_seq_, std::nullopt};
+  if (!sync_error_.empty()) state.error = sync_error_;
+  return state;
 }
 
 void Journal::sync_loop() {
@@ -327,10 +364,17 @@ void Journal::sync_loop() {
       lock.unlock();
       std::string failure;
       if (fd < 0 || io_.datasync(fd) != 0) failure = errno_text("fdatasync of the journal failed");
+      if (failure.empty())
+        if (auto removed = check_linked(fd)) failure = *removed;
       if (fd >= 0) ::close(fd);
-      if (failure.empty() && sync_dir && io_.sync_dir(dir_) != 0)
-        failure = errno_text("fsync of the data directory failed");
+      std::string dir_failure;
+      if (sync_dir && io_.sync_dir(dir_) != 0)
+        dir_failure = errno_text("fsync of the data directory failed");
       lock.lock();
+      // A rewrite meanwhile replaced (and synced) the file this round synced: its being unlinked,
+      // or failing now, says nothing about the journal in use.
+      if (renames_ != renames) failure.clear();
+      if (failure.empty()) failure = dir_failure;
       if (failure.empty()) {
         synced_seq_ = std::max(synced_seq_, target);
         renames_synced_ = std::max(renames_synced_, renames);
@@ -351,20 +395,22 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
   std::string tmp = path_ + ".tmp";
   int fd = io_.open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) {
-    error = errno_text("cannot write " + tmp);
+    error = errno_text("cannot create the new journal file");
     return false;
   }
   std::string bytes;
   for (const JournalRecord& r : records) bytes += encode_record(r);
   bool ok = write_all(io_, fd, bytes);
-  if (!ok) error = errno_text("cannot write " + tmp);
-  if (ok && sync_now && io_.datasync(fd) != 0) {
+  if (!ok) error = errno_text("cannot write the new journal file");
+  // The new file is synced before it replaces a journal that may already be on disk: otherwise a
+  // crash right after the rename could leave an empty file where every message was.
+  if (ok && io_.datasync(fd) != 0) {
     ok = false;
-    error = errno_text("cannot sync " + tmp);
+    error = errno_text("cannot sync the new journal file");
   }
   if (ok && io_.rename(tmp.c_str(), path_.c_str()) != 0) {
     ok = false;
-    error = errno_text("cannot rename " + tmp + " over the journal");
+    error = errno_text("cannot rename the new journal file over the old one");
   }
   if (!ok) {
     ::close(fd);
@@ -372,7 +418,7 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
     return false;
   }
   bool dir_synced = sync_now && io_.sync_dir(dir_) == 0;
-  if (sync_now && !dir_synced) error = errno_text("cannot sync the data directory " + dir_);
+  if (sync_now && !dir_synced) error = errno_text("cannot sync the data directory");
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;
@@ -391,8 +437,13 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
 }
 
 bool Journal::recover(const std::vector<JournalRecord>& records, std::string& error) {
-  if (!mkdir_p(dir_)) {
-    error = errno_text("cannot create data dir " + dir_);
+  bool created = false;
+  if (!mkdir_p(dir_, created)) {
+    error = errno_text("cannot create the data directory");
+    return false;
+  }
+  if (created && io_.sync_dir(parent_of(dir_)) != 0) {
+    error = errno_text("cannot sync the data directory's parent");
     return false;
   }
   if (!take_lock(error)) return false;

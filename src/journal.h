@@ -11,7 +11,8 @@
 // lost. rewrite() replaces the file with a given window of records (compaction and recovery).
 //
 // Errors are reported, never swallowed: a failed write or a deleted file fails append(); a failed
-// fdatasync stops durable_seq() from advancing and is kept in sync_error() until recover().
+// fdatasync stops the durable sequence from advancing and is kept in SyncState::error until
+// recover().
 #pragma once
 
 #include <sys/types.h>
@@ -84,25 +85,31 @@ class Journal {
 
   // Writes one record. False + `error` if it could not be written to a file that is still linked
   // into the data directory (the message must then not be acknowledged). `seq` numbers the write
-  // for durable_seq().
+  // for SyncState::durable_seq; the record starts at size_bytes() as it was before the call.
   bool append(const JournalRecord& r, uint64_t& seq, std::string& error);
 
-  // Replaces the file with `records` (a new file renamed over the old one, then the directory is
-  // synced: here with `sync_now`, else by the syncer before durable_seq() passes this rewrite).
+  // Replaces the file with `records`: a new file, synced, renamed over the old one; then the
+  // directory is synced here with `sync_now`, else by the syncer in its next round.
   bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error);
 
   // After a failure: recreates the data directory if it is gone, takes the lock again if its file
-  // was removed, rewrites `records` and syncs everything, and clears sync_error().
+  // was removed, rewrites `records` and syncs everything, and clears the sync error.
   bool recover(const std::vector<JournalRecord>& records, std::string& error);
 
-  // Readable (eventfd) when durable_seq() advanced under --fsync always, or a sync failed. -1
-  // under --fsync never.
+  // Readable (eventfd) when the durable sequence advanced under --fsync always, or a sync
+  // failed. -1 under --fsync never.
   int notify_fd() const { return notify_fd_; }
   void drain_notifications();
-  // Writes known to be on disk (--fsync always), or written to the kernel (otherwise).
-  uint64_t durable_seq();
-  // Why the last background sync failed, until recover().
-  std::optional<std::string> sync_error();
+  struct SyncState {
+    uint64_t durable_seq;              // writes on disk (always), or written to the kernel
+    std::optional<std::string> error;  // why the last background sync failed, until recover()
+  };
+  SyncState sync_state();
+
+  // Why the file can no longer be trusted (it was removed), or nullopt.
+  std::optional<std::string> check_file();
+  // Cuts the file back to `size` bytes (records that were refused after a failure).
+  bool truncate_to(uint64_t size);
 
   uint64_t size_bytes() const { return size_; }
   FsyncPolicy policy() const { return policy_; }
@@ -110,6 +117,7 @@ class Journal {
  private:
   explicit Journal(const Options& options);
   bool take_lock(std::string& error);
+  std::optional<std::string> check_linked(int fd);
   void notify();
   void sync_loop();
 

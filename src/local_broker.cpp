@@ -88,6 +88,7 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
   Kept message{id, std::move(nonce_key), message_frame(id, json)};
   if (journal_) {
     uint64_t seq = 0;
+    uint64_t offset = journal_->size_bytes();
     std::string error;
     if (!journal_->append({id, message.nonce_key, json}, seq, error)) {
       fail(error);
@@ -96,7 +97,7 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
     if (journal_->policy() == FsyncPolicy::Always) {
       // Acknowledged and broadcast only once the record is on disk.
       if (!message.nonce_key.empty()) nonces_[message.nonce_key] = id;
-      Pending pending{seq, std::move(message), {}};
+      Pending pending{seq, offset, std::move(message), {}};
       pending.waiting.push_back(std::move(done));
       pending_.push_back(std::move(pending));
       return;
@@ -121,9 +122,9 @@ void LocalBroker::commit(Kept message, bool restored) {
 
 void LocalBroker::on_journal_notice() {
   journal_->drain_notifications();
-  uint64_t durable = journal_->durable_seq();
+  Journal::SyncState state = journal_->sync_state();
   bool committed = false;
-  while (!pending_.empty() && pending_.front().seq <= durable) {
+  while (!pending_.empty() && pending_.front().seq <= state.durable_seq) {
     Pending p = std::move(pending_.front());
     pending_.pop_front();
     uint64_t id = p.message.id;
@@ -134,15 +135,21 @@ void LocalBroker::on_journal_notice() {
     }
     committed = true;
   }
-  if (auto error = journal_->sync_error()) return fail(*error);
+  if (state.error) return fail(*state.error);
   if (committed) compact_if_needed();
 }
 
-// Refuses from now on, and answers every POST still waiting for the disk with the reason.
+// Refuses from now on, and answers every POST still waiting for the disk with the reason; their
+// records are cut from the journal (best effort: recovery rewrites it without them anyway), so a
+// restart before recovery does not bring back a message that was refused.
 void LocalBroker::fail(const std::string& reason) {
   if (failure_.empty())
-    log::error("journal failed; POSTs are refused until it recovers", "error", reason);
+    log::error("journal failed; POSTs are refused until it recovers", "error", reason, "data_dir",
+               options_.data_dir);
   failure_ = reason;
+  if (!pending_.empty() && !journal_->truncate_to(pending_.front().offset))
+    log::warn("could not cut refused messages from the journal; recovery will", "data_dir",
+              options_.data_dir);
   for (Pending& p : pending_) {
     auto it = nonces_.find(p.message.nonce_key);
     if (it != nonces_.end() && it->second == p.message.id) nonces_.erase(it);
@@ -154,7 +161,11 @@ void LocalBroker::fail(const std::string& reason) {
 
 void LocalBroker::tick() {
   if (journal_ && failure_.empty()) {
-    if (auto error = journal_->sync_error()) fail(*error);
+    if (auto error = journal_->sync_state().error) {
+      fail(*error);
+    } else if (auto removed = journal_->check_file()) {
+      fail(*removed);  // found even when nobody posts, before a restart could start from nothing
+    }
   }
   if (!failure_.empty()) try_recover();
 }

@@ -55,6 +55,7 @@ class LocalBroker final : public Broker {
   // answer once it is there: the first one's, then duplicates that arrived meanwhile.
   struct Pending {
     uint64_t seq;
+    uint64_t offset;  // where its record starts in the journal
     Kept message;
     std::vector<PublishDone> waiting;
   };

@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
   }
   if (config.static_dir.empty()) config.static_dir = default_static_dir();
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGXFSZ, SIG_IGN);  // past a file-size limit a write fails with EFBIG: a 503, not death
 
   sse::Reactor reactor;
   sse::Server server(reactor, config);

@@ -105,3 +105,25 @@ TEST(Durability, SameNonceOnTwoConnectionsWhileTheDiskSyncsIsStoredOnce) {
   }
   EXPECT_EQ(kept_ids(server.port()).size(), static_cast<size_t>(kTries));
 }
+
+TEST(Durability, AFileSizeLimitAnswers503InsteadOfKillingTheServer) {
+  std::string dir = make_temp_dir();
+  LaunchOptions launch;
+  launch.max_file_bytes = 20000;  // as LimitFSIZE= or ulimit -f would set
+  ServerProcess server({"--data-dir", dir, "--journal-max-bytes", "1000000"}, false, launch);
+  Client c(server.port());
+  std::vector<uint64_t> acknowledged;
+  std::optional<HttpResponse> r;
+  for (int i = 0; i < 200; ++i) {
+    r = c.post_json(post_body(std::string(200, 'x') + std::to_string(i)));
+    ASSERT_TRUE(r) << "the server died at POST " << i;
+    if (r->status != 201) break;
+    acknowledged.push_back(json_id(r->body));
+  }
+  EXPECT_EQ(r->status, 503);
+  EXPECT_NE(r->body.find("File too large"), std::string::npos) << r->body;
+  EXPECT_TRUE(server.running());
+  server.stop(SIGKILL);
+  ServerProcess restarted({"--data-dir", dir}, false);
+  EXPECT_EQ(kept_ids(restarted.port()), acknowledged);
+}

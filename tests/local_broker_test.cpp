@@ -36,7 +36,9 @@ struct FaultyIo : sse::JournalIo {
   std::atomic<int> datasync_errno{0};
   std::atomic<int> rename_errno{0};
   std::atomic<int> open_tmp_errno{0};
-  std::atomic<bool> hold_datasync{false};  // datasync waits while true
+  std::atomic<bool> hold_datasync{false};  // the syncer thread's datasync waits while true
+  std::atomic<int> syncer_waiting{0};      // datasync calls of the syncer that are being held
+  std::thread::id loop_thread = std::this_thread::get_id();
   std::atomic<int> datasync_calls{0};
   std::atomic<int> rename_calls{0};
   std::atomic<int> sync_dir_calls{0};
@@ -49,7 +51,11 @@ struct FaultyIo : sse::JournalIo {
     return JournalIo::open(path, flags, mode);
   }
   int datasync(int fd) override {
-    while (hold_datasync) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (hold_datasync && std::this_thread::get_id() != loop_thread) {
+      ++syncer_waiting;
+      while (hold_datasync) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      --syncer_waiting;
+    }
     ++datasync_calls;
     if (int e = datasync_errno.load()) {
       errno = e;
@@ -415,4 +421,103 @@ TEST(LocalBroker, NoncesAreForgottenWithTheirMessage) {
   f.publish_and_wait("b");
   f.publish_and_wait("c");  // message 1 leaves the window, and its nonce with it
   EXPECT_EQ(f.publish_and_wait("a", "n1").status, Status::Created);
+}
+
+TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
+  std::string dir = temp_dir();
+  FaultyIo io;
+  Fixture f(options(dir, FsyncPolicy::Always, &io));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
+  io.hold_datasync = true;
+  auto during = f.publish("during");
+  while (io.syncer_waiting == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::filesystem::remove_all(dir);  // while its fdatasync is in flight
+  io.hold_datasync = false;
+  ASSERT_TRUE(f.run_until([&] { return during->done; }));
+  EXPECT_EQ(during->result.status, Status::Unavailable);
+  f.broker->tick();
+  ASSERT_FALSE(f.broker->unavailable());
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1}));
+}
+
+TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
+  std::string dir = temp_dir();
+  {
+    Fixture f(options(dir, FsyncPolicy::EverySec));
+    std::string error;
+    ASSERT_TRUE(f.broker->start(error)) << error;
+    f.publish_and_wait("one");
+    f.publish_and_wait("two");
+    std::filesystem::remove_all(dir);
+    f.broker->tick();  // finds it and rebuilds it from memory at once
+    EXPECT_FALSE(f.broker->unavailable());
+    EXPECT_TRUE(std::filesystem::exists(dir + "/journal"));
+  }
+  EXPECT_EQ(ids_after_restart(dir), ids({1, 2}));
+}
+
+TEST(LocalBroker, ANewJournalFileIsInTheDirectoryBeforeAnythingIsAcknowledged) {
+  FaultyIo io;
+  Fixture f(options(temp_dir() + "/fresh", FsyncPolicy::Always, &io));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  int before = io.sync_dir_calls;
+  ASSERT_EQ(f.publish_and_wait("acked").status, Status::Created);
+  EXPECT_GT(io.sync_dir_calls, before);
+}
+
+TEST(LocalBroker, ARenameDuringADirectorySyncIsSyncedToo) {
+  FaultyIo io;
+  Fixture f(options(temp_dir(), FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
+  std::string error;
+  ASSERT_TRUE(f.broker->start(error)) << error;
+  io.hold_datasync = true;
+  while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
+  while (io.syncer_waiting == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  int dir_syncs = io.sync_dir_calls;
+  // The syncer is inside its fdatasync, about to sync the directory for rename 1: rename 2 now.
+  while (io.rename_calls == 1) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
+  io.hold_datasync = false;
+  ASSERT_TRUE(f.run_until([&] { return io.sync_dir_calls >= dir_syncs + 2; }, 5000))
+      << dir_syncs << " " << io.sync_dir_calls << " " << io.rename_calls << " "
+      << io.datasync_calls;
+}
+
+TEST(LocalBroker, AMessageRefusedAfterAFailedSyncDoesNotComeBackAfterARestart) {
+  std::string dir = temp_dir();
+  FaultyIo io;
+  {
+    Fixture f(options(dir, FsyncPolicy::Always, &io));
+    std::string error;
+    ASSERT_TRUE(f.broker->start(error)) << error;
+    ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
+    io.datasync_errno = EIO;
+    EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
+  }  // stopped before any recovery ran
+  EXPECT_EQ(ids_after_restart(dir), ids({1}));
+}
+
+TEST(LocalBroker, AJournalMovedAwayIsFoundAndRebuilt) {
+  for (bool move_directory : {false, true}) {
+    std::string dir = temp_dir();
+    {
+      Fixture f(options(dir, FsyncPolicy::EverySec));
+      std::string error;
+      ASSERT_TRUE(f.broker->start(error)) << error;
+      f.publish_and_wait("one");
+      if (move_directory) {
+        std::filesystem::rename(dir, dir + ".old");
+      } else {
+        std::filesystem::rename(dir + "/journal", dir + "/journal.bak");
+      }
+      EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
+      f.broker->tick();
+      ASSERT_FALSE(f.broker->unavailable());
+      EXPECT_EQ(f.publish_and_wait("three").status, Status::Created);
+    }
+    EXPECT_EQ(ids_after_restart(dir), ids({1, 3})) << (move_directory ? "directory" : "file");
+  }
 }

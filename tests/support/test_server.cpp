@@ -72,6 +72,11 @@ ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_jour
       rlimit lim{static_cast<rlim_t>(launch.max_fds), static_cast<rlim_t>(launch.max_fds)};
       setrlimit(RLIMIT_NOFILE, &lim);
     }
+    if (launch.max_file_bytes > 0) {
+      rlimit lim{static_cast<rlim_t>(launch.max_file_bytes),
+                 static_cast<rlim_t>(launch.max_file_bytes)};
+      setrlimit(RLIMIT_FSIZE, &lim);
+    }
     if (launch.listen_fd >= 0) {
       if (launch.listen_fd == 3) {
         fcntl(3, F_SETFD, 0);  // dup2 onto itself would leave close-on-exec set

@@ -20,6 +20,7 @@ struct LaunchOptions {
   std::vector<std::string> env;  // extra "NAME=value" entries
   int listen_fd = -1;            // handed over as fd 3 with LISTEN_FDS=1 (socket activation)
   int max_fds = 0;               // RLIMIT_NOFILE (soft and hard) for the server, 0: inherited
+  long max_file_bytes = 0;       // RLIMIT_FSIZE for the server, 0: inherited
 };
 
 class ServerProcess {
