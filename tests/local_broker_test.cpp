@@ -98,6 +98,10 @@ class Fixture {
     reactor.every(std::chrono::milliseconds(5), [] {});  // wakes the loop to re-check
     broker = std::make_unique<LocalBroker>(reactor, sink, std::move(options));
   }
+  void start() {
+    std::string error;
+    ASSERT_TRUE(broker->start(error)) << error;
+  }
   bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
     int64_t deadline = sse::monotonic_ms() + timeout_ms;
     reactor.after_dispatch([&] {
@@ -154,8 +158,7 @@ LocalBrokerOptions options(const std::string& dir, FsyncPolicy fsync, sse::Journ
 // What a restarted server would have: the ids read back from the journal.
 std::vector<uint64_t> ids_after_restart(const std::string& dir) {
   Fixture f(options(dir, FsyncPolicy::Never));
-  std::string error;
-  EXPECT_TRUE(f.broker->start(error)) << error;
+  f.start();
   return f.sink.restored;
 }
 
@@ -167,8 +170,7 @@ std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
 
 TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
   Fixture f(options(temp_dir(), FsyncPolicy::EverySec));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   auto first = f.publish("one");
   EXPECT_FALSE(first->done);  // a completion never re-enters its caller
   auto second = f.publish("two");
@@ -184,13 +186,11 @@ TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
   std::string dir = temp_dir();
   {
     Fixture f(options(dir, FsyncPolicy::EverySec));
-    std::string error;
-    ASSERT_TRUE(f.broker->start(error)) << error;
+    f.start();
     for (int i = 0; i < 3; ++i) f.publish_and_wait("m");
   }
   Fixture f(options(dir, FsyncPolicy::EverySec));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   EXPECT_EQ(f.sink.restored, ids({1, 2, 3}));
   EXPECT_EQ(f.publish_and_wait("after").id, 4u);
   EXPECT_EQ(f.broker->stats().last_id, 4u);
@@ -198,8 +198,7 @@ TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
 
 TEST(LocalBroker, HistoryPagesAndNeverWrapsPastTheLargestId) {
   Fixture f(options(temp_dir(), FsyncPolicy::Never));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   for (int i = 0; i < 5; ++i) f.publish_and_wait("m");
   EXPECT_EQ(f.history(0, 2), ids({1, 2}));
   EXPECT_EQ(f.history(2, 10), ids({3, 4, 5}));
@@ -213,8 +212,7 @@ TEST(LocalBroker, SameNonceWhileTheFirstWaitsForTheDiskIsStoredOnce) {
   FaultyIo io;
   {
     Fixture f(options(dir, FsyncPolicy::Always, &io));
-    std::string error;
-    ASSERT_TRUE(f.broker->start(error)) << error;
+    f.start();
     io.hold_datasync = true;
     auto first = f.publish("hello", "n1");
     auto retry = f.publish("hello", "n1");  // e.g. the same POST retried on another connection
@@ -237,8 +235,7 @@ TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
   std::string dir = temp_dir();
   FaultyIo io;
   Fixture f(options(dir, FsyncPolicy::Always, &io));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   EXPECT_EQ(f.publish_and_wait("kept").status, Status::Created);
   io.datasync_errno = EIO;
   for (int i = 0; i < 3; ++i) {
@@ -265,8 +262,7 @@ TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
   std::string dir = temp_dir();
   FaultyIo io;
   Fixture f(options(dir, FsyncPolicy::EverySec, &io));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   EXPECT_EQ(f.publish_and_wait("before").status, Status::Created);
   io.datasync_errno = EIO;
   f.publish_and_wait("written, not yet synced");  // the syncer has something to sync
@@ -286,8 +282,7 @@ TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
   std::string dir = temp_dir();
   FaultyIo io;
   Fixture f(options(dir, FsyncPolicy::Never, &io, /*max_bytes=*/200));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   io.rename_errno = ENOSPC;
   std::vector<uint64_t> acknowledged;
   Status last = Status::Created;
@@ -320,8 +315,7 @@ TEST(LocalBroker, CompactionThatCannotCreateItsFileKeepsEverythingAcknowledged) 
   std::string dir = temp_dir();
   FaultyIo io;
   Fixture f(options(dir, FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   io.open_tmp_errno = EMFILE;
   std::vector<uint64_t> acknowledged;
   for (int i = 0; i < 20; ++i) {
@@ -338,8 +332,7 @@ TEST(LocalBroker, DirectoryIsSyncedAfterACompactionRename) {
   for (FsyncPolicy policy : {FsyncPolicy::Always, FsyncPolicy::EverySec}) {
     FaultyIo io;
     Fixture f(options(temp_dir(), policy, &io, /*max_bytes=*/200));
-    std::string error;
-    ASSERT_TRUE(f.broker->start(error)) << error;
+    f.start();
     while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
     ASSERT_TRUE(f.run_until([&] { return io.sync_dir_calls > 0; }));
   }
@@ -348,8 +341,7 @@ TEST(LocalBroker, DirectoryIsSyncedAfterACompactionRename) {
 TEST(LocalBroker, RemovedDataDirectoryIsRefusedThenRecreated) {
   std::string dir = temp_dir();
   Fixture f(options(dir, FsyncPolicy::EverySec));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
   std::filesystem::remove_all(dir);
   PublishResult refused = f.publish_and_wait("into the void");
@@ -374,14 +366,12 @@ TEST(LocalBroker, LongNonceKeysStayDistinctAfterARestart) {
   std::string nonce_a = prefix + "a", nonce_b = prefix + "b", nonce_c = prefix + "c";
   {
     Fixture f(options(dir, FsyncPolicy::EverySec));
-    std::string error;
-    ASSERT_TRUE(f.broker->start(error)) << error;
+    f.start();
     EXPECT_EQ(f.publish_and_wait("a", nonce_a, user).id, 1u);
     EXPECT_EQ(f.publish_and_wait("b", nonce_b, user).id, 2u);
   }
   Fixture f(options(dir, FsyncPolicy::EverySec));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   PublishResult b = f.publish_and_wait("b", nonce_b, user);
   EXPECT_EQ(b.status, Status::Duplicate);
   EXPECT_EQ(b.id, 2u);
@@ -400,8 +390,7 @@ TEST(LocalBroker, JournalOfThePreviousFormatStillLoads) {
   }
   std::ofstream(dir + "/journal", std::ios::binary) << bytes;
   Fixture f(options(dir, FsyncPolicy::EverySec));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   EXPECT_EQ(f.sink.restored, ids({1, 2, 3}));
   EXPECT_EQ(f.publish_and_wait("old", "n2").id, 2u);
   EXPECT_EQ(f.publish_and_wait("new").id, 4u);
@@ -414,8 +403,7 @@ TEST(LocalBroker, NoncesAreForgottenWithTheirMessage) {
   o.journal = false;
   o.history = 2;
   Fixture f(o);
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   EXPECT_EQ(f.publish_and_wait("a", "n1").id, 1u);
   EXPECT_EQ(f.publish_and_wait("a", "n1").status, Status::Duplicate);
   f.publish_and_wait("b");
@@ -427,8 +415,7 @@ TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
   std::string dir = temp_dir();
   FaultyIo io;
   Fixture f(options(dir, FsyncPolicy::Always, &io));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
   io.hold_datasync = true;
   auto during = f.publish("during");
@@ -447,8 +434,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
   std::string dir = temp_dir();
   {
     Fixture f(options(dir, FsyncPolicy::EverySec));
-    std::string error;
-    ASSERT_TRUE(f.broker->start(error)) << error;
+    f.start();
     f.publish_and_wait("one");
     f.publish_and_wait("two");
     std::filesystem::remove_all(dir);
@@ -462,8 +448,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
 TEST(LocalBroker, ANewJournalFileIsInTheDirectoryBeforeAnythingIsAcknowledged) {
   FaultyIo io;
   Fixture f(options(temp_dir() + "/fresh", FsyncPolicy::Always, &io));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   int before = io.sync_dir_calls;
   ASSERT_EQ(f.publish_and_wait("acked").status, Status::Created);
   EXPECT_GT(io.sync_dir_calls, before);
@@ -472,8 +457,7 @@ TEST(LocalBroker, ANewJournalFileIsInTheDirectoryBeforeAnythingIsAcknowledged) {
 TEST(LocalBroker, ARenameDuringADirectorySyncIsSyncedToo) {
   FaultyIo io;
   Fixture f(options(temp_dir(), FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
-  std::string error;
-  ASSERT_TRUE(f.broker->start(error)) << error;
+  f.start();
   io.hold_datasync = true;
   while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
   while (io.syncer_waiting == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -491,8 +475,7 @@ TEST(LocalBroker, AMessageRefusedAfterAFailedSyncDoesNotComeBackAfterARestart) {
   FaultyIo io;
   {
     Fixture f(options(dir, FsyncPolicy::Always, &io));
-    std::string error;
-    ASSERT_TRUE(f.broker->start(error)) << error;
+    f.start();
     ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
     io.datasync_errno = EIO;
     EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
@@ -505,8 +488,7 @@ TEST(LocalBroker, AJournalMovedAwayIsFoundAndRebuilt) {
     std::string dir = temp_dir();
     {
       Fixture f(options(dir, FsyncPolicy::EverySec));
-      std::string error;
-      ASSERT_TRUE(f.broker->start(error)) << error;
+      f.start();
       f.publish_and_wait("one");
       if (move_directory) {
         std::filesystem::rename(dir, dir + ".old");
