@@ -104,11 +104,13 @@ void ChatRoutes::finish(uint64_t ticket, const ReplyContext& ctx, http::Response
 void ChatRoutes::route_events(Connection& conn, Request& req) {
   if (!(req.method == Method::Get || req.method == Method::Head))
     return policy_.method_not_allowed(conn, req, "GET, HEAD");
-  if (req.method == Method::Head) {
-    metrics_.count_response(200);
-    conn.send_bytes(http::kStreamHead);
-    if (!req.keep_alive) conn.finish_after_flush();
-    return;
+  if (req.method == Method::Head) {  // the stream's head, through the same reply path as any
+    http::Response r;
+    r.content_type = "text/event-stream";
+    r.unframed_body = true;
+    r.headers.emplace_back("Cache-Control", "no-cache");
+    r.headers.emplace_back("X-Accel-Buffering", "no");
+    return policy_.reply(conn, req, std::move(r));
   }
   if (policy_.draining()) return conn.close("draining");  // the EventSource reconnects elsewhere
   if (auto refusal = policy_.admit_stream(conn)) return policy_.reply(conn, req, *refusal);

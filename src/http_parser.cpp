@@ -89,6 +89,9 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s.field_.clear();
   s.value_.clear();
   s.header_bytes_ = 0;
+  s.header_lines_ = 0;
+  s.host_headers_ = 0;
+  s.headers_done_ = false;
   s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
   s.started_ = true;
   return 0;
@@ -117,7 +120,11 @@ int RequestParser::on_header_value(llhttp_t* p, const char* at, size_t len) {
 
 int RequestParser::on_header_value_complete(llhttp_t* p) {
   RequestParser& s = self(p);
-  s.store_header();
+  // Each line costs its ": " and CRLF too, so thousands of empty lines cannot slip under the limit.
+  if (++s.header_lines_ > s.limits_.max_header_lines || !s.count_header_bytes(4))
+    return s.fail(431, "request headers too large");
+  if (s.field_.empty()) return s.fail(400, "malformed HTTP request: empty header name");
+  if (!s.headers_done_) s.store_header();
   s.field_.clear();
   s.value_.clear();
   return 0;
@@ -132,6 +139,7 @@ void RequestParser::store_header() {
     r.has_last_event_id = true;
   } else if (ascii::iequals(field_, "host")) {
     r.host = value_;
+    ++host_headers_;
   } else if (ascii::iequals(field_, "origin")) {
     r.origin = value_;
   } else if (ascii::iequals(field_, "authorization")) {
@@ -165,8 +173,16 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
       break;
   }
   r.method_name = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
+  s.headers_done_ = true;
+  // This server never switches protocols: Upgrade (an h2c offer, a WebSocket) is ignored and the
+  // request answered as HTTP/1.1, and the connection goes on parsing HTTP/1.1 after it.
+  p->upgrade = 0;
   if (llhttp_get_http_major(p) != 1)
     return s.fail(400, "HTTP/1.0 or HTTP/1.1 required");  // no HTTP/0.9
+  r.http10 = llhttp_get_http_minor(p) == 0;
+  // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
+  if (s.host_headers_ > 1 || (!r.http10 && s.host_headers_ == 0))
+    return s.fail(400, "exactly one Host header is required");
   if (!split_target(s.url_, r.path, r.query)) return s.fail(400, "malformed request target");
   // Refuse an oversized body from its declared length, before reading any of it.
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)

@@ -27,11 +27,13 @@ struct Request {
   std::string body;
   bool has_last_event_id = false;
   bool keep_alive = true;
+  bool http10 = false;  // HTTP/1.0: keep-alive only when asked, and said in the answer
 };
 
 struct HttpLimits {
   size_t max_url = 8 * 1024;
-  size_t max_headers = 8 * 1024;
+  size_t max_headers = 8 * 1024;  // bytes of all header lines, counting ": " and CRLF
+  size_t max_header_lines = 100;
   size_t max_body = 16 * 1024;
 };
 
@@ -87,6 +89,9 @@ class RequestParser {
   std::string field_;
   std::string value_;
   size_t header_bytes_ = 0;
+  size_t header_lines_ = 0;
+  int host_headers_ = 0;
+  bool headers_done_ = false;  // what follows are chunked trailers, never taken as headers
   bool expect_continue_ = false;
   bool continue_sent_ = false;
   bool in_body_ = false;

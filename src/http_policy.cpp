@@ -58,7 +58,11 @@ void HttpPolicy::identify(Connection& conn, const Request& req) const {
 }
 
 ReplyContext HttpPolicy::context_of(const Request& req) const {
-  return {req.method_name, req.path, req.keep_alive, req.method == Method::Head,
+  return {req.method_name,
+          req.path,
+          req.keep_alive,
+          req.http10,
+          req.method == Method::Head,
           !config_.cors_origin.empty() && req.origin == config_.cors_origin};
 }
 
@@ -68,6 +72,7 @@ void HttpPolicy::reply(Connection& conn, const Request& req, http::Response r) {
 
 void HttpPolicy::reply(Connection& conn, const ReplyContext& ctx, http::Response r) {
   if (!ctx.keep_alive || draining_) r.close = true;
+  r.keep_alive = ctx.http10 && !r.close;
   if (ctx.head) r.head_only = true;
   if (ctx.cors) {
     r.headers.emplace_back("Access-Control-Allow-Origin", config_.cors_origin);

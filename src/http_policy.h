@@ -23,6 +23,7 @@ struct ReplyContext {
   std::string method;
   std::string path;
   bool keep_alive;
+  bool http10;
   bool head;
   bool cors;  // the request came from the --cors-origin
 };

@@ -54,18 +54,30 @@ std::string serialize(const Response& r) {
   json::append_uint(out, static_cast<uint64_t>(r.status));
   out += ' ';
   out += reason_phrase(r.status);
-  out += "\r\nContent-Type: ";
-  out += r.content_type;
-  out += "\r\nContent-Length: ";
-  json::append_uint(out, r.body.size());
   out += "\r\n";
+  // RFC 9110 8.6 and 15.3.5: a 204 carries no Content-Length (and no content to type).
+  bool no_content = r.status == 204;
+  if (!no_content) {
+    out += "Content-Type: ";
+    out += r.content_type;
+    out += "\r\n";
+  }
+  if (!no_content && !r.unframed_body) {
+    out += "Content-Length: ";
+    json::append_uint(out, r.body.size());
+    out += "\r\n";
+  }
   for (const auto& [name, value] : r.headers) {
     out += name;
     out += ": ";
     out += value;
     out += "\r\n";
   }
-  if (r.close) out += "Connection: close\r\n";
+  if (r.close) {
+    out += "Connection: close\r\n";
+  } else if (r.keep_alive) {
+    out += "Connection: keep-alive\r\n";
+  }
   out += "\r\n";
   if (!r.head_only) out += r.body;
   return out;

@@ -15,8 +15,11 @@ struct Response {
   std::string_view content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string_view, std::string>> headers;
-  bool head_only = false;  // HEAD: same headers, no body
-  bool close = false;      // adds "Connection: close"
+  bool head_only = false;      // HEAD: same headers, no body
+  bool close = false;          // adds "Connection: close"
+  bool keep_alive = false;     // adds "Connection: keep-alive" (HTTP/1.0 clients need it said)
+  bool unframed_body = false;  // no Content-Length: a stream's head, whose body ends with the
+                               // connection
 };
 
 std::string serialize(const Response& r);

@@ -92,9 +92,50 @@ TEST(HttpParser, AbsoluteFormTarget) {
 }
 
 TEST(HttpParser, Http10ClosesByDefault) {
-  Outcome o = parse_chunks({"GET / HTTP/1.0\r\n\r\n"});
+  Outcome o = parse_chunks({"GET / HTTP/1.0\r\n\r\n"});  // no Host needed in HTTP/1.0
   ASSERT_EQ(o.requests.size(), 1u);
   EXPECT_FALSE(o.requests[0].keep_alive);
+  o = parse_chunks({"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"});
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_TRUE(o.requests[0].keep_alive);
+}
+
+TEST(HttpParser, UpgradeIsIgnoredAndTheNextRequestParsesAsHttp) {
+  Outcome o = parse_chunks(
+      {"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+       "HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"});
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.requests.size(), 2u);
+  EXPECT_EQ(o.requests[0].path, "/a");
+  EXPECT_EQ(o.requests[1].path, "/b");
+  EXPECT_EQ(o.requests[1].method, "GET");
+}
+
+TEST(HttpParser, TrailersNeverActAsHeaders) {
+  Outcome o =
+      parse_chunks({"POST /m HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nContent-Type: text/plain\r\n"
+                    "Last-Event-ID: 9\r\n\r\n"});
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].content_type, "application/json");
+  EXPECT_EQ(o.requests[0].last_event_id, "");
+  EXPECT_EQ(o.requests[0].body, "{}");
+}
+
+TEST(HttpParser, ManyTinyHeaderLinesHitTheHeaderLimit) {
+  std::string lines;
+  for (int i = 0; i < 3000; ++i) lines += "A: \r\n";  // 3 bytes of name and value each
+  Outcome o = parse_chunks({"GET / HTTP/1.1\r\nHost: x\r\n" + lines + "\r\n"});
+  EXPECT_EQ(o.error_status, 431);
+}
+
+TEST(HttpParser, ChunkExtensionsAreAccepted) {
+  Outcome o =
+      parse_chunks({"POST /m HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "2;a=b\r\nhi\r\n1;name=\"quoted value\";flag\r\n!\r\n0\r\n\r\n"});
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "hi!");
 }
 
 TEST(HttpParser, Errors) {
@@ -113,9 +154,14 @@ TEST(HttpParser, Errors) {
       {"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
-      {"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 413},
-      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n",
+      {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", 413},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n"
+       "12345678\r\n",
        413},
+      {"GET / HTTP/1.1\r\n\r\n", 400},                        // no Host
+      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},  // two
+      {"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", 400},  // empty header name
       {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414},
       {"GET / HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431},
   };
@@ -127,7 +173,8 @@ TEST(HttpParser, Errors) {
 
 TEST(HttpParser, ExpectContinueIsReportedUntilBodyArrives) {
   RequestParser parser(HttpLimits{});
-  std::string head = "POST /messages HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+  std::string head =
+      "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
   auto r = parser.feed(head.data(), head.size());
   EXPECT_EQ(r.event, RequestParser::Event::NeedMore);
   EXPECT_TRUE(parser.wants_continue());

@@ -1,0 +1,165 @@
+// HTTP/1.1 edge cases over real sockets against the real binary: Upgrade offers, chunked
+// trailers, HTTP/1.0 keep-alive, half-close after pipelining, Host rules, tiny header lines, chunk
+// extensions, 204 framing and HEAD /events.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include "test_server.h"
+
+using namespace testing_support;
+
+namespace {
+
+std::string chunked_post(const std::string& origin_header, const std::string& trailers) {
+  return "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+         origin_header + "Transfer-Encoding: chunked\r\n\r\n" +
+         "1b\r\n{\"user\":\"tom\",\"text\":\"hey\"}\r\n0\r\n" + trailers + "\r\n";
+}
+
+}  // namespace
+
+TEST(Http11, AnUpgradeOfferGetsOneAnswerAndTheNextRequestItsOwn) {
+  ServerProcess server;
+  Client c(server.port());
+  ASSERT_TRUE(
+      c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+             "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+             "GET /messages HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  auto first = c.read_response();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200);
+  EXPECT_EQ(first->body, "ok\n");
+  auto second = c.read_response();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 200);
+  EXPECT_EQ(second->body, "[]");
+}
+
+TEST(Http11, TrailersNeverActAsHeaders) {
+  ServerProcess server(
+      {"--trusted-proxy", "127.0.0.1/32", "--post-rate", "1", "--post-burst", "1"});
+  std::string same_site = "Origin: http://127.0.0.1\r\n";
+  // A trailer cannot turn a cross-site POST into a same-site one...
+  Client c(server.port());
+  ASSERT_TRUE(c.send(chunked_post("Origin: http://evil.example\r\n", same_site)));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  // ...nor change the address the rate limit counts (the budget is one POST per address).
+  for (int i = 0; i < 2; ++i) {
+    Client d(server.port());
+    ASSERT_TRUE(d.send(chunked_post("", "X-Forwarded-For: 10.9.8." + std::to_string(i) + "\r\n")));
+    auto answer = d.read_response();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->status, i == 0 ? 201 : 429) << i;
+  }
+}
+
+TEST(Http11, Http10KeepAliveIsSaidAndKept) {
+  ServerProcess server;
+  Client c(server.port());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(c.send("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << "request " << i;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->header("connection"), "keep-alive");
+  }
+  ASSERT_TRUE(c.send("GET /healthz HTTP/1.0\r\n\r\n"));  // no keep-alive: closed after
+  auto last = c.read_response();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->header("connection"), "close");
+  EXPECT_TRUE(c.wait_closed());
+}
+
+TEST(Http11, AHalfClosedClientGetsEveryPipelinedAnswer) {
+  ServerProcess server;
+  Client c(server.port());
+  std::string wire;
+  for (int i = 0; i < 300; ++i) wire += "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ASSERT_TRUE(c.send(wire));
+  ASSERT_EQ(::shutdown(c.fd(), SHUT_WR), 0);
+  int answers = 0;
+  while (auto r = c.read_response()) {
+    EXPECT_EQ(r->status, 200);
+    ++answers;
+  }
+  EXPECT_EQ(answers, 300);
+}
+
+TEST(Http11, HostIsRequiredOnceInHttp11) {
+  ServerProcess server;
+  const char* requests[] = {"GET /healthz HTTP/1.1\r\n\r\n",
+                            "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"};
+  for (const char* request : requests) {
+    Client c(server.port());
+    ASSERT_TRUE(c.send(request));
+    auto r = c.read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << request;
+  }
+}
+
+TEST(Http11, TinyHeaderLinesCountAgainstTheHeaderLimit) {
+  ServerProcess server;
+  Client c(server.port());
+  std::string lines;
+  for (int i = 0; i < 200000; ++i) lines += ":\r\n";
+  c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + lines + "\r\n");  // may be cut short
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->status == 431 || r->status == 400) << r->status;
+  std::string tiny;
+  for (int i = 0; i < 3000; ++i) tiny += "A: \r\n";
+  Client d(server.port());
+  d.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + tiny + "\r\n");
+  r = d.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+}
+
+TEST(Http11, ChunkExtensionsAreAccepted) {
+  ServerProcess server;
+  Client c(server.port());
+  std::string body = "{\"user\":\"tom\",\"text\":\"hey\"}";
+  ASSERT_TRUE(
+      c.send("POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n2;a=b\r\n" +
+             body.substr(0, 2) + "\r\n19;name=\"quoted\"\r\n" + body.substr(2) + "\r\n0\r\n\r\n"));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201) << r->body;
+}
+
+TEST(Http11, NoContentCarriesNoContentLength) {
+  ServerProcess server({"--cors-origin", "http://app.example"});
+  Client c(server.port());
+  ASSERT_TRUE(
+      c.send("OPTIONS /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://app.example\r\n"
+             "Access-Control-Request-Method: POST\r\n\r\n"));
+  auto r = c.read_head();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->headers.count("content-length"), 0u);
+  ASSERT_TRUE(c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));  // framing holds
+  auto next = c.read_response();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+}
+
+TEST(Http11, HeadOfTheStreamGoesThroughTheReplyPath) {
+  ServerProcess server({"--cors-origin", "http://app.example"});
+  Client c(server.port());
+  ASSERT_TRUE(
+      c.send("HEAD /events HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://app.example\r\n\r\n"));
+  auto r = c.read_response(/*head=*/true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("content-type"), "text/event-stream");
+  EXPECT_EQ(r->header("access-control-allow-origin"), "http://app.example");
+  EXPECT_EQ(r->headers.count("content-length"), 0u);
+  ASSERT_TRUE(c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  auto next = c.read_response();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body, "ok\n");
+}
