@@ -111,6 +111,10 @@ const std::vector<Option>& options() {
                   &Config::request_timeout_s, 1),
       uint_option("keepalive-timeout", "seconds an idle keep-alive connection stays open",
                   &Config::keepalive_timeout_s, 1),
+      uint_option("send-timeout",
+                  "seconds queued output may wait for the client to read any of it before the "
+                  "connection is closed",
+                  &Config::send_timeout_s, 1),
       double_option("post-rate", "POSTs per second per client IP (0: no limit)",
                     &Config::post_rate),
       double_option("post-burst", "POSTs a client IP may send at once", &Config::post_burst),

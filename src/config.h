@@ -27,6 +27,7 @@ struct Config {
   uint32_t max_streams_per_ip = 32;
   uint32_t request_timeout_s = 10;
   uint32_t keepalive_timeout_s = 60;
+  uint32_t send_timeout_s = 30;
   double post_rate = 5;  // tokens per second per client IP; 0 disables
   double post_burst = 20;
   double subscribe_rate = 2;

@@ -18,7 +18,10 @@ char g_read_buffer[64 * 1024];
 constexpr size_t kMaxIov = 256;
 constexpr size_t kFlushBudgetBytes = 1 << 20;  // per connection per loop iteration
 constexpr size_t kPipelineDepth = 16;          // responses queued before reading pauses
-constexpr int64_t kLingerMs = 2000;
+// A lingering close reads what the peer still sends for at most kLingerIdleMs of silence and
+// kLingerMaxMs in all (nginx's lingering_timeout and lingering_time), however it trickles.
+constexpr int64_t kLingerIdleMs = 2000;
+constexpr int64_t kLingerMaxMs = 5000;
 constexpr size_t kMaxPendingInput = 256 * 1024;  // unparsed pipelined bytes kept per connection
 
 }  // namespace
@@ -30,8 +33,8 @@ Connection::Connection(ConnectionHost& host, int fd, const net::IpAddress& peer)
       parser_(std::make_unique<RequestParser>(host.settings().http)),
       out_(host.settings().queue_frames) {
   client_ip = peer;
-  last_activity_ms_ = host_.reactor().now_ms();
-  last_write_ms_ = last_activity_ms_;
+  last_activity_ms_ = host_.now_ms();
+  last_write_ms_ = last_progress_ms_ = last_activity_ms_;
   update_interest();
 }
 
@@ -61,7 +64,7 @@ void Connection::on_readable() {
     if (errno == EAGAIN || errno == EINTR) return;
     return close("read error");
   }
-  int64_t now = host_.reactor().now_ms();
+  int64_t now = host_.now_ms();
   if (state_ == State::Lingering) last_activity_ms_ = now;
   if (state_ == State::Http && !finishing_) {
     if (!parser_->mid_request()) request_started_ms_ = now;
@@ -97,7 +100,8 @@ void Connection::feed(const char* data, size_t len) {
     parser_->next_request();
     // The keep-alive clock restarts when a request completes, not on any byte: bare CRLFs between
     // requests (which llhttp skips) must not keep an idle connection open forever.
-    request_started_ms_ = last_activity_ms_ = host_.reactor().now_ms();
+    request_started_ms_ = last_activity_ms_ = host_.now_ms();
+    served_ = true;
     if (held_ || out_.size() >= kPipelineDepth) {
       pending_input_.assign(data, len);
       update_interest();
@@ -127,12 +131,14 @@ void Connection::send_bytes(std::string_view bytes) {
 
 void Connection::enqueue(const FrameRef& frame) {
   if (closed()) return;
+  if (out_.empty()) last_progress_ms_ = host_.now_ms();
   if (!out_.push(frame)) return close("output queue full");
   host_.mark_dirty(*this);
 }
 
 bool Connection::deliver(const FrameRef& frame) {
   if (state_ != State::Stream) return true;  // closing: nothing more to send
+  if (out_.empty()) last_progress_ms_ = host_.now_ms();
   if (!out_.push(frame)) {
     ++host_.metrics().slow_consumers;
     close("slow consumer");
@@ -198,7 +204,7 @@ void Connection::flush() {
     }
     out_.consume(static_cast<size_t>(written));
     host_.metrics().bytes_sent += static_cast<uint64_t>(written);
-    last_write_ms_ = host_.reactor().now_ms();
+    last_write_ms_ = last_progress_ms_ = host_.now_ms();
     if (static_cast<size_t>(written) < total) {
       want_write_ = true;  // the socket buffer is full: wait for EPOLLOUT
       break;
@@ -248,7 +254,7 @@ void Connection::begin_linger() {
   ::shutdown(fd_, SHUT_WR);
   state_ = State::Lingering;
   parser_.reset();
-  last_activity_ms_ = host_.reactor().now_ms();
+  last_activity_ms_ = linger_started_ms_ = host_.now_ms();
 }
 
 void Connection::close(std::string_view why) {
@@ -261,18 +267,25 @@ void Connection::close(std::string_view why) {
 
 void Connection::check_timeouts(int64_t now_ms) {
   const ConnectionSettings& cfg = host_.settings();
+  // Whatever the state: output that the peer has not taken any of for the send timeout means a
+  // reader that stopped reading; its queue is freed (an EventSource reconnects and resumes).
+  if (!closed() && !out_.empty() && now_ms - last_progress_ms_ > cfg.send_timeout_ms)
+    return close("send timeout");
   switch (state_) {
-    case State::Http:
+    case State::Http: {
       if (held_ || finishing_) return;
       if (parser_->mid_request() && now_ms - request_started_ms_ > cfg.request_timeout_ms) {
         return reject_and_close(408, "request took too long to arrive");
       }
-      if (!parser_->mid_request() && out_.empty() &&
-          now_ms - last_activity_ms_ > cfg.keepalive_timeout_ms)
-        return close("keep-alive timeout");
+      // A connection that never completed a request gets the request timeout, not keep-alive's.
+      int64_t idle_limit = served_ ? cfg.keepalive_timeout_ms : cfg.request_timeout_ms;
+      if (!parser_->mid_request() && out_.empty() && now_ms - last_activity_ms_ > idle_limit)
+        return close(served_ ? "keep-alive timeout" : "idle before any request");
       return;
+    }
     case State::Lingering:
-      if (now_ms - last_activity_ms_ > kLingerMs) close("linger timeout");
+      if (now_ms - last_activity_ms_ > kLingerIdleMs || now_ms - linger_started_ms_ > kLingerMaxMs)
+        close("linger timeout");
       return;
     case State::Stream:
     case State::Closed:

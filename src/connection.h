@@ -110,6 +110,9 @@ class Connection final : public EventHandler, public Sink {
   int64_t request_started_ms_ = 0;
   int64_t last_activity_ms_ = 0;
   int64_t last_write_ms_ = 0;
+  int64_t last_progress_ms_ = 0;  // queued output last moved (or the queue became non-empty)
+  int64_t linger_started_ms_ = 0;
+  bool served_ = false;  // a request has completed on this connection
   std::string_view close_reason_;
 };
 

@@ -19,6 +19,7 @@ struct ConnectionSettings {
   size_t queue_frames = 1024;  // frames (responses or stream events) queued before closing
   int64_t request_timeout_ms = 10000;
   int64_t keepalive_timeout_ms = 60000;
+  int64_t send_timeout_ms = 30000;  // queued output that makes no progress this long: closed
 };
 
 class ConnectionHost {
@@ -31,7 +32,8 @@ class ConnectionHost {
   // `conn` closed itself: free it after this batch of events.
   virtual void schedule_reap(Connection& conn) = 0;
   virtual const ConnectionSettings& settings() const = 0;
-  virtual Reactor& reactor() = 0;
+  virtual Reactor& reactor() = 0;      // epoll interest
+  virtual int64_t now_ms() const = 0;  // the loop's clock
   virtual Metrics& metrics() = 0;
 };
 

@@ -40,6 +40,7 @@ class ConnectionRegistry final : public ConnectionHost {
   void schedule_reap(Connection& conn) override;
   const ConnectionSettings& settings() const override { return settings_; }
   Reactor& reactor() override { return reactor_; }
+  int64_t now_ms() const override { return reactor_.now_ms(); }
   Metrics& metrics() override { return metrics_; }
 
   // After each batch of events: flush the writer set, free closed connections. True when

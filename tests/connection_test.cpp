@@ -36,6 +36,7 @@ class FakeHost : public sse::ConnectionHost {
   void schedule_reap(Connection& conn) override { reaped.push_back(&conn); }
   const sse::ConnectionSettings& settings() const override { return settings_; }
   sse::Reactor& reactor() override { return reactor_; }
+  int64_t now_ms() const override { return clock_ms; }
   sse::Metrics& metrics() override { return metrics_; }
 
   static void respond(Connection& conn, const std::string& body, bool close) {
@@ -59,6 +60,7 @@ class FakeHost : public sse::ConnectionHost {
   std::vector<Connection*> dirty;
   std::vector<Connection*> reaped;
   bool hold_next = false;
+  int64_t clock_ms = 1000000;
 };
 
 // One connection on one end of a socketpair; the test is the client on the other end.
@@ -233,9 +235,9 @@ TEST(Connection, LingersAfterCloseThenTimesOut) {
   p.send("more bytes are read and dropped");
   p.conn->on_event(EPOLLIN);
   EXPECT_EQ(p.conn->state(), Connection::State::Lingering);
-  p.conn->check_timeouts(host.reactor_.now_ms() + 1000);
+  p.conn->check_timeouts(host.clock_ms + 1000);
   EXPECT_FALSE(p.conn->closed());
-  p.conn->check_timeouts(host.reactor_.now_ms() + 60000);
+  p.conn->check_timeouts(host.clock_ms + 60000);
   EXPECT_TRUE(p.conn->closed());
 }
 
@@ -254,13 +256,72 @@ TEST(Connection, LingeringEndsWhenThePeerCloses) {
 TEST(Connection, IdleKeepAliveTimesOutButARequestInProgressGets408) {
   FakeHost host;
   Pair idle(host);
-  idle.conn->check_timeouts(host.reactor_.now_ms() + host.settings_.keepalive_timeout_ms + 1);
+  idle.conn->check_timeouts(host.clock_ms + host.settings_.keepalive_timeout_ms + 1);
   EXPECT_TRUE(idle.conn->closed());
 
   Pair slow(host);
   slow.send("GET /half HTTP/1.1\r\nHo");
   slow.conn->on_event(EPOLLIN);
-  slow.conn->check_timeouts(host.reactor_.now_ms() + host.settings_.request_timeout_ms + 1);
+  slow.conn->check_timeouts(host.clock_ms + host.settings_.request_timeout_ms + 1);
   host.flush_writers();
   EXPECT_NE(slow.received().find("HTTP/1.1 408"), std::string::npos);
+}
+
+TEST(Connection, ANewConnectionThatSendsNothingGetsTheRequestTimeout) {
+  FakeHost host;
+  host.settings_.request_timeout_ms = 10000;
+  host.settings_.keepalive_timeout_ms = 60000;
+  Pair p(host);
+  int64_t now = host.clock_ms;
+  p.conn->check_timeouts(now + 9000);
+  EXPECT_FALSE(p.conn->closed());
+  p.conn->check_timeouts(now + 10001);
+  EXPECT_TRUE(p.conn->closed());
+  // After a request it is a keep-alive connection: the longer limit applies.
+  Pair served(host);
+  served.send(get("/x"));
+  served.conn->on_event(EPOLLIN);
+  host.flush_writers();
+  served.conn->check_timeouts(now + 30000);
+  EXPECT_FALSE(served.conn->closed());
+}
+
+TEST(Connection, ALingeringCloseHasAHardCapHoweverThePeerTrickles) {
+  FakeHost host;
+  Pair p(host);
+  p.send(get("/bye", /*close=*/true));
+  p.conn->on_event(EPOLLIN);
+  host.flush_writers();
+  ASSERT_EQ(p.conn->state(), Connection::State::Lingering);
+  int64_t start = host.clock_ms;
+  // One byte every 1.5 s keeps the idle timer from firing, but not the cap.
+  for (int64_t t = 1500; t <= 4500; t += 1500) {
+    host.clock_ms = start + t;
+    p.send("x");
+    p.conn->on_event(EPOLLIN);
+    p.conn->check_timeouts(start + t);
+  }
+  EXPECT_FALSE(p.conn->closed());
+  p.conn->check_timeouts(start + 5001);
+  EXPECT_TRUE(p.conn->closed());
+}
+
+TEST(Connection, OutputThatMakesNoProgressIsClosedAfterTheSendTimeout) {
+  FakeHost host;
+  host.settings_.send_timeout_ms = 30000;
+  Pair p(host);
+  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  ASSERT_TRUE(p.conn->deliver(sse::FrameRef("data: x\n\n")));  // queued, never flushed
+  int64_t now = host.clock_ms;
+  p.conn->check_timeouts(now + 29000);
+  EXPECT_FALSE(p.conn->closed());  // a stream without output pending never times out
+  p.conn->check_timeouts(now + 30001);
+  EXPECT_TRUE(p.conn->closed());
+  EXPECT_EQ(p.conn->close_reason(), "send timeout");
+
+  Pair reader(host);
+  reader.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  host.flush_writers();  // everything written: nothing pending, nothing to time out
+  reader.conn->check_timeouts(now + 60000);
+  EXPECT_FALSE(reader.conn->closed());
 }
