@@ -113,7 +113,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     return policy_.reply(conn, req, std::move(r));
   }
   if (policy_.draining()) return conn.close("draining");  // the EventSource reconnects elsewhere
-  if (auto refusal = policy_.admit_stream(conn)) return policy_.reply(conn, req, *refusal);
+  if (auto refusal = policy_.admit_stream(conn)) return policy_.refuse_stream(conn, req, *refusal);
   std::optional<uint64_t> last_id;
   std::string query_id;
   if (req.has_last_event_id) {

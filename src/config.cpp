@@ -105,8 +105,23 @@ const std::vector<Option>& options() {
       uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
       uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
                   &Config::max_connections),
-      uint_option("max-streams-per-ip", "concurrent event streams per client IP (0: unlimited)",
-                  &Config::max_streams_per_ip),
+      {"max-streams-per-ip", "N|auto",
+       "concurrent event streams per client IP (0: unlimited; auto: a quarter of "
+       "--max-connections)",
+       [](Config& c) {
+         return c.max_streams_per_ip ? std::to_string(*c.max_streams_per_ip) : "auto";
+       },
+       [](Config& c, const std::string& v) {
+         uint64_t n;
+         if (v == "auto") {
+           c.max_streams_per_ip.reset();
+         } else if (parse_uint(v, n) && n <= UINT32_MAX) {
+           c.max_streams_per_ip = static_cast<uint32_t>(n);
+         } else {
+           return false;
+         }
+         return true;
+       }},
       uint_option("request-timeout", "seconds a request may take to arrive",
                   &Config::request_timeout_s, 1),
       uint_option("keepalive-timeout", "seconds an idle keep-alive connection stays open",

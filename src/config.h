@@ -24,14 +24,16 @@ struct Config {
   size_t client_queue = 1024;  // frames queued per connection before it is a slow consumer
   size_t max_body = 16 * 1024;
   size_t max_connections = 0;  // 0: what RLIMIT_NOFILE allows minus a reserve
-  uint32_t max_streams_per_ip = 32;
+  // Streams one client address may hold; nullopt ("auto"): a quarter of the connection limit.
+  std::optional<uint32_t> max_streams_per_ip;
   uint32_t request_timeout_s = 10;
   uint32_t keepalive_timeout_s = 60;
   uint32_t send_timeout_s = 30;
-  double post_rate = 5;  // tokens per second per client IP; 0 disables
-  double post_burst = 20;
-  double subscribe_rate = 2;
-  double subscribe_burst = 40;
+  // Per client address, sized for an office behind one NAT address (hundreds of people).
+  double post_rate = 20;  // tokens per second per client IP; 0 disables
+  double post_burst = 200;
+  double subscribe_rate = 20;
+  double subscribe_burst = 400;
   std::vector<std::string> trusted_proxies;
   std::string cors_origin;
   std::string publish_token;

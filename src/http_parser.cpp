@@ -140,6 +140,9 @@ void RequestParser::store_header() {
   } else if (ascii::iequals(field_, "host")) {
     r.host = value_;
     ++host_headers_;
+  } else if (ascii::iequals(field_, "accept")) {
+    if (!r.accept.empty()) r.accept += ", ";
+    r.accept += value_;
   } else if (ascii::iequals(field_, "origin")) {
     r.origin = value_;
   } else if (ascii::iequals(field_, "authorization")) {

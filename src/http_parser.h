@@ -19,6 +19,7 @@ struct Request {
   std::string query;  // after '?', raw
   std::string content_type;
   std::string last_event_id;
+  std::string accept;
   std::string origin;
   std::string host;
   std::string authorization;

@@ -39,7 +39,7 @@ HttpPolicy::HttpPolicy(const Config& config, Reactor& reactor, Metrics& metrics)
       reactor_(reactor),
       metrics_(metrics),
       limits_(config.post_rate, config.post_burst, config.subscribe_rate, config.subscribe_burst,
-              config.max_streams_per_ip, parse_trusted(config.trusted_proxies)) {
+              config.max_streams_per_ip.value_or(0), parse_trusted(config.trusted_proxies)) {
   rng_state_ = static_cast<uint64_t>(wall_clock_ms()) * 0x9E3779B97F4A7C15ull | 1;
 }
 
@@ -137,18 +137,40 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
   return std::nullopt;
 }
 
-std::optional<http::Response> HttpPolicy::admit_stream(Connection& conn) {
-  uint32_t retry_after = 0;
-  if (!limits_.subscribes.take(conn.client_ip, reactor_.now_ms(), retry_after)) {
-    metrics_.count_rejected("subscribe_rate");
-    return too_many("too many new streams from your address; retry later", retry_after);
-  }
+std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(Connection& conn) {
+  constexpr uint32_t kRetryWhenFullS = 10;
   if (!limits_.streams.acquire(conn.client_ip)) {
     metrics_.count_rejected("streams_per_ip");
-    return http::error(429, "too many open streams from your address");
+    return StreamRefusal{"too many open streams from your address", kRetryWhenFullS};
+  }
+  uint32_t retry_after = 0;
+  if (!limits_.subscribes.take(conn.client_ip, reactor_.now_ms(), retry_after)) {
+    limits_.streams.release(conn.client_ip);
+    metrics_.count_rejected("subscribe_rate");
+    return StreamRefusal{"too many new streams from your address", retry_after};
   }
   conn.counted_stream = true;
   return std::nullopt;
+}
+
+void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal) {
+  if (req.accept.find("text/event-stream") == std::string::npos)
+    return reply(conn, req, too_many(refusal.reason + "; retry later", refusal.retry_after_s));
+  http::Response r;
+  r.content_type = "text/event-stream";
+  r.unframed_body = true;
+  r.close = true;
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  // Jittered, so the refused do not all come back in the same instant.
+  uint32_t retry_ms = refusal.retry_after_s * 1000 + retry_with_jitter() % 1000;
+  r.body = retry_event(retry_ms) + ": " + refusal.reason + "; retrying in " +
+           std::to_string(retry_ms) + " ms\n\n";
+  reply(conn, req, std::move(r));
+}
+
+void HttpPolicy::set_connection_limit(size_t max_connections) {
+  if (!config_.max_streams_per_ip)
+    limits_.streams.set_max(static_cast<uint32_t>(std::max<size_t>(1, max_connections / 4)));
 }
 
 std::string HttpPolicy::open_stream(Connection& conn, const Request& req) {

@@ -50,9 +50,19 @@ class HttpPolicy {
   std::optional<http::Response> preflight(const Request& req) const;
   // Why this POST may not go on (403, 401, 429), or nullopt.
   std::optional<http::Response> check_post(Connection& conn, const Request& req);
-  // Why this stream may not open (429), or nullopt; on success the connection holds one of its
-  // address's stream slots until on_closed().
-  std::optional<http::Response> admit_stream(Connection& conn);
+  // Why this stream may not open now, or nullopt; on success the connection holds one of its
+  // address's stream slots until on_closed(). A refused attempt spends nothing.
+  struct StreamRefusal {
+    std::string reason;
+    uint32_t retry_after_s;
+  };
+  std::optional<StreamRefusal> admit_stream(Connection& conn);
+  // Answers a refused stream so that its client comes back by itself: an EventSource (it sends
+  // Accept: text/event-stream, and gives up for good on any status but 200) gets a 200 that only
+  // sets `retry:` and ends; any other client a 429 with Retry-After.
+  void refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal);
+  // The stream cap per address once the connection limit is known (--max-streams-per-ip auto).
+  void set_connection_limit(size_t max_connections);
   // The response head, CORS headers and retry field that open a stream; counted and logged.
   std::string open_stream(Connection& conn, const Request& req);
 

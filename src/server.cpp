@@ -61,6 +61,7 @@ bool Server::start(std::string& error, int inherited_fd) {
           ? config_.max_connections
           : static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
   registry_.listen(fd, max_connections);
+  policy_.set_connection_limit(max_connections);
 
   reactor_.after_dispatch([this] { return after_dispatch(); });
   reactor_.every(std::chrono::seconds(1), [this] { every_second(); });

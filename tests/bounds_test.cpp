@@ -2,11 +2,14 @@
 // and lingering connections close on time, readers that stop reading are cut off, and hostile
 // readers cost bounded memory while an honest subscriber keeps receiving.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
+#include <utility>
 
 #include "test_server.h"
 
@@ -33,4 +36,132 @@ TEST(Bounds, ALingeringCloseEndsHoweverThePeerTrickles) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   EXPECT_TRUE(closed);
+}
+
+namespace {
+
+// What a browser's EventSource does: GET /events with Accept: text/event-stream and the last id
+// it saw; any status but 200 ends it for good; a dropped connection (or a 200 that ends) makes it
+// wait `retry` ms and reconnect.
+class EventSourceLike {
+ public:
+  explicit EventSourceLike(uint16_t port) : port_(port) {}
+  // Connects until a stream is open; false if the server answered anything but 200.
+  bool open(int attempts = 100) {
+    for (int i = 0; i < attempts; ++i) {
+      client_ = std::make_unique<Client>(port_);
+      if (client_->connected()) {
+        std::string req =
+            "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n";
+        if (!last_id_.empty()) req += "Last-Event-ID: " + last_id_ + "\r\n";
+        if (client_->send(req + "\r\n")) {
+          auto head = client_->read_head();
+          if (head && head->status != 200) return false;  // a real EventSource gives up here
+          if (head) {  // a refusal is a 200 that only sets retry and ends: next_message() sees it
+            reader_ = std::make_unique<SseReader>(*client_);
+            return true;
+          }
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(retry_ms_, 3000)));
+    }
+    return false;
+  }
+  // The next chat message, reconnecting as EventSource would when the stream ends.
+  std::optional<SseEvent> next_message() {
+    for (int reconnects = 0; reconnects < 50;) {
+      std::optional<SseEvent> ev = reader_->next();
+      if (!ev) {
+        if (reader_->retry_ms()) retry_ms_ = *reader_->retry_ms();
+        if (!open()) return std::nullopt;
+        ++reconnects;
+        continue;
+      }
+      if (!ev->id.empty()) last_id_ = ev->id;
+      if (ev->event.empty() && !ev->id.empty()) return ev;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  uint16_t port_;
+  std::unique_ptr<Client> client_;
+  std::unique_ptr<SseReader> reader_;
+  std::string last_id_;
+  int retry_ms_ = 2000;
+};
+
+}  // namespace
+
+TEST(Bounds, TwoHundredPeopleBehindOneAddressStayConnectedAcrossARestart) {
+  std::string dir = make_temp_dir();
+  LaunchOptions defaults;
+  defaults.default_limits = true;  // the limits a real deployment starts with
+  auto server =
+      std::make_unique<ServerProcess>(std::vector<std::string>{"--data-dir", dir}, false, defaults);
+  uint16_t port = server->port();
+  constexpr int kPeople = 200;
+  std::vector<std::unique_ptr<EventSourceLike>> people;
+  for (int i = 0; i < kPeople; ++i) {
+    people.push_back(std::make_unique<EventSourceLike>(port));
+    ASSERT_TRUE(people.back()->open()) << "person " << i << " was refused for good";
+  }
+  // Each of them posts too, at once, from the same address.
+  for (int i = 0; i < kPeople; ++i)
+    ASSERT_NE(post_message(port, "p" + std::to_string(i), "hello"), 0u) << "post " << i;
+  for (auto& p : people)
+    for (int id = 1; id <= kPeople; ++id) {
+      auto ev = p->next_message();
+      ASSERT_TRUE(ev);
+      ASSERT_EQ(ev->id, std::to_string(id));
+    }
+
+  server->stop(SIGTERM);
+  server = std::make_unique<ServerProcess>(
+      std::vector<std::string>{"--data-dir", dir, "--listen", "127.0.0.1:" + std::to_string(port)},
+      false, defaults);
+  for (int i = 0; i < 5; ++i) ASSERT_NE(post_message(port, "after", "m"), 0u);
+  int i = 0;
+  for (auto& p : people) {
+    for (int id = kPeople + 1; id <= kPeople + 5; ++id) {
+      auto ev = p->next_message();
+      ASSERT_TRUE(ev) << "person " << i << " did not come back";
+      ASSERT_EQ(ev->id, std::to_string(id)) << "person " << i;
+    }
+    ++i;
+  }
+}
+
+TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
+  ServerProcess server({"--max-streams-per-ip", "1", "--subscribe-rate", "0.001",
+                        "--subscribe-burst", "2", "--retry", "200"});
+  auto first = std::make_unique<Subscription>(server.port());
+  ASSERT_TRUE(first->ok);
+  // An EventSource over the cap gets a 200 that only says when to retry, then the end.
+  Client refused(server.port());
+  ASSERT_TRUE(
+      refused.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"));
+  auto head = refused.read_head();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  SseReader reader(refused);
+  EXPECT_FALSE(reader.next());  // the stream ends...
+  ASSERT_TRUE(reader.retry_ms());
+  EXPECT_GE(*reader.retry_ms(), 10000);  // ...after saying when to come back
+  // Any other client gets 429 with Retry-After.
+  Client curl(server.port());
+  auto r = curl.get("/events");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429);
+  EXPECT_FALSE(r->header("retry-after").empty());
+  // Neither refusal spent the address's budget of new streams: the second token is still there.
+  first.reset();
+  for (int i = 0; i < 100 && metric(server.port(), "ssechat_sse_clients") != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the server reaps the first
+  Subscription second(server.port());
+  ASSERT_TRUE(second.ok);
+  ASSERT_NE(post_message(server.port(), "u", "live"), 0u);
+  auto ev = second.reader.next_message();  // a refused stream would have ended instead
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, "1");
 }

@@ -53,7 +53,7 @@ ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_jour
   // Tests post from one address far faster than a person: no rate limits unless a test asks.
   bool has_rate = false;
   for (const auto& a : args) has_rate |= a == "--post-rate" || a == "--subscribe-rate";
-  if (!has_rate)
+  if (!has_rate && !launch.default_limits)
     args.insert(args.end(),
                 {"--post-rate", "0", "--subscribe-rate", "0", "--max-streams-per-ip", "0"});
 

@@ -21,6 +21,7 @@ struct LaunchOptions {
   int listen_fd = -1;            // handed over as fd 3 with LISTEN_FDS=1 (socket activation)
   int max_fds = 0;               // RLIMIT_NOFILE (soft and hard) for the server, 0: inherited
   long max_file_bytes = 0;       // RLIMIT_FSIZE for the server, 0: inherited
+  bool default_limits = false;   // keep the server's own rate and stream limits
 };
 
 class ServerProcess {
