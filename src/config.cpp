@@ -102,6 +102,10 @@ const std::vector<Option>& options() {
       uint_option("client-queue",
                   "frames queued per connection before it is closed as a slow consumer",
                   &Config::client_queue, 8),
+      uint_option("max-queued-bytes",
+                  "bytes of output queued per connection (answers or stream frames, most of "
+                  "them shared) before it is closed",
+                  &Config::max_queued_bytes, 64 * 1024),
       uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
       uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
                   &Config::max_connections),

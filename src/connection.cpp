@@ -17,12 +17,19 @@ char g_read_buffer[64 * 1024];
 
 constexpr size_t kMaxIov = 256;
 constexpr size_t kFlushBudgetBytes = 1 << 20;  // per connection per loop iteration
-constexpr size_t kPipelineDepth = 16;          // responses queued before reading pauses
+// Reading pipelined requests pauses while this much output waits, so a client that asks and never
+// reads holds at most one more answer.
+constexpr size_t kPipelineDepth = 16;  // slices queued
+constexpr size_t kPipelinePauseBytes = 64 * 1024;
+// Slices one answer may need beyond the stream queue: a history page is "[", then a slice and a
+// separator per message (at most 1000), then "]".
+constexpr size_t kAnswerSlices = 2 * 1000 + 16;
+constexpr size_t kHttpReadBytes = 16 * 1024;  // read per call while parsing requests
 // A lingering close reads what the peer still sends for at most kLingerIdleMs of silence and
 // kLingerMaxMs in all (nginx's lingering_timeout and lingering_time), however it trickles.
 constexpr int64_t kLingerIdleMs = 2000;
 constexpr int64_t kLingerMaxMs = 5000;
-constexpr size_t kMaxPendingInput = 256 * 1024;  // unparsed pipelined bytes kept per connection
+constexpr size_t kMaxPendingInput = 64 * 1024;  // unparsed pipelined bytes kept per connection
 
 }  // namespace
 
@@ -31,7 +38,7 @@ Connection::Connection(ConnectionHost& host, int fd, const net::IpAddress& peer)
       fd_(fd),
       peer_(peer),
       parser_(std::make_unique<RequestParser>(host.settings().http)),
-      out_(host.settings().queue_frames) {
+      out_(host.settings().queue_frames + kAnswerSlices) {
   client_ip = peer;
   last_activity_ms_ = host_.now_ms();
   last_write_ms_ = last_progress_ms_ = last_activity_ms_;
@@ -48,7 +55,9 @@ void Connection::on_event(uint32_t events) {
 }
 
 void Connection::on_readable() {
-  ssize_t n = ::read(fd_, g_read_buffer, sizeof g_read_buffer);
+  // Small reads while parsing: what a paused pipeline leaves unparsed stays small too.
+  size_t want = state_ == State::Http ? kHttpReadBytes : sizeof g_read_buffer;
+  ssize_t n = ::read(fd_, g_read_buffer, want);
   if (n == 0) {
     // A client may half-close after its last requests: answer every one of them (those queued,
     // held or not parsed yet), then close.
@@ -102,7 +111,7 @@ void Connection::feed(const char* data, size_t len) {
     // requests (which llhttp skips) must not keep an idle connection open forever.
     request_started_ms_ = last_activity_ms_ = host_.now_ms();
     served_ = true;
-    if (held_ || out_.size() >= kPipelineDepth) {
+    if (held_ || output_is_full()) {
       pending_input_.assign(data, len);
       update_interest();
       return;
@@ -112,8 +121,16 @@ void Connection::feed(const char* data, size_t len) {
 }
 
 void Connection::respond(const http::Response& r) {
+  size_t slices = 1 + (r.head_only ? 0 : r.parts.size());
+  if (out_.free_slots() < slices) return close("output queue full");
   send_bytes(http::serialize(r));
+  if (!r.head_only)
+    for (const http::Response::Part& part : r.parts) enqueue(part.frame, part.begin, part.end);
   if (r.close) finish_after_flush();
+}
+
+bool Connection::output_is_full() const {
+  return out_.size() >= kPipelineDepth || out_.pending_bytes() >= kPipelinePauseBytes;
 }
 
 // Answers a request the server cannot even route (malformed, too large, too slow) and closes.
@@ -126,20 +143,30 @@ void Connection::reject_and_close(int status, std::string_view reason) {
 }
 
 void Connection::send_bytes(std::string_view bytes) {
-  enqueue(FrameRef(bytes));
+  FrameRef frame(bytes);
+  enqueue(frame, 0, frame->size());
 }
 
-void Connection::enqueue(const FrameRef& frame) {
+void Connection::enqueue(const FrameRef& frame, size_t begin, size_t end) {
   if (closed()) return;
   if (out_.empty()) last_progress_ms_ = host_.now_ms();
-  if (!out_.push(frame)) return close("output queue full");
+  if (out_.pending_bytes() + (end - begin) > host_.settings().max_queued_bytes ||
+      !out_.push(frame, begin, end))
+    return close("output queue full");
   host_.mark_dirty(*this);
+}
+
+size_t Connection::free_slots() const {
+  size_t limit = host_.settings().queue_frames;
+  return out_.size() >= limit ? 0 : limit - out_.size();
 }
 
 bool Connection::deliver(const FrameRef& frame) {
   if (state_ != State::Stream) return true;  // closing: nothing more to send
   if (out_.empty()) last_progress_ms_ = host_.now_ms();
-  if (!out_.push(frame)) {
+  const ConnectionSettings& cfg = host_.settings();
+  if (out_.size() >= cfg.queue_frames ||
+      out_.pending_bytes() + frame->size() > cfg.max_queued_bytes || !out_.push(frame)) {
     ++host_.metrics().slow_consumers;
     close("slow consumer");
     return false;
@@ -164,7 +191,7 @@ void Connection::subscribe(Room& room, std::optional<uint64_t> last_event_id) {
 
 void Connection::release() {
   held_ = false;
-  if (!pending_input_.empty() && out_.size() < kPipelineDepth) resume_parsing();
+  if (!pending_input_.empty() && !output_is_full()) resume_parsing();
   finish_if_peer_done();
   update_interest();
 }

@@ -39,7 +39,7 @@ class Connection final : public EventHandler, public Sink {
 
   // Sink: a frame for the stream; a full queue closes the connection (slow consumer).
   bool deliver(const FrameRef& frame) override;
-  size_t free_slots() const override { return out_.free_slots(); }
+  size_t free_slots() const override;
 
   // Queues one HTTP response (closing after it when r.close).
   void respond(const http::Response& r);
@@ -92,7 +92,8 @@ class Connection final : public EventHandler, public Sink {
   void resume_parsing();
   void finish_if_peer_done();
   void update_interest();
-  void enqueue(const FrameRef& frame);
+  void enqueue(const FrameRef& frame, size_t begin, size_t end);
+  bool output_is_full() const;
 
   ConnectionHost& host_;
   int fd_;

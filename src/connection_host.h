@@ -16,7 +16,8 @@ class Connection;
 
 struct ConnectionSettings {
   HttpLimits http;
-  size_t queue_frames = 1024;  // frames (responses or stream events) queued before closing
+  size_t queue_frames = 1024;          // stream frames queued before a slow consumer is closed
+  size_t max_queued_bytes = 4u << 20;  // bytes queued (responses or frames) before closing
   int64_t request_timeout_ms = 10000;
   int64_t keepalive_timeout_ms = 60000;
   int64_t send_timeout_ms = 30000;  // queued output that makes no progress this long: closed

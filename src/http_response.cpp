@@ -64,7 +64,7 @@ std::string serialize(const Response& r) {
   }
   if (!no_content && !r.unframed_body) {
     out += "Content-Length: ";
-    json::append_uint(out, r.body.size());
+    json::append_uint(out, content_length(r));
     out += "\r\n";
   }
   for (const auto& [name, value] : r.headers) {
@@ -81,6 +81,12 @@ std::string serialize(const Response& r) {
   out += "\r\n";
   if (!r.head_only) out += r.body;
   return out;
+}
+
+size_t content_length(const Response& r) {
+  size_t n = r.body.size();
+  for (const Response::Part& part : r.parts) n += part.end - part.begin;
+  return n;
 }
 
 Response error(int status, std::string_view reason) {

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "frame.h"
+
 namespace sse::http {
 
 std::string_view reason_phrase(int status);
@@ -14,6 +16,14 @@ struct Response {
   int status = 200;
   std::string_view content_type = "application/json";
   std::string body;
+  // Sent after `body` without copying: byte ranges of shared frames (a history page is slices of
+  // the frames its messages were streamed as).
+  struct Part {
+    FrameRef frame;
+    size_t begin;
+    size_t end;
+  };
+  std::vector<Part> parts;
   std::vector<std::pair<std::string_view, std::string>> headers;
   bool head_only = false;      // HEAD: same headers, no body
   bool close = false;          // adds "Connection: close"
@@ -22,7 +32,9 @@ struct Response {
                                // connection
 };
 
+// The status line, headers and `body` (not `parts`, which the connection queues as slices).
 std::string serialize(const Response& r);
+size_t content_length(const Response& r);
 
 // {"error":"<reason>"} with the given status.
 Response error(int status, std::string_view reason);

@@ -18,6 +18,7 @@ ConnectionSettings connection_settings(const Config& config) {
   ConnectionSettings s;
   s.http.max_body = config.max_body;
   s.queue_frames = config.client_queue;
+  s.max_queued_bytes = config.max_queued_bytes;
   s.request_timeout_ms = int64_t{config.request_timeout_s} * 1000;
   s.keepalive_timeout_ms = int64_t{config.keepalive_timeout_s} * 1000;
   s.send_timeout_ms = int64_t{config.send_timeout_s} * 1000;

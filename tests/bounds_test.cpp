@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -164,4 +166,61 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
   auto ev = second.reader.next_message();  // a refused stream would have ended instead
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, "1");
+}
+
+namespace {
+
+uint64_t rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6));
+  return 0;
+}
+
+}  // namespace
+
+TEST(Bounds, ReadersThatAskAndNeverReadCostBoundedMemory) {
+  // Under AddressSanitizer freed memory is held in a quarantine; without one, RSS shows what is
+  // really kept.
+  LaunchOptions launch;
+  const char* asan = getenv("ASAN_OPTIONS");
+  launch.env.push_back(std::string("ASAN_OPTIONS=") + (asan ? asan : "") +
+                       ":quarantine_size_mb=0:thread_local_quarantine_size_kb=0");
+  ServerProcess server({"--history", "1000", "--send-timeout", "5"}, true, launch);
+  uint16_t port = server.port();
+  std::string text(1000, 'x');
+  for (int i = 0; i < 1000; ++i) ASSERT_NE(post_message(port, "u", text), 0u);  // ~1 MB kept
+  Subscription honest(port);
+  ASSERT_TRUE(honest.ok);
+  uint64_t before = rss_kib(server.pid());
+  // 200 clients, each asking 16 times for the whole history, none reading a byte of it.
+  constexpr int kAttackers = 200;
+  std::string ask;
+  for (int i = 0; i < 16; ++i)
+    ask += "GET /messages?since=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::vector<std::unique_ptr<Client>> attackers;
+  for (int i = 0; i < kAttackers; ++i) {
+    attackers.push_back(std::make_unique<Client>(port));
+    int small = 4096;
+    setsockopt(attackers.back()->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    ASSERT_TRUE(attackers.back()->send(ask));
+  }
+  for (int i = 0; i < 10; ++i) ASSERT_NE(post_message(port, "honest", "m" + std::to_string(i)), 0u);
+  for (int i = 0; i < 10; ++i) {
+    auto ev = honest.reader.next_message();
+    ASSERT_TRUE(ev);
+    EXPECT_EQ(ev->id, std::to_string(1001 + i));  // every message, while they hold on
+  }
+  uint64_t during = rss_kib(server.pid());
+  std::printf("server RSS %lu KiB before, %lu KiB during the attack\n",
+              static_cast<unsigned long>(before), static_cast<unsigned long>(during));
+  // Each holds at most one page, as slices of the shared frames: a few KiB each, not megabytes
+  // (an answer copied per request would be 16 x 1 MB per attacker, 3 GB in all).
+  EXPECT_LT(during - before, 100u * 1024)
+      << "RSS grew from " << before << " to " << during << " KiB";
+  // And they do not keep it: the send timeout closes readers that make no progress.
+  for (int i = 0; i < 100 && metric(port, "ssechat_open_connections") > 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_LE(metric(port, "ssechat_open_connections"), 2u);
 }

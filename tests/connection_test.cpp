@@ -210,16 +210,35 @@ TEST(Connection, FullStreamQueueClosesTheSlowConsumer) {
   EXPECT_EQ(host.reaped.size(), 1u);
 }
 
-TEST(Connection, TooManyUnansweredRequestsCloseTheConnection) {
+TEST(Connection, AnAnswerLargerThanTheByteBoundClosesTheConnection) {
   FakeHost host;
-  host.settings_.queue_frames = 4;  // fewer slots than the pipeline depth
+  host.settings_.max_queued_bytes = 300;
   Pair p(host);
-  std::string wire;
-  for (int i = 0; i < 10; ++i) wire += get("/" + std::to_string(i));
-  p.send(wire);
+  p.send(get("/" + std::string(400, 'a')));  // the fake host echoes the path as the body
   p.conn->on_event(EPOLLIN);
   EXPECT_TRUE(p.conn->closed());
   EXPECT_EQ(p.conn->close_reason(), "output queue full");
+}
+
+TEST(Connection, ReadingPausesOnQueuedBytesToo) {
+  FakeHost host;
+  Pair p(host);
+  std::string big = "/" + std::string(7000, 'b');  // ten answers pass 64 KiB
+  std::string wire;
+  for (int i = 0; i < 14; ++i) wire += get(big);
+  p.send(wire);
+  for (int i = 0; i < 20; ++i) p.conn->on_event(EPOLLIN);  // no flush: nobody reads
+  EXPECT_GE(host.handled.size(), 9u);
+  EXPECT_LT(host.handled.size(), 14u);
+  std::string got;
+  for (int round = 0; round < 40 && host.handled.size() < 14; ++round) {
+    host.flush_writers();
+    got += p.received();
+    p.conn->on_event(EPOLLIN);
+  }
+  host.flush_writers();
+  got += p.received();
+  EXPECT_EQ(bodies(got), Paths(14, big));
 }
 
 TEST(Connection, LingersAfterCloseThenTimesOut) {
