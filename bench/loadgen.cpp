@@ -5,6 +5,8 @@
 //
 //   loadgen --port P --subscribers N --messages M [--rate R | --unpaced] [--server-pid PID]
 //           [--idle-seconds S]   (idle: connect N, hold, measure RSS per subscriber, no messages)
+//           [--hostile H]        (H more connections that each pipeline 16 requests for the whole
+//                                 history and never read, held open while the honest load runs)
 //
 // Exit status 1 if any delivery is missing or duplicated.
 #include <arpa/inet.h>
@@ -43,6 +45,7 @@ struct Options {
   int server_pid = 0;
   int idle_seconds = 0;
   int wave = 500;
+  int hostile = 0;
   std::string path = "/events";
 };
 
@@ -167,10 +170,11 @@ class Publisher {
     int n = std::snprintf(body, sizeof body, "{\"user\":\"bench\",\"text\":\"%d %lld\"}", seq,
                           static_cast<long long>(now_ns()));
     char req[512];
-    int m = std::snprintf(req, sizeof req,
-                          "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                          "Content-Length: %d\r\n\r\n%s",
-                          n, body);
+    int m = std::snprintf(
+        req, sizeof req,
+        "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: %d\r\n\r\n%s",
+        n, body);
     if (::write(fd_, req, m) != m) return false;
     ++in_flight_;
     return true;
@@ -190,7 +194,9 @@ class Publisher {
       if (end == std::string::npos) return;
       size_t cl = buf_.find("Content-Length: ");
       if (cl == std::string::npos || cl > end) cl = buf_.find("content-length: ");
-      size_t len = cl != std::string::npos && cl < end ? std::strtoul(buf_.c_str() + cl + 16, nullptr, 10) : 0;
+      size_t len = cl != std::string::npos && cl < end
+                       ? std::strtoul(buf_.c_str() + cl + 16, nullptr, 10)
+                       : 0;
       if (buf_.size() < end + 4 + len) return;
       if (buf_.compare(9, 1, "2") != 0) {
         std::fprintf(stderr, "publish failed: %s\n", buf_.substr(0, buf_.find('\r')).c_str());
@@ -220,15 +226,26 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : "0"); };
-    if (a == "--port") o.port = static_cast<uint16_t>(std::stoi(next()));
-    else if (a == "--subscribers") o.subscribers = std::stoi(next());
-    else if (a == "--messages") o.messages = std::stoi(next());
-    else if (a == "--rate") o.rate = std::stod(next());
-    else if (a == "--unpaced") o.rate = 0;
-    else if (a == "--server-pid") o.server_pid = std::stoi(next());
-    else if (a == "--idle-seconds") o.idle_seconds = std::stoi(next());
-    else if (a == "--wave") o.wave = std::stoi(next());
-    else if (a == "--path") o.path = next();
+    if (a == "--port")
+      o.port = static_cast<uint16_t>(std::stoi(next()));
+    else if (a == "--subscribers")
+      o.subscribers = std::stoi(next());
+    else if (a == "--messages")
+      o.messages = std::stoi(next());
+    else if (a == "--rate")
+      o.rate = std::stod(next());
+    else if (a == "--unpaced")
+      o.rate = 0;
+    else if (a == "--server-pid")
+      o.server_pid = std::stoi(next());
+    else if (a == "--idle-seconds")
+      o.idle_seconds = std::stoi(next());
+    else if (a == "--wave")
+      o.wave = std::stoi(next());
+    else if (a == "--hostile")
+      o.hostile = std::stoi(next());
+    else if (a == "--path")
+      o.path = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       std::exit(2);
@@ -254,7 +271,8 @@ int main(int argc, char** argv) {
 
   // Connect in waves, each wave waiting for its 200 heads, so the listener's backlog never drops.
   int64_t connect_start = now_ns();
-  std::string req = "GET " + opt.path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+  std::string req =
+      "GET " + opt.path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
   epoll_event events[1024];
   for (int base = 0; base < opt.subscribers; base += opt.wave) {
     int end = std::min(opt.subscribers, base + opt.wave);
@@ -293,6 +311,23 @@ int main(int argc, char** argv) {
   }
   double connect_s = static_cast<double>(now_ns() - connect_start) / 1e9;
   for (auto& s : subs) s.buf.clear();  // drop the retry/presence lines that came with the head
+
+  // Slow readers that pipeline: each asks for the whole history 16 times and never reads a byte.
+  std::vector<int> hostile;
+  std::string ask;
+  for (int i = 0; i < 16; ++i)
+    ask += "GET /messages?since=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int i = 0; i < opt.hostile; ++i) {
+    int fd = connect_to(opt.port);
+    int small = 4096;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    if (fd < 0 || ::write(fd, ask.data(), ask.size()) != static_cast<ssize_t>(ask.size())) {
+      std::fprintf(stderr, "hostile connection %d failed: %s\n", i, strerror(errno));
+      return 2;
+    }
+    hostile.push_back(fd);
+  }
+  if (opt.hostile > 0) sleep(1);  // let the server take all their requests in
 
   if (opt.idle_seconds > 0) {
     sleep(static_cast<unsigned>(opt.idle_seconds));
@@ -360,10 +395,11 @@ int main(int argc, char** argv) {
   std::printf(
       "subscribers=%d messages=%d sent=%d deliveries=%ld missing=%ld duplicates=%ld elapsed_s=%.3f "
       "deliveries_per_s=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f connect_s=%.3f "
-      "server_cpu_s=%.3f cpu_us_per_delivery=%.3f\n",
+      "server_cpu_s=%.3f cpu_us_per_delivery=%.3f hostile=%zu\n",
       opt.subscribers, opt.messages, sent, st.deliveries, missing, st.duplicates, elapsed,
       static_cast<double>(st.deliveries) / elapsed, percentile(st.latencies_ns, 0.50),
-      percentile(st.latencies_ns, 0.90), percentile(st.latencies_ns, 0.99), percentile(st.latencies_ns, 1.0),
-      connect_s, cpu, st.deliveries ? cpu * 1e6 / static_cast<double>(st.deliveries) : 0.0);
+      percentile(st.latencies_ns, 0.90), percentile(st.latencies_ns, 0.99),
+      percentile(st.latencies_ns, 1.0), connect_s, cpu,
+      st.deliveries ? cpu * 1e6 / static_cast<double>(st.deliveries) : 0.0, hostile.size());
   return (missing != 0 || st.duplicates != 0 || !publish_ok) ? 1 : 0;
 }
