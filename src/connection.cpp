@@ -16,7 +16,7 @@ namespace {
 char g_read_buffer[64 * 1024];
 
 constexpr size_t kMaxIov = 256;
-constexpr size_t kFlushBudgetBytes = 1 << 20;  // per connection per loop iteration
+constexpr size_t kFlushBudgetBytes = 256 * 1024;  // per connection per loop iteration
 // Reading pipelined requests pauses while this much output waits, so a client that asks and never
 // reads holds at most one more answer.
 constexpr size_t kPipelineDepth = 16;  // slices queued

@@ -10,6 +10,9 @@
 #include "net.h"
 
 namespace sse {
+namespace {
+constexpr int kSendBufferBytes = 256 * 1024;
+}  // namespace
 
 class ConnectionRegistry::Listener final : public EventHandler {
  public:
@@ -66,6 +69,10 @@ void ConnectionRegistry::accept_ready() {
       continue;
     }
     net::set_nodelay(fd);
+    // Autotuning would let each client that stops reading soak up megabytes of kernel memory, and
+    // the loop's time to copy them there; a fixed buffer caps both (a chat stream never needs
+    // more).
+    net::set_send_buffer(fd, kSendBufferBytes);
     auto* conn = new Connection(*this, fd, net::ip_of(addr));
     conn->next = head_;
     if (head_) head_->prev = conn;

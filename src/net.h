@@ -34,6 +34,8 @@ IpAddress ip_of(const sockaddr_storage& addr);
 std::optional<IpAddress> parse_ip(std::string_view text);
 
 void set_nodelay(int fd);
+// Fixes the kernel's send buffer (the kernel doubles it for bookkeeping), turning autotuning off.
+void set_send_buffer(int fd, int bytes);
 
 // Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
 long raise_fd_limit();
