@@ -112,6 +112,13 @@ std::vector<std::string> bodies(const std::string& wire) {
 
 using Paths = std::vector<std::string>;
 
+// A request with "Connection: close", answered: the connection then lingers.
+void answer_and_linger(FakeHost& host, Pair& p) {
+  p.send(get("/bye", /*close=*/true));
+  p.conn->on_event(EPOLLIN);
+  host.flush_writers();
+}
+
 }  // namespace
 
 TEST(Connection, PipelinedRequestsAreAnsweredInOrder) {
@@ -263,9 +270,7 @@ TEST(Connection, LingersAfterCloseThenTimesOut) {
 TEST(Connection, LingeringEndsWhenThePeerCloses) {
   FakeHost host;
   Pair p(host);
-  p.send(get("/bye", /*close=*/true));
-  p.conn->on_event(EPOLLIN);
-  host.flush_writers();
+  answer_and_linger(host, p);
   ASSERT_EQ(p.conn->state(), Connection::State::Lingering);
   ::shutdown(p.client, SHUT_WR);
   p.conn->on_event(EPOLLIN);
@@ -308,9 +313,7 @@ TEST(Connection, ANewConnectionThatSendsNothingGetsTheRequestTimeout) {
 TEST(Connection, ALingeringCloseHasAHardCapHoweverThePeerTrickles) {
   FakeHost host;
   Pair p(host);
-  p.send(get("/bye", /*close=*/true));
-  p.conn->on_event(EPOLLIN);
-  host.flush_writers();
+  answer_and_linger(host, p);
   ASSERT_EQ(p.conn->state(), Connection::State::Lingering);
   int64_t start = host.clock_ms;
   // One byte every 1.5 s keeps the idle timer from firing, but not the cap.
