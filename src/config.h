@@ -21,7 +21,7 @@ struct Config {
   uint64_t journal_max_bytes = 64ull << 20;
   uint32_t heartbeat_s = 15;
   uint32_t retry_ms = 2000;
-  size_t client_queue = 1024;  // frames queued per connection before it is a slow consumer
+  size_t client_queue = 1024;          // frames queued per connection before it is a slow consumer
   size_t max_queued_bytes = 4u << 20;  // bytes queued per connection (answers or frames)
   size_t max_body = 16 * 1024;
   size_t max_connections = 0;  // 0: what RLIMIT_NOFILE allows minus a reserve

@@ -1,5 +1,7 @@
 #include "connection.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -50,7 +52,14 @@ Connection::~Connection() {
 }
 
 void Connection::on_event(uint32_t events) {
-  if (events & (EPOLLIN | EPOLLRDHUP)) on_readable();
+  if (events & EPOLLIN) {
+    on_readable();
+  } else if (events & EPOLLRDHUP) {
+    // The peer half-closed while reading is paused: what it sent stays in the kernel until
+    // parsing resumes (reading it now would only grow our buffer); stop watching for this.
+    rdhup_seen_ = true;
+    update_interest();
+  }
   if (!closed() && (events & EPOLLOUT)) flush();
 }
 
@@ -78,8 +87,8 @@ void Connection::on_readable() {
   if (state_ == State::Http && !finishing_) {
     if (!parser_->mid_request()) request_started_ms_ = now;
     if (!pending_input_.empty() || held_) {
-      // Reading is paused (EPOLLIN off), but a half-closing peer still wakes us through
-      // EPOLLRDHUP: keep what it sent, within a bound.
+      // Reading is paused (EPOLLIN off), but an error or hang-up wakes us as readable: keep what
+      // it sent, within a bound.
       if (pending_input_.size() + static_cast<size_t>(n) > kMaxPendingInput)
         return close("too much pipelined input");
       pending_input_.append(g_read_buffer, static_cast<size_t>(n));
@@ -149,7 +158,6 @@ void Connection::send_bytes(std::string_view bytes) {
 
 void Connection::enqueue(const FrameRef& frame, size_t begin, size_t end) {
   if (closed()) return;
-  if (out_.empty()) last_progress_ms_ = host_.now_ms();
   if (out_.pending_bytes() + (end - begin) > host_.settings().max_queued_bytes ||
       !out_.push(frame, begin, end))
     return close("output queue full");
@@ -163,7 +171,6 @@ size_t Connection::free_slots() const {
 
 bool Connection::deliver(const FrameRef& frame) {
   if (state_ != State::Stream) return true;  // closing: nothing more to send
-  if (out_.empty()) last_progress_ms_ = host_.now_ms();
   const ConnectionSettings& cfg = host_.settings();
   if (out_.size() >= cfg.queue_frames ||
       out_.pending_bytes() + frame->size() > cfg.max_queued_bytes || !out_.push(frame)) {
@@ -231,7 +238,8 @@ void Connection::flush() {
     }
     out_.consume(static_cast<size_t>(written));
     host_.metrics().bytes_sent += static_cast<uint64_t>(written);
-    last_write_ms_ = last_progress_ms_ = host_.now_ms();
+    last_write_ms_ = host_.now_ms();
+    bytes_written_ += static_cast<uint64_t>(written);
     if (static_cast<size_t>(written) < total) {
       want_write_ = true;  // the socket buffer is full: wait for EPOLLOUT
       break;
@@ -296,8 +304,7 @@ void Connection::check_timeouts(int64_t now_ms) {
   const ConnectionSettings& cfg = host_.settings();
   // Whatever the state: output that the peer has not taken any of for the send timeout means a
   // reader that stopped reading; its queue is freed (an EventSource reconnects and resumes).
-  if (!closed() && !out_.empty() && now_ms - last_progress_ms_ > cfg.send_timeout_ms)
-    return close("send timeout");
+  if (!closed() && !client_is_reading(now_ms, cfg.send_timeout_ms)) return close("send timeout");
   switch (state_) {
     case State::Http: {
       if (held_ || finishing_) return;
@@ -320,18 +327,37 @@ void Connection::check_timeouts(int64_t now_ms) {
   }
 }
 
+// Whether the client took any of what was sent within `timeout_ms`, counting what waits in the
+// kernel's send buffer too (SIOCOUTQ): a reader that stopped reading in a quiet room has nothing
+// queued here, only there. Checked once a second.
+bool Connection::client_is_reading(int64_t now_ms, int64_t timeout_ms) {
+  uint64_t written = bytes_written_ - written_at_check_;
+  int unsent = 0;
+  if ((written > 0 || kernel_unsent_ > 0) && ioctl(fd_, SIOCOUTQ, &unsent) != 0) unsent = 0;
+  // What the client read since the last check: what we wrote, less what still waits in the kernel.
+  int64_t taken = static_cast<int64_t>(written) - (int64_t{unsent} - kernel_unsent_);
+  if (taken > 0 || (out_.empty() && unsent == 0)) last_progress_ms_ = now_ms;
+  written_at_check_ = bytes_written_;
+  kernel_unsent_ = unsent;
+  return now_ms - last_progress_ms_ <= timeout_ms;
+}
+
 void Connection::update_interest() {
   if (closed()) return;
   bool want_read = state_ != State::Http || (pending_input_.empty() && !held_ && !finishing_) ||
                    state_ == State::Lingering;
-  // While paused we still want to notice a hang-up: EPOLLRDHUP reports it without data.
+  // While paused we still want to notice a hang-up: EPOLLRDHUP reports it without data (once).
   uint32_t events = 0;
-  if (!peer_eof_) events |= (want_read ? uint32_t{EPOLLIN} : 0u) | uint32_t{EPOLLRDHUP};
+  if (!peer_eof_) {
+    if (want_read) events |= EPOLLIN;
+    if (!rdhup_seen_) events |= EPOLLRDHUP;
+  }
   if (want_write_) events |= uint32_t{EPOLLOUT};
-  if (events == interest_) return;
-  bool ok = interest_ == 0 ? host_.reactor().add(fd_, events, this)
-                           : host_.reactor().modify(fd_, events, this);
+  if (registered_ && events == interest_) return;
+  bool ok = registered_ ? host_.reactor().modify(fd_, events, this)
+                        : host_.reactor().add(fd_, events, this);
   if (!ok) return close("epoll_ctl failed");
+  registered_ = true;
   interest_ = events;
 }
 

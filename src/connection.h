@@ -68,6 +68,7 @@ class Connection final : public EventHandler, public Sink {
   void check_timeouts(int64_t now_ms);
 
   State state() const { return state_; }
+  uint32_t interest() const { return interest_; }  // the epoll events asked for
   bool closed() const { return state_ == State::Closed; }
   bool is_stream() const { return state_ == State::Stream; }
   int fd() const { return fd_; }
@@ -91,6 +92,7 @@ class Connection final : public EventHandler, public Sink {
   void reject_and_close(int status, std::string_view reason);
   void resume_parsing();
   void finish_if_peer_done();
+  bool client_is_reading(int64_t now_ms, int64_t timeout_ms);
   void update_interest();
   void enqueue(const FrameRef& frame, size_t begin, size_t end);
   bool output_is_full() const;
@@ -100,6 +102,8 @@ class Connection final : public EventHandler, public Sink {
   net::IpAddress peer_;
   State state_ = State::Http;
   uint32_t interest_ = 0;
+  bool registered_ = false;  // added to epoll (interest_ may be 0 while paused)
+  bool rdhup_seen_ = false;  // the peer half-closed; EPOLLRDHUP no longer watched
   bool want_write_ = false;
   bool finishing_ = false;  // close once the queue drains
   bool held_ = false;
@@ -111,7 +115,10 @@ class Connection final : public EventHandler, public Sink {
   int64_t request_started_ms_ = 0;
   int64_t last_activity_ms_ = 0;
   int64_t last_write_ms_ = 0;
-  int64_t last_progress_ms_ = 0;  // queued output last moved (or the queue became non-empty)
+  int64_t last_progress_ms_ = 0;  // the client last took some output, or had nothing pending
+  uint64_t bytes_written_ = 0;    // to the kernel, ever
+  uint64_t written_at_check_ = 0;
+  int64_t kernel_unsent_ = 0;  // SIOCOUTQ at the last check
   int64_t linger_started_ms_ = 0;
   bool served_ = false;  // a request has completed on this connection
   std::string_view close_reason_;

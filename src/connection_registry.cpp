@@ -11,7 +11,7 @@
 
 namespace sse {
 namespace {
-constexpr int kSendBufferBytes = 256 * 1024;
+constexpr int kSendBufferBytes = 64 * 1024;  // the kernel makes it 128 KiB
 }  // namespace
 
 class ConnectionRegistry::Listener final : public EventHandler {

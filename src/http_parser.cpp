@@ -46,11 +46,15 @@ RequestParser::RequestParser(const HttpLimits& limits) : limits_(limits) {
     return st;
   }();
   llhttp_init(&parser_, HTTP_REQUEST, &callbacks);
+  // The one lenient flag: llhttp would refuse whatever follows a message whose trailers say
+  // "Connection: close"; the connection itself closes when the headers asked for it.
+  llhttp_set_lenient_keep_alive(&parser_, 1);
   parser_.data = this;
 }
 
 RequestParser::Result RequestParser::feed(const char* data, size_t len) {
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (err == HPE_OK && !within_raw_limits(len)) return {Event::Error, len};
   if (err == HPE_OK) return {Event::NeedMore, len};
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
     size_t consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
@@ -61,6 +65,26 @@ RequestParser::Result RequestParser::feed(const char* data, size_t len) {
     error_reason_ = std::string("malformed HTTP request: ") + llhttp_get_error_reason(&parser_);
   }
   return {Event::Error, len};
+}
+
+// The callbacks see names, values and data, not the bytes around them (leading whitespace,
+// obs-fold line breaks, chunk sizes and extensions): the raw bytes of a request are bounded too.
+// A call may also carry the end of the previous request, so the bounds allow one read's worth more.
+bool RequestParser::within_raw_limits(size_t fed) {
+  if (!started_) return true;
+  constexpr size_t kSlack = 32 * 1024;
+  raw_bytes_ += fed;
+  size_t head_limit = limits_.max_url + limits_.max_headers + kSlack;
+  if (!headers_done_ && raw_bytes_ > head_limit) {
+    fail(431, "request headers too large");
+    return false;
+  }
+  // Chunked framing may cost a few bytes per body byte; eight times the body is plenty.
+  if (raw_bytes_ > head_limit + 8 * limits_.max_body) {
+    fail(413, "request body too large");
+    return false;
+  }
+  return true;
 }
 
 void RequestParser::next_request() {
@@ -92,6 +116,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s.header_lines_ = 0;
   s.host_headers_ = 0;
   s.headers_done_ = false;
+  s.raw_bytes_ = 0;
   s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
   s.started_ = true;
   return 0;
@@ -177,6 +202,7 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   }
   r.method_name = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
   s.headers_done_ = true;
+  s.keep_alive_ = llhttp_should_keep_alive(p);
   // This server never switches protocols: Upgrade (an h2c offer, a WebSocket) is ignored and the
   // request answered as HTTP/1.1, and the connection goes on parsing HTTP/1.1 after it.
   p->upgrade = 0;
@@ -205,7 +231,7 @@ int RequestParser::on_body(llhttp_t* p, const char* at, size_t len) {
 
 int RequestParser::on_message_complete(llhttp_t* p) {
   RequestParser& s = self(p);
-  s.request_.keep_alive = llhttp_should_keep_alive(p);
+  s.request_.keep_alive = s.keep_alive_;
   s.in_body_ = false;
   s.started_ = false;
   return HPE_PAUSED;  // hand the request over before parsing any pipelined successor

@@ -80,6 +80,7 @@ class RequestParser {
   static RequestParser& self(llhttp_t* p) { return *static_cast<RequestParser*>(p->data); }
 
   int fail(int status, const char* reason);
+  bool within_raw_limits(size_t fed);
   bool count_header_bytes(size_t len);
   void store_header();
 
@@ -93,6 +94,8 @@ class RequestParser {
   size_t header_lines_ = 0;
   int host_headers_ = 0;
   bool headers_done_ = false;  // what follows are chunked trailers, never taken as headers
+  bool keep_alive_ = true;     // as the headers said (a trailer cannot change it)
+  size_t raw_bytes_ = 0;       // bytes fed since this request began (whitespace and framing too)
   bool expect_continue_ = false;
   bool continue_sent_ = false;
   bool in_body_ = false;

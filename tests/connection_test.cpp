@@ -341,9 +341,44 @@ TEST(Connection, OutputThatMakesNoProgressIsClosedAfterTheSendTimeout) {
   EXPECT_TRUE(p.conn->closed());
   EXPECT_EQ(p.conn->close_reason(), "send timeout");
 
+  // Written to the kernel is not read by the client: a reader that stopped reading in a quiet
+  // room has nothing queued here, only in its socket, and is closed all the same.
+  Pair stopped(host);
+  stopped.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  host.flush_writers();
+  stopped.conn->check_timeouts(now + 1000);
+  stopped.conn->check_timeouts(now + 30001);
+  EXPECT_TRUE(stopped.conn->closed());
+
   Pair reader(host);
   reader.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
-  host.flush_writers();  // everything written: nothing pending, nothing to time out
-  reader.conn->check_timeouts(now + 60000);
+  host.flush_writers();
+  reader.conn->check_timeouts(now + 1000);
+  reader.received();  // the client takes it
+  reader.conn->check_timeouts(now + 2000);
+  reader.conn->check_timeouts(now + 30001);
   EXPECT_FALSE(reader.conn->closed());
+}
+
+TEST(Connection, AHangUpWhilePausedDoesNotReadMore) {
+  FakeHost host;
+  Pair p(host);
+  host.hold_next = true;
+  std::string wire;
+  for (int i = 0; i < 3000; ++i) wire += get("/" + std::to_string(i));  // ~80 KB
+  p.send(wire);  // fits the socketpair's buffer
+  p.conn->on_event(EPOLLIN);
+  ASSERT_EQ(host.handled.size(), 1u);  // held: the rest waits
+  ::shutdown(p.client, SHUT_WR);
+  for (int i = 0; i < 100; ++i) p.conn->on_event(EPOLLRDHUP);  // all epoll reports while paused
+  EXPECT_FALSE(p.conn->closed());  // nothing more was read, so no bound was hit
+  FakeHost::respond(*p.conn, "/0", false);
+  p.conn->release();
+  std::string got;
+  for (int round = 0; round < 5000 && !p.conn->closed(); ++round) {
+    if (p.conn->interest() & EPOLLIN) p.conn->on_event(EPOLLIN);  // as epoll would
+    host.flush_writers();
+    got += p.received();
+  }
+  EXPECT_EQ(bodies(got).size(), 3000u) << p.conn->close_reason();
 }

@@ -184,3 +184,31 @@ TEST(HttpParser, ExpectContinueIsReportedUntilBodyArrives) {
   EXPECT_EQ(r.event, RequestParser::Event::RequestReady);
   EXPECT_EQ(parser.request().body, "ok");
 }
+
+// Splits `s` into the pieces a connection would read (16 KiB each).
+std::vector<std::string> reads_of(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s.size(); i += 16384) out.push_back(s.substr(i, 16384));
+  return out;
+}
+
+TEST(HttpParser, BytesTheCallbacksNeverSeeCountToo) {
+  std::string spaces(100000, ' ');
+  std::string padded = "GET / HTTP/1.1\r\nHost: x\r\nX-Pad:" + spaces + "v\r\n\r\n";
+  EXPECT_EQ(parse_chunks(reads_of(padded)).error_status, 431);
+  std::string folded = "GET / HTTP/1.1\r\nHost: x\r\nX-Fold: v";
+  for (int i = 0; i < 10000; ++i) folded += "\r\n a";
+  EXPECT_EQ(parse_chunks(reads_of(folded + "\r\n\r\n")).error_status, 431);
+  std::string extended = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2;a=" +
+                         std::string(1 << 20, 'b') + "\r\nhi\r\n0\r\n\r\n";
+  EXPECT_EQ(parse_chunks(reads_of(extended)).error_status, 413);
+}
+
+TEST(HttpParser, ATrailerCannotCloseTheConnection) {
+  Outcome o = parse_chunks(
+      {"POST /m HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+       "Connection: close\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"});
+  ASSERT_EQ(o.requests.size(), 2u);
+  EXPECT_TRUE(o.requests[0].keep_alive);
+  EXPECT_EQ(o.requests[1].path, "/next");
+}
