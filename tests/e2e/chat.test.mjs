@@ -89,6 +89,33 @@ test('a message sent while storage fails is retried and arrives once', async () 
   }
 });
 
+test('a plain EventSource refused for now comes back by itself', async () => {
+  const server = await startServer(['--max-streams-per-ip', '1', '--post-rate', '0']);
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(server.url + '/healthz');
+    await page.evaluate(() => {
+      window.log = { closedForGood: false, messages: [] };
+      window.first = new EventSource('/events');
+      window.second = new EventSource('/events');  // over the cap: refused for now
+      window.second.onmessage = (e) => window.log.messages.push(JSON.parse(e.data).text);
+      window.second.onerror = () => {
+        if (window.second.readyState === EventSource.CLOSED) window.log.closedForGood = true;
+      };
+    });
+    await eventually(async () => (await metric(server.url, 'ssechat_rejected_total{reason="streams_per_ip"}')) >= 1,
+      'the refusal');
+    await page.evaluate(() => window.first.close());
+    await eventually(async () => await metric(server.url, 'ssechat_sse_clients') === 1, 'the second stream', 30000);
+    assert.equal(await post(server.url, 'curl', 'you are back'), 201);
+    await eventually(async () => (await page.evaluate(() => window.log.messages)).includes('you are back'),
+      'the message on the second stream', 30000);
+    assert.equal(await page.evaluate(() => window.log.closedForGood), false);
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('three tabs share one stream, and another tab takes over when the leader closes', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
