@@ -53,7 +53,6 @@ class StreamCounts {
  public:
   explicit StreamCounts(uint32_t max_per_ip) : max_(max_per_ip) {}
   void set_max(uint32_t max_per_ip) { max_ = max_per_ip; }
-  uint32_t max() const { return max_; }
   bool acquire(const net::IpAddress& ip);
   void release(const net::IpAddress& ip);
 

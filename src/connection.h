@@ -52,7 +52,6 @@ class Connection final : public EventHandler, public Sink {
   // for the broker); release() after queueing that answer resumes pipelined requests.
   void hold() { held_ = true; }
   void release();
-  bool held() const { return held_; }
   // Closes (lingering) once everything queued is written.
   void finish_after_flush();
 
@@ -74,7 +73,6 @@ class Connection final : public EventHandler, public Sink {
   int fd() const { return fd_; }
   const net::IpAddress& peer() const { return peer_; }
   int64_t last_write_ms() const { return last_write_ms_; }
-  size_t queued_frames() const { return out_.size(); }
   std::string_view close_reason() const { return close_reason_; }
 
   // Host bookkeeping.
