@@ -105,7 +105,7 @@ const std::vector<Option>& options() {
       uint_option("max-queued-bytes",
                   "bytes of output queued per connection (answers or stream frames, most of "
                   "them shared) before it is closed",
-                  &Config::max_queued_bytes, 64 * 1024),
+                  &Config::max_queued_bytes, 2u << 20),  // a history page is up to 1 MiB
       uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
       uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
                   &Config::max_connections),

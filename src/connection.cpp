@@ -344,8 +344,10 @@ bool Connection::client_is_reading(int64_t now_ms, int64_t timeout_ms) {
 
 void Connection::update_interest() {
   if (closed()) return;
-  bool want_read = state_ != State::Http || (pending_input_.empty() && !held_ && !finishing_) ||
-                   state_ == State::Lingering;
+  // An HTTP connection reads while it may parse: not while a request is held or left unparsed,
+  // and not while its unsent answers are over the pipelining bound (however they arrived).
+  bool want_read = state_ != State::Http ||
+                   (pending_input_.empty() && !held_ && !finishing_ && !output_is_full());
   // While paused we still want to notice a hang-up: EPOLLRDHUP reports it without data (once).
   uint32_t events = 0;
   if (!peer_eof_) {

@@ -360,6 +360,23 @@ TEST(Connection, OutputThatMakesNoProgressIsClosedAfterTheSendTimeout) {
   EXPECT_FALSE(reader.conn->closed());
 }
 
+TEST(Connection, RequestsSentOneByOneAlsoPauseOnUnsentBytes) {
+  FakeHost host;
+  Pair p(host);
+  std::string big = "/" + std::string(7000, 'b');
+  int sent = 0;
+  for (; sent < 30 && (p.conn->interest() & EPOLLIN); ++sent) {  // a read of its own each time
+    p.send(get(big));
+    p.conn->on_event(EPOLLIN);
+  }
+  EXPECT_LT(sent, 30);  // reading paused once 64 KiB of answers were waiting
+  EXPECT_FALSE(p.conn->closed());
+  host.flush_writers();
+  p.received();
+  host.flush_writers();
+  EXPECT_TRUE(p.conn->interest() & EPOLLIN);  // and resumes once they are taken
+}
+
 TEST(Connection, AHangUpWhilePausedDoesNotReadMore) {
   FakeHost host;
   Pair p(host);
