@@ -102,6 +102,13 @@ bool mkdir_p(const std::string& dir, bool& created) {
   return true;
 }
 
+// Whether `path` still names the open file `file` (not removed, moved or replaced).
+bool path_names(const std::string& path, const struct stat& file) {
+  struct stat at_path;
+  return file.st_nlink > 0 && stat(path.c_str(), &at_path) == 0 && at_path.st_ino == file.st_ino &&
+         at_path.st_dev == file.st_dev;
+}
+
 std::string parent_of(const std::string& dir) {
   size_t slash = dir.find_last_of('/');
   if (slash == std::string::npos) return ".";
@@ -217,10 +224,8 @@ Journal::~Journal() {
 // One sse-chat per data directory: an flock on DIR/lock, taken again if that file was removed.
 bool Journal::take_lock(std::string& error) {
   std::string path = dir_ + "/lock";
-  struct stat held, at_path;
-  if (lock_fd_ >= 0 && fstat(lock_fd_, &held) == 0 && stat(path.c_str(), &at_path) == 0 &&
-      held.st_ino == at_path.st_ino && held.st_dev == at_path.st_dev)
-    return true;
+  struct stat held;
+  if (lock_fd_ >= 0 && fstat(lock_fd_, &held) == 0 && path_names(path, held)) return true;
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (fd >= 0) ::close(fd);
@@ -301,10 +306,9 @@ bool Journal::append(const JournalRecord& r, uint64_t& seq, std::string& error) 
 // ever read: that is a storage failure, found by append(), the syncer and the tick.
 // The same goes for a journal (or data directory) moved away: the path no longer leads to it.
 std::optional<std::string> Journal::check_linked(int fd) {
-  struct stat open_file, at_path;
+  struct stat open_file;
   if (fstat(fd, &open_file) != 0) return errno_text("cannot stat the journal");
-  if (open_file.st_nlink == 0 || stat(path_.c_str(), &at_path) != 0 ||
-      at_path.st_ino != open_file.st_ino || at_path.st_dev != open_file.st_dev)
+  if (!path_names(path_, open_file))
     return std::string("the journal file was removed or moved from the data directory");
   return std::nullopt;
 }

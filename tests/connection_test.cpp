@@ -117,6 +117,7 @@ void answer_and_linger(FakeHost& host, Pair& p) {
   p.send(get("/bye", /*close=*/true));
   p.conn->on_event(EPOLLIN);
   host.flush_writers();
+  ASSERT_EQ(p.conn->state(), Connection::State::Lingering);
 }
 
 }  // namespace
@@ -270,8 +271,7 @@ TEST(Connection, LingersAfterCloseThenTimesOut) {
 TEST(Connection, LingeringEndsWhenThePeerCloses) {
   FakeHost host;
   Pair p(host);
-  answer_and_linger(host, p);
-  ASSERT_EQ(p.conn->state(), Connection::State::Lingering);
+  ASSERT_NO_FATAL_FAILURE(answer_and_linger(host, p));
   ::shutdown(p.client, SHUT_WR);
   p.conn->on_event(EPOLLIN);
   EXPECT_TRUE(p.conn->closed());
@@ -313,8 +313,7 @@ TEST(Connection, ANewConnectionThatSendsNothingGetsTheRequestTimeout) {
 TEST(Connection, ALingeringCloseHasAHardCapHoweverThePeerTrickles) {
   FakeHost host;
   Pair p(host);
-  answer_and_linger(host, p);
-  ASSERT_EQ(p.conn->state(), Connection::State::Lingering);
+  ASSERT_NO_FATAL_FAILURE(answer_and_linger(host, p));
   int64_t start = host.clock_ms;
   // One byte every 1.5 s keeps the idle timer from firing, but not the cap.
   for (int64_t t = 1500; t <= 4500; t += 1500) {
