@@ -138,6 +138,11 @@ void Connection::respond(const http::Response& r) {
   if (r.close) finish_after_flush();
 }
 
+// Whether `bytes` more stay within --max-queued-bytes (answers and stream frames alike).
+bool Connection::fits_bytes(size_t bytes) const {
+  return out_.pending_bytes() + bytes <= host_.settings().max_queued_bytes;
+}
+
 bool Connection::output_is_full() const {
   return out_.size() >= kPipelineDepth || out_.pending_bytes() >= kPipelinePauseBytes;
 }
@@ -158,9 +163,7 @@ void Connection::send_bytes(std::string_view bytes) {
 
 void Connection::enqueue(const FrameRef& frame, size_t begin, size_t end) {
   if (closed()) return;
-  if (out_.pending_bytes() + (end - begin) > host_.settings().max_queued_bytes ||
-      !out_.push(frame, begin, end))
-    return close("output queue full");
+  if (!fits_bytes(end - begin) || !out_.push(frame, begin, end)) return close("output queue full");
   host_.mark_dirty(*this);
 }
 
@@ -172,8 +175,7 @@ size_t Connection::free_slots() const {
 bool Connection::deliver(const FrameRef& frame) {
   if (state_ != State::Stream) return true;  // closing: nothing more to send
   const ConnectionSettings& cfg = host_.settings();
-  if (out_.size() >= cfg.queue_frames ||
-      out_.pending_bytes() + frame->size() > cfg.max_queued_bytes || !out_.push(frame)) {
+  if (out_.size() >= cfg.queue_frames || !fits_bytes(frame->size()) || !out_.push(frame)) {
     ++host_.metrics().slow_consumers;
     close("slow consumer");
     return false;

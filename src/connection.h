@@ -94,6 +94,7 @@ class Connection final : public EventHandler, public Sink {
   void update_interest();
   void enqueue(const FrameRef& frame, size_t begin, size_t end);
   bool output_is_full() const;
+  bool fits_bytes(size_t bytes) const;
 
   ConnectionHost& host_;
   int fd_;
