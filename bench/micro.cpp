@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "http_parser.h"
+#include "hub.h"
 #include "message.h"
 #include "ring_buffer.h"
-#include "room.h"
 #include "sse.h"
 
 namespace {
@@ -24,7 +24,7 @@ BENCHMARK(BM_DecodeAndValidateJson);
 void BM_BuildFrame(benchmark::State& state) {
   for (auto _ : state) {
     std::string json = sse::message_json(
-        {42, "alice", "hello there, how is the deploy going today?", 1764072000123});
+        {42, "general", "alice", "hello there, how is the deploy going today?", 1764072000123});
     benchmark::DoNotOptimize(sse::message_frame(42, json));
   }
 }
@@ -65,7 +65,7 @@ void BM_RingEnqueueAndFlush(benchmark::State& state) {
 BENCHMARK(BM_RingEnqueueAndFlush)->Arg(1)->Arg(16)->Arg(256);
 
 struct RingSubscriber : sse::Sink {
-  explicit RingSubscriber(sse::Room& room) : sub(room, *this) {}
+  explicit RingSubscriber(sse::Hub& hub) : sub(hub, *this, "") {}
   sse::FrameRing ring{1024};
   sse::Subscription sub;
   bool deliver(const sse::FrameRef& f) override { return ring.push(f); }
@@ -74,15 +74,17 @@ struct RingSubscriber : sse::Sink {
 
 // One publish reaching 10,000 in-memory subscribers: the per-delivery cost of the fan-out itself.
 void BM_BroadcastTo10kSubscribers(benchmark::State& state) {
-  sse::Room room(1000);
+  sse::Hub hub(sse::HubOptions{});
   std::vector<std::unique_ptr<RingSubscriber>> subs;
   for (int i = 0; i < 10000; ++i) {
-    subs.push_back(std::make_unique<RingSubscriber>(room));
-    room.subscribe(subs.back()->sub, std::nullopt);
+    subs.push_back(std::make_unique<RingSubscriber>(hub));
+    hub.subscribe(subs.back()->sub, {"general"}, std::nullopt);
   }
+  uint64_t id = 1;
   for (auto _ : state) {
-    uint64_t id = room.next_id();
-    room.publish(id, sse::message_frame(id, sse::message_json({id, "alice", "hello", 0})));
+    std::string json = sse::message_json({id, "general", "alice", "hello", 0});
+    hub.on_committed(id, "general", sse::message_frame(id, json), false);
+    ++id;
     state.PauseTiming();
     for (auto& s : subs) s->ring.clear();
     state.ResumeTiming();

@@ -6,7 +6,7 @@
 // Both calls are asynchronous: the answer comes later, on the event loop, never from inside the
 // call (the local journal under --fsync always waits for the disk; a Redis broker waits for Redis).
 //
-//   routes --publish(draft)--> Broker --on_committed(message)--> CommitSink (room) --> streams
+//   routes --publish(draft)--> Broker --on_committed(message)--> CommitSink (hub) --> streams
 //          <--PublishDone(Created|Duplicate|Unavailable) on the loop--
 #pragma once
 
@@ -15,6 +15,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "frame.h"
@@ -23,6 +24,7 @@ namespace sse {
 
 // A message as posted, validated but not yet committed.
 struct Draft {
+  std::string room;  // a valid room name
   std::string user;
   std::string text;
   std::string nonce;  // "" when the POST is not idempotent
@@ -43,12 +45,23 @@ using PublishDone = std::function<void(const PublishResult&)>;
 // Kept messages, oldest first, as the frames streams were sent.
 using HistoryDone = std::function<void(std::vector<FrameRef>)>;
 
-// Where committed messages go (the room). Called on the loop, in id order, once per message.
+// Where committed messages go (the hub of rooms), and the messages it keeps in memory: one window
+// of history that replay, paging and the local journal's compaction all read.
 class CommitSink {
  public:
   virtual ~CommitSink() = default;
-  // `restored`: read back from storage at start-up, not newly posted.
-  virtual void on_committed(uint64_t id, const FrameRef& frame, bool restored) = 0;
+  // Called on the loop, in id order, once per message. `restored`: read back from storage at
+  // start-up, not newly posted.
+  virtual void on_committed(uint64_t id, std::string_view room, const FrameRef& frame,
+                            bool restored) = 0;
+
+  // Every kept message, ids ascending.
+  using KeptVisitor = std::function<void(uint64_t id, std::string_view room, const FrameRef&)>;
+  virtual void for_each_kept(const KeptVisitor& visit) const = 0;
+
+  // The first `limit` kept messages of `room` with id > `after`, or without `after` the newest.
+  virtual std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
+                                          size_t limit) const = 0;
 };
 
 struct BrokerStats {
@@ -66,8 +79,10 @@ class Broker {
   // Commits `draft`; `done` runs later on the loop.
   virtual void publish(Draft draft, PublishDone done) = 0;
 
-  // The first `limit` kept messages with id > `after`, or without `after` the newest `limit`.
-  virtual void read_history(std::optional<uint64_t> after, size_t limit, HistoryDone done) = 0;
+  // The first `limit` kept messages of `room` with id > `after`, or without `after` the newest
+  // `limit`.
+  virtual void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
+                            HistoryDone done) = 0;
 
   // Why POSTs are refused right now (storage failed), or nullopt while it works.
   virtual std::optional<std::string> unavailable() const = 0;

@@ -1,9 +1,12 @@
 #include "chat_routes.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "form.h"
+#include "json.h"
 #include "message.h"
+#include "room_name.h"
 #include "sse.h"
 
 namespace sse {
@@ -17,6 +20,44 @@ std::optional<uint64_t> parse_u64(std::string_view s) {
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc{} || end != s.data() + s.size() || s.empty()) return std::nullopt;
   return v;
+}
+
+// What GET /events asks for: ?room=a&room=b (none: general), ?user=name, ?lastEventId=N.
+struct StreamQuery {
+  std::vector<std::string> rooms;
+  std::string user;
+  std::optional<std::string> last_event_id;
+};
+
+// The reason a stream's query is refused (400), or nullopt with `out` filled.
+std::optional<std::string> parse_stream_query(std::string_view query, size_t max_rooms,
+                                              StreamQuery& out) {
+  auto pairs = form::parse(query);
+  if (!pairs) return "malformed query string";
+  for (auto& [key, value] : *pairs) {
+    if (key == "room") {
+      if (auto err = room_name_error(value)) return *err;
+      if (std::find(out.rooms.begin(), out.rooms.end(), value) == out.rooms.end())
+        out.rooms.push_back(std::move(value));
+    } else if (key == "user") {
+      if (auto err = check_user(value)) return *err;
+      out.user = std::move(value);
+    } else if (key == "lastEventId") {
+      out.last_event_id = std::move(value);
+    }
+  }
+  if (out.rooms.size() > max_rooms)
+    return "a stream may read at most " + std::to_string(max_rooms) + " rooms";
+  if (out.rooms.empty()) out.rooms.emplace_back(kDefaultRoom);
+  return std::nullopt;
+}
+
+// The `limit` of a listing: 1..kMaxListLimit (larger is capped), kDefaultListLimit when absent.
+std::optional<size_t> parse_limit(const std::optional<std::string>& value) {
+  if (!value) return kDefaultListLimit;
+  auto n = parse_u64(*value);
+  if (!n || *n == 0) return std::nullopt;
+  return std::min<uint64_t>(*n, kMaxListLimit);
 }
 
 // A JSON array of the messages in `frames`, as slices of those very frames (nothing copied), at
@@ -72,14 +113,15 @@ http::Response publish_answer(const PublishResult& result) {
 
 }  // namespace
 
-ChatRoutes::ChatRoutes(Broker& broker, Room& room, HttpPolicy& policy, Metrics& metrics,
-                       const std::string& static_dir, std::function<size_t()> open_connections,
-                       Reactor& reactor)
+ChatRoutes::ChatRoutes(Broker& broker, Hub& hub, HttpPolicy& policy, Metrics& metrics,
+                       const std::string& static_dir, size_t max_rooms_per_stream,
+                       std::function<size_t()> open_connections, Reactor& reactor)
     : broker_(broker),
-      room_(room),
+      hub_(hub),
       policy_(policy),
       metrics_(metrics),
       static_files_(static_dir),
+      max_rooms_per_stream_(max_rooms_per_stream),
       open_connections_(std::move(open_connections)),
       reactor_(reactor),
       started_ms_(reactor.now_ms()) {}
@@ -92,6 +134,7 @@ void ChatRoutes::handle_request(Connection& conn, Request& req) {
   if (path == "/messages") return route_messages(conn, req);
   bool get_or_head = req.method == Method::Get || req.method == Method::Head;
   if (!get_or_head) return policy_.method_not_allowed(conn, req, "GET, HEAD");
+  if (path == "/rooms") return list_rooms(conn, req);
   if (path == "/healthz") return serve_health(conn, req);
   if (path == "/metrics") return serve_metrics(conn, req);
   serve_static(conn, req);
@@ -134,20 +177,24 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     return policy_.reply(conn, req, std::move(r));
   }
   if (policy_.draining()) return conn.close("draining");  // the EventSource reconnects elsewhere
+  StreamQuery query;
+  if (auto error = parse_stream_query(req.query, max_rooms_per_stream_, query)) {
+    metrics_.count_rejected("invalid_stream");
+    return policy_.reply(conn, req, http::error(400, *error));
+  }
+  if (!hub_.can_open(query.rooms)) {
+    metrics_.count_rejected("too_many_rooms");
+    return policy_.refuse_stream(conn, req, {"too many rooms are being read; try again later", 5});
+  }
   if (auto refusal = policy_.admit_stream(conn)) return policy_.refuse_stream(conn, req, *refusal);
   std::optional<uint64_t> last_id;
-  std::string query_id;
-  if (req.has_last_event_id) {
-    query_id = req.last_event_id;
-  } else if (auto q = form::query_value(req.query, "lastEventId")) {
-    query_id = *q;
-  }
-  if (req.has_last_event_id || !query_id.empty()) {
+  if (req.has_last_event_id) query.last_event_id = req.last_event_id;
+  if (req.has_last_event_id || (query.last_event_id && !query.last_event_id->empty())) {
     // An id this server never issued is treated as unknown: the client gets a reset, not silence.
-    last_id = parse_u64(query_id).value_or(UINT64_MAX);
+    last_id = parse_u64(*query.last_event_id).value_or(UINT64_MAX);
   }
   conn.start_stream(policy_.open_stream(conn, req));
-  conn.subscribe(room_, last_id);
+  (void)conn.subscribe(hub_, query.rooms, std::move(query.user), last_id);  // can_open held
 }
 
 void ChatRoutes::route_messages(Connection& conn, Request& req) {
@@ -165,20 +212,28 @@ void ChatRoutes::post_message(Connection& conn, Request& req) {
     return policy_.reply(conn, req, http::error(rejection->status, rejection->reason));
   }
   ChatInput& input = std::get<ChatInput>(decoded);
+  if (!hub_.can_open({input.room})) {
+    metrics_.count_rejected("too_many_rooms");
+    http::Response r = http::error(503, "too many rooms are in use; try again later");
+    r.headers.emplace_back("Retry-After", "5");
+    return policy_.reply(conn, req, std::move(r));
+  }
   uint64_t ticket = hold(conn);
-  broker_.publish({std::move(input.user), std::move(input.text), std::move(input.nonce)},
-                  [this, ticket, ctx = policy_.context_of(req)](const PublishResult& result) {
-                    if (result.status == PublishResult::Status::Unavailable)
-                      metrics_.count_rejected("storage_unavailable");
-                    finish(ticket, ctx, publish_answer(result));
-                  });
+  broker_.publish(
+      {std::move(input.room), std::move(input.user), std::move(input.text), std::move(input.nonce)},
+      [this, ticket, ctx = policy_.context_of(req)](const PublishResult& result) {
+        if (result.status == PublishResult::Status::Unavailable)
+          metrics_.count_rejected("storage_unavailable");
+        finish(ticket, ctx, publish_answer(result));
+      });
 }
 
 void ChatRoutes::list_messages(Connection& conn, Request& req) {
   auto pairs = form::parse(req.query);
   if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
   std::optional<uint64_t> since;
-  size_t limit = kDefaultListLimit;
+  std::optional<std::string> limit_value;
+  std::string room(kDefaultRoom);
   for (auto& [key, value] : *pairs) {
     if (key == "since") {
       since = parse_u64(value);
@@ -186,18 +241,48 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
         return policy_.reply(conn, req,
                              http::error(400, "since must be a message id (a whole number)"));
     } else if (key == "limit") {
-      auto n = parse_u64(value);
-      if (!n || *n == 0)
-        return policy_.reply(conn, req,
-                             http::error(400, "limit must be a whole number from 1 to 1000"));
-      limit = std::min<uint64_t>(*n, kMaxListLimit);
+      limit_value = std::move(value);
+    } else if (key == "room") {
+      if (auto err = room_name_error(value))
+        return policy_.reply(conn, req, http::error(400, *err));
+      room = std::move(value);
     }
   }
+  auto limit = parse_limit(limit_value);
+  if (!limit)
+    return policy_.reply(conn, req,
+                         http::error(400, "limit must be a whole number from 1 to 1000"));
   uint64_t ticket = hold(conn);
-  broker_.read_history(since, limit,
+  broker_.read_history(std::move(room), since, *limit,
                        [this, ticket, ctx = policy_.context_of(req)](std::vector<FrameRef> frames) {
                          finish(ticket, ctx, history_page(frames));
                        });
+}
+
+// [{"room":"team-a","online":2,"last_id":57,"messages":40},…], most recently active
+// first: a room list for a page, never longer than kMaxListLimit.
+void ChatRoutes::list_rooms(Connection& conn, Request& req) {
+  auto limit = parse_limit(form::query_value(req.query, "limit"));
+  if (!limit)
+    return policy_.reply(conn, req,
+                         http::error(400, "limit must be a whole number from 1 to 1000"));
+  http::Response r;
+  r.headers.emplace_back("Cache-Control", "no-store");
+  r.body = "[";
+  for (const Room* room : hub_.rooms_by_activity(*limit)) {
+    if (r.body.size() > 1) r.body += ',';
+    r.body += "{\"room\":";
+    json::append_string(r.body, room->name());
+    r.body += ",\"online\":";
+    json::append_uint(r.body, room->subscriber_count());
+    r.body += ",\"last_id\":";
+    json::append_uint(r.body, room->last_id());
+    r.body += ",\"messages\":";
+    json::append_uint(r.body, room->history().size());
+    r.body += '}';
+  }
+  r.body += ']';
+  policy_.reply(conn, req, std::move(r));
 }
 
 void ChatRoutes::serve_health(Connection& conn, Request& req) {
@@ -222,12 +307,15 @@ void ChatRoutes::serve_metrics(Connection& conn, Request& req) {
   BrokerStats broker = broker_.stats();
   MetricsSnapshot s{};
   s.open_connections = open_connections_();
-  s.sse_clients = room_.subscriber_count();
-  s.messages = room_.stats().messages;
-  s.deliveries = room_.stats().deliveries;
-  s.resets = room_.stats().resets;
+  s.sse_clients = hub_.stream_count();
+  s.messages = hub_.stats().messages;
+  s.deliveries = hub_.stats().deliveries;
+  s.resets = hub_.stats().resets;
   s.last_message_id = broker.last_id;
-  s.history_size = room_.history().size();
+  s.history_size = hub_.kept_messages();
+  s.history_bytes = hub_.kept_bytes();
+  s.rooms = hub_.room_count();
+  s.rooms_forgotten = hub_.stats().rooms_forgotten;
   s.journal_bytes = broker.storage_bytes;
   s.storage_ok = !broker_.unavailable().has_value();
   s.uptime_seconds = static_cast<double>(reactor_.now_ms() - started_ms_) / 1000.0;

@@ -1,6 +1,7 @@
-// The chat's routes: GET /events (streams), POST and GET /messages (through the Broker), /healthz,
-// /metrics and the static page. Answers that come later (the broker's) find their connection by
-// ticket, so a client that went away meanwhile is simply skipped.
+// The chat's routes: GET /events (streams of one or more rooms), POST and GET /messages (through
+// the Broker), GET /rooms, /healthz, /metrics and the static page. Answers that come later (the
+// broker's) find their connection by ticket, so a client that went away meanwhile is simply
+// skipped.
 #pragma once
 
 #include <cstdint>
@@ -10,17 +11,17 @@
 #include "broker.h"
 #include "connection_registry.h"
 #include "http_policy.h"
+#include "hub.h"
 #include "metrics.h"
-#include "room.h"
 #include "static_files.h"
 
 namespace sse {
 
 class ChatRoutes final : public RequestHandler {
  public:
-  ChatRoutes(Broker& broker, Room& room, HttpPolicy& policy, Metrics& metrics,
-             const std::string& static_dir, std::function<size_t()> open_connections,
-             Reactor& reactor);
+  ChatRoutes(Broker& broker, Hub& hub, HttpPolicy& policy, Metrics& metrics,
+             const std::string& static_dir, size_t max_rooms_per_stream,
+             std::function<size_t()> open_connections, Reactor& reactor);
 
   void handle_request(Connection& conn, Request& req) override;
   void on_closed(Connection& conn) override;
@@ -33,6 +34,7 @@ class ChatRoutes final : public RequestHandler {
   void route_messages(Connection& conn, Request& req);
   void post_message(Connection& conn, Request& req);
   void list_messages(Connection& conn, Request& req);
+  void list_rooms(Connection& conn, Request& req);
   void serve_health(Connection& conn, Request& req);
   void serve_static(Connection& conn, Request& req);
   void serve_metrics(Connection& conn, Request& req);
@@ -42,10 +44,11 @@ class ChatRoutes final : public RequestHandler {
   void finish(uint64_t ticket, const ReplyContext& ctx, http::Response r);
 
   Broker& broker_;
-  Room& room_;
+  Hub& hub_;
   HttpPolicy& policy_;
   Metrics& metrics_;
   StaticFiles static_files_;
+  size_t max_rooms_per_stream_;
   std::function<size_t()> open_connections_;
   Reactor& reactor_;
   int64_t started_ms_;

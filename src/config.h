@@ -13,8 +13,11 @@ enum class FsyncPolicy { Always, EverySec, Never };
 
 struct Config {
   std::string listen = "127.0.0.1:8080";
-  std::string static_dir;  // default: ./static, else the installed share directory
-  size_t history = 10000;
+  std::string static_dir;                  // default: ./static, else the installed share directory
+  size_t history = 1000;                   // messages kept per room
+  uint64_t history_memory = 256ull << 20;  // bytes all kept messages may hold
+  size_t max_rooms = 10000;
+  size_t max_rooms_per_stream = 32;
   std::string data_dir = "./data";
   bool journal = true;
   FsyncPolicy fsync = FsyncPolicy::EverySec;

@@ -193,9 +193,12 @@ void Connection::start_stream(std::string_view opening) {
   update_interest();
 }
 
-void Connection::subscribe(Room& room, std::optional<uint64_t> last_event_id) {
-  subscriptions_.push_back(std::make_unique<Subscription>(room, *this));
-  room.subscribe(*subscriptions_.back(), last_event_id);
+bool Connection::subscribe(Hub& hub, const std::vector<std::string>& rooms, std::string user,
+                           std::optional<uint64_t> last_event_id) {
+  subscription_ = std::make_unique<Subscription>(hub, *this, std::move(user));
+  if (hub.subscribe(*subscription_, rooms, last_event_id)) return true;
+  subscription_.reset();
+  return false;
 }
 
 void Connection::release() {
@@ -222,8 +225,7 @@ void Connection::flush() {
   if (closed()) return;
   size_t budget = kFlushBudgetBytes;
   for (;;) {
-    if (state_ == State::Stream)
-      for (auto& sub : subscriptions_) sub->room().refill(*sub);
+    if (state_ == State::Stream && subscription_) subscription_->refill();
     if (out_.empty() || closed()) break;
     iovec iov[kMaxIov];
     size_t n = out_.fill_iovec(iov, kMaxIov);

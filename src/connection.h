@@ -18,10 +18,10 @@
 #include "frame.h"
 #include "http_parser.h"
 #include "http_response.h"
+#include "hub.h"
 #include "net.h"
 #include "reactor.h"
 #include "ring_buffer.h"
-#include "room.h"
 #include "subscription.h"
 
 namespace sse {
@@ -46,8 +46,9 @@ class Connection final : public EventHandler, public Sink {
   void send_bytes(std::string_view bytes);
   // Turns this connection into an event stream that starts with `opening` (the response head).
   void start_stream(std::string_view opening);
-  // Adds `room` to the stream; with `last_event_id`, replays what followed it first.
-  void subscribe(Room& room, std::optional<uint64_t> last_event_id);
+  // Streams `rooms` (as Hub::subscribe, reading as `user`); false when the hub cannot open them.
+  bool subscribe(Hub& hub, const std::vector<std::string>& rooms, std::string user,
+                 std::optional<uint64_t> last_event_id);
   // Holds request processing while the host answers the current request later (a POST waiting
   // for the broker); release() after queueing that answer resumes pipelined requests.
   void hold() { held_ = true; }
@@ -110,7 +111,7 @@ class Connection final : public EventHandler, public Sink {
   std::unique_ptr<RequestParser> parser_;
   std::string pending_input_;  // pipelined bytes not parsed yet (waiting for output to drain)
   FrameRing out_;
-  std::vector<std::unique_ptr<Subscription>> subscriptions_;
+  std::unique_ptr<Subscription> subscription_;
   int64_t request_started_ms_ = 0;
   int64_t last_activity_ms_ = 0;
   int64_t last_write_ms_ = 0;

@@ -12,11 +12,15 @@
 #include <cstring>
 #include <system_error>
 
+#include "room_name.h"
+#include "sse.h"
+
 namespace sse {
 namespace {
 
 constexpr uint32_t kMagicV1 = 0x43455353;  // "SSEC": one-byte nonce length
-constexpr uint32_t kMagic = 0x32455353;    // "SSE2": two-byte nonce length
+constexpr uint32_t kMagicV2 = 0x32455353;  // "SSE2": two-byte nonce length
+constexpr uint32_t kMagic = 0x33455353;    // "SSE3": two-byte nonce length, room
 constexpr size_t kHeader = 12;
 constexpr size_t kMaxBody = 1 << 20;
 
@@ -50,13 +54,29 @@ std::string frame_record(uint32_t magic, const std::string& body) {
   return out;
 }
 
+// Reads the room and JSON of an "SSE3" body from `pos`; records without a room are "general".
+bool read_room_and_json(uint32_t magic, std::string_view body, size_t pos, JournalRecord& out) {
+  if (magic != kMagic) {
+    out.room = kDefaultRoom;
+    out.json = json_with_room(body.substr(pos), kDefaultRoom);
+    return true;
+  }
+  if (pos >= body.size()) return false;
+  size_t room_len = static_cast<unsigned char>(body[pos]);
+  if (pos + 1 + room_len > body.size() || room_name_error(body.substr(pos + 1, room_len)))
+    return false;
+  out.room.assign(body.substr(pos + 1, room_len));
+  out.json.assign(body.substr(pos + 1 + room_len));
+  return true;
+}
+
 // The record at `pos`, if one starts there, is whole, and its checksum holds.
 bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecord& out,
                size_t& length) {
   if (bytes.size() - pos < kHeader) return false;
   uint32_t magic = static_cast<uint32_t>(get_le(bytes.data() + pos, 4));
-  if (magic != kMagic && magic != kMagicV1) return false;
-  size_t len_bytes = magic == kMagic ? 2 : 1;
+  if (magic != kMagic && magic != kMagicV2 && magic != kMagicV1) return false;
+  size_t len_bytes = magic == kMagicV1 ? 1 : 2;
   size_t min_body = 8 + len_bytes;
   size_t body_len = get_le(bytes.data() + pos + 4, 4);
   if (body_len < min_body || body_len > kMaxBody || bytes.size() - pos - kHeader < body_len)
@@ -68,7 +88,7 @@ bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecor
   if (id < min_id || min_body + nonce_len > body_len) return false;
   out.id = id;
   out.nonce_key.assign(body.substr(min_body, nonce_len));
-  out.json.assign(body.substr(min_body + nonce_len));
+  if (!read_room_and_json(magic, body, min_body + nonce_len, out)) return false;
   length = kHeader + body_len;
   return true;
 }
@@ -152,13 +172,25 @@ JournalIo& JournalIo::system() {
 std::string encode_record(const JournalRecord& r) {
   // The broker refuses longer keys; cutting one would make it match another message's.
   assert(r.nonce_key.size() <= kMaxNonceKeyBytes);
+  assert(!room_name_error(r.room));
   std::string body;
-  body.reserve(10 + r.nonce_key.size() + r.json.size());
+  body.reserve(11 + r.nonce_key.size() + r.room.size() + r.json.size());
+  put_u64(body, r.id);
+  put_u16(body, static_cast<uint16_t>(r.nonce_key.size()));
+  body += r.nonce_key;
+  body.push_back(static_cast<char>(r.room.size()));
+  body += r.room;
+  body += r.json;
+  return frame_record(kMagic, body);
+}
+
+std::string encode_record_v2(const JournalRecord& r) {
+  std::string body;
   put_u64(body, r.id);
   put_u16(body, static_cast<uint16_t>(r.nonce_key.size()));
   body += r.nonce_key;
   body += r.json;
-  return frame_record(kMagic, body);
+  return frame_record(kMagicV2, body);
 }
 
 std::string encode_record_v1(const JournalRecord& r) {

@@ -3,8 +3,10 @@
 // as redis's background fsync does, so the event loop never waits for the disk.
 //
 //   record := magic u32 | body_len u32 | crc32(body) u32 | body
-//   body   := id u64 | nonce_len u16 | nonce_key | json       (magic "SSE2", little endian)
-//   body   := id u64 | nonce_len u8  | nonce_key | json       (magic "SSEC", read, never written)
+//   body   := id u64 | nonce_len u16 | nonce_key | room_len u8 | room | json   (magic "SSE3")
+//   body   := id u64 | nonce_len u16 | nonce_key | json   (magic "SSE2", read, never written)
+//   body   := id u64 | nonce_len u8  | nonce_key | json   (magic "SSEC", read, never written)
+// (little endian). Records from before rooms belong to "general"; their JSON gains the room.
 //
 // Start-up reads every record; a torn or corrupt tail is cut off, damage in the middle is skipped
 // to the next valid record; either way the file is rewritten clean and a warning says what was
@@ -35,6 +37,7 @@ namespace sse {
 struct JournalRecord {
   uint64_t id;
   std::string nonce_key;  // at most kMaxNonceKeyBytes
+  std::string room;       // a valid room name (at most 64 bytes)
   std::string json;
 };
 
@@ -48,8 +51,10 @@ struct JournalLoad {
 
 // Encodes one record (exposed for tests and the fuzzer).
 std::string encode_record(const JournalRecord& r);
-// The old format (one-byte nonce length), still read after an upgrade; for tests.
+// The older formats (before rooms; v1 with a one-byte nonce length), still read after an
+// upgrade; for tests.
 std::string encode_record_v1(const JournalRecord& r);
+std::string encode_record_v2(const JournalRecord& r);
 // Decodes every valid record of `bytes` in order; `warnings` says what was skipped or cut.
 std::vector<JournalRecord> decode_records(std::string_view bytes,
                                           std::vector<std::string>& warnings, bool& damaged);

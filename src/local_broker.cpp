@@ -13,7 +13,6 @@ LocalBrokerOptions local_broker_options(const Config& config) {
   o.data_dir = config.data_dir;
   o.fsync = config.fsync;
   o.journal_max_bytes = config.journal_max_bytes;
-  o.history = config.history;
   return o;
 }
 
@@ -41,7 +40,8 @@ bool LocalBroker::start(std::string& error) {
       jo,
       [this](JournalRecord&& r) {
         next_id_ = r.id + 1;
-        commit({r.id, std::move(r.nonce_key), message_frame(r.id, r.json)}, true);
+        FrameRef frame = message_frame(r.id, r.json);
+        commit({r.id, std::move(r.nonce_key), std::move(r.room), std::move(frame)}, true);
       },
       load, error);
   if (!journal_) return false;
@@ -84,13 +84,13 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
   if (!nonce_key.empty() && join_duplicate(nonce_key, done)) return;
   // An id is used up once a write was tried: a failed write may still have left its record.
   uint64_t id = next_id_++;
-  std::string json = message_json({id, draft.user, draft.text, wall_clock_ms()});
-  Kept message{id, std::move(nonce_key), message_frame(id, json)};
+  std::string json = message_json({id, draft.room, draft.user, draft.text, wall_clock_ms()});
+  Kept message{id, std::move(nonce_key), std::move(draft.room), message_frame(id, json)};
   if (journal_) {
     uint64_t seq = 0;
     uint64_t offset = journal_->size_bytes();
     std::string error;
-    if (!journal_->append({id, message.nonce_key, json}, seq, error)) {
+    if (!journal_->append({id, message.nonce_key, message.room, json}, seq, error)) {
       fail(error);
       return answer(std::move(done), {PublishResult::Status::Unavailable, 0, failure_});
     }
@@ -110,13 +110,19 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
 
 void LocalBroker::commit(Kept message, bool restored) {
   last_committed_ = message.id;
-  if (!message.nonce_key.empty()) nonces_[message.nonce_key] = message.id;
-  sink_.on_committed(message.id, message.frame, restored);
-  window_.push_back(std::move(message));
-  while (window_.size() > options_.history) {
-    auto it = nonces_.find(window_.front().nonce_key);
-    if (it != nonces_.end() && it->second == window_.front().id) nonces_.erase(it);
-    window_.pop_front();
+  remember_nonce(message.id, message.nonce_key);
+  sink_.on_committed(message.id, message.room, message.frame, restored);
+}
+
+void LocalBroker::remember_nonce(uint64_t id, const std::string& nonce_key) {
+  if (nonce_key.empty()) return;
+  nonces_[nonce_key] = id;
+  nonce_order_.emplace_back(id, nonce_key);
+  while (nonce_order_.size() > options_.nonce_window) {
+    auto& [old_id, old_key] = nonce_order_.front();
+    auto it = nonces_.find(old_key);
+    if (it != nonces_.end() && it->second == old_id) nonces_.erase(it);
+    nonce_order_.pop_front();
   }
 }
 
@@ -179,7 +185,7 @@ void LocalBroker::try_recover() {
     log::debug("journal still failing", "error", error);
     return;
   }
-  log::info("journal recovered; POSTs are accepted again", "records", window_.size(), "was",
+  log::info("journal recovered; POSTs are accepted again", "last_id", last_committed_, "was",
             failure_);
   failure_.clear();
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
@@ -193,32 +199,29 @@ void LocalBroker::compact_if_needed() {
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
 }
 
+// What the hub keeps (with the nonces still remembered for those messages), then what waits for
+// the disk: everything a rewritten journal must hold.
 std::vector<JournalRecord> LocalBroker::window_records() const {
   std::vector<JournalRecord> records;
-  records.reserve(window_.size() + pending_.size());
-  for (const Kept& k : window_)
-    records.push_back({k.id, k.nonce_key, std::string(frame_json(*k.frame.get()))});
+  auto nonce = nonce_order_.begin();
+  sink_.for_each_kept([&](uint64_t id, std::string_view room, const FrameRef& frame) {
+    while (nonce != nonce_order_.end() && nonce->first < id) ++nonce;
+    bool has_nonce = nonce != nonce_order_.end() && nonce->first == id;
+    records.push_back({id, has_nonce ? nonce->second : std::string(), std::string(room),
+                       std::string(frame_json(*frame.get()))});
+  });
   for (const Pending& p : pending_) {
     const Kept& k = p.message;
-    records.push_back({k.id, k.nonce_key, std::string(frame_json(*k.frame.get()))});
+    records.push_back({k.id, k.nonce_key, k.room, std::string(frame_json(*k.frame.get()))});
   }
   return records;
 }
 
-void LocalBroker::read_history(std::optional<uint64_t> after, size_t limit, HistoryDone done) {
-  size_t begin = window_.size() - std::min(limit, window_.size());
-  if (after) {
-    // The first kept id above `after`; nothing lies above the largest id.
-    auto it = std::upper_bound(window_.begin(), window_.end(), *after,
-                               [](uint64_t want, const Kept& k) { return want < k.id; });
-    begin = static_cast<size_t>(it - window_.begin());
-  }
-  size_t end = std::min(window_.size(), begin + limit);
-  std::vector<FrameRef> frames;
-  frames.reserve(end - begin);
-  for (size_t i = begin; i < end; ++i) frames.push_back(window_[i].frame);
-  reactor_.defer(
-      [done = std::move(done), frames = std::move(frames)]() mutable { done(std::move(frames)); });
+void LocalBroker::read_history(std::string room, std::optional<uint64_t> after, size_t limit,
+                               HistoryDone done) {
+  reactor_.defer([done = std::move(done), frames = sink_.kept_page(room, after, limit)]() mutable {
+    done(std::move(frames));
+  });
 }
 
 std::optional<std::string> LocalBroker::unavailable() const {

@@ -1,5 +1,6 @@
-// The embedded Broker: ids, nonces and history in memory, made durable by the local journal
-// (--data-dir); or memory only with --no-journal.
+// The embedded Broker: ids and nonces in memory, messages made durable by the local journal
+// (--data-dir); or memory only with --no-journal. The messages themselves are kept by the
+// CommitSink (the hub's window): compaction and recovery write exactly what it keeps.
 //
 // A storage error is never acknowledged: a failed write, sync, compaction or recovery puts the
 // broker in a failed state where every publish answers Unavailable (503) with the reason, until a
@@ -25,8 +26,8 @@ struct LocalBrokerOptions {
   std::string data_dir;
   FsyncPolicy fsync = FsyncPolicy::EverySec;
   uint64_t journal_max_bytes = 64ull << 20;
-  size_t history = 10000;   // messages kept (and de-duplicated by nonce)
-  JournalIo* io = nullptr;  // tests inject disk failures here
+  size_t nonce_window = 100000;  // the newest idempotent POSTs whose nonces are remembered
+  JournalIo* io = nullptr;       // tests inject disk failures here
 };
 
 LocalBrokerOptions local_broker_options(const Config& config);
@@ -38,7 +39,8 @@ class LocalBroker final : public Broker {
 
   bool start(std::string& error) override;
   void publish(Draft draft, PublishDone done) override;
-  void read_history(std::optional<uint64_t> after, size_t limit, HistoryDone done) override;
+  void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
+                    HistoryDone done) override;
   std::optional<std::string> unavailable() const override;
   bool idle() const override { return pending_.empty(); }
   void tick() override;
@@ -49,6 +51,7 @@ class LocalBroker final : public Broker {
   struct Kept {
     uint64_t id;
     std::string nonce_key;
+    std::string room;
     FrameRef frame;
   };
   // Written to the journal, waiting for the disk (--fsync always); `waiting` are the POSTs to
@@ -63,6 +66,7 @@ class LocalBroker final : public Broker {
   void answer(PublishDone done, PublishResult result);
   bool join_duplicate(const std::string& nonce_key, PublishDone& done);
   void commit(Kept message, bool restored);
+  void remember_nonce(uint64_t id, const std::string& nonce_key);
   void on_journal_notice();
   void fail(const std::string& reason);
   void try_recover();
@@ -74,9 +78,9 @@ class LocalBroker final : public Broker {
   LocalBrokerOptions options_;
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<JournalWatcher> watcher_;
-  std::deque<Kept> window_;      // the newest `history` committed messages, ids ascending
-  std::deque<Pending> pending_;  // ids ascending, all above window_'s
-  std::unordered_map<std::string, uint64_t> nonces_;  // of window_ and pending_
+  std::deque<Pending> pending_;                       // ids ascending, all above the committed ones
+  std::unordered_map<std::string, uint64_t> nonces_;  // of nonce_order_ and pending_
+  std::deque<std::pair<uint64_t, std::string>> nonce_order_;  // committed (id, key), ascending
   uint64_t next_id_ = 1;
   uint64_t last_committed_ = 0;
   uint64_t compact_at_ = 0;

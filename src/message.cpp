@@ -7,6 +7,7 @@
 
 #include "ascii.h"
 #include "form.h"
+#include "room_name.h"
 #include "utf8.h"
 
 namespace sse {
@@ -65,7 +66,7 @@ class Fields {
  public:
   static constexpr int kUnknown = -1;
   int slot(std::string_view key) const {
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < kCount; ++i)
       if (key == kNames[i]) return i;
     return kUnknown;
   }
@@ -79,13 +80,19 @@ class Fields {
   PostResult finish() {
     if (!seen_[0]) return bad("missing \"user\"");
     if (!seen_[1]) return bad("missing \"text\"");
-    return validate(std::move(values_[0]), std::move(values_[1]), std::move(values_[2]));
+    std::string room = seen_[3] ? std::move(values_[3]) : std::string(kDefaultRoom);
+    if (auto err = room_name_error(room)) return bad(*err);
+    PostResult result =
+        validate(std::move(values_[0]), std::move(values_[1]), std::move(values_[2]));
+    if (auto* input = std::get_if<ChatInput>(&result)) input->room = std::move(room);
+    return result;
   }
 
  private:
-  static constexpr std::string_view kNames[3] = {"user", "text", "nonce"};
-  std::string values_[3];
-  bool seen_[3] = {};
+  static constexpr int kCount = 4;
+  static constexpr std::string_view kNames[kCount] = {"user", "text", "nonce", "room"};
+  std::string values_[kCount];
+  bool seen_[kCount] = {};
 };
 
 PostResult decode_json(std::string_view body) {
@@ -128,6 +135,12 @@ PostResult decode_form(std::string_view body) {
 
 }  // namespace
 
+std::optional<std::string> check_user(std::string& user) {
+  if (auto err = check_field("user", user, kMaxUserChars, false); !err.empty()) return err;
+  user = std::string(utf8::trim(user));
+  return std::nullopt;
+}
+
 PostResult validate(std::string user, std::string text, std::string nonce) {
   text = normalize_newlines(std::move(text));
   if (auto err = check_field("user", user, kMaxUserChars, false); !err.empty()) return bad(err);
@@ -139,6 +152,7 @@ PostResult validate(std::string user, std::string text, std::string nonce) {
   input.user = std::string(utf8::trim(user));
   input.text = std::string(utf8::trim(text));
   input.nonce = std::move(nonce);
+  input.room = std::string(kDefaultRoom);
   return input;
 }
 

@@ -2,6 +2,7 @@
 // Pure functions: no sockets, no room.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -12,6 +13,7 @@ struct ChatInput {
   std::string user;   // trimmed, 1..32 code points, no control characters
   std::string text;   // trimmed, 1..2000 code points, no control characters but \n and \t
   std::string nonce;  // optional, <= 64 characters, for idempotent retries
+  std::string room;   // a valid room name (room_name.h); "general" when the body names none
 };
 
 struct Rejection {
@@ -27,6 +29,10 @@ using PostResult = std::variant<ChatInput, Rejection>;
 
 // `content_type` is the raw header value (parameters such as charset are allowed).
 PostResult decode_post(std::string_view content_type, std::string_view body);
+
+// Checks a user name (as a message's "user": 1..32 code points, no control characters) and trims
+// it in place; the reason when it is not one.
+std::optional<std::string> check_user(std::string& user);
 
 // Validates and normalises fields already decoded (trims, CRLF -> LF).
 PostResult validate(std::string user, std::string text, std::string nonce);

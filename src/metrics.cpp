@@ -64,7 +64,8 @@ std::string render_metrics(const Metrics& m, const MetricsSnapshot& s) {
   std::string out;
   scalar(out, "ssechat_open_connections", "gauge", "Open TCP connections, streams included.",
          double(s.open_connections));
-  scalar(out, "ssechat_sse_clients", "gauge", "Connected event-stream subscribers.",
+  scalar(out, "ssechat_sse_clients", "gauge",
+         "Connected event streams (one per connection, however many rooms it reads).",
          double(s.sse_clients));
   scalar(out, "ssechat_connections_accepted_total", "counter", "Connections accepted.",
          double(m.connections_accepted));
@@ -82,6 +83,13 @@ std::string render_metrics(const Metrics& m, const MetricsSnapshot& s) {
          double(s.last_message_id));
   scalar(out, "ssechat_history_messages", "gauge", "Messages held in memory for replay.",
          double(s.history_size));
+  scalar(out, "ssechat_history_bytes", "gauge",
+         "Memory the kept history is counted as (bounded by --history-memory).",
+         double(s.history_bytes));
+  scalar(out, "ssechat_rooms", "gauge", "Rooms in memory.", double(s.rooms));
+  scalar(out, "ssechat_rooms_forgotten_total", "counter",
+         "Rooms nobody read that were forgotten to stay within --max-rooms.",
+         double(s.rooms_forgotten));
   scalar(out, "ssechat_journal_bytes", "gauge", "Size of the journal file.",
          double(s.journal_bytes));
   scalar(out, "ssechat_storage_up", "gauge",

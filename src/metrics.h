@@ -35,6 +35,9 @@ struct MetricsSnapshot {
   uint64_t resets;
   uint64_t last_message_id;
   uint64_t history_size;
+  uint64_t history_bytes;
+  uint64_t rooms;
+  uint64_t rooms_forgotten;
   uint64_t journal_bytes;
   bool storage_ok;
   double uptime_seconds;

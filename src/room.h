@@ -1,86 +1,70 @@
-// A chat room: the recent frames (for replay) and the subscriptions. Knows nothing of sockets or
-// storage: a subscription is "a sink with a bounded queue" and a cursor (the next id it needs);
-// messages arrive already committed, with ids the broker assigned.
-//
-// Live and replayed messages take the same path: a subscription whose cursor is past the newest
-// message is live and gets each new frame as it is published; one whose cursor is behind is
-// catching up and is refilled from history whenever its sink has room (refill()), so a long
-// replay is paced by the socket and never builds an unbounded buffer.
+// One conversation: the messages memory keeps of it (for replay and paging), the streams that read
+// it, and their names for presence. A room is data: the Hub creates, fills, bounds and forgets
+// rooms, so every bound is kept in one place. Nothing here knows of sockets or storage.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
-#include <optional>
+#include <list>
+#include <map>
+#include <string>
 #include <vector>
 
-#include "broker.h"
 #include "frame.h"
-#include "subscription.h"
 
 namespace sse {
 
-struct RoomStats {
-  uint64_t messages = 0;
-  uint64_t deliveries = 0;
-  uint64_t slow_consumers = 0;
-  uint64_t resets = 0;
-};
+class Subscription;
 
-class Room final : public CommitSink {
+class Room {
  public:
-  explicit Room(size_t history_limit) : history_limit_(history_limit) {}
-
-  // CommitSink: the broker's one path for every committed message.
-  void on_committed(uint64_t id, const FrameRef& frame, bool restored) override {
-    if (restored)
-      restore(id, frame);
-    else
-      publish(id, frame);
-  }
-
-  // Adds a message read back from storage at start-up (ids ascending); nobody is subscribed yet.
-  void restore(uint64_t id, FrameRef frame);
-
-  // One past the newest id the room has seen (a cursor, not an allocator: the broker assigns ids).
-  uint64_t next_id() const { return next_id_; }
-
-  // Keeps the frame of committed message `id` (>= next_id()) and queues it for every live
-  // subscription.
-  void publish(uint64_t id, FrameRef frame);
-
-  // Joins `sub`; with `last_event_id`, replays what followed it (after a reset event when that id
-  // is no longer, or not yet, retained).
-  void subscribe(Subscription& sub, std::optional<uint64_t> last_event_id);
-  void unsubscribe(Subscription& sub);
-  bool catching_up(const Subscription& sub) const { return sub.next_id < next_id_; }
-  // Queues history frames for a catching-up subscription while its sink has room.
-  void refill(Subscription& sub);
-
-  // Queues a frame that carries no message (presence) on every sink with room for it.
-  void broadcast_extra(const FrameRef& frame);
-
-  size_t subscriber_count() const { return subscribers_.size(); }
-
   struct Entry {
     uint64_t id;
     FrameRef frame;
   };
-  const std::deque<Entry>& history() const { return history_; }
-  // Index of the first history entry with id >= `id`.
-  size_t position_of(uint64_t id) const;
+  // A subscription reading this room; `member` is this room's index in the subscription.
+  struct Seat {
+    Subscription* sub;
+    size_t member;
+  };
 
-  RoomStats& stats() { return stats_; }
-  const RoomStats& stats() const { return stats_; }
+  // `forgotten_through`: the newest id this room may have had before it was forgotten, so a
+  // stream that resumes from before it hears that those messages are gone.
+  Room(std::string name, uint64_t forgotten_through)
+      : name_(std::move(name)), last_id_(forgotten_through), dropped_through_(forgotten_through) {}
+
+  const std::string& name() const { return name_; }
+  const std::deque<Entry>& history() const { return history_; }
+  // The newest message id the room has had (0: none).
+  uint64_t last_id() const { return last_id_; }
+  // The newest id dropped from history (0: none): a stream that still needed it gets a reset.
+  uint64_t dropped_through() const { return dropped_through_; }
+  // The id replay goes on from after a reset: the oldest kept, or one past the newest.
+  uint64_t oldest_kept() const { return history_.empty() ? last_id_ + 1 : history_.front().id; }
+  // Index of the first history entry with id >= `id`.
+  size_t position_of(uint64_t id) const {
+    auto it = std::lower_bound(history_.begin(), history_.end(), id,
+                               [](const Entry& e, uint64_t want) { return e.id < want; });
+    return static_cast<size_t>(it - history_.begin());
+  }
+  size_t subscriber_count() const { return seats_.size(); }
+  const std::vector<Seat>& seats() const { return seats_; }
+  // Distinct reader names, sorted, with how many of the room's streams use each.
+  const std::map<std::string, uint32_t>& names() const { return names_; }
 
  private:
-  void append(uint64_t id, FrameRef frame);
-  void queue_reset(Subscription& sub);
+  friend class Hub;
 
-  size_t history_limit_;
-  uint64_t next_id_ = 1;
+  std::string name_;
+  uint64_t last_id_;
+  uint64_t dropped_through_;
   std::deque<Entry> history_;
-  std::vector<Subscription*> subscribers_;
-  RoomStats stats_;
+  std::vector<Seat> seats_;
+  std::map<std::string, uint32_t> names_;
+  bool presence_dirty_ = false;
+  bool idle_ = false;                   // no subscribers: in the hub's forgetting order
+  std::list<Room*>::iterator idle_at_;  // valid while idle_
 };
 
 }  // namespace sse

@@ -25,16 +25,24 @@ ConnectionSettings connection_settings(const Config& config) {
   return s;
 }
 
+HubOptions hub_options(const Config& config) {
+  HubOptions o;
+  o.history_per_room = config.history;
+  o.history_bytes = config.history_memory;
+  o.max_rooms = config.max_rooms;
+  return o;
+}
+
 }  // namespace
 
 Server::Server(Reactor& reactor, const Config& config)
     : reactor_(reactor),
       config_(config),
-      room_(config.history),
-      broker_(std::make_unique<LocalBroker>(reactor, room_, local_broker_options(config))),
+      hub_(hub_options(config)),
+      broker_(std::make_unique<LocalBroker>(reactor, hub_, local_broker_options(config))),
       policy_(config_, reactor, metrics_),
       routes_(
-          *broker_, room_, policy_, metrics_, config.static_dir,
+          *broker_, hub_, policy_, metrics_, config.static_dir, config.max_rooms_per_stream,
           [this] { return registry_.size(); }, reactor),
       registry_(reactor, metrics_, connection_settings(config), routes_),
       ping_frame_(kPingComment) {}
@@ -80,11 +88,7 @@ bool Server::after_dispatch() {
 void Server::every_second() {
   registry_.tick();
   broker_->tick();
-  uint64_t online = room_.subscriber_count();
-  if (online != last_presence_) {
-    last_presence_ = online;
-    room_.broadcast_extra(FrameRef(presence_event(online)));
-  }
+  hub_.send_presence();
   if (++ticks_ % 10 == 0) policy_.prune();
 }
 
@@ -102,8 +106,7 @@ void Server::begin_shutdown() {
   draining_ = true;
   policy_.set_draining();
   drain_deadline_ms_ = reactor_.now_ms() + int64_t{config_.shutdown_timeout_s} * 1000;
-  log::info("shutting down", "connections", registry_.size(), "subscribers",
-            room_.subscriber_count());
+  log::info("shutting down", "connections", registry_.size(), "streams", hub_.stream_count());
   registry_.stop_accepting_and_drain();
   finish_shutdown_if_done();
 }

@@ -1,6 +1,7 @@
-// Wires the parts together and runs what is timed: the Broker (commit path and storage), the Room
-// (history for replay and subscriptions), the ConnectionRegistry (sockets and the writer set),
-// the HttpPolicy and the ChatRoutes; presence, heartbeats, the once-a-second tick and shutdown.
+// Wires the parts together and runs what is timed: the Broker (commit path and storage), the Hub
+// (rooms: kept history, subscriptions, presence), the ConnectionRegistry (sockets and the writer
+// set), the HttpPolicy and the ChatRoutes; presence, heartbeats, the once-a-second tick and
+// shutdown.
 #pragma once
 
 #include <cstdint>
@@ -12,9 +13,9 @@
 #include "config.h"
 #include "connection_registry.h"
 #include "http_policy.h"
+#include "hub.h"
 #include "metrics.h"
 #include "reactor.h"
-#include "room.h"
 
 namespace sse {
 
@@ -40,14 +41,13 @@ class Server {
   Reactor& reactor_;
   Config config_;
   Metrics metrics_;
-  Room room_;
+  Hub hub_;
   std::unique_ptr<Broker> broker_;
   HttpPolicy policy_;
   ChatRoutes routes_;
-  ConnectionRegistry registry_;  // last: its connections hold subscriptions to room_
+  ConnectionRegistry registry_;  // last: its connections hold subscriptions to hub_
   std::string address_;
   FrameRef ping_frame_;
-  uint64_t last_presence_ = UINT64_MAX;
   uint64_t ticks_ = 0;
   bool draining_ = false;
   int64_t drain_deadline_ms_ = 0;

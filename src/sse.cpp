@@ -14,6 +14,8 @@ std::string message_json(const StoredMessage& m) {
   out.reserve(48 + m.user.size() + m.text.size());
   out += "{\"id\":";
   json::append_uint(out, m.id);
+  out += ",\"room\":";
+  json::append_string(out, m.room);
   out += ",\"user\":";
   json::append_string(out, m.user);
   out += ",\"text\":";
@@ -21,6 +23,17 @@ std::string message_json(const StoredMessage& m) {
   out += ",\"ts\":";
   json::append_uint(out, static_cast<uint64_t>(m.ts_ms));
   out += "}";
+  return out;
+}
+
+std::string json_with_room(std::string_view old_json, std::string_view room) {
+  size_t comma = old_json.find(',');  // after {"id":N
+  if (!old_json.starts_with("{\"id\":") || comma == std::string_view::npos)
+    return std::string(old_json);
+  std::string out(old_json.substr(0, comma));
+  out += ",\"room\":";
+  json::append_string(out, room);
+  out += old_json.substr(comma);
   return out;
 }
 
@@ -55,8 +68,10 @@ std::string retry_event(uint32_t retry_ms) {
   return out;
 }
 
-std::string reset_event(uint64_t oldest, uint64_t newest) {
-  std::string out = "event: reset\ndata: {\"oldest\":";
+std::string reset_event(std::string_view room, uint64_t oldest, uint64_t newest) {
+  std::string out = "event: reset\ndata: {\"room\":";
+  json::append_string(out, room);
+  out += ",\"oldest\":";
   json::append_uint(out, oldest);
   out += ",\"newest\":";
   json::append_uint(out, newest);
@@ -64,10 +79,18 @@ std::string reset_event(uint64_t oldest, uint64_t newest) {
   return out;
 }
 
-std::string presence_event(uint64_t online) {
-  std::string out = "event: presence\ndata: {\"online\":";
+std::string presence_event(std::string_view room, uint64_t online,
+                           const std::vector<std::string_view>& users) {
+  std::string out = "event: presence\ndata: {\"room\":";
+  json::append_string(out, room);
+  out += ",\"online\":";
   json::append_uint(out, online);
-  out += "}\n\n";
+  out += ",\"users\":[";
+  for (size_t i = 0; i < users.size(); ++i) {
+    if (i > 0) out += ',';
+    json::append_string(out, users[i]);
+  }
+  out += "]}\n\n";
   return out;
 }
 

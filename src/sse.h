@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "frame.h"
 
@@ -11,13 +12,17 @@ namespace sse {
 
 struct StoredMessage {
   uint64_t id;
+  std::string_view room;
   std::string_view user;
   std::string_view text;
   int64_t ts_ms;  // server receive time, Unix milliseconds
 };
 
-// {"id":42,"user":"alice","text":"hello","ts":1764072000123}
+// {"id":42,"room":"general","user":"alice","text":"hello","ts":1764072000123}
 std::string message_json(const StoredMessage& m);
+
+// A message written before rooms existed ({"id":42,"user":…}) as one of `room`.
+std::string json_with_room(std::string_view old_json, std::string_view room);
 
 // "id: 42\ndata: <json>\n\n": the one frame every subscriber and the history share.
 FrameRef message_frame(uint64_t id, std::string_view json);
@@ -31,11 +36,13 @@ uint64_t frame_id(const Frame& frame);
 // "retry: <ms>\n\n": opens every stream.
 std::string retry_event(uint32_t retry_ms);
 
-// "event: reset\ndata: {"oldest":..,"newest":..}\n\n"
-std::string reset_event(uint64_t oldest, uint64_t newest);
+// "event: reset\ndata: {"room":..,"oldest":..,"newest":..}\n\n": `room` no longer keeps what a
+// stream still needed; it goes on from `oldest` (newest + 1 when nothing is kept).
+std::string reset_event(std::string_view room, uint64_t oldest, uint64_t newest);
 
-// "event: presence\ndata: {"online":N}\n\n"
-std::string presence_event(uint64_t online);
+// "event: presence\ndata: {"room":..,"online":N,"users":[..]}\n\n"; `users` sorted, distinct.
+std::string presence_event(std::string_view room, uint64_t online,
+                           const std::vector<std::string_view>& users);
 
 // ": ping\n\n", a comment that keeps proxies from timing out an idle stream.
 inline constexpr std::string_view kPingComment = ": ping\n\n";

@@ -1,15 +1,19 @@
-// A stream's interest in one room: the room, the sink that receives its frames, and a cursor (the
-// next message id it needs). A connection holds one Subscription per room it streams, so rooms can
-// be added without the room knowing anything of sockets.
+// A stream's interest in one or more rooms: the sink that receives its frames, the rooms, and one
+// cursor (the next message id it needs). Ids are global, so one cursor places the stream in every
+// room: replay merges the rooms' histories in id order and then goes live, and a stream resumed
+// from its Last-Event-ID misses nothing in any of them.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "frame.h"
 
 namespace sse {
 
+class Hub;
 class Room;
 
 // Where a subscription's frames go: a bounded queue (a connection's ring, or a test's vector).
@@ -23,20 +27,40 @@ class Sink {
 
 class Subscription {
  public:
-  Subscription(Room& room, Sink& sink) : room_(room), sink_(sink) {}
-  ~Subscription();  // leaves the room
+  // `user`: the reader's name for presence ("" for none).
+  Subscription(Hub& hub, Sink& sink, std::string user)
+      : hub_(hub), sink_(sink), user_(std::move(user)) {}
+  ~Subscription();  // leaves every room
   Subscription(const Subscription&) = delete;
   Subscription& operator=(const Subscription&) = delete;
 
-  Room& room() const { return room_; }
-  Sink& sink() const { return sink_; }
+  struct Member {
+    Room* room;
+    size_t seat;                 // position in the room's seats, for O(1) removal
+    uint64_t reset_through = 0;  // the room's dropped_through() this stream was told of
+  };
 
-  uint64_t next_id = 0;         // first message id this subscription has not been given
-  size_t room_slot = SIZE_MAX;  // position in the room's list, for O(1) removal
+  Sink& sink() const { return sink_; }
+  const std::string& user() const { return user_; }
+  const std::vector<Member>& members() const { return members_; }
+  // Caught up: every new message of its rooms goes straight to the sink.
+  bool live() const { return live_; }
+  uint64_t next_id() const { return next_id_; }
+
+  // Queues replayed messages while the sink has room (a catching-up stream is paced by its
+  // socket, never buffered without bound).
+  void refill();
 
  private:
-  Room& room_;
+  friend class Hub;
+
+  Hub& hub_;
   Sink& sink_;
+  std::string user_;
+  std::vector<Member> members_;
+  uint64_t next_id_ = 0;  // first message id not given yet
+  bool live_ = true;
+  bool joined_ = false;
 };
 
 }  // namespace sse

@@ -96,7 +96,7 @@ TEST(History, ResetWhenTheIdIsNotKept) {
     auto first = sub.reader.next();
     ASSERT_TRUE(first);
     EXPECT_EQ(first->event, "reset");
-    EXPECT_EQ(first->data, "{\"oldest\":6,\"newest\":10}");
+    EXPECT_EQ(first->data, "{\"room\":\"general\",\"oldest\":6,\"newest\":10}");
     for (int want = 6; want <= 10; ++want)
       EXPECT_EQ(sub.reader.next_message()->id, std::to_string(want));
   }
@@ -120,7 +120,8 @@ TEST(History, GetMessagesPages) {
   EXPECT_EQ(c.get("/messages?since=25")->body, "[]");
   auto full = c.get("/messages?since=0&limit=1");
   EXPECT_EQ(full->header("content-type"), "application/json");
-  EXPECT_TRUE(full->body.starts_with("[{\"id\":1,\"user\":\"u\",\"text\":\"m0\",\"ts\":"))
+  EXPECT_TRUE(full->body.starts_with(
+      "[{\"id\":1,\"room\":\"general\",\"user\":\"u\",\"text\":\"m0\",\"ts\":"))
       << full->body;
   EXPECT_EQ(c.get("/messages?limit=0")->status, 400);
   EXPECT_EQ(c.get("/messages?since=abc")->status, 400);
@@ -267,9 +268,9 @@ TEST(History, KillDashNineLosesNoAcknowledgedMessage) {
   EXPECT_EQ(unique.size(), ids.size()) << "an id appears twice";
   for (auto& [id, text] : acked) {
     EXPECT_TRUE(unique.count(id)) << "acknowledged id " << id << " is missing";
-    EXPECT_NE(
-        r->body.find("{\"id\":" + std::to_string(id) + ",\"user\":\"k\",\"text\":\"" + text + "\""),
-        std::string::npos);
+    EXPECT_NE(r->body.find("{\"id\":" + std::to_string(id) +
+                           ",\"room\":\"general\",\"user\":\"k\",\"text\":\"" + text + "\""),
+              std::string::npos);
   }
   uint64_t next = post_message(restarted.port(), "k", "after restart");
   EXPECT_GT(next, ids.empty() ? 0 : ids.back());  // ids continue, none reused

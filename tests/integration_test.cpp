@@ -76,7 +76,8 @@ TEST(Core, StreamHeadAndFormat) {
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, "1");
   EXPECT_TRUE(ev->raw.starts_with(
-      "id: 1\ndata: {\"id\":1,\"user\":\"bob\",\"text\":\"hi \\u2028 \\\"there\\\"\",\"ts\":"))
+      "id: 1\ndata: {\"id\":1,\"room\":\"general\",\"user\":\"bob\",\"text\":\"hi \\u2028 "
+      "\\\"there\\\"\",\"ts\":"))
       << ev->raw;
 }
 

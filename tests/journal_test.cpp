@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 using sse::decode_records;
 using sse::encode_record;
@@ -8,8 +9,9 @@ using sse::JournalRecord;
 
 namespace {
 std::string three_records() {
-  return encode_record({1, "", R"({"id":1})"}) + encode_record({2, "a\x1fn", R"({"id":2})"}) +
-         encode_record({3, "", R"({"id":3})"});
+  return encode_record({1, "", "general", R"({"id":1})"}) +
+         encode_record({2, "a\x1fn", "team-a", R"({"id":2})"}) +
+         encode_record({3, "", "general", R"({"id":3})"});
 }
 std::vector<uint64_t> ids(const std::vector<JournalRecord>& rs) {
   std::vector<uint64_t> out;
@@ -26,12 +28,48 @@ TEST(JournalCodec, RoundTrip) {
   EXPECT_TRUE(warnings.empty());
   ASSERT_EQ(ids(rs), (std::vector<uint64_t>{1, 2, 3}));
   EXPECT_EQ(rs[1].nonce_key, "a\x1fn");
+  EXPECT_EQ(rs[1].room, "team-a");
+  EXPECT_EQ(rs[2].room, "general");
   EXPECT_EQ(rs[2].json, R"({"id":3})");
+}
+
+TEST(JournalCodec, RecordsFromBeforeRoomsBelongToGeneral) {
+  std::string old_json = R"({"id":1,"user":"a","text":"b","ts":5})";
+  std::string bytes =
+      sse::encode_record_v1({1, "k", "", old_json}) +
+      sse::encode_record_v2({2, "a\x1fn", "", R"({"id":2,"user":"c","text":"d","ts":6})"}) +
+      encode_record({3, "", "team-a", R"({"id":3,"room":"team-a"})"});
+  std::vector<std::string> warnings;
+  bool damaged;
+  auto rs = decode_records(bytes, warnings, damaged);
+  EXPECT_FALSE(damaged);
+  ASSERT_EQ(ids(rs), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(rs[0].room, "general");
+  EXPECT_EQ(rs[0].nonce_key, "k");
+  EXPECT_EQ(rs[0].json, R"({"id":1,"room":"general","user":"a","text":"b","ts":5})");
+  EXPECT_EQ(rs[1].room, "general");
+  EXPECT_EQ(rs[1].json, R"({"id":2,"room":"general","user":"c","text":"d","ts":6})");
+  EXPECT_EQ(rs[2].room, "team-a");
+}
+
+TEST(JournalCodec, ARecordWhoseRoomIsNotARoomNameIsDamage) {
+  std::string bad = encode_record({2, "", "general", R"({"id":2})"});
+  size_t room_at = 12 + 8 + 2 + 1;  // header, id, nonce length (0), room length
+  bad[room_at] = 'G';               // not lowercase: the checksum must be fixed to get this far
+  std::string body = bad.substr(12);
+  uint32_t crc = static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size())));
+  for (int i = 0; i < 4; ++i) bad[8 + i] = static_cast<char>(crc >> (8 * i));
+  std::vector<std::string> warnings;
+  bool damaged;
+  auto rs = decode_records(encode_record({1, "", "general", "{}"}) + bad, warnings, damaged);
+  EXPECT_TRUE(damaged);
+  EXPECT_EQ(ids(rs), (std::vector<uint64_t>{1}));
 }
 
 TEST(JournalCodec, EveryTruncationKeepsTheWholeRecordsBeforeIt) {
   std::string all = three_records();
-  size_t first = encode_record({1, "", R"({"id":1})"}).size();
+  size_t first = encode_record({1, "", "general", R"({"id":1})"}).size();
   for (size_t cut = 0; cut < all.size(); ++cut) {
     std::vector<std::string> warnings;
     bool damaged;
@@ -56,7 +94,7 @@ TEST(JournalCodec, GarbageTailIsCut) {
 
 TEST(JournalCodec, FlippedByteInTheMiddleLosesOnlyThatRecord) {
   std::string all = three_records();
-  size_t first = encode_record({1, "", R"({"id":1})"}).size();
+  size_t first = encode_record({1, "", "general", R"({"id":1})"}).size();
   all[first + 15] ^= 0x20;  // inside record 2's body: its checksum no longer holds
   std::vector<std::string> warnings;
   bool damaged;

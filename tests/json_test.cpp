@@ -33,8 +33,9 @@ TEST(Json, KeepsMultibyteUtf8AndEmoji) {
 }
 
 TEST(Sse, MessageFrameIsOneEventWithIdAndJsonData) {
-  std::string json = sse::message_json({42, "alice", "hello\nworld", 1764072000123});
-  EXPECT_EQ(json, R"({"id":42,"user":"alice","text":"hello\nworld","ts":1764072000123})");
+  std::string json = sse::message_json({42, "team-a", "alice", "hello\nworld", 1764072000123});
+  EXPECT_EQ(json,
+            R"({"id":42,"room":"team-a","user":"alice","text":"hello\nworld","ts":1764072000123})");
   sse::FrameRef frame = sse::message_frame(42, json);
   EXPECT_EQ(frame.bytes(), "id: 42\ndata: " + json + "\n\n");
   EXPECT_EQ(sse::frame_json(*frame.get()), json);
@@ -43,6 +44,16 @@ TEST(Sse, MessageFrameIsOneEventWithIdAndJsonData) {
 
 TEST(Sse, ControlEvents) {
   EXPECT_EQ(sse::retry_event(2000), "retry: 2000\n\n");
-  EXPECT_EQ(sse::reset_event(5, 9), "event: reset\ndata: {\"oldest\":5,\"newest\":9}\n\n");
-  EXPECT_EQ(sse::presence_event(3), "event: presence\ndata: {\"online\":3}\n\n");
+  EXPECT_EQ(sse::reset_event("a", 5, 9),
+            "event: reset\ndata: {\"room\":\"a\",\"oldest\":5,\"newest\":9}\n\n");
+  EXPECT_EQ(sse::presence_event("general", 3, {"alice", "bob"}),
+            "event: presence\ndata: "
+            "{\"room\":\"general\",\"online\":3,\"users\":[\"alice\",\"bob\"]}\n\n");
+  EXPECT_EQ(sse::presence_event("x", 1, {}),
+            "event: presence\ndata: {\"room\":\"x\",\"online\":1,\"users\":[]}\n\n");
+}
+
+TEST(Sse, MessagesFromBeforeRoomsGainTheirRoom) {
+  EXPECT_EQ(sse::json_with_room(R"({"id":7,"user":"a","text":"b","ts":1})", "general"),
+            R"({"id":7,"room":"general","user":"a","text":"b","ts":1})");
 }

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <thread>
 
+#include "hub.h"
 #include "sse.h"
 
 using sse::Draft;
@@ -77,12 +78,22 @@ struct FaultyIo : sse::JournalIo {
   }
 };
 
-// Records what the broker committed, as the room would see it.
+// The hub of rooms, recording what the broker committed to it.
 struct Sink : sse::CommitSink {
+  sse::Hub hub{sse::HubOptions{100, 1ull << 30, 1000}};
   std::vector<uint64_t> live;
   std::vector<uint64_t> restored;
-  void on_committed(uint64_t id, const FrameRef&, bool was_restored) override {
+  std::vector<std::string> rooms;
+  void on_committed(uint64_t id, std::string_view room, const FrameRef& frame,
+                    bool was_restored) override {
     (was_restored ? restored : live).push_back(id);
+    rooms.emplace_back(room);
+    hub.on_committed(id, room, frame, was_restored);
+  }
+  void for_each_kept(const KeptVisitor& visit) const override { hub.for_each_kept(visit); }
+  std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
+                                  size_t limit) const override {
+    return hub.kept_page(room, after, limit);
   }
 };
 
@@ -114,24 +125,27 @@ class Fixture {
     return cond();
   }
   std::shared_ptr<Answer> publish(const std::string& text, const std::string& nonce = "",
-                                  const std::string& user = "alice") {
+                                  const std::string& user = "alice",
+                                  const std::string& room = "general") {
     auto answer = std::make_shared<Answer>();
-    broker->publish(Draft{user, text, nonce}, [answer](const PublishResult& r) {
+    broker->publish(Draft{room, user, text, nonce}, [answer](const PublishResult& r) {
       answer->done = true;
       answer->result = r;
     });
     return answer;
   }
   PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
-                                 const std::string& user = "alice") {
-    auto answer = publish(text, nonce, user);
+                                 const std::string& user = "alice",
+                                 const std::string& room = "general") {
+    auto answer = publish(text, nonce, user, room);
     EXPECT_TRUE(run_until([&] { return answer->done; }));
     return answer->result;
   }
-  std::vector<uint64_t> history(std::optional<uint64_t> after = 0, size_t limit = 1000) {
+  std::vector<uint64_t> history(std::optional<uint64_t> after = 0, size_t limit = 1000,
+                                const std::string& room = "general") {
     std::vector<uint64_t> ids;
     bool done = false;
-    broker->read_history(after, limit, [&](std::vector<FrameRef> frames) {
+    broker->read_history(room, after, limit, [&](std::vector<FrameRef> frames) {
       for (auto& f : frames) ids.push_back(sse::frame_id(*f.get()));
       done = true;
     });
@@ -151,7 +165,6 @@ LocalBrokerOptions options(const std::string& dir, FsyncPolicy fsync, sse::Journ
   o.fsync = fsync;
   o.io = io;
   o.journal_max_bytes = max_bytes;
-  o.history = 100;
   return o;
 }
 
@@ -381,34 +394,64 @@ TEST(LocalBroker, LongNonceKeysStayDistinctAfterARestart) {
   EXPECT_EQ(f.publish_and_wait("c", nonce_c, user).status, Status::Created);
 }
 
-TEST(LocalBroker, JournalOfThePreviousFormatStillLoads) {
+// Journals written before rooms (both earlier formats) load, their messages in "general".
+TEST(LocalBroker, JournalOfThePreviousFormatsStillLoads) {
   std::string dir = temp_dir();
   std::string bytes;
   for (uint64_t id = 1; id <= 3; ++id) {
-    std::string json = sse::message_json({id, "alice", "old", 0});
-    bytes += sse::encode_record_v1({id, id == 2 ? "alice\x1fn2" : "", json});
+    std::string json = R"({"id":)" + std::to_string(id) + R"(,"user":"alice","text":"old","ts":0})";
+    sse::JournalRecord r{id, id == 2 ? "alice\x1fn2" : "", "", json};
+    bytes += id == 3 ? sse::encode_record_v2(r) : sse::encode_record_v1(r);
   }
   std::ofstream(dir + "/journal", std::ios::binary) << bytes;
   Fixture f(options(dir, FsyncPolicy::EverySec));
   f.start();
   EXPECT_EQ(f.sink.restored, ids({1, 2, 3}));
+  EXPECT_EQ(f.sink.rooms, (std::vector<std::string>{"general", "general", "general"}));
+  auto page = f.sink.kept_page("general", 2, 1);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(sse::frame_json(*page[0].get()),
+            R"({"id":3,"room":"general","user":"alice","text":"old","ts":0})");
   EXPECT_EQ(f.publish_and_wait("old", "n2").id, 2u);
   EXPECT_EQ(f.publish_and_wait("new").id, 4u);
   f.broker.reset();
   EXPECT_EQ(ids_after_restart(dir), ids({1, 2, 3, 4}));
 }
 
-TEST(LocalBroker, NoncesAreForgottenWithTheirMessage) {
+TEST(LocalBroker, TheNewestNoncesAreRemembered) {
   LocalBrokerOptions o = options("", FsyncPolicy::Never);
   o.journal = false;
-  o.history = 2;
+  o.nonce_window = 2;
   Fixture f(o);
   f.start();
   EXPECT_EQ(f.publish_and_wait("a", "n1").id, 1u);
   EXPECT_EQ(f.publish_and_wait("a", "n1").status, Status::Duplicate);
-  f.publish_and_wait("b");
-  f.publish_and_wait("c");  // message 1 leaves the window, and its nonce with it
+  f.publish_and_wait("b");  // no nonce: does not push n1 out
+  f.publish_and_wait("c", "n2");
+  EXPECT_EQ(f.publish_and_wait("a", "n1").status, Status::Duplicate);
+  f.publish_and_wait("d", "n3");  // n1 is the third newest now: forgotten
   EXPECT_EQ(f.publish_and_wait("a", "n1").status, Status::Created);
+}
+
+// Compaction writes what the hub keeps, each in its room, with the nonces still remembered.
+TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
+  std::string dir = temp_dir();
+  {
+    Fixture f(options(dir, FsyncPolicy::Never, nullptr, 4096));
+    f.start();
+    EXPECT_EQ(f.publish_and_wait("hi", "n1", "alice", "team-a").id, 1u);
+    for (int i = 0; i < 200; ++i) f.publish_and_wait(std::string(100, 'x'), "", "bob");
+  }
+  Fixture f(options(dir, FsyncPolicy::Never));
+  f.start();
+  EXPECT_LT(f.sink.restored.size(), 201u);  // compacted: bob's oldest are gone from the file
+  EXPECT_EQ(f.sink.restored.front(), 1u);
+  EXPECT_EQ(f.sink.rooms.front(), "team-a");
+  EXPECT_EQ(f.history(0, 10, "team-a"), ids({1}));
+  EXPECT_EQ(f.history(std::nullopt, 1000).size(), 100u);  // the hub keeps 100 per room
+  PublishResult retry = f.publish_and_wait("hi", "n1", "alice", "team-a");
+  EXPECT_EQ(retry.status, Status::Duplicate);
+  EXPECT_EQ(retry.id, 1u);
 }
 
 TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {

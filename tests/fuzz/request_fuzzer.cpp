@@ -22,7 +22,7 @@ void check(bool ok) {
 }
 
 void check_frame(const sse::ChatInput& in) {
-  std::string json = sse::message_json({7, in.user, in.text, 1764072000123});
+  std::string json = sse::message_json({7, in.room, in.user, in.text, 1764072000123});
   sse::FrameRef frame = sse::message_frame(7, json);
   std::string_view bytes = frame.bytes();
   // One event: "id: 7\ndata: <json>\n\n", and no other line break anywhere.
@@ -63,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sse::HttpLimits limits;
   limits.max_body = 4096;
   sse::RequestParser parser(limits);
-  for (std::string_view chunk : {std::string_view(input).substr(0, split), std::string_view(input).substr(split)}) {
+  for (std::string_view chunk :
+       {std::string_view(input).substr(0, split), std::string_view(input).substr(split)}) {
     while (!chunk.empty()) {
       auto r = parser.feed(chunk.data(), chunk.size());
       chunk.remove_prefix(r.consumed);

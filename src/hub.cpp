@@ -1,0 +1,322 @@
+#include "hub.h"
+
+#include <algorithm>
+#include <queue>
+#include <tuple>
+
+#include "log.h"
+#include "sse.h"
+
+namespace sse {
+namespace {
+
+constexpr size_t kMaxPresenceNames = 100;
+
+size_t entry_cost(const FrameRef& frame) {
+  return frame->size() + Hub::kEntryOverhead;
+}
+
+}  // namespace
+
+Subscription::~Subscription() {
+  hub_.leave(*this);
+}
+
+void Subscription::refill() {
+  hub_.refill(*this);
+}
+
+Hub::~Hub() = default;
+
+Room* Hub::find_mutable(std::string_view name) {
+  auto it = rooms_.find(std::string(name));
+  return it == rooms_.end() ? nullptr : it->second.get();
+}
+
+const Room* Hub::find(std::string_view name) const {
+  auto it = rooms_.find(std::string(name));
+  return it == rooms_.end() ? nullptr : it->second.get();
+}
+
+// ---- rooms: making, forgetting ----
+
+Room& Hub::open(const std::string& name) {
+  if (Room* room = find_mutable(name)) return *room;
+  if (rooms_.size() >= options_.max_rooms && !idle_.empty()) forget(*idle_.front());
+  if (rooms_.size() >= options_.max_rooms)  // only for a commit: its message must go somewhere
+    log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1);
+  uint64_t forgotten_through = forgotten_floor_;
+  if (auto it = forgotten_.find(name); it != forgotten_.end()) {
+    forgotten_through = std::max(forgotten_through, it->second);
+  }
+  auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, forgotten_through));
+  mark_idle(*it->second);
+  return *it->second;
+}
+
+bool Hub::can_open(const std::vector<std::string>& rooms) const {
+  size_t missing = 0;
+  size_t idle_asked = 0;  // idle rooms among those asked for cannot make space for the others
+  for (const std::string& name : rooms) {
+    const Room* room = find(name);
+    missing += room == nullptr;
+    idle_asked += room != nullptr && room->idle_;
+  }
+  size_t free = options_.max_rooms - std::min(options_.max_rooms, rooms_.size());
+  return missing <= free + (idle_.size() - idle_asked);
+}
+
+// Drops a room nobody reads, with its kept messages; its name and last id are remembered so a
+// stream resuming it from before gets a reset instead of silence.
+void Hub::forget(Room& room) {
+  while (!room.history_.empty()) drop_oldest(room);
+  idle_.erase(room.idle_at_);
+  ++stats_.rooms_forgotten;
+  log::info("room forgotten (--max-rooms)", "room", room.name(), "last_id", room.last_id(), "rooms",
+            rooms_.size() - 1);
+  std::string name = room.name();
+  remember_forgotten(name, room.last_id());
+  rooms_.erase(name);
+}
+
+void Hub::remember_forgotten(const std::string& name, uint64_t last_id) {
+  if (forgotten_.emplace(name, last_id).second) forgotten_order_.push_back(name);
+  forgotten_[name] = last_id;
+  while (forgotten_order_.size() > options_.max_rooms) {
+    auto it = forgotten_.find(forgotten_order_.front());
+    forgotten_floor_ = std::max(forgotten_floor_, it->second);
+    forgotten_.erase(it);
+    forgotten_order_.pop_front();
+  }
+}
+
+void Hub::mark_idle(Room& room) {
+  if (room.idle_) idle_.erase(room.idle_at_);
+  room.idle_ = true;
+  room.idle_at_ = idle_.insert(idle_.end(), &room);
+}
+
+void Hub::mark_busy(Room& room) {
+  if (!room.idle_) return;
+  idle_.erase(room.idle_at_);
+  room.idle_ = false;
+}
+
+// ---- history: the one window ----
+
+void Hub::append(Room& room, uint64_t id, const FrameRef& frame) {
+  if (room.history_.empty()) fronts_.emplace(id, &room);
+  room.history_.push_back({id, frame});
+  room.last_id_ = id;
+  ++kept_messages_;
+  kept_bytes_ += entry_cost(frame);
+  if (room.history_.size() > options_.history_per_room) drop_oldest(room);
+  while (kept_bytes_ > options_.history_bytes && !fronts_.empty())
+    drop_oldest(*fronts_.begin()->second);
+}
+
+void Hub::drop_oldest(Room& room) {
+  const Room::Entry& oldest = room.history_.front();
+  fronts_.erase({oldest.id, &room});
+  room.dropped_through_ = oldest.id;
+  --kept_messages_;
+  kept_bytes_ -= entry_cost(oldest.frame);
+  room.history_.pop_front();
+  if (!room.history_.empty()) fronts_.emplace(room.history_.front().id, &room);
+}
+
+void Hub::on_committed(uint64_t id, std::string_view room_name, const FrameRef& frame,
+                       bool restored) {
+  Room& room = open(std::string(room_name));
+  next_id_ = std::max(next_id_, id + 1);
+  if (!restored) {
+    ++stats_.messages;
+    deliver_live(room, id, frame);
+  }
+  append(room, id, frame);
+  if (room.idle_) mark_idle(room);  // active again: forgotten last
+}
+
+void Hub::deliver_live(Room& room, uint64_t id, const FrameRef& frame) {
+  for (const Room::Seat& seat : room.seats_) {
+    Subscription& sub = *seat.sub;
+    if (!sub.live_) continue;  // catching up: it will read this from history
+    if (sub.sink().deliver(frame)) {
+      sub.next_id_ = id + 1;
+      ++stats_.deliveries;
+    } else {
+      ++stats_.slow_consumers;
+    }
+  }
+}
+
+void Hub::for_each_kept(const KeptVisitor& visit) const {
+  // Merges the rooms' histories by id: (next id, room, position).
+  using Cursor = std::tuple<uint64_t, const Room*, size_t>;
+  std::priority_queue<Cursor, std::vector<Cursor>, std::greater<>> heads;
+  for (const auto& [name, room] : rooms_)
+    if (!room->history_.empty()) heads.emplace(room->history_.front().id, room.get(), 0);
+  while (!heads.empty()) {
+    auto [id, room, pos] = heads.top();
+    heads.pop();
+    visit(id, room->name(), room->history_[pos].frame);
+    if (pos + 1 < room->history_.size()) heads.emplace(room->history_[pos + 1].id, room, pos + 1);
+  }
+}
+
+std::vector<FrameRef> Hub::kept_page(std::string_view room_name, std::optional<uint64_t> after,
+                                     size_t limit) const {
+  std::vector<FrameRef> frames;
+  const Room* room = find(room_name);
+  if (!room) return frames;
+  const auto& history = room->history_;
+  size_t begin = history.size() - std::min(limit, history.size());
+  if (after) begin = *after == UINT64_MAX ? history.size() : room->position_of(*after + 1);
+  size_t end = std::min(history.size(), begin + limit);
+  frames.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) frames.push_back(history[i].frame);
+  return frames;
+}
+
+std::vector<const Room*> Hub::rooms_by_activity(size_t limit) const {
+  std::vector<const Room*> all;
+  all.reserve(rooms_.size());
+  for (const auto& [name, room] : rooms_) all.push_back(room.get());
+  limit = std::min(limit, all.size());
+  std::partial_sort(all.begin(), all.begin() + static_cast<ptrdiff_t>(limit), all.end(),
+                    [](const Room* a, const Room* b) {
+                      if (a->last_id() != b->last_id()) return a->last_id() > b->last_id();
+                      return a->name() < b->name();
+                    });
+  all.resize(limit);
+  return all;
+}
+
+// ---- streams ----
+
+bool Hub::subscribe(Subscription& sub, const std::vector<std::string>& rooms,
+                    std::optional<uint64_t> last_event_id) {
+  if (!can_open(rooms)) return false;
+  for (const std::string& name : rooms)  // so that making the new ones cannot forget these
+    if (Room* room = find_mutable(name)) mark_busy(*room);
+  for (const std::string& name : rooms) {
+    Room& room = open(name);
+    mark_busy(room);
+    sub.members_.push_back({&room, room.seats_.size()});
+    room.seats_.push_back({&sub, sub.members_.size() - 1});
+    if (!sub.user().empty()) ++room.names_[sub.user()];
+    mark_presence(room);
+  }
+  sub.joined_ = true;
+  ++streams_;
+  sub.next_id_ = next_id_;
+  sub.live_ = true;
+  if (!last_event_id) return true;
+  sub.live_ = false;
+  if (*last_event_id >= next_id_) {
+    // An id this server never issued (it lost data, or the client is confused): every room says
+    // so, then replays all it keeps.
+    for (Subscription::Member& member : sub.members_) queue_reset(sub, member);
+    sub.next_id_ = 0;
+  } else {
+    sub.next_id_ = *last_event_id + 1;
+  }
+  refill(sub);
+  return true;
+}
+
+void Hub::leave(Subscription& sub) {
+  if (!sub.joined_) return;
+  sub.joined_ = false;
+  --streams_;
+  for (const Subscription::Member& member : sub.members_) {
+    Room& room = *member.room;
+    Room::Seat moved = room.seats_.back();
+    room.seats_[member.seat] = moved;
+    moved.sub->members_[moved.member].seat = member.seat;
+    room.seats_.pop_back();
+    if (!sub.user().empty()) {
+      auto it = room.names_.find(sub.user());
+      if (--it->second == 0) room.names_.erase(it);
+    }
+    mark_presence(room);
+    if (room.seats_.empty()) mark_idle(room);
+  }
+  sub.members_.clear();
+}
+
+bool Hub::queue_reset(Subscription& sub, Subscription::Member& member) {
+  const Room& room = *member.room;
+  member.reset_through = room.dropped_through_;
+  ++stats_.resets;
+  return sub.sink().deliver(FrameRef(reset_event(room.name(), room.oldest_kept(), room.last_id())));
+}
+
+void Hub::refill(Subscription& sub) {
+  if (sub.live_ || !sub.joined_) return;
+  for (Subscription::Member& member : sub.members_) {
+    // What it still needed of this room fell out of history: say so before going on.
+    const Room& room = *member.room;
+    bool lost =
+        sub.next_id_ <= room.dropped_through_ && member.reset_through < room.dropped_through_;
+    if (!lost) continue;
+    if (sub.sink().free_slots() == 0 || !queue_reset(sub, member)) return;
+  }
+  replay(sub);
+}
+
+// Queues the kept messages from the stream's cursor on, merged across its rooms by id, while the
+// sink has room; live once nothing is left.
+void Hub::replay(Subscription& sub) {
+  std::vector<size_t> pos(sub.members_.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = sub.members_[i].room->position_of(sub.next_id_);
+  while (sub.sink().free_slots() > 0) {
+    const Room::Entry* next = nullptr;
+    size_t from = 0;
+    for (size_t i = 0; i < pos.size(); ++i) {
+      const auto& history = sub.members_[i].room->history_;
+      if (pos[i] < history.size() && (!next || history[pos[i]].id < next->id)) {
+        next = &history[pos[i]];
+        from = i;
+      }
+    }
+    if (!next) {
+      sub.live_ = true;
+      sub.next_id_ = next_id_;
+      return;
+    }
+    if (!sub.sink().deliver(next->frame)) return;
+    sub.next_id_ = next->id + 1;
+    ++pos[from];
+    ++stats_.deliveries;
+  }
+}
+
+// ---- presence ----
+
+void Hub::mark_presence(Room& room) {
+  if (room.presence_dirty_) return;
+  room.presence_dirty_ = true;
+  presence_dirty_.push_back(room.name());
+}
+
+void Hub::send_presence() {
+  std::vector<std::string> dirty = std::move(presence_dirty_);
+  presence_dirty_.clear();
+  for (const std::string& name : dirty) {
+    Room* room = find_mutable(name);
+    if (!room) continue;  // forgotten meanwhile
+    room->presence_dirty_ = false;
+    if (room->seats_.empty()) continue;
+    std::vector<std::string_view> users;
+    for (const auto& [user, count] : room->names_) {
+      if (users.size() == kMaxPresenceNames) break;
+      users.push_back(user);
+    }
+    FrameRef frame(presence_event(room->name(), room->seats_.size(), users));
+    for (const Room::Seat& seat : room->seats_)
+      if (seat.sub->sink().free_slots() > 1) (void)seat.sub->sink().deliver(frame);
+  }
+}
+
+}  // namespace sse

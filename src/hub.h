@@ -1,0 +1,119 @@
+// The rooms of the server and everything they share: the one window of kept history (per-room
+// and byte bounds), the room limit, delivery of committed messages to streams, replay merged
+// across a stream's rooms, and presence. The Broker commits messages into it (CommitSink) and
+// reads its window back for paging and compaction.
+//
+// Bounds, all stated by HubOptions:
+//   - each room keeps its newest `history_per_room` messages;
+//   - all rooms together keep at most `history_bytes` (frames plus kEntryOverhead each), dropping
+//     the globally oldest message first;
+//   - at most `max_rooms` rooms: making one more forgets the room idle longest with no
+//     subscribers (a stream that later resumes it from before gets a reset);
+//   - forgotten rooms' last ids are remembered for `max_rooms` names, then as one floor.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker.h"
+#include "room.h"
+#include "subscription.h"
+
+namespace sse {
+
+struct HubOptions {
+  size_t history_per_room = 1000;
+  uint64_t history_bytes = 256ull << 20;
+  size_t max_rooms = 10000;
+};
+
+struct HubStats {
+  uint64_t messages = 0;  // committed since start (not restored)
+  uint64_t deliveries = 0;
+  uint64_t slow_consumers = 0;
+  uint64_t resets = 0;
+  uint64_t rooms_forgotten = 0;
+};
+
+class Hub final : public CommitSink {
+ public:
+  // Memory a kept message costs beside its frame bytes (frame header, allocator, deque slot).
+  static constexpr size_t kEntryOverhead = 64;
+
+  explicit Hub(HubOptions options) : options_(options) {}
+  ~Hub() override;
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  // CommitSink
+  void on_committed(uint64_t id, std::string_view room, const FrameRef& frame,
+                    bool restored) override;
+  void for_each_kept(const KeptVisitor& visit) const override;
+  std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
+                                  size_t limit) const override;
+
+  // Whether these rooms exist or can be made now (rooms past the limit make space only by
+  // forgetting rooms nobody reads).
+  bool can_open(const std::vector<std::string>& rooms) const;
+  // Joins `sub` to `rooms` (distinct, valid names; made when new). Without `last_event_id` it is
+  // live at once; with it, it replays every kept message after that id from all its rooms in id
+  // order first, with a reset for each room whose history no longer reaches back that far (or
+  // for every room, when the id is one this server never issued). False, joining nothing, when
+  // !can_open(rooms).
+  bool subscribe(Subscription& sub, const std::vector<std::string>& rooms,
+                 std::optional<uint64_t> last_event_id);
+  void leave(Subscription& sub);
+  void refill(Subscription& sub);
+
+  // Sends `event: presence` to the subscribers of each room whose readers changed since the last
+  // call (called once a second, so at most once a second per room).
+  void send_presence();
+
+  const Room* find(std::string_view name) const;
+  // Up to `limit` rooms, most recently active (highest last id) first.
+  std::vector<const Room*> rooms_by_activity(size_t limit) const;
+
+  size_t room_count() const { return rooms_.size(); }
+  size_t stream_count() const { return streams_; }
+  size_t kept_messages() const { return kept_messages_; }
+  uint64_t kept_bytes() const { return kept_bytes_; }
+  uint64_t next_id() const { return next_id_; }
+  const HubStats& stats() const { return stats_; }
+
+ private:
+  Room* find_mutable(std::string_view name);
+  Room& open(const std::string& name);
+  void forget(Room& room);
+  void remember_forgotten(const std::string& name, uint64_t last_id);
+  void append(Room& room, uint64_t id, const FrameRef& frame);
+  void drop_oldest(Room& room);
+  void deliver_live(Room& room, uint64_t id, const FrameRef& frame);
+  void mark_idle(Room& room);
+  void mark_busy(Room& room);
+  void mark_presence(Room& room);
+  bool queue_reset(Subscription& sub, Subscription::Member& member);
+  void replay(Subscription& sub);
+
+  HubOptions options_;
+  std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
+  std::list<Room*> idle_;                                // rooms nobody reads, longest idle first
+  std::set<std::pair<uint64_t, Room*>> fronts_;          // each room's oldest kept id: global order
+  std::unordered_map<std::string, uint64_t> forgotten_;  // name -> last id, bounded
+  std::list<std::string> forgotten_order_;
+  uint64_t forgotten_floor_ = 0;  // last ids of forgotten names no longer remembered one by one
+  std::vector<std::string> presence_dirty_;
+  size_t kept_messages_ = 0;
+  uint64_t kept_bytes_ = 0;
+  uint64_t next_id_ = 1;  // one past the newest committed id
+  size_t streams_ = 0;
+  HubStats stats_;
+};
+
+}  // namespace sse

@@ -1,0 +1,336 @@
+#include "hub.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+
+#include "room_name.h"
+#include "sse.h"
+
+using sse::FrameRef;
+using sse::Hub;
+using sse::HubOptions;
+
+namespace {
+
+// A sink with a bounded queue and the subscription that feeds it.
+struct FakeStream : sse::Sink {
+  FakeStream(Hub& hub, size_t cap, std::string user = "")
+      : capacity(cap), sub(hub, *this, std::move(user)) {}
+  bool deliver(const FrameRef& f) override {
+    if (got.size() - drained >= capacity) return false;
+    got.push_back(std::string(f.bytes()));
+    return true;
+  }
+  size_t free_slots() const override { return capacity - (got.size() - drained); }
+  void drain_all() {
+    drained = got.size();
+    sub.refill();
+  }
+  size_t capacity;
+  size_t drained = 0;
+  std::vector<std::string> got;
+  sse::Subscription sub;
+};
+
+// Commits messages with ids 1, 2, … as the broker would.
+struct Poster {
+  explicit Poster(Hub& h) : hub(h) {}
+  uint64_t post(const std::string& room, bool restored = false) {
+    uint64_t id = next++;
+    std::string json = sse::message_json({id, room, "u", "text of " + std::to_string(id), 0});
+    hub.on_committed(id, room, sse::message_frame(id, json), restored);
+    posted[room].push_back(id);
+    return id;
+  }
+  Hub& hub;
+  uint64_t next = 1;
+  std::map<std::string, std::vector<uint64_t>> posted;
+};
+
+std::vector<uint64_t> ids(const FakeStream& s) {
+  std::vector<uint64_t> out;
+  for (const auto& b : s.got)
+    if (b.starts_with("id: ")) out.push_back(std::stoull(b.substr(4)));
+  return out;
+}
+
+std::vector<std::string> events(const FakeStream& s, std::string_view type) {
+  std::vector<std::string> out;
+  std::string prefix = "event: " + std::string(type) + "\ndata: ";
+  for (const auto& b : s.got)
+    if (b.starts_with(prefix)) out.push_back(b.substr(prefix.size(), b.size() - prefix.size() - 2));
+  return out;
+}
+
+HubOptions options(size_t per_room, uint64_t bytes = 1ull << 30, size_t max_rooms = 1000) {
+  HubOptions o;
+  o.history_per_room = per_room;
+  o.history_bytes = bytes;
+  o.max_rooms = max_rooms;
+  return o;
+}
+
+}  // namespace
+
+TEST(RoomName, Table) {
+  for (std::string ok :
+       {std::string("general"), std::string("a"), std::string("team-a"), std::string("x_y.z"),
+        std::string("0"), std::string(64, 'a'), std::string("a..b")})
+    EXPECT_FALSE(sse::room_name_error(ok)) << ok;
+  for (std::string bad :
+       {std::string(), std::string(65, 'a'), std::string("Team"), std::string("a b"),
+        std::string("a/b"), std::string("ü"), std::string("a#b"), std::string("a%20"),
+        std::string("a\nb"), std::string("a\0b", 3), std::string("*")})
+    EXPECT_TRUE(sse::room_name_error(bad)) << bad;
+}
+
+TEST(Hub, LiveStreamsGetEachMessageOfTheirRoomsOnce) {
+  Hub hub(options(100));
+  Poster p(hub);
+  FakeStream a(hub, 100), b(hub, 100), both(hub, 100);
+  ASSERT_TRUE(hub.subscribe(a.sub, {"a"}, std::nullopt));
+  ASSERT_TRUE(hub.subscribe(b.sub, {"b"}, std::nullopt));
+  ASSERT_TRUE(hub.subscribe(both.sub, {"a", "b"}, std::nullopt));
+  for (const char* room : {"a", "b", "a", "c", "b"}) p.post(room);
+  EXPECT_EQ(ids(a), (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(ids(b), (std::vector<uint64_t>{2, 5}));
+  EXPECT_EQ(ids(both), (std::vector<uint64_t>{1, 2, 3, 5}));
+  EXPECT_EQ(hub.stats().deliveries, 8u);
+  EXPECT_EQ(hub.room_count(), 3u);
+  EXPECT_EQ(hub.stream_count(), 3u);
+}
+
+TEST(Hub, ResumeReplaysThenGoesLiveWithoutGapOrDuplicate) {
+  Hub hub(options(100));
+  Poster p(hub);
+  for (int i = 0; i < 10; ++i) p.post("general");
+  FakeStream s(hub, 4);  // small queue: replay is paced by refill()
+  hub.subscribe(s.sub, {"general"}, 3);
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{4, 5, 6, 7}));
+  p.post("general");  // id 11: must come after 10, once
+  s.drain_all();
+  s.drain_all();
+  EXPECT_TRUE(s.sub.live());
+  p.post("general");  // 12
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{4, 5, 6, 7, 8, 9, 10, 11, 12}));
+}
+
+// Every resume point, every queue size, messages posted to the stream's rooms and another while
+// it catches up: joined, the stream is exactly the posted sequence of its rooms after the point.
+TEST(Hub, MultiRoomReplayMergesByIdAtEveryResumePoint) {
+  std::mt19937 rng(7);
+  const std::vector<std::string> rooms = {"a", "b", "c"};
+  for (size_t cap : {1, 2, 3, 7, 100}) {
+    for (uint64_t resume = 0; resume <= 30; ++resume) {
+      Hub hub(options(1000));
+      Poster p(hub);
+      for (int i = 0; i < 30; ++i) p.post(rooms[rng() % 3]);
+      FakeStream s(hub, cap);
+      hub.subscribe(s.sub, {"a", "b"}, resume);
+      for (int step = 0; step < 40; ++step) {
+        if (rng() % 2) p.post(rooms[rng() % 3]);
+        s.drain_all();
+      }
+      while (!s.sub.live()) s.drain_all();
+      p.post("b");
+      std::vector<uint64_t> want;
+      for (const auto& room : {"a", "b"})
+        for (uint64_t id : p.posted[room])
+          if (id > resume) want.push_back(id);
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(ids(s), want) << "cap " << cap << " resume " << resume;
+      EXPECT_TRUE(events(s, "reset").empty());
+    }
+  }
+}
+
+TEST(Hub, OnlyTheRoomThatFellShortGetsAReset) {
+  Hub hub(options(3));
+  Poster p(hub);
+  p.post("quiet");                             // 1
+  for (int i = 0; i < 6; ++i) p.post("busy");  // 2..7: keeps 5..7
+  p.post("quiet");                             // 8
+  FakeStream s(hub, 100);
+  hub.subscribe(s.sub, {"quiet", "busy"}, 1);
+  ASSERT_FALSE(s.got.empty());
+  EXPECT_EQ(s.got[0], "event: reset\ndata: {\"room\":\"busy\",\"oldest\":5,\"newest\":7}\n\n");
+  EXPECT_EQ(events(s, "reset").size(), 1u);
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{5, 6, 7, 8}));
+
+  FakeStream exact(hub, 100);  // 4 is just before busy's oldest: nothing was lost
+  hub.subscribe(exact.sub, {"quiet", "busy"}, 4);
+  EXPECT_TRUE(events(exact, "reset").empty());
+  EXPECT_EQ(ids(exact), (std::vector<uint64_t>{5, 6, 7, 8}));
+}
+
+TEST(Hub, AnIdFromTheFutureResetsEveryRoom) {
+  Hub hub(options(100));
+  Poster p(hub);
+  p.post("a");
+  p.post("b");
+  FakeStream s(hub, 100);
+  hub.subscribe(s.sub, {"a", "b"}, 99);
+  EXPECT_EQ(events(s, "reset"),
+            (std::vector<std::string>{R"({"room":"a","oldest":1,"newest":1})",
+                                      R"({"room":"b","oldest":2,"newest":2})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{1, 2}));
+}
+
+TEST(Hub, HistoryDroppedWhileCatchingUpResetsThatRoomOnce) {
+  Hub hub(options(4));
+  Poster p(hub);
+  for (int i = 0; i < 4; ++i) p.post("a");  // 1..4
+  FakeStream s(hub, 1);
+  hub.subscribe(s.sub, {"a"}, 0);
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{1}));
+  for (int i = 0; i < 4; ++i) p.post("a");  // 5..8: 2..4 are gone before it read them
+  while (!s.sub.live()) s.drain_all();
+  EXPECT_EQ(events(s, "reset"),
+            (std::vector<std::string>{R"({"room":"a","oldest":5,"newest":8})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{1, 5, 6, 7, 8}));
+}
+
+TEST(Hub, TheByteBoundDropsTheGloballyOldestFirst) {
+  Hub probe(options(10));
+  Poster sizer(probe);
+  sizer.post("a");
+  uint64_t one = probe.kept_bytes();  // every test message has the same size (ids < 10)
+  Hub hub(options(100, one * 5));
+  Poster p(hub);
+  for (const char* room : {"a", "b", "a", "c", "b", "a", "c"}) p.post(room);  // keeps 3..7
+  EXPECT_EQ(hub.kept_messages(), 5u);
+  EXPECT_LE(hub.kept_bytes(), one * 5);
+  std::vector<uint64_t> kept;
+  hub.for_each_kept([&](uint64_t id, std::string_view, const FrameRef&) { kept.push_back(id); });
+  EXPECT_EQ(kept, (std::vector<uint64_t>{3, 4, 5, 6, 7}));
+  EXPECT_EQ(hub.find("b")->dropped_through(), 2u);
+  EXPECT_EQ(hub.find("a")->dropped_through(), 1u);
+  EXPECT_EQ(hub.kept_page("a", std::nullopt, 10).size(), 2u);  // 3, 6
+}
+
+TEST(Hub, PastMaxRoomsTheRoomIdleLongestIsForgotten) {
+  Hub hub(options(100, 1ull << 30, 3));
+  Poster p(hub);
+  p.post("old");    // 1
+  p.post("read");   // 2
+  p.post("newer");  // 3
+  FakeStream reader(hub, 100);
+  hub.subscribe(reader.sub, {"read"}, std::nullopt);
+  p.post("old");  // 4: "old" is active again, so "newer" is idle longest
+  EXPECT_TRUE(hub.can_open({"fresh"}));
+  p.post("fresh");  // 5
+  EXPECT_EQ(hub.room_count(), 3u);
+  EXPECT_EQ(hub.find("newer"), nullptr);
+  EXPECT_EQ(hub.stats().rooms_forgotten, 1u);
+  EXPECT_EQ(hub.kept_messages(), 4u);
+
+  // A stream resuming the forgotten room from before its last message hears it is gone.
+  FakeStream back(hub, 100);
+  ASSERT_TRUE(hub.subscribe(back.sub, {"newer"}, 1));
+  EXPECT_EQ(events(back, "reset"),
+            (std::vector<std::string>{R"({"room":"newer","oldest":4,"newest":3})"}));
+
+  EXPECT_EQ(hub.find("old"), nullptr);  // idle longer than "fresh"
+
+  // Every room is read now: no room can be made for a stream until one is left.
+  FakeStream r2(hub, 100);
+  ASSERT_TRUE(hub.subscribe(r2.sub, {"fresh"}, std::nullopt));
+  EXPECT_FALSE(hub.can_open({"another"}));
+  FakeStream refused(hub, 100);
+  EXPECT_FALSE(hub.subscribe(refused.sub, {"fresh", "another"}, std::nullopt));
+  EXPECT_EQ(hub.stream_count(), 3u);
+  EXPECT_EQ(hub.find("fresh")->subscriber_count(), 1u);
+}
+
+TEST(Hub, ARoomAskedForIsNotForgottenToMakeSpaceForAnotherOfTheSameStream) {
+  Hub hub(options(100, 1ull << 30, 2));
+  Poster p(hub);
+  p.post("a");
+  p.post("b");
+  EXPECT_FALSE(hub.can_open({"a", "b", "c"}));  // only a or b could make space, both asked for
+  EXPECT_TRUE(hub.can_open({"a", "c"}));
+  FakeStream s(hub, 100);
+  ASSERT_TRUE(hub.subscribe(s.sub, {"a", "c"}, 0));
+  EXPECT_NE(hub.find("a"), nullptr);
+  EXPECT_EQ(hub.find("b"), nullptr);
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{1}));
+}
+
+TEST(Hub, PresenceListsDistinctNamesOncePerChange) {
+  Hub hub(options(100));
+  auto alice = std::make_unique<FakeStream>(hub, 100, "alice");
+  FakeStream alice2(hub, 100, "alice"), bob(hub, 100, "bob"), anon(hub, 100);
+  hub.subscribe(bob.sub, {"team", "general"}, std::nullopt);
+  hub.subscribe(alice->sub, {"team"}, std::nullopt);
+  hub.subscribe(alice2.sub, {"team"}, std::nullopt);
+  hub.subscribe(anon.sub, {"team"}, std::nullopt);
+  hub.send_presence();
+  EXPECT_EQ(events(anon, "presence"),
+            (std::vector<std::string>{R"({"room":"team","online":4,"users":["alice","bob"]})"}));
+  EXPECT_EQ(events(bob, "presence"),
+            (std::vector<std::string>{R"({"room":"team","online":4,"users":["alice","bob"]})",
+                                      R"({"room":"general","online":1,"users":["bob"]})"}));
+  hub.send_presence();  // nothing changed: nothing sent
+  EXPECT_EQ(events(anon, "presence").size(), 1u);
+  alice.reset();  // alice still has another stream
+  hub.send_presence();
+  EXPECT_EQ(events(anon, "presence").back(),
+            R"({"room":"team","online":3,"users":["alice","bob"]})");
+  EXPECT_EQ(events(bob, "presence").size(), 3u);  // general did not change
+}
+
+TEST(Hub, LeavingKeepsTheOthersOfEveryRoom) {
+  Hub hub(options(10));
+  Poster p(hub);
+  auto a = std::make_unique<FakeStream>(hub, 10);
+  FakeStream b(hub, 10), c(hub, 10);
+  hub.subscribe(a->sub, {"x", "y"}, std::nullopt);
+  hub.subscribe(b.sub, {"y", "x"}, std::nullopt);
+  hub.subscribe(c.sub, {"x"}, std::nullopt);
+  a.reset();
+  p.post("x");
+  p.post("y");
+  EXPECT_EQ(ids(b), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(ids(c), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(hub.find("x")->subscriber_count(), 2u);
+  EXPECT_EQ(hub.find("y")->subscriber_count(), 1u);
+}
+
+TEST(Hub, FullQueueIsReportedAsSlowConsumer) {
+  Hub hub(options(100));
+  Poster p(hub);
+  FakeStream s(hub, 2);
+  hub.subscribe(s.sub, {"general"}, std::nullopt);
+  for (int i = 0; i < 3; ++i) p.post("general");
+  EXPECT_EQ(hub.stats().slow_consumers, 1u);
+}
+
+TEST(Hub, PagesOneRoom) {
+  Hub hub(options(100));
+  Poster p(hub);
+  for (const char* room : {"a", "b", "a", "a", "b"}) p.post(room);
+  auto page_ids = [&](std::optional<uint64_t> after, size_t limit) {
+    std::vector<uint64_t> out;
+    for (const FrameRef& f : hub.kept_page("a", after, limit))
+      out.push_back(sse::frame_id(*f.get()));
+    return out;
+  };
+  EXPECT_EQ(page_ids(std::nullopt, 2), (std::vector<uint64_t>{3, 4}));
+  EXPECT_EQ(page_ids(0, 2), (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(page_ids(3, 10), (std::vector<uint64_t>{4}));
+  EXPECT_EQ(page_ids(UINT64_MAX, 10), (std::vector<uint64_t>{}));
+  EXPECT_TRUE(hub.kept_page("nope", 0, 10).empty());
+}
+
+TEST(Hub, RestoredMessagesAreKeptNotDelivered) {
+  Hub hub(options(100));
+  Poster p(hub);
+  FakeStream s(hub, 10);
+  hub.subscribe(s.sub, {"a"}, std::nullopt);
+  p.post("a", true);
+  EXPECT_TRUE(s.got.empty());
+  EXPECT_EQ(hub.kept_messages(), 1u);
+  EXPECT_EQ(hub.stats().messages, 0u);
+}

@@ -1,0 +1,327 @@
+// Rooms over real sockets against the real binary: isolation, one stream for several rooms that
+// resumes exactly across reconnects, per-room resets, presence names, GET /rooms, restart, and
+// --max-rooms.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "test_server.h"
+
+using namespace testing_support;
+
+namespace {
+
+std::optional<HttpResponse> post_to(uint16_t port, const std::string& room, const std::string& user,
+                                    const std::string& text) {
+  Client c(port);
+  return c.post_json(R"({"user":")" + user + R"(","text":")" + text + R"(","room":")" + room +
+                     R"("})");
+}
+
+uint64_t post_id(uint16_t port, const std::string& room, const std::string& text = "hi") {
+  auto r = post_to(port, room, "u", text);
+  EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+  return r && r->status == 201 ? json_id(r->body) : 0;
+}
+
+std::string field(const std::string& json, const std::string& name) {
+  std::string key = "\"" + name + "\":";
+  size_t p = json.find(key);
+  if (p == std::string::npos) return "";
+  p += key.size();
+  if (json[p] == '"') return json.substr(p + 1, json.find('"', p + 1) - p - 1);
+  size_t end = json.find_first_of(",}]", p);
+  return json.substr(p, end - p);
+}
+
+// Reads events until `pred` holds for one (nullopt if the stream ends first).
+std::optional<SseEvent> next_event_of(SseReader& reader, const std::string& type) {
+  while (auto e = reader.next())
+    if (e->event == type) return e;
+  return std::nullopt;
+}
+
+std::vector<uint64_t> ids_in(const std::string& json_array) {
+  std::vector<uint64_t> ids;
+  size_t p = 0;
+  while ((p = json_array.find("{\"id\":", p)) != std::string::npos) {
+    p += 6;
+    ids.push_back(std::strtoull(json_array.c_str() + p, nullptr, 10));
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST(Rooms, EachRoomsSubscribersSeeOnlyThatRoom) {
+  ServerProcess server;
+  Subscription a(server.port(), "", "?room=team-a");
+  Subscription b(server.port(), "", "?room=team-b");
+  Subscription general(server.port());  // no room: general, as before rooms
+  ASSERT_TRUE(a.ok && b.ok && general.ok);
+  uint64_t to_a = post_id(server.port(), "team-a", "for a");
+  uint64_t to_b = post_id(server.port(), "team-b", "for b");
+  uint64_t to_general = post_message(server.port(), "u", "no room named");
+  uint64_t last_a = post_id(server.port(), "team-a", "again a");
+
+  auto m = a.reader.next_message();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->id, std::to_string(to_a));
+  EXPECT_EQ(field(m->data, "room"), "team-a");
+  EXPECT_EQ(m->data.find("{\"id\":" + std::to_string(to_a) + ",\"room\":\"team-a\",\"user\":\"u\""),
+            0u)
+      << m->data;
+  EXPECT_EQ(a.reader.next_message()->id, std::to_string(last_a));  // nothing of b or general
+  auto mb = b.reader.next_message();
+  EXPECT_EQ(mb->id, std::to_string(to_b));
+  EXPECT_EQ(field(mb->data, "room"), "team-b");
+  auto mg = general.reader.next_message();
+  EXPECT_EQ(mg->id, std::to_string(to_general));
+  EXPECT_EQ(field(mg->data, "room"), "general");
+  // The ids are one sequence for the whole server.
+  EXPECT_LT(to_a, to_b);
+  EXPECT_LT(to_b, to_general);
+  // Nothing else reached b or general: the next message each sees is a new one of its own.
+  uint64_t later_b = post_id(server.port(), "team-b");
+  EXPECT_EQ(b.reader.next_message()->id, std::to_string(later_b));
+  uint64_t later_general = post_message(server.port(), "u", "x");
+  EXPECT_EQ(general.reader.next_message()->id, std::to_string(later_general));
+}
+
+TEST(Rooms, FormPostsNameTheRoomToo) {
+  ServerProcess server;
+  Subscription a(server.port(), "", "?room=ops");
+  ASSERT_TRUE(a.ok);
+  Client c(server.port());
+  auto r = c.post_form("user=ann&text=deploy&room=ops");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(field(a.reader.next_message()->data, "text"), "deploy");
+}
+
+TEST(Rooms, BadRoomNamesAndTooManyRoomsAre400) {
+  ServerProcess server({"--max-rooms-per-stream", "2"});
+  for (std::string body :
+       {R"({"user":"u","text":"t","room":"Team"})", R"({"user":"u","text":"t","room":""})",
+        R"({"user":"u","text":"t","room":"a/b"})", R"({"user":"u","text":"t","room":7})"}) {
+    Client c(server.port());
+    auto r = c.post_json(body);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << body;
+    EXPECT_NE(r->body.find("room"), std::string::npos) << r->body;
+  }
+  for (std::string path : std::vector<std::string>{
+           "/events?room=Team", "/events?room=", "/events?room=a&room=b&room=c",
+           "/events?room=" + std::string(65, 'x'), "/events?user=%01", "/messages?room=UP",
+           "/rooms?limit=0"}) {
+    Client c(server.port());
+    auto r = c.get(path, "Accept: text/event-stream\r\n");
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 400) << path;
+  }
+  // The same room twice is one room, within the limit; the server serves on.
+  Subscription twice(server.port(), "", "?room=a&room=a&room=b");
+  EXPECT_TRUE(twice.ok);
+  EXPECT_EQ(post_id(server.port(), "a"), 1u);
+  EXPECT_EQ(twice.reader.next_message()->id, "1");
+  auto next = post_id(server.port(), "b");
+  EXPECT_EQ(twice.reader.next_message()->id, std::to_string(next));
+}
+
+// Two publishers post to two rooms (and a third the stream does not read) while a reader of both
+// reconnects again and again with its Last-Event-ID: joined, what it read is exactly what was
+// posted to its rooms, in id order, once each.
+TEST(Rooms, ATwoRoomStreamResumesExactlyAcrossManyReconnects) {
+  ServerProcess server({"--history", "100000"});
+  std::mutex mu;
+  std::set<uint64_t> posted_to_ours;
+  std::atomic<bool> stop{false};
+  auto publisher = [&](int seed) {
+    std::mt19937 rng(seed);
+    Client c(server.port());
+    const char* rooms[] = {"a", "b", "c"};
+    while (!stop) {
+      std::string room = rooms[rng() % 3];
+      auto r = c.post_json(R"({"user":"p","text":"m","room":")" + room + R"("})");
+      ASSERT_TRUE(r && r->status == 201);
+      if (room != "c") {
+        std::lock_guard lock(mu);
+        posted_to_ours.insert(json_id(r->body));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  std::thread p1(publisher, 1), p2(publisher, 2);
+
+  std::mt19937 rng(3);
+  std::vector<uint64_t> got;
+  std::string last_id;
+  auto read_some = [&](size_t count) {
+    Subscription s(server.port(), last_id, "?room=a&room=b");
+    ASSERT_TRUE(s.ok);
+    for (size_t i = 0; i < count; ++i) {
+      auto m = s.reader.next_message();
+      ASSERT_TRUE(m) << "after " << got.size();
+      got.push_back(std::stoull(m->id));
+      EXPECT_NE(field(m->data, "room"), "c");
+      last_id = m->id;
+    }
+  };
+  // Read a few, then drop the connection mid-stream, as a flaky network would.
+  for (int round = 0; round < 100; ++round) {
+    read_some(1 + rng() % 7);
+    if (HasFatalFailure()) break;
+  }
+  stop = true;
+  p1.join();
+  p2.join();
+  ASSERT_FALSE(HasFatalFailure());
+  size_t left = static_cast<size_t>(std::count_if(posted_to_ours.begin(), posted_to_ours.end(),
+                                                  [&](uint64_t id) { return id > got.back(); }));
+  read_some(left);
+  std::vector<uint64_t> want(posted_to_ours.begin(), posted_to_ours.end());
+  EXPECT_EQ(got, want);
+}
+
+TEST(Rooms, OnlyTheRoomWhoseHistoryFellShortIsReset) {
+  ServerProcess server({"--history", "3"});
+  uint64_t quiet1 = post_id(server.port(), "quiet");
+  for (int i = 0; i < 6; ++i) post_id(server.port(), "busy");  // keeps the newest 3 of busy
+  uint64_t quiet2 = post_id(server.port(), "quiet");
+  Subscription s(server.port(), std::to_string(quiet1), "?room=quiet&room=busy");
+  ASSERT_TRUE(s.ok);
+  auto first = s.reader.next();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->event, "reset");
+  EXPECT_EQ(field(first->data, "room"), "busy");
+  EXPECT_EQ(field(first->data, "oldest"), std::to_string(quiet1 + 4));
+  EXPECT_EQ(field(first->data, "newest"), std::to_string(quiet1 + 6));
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto e = s.reader.next();
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->event, "") << e->raw;  // no reset for quiet
+    ids.push_back(std::stoull(e->id));
+  }
+  EXPECT_EQ(ids, (std::vector<uint64_t>{quiet1 + 4, quiet1 + 5, quiet1 + 6, quiet2}));
+
+  // ?lastEventId= works the same way (a page reopening its EventSource with new rooms).
+  Subscription q(server.port(), "",
+                 "?room=busy&room=quiet&lastEventId=" + std::to_string(quiet1 + 5));
+  ASSERT_TRUE(q.ok);
+  EXPECT_EQ(q.reader.next()->id, std::to_string(quiet1 + 6));
+  EXPECT_EQ(q.reader.next()->id, std::to_string(quiet2));
+}
+
+TEST(Rooms, PresenceNamesWhoReadsARoom) {
+  ServerProcess server;
+  Subscription alice(server.port(), "", "?room=team&user=alice");
+  ASSERT_TRUE(alice.ok);
+  {
+    Subscription bob(server.port(), "", "?room=team&room=other&user=bob");
+    Subscription anon(server.port(), "", "?room=team");
+    ASSERT_TRUE(bob.ok && anon.ok);
+    // Presence comes at most once a second per room: read until it shows all three.
+    std::optional<SseEvent> p;
+    do {
+      p = next_event_of(alice.reader, "presence");
+      ASSERT_TRUE(p);
+    } while (field(p->data, "online") != "3");
+    EXPECT_EQ(p->data, R"({"room":"team","online":3,"users":["alice","bob"]})");
+  }
+  std::optional<SseEvent> p;
+  do {
+    p = next_event_of(alice.reader, "presence");
+    ASSERT_TRUE(p);
+  } while (field(p->data, "online") != "1");
+  EXPECT_EQ(p->data, R"({"room":"team","online":1,"users":["alice"]})");
+}
+
+TEST(Rooms, ListsRoomsMostRecentlyActiveFirst) {
+  ServerProcess server;
+  post_id(server.port(), "a");
+  post_id(server.port(), "b");
+  uint64_t last_a = post_id(server.port(), "a");
+  Subscription reader(server.port(), "", "?room=b&room=empty");
+  ASSERT_TRUE(reader.ok);
+  Client c(server.port());
+  auto r = c.get("/rooms");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body,
+            "[{\"room\":\"a\",\"online\":0,\"last_id\":" + std::to_string(last_a) +
+                ",\"messages\":2},{\"room\":\"b\",\"online\":1,\"last_id\":2,\"messages\":1},"
+                "{\"room\":\"empty\",\"online\":1,\"last_id\":0,\"messages\":0}]");
+  auto one = c.get("/rooms?limit=1");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(std::count(one->body.begin(), one->body.end(), '{'), 1);
+  EXPECT_EQ(metric(server.port(), "ssechat_rooms"), 3u);
+}
+
+TEST(Rooms, RoomsAndTheirMessagesSurviveARestart) {
+  std::string dir = make_temp_dir();
+  std::vector<uint64_t> a_ids, b_ids;
+  {
+    ServerProcess server({"--data-dir", dir}, false);
+    a_ids.push_back(post_id(server.port(), "a"));
+    b_ids.push_back(post_id(server.port(), "b"));
+    a_ids.push_back(post_id(server.port(), "a"));
+    EXPECT_EQ(server.stop(SIGTERM), 0);
+  }
+  ServerProcess server({"--data-dir", dir}, false);
+  Client c(server.port());
+  auto a = c.get("/messages?room=a&since=0");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(ids_in(a->body), a_ids);
+  EXPECT_EQ(field(a->body, "room"), "a");
+  auto b = c.get("/messages?room=b");
+  EXPECT_EQ(ids_in(b->body), b_ids);
+  auto rooms = c.get("/rooms");
+  EXPECT_NE(rooms->body.find("\"room\":\"a\""), std::string::npos);
+  EXPECT_NE(rooms->body.find("\"room\":\"b\""), std::string::npos);
+  Subscription s(server.port(), "0", "?room=a&room=b");
+  ASSERT_TRUE(s.ok);
+  for (uint64_t want : {a_ids[0], b_ids[0], a_ids[1]})
+    EXPECT_EQ(s.reader.next_message()->id, std::to_string(want));
+  EXPECT_EQ(post_id(server.port(), "b"), a_ids[1] + 1);  // ids go on from the journal
+}
+
+TEST(Rooms, PastMaxRoomsTheIdleLongestIsForgottenAndItsStreamsAreReset) {
+  ServerProcess server({"--max-rooms", "2"});
+  uint64_t a = post_id(server.port(), "a");
+  post_id(server.port(), "b");
+  post_id(server.port(), "c");  // forgets a, idle longest
+  Client c(server.port());
+  auto rooms = c.get("/rooms");
+  ASSERT_TRUE(rooms);
+  EXPECT_EQ(rooms->body.find("\"room\":\"a\""), std::string::npos) << rooms->body;
+  EXPECT_EQ(metric(server.port(), "ssechat_rooms"), 2u);
+  EXPECT_EQ(metric(server.port(), "ssechat_rooms_forgotten_total"), 1u);
+  EXPECT_NE(server.log().find("room forgotten"), std::string::npos);
+
+  Subscription back(server.port(), std::to_string(a - 1), "?room=a");  // forgets b
+  ASSERT_TRUE(back.ok);
+  auto reset = back.reader.next();
+  ASSERT_TRUE(reset);
+  EXPECT_EQ(reset->event, "reset");
+  EXPECT_EQ(reset->data, R"({"room":"a","oldest":2,"newest":1})");
+
+  // Both rooms are read now: a stream for a third room is refused for now, and comes back.
+  Subscription c_reader(server.port(), "", "?room=c");
+  ASSERT_TRUE(c_reader.ok);
+  Client refused(server.port());
+  auto r = refused.get("/events?room=d");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429);
+  EXPECT_FALSE(r->header("retry-after").empty());
+  auto post = post_to(server.port(), "d", "u", "t");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 503);
+  EXPECT_FALSE(post->header("retry-after").empty());
+  EXPECT_EQ(post_id(server.port(), "c"), 4u);  // the server serves on
+}
