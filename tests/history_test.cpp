@@ -28,16 +28,6 @@ void post_n(uint16_t port, int n, const std::string& prefix = "m") {
   }
 }
 
-std::vector<uint64_t> ids_in(const std::string& json_array) {
-  std::vector<uint64_t> ids;
-  size_t p = 0;
-  while ((p = json_array.find("{\"id\":", p)) != std::string::npos) {
-    p += 6;
-    ids.push_back(std::strtoull(json_array.c_str() + p, nullptr, 10));
-  }
-  return ids;
-}
-
 std::vector<uint64_t> range(uint64_t from, uint64_t to) {
   std::vector<uint64_t> v;
   for (uint64_t i = from; i <= to; ++i) v.push_back(i);

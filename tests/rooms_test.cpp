@@ -46,16 +46,6 @@ std::optional<SseEvent> next_event_of(SseReader& reader, const std::string& type
   return std::nullopt;
 }
 
-std::vector<uint64_t> ids_in(const std::string& json_array) {
-  std::vector<uint64_t> ids;
-  size_t p = 0;
-  while ((p = json_array.find("{\"id\":", p)) != std::string::npos) {
-    p += 6;
-    ids.push_back(std::strtoull(json_array.c_str() + p, nullptr, 10));
-  }
-  return ids;
-}
-
 }  // namespace
 
 TEST(Rooms, EachRoomsSubscribersSeeOnlyThatRoom) {

@@ -339,4 +339,14 @@ uint64_t post_message(uint16_t port, const std::string& user, const std::string&
   return json_id(r->body);
 }
 
+std::vector<uint64_t> ids_in(const std::string& json_array) {
+  std::vector<uint64_t> ids;
+  size_t p = 0;
+  while ((p = json_array.find("{\"id\":", p)) != std::string::npos) {
+    p += 6;
+    ids.push_back(std::strtoull(json_array.c_str() + p, nullptr, 10));
+  }
+  return ids;
+}
+
 }  // namespace testing_support

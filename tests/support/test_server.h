@@ -133,4 +133,7 @@ uint64_t metric(uint16_t port, const std::string& name);
 // Extracts "id":N from a JSON body (0 if absent).
 uint64_t json_id(const std::string& body);
 
+// The ids of the messages in a JSON array of messages (GET /messages), in order.
+std::vector<uint64_t> ids_in(const std::string& json_array);
+
 }  // namespace testing_support
