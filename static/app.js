@@ -1,14 +1,72 @@
-// sse-chat page: load recent history, then follow /events from the last id seen, so nothing falls
-// between. Text is only ever set with textContent.
+// sse-chat page: rooms over one stream per browser. The room in view loads its history and the
+// stream resumes from the last id it delivered, so nothing falls between. Text is only ever set
+// with textContent.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 const list = $('messages');
-const seen = new Set();          // message ids shown, so a replay after reconnect shows each once
-let lastId = 0;
-let lastAuthor = null;
-let me = localStorage.getItem('sse-chat-name') || '';
-let source = null;
+const narrow = window.matchMedia('(max-width: 640px)');
+
+// Room names follow the server's rule (src/room_name.h). `general` is where a request naming no
+// room goes; it cannot be left.
+const ROOM_NAME = /^[a-z0-9._-]{1,64}$/;
+const DEFAULT_ROOM = 'general';
+const MAX_ROOMS = 32;          // the most rooms one stream may carry
+const KEEP_PER_ROOM = 1000;    // messages kept in memory per room
+const ROOMS_KEY = 'sse-chat-rooms';
+const NAME_KEY = 'sse-chat-name';
+
+// Per room: its messages by id, unread count (of messages after `seenThrough`), latest presence,
+// reset notice, and whether its history was loaded while the stream already carried it (then
+// nothing can be missing).
+const rooms = new Map();
+let joined = readJoined();     // rooms this browser is in, shared by its tabs through localStorage
+let current = DEFAULT_ROOM;    // the room in view (the URL fragment)
+let me = localStorage.getItem(NAME_KEY) || '';
+let streamId = 0;              // highest id the stream has delivered: where a (re)opened one resumes
+let knownNewest = 0;           // highest id of any room this tab has heard of
+let streamRooms = new Set();   // rooms the open stream carries, as its owner last said
+let directory = [];            // GET /rooms: [{room, online, last_id}], most recently active first
+let status = { text: 'connecting…', cls: '' };
+
+function room(name) {
+  let r = rooms.get(name);
+  if (!r) {
+    r = { messages: new Map(), unread: 0, seenThrough: 0, presence: null, notice: '', synced: false };
+    rooms.set(name, r);
+  }
+  return r;
+}
+
+// A server without rooms sends messages and events without one: they are general's.
+const roomOf = (data) => (data && typeof data.room === 'string' ? data.room : DEFAULT_ROOM);
+
+function roomError(name) {
+  if (name === '') return 'Type a room name.';
+  if (!ROOM_NAME.test(name)) {
+    const shown = name.length > 70 ? name.slice(0, 64) + '…' : name;
+    return `“${shown}” is not a room name: use 1–64 characters, lowercase letters a–z, digits, “-”, “_” or “.”.`;
+  }
+  return null;
+}
+
+const TOO_MANY = `You are in ${MAX_ROOMS} rooms, the most one stream can carry: leave one first.`;
+
+function readJoined() {
+  let names = [];
+  try { names = JSON.parse(localStorage.getItem(ROOMS_KEY) || '[]'); } catch (_) { /* start over */ }
+  const set = new Set([DEFAULT_ROOM]);
+  for (const name of Array.isArray(names) ? names : []) {
+    if (typeof name === 'string' && ROOM_NAME.test(name) && set.size < MAX_ROOMS) set.add(name);
+  }
+  return set;
+}
+
+function saveJoined() {
+  localStorage.setItem(ROOMS_KEY, JSON.stringify([...joined]));
+}
+
+// ---- rendering ----------------------------------------------------------------------------------
 
 function setStatus(text, cls) {
   const el = $('status');
@@ -20,14 +78,17 @@ function atBottom() {
   return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
 }
 
-function render(msg) {
-  if (seen.has(msg.id)) return;
-  seen.add(msg.id);
-  lastId = Math.max(lastId, msg.id);
+function groupWithPrevious(li) {
+  const prev = li.previousElementSibling;
+  li.classList.toggle('grouped', Boolean(prev) && prev.dataset.user === li.dataset.user);
+}
+
+function renderMessage(msg) {
   const stick = atBottom();
   const li = document.createElement('li');
-  li.className = 'message' + (msg.user === me ? ' mine' : '') + (msg.user === lastAuthor ? ' grouped' : '');
+  li.className = 'message' + (msg.user === me ? ' mine' : '');
   li.dataset.id = String(msg.id);
+  li.dataset.user = msg.user;
   const meta = document.createElement('span');
   meta.className = 'meta';
   const author = document.createElement('span');
@@ -42,89 +103,424 @@ function render(msg) {
   text.className = 'text';
   text.textContent = msg.text;
   li.append(meta, text);
-  // Relayed and fetched messages can arrive out of order: keep the list sorted by id.
-  const later = [...list.children].find((el) => Number(el.dataset.id) > msg.id);
-  list.insertBefore(li, later || null);
-  lastAuthor = msg.user;
+  // History and relayed messages can arrive out of order: keep the list sorted by id.
+  let later = null;
+  for (let el = list.lastElementChild; el && Number(el.dataset.id) > msg.id; el = el.previousElementSibling) later = el;
+  list.insertBefore(li, later);
+  groupWithPrevious(li);
+  if (later) groupWithPrevious(later);
   if (stick) list.scrollTop = list.scrollHeight;
   else $('new-messages').hidden = false;
 }
 
 function showNotice(text) {
-  const n = $('notice');
-  n.textContent = text;
-  n.hidden = false;
+  $('notice').textContent = text;
+  $('notice').hidden = !text;
 }
 
-async function loadHistory() {
-  const res = await fetch('/messages?limit=100', { cache: 'no-store' });
-  if (!res.ok) throw new Error('history ' + res.status);
-  for (const msg of await res.json()) render(msg);
+function renderPresence() {
+  const p = room(current).presence;
+  $('online').textContent = p ? `${p.online} online` : '';
+  const users = p && Array.isArray(p.users) ? p.users : [];
+  $('people').replaceChildren(...users.map((user) => {
+    const li = document.createElement('li');
+    li.textContent = user;
+    if (user === me) li.className = 'me';
+    return li;
+  }));
 }
+
+function roomLink(name) {
+  const a = document.createElement('a');
+  a.className = 'room-link';
+  a.href = '#' + name;
+  a.textContent = '#' + name;
+  return a;
+}
+
+function joinedInOrder() {
+  const rest = [...joined].filter((n) => n !== DEFAULT_ROOM).sort();
+  return [DEFAULT_ROOM, ...rest];
+}
+
+function joinedItem(name) {
+  const li = document.createElement('li');
+  li.className = 'room-item';
+  li.dataset.room = name;
+  const badge = document.createElement('span');
+  badge.className = 'unread';
+  li.append(roomLink(name), badge);
+  if (name !== DEFAULT_ROOM) {
+    const leave = document.createElement('button');
+    leave.type = 'button';
+    leave.className = 'leave';
+    leave.textContent = '×';
+    leave.title = `Leave #${name}`;
+    leave.setAttribute('aria-label', `Leave #${name}`);
+    leave.addEventListener('click', () => leaveRoom(name));
+    li.append(leave);
+  }
+  return li;
+}
+
+function otherItem(name) {
+  const li = document.createElement('li');
+  li.className = 'room-item';
+  li.dataset.room = name;
+  const count = document.createElement('span');
+  count.className = 'count';
+  li.append(roomLink(name), count);
+  return li;
+}
+
+// Updates `ul` to hold one item per name, in order, reusing the items it has (so a button being
+// clicked is not replaced under the pointer when an unread count changes).
+function reconcile(ul, names, create) {
+  const have = new Map([...ul.children].map((li) => [li.dataset.room, li]));
+  const items = names.map((name) => have.get(name) || create(name));
+  if (items.length !== ul.children.length || items.some((li, i) => ul.children[i] !== li)) ul.replaceChildren(...items);
+  return items;
+}
+
+function renderRooms() {
+  let unreadTotal = 0;
+  for (const li of reconcile($('room-list'), joinedInOrder(), joinedItem)) {
+    const name = li.dataset.room;
+    const unread = rooms.has(name) ? rooms.get(name).unread : 0;
+    unreadTotal += unread;
+    li.classList.toggle('current', name === current);
+    const link = li.querySelector('.room-link');
+    if (name === current) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+    const badge = li.querySelector('.unread');
+    badge.textContent = String(unread);
+    badge.title = `${unread} unread`;
+    badge.hidden = unread === 0;
+  }
+  const others = directory.filter((d) => !joined.has(d.room));
+  const online = new Map(others.map((d) => [d.room, Number(d.online) || 0]));
+  for (const li of reconcile($('other-rooms'), others.map((d) => d.room), otherItem)) {
+    li.querySelector('.count').textContent = `${online.get(li.dataset.room)} online`;
+  }
+  $('other-heading').hidden = others.length === 0;
+  document.title = (unreadTotal ? `(${unreadTotal}) ` : '') + `#${current} · sse-chat`;
+}
+
+// Shows the room in view: its messages, notice, who is online, and the room list.
+function showRoom() {
+  const r = room(current);
+  r.unread = 0;
+  for (const id of r.messages.keys()) r.seenThrough = Math.max(r.seenThrough, id);
+  list.replaceChildren();
+  for (const msg of [...r.messages.values()].sort((a, b) => a.id - b.id)) renderMessage(msg);
+  list.scrollTop = list.scrollHeight;
+  $('new-messages').hidden = true;
+  $('room-title').textContent = '#' + current;
+  $('text').placeholder = `Message #${current}` + (narrow.matches ? '' : ' (Enter to send, Shift+Enter for a new line)');
+  showNotice(r.notice);
+  renderPresence();
+  renderRooms();
+}
+
+function showRoomError(text) {
+  $('room-error').textContent = text || '';
+  $('room-error').hidden = !text;
+}
+
+// ---- messages and events -----------------------------------------------------------------------
+
+// A room's events are taken while this browser is in it, or while the stream still carries it
+// (the leader may relay a room's messages before another tab's join reaches this one).
+const wanted = (name) => joined.has(name) || streamRooms.has(name) || name === current;
+
+function receive(msg, live) {
+  const name = roomOf(msg);
+  knownNewest = Math.max(knownNewest, msg.id);
+  if (!wanted(name)) return;
+  const r = room(name);
+  if (r.messages.has(msg.id)) return;  // a replay, a relay and a history page may overlap
+  r.messages.set(msg.id, msg);
+  if (r.messages.size > KEEP_PER_ROOM) {
+    const oldest = Math.min(...r.messages.keys());
+    r.messages.delete(oldest);
+    if (name === current) list.querySelector(`li[data-id="${oldest}"]`)?.remove();
+  }
+  if (name === current) {
+    r.seenThrough = Math.max(r.seenThrough, msg.id);
+    renderMessage(msg);
+  } else if (live && msg.id > r.seenThrough && msg.user !== me) {
+    // What a room kept from before it was joined is replayed when the stream adds it: not unread.
+    r.unread++;
+    renderRooms();
+  }
+}
+
+function onEvent(kind, data) {
+  if (kind === 'message') {
+    streamId = Math.max(streamId, data.id);
+    receive(data, true);
+  } else if (kind === 'reset') {
+    const name = roomOf(data);
+    if (!wanted(name)) return;
+    room(name).notice = `Some earlier messages of #${name} are no longer available (the server keeps messages ${data.oldest}–${data.newest}).`;
+    if (name === current) showNotice(room(name).notice);
+  } else if (kind === 'presence') {
+    const name = roomOf(data);
+    if (!wanted(name)) return;
+    room(name).presence = data;
+    if (name === current) renderPresence();
+  } else if (kind === 'status') {
+    status = data;
+    setStatus(data.text, data.cls);
+  } else if (kind === 'stream') {
+    onStreamOpen(data);
+  }
+}
+
+// The stream opened carrying `names`. A room whose history was loaded before the stream carried
+// it may miss what was posted in between: load it again now (duplicates are dropped by id).
+function onStreamOpen(names) {
+  streamRooms = new Set(names);
+  for (const [name, r] of rooms) if (!streamRooms.has(name)) r.synced = false;
+  if (!room(current).synced && streamRooms.has(current)) loadHistory(current).catch(() => {});
+}
+
+async function loadHistory(name) {
+  const carried = streamRooms.has(name);  // from here on the stream delivers what follows
+  const res = await fetch(`/messages?room=${encodeURIComponent(name)}&limit=100`, { cache: 'no-store' });
+  if (!res.ok) throw new Error('history ' + res.status);
+  let newest = 0;
+  for (const msg of await res.json()) {
+    receive({ ...msg, room: msg.room || name }, false);
+    newest = Math.max(newest, msg.id);
+  }
+  if (carried && rooms.has(name)) rooms.get(name).synced = true;
+  return newest;
+}
+
+// GET /rooms: the directory shown under "Other rooms". Returns the newest id of any room.
+async function loadDirectory() {
+  const res = await fetch('/rooms?limit=50', { cache: 'no-store' });
+  if (!res.ok) return 0;  // a server without rooms
+  const all = await res.json();
+  directory = (Array.isArray(all) ? all : []).filter((d) => d && typeof d.room === 'string' && ROOM_NAME.test(d.room));
+  renderRooms();
+  const newest = directory.reduce((max, d) => Math.max(max, Number(d.last_id) || 0), 0);
+  knownNewest = Math.max(knownNewest, newest);
+  return newest;
+}
+
+// ---- the one stream ------------------------------------------------------------------------------
 
 // One EventSource per browser, not per tab: the tab holding the Web Lock is the leader, keeps the
-// stream and relays every event to the other tabs over a BroadcastChannel. When the leader closes,
-// its lock is released and a waiting tab takes over, resuming from the last id it has. Browsers
-// without these APIs fall back to one stream per tab.
+// stream for every room the browser is in and relays every event to the other tabs over a
+// BroadcastChannel. Tabs tell each other (and so the leader) when they join or leave a room or
+// change the nickname; the leader then reopens the stream with the new rooms from the last id it
+// has. When the leader closes, its lock is released and a waiting tab takes over, resuming from
+// the last id it has. Browsers without these APIs fall back to one stream per tab.
 const channel = 'BroadcastChannel' in window ? new BroadcastChannel('sse-chat') : null;
+let owner = false;             // this tab holds the EventSource
+let source = null;
+let sourceKey = '';
+let retryTimer = 0;
 
 function relay(kind, data) {
   if (channel) channel.postMessage({ kind, data });
 }
 
-function onEvent(kind, data) {
-  if (kind === 'message') render(data);
-  else if (kind === 'reset') {
-    showNotice(`Some earlier messages are no longer available (the server keeps messages ${data.oldest}–${data.newest}).`);
-  } else if (kind === 'presence') $('online').textContent = data.online + ' online';
-  else if (kind === 'status') setStatus(data.text, data.cls);
+function ownerEvent(kind, data) {
+  onEvent(kind, data);
+  relay(kind, data);
 }
 
-function leaderStatus(text, cls) {
-  onEvent('status', { text, cls });
-  relay('status', { text, cls });
+const validName = (name) => name !== '' && [...name].length <= 32 && !/[\u0000-\u001f\u007f]/.test(name);
+
+// The stream's rooms and reader name, as a query string: reopened when it changes.
+function streamQuery() {
+  const parts = [...joined].sort().map((name) => 'room=' + name);  // names need no escaping
+  if (validName(me)) parts.push('user=' + encodeURIComponent(me));
+  return parts.join('&');
 }
 
 function openStream() {
-  // Resume from the last id we have; the server replays what we missed, or sends `reset`.
-  source = new EventSource('/events?lastEventId=' + lastId);
-  source.onopen = () => leaderStatus('connected', 'connected');
-  const forward = (kind) => (e) => {
-    const data = JSON.parse(e.data);
-    onEvent(kind, data);
-    relay(kind, data);
-  };
-  source.onmessage = forward('message');
-  source.addEventListener('reset', forward('reset'));
-  source.addEventListener('presence', forward('presence'));
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
-      leaderStatus('offline', 'offline');
+  clearTimeout(retryTimer);
+  retryTimer = 0;
+  const names = [...joined].sort();
+  const query = streamQuery();
+  // A room this stream adds had nothing for it to miss: a reset for it on the first connection
+  // only says the room kept less than what followed the resume id.
+  let fresh = new Set(names.filter((n) => !streamRooms.has(n)));
+  // Resume from the last id the stream delivered; the server replays what followed in every
+  // room of the stream, or sends `reset` for a room that no longer reaches back that far.
+  const es = new EventSource(`/events?${query}&lastEventId=${streamId}`);
+  source = es;
+  sourceKey = query;
+  const ours = (fn) => (e) => { if (source === es) fn(e); };
+  es.onopen = ours(() => {
+    ownerEvent('status', { text: 'connected', cls: 'connected' });
+    ownerEvent('stream', names);
+  });
+  const forward = (kind) => ours((e) => {
+    let data;
+    try { data = JSON.parse(e.data); } catch (_) { return; }
+    ownerEvent(kind, data);
+  });
+  es.onmessage = forward('message');
+  es.addEventListener('reset', ours((e) => {
+    let data;
+    try { data = JSON.parse(e.data); } catch (_) { return; }
+    if (!fresh.has(roomOf(data))) ownerEvent('reset', data);
+  }));
+  es.addEventListener('presence', forward('presence'));
+  es.onerror = ours(() => {
+    fresh = new Set();  // from here on a reset means something this page had is gone
+    if (es.readyState === EventSource.CLOSED) {
+      ownerEvent('status', { text: 'offline', cls: 'offline' });
       source = null;
-      setTimeout(openStream, 3000);  // the server refused the stream: try again later ourselves
+      retryTimer = setTimeout(openStream, 3000);  // the server refused the stream: try again later ourselves
     } else {
-      leaderStatus(navigator.onLine ? 'reconnecting…' : 'offline', 'reconnecting');
+      ownerEvent('status', { text: navigator.onLine ? 'reconnecting…' : 'offline', cls: 'reconnecting' });
     }
-  };
+  });
+}
+
+// Reopens the stream when its rooms or reader name changed (only in the tab that owns it).
+function syncStream() {
+  if (!owner || (source && sourceKey === streamQuery())) return;
+  if (source) source.close();
+  source = null;
+  openStream();
 }
 
 function connect() {
-  if (!channel || !navigator.locks) return openStream();
+  if (!channel || !navigator.locks) {
+    owner = true;
+    openStream();
+    return;
+  }
   setStatus('connected (shared)', 'connected');
+  relay('hello', helloToken);  // the leader answers with its rooms, stream, status and presence
   // Resolves only when this tab closes, so the lock is held for the tab's lifetime.
   navigator.locks.request('sse-chat-leader', () => {
+    owner = true;
     document.documentElement.dataset.role = 'leader';
     openStream();
     return new Promise(() => {});
   });
 }
 
+// What a new tab needs from the leader, answering its hello.
+function snapshot(to) {
+  const presence = [];
+  for (const r of rooms.values()) if (r.presence) presence.push(r.presence);
+  return { to, rooms: [...joined], stream: [...streamRooms], status, presence };
+}
+
+// The leader's answer to this tab's hello. Its rooms replace the ones read from localStorage
+// when this tab started (another tab may have changed them since); taken once, since later joins
+// and leaves come as their own messages.
+const helloToken = newNonce();
+let adopted = false;
+
+function adopt(state) {
+  if (owner || adopted || state.to !== helloToken) return;
+  adopted = true;
+  const before = JSON.stringify([...joined]);
+  joined = new Set([DEFAULT_ROOM]);
+  for (const name of state.rooms) if (ROOM_NAME.test(name) && joined.size < MAX_ROOMS) joined.add(name);
+  if (!joined.has(current)) joinRoom(current);  // the leader has not heard of it yet
+  if (JSON.stringify([...joined]) !== before) saveJoined();
+  for (const p of state.presence) if (joined.has(roomOf(p))) room(roomOf(p)).presence = p;
+  setStatus(state.status.text, state.status.cls);
+  if (state.stream.length) onStreamOpen(state.stream);
+  renderPresence();
+  renderRooms();
+}
+
+function onChannel(e) {
+  const { kind, data } = e.data || {};
+  if (kind === 'join') applyJoin(data);
+  else if (kind === 'leave') applyLeave(data);
+  else if (kind === 'name') applyName(data);
+  else if (kind === 'hello') { if (owner) relay('state', snapshot(data)); }
+  else if (kind === 'state') adopt(data);
+  else onEvent(kind, data);
+}
+
+// ---- rooms: join, leave, view ----------------------------------------------------------------------
+
+function applyJoin(name) {
+  if (typeof name !== 'string' || !ROOM_NAME.test(name) || joined.has(name) || joined.size >= MAX_ROOMS) return;
+  joined.add(name);
+  markSeen(room(name), knownNewest);
+  saveJoined();
+  renderRooms();
+  syncStream();
+  // What the room held when it was joined is its history, not unread: the stream replays it (from
+  // the last id the stream had) and this tab may not know how far the room had got.
+  loadDirectory().then((newest) => {
+    const entry = directory.find((d) => d.room === name);
+    if (rooms.has(name)) markSeen(rooms.get(name), entry ? Number(entry.last_id) || 0 : newest);
+    renderRooms();
+  }).catch(() => {});
+}
+
+function markSeen(r, id) {
+  r.seenThrough = Math.max(r.seenThrough, id);
+  const fresh = [...r.messages.values()].filter((m) => m.id > r.seenThrough && m.user !== me);
+  r.unread = r === rooms.get(current) ? 0 : fresh.length;
+}
+
+function applyLeave(name) {
+  if (name === DEFAULT_ROOM || !joined.delete(name)) return;
+  rooms.delete(name);
+  streamRooms.delete(name);
+  saveJoined();
+  if (name === current) location.hash = '#' + DEFAULT_ROOM;  // hashchange shows general
+  renderRooms();
+  syncStream();
+}
+
+function joinRoom(name) {
+  applyJoin(name);
+  relay('join', name);
+}
+
+function leaveRoom(name) {
+  applyLeave(name);
+  relay('leave', name);
+}
+
+function hashRoom() {
+  let name = location.hash.slice(1);
+  try { name = decodeURIComponent(name); } catch (_) { /* shown as typed */ }
+  return name || DEFAULT_ROOM;
+}
+
+// Puts `name` in view, joining it if need be (so a link to /#room opens it).
+function view(name, load = true) {
+  const problem = roomError(name) || (!joined.has(name) && joined.size >= MAX_ROOMS ? TOO_MANY : null);
+  if (problem) {
+    showRoomError(problem);
+    name = joined.has(current) ? current : DEFAULT_ROOM;
+    history.replaceState(null, '', '#' + name);
+  } else {
+    showRoomError('');
+  }
+  current = name;
+  if (!joined.has(name)) joinRoom(name);
+  showRoom();
+  if (load && !room(name).synced) loadHistory(name).catch(() => {});
+}
+
+// ---- sending ------------------------------------------------------------------------------------------
+
 function newNonce() {
   return (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).slice(0, 64);
 }
 
-async function send(text) {
-  const body = JSON.stringify({ user: me, text, nonce: newNonce() });
+async function send(text, to) {
+  const body = JSON.stringify({ user: me, text, room: to, nonce: newNonce() });
   // Retry a network failure or a 503 with the same nonce: the server answers the retry with the
   // original id, so a message whose answer was lost is never posted twice.
   for (let attempt = 0; ; attempt++) {
@@ -151,20 +547,34 @@ async function send(text) {
   }
 }
 
-function join(name) {
-  me = name.trim();
-  localStorage.setItem('sse-chat-name', me);
+// ---- nickname -----------------------------------------------------------------------------------------
+
+function applyName(name) {
+  if (typeof name !== 'string' || name === me) return;
+  me = name;
+  for (const li of list.children) li.classList.toggle('mine', li.dataset.user === me);
+  renderPresence();
+  syncStream();  // the stream names its reader, for presence
+}
+
+function setName(name) {
+  localStorage.setItem(NAME_KEY, name);
   $('join').hidden = true;
   $('composer').hidden = false;
   $('rename').hidden = false;
-  for (const li of list.children) li.classList.toggle('mine', li.querySelector('.author').textContent === me + ' · ');
+  if (name !== me) {
+    applyName(name);
+    relay('name', name);
+  }
   $('text').focus();
 }
+
+// ---- wiring -------------------------------------------------------------------------------------------
 
 $('join').addEventListener('submit', (e) => {
   e.preventDefault();
   const name = $('name').value.trim();
-  if (name) join(name);
+  if (name) setName(name);
 });
 
 $('rename').addEventListener('click', () => {
@@ -174,13 +584,26 @@ $('rename').addEventListener('click', () => {
   $('name').focus();
 });
 
+$('room-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const name = $('room-name').value.trim().replace(/^#/, '');
+  const problem = roomError(name) || (!joined.has(name) && joined.size >= MAX_ROOMS ? TOO_MANY : null);
+  showRoomError(problem);
+  if (problem) return;
+  $('room-name').value = '';
+  if (name !== current) location.hash = '#' + name;  // hashchange puts it in view
+});
+$('room-name').addEventListener('input', () => showRoomError(''));
+
+window.addEventListener('hashchange', () => view(hashRoom()));
+
 $('composer').addEventListener('submit', async (e) => {
   e.preventDefault();
   const box = $('text');
   const text = box.value.trim();
   if (!text) return;
   $('send').disabled = box.disabled = true;
-  const error = await send(text);
+  const error = await send(text, current);
   $('send').disabled = box.disabled = false;
   $('error').hidden = !error;
   $('error').textContent = error || '';
@@ -202,10 +625,17 @@ $('new-messages').addEventListener('click', () => {
 });
 
 (async function start() {
-  if (me) join(me);
+  if (me) setName(me);
   else $('name').focus();
   // Listen to the leader before fetching history, so nothing posted meanwhile falls between.
-  if (channel) channel.onmessage = (e) => onEvent(e.data.kind, e.data.data);
-  try { await loadHistory(); } catch (_) { /* the stream replays what it can */ }
+  if (channel) channel.onmessage = onChannel;
+  view(hashRoom(), false);
+  // The newest id of any room first, then the room in view's history: everything up to that id
+  // is history (fetched when a room is viewed), so the stream starts there and replays nothing
+  // older in the other rooms.
+  const newest = await loadDirectory().catch(() => 0);
+  const loaded = await loadHistory(current).catch(() => 0);  // the stream replays what it can
+  streamId = Math.max(streamId, newest, loaded);
   connect();
+  setInterval(() => loadDirectory().catch(() => {}), 30000);
 })();

@@ -1,7 +1,7 @@
 // The chat page as a person uses it, in a real browser against the real server.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 import {
   eventually, join, launchBrowser, metric, post, say, startServer, stopServer, tempDir, texts,
@@ -77,12 +77,16 @@ test('a message sent while storage fails is retried and arrives once', async () 
     const page = await join(await browser.newContext(), server.url, 'patient');
     await say(page, 'stored');
     await eventually(async () => (await texts(page)).includes('stored'), 'the first message');
-    rmSync(data, { recursive: true });  // the next POST gets 503 until the server recovers
+    // A file where the data directory was: POSTs get 503 until it is gone (the server would
+    // otherwise rebuild a removed directory within a second, maybe before the POST arrives).
+    rmSync(data, { recursive: true });
+    writeFileSync(data, 'not a directory');
     await say(page, 'sent during the failure');
+    await eventually(async () => (await metric(server.url, 'ssechat_rejected_total{reason="storage_unavailable"}')) >= 1,
+      'the first attempt refused');
+    rmSync(data);  // the server recovers; the page's retry, with the same nonce, gets through
     await eventually(async () => (await texts(page)).includes('sent during the failure'), 'the retried message');
     assert.deepEqual(await texts(page), ['stored', 'sent during the failure']);
-    assert.ok((await metric(server.url, 'ssechat_rejected_total{reason="storage_unavailable"}')) >= 1,
-      'the first attempt was refused');
     assert.equal(await page.isVisible('#error'), false);
   } finally {
     await stopServer(server);

@@ -73,10 +73,10 @@ export async function eventually(fn, what, ms = 15000) {
   }
 }
 
-// Opens the page and joins with a nickname.
-export async function join(context, url, name) {
+// Opens the page (at `path`, e.g. '/#team-a') and joins with a nickname.
+export async function join(context, url, name, path = '/') {
   const page = await context.newPage();
-  await page.goto(url + '/');
+  await page.goto(url + path);
   await page.waitForSelector('#join:not([hidden]), #composer:not([hidden])');
   if (await page.isVisible('#join')) {  // a tab of a browser that joined before skips this
     await page.fill('#name', name);
@@ -93,4 +93,41 @@ export async function say(page, text) {
 
 export function texts(page) {
   return page.$$eval('#messages .text', (els) => els.map((e) => e.textContent));
+}
+
+// Rooms. A room is joined or created by typing its name; the title says which room is in view.
+export async function goRoom(page, room) {
+  await page.fill('#room-name', room);
+  await page.press('#room-name', 'Enter');
+  await page.waitForFunction((r) => document.getElementById('room-title').textContent === '#' + r, room);
+}
+
+export async function clickRoom(page, room) {
+  await page.click(`#room-list li[data-room="${room}"] .room-link`);
+  await page.waitForFunction((r) => document.getElementById('room-title').textContent === '#' + r, room);
+}
+
+export function viewing(page) {
+  return page.textContent('#room-title');
+}
+
+// The rooms in the list of joined rooms, in order.
+export function joinedRooms(page) {
+  return page.$$eval('#room-list li', (els) => els.map((e) => e.dataset.room));
+}
+
+// The unread count shown on a joined room (0 when its badge is hidden).
+export function unread(page, room) {
+  return page.$eval(`#room-list li[data-room="${room}"] .unread`, (el) => (el.hidden ? 0 : Number(el.textContent)));
+}
+
+// Who the page says is online in the room in view.
+export function people(page) {
+  return page.$$eval('#people li', (els) => els.map((e) => e.textContent));
+}
+
+// A room's texts as the server keeps them.
+export async function roomTexts(url, room) {
+  const res = await fetch(`${url}/messages?room=${room}&limit=1000`);
+  return (await res.json()).map((m) => m.text);
 }
