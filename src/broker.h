@@ -62,6 +62,15 @@ class CommitSink {
   // The first `limit` kept messages of `room` with id > `after`, or without `after` the newest.
   virtual std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
                                           size_t limit) const = 0;
+
+  // Floors: how far back each room's kept messages no longer reach (what was dropped or forgotten
+  // is gone: a stream resuming from before it gets a reset). Storage that drops messages writes
+  // these down, and gives them back at start-up in the order they were written, between the
+  // restored messages; after the last, restored() (bounds that need every room are applied then).
+  using FloorVisitor = std::function<void(std::string_view room, uint64_t through)>;
+  virtual void for_each_floor(const FloorVisitor& visit) const = 0;
+  virtual void restore_floor(std::string_view room, uint64_t through) = 0;
+  virtual void restored() = 0;
 };
 
 struct BrokerStats {
@@ -94,6 +103,10 @@ class Broker {
   virtual void tick() = 0;
 
   virtual BrokerStats stats() const = 0;
+
+  // The hub forgot `room` (--max-rooms), whose messages went up to `through`: storage that keeps
+  // them may record it, so a restart neither brings the room back nor misses its reset.
+  virtual void room_forgotten(std::string_view room, uint64_t through) = 0;
 };
 
 }  // namespace sse

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "ascii.h"
 #include "form.h"
 #include "json.h"
 #include "message.h"
@@ -168,6 +169,12 @@ void ChatRoutes::finish(uint64_t ticket, const ReplyContext& ctx, http::Response
 void ChatRoutes::route_events(Connection& conn, Request& req) {
   if (!(req.method == Method::Get || req.method == Method::Head))
     return policy_.method_not_allowed(conn, req, "GET, HEAD");
+  StreamQuery query;
+  size_t max_rooms = std::min(max_rooms_per_stream_, hub_.max_rooms());
+  if (auto error = parse_stream_query(req.query, max_rooms, query)) {
+    metrics_.count_rejected("invalid_stream");
+    return policy_.reply(conn, req, http::error(400, *error));
+  }
   if (req.method == Method::Head) {  // the stream's head, through the same reply path as any
     http::Response r;
     r.content_type = "text/event-stream";
@@ -177,18 +184,13 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     return policy_.reply(conn, req, std::move(r));
   }
   if (policy_.draining()) return conn.close("draining");  // the EventSource reconnects elsewhere
-  StreamQuery query;
-  if (auto error = parse_stream_query(req.query, max_rooms_per_stream_, query)) {
-    metrics_.count_rejected("invalid_stream");
-    return policy_.reply(conn, req, http::error(400, *error));
-  }
   if (!hub_.can_open(query.rooms)) {
     metrics_.count_rejected("too_many_rooms");
-    return policy_.refuse_stream(conn, req, {"too many rooms are being read; try again later", 5});
+    return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5});
   }
   if (auto refusal = policy_.admit_stream(conn)) return policy_.refuse_stream(conn, req, *refusal);
   std::optional<uint64_t> last_id;
-  if (req.has_last_event_id) query.last_event_id = req.last_event_id;
+  if (req.has_last_event_id) query.last_event_id = ascii::trim_ows(req.last_event_id);
   if (req.has_last_event_id || (query.last_event_id && !query.last_event_id->empty())) {
     // An id this server never issued is treated as unknown: the client gets a reset, not silence.
     last_id = parse_u64(*query.last_event_id).value_or(UINT64_MAX);
@@ -262,6 +264,8 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
 // [{"room":"team-a","online":2,"last_id":57,"messages":40},…], most recently active
 // first: a room list for a page, never longer than kMaxListLimit.
 void ChatRoutes::list_rooms(Connection& conn, Request& req) {
+  if (!form::parse(req.query))
+    return policy_.reply(conn, req, http::error(400, "malformed query string"));
   auto limit = parse_limit(form::query_value(req.query, "limit"));
   if (!limit)
     return policy_.reply(conn, req,

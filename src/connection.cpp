@@ -167,7 +167,11 @@ void Connection::enqueue(const FrameRef& frame, size_t begin, size_t end) {
   host_.mark_dirty(*this);
 }
 
+// Replay and presence take frames only while half the byte budget is free, so catching up is
+// paced by the socket and never pushes a stream over --max-queued-bytes; live messages may use the
+// other half.
 size_t Connection::free_slots() const {
+  if (out_.pending_bytes() >= host_.settings().max_queued_bytes / 2) return 0;
   size_t limit = host_.settings().queue_frames;
   return out_.size() >= limit ? 0 : limit - out_.size();
 }

@@ -11,6 +11,7 @@ namespace sse {
 namespace {
 
 constexpr size_t kMaxPresenceNames = 100;
+constexpr size_t kMaxPresenceNameBytes = 4096;
 
 size_t entry_cost(const FrameRef& frame) {
   return frame->size() + Hub::kEntryOverhead;
@@ -40,15 +41,14 @@ const Room* Hub::find(std::string_view name) const {
 
 // ---- rooms: making, forgetting ----
 
-Room& Hub::open(const std::string& name) {
+// `may_forget`: false while restoring from storage, which replays what was forgotten itself.
+Room& Hub::open(const std::string& name, bool may_forget) {
   if (Room* room = find_mutable(name)) return *room;
-  if (rooms_.size() >= options_.max_rooms && !idle_.empty()) forget(*idle_.front());
-  if (rooms_.size() >= options_.max_rooms)  // only for a commit: its message must go somewhere
+  if (may_forget && rooms_.size() >= options_.max_rooms) forget_oldest_idle();
+  if (may_forget && rooms_.size() >= options_.max_rooms)  // a commit's message must go somewhere
     log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1);
-  uint64_t forgotten_through = forgotten_floor_;
-  if (auto it = forgotten_.find(name); it != forgotten_.end()) {
-    forgotten_through = std::max(forgotten_through, it->second);
-  }
+  uint64_t forgotten_through = 0;
+  if (auto it = forgotten_.find(name); it != forgotten_.end()) forgotten_through = it->second;
   auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, forgotten_through));
   mark_idle(*it->second);
   return *it->second;
@@ -60,20 +60,32 @@ bool Hub::can_open(const std::vector<std::string>& rooms) const {
   for (const std::string& name : rooms) {
     const Room* room = find(name);
     missing += room == nullptr;
-    idle_asked += room != nullptr && room->idle_;
+    idle_asked += room != nullptr && room->idle_in_ != nullptr;
   }
   size_t free = options_.max_rooms - std::min(options_.max_rooms, rooms_.size());
-  return missing <= free + (idle_.size() - idle_asked);
+  return missing <= free + (idle_count() - idle_asked);
 }
 
 // Drops a room nobody reads, with its kept messages; its name and last id are remembered so a
 // stream resuming it from before gets a reset instead of silence.
+void Hub::forget_oldest_idle() {
+  if (!idle_empty_.empty())
+    forget(*idle_empty_.front());
+  else if (!idle_.empty())
+    forget(*idle_.front());
+}
+
 void Hub::forget(Room& room) {
-  while (!room.history_.empty()) drop_oldest(room);
-  idle_.erase(room.idle_at_);
   ++stats_.rooms_forgotten;
   log::info("room forgotten (--max-rooms)", "room", room.name(), "last_id", room.last_id(), "rooms",
             rooms_.size() - 1);
+  if (on_forgotten) on_forgotten(room.name(), room.last_id());
+  drop_room(room);
+}
+
+void Hub::drop_room(Room& room) {
+  while (!room.history_.empty()) drop_oldest(room);
+  if (room.idle_in_) room.idle_in_->erase(room.idle_at_);
   std::string name = room.name();
   remember_forgotten(name, room.last_id());
   rooms_.erase(name);
@@ -83,23 +95,22 @@ void Hub::remember_forgotten(const std::string& name, uint64_t last_id) {
   if (forgotten_.emplace(name, last_id).second) forgotten_order_.push_back(name);
   forgotten_[name] = last_id;
   while (forgotten_order_.size() > options_.max_rooms) {
-    auto it = forgotten_.find(forgotten_order_.front());
-    forgotten_floor_ = std::max(forgotten_floor_, it->second);
-    forgotten_.erase(it);
+    forgotten_.erase(forgotten_order_.front());
     forgotten_order_.pop_front();
   }
 }
 
+// Puts `room` last in the forgetting order (it was just active, or nobody reads it any more).
 void Hub::mark_idle(Room& room) {
-  if (room.idle_) idle_.erase(room.idle_at_);
-  room.idle_ = true;
-  room.idle_at_ = idle_.insert(idle_.end(), &room);
+  if (room.idle_in_) room.idle_in_->erase(room.idle_at_);
+  room.idle_in_ = room.history_.empty() ? &idle_empty_ : &idle_;
+  room.idle_at_ = room.idle_in_->insert(room.idle_in_->end(), &room);
 }
 
 void Hub::mark_busy(Room& room) {
-  if (!room.idle_) return;
-  idle_.erase(room.idle_at_);
-  room.idle_ = false;
+  if (!room.idle_in_) return;
+  room.idle_in_->erase(room.idle_at_);
+  room.idle_in_ = nullptr;
 }
 
 // ---- history: the one window ----
@@ -127,14 +138,14 @@ void Hub::drop_oldest(Room& room) {
 
 void Hub::on_committed(uint64_t id, std::string_view room_name, const FrameRef& frame,
                        bool restored) {
-  Room& room = open(std::string(room_name));
+  Room& room = open(std::string(room_name), !restored);
   next_id_ = std::max(next_id_, id + 1);
   if (!restored) {
     ++stats_.messages;
     deliver_live(room, id, frame);
   }
   append(room, id, frame);
-  if (room.idle_) mark_idle(room);  // active again: forgotten last
+  if (room.idle_in_) mark_idle(room);  // active again: forgotten last
 }
 
 void Hub::deliver_live(Room& room, uint64_t id, const FrameRef& frame) {
@@ -178,6 +189,27 @@ std::vector<FrameRef> Hub::kept_page(std::string_view room_name, std::optional<u
   return frames;
 }
 
+void Hub::for_each_floor(const FloorVisitor& visit) const {
+  for (const auto& [name, room] : rooms_)
+    if (room->dropped_through_ > 0) visit(name, room->dropped_through_);
+  for (const auto& [name, through] : forgotten_)
+    if (!rooms_.contains(name)) visit(name, through);
+}
+
+void Hub::restore_floor(std::string_view room_name, uint64_t through) {
+  Room* room = find_mutable(room_name);
+  if (!room) return remember_forgotten(std::string(room_name), through);
+  if (through >= room->last_id_) return drop_room(*room);  // it was forgotten
+  while (!room->history_.empty() && room->history_.front().id <= through) drop_oldest(*room);
+  room->dropped_through_ = std::max(room->dropped_through_, through);
+}
+
+// Restoring made every room without forgetting any (storage replayed what was forgotten):
+// a smaller --max-rooms than before applies now.
+void Hub::restored() {
+  while (rooms_.size() > options_.max_rooms && idle_count() > 0) forget_oldest_idle();
+}
+
 std::vector<const Room*> Hub::rooms_by_activity(size_t limit) const {
   std::vector<const Room*> all;
   all.reserve(rooms_.size());
@@ -216,7 +248,7 @@ bool Hub::subscribe(Subscription& sub, const std::vector<std::string>& rooms,
   if (*last_event_id >= next_id_) {
     // An id this server never issued (it lost data, or the client is confused): every room says
     // so, then replays all it keeps.
-    for (Subscription::Member& member : sub.members_) queue_reset(sub, member);
+    for (Subscription::Member& member : sub.members_) member.reset_owed = true;
     sub.next_id_ = 0;
   } else {
     sub.next_id_ = *last_event_id + 1;
@@ -248,6 +280,7 @@ void Hub::leave(Subscription& sub) {
 bool Hub::queue_reset(Subscription& sub, Subscription::Member& member) {
   const Room& room = *member.room;
   member.reset_through = room.dropped_through_;
+  member.reset_owed = false;
   ++stats_.resets;
   return sub.sink().deliver(FrameRef(reset_event(room.name(), room.oldest_kept(), room.last_id())));
 }
@@ -259,7 +292,7 @@ void Hub::refill(Subscription& sub) {
     const Room& room = *member.room;
     bool lost =
         sub.next_id_ <= room.dropped_through_ && member.reset_through < room.dropped_through_;
-    if (!lost) continue;
+    if (!lost && !member.reset_owed) continue;
     if (sub.sink().free_slots() == 0 || !queue_reset(sub, member)) return;
   }
   replay(sub);
@@ -305,12 +338,14 @@ void Hub::send_presence() {
   presence_dirty_.clear();
   for (const std::string& name : dirty) {
     Room* room = find_mutable(name);
-    if (!room) continue;  // forgotten meanwhile
+    if (!room || !room->presence_dirty_) continue;  // forgotten (and maybe made again) meanwhile
     room->presence_dirty_ = false;
     if (room->seats_.empty()) continue;
     std::vector<std::string_view> users;
+    size_t bytes = 0;
     for (const auto& [user, count] : room->names_) {
-      if (users.size() == kMaxPresenceNames) break;
+      bytes += user.size();
+      if (users.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
       users.push_back(user);
     }
     FrameRef frame(presence_event(room->name(), room->seats_.size(), users));

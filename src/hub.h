@@ -7,12 +7,15 @@
 //   - each room keeps its newest `history_per_room` messages;
 //   - all rooms together keep at most `history_bytes` (frames plus kEntryOverhead each), dropping
 //     the globally oldest message first;
-//   - at most `max_rooms` rooms: making one more forgets the room idle longest with no
-//     subscribers (a stream that later resumes it from before gets a reset);
-//   - forgotten rooms' last ids are remembered for `max_rooms` names, then as one floor.
+//   - at most `max_rooms` rooms: making one more forgets a room nobody reads, one that keeps no
+//     messages first, else the one idle longest (a stream that later resumes it from before gets
+//     a reset);
+//   - forgotten rooms' last ids are remembered for the newest `max_rooms` names forgotten;
+//   - presence lists at most 100 names and 4 KiB of them per room.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
@@ -58,6 +61,12 @@ class Hub final : public CommitSink {
   void for_each_kept(const KeptVisitor& visit) const override;
   std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
                                   size_t limit) const override;
+  void for_each_floor(const FloorVisitor& visit) const override;
+  void restore_floor(std::string_view room, uint64_t through) override;
+  void restored() override;
+
+  // Told when a room is forgotten (for storage to record it).
+  std::function<void(std::string_view room, uint64_t through)> on_forgotten;
 
   // Whether these rooms exist or can be made now (rooms past the limit make space only by
   // forgetting rooms nobody reads).
@@ -81,6 +90,7 @@ class Hub final : public CommitSink {
   std::vector<const Room*> rooms_by_activity(size_t limit) const;
 
   size_t room_count() const { return rooms_.size(); }
+  size_t max_rooms() const { return options_.max_rooms; }
   size_t stream_count() const { return streams_; }
   size_t kept_messages() const { return kept_messages_; }
   uint64_t kept_bytes() const { return kept_bytes_; }
@@ -89,7 +99,9 @@ class Hub final : public CommitSink {
 
  private:
   Room* find_mutable(std::string_view name);
-  Room& open(const std::string& name);
+  Room& open(const std::string& name, bool may_forget = true);
+  void forget_oldest_idle();
+  void drop_room(Room& room);
   void forget(Room& room);
   void remember_forgotten(const std::string& name, uint64_t last_id);
   void append(Room& room, uint64_t id, const FrameRef& frame);
@@ -98,16 +110,18 @@ class Hub final : public CommitSink {
   void mark_idle(Room& room);
   void mark_busy(Room& room);
   void mark_presence(Room& room);
+  size_t idle_count() const { return idle_.size() + idle_empty_.size(); }
   bool queue_reset(Subscription& sub, Subscription::Member& member);
   void replay(Subscription& sub);
 
   HubOptions options_;
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
-  std::list<Room*> idle_;                                // rooms nobody reads, longest idle first
+  // Rooms nobody reads, longest idle first: those that keep no messages are forgotten first.
+  std::list<Room*> idle_empty_;
+  std::list<Room*> idle_;
   std::set<std::pair<uint64_t, Room*>> fronts_;          // each room's oldest kept id: global order
   std::unordered_map<std::string, uint64_t> forgotten_;  // name -> last id, bounded
   std::list<std::string> forgotten_order_;
-  uint64_t forgotten_floor_ = 0;  // last ids of forgotten names no longer remembered one by one
   std::vector<std::string> presence_dirty_;
   size_t kept_messages_ = 0;
   uint64_t kept_bytes_ = 0;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -18,9 +19,10 @@
 namespace sse {
 namespace {
 
-constexpr uint32_t kMagicV1 = 0x43455353;  // "SSEC": one-byte nonce length
-constexpr uint32_t kMagicV2 = 0x32455353;  // "SSE2": two-byte nonce length
-constexpr uint32_t kMagic = 0x33455353;    // "SSE3": two-byte nonce length, room
+constexpr uint32_t kMagicV1 = 0x43455353;     // "SSEC": one-byte nonce length
+constexpr uint32_t kMagicV2 = 0x32455353;     // "SSE2": two-byte nonce length
+constexpr uint32_t kMagic = 0x33455353;       // "SSE3": two-byte nonce length, room
+constexpr uint32_t kMagicFloor = 0x46455353;  // "SSEF": what the file no longer holds
 constexpr size_t kHeader = 12;
 constexpr size_t kMaxBody = 1 << 20;
 
@@ -70,11 +72,28 @@ bool read_room_and_json(uint32_t magic, std::string_view body, size_t pos, Journ
   return true;
 }
 
+bool read_floor(std::string_view body, JournalRecord& out) {
+  if (body.size() < 17) return false;
+  size_t room_len = static_cast<unsigned char>(body[16]);
+  std::string_view room = body.substr(17);
+  if (room.size() != room_len || (!room.empty() && room_name_error(room))) return false;
+  out = floor_record(get_le(body.data(), 8), std::string(room), get_le(body.data() + 8, 8));
+  return true;
+}
+
 // The record at `pos`, if one starts there, is whole, and its checksum holds.
 bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecord& out,
                size_t& length) {
   if (bytes.size() - pos < kHeader) return false;
   uint32_t magic = static_cast<uint32_t>(get_le(bytes.data() + pos, 4));
+  if (magic == kMagicFloor) {
+    size_t body_len = get_le(bytes.data() + pos + 4, 4);
+    if (body_len > kMaxBody || bytes.size() - pos - kHeader < body_len) return false;
+    std::string_view body = bytes.substr(pos + kHeader, body_len);
+    if (checksum(body) != get_le(bytes.data() + pos + 8, 4) || !read_floor(body, out)) return false;
+    length = kHeader + body_len;
+    return true;
+  }
   if (magic != kMagic && magic != kMagicV2 && magic != kMagicV1) return false;
   size_t len_bytes = magic == kMagicV1 ? 1 : 2;
   size_t min_body = 8 + len_bytes;
@@ -170,6 +189,14 @@ JournalIo& JournalIo::system() {
 }
 
 std::string encode_record(const JournalRecord& r) {
+  if (r.floor) {
+    std::string body;
+    put_u64(body, r.id);
+    put_u64(body, r.through);
+    body.push_back(static_cast<char>(r.room.size()));
+    body += r.room;
+    return frame_record(kMagicFloor, body);
+  }
   // The broker refuses longer keys; cutting one would make it match another message's.
   assert(r.nonce_key.size() <= kMaxNonceKeyBytes);
   assert(!room_name_error(r.room));
@@ -208,11 +235,13 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
   std::vector<JournalRecord> records;
   damaged = false;
   size_t pos = 0;
+  uint64_t last_id = 0;  // of the last message (floors are not in id order)
   while (pos < bytes.size()) {
-    uint64_t min_id = records.empty() ? 1 : records.back().id + 1;
+    uint64_t min_id = last_id + 1;
     JournalRecord r;
     size_t len = 0;
     if (record_at(bytes, pos, min_id, r, len)) {
+      if (!r.floor) last_id = r.id;
       records.push_back(std::move(r));
       pos += len;
       continue;
@@ -220,13 +249,13 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
     damaged = true;
     size_t next = pos + 1;
     while (next < bytes.size() && !record_at(bytes, next, min_id, r, len)) ++next;
-    std::string after = records.empty() ? "the start" : "id " + std::to_string(records.back().id);
+    std::string after = last_id == 0 ? "the start" : "id " + std::to_string(last_id);
     if (next >= bytes.size()) {
       warnings.push_back("journal tail torn or corrupt: cut " + std::to_string(bytes.size() - pos) +
                          " bytes after " + after);
       break;
     }
-    uint64_t lost = r.id - min_id;
+    uint64_t lost = r.floor ? 0 : r.id - min_id;
     warnings.push_back("journal damaged: skipped " + std::to_string(next - pos) + " bytes after " +
                        after + "; " + std::to_string(lost) + " message(s) lost before id " +
                        std::to_string(r.id));
@@ -290,7 +319,7 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
   bool damaged = false;
   std::vector<JournalRecord> records = decode_records(bytes, load.warnings, damaged);
   load.records = records.size();
-  load.last_id = records.empty() ? 0 : records.back().id;
+  for (const JournalRecord& r : records) load.last_id = std::max(load.last_id, r.id);
   if (damaged && !j->rewrite(records, true, error)) return nullptr;
   for (JournalRecord& r : records) on_record(std::move(r));
   if (j->fd_ < 0) {

@@ -6,7 +6,12 @@
 //   body   := id u64 | nonce_len u16 | nonce_key | room_len u8 | room | json   (magic "SSE3")
 //   body   := id u64 | nonce_len u16 | nonce_key | json   (magic "SSE2", read, never written)
 //   body   := id u64 | nonce_len u8  | nonce_key | json   (magic "SSEC", read, never written)
+//   body   := high_water u64 | through u64 | room_len u8 | room          (magic "SSEF", a floor)
 // (little endian). Records from before rooms belong to "general"; their JSON gains the room.
+// A floor record says what the file no longer holds, where messages are dropped from it: no id
+// up to `high_water` is ever issued again, and `room` (if any) lost its messages up to `through`
+// (compaction writes one per room that dropped some before the messages; forgetting a room
+// appends one), so a restart still sends `reset` to a stream that missed them.
 //
 // Start-up reads every record; a torn or corrupt tail is cut off, damage in the middle is skipped
 // to the next valid record; either way the file is rewritten clean and a warning says what was
@@ -35,11 +40,17 @@
 namespace sse {
 
 struct JournalRecord {
-  uint64_t id;
+  uint64_t id;            // a floor: its high water
   std::string nonce_key;  // at most kMaxNonceKeyBytes
-  std::string room;       // a valid room name (at most 64 bytes)
+  std::string room;       // a valid room name (at most 64 bytes); a floor: may be empty
   std::string json;
+  bool floor = false;
+  uint64_t through = 0;  // a floor: the room's messages up to this id are gone
 };
+
+inline JournalRecord floor_record(uint64_t high_water, std::string room, uint64_t through) {
+  return {high_water, {}, std::move(room), {}, true, through};
+}
 
 inline constexpr size_t kMaxNonceKeyBytes = 65535;
 

@@ -39,12 +39,17 @@ bool LocalBroker::start(std::string& error) {
   journal_ = Journal::open(
       jo,
       [this](JournalRecord&& r) {
-        next_id_ = r.id + 1;
+        next_id_ = std::max(next_id_, r.id + 1);
+        if (r.floor) {
+          if (!r.room.empty()) sink_.restore_floor(r.room, r.through);
+          return;
+        }
         FrameRef frame = message_frame(r.id, r.json);
         commit({r.id, std::move(r.nonce_key), std::move(r.room), std::move(frame)}, true);
       },
       load, error);
   if (!journal_) return false;
+  sink_.restored();
   for (const std::string& w : load.warnings) log::warn(w, "data_dir", options_.data_dir);
   log::info("journal loaded", "records", load.records, "last_id", load.last_id, "data_dir",
             options_.data_dir);
@@ -199,10 +204,15 @@ void LocalBroker::compact_if_needed() {
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
 }
 
-// What the hub keeps (with the nonces still remembered for those messages), then what waits for
-// the disk: everything a rewritten journal must hold.
+// The floors (the highest id issued, and how far back each room no longer reaches), what the hub
+// keeps (with the nonces still remembered for those messages), then what waits for the disk:
+// everything a rewritten journal must hold.
 std::vector<JournalRecord> LocalBroker::window_records() const {
   std::vector<JournalRecord> records;
+  records.push_back(floor_record(next_id_ - 1, "", 0));
+  sink_.for_each_floor([&](std::string_view room, uint64_t through) {
+    records.push_back(floor_record(next_id_ - 1, std::string(room), through));
+  });
   auto nonce = nonce_order_.begin();
   sink_.for_each_kept([&](uint64_t id, std::string_view room, const FrameRef& frame) {
     while (nonce != nonce_order_.end() && nonce->first < id) ++nonce;
@@ -222,6 +232,14 @@ void LocalBroker::read_history(std::string room, std::optional<uint64_t> after, 
   reactor_.defer([done = std::move(done), frames = sink_.kept_page(room, after, limit)]() mutable {
     done(std::move(frames));
   });
+}
+
+void LocalBroker::room_forgotten(std::string_view room, uint64_t through) {
+  if (!journal_ || !failure_.empty()) return;  // a recovery rewrites the floors anyway
+  uint64_t seq = 0;
+  std::string error;
+  if (!journal_->append(floor_record(next_id_ - 1, std::string(room), through), seq, error))
+    fail(error);
 }
 
 std::optional<std::string> LocalBroker::unavailable() const {

@@ -45,6 +45,7 @@ class LocalBroker final : public Broker {
   bool idle() const override { return pending_.empty(); }
   void tick() override;
   BrokerStats stats() const override;
+  void room_forgotten(std::string_view room, uint64_t through) override;
 
  private:
   class JournalWatcher;

@@ -63,8 +63,8 @@ class Room {
   std::vector<Seat> seats_;
   std::map<std::string, uint32_t> names_;
   bool presence_dirty_ = false;
-  bool idle_ = false;                   // no subscribers: in the hub's forgetting order
-  std::list<Room*>::iterator idle_at_;  // valid while idle_
+  std::list<Room*>* idle_in_ = nullptr;  // no subscribers: the hub's forgetting order it is in
+  std::list<Room*>::iterator idle_at_;   // valid while idle_in_
 };
 
 }  // namespace sse

@@ -50,6 +50,9 @@ Server::Server(Reactor& reactor, const Config& config)
 Server::~Server() = default;
 
 bool Server::start(std::string& error, int inherited_fd) {
+  hub_.on_forgotten = [this](std::string_view room, uint64_t through) {
+    broker_->room_forgotten(room, through);
+  };
   if (!policy_.validate(error) || !broker_->start(error)) return false;
   int fd = inherited_fd;
   if (fd < 0) {

@@ -38,6 +38,7 @@ class Subscription {
     Room* room;
     size_t seat;                 // position in the room's seats, for O(1) removal
     uint64_t reset_through = 0;  // the room's dropped_through() this stream was told of
+    bool reset_owed = false;     // a reset to send before anything more of this room
   };
 
   Sink& sink() const { return sink_; }

@@ -334,3 +334,72 @@ TEST(Hub, RestoredMessagesAreKeptNotDelivered) {
   EXPECT_EQ(hub.kept_messages(), 1u);
   EXPECT_EQ(hub.stats().messages, 0u);
 }
+
+TEST(Hub, ResetsForAnIdFromTheFutureWaitForRoomInTheQueue) {
+  Hub hub(options(100));
+  Poster p(hub);
+  std::vector<std::string> rooms = {"a", "b", "c", "d", "e"};
+  for (const auto& room : rooms) p.post(room);
+  FakeStream s(hub, 1);  // one frame at a time: five resets must not overflow it
+  ASSERT_TRUE(hub.subscribe(s.sub, rooms, 99));
+  while (!s.sub.live()) s.drain_all();
+  EXPECT_EQ(events(s, "reset").size(), 5u);
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(hub.stats().slow_consumers, 0u);
+}
+
+TEST(Hub, RoomsThatKeepNothingAreForgottenFirst) {
+  Hub hub(options(100, 1ull << 30, 3));
+  Poster p(hub);
+  p.post("important");
+  {
+    FakeStream junk(hub, 10);
+    hub.subscribe(junk.sub, {"junk1", "junk2"}, std::nullopt);
+  }
+  FakeStream more(hub, 10);
+  ASSERT_TRUE(hub.subscribe(more.sub, {"junk3", "junk4"}, std::nullopt));
+  EXPECT_NE(hub.find("important"), nullptr);
+  EXPECT_EQ(hub.find("junk1"), nullptr);
+  EXPECT_EQ(hub.find("junk2"), nullptr);
+}
+
+TEST(Hub, APresenceChangeIsSentOnceEvenIfTheRoomWasForgottenAndMadeAgain) {
+  Hub hub(options(100, 1ull << 30, 1));
+  FakeStream watcher(hub, 100);
+  {
+    FakeStream a(hub, 100, "ann");
+    hub.subscribe(a.sub, {"a"}, std::nullopt);
+  }
+  Poster p(hub);
+  p.post("b");  // forgets a, whose presence change is still pending
+  hub.subscribe(watcher.sub, {"a"}, std::nullopt);  // forgets b, makes a again
+  hub.send_presence();
+  EXPECT_EQ(events(watcher, "presence").size(), 1u);
+}
+
+TEST(Hub, FloorsComeBackAfterARestart) {
+  Hub before(options(2, 1ull << 30, 2));
+  Poster p(before);
+  for (int i = 0; i < 4; ++i) p.post("a");  // keeps 3, 4
+  p.post("b");                              // 5
+  p.post("c");                              // 6: forgets a? no: a is idle longest -> forgotten
+  std::vector<std::pair<std::string, uint64_t>> floors;
+  before.for_each_floor(
+      [&](std::string_view room, uint64_t through) { floors.emplace_back(room, through); });
+  std::sort(floors.begin(), floors.end());
+  EXPECT_EQ(floors, (std::vector<std::pair<std::string, uint64_t>>{{"a", 4}}));
+
+  // A restart replays the floors, then what was kept; a resume of a hears it is gone.
+  Hub after(options(2, 1ull << 30, 2));
+  for (auto& [room, through] : floors) after.restore_floor(room, through);
+  Poster q(after);
+  q.next = 5;
+  q.post("b", true);
+  q.post("c", true);
+  after.restored();
+  FakeStream s(after, 10);
+  after.subscribe(s.sub, {"a", "b"}, 2);
+  EXPECT_EQ(events(s, "reset"),
+            (std::vector<std::string>{R"({"room":"a","oldest":5,"newest":4})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{5}));
+}

@@ -82,11 +82,11 @@ struct FaultyIo : sse::JournalIo {
 struct Sink : sse::CommitSink {
   sse::Hub hub{sse::HubOptions{100, 1ull << 30, 1000}};
   std::vector<uint64_t> live;
-  std::vector<uint64_t> restored;
+  std::vector<uint64_t> restored_ids;
   std::vector<std::string> rooms;
   void on_committed(uint64_t id, std::string_view room, const FrameRef& frame,
                     bool was_restored) override {
-    (was_restored ? restored : live).push_back(id);
+    (was_restored ? restored_ids : live).push_back(id);
     rooms.emplace_back(room);
     hub.on_committed(id, room, frame, was_restored);
   }
@@ -95,6 +95,11 @@ struct Sink : sse::CommitSink {
                                   size_t limit) const override {
     return hub.kept_page(room, after, limit);
   }
+  void for_each_floor(const FloorVisitor& visit) const override { hub.for_each_floor(visit); }
+  void restore_floor(std::string_view room, uint64_t through) override {
+    hub.restore_floor(room, through);
+  }
+  void restored() override { hub.restored(); }
 };
 
 struct Answer {
@@ -172,7 +177,7 @@ LocalBrokerOptions options(const std::string& dir, FsyncPolicy fsync, sse::Journ
 std::vector<uint64_t> ids_after_restart(const std::string& dir) {
   Fixture f(options(dir, FsyncPolicy::Never));
   f.start();
-  return f.sink.restored;
+  return f.sink.restored_ids;
 }
 
 std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
@@ -204,7 +209,7 @@ TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
   }
   Fixture f(options(dir, FsyncPolicy::EverySec));
   f.start();
-  EXPECT_EQ(f.sink.restored, ids({1, 2, 3}));
+  EXPECT_EQ(f.sink.restored_ids, ids({1, 2, 3}));
   EXPECT_EQ(f.publish_and_wait("after").id, 4u);
   EXPECT_EQ(f.broker->stats().last_id, 4u);
 }
@@ -406,7 +411,7 @@ TEST(LocalBroker, JournalOfThePreviousFormatsStillLoads) {
   std::ofstream(dir + "/journal", std::ios::binary) << bytes;
   Fixture f(options(dir, FsyncPolicy::EverySec));
   f.start();
-  EXPECT_EQ(f.sink.restored, ids({1, 2, 3}));
+  EXPECT_EQ(f.sink.restored_ids, ids({1, 2, 3}));
   EXPECT_EQ(f.sink.rooms, (std::vector<std::string>{"general", "general", "general"}));
   auto page = f.sink.kept_page("general", 2, 1);
   ASSERT_EQ(page.size(), 1u);
@@ -444,8 +449,8 @@ TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
   }
   Fixture f(options(dir, FsyncPolicy::Never));
   f.start();
-  EXPECT_LT(f.sink.restored.size(), 201u);  // compacted: bob's oldest are gone from the file
-  EXPECT_EQ(f.sink.restored.front(), 1u);
+  EXPECT_LT(f.sink.restored_ids.size(), 201u);  // compacted: bob's oldest are gone from the file
+  EXPECT_EQ(f.sink.restored_ids.front(), 1u);
   EXPECT_EQ(f.sink.rooms.front(), "team-a");
   EXPECT_EQ(f.history(0, 10, "team-a"), ids({1}));
   EXPECT_EQ(f.history(std::nullopt, 1000).size(), 100u);  // the hub keeps 100 per room

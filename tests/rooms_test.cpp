@@ -2,9 +2,11 @@
 // resumes exactly across reconnects, per-room resets, presence names, GET /rooms, restart, and
 // --max-rooms.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <random>
 #include <set>
@@ -314,4 +316,105 @@ TEST(Rooms, PastMaxRoomsTheIdleLongestIsForgottenAndItsStreamsAreReset) {
   EXPECT_EQ(post->status, 503);
   EXPECT_FALSE(post->header("retry-after").empty());
   EXPECT_EQ(post_id(server.port(), "c"), 4u);  // the server serves on
+}
+
+// A backlog far larger than --max-queued-bytes is replayed paced by the socket, never refused.
+TEST(Rooms, AResumeLargerThanTheByteBudgetIsPacedNotRefused) {
+  ServerProcess server({"--max-queued-bytes", "2097152", "--max-body", "16384"});
+  std::string text;
+  for (int i = 0; i < 1998; ++i) text += "\\u2028";  // six bytes each once escaped again
+  Client poster(server.port());
+  for (int i = 0; i < 300; ++i) {
+    auto r = poster.post_json(R"({"user":"u","text":"a)" + text + R"(a"})");
+    ASSERT_TRUE(r && r->status == 201);
+  }
+  Subscription s(server.port(), "0");
+  ASSERT_TRUE(s.ok);
+  for (int want = 1; want <= 300; ++want) {
+    auto m = s.reader.next_message();
+    ASSERT_TRUE(m) << want;
+    ASSERT_EQ(m->id, std::to_string(want));
+  }
+  EXPECT_EQ(metric(server.port(), "ssechat_slow_consumer_disconnects_total"), 0u);
+}
+
+// What compaction dropped, and rooms that were forgotten, still reset a resuming stream after a
+// restart; a forgotten room does not come back.
+TEST(Rooms, ResetsAndForgottenRoomsSurviveARestart) {
+  std::string dir = make_temp_dir();
+  std::vector<std::string> args = {"--data-dir",  dir, "--history",           "3",
+                                   "--max-rooms", "3", "--journal-max-bytes", "4096"};
+  {
+    ServerProcess server(args, false);
+    post_id(server.port(), "gone");                            // 1
+    for (int i = 0; i < 10; ++i) post_id(server.port(), "a");  // 2..11: keeps 9..11
+    post_id(server.port(), "b");                               // 12
+    for (int i = 0; i < 60; ++i) post_id(server.port(), "c");  // forgets gone; compacts
+    EXPECT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
+  }
+  ServerProcess server(args, false);
+  Client c(server.port());
+  auto rooms = c.get("/rooms");
+  ASSERT_TRUE(rooms);
+  EXPECT_EQ(rooms->body.find("\"gone\""), std::string::npos) << rooms->body;
+  Subscription s(server.port(), "0", "?room=a&room=gone");
+  ASSERT_TRUE(s.ok);
+  std::set<std::string> resets;
+  for (int i = 0; i < 2; ++i) {
+    auto e = s.reader.next();
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->event, "reset") << e->raw;
+    resets.insert(e->data);
+  }
+  EXPECT_EQ(resets, (std::set<std::string>{R"({"room":"a","oldest":9,"newest":11})",
+                                           R"({"room":"gone","oldest":2,"newest":1})"}));
+  EXPECT_EQ(s.reader.next_message()->id, "9");
+}
+
+// The room of the newest message is forgotten, then the journal is rewritten from memory (the
+// data directory was removed): a restart still never issues that id again.
+TEST(Rooms, IdsAreNeverReusedWhenTheNewestRoomWasForgotten) {
+  std::string dir = make_temp_dir();
+  std::vector<std::string> args = {"--data-dir", dir, "--max-rooms", "2"};
+  ServerProcess server(args, false);
+  Subscription reader(server.port(), "", "?room=a");
+  ASSERT_TRUE(reader.ok);
+  EXPECT_EQ(post_id(server.port(), "a"), 1u);
+  EXPECT_EQ(post_id(server.port(), "b"), 2u);
+  {
+    Subscription other(server.port(), "", "?room=c");  // forgets b
+    ASSERT_TRUE(other.ok);
+  }
+  std::filesystem::remove_all(dir);
+  // Storage recovers within a second or so, rewriting the journal from memory.
+  for (int i = 0; i < 200 && !std::filesystem::exists(dir + "/journal"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Client probe(server.port());
+  for (int i = 0; i < 100; ++i) {
+    auto h = probe.get("/healthz");
+    if (h && h->status == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
+  ServerProcess again(args, false);
+  EXPECT_EQ(post_id(again.port(), "a"), 3u);
+}
+
+TEST(Rooms, HeadMalformedQueriesAndImpossibleStreamsAreRefusedPlainly) {
+  ServerProcess server({"--max-rooms", "2"});
+  Client c(server.port());
+  ASSERT_TRUE(c.send("HEAD /events?room=A HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto head = c.read_response(true);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 400);
+  EXPECT_EQ(c.get("/rooms?limit=1%")->status, 400);
+  // Three rooms can never be read at once with --max-rooms 2: no "retry later" that never works.
+  EXPECT_EQ(c.get("/events?room=a&room=b&room=c", "Accept: text/event-stream\r\n")->status, 400);
+  uint64_t id = post_id(server.port(), "a");
+  Subscription padded(server.port(), std::to_string(id - 1) + " ", "?room=a");  // OWS around it
+  ASSERT_TRUE(padded.ok);
+  auto first = padded.reader.next();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->event, "");
+  EXPECT_EQ(first->id, std::to_string(id));
 }
