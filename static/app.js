@@ -143,13 +143,19 @@ function joinedInOrder() {
   return [DEFAULT_ROOM, ...rest];
 }
 
-function joinedItem(name) {
+// A room in a list: its link, then a badge (unread count, or how many are online).
+function roomItem(name, badgeClass) {
   const li = document.createElement('li');
   li.className = 'room-item';
   li.dataset.room = name;
   const badge = document.createElement('span');
-  badge.className = 'unread';
+  badge.className = badgeClass;
   li.append(roomLink(name), badge);
+  return li;
+}
+
+function joinedItem(name) {
+  const li = roomItem(name, 'unread');
   if (name !== DEFAULT_ROOM) {
     const leave = document.createElement('button');
     leave.type = 'button';
@@ -164,13 +170,7 @@ function joinedItem(name) {
 }
 
 function otherItem(name) {
-  const li = document.createElement('li');
-  li.className = 'room-item';
-  li.dataset.room = name;
-  const count = document.createElement('span');
-  count.className = 'count';
-  li.append(roomLink(name), count);
-  return li;
+  return roomItem(name, 'count');
 }
 
 // Updates `ul` to hold one item per name, in order, reusing the items it has (so a button being
