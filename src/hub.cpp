@@ -50,8 +50,10 @@ Room& Hub::open(const std::string& name, bool may_forget) {
   uint64_t forgotten_through = 0;
   if (auto it = forgotten_.find(name); it != forgotten_.end()) forgotten_through = it->second;
   auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, forgotten_through));
-  mark_idle(*it->second);
-  return *it->second;
+  Room& room = *it->second;
+  room.active_at_ = by_activity_.insert(by_activity_.end(), &room);
+  mark_idle(room);
+  return room;
 }
 
 bool Hub::can_open(const std::vector<std::string>& rooms) const {
@@ -86,6 +88,7 @@ void Hub::forget(Room& room) {
 void Hub::drop_room(Room& room) {
   while (!room.history_.empty()) drop_oldest(room);
   if (room.idle_in_) room.idle_in_->erase(room.idle_at_);
+  by_activity_.erase(room.active_at_);
   std::string name = room.name();
   remember_forgotten(name, room.last_id());
   rooms_.erase(name);
@@ -119,6 +122,7 @@ void Hub::append(Room& room, uint64_t id, const FrameRef& frame) {
   if (room.history_.empty()) fronts_.emplace(id, &room);
   room.history_.push_back({id, frame});
   room.last_id_ = id;
+  by_activity_.splice(by_activity_.begin(), by_activity_, room.active_at_);
   ++kept_messages_;
   kept_bytes_ += entry_cost(frame);
   if (room.history_.size() > options_.history_per_room) drop_oldest(room);
@@ -211,17 +215,10 @@ void Hub::restored() {
 }
 
 std::vector<const Room*> Hub::rooms_by_activity(size_t limit) const {
-  std::vector<const Room*> all;
-  all.reserve(rooms_.size());
-  for (const auto& [name, room] : rooms_) all.push_back(room.get());
-  limit = std::min(limit, all.size());
-  std::partial_sort(all.begin(), all.begin() + static_cast<ptrdiff_t>(limit), all.end(),
-                    [](const Room* a, const Room* b) {
-                      if (a->last_id() != b->last_id()) return a->last_id() > b->last_id();
-                      return a->name() < b->name();
-                    });
-  all.resize(limit);
-  return all;
+  std::vector<const Room*> rooms;
+  for (auto it = by_activity_.begin(); it != by_activity_.end() && rooms.size() < limit; ++it)
+    rooms.push_back(*it);
+  return rooms;
 }
 
 // ---- streams ----

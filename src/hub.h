@@ -86,7 +86,7 @@ class Hub final : public CommitSink {
   void send_presence();
 
   const Room* find(std::string_view name) const;
-  // Up to `limit` rooms, most recently active (highest last id) first.
+  // Up to `limit` rooms, most recently active (newest message) first: O(limit).
   std::vector<const Room*> rooms_by_activity(size_t limit) const;
 
   size_t room_count() const { return rooms_.size(); }
@@ -119,6 +119,7 @@ class Hub final : public CommitSink {
   // Rooms nobody reads, longest idle first: those that keep no messages are forgotten first.
   std::list<Room*> idle_empty_;
   std::list<Room*> idle_;
+  std::list<Room*> by_activity_;  // newest message first, rooms without messages last
   std::set<std::pair<uint64_t, Room*>> fronts_;          // each room's oldest kept id: global order
   std::unordered_map<std::string, uint64_t> forgotten_;  // name -> last id, bounded
   std::list<std::string> forgotten_order_;

@@ -403,3 +403,16 @@ TEST(Hub, FloorsComeBackAfterARestart) {
             (std::vector<std::string>{R"({"room":"a","oldest":5,"newest":4})"}));
   EXPECT_EQ(ids(s), (std::vector<uint64_t>{5}));
 }
+
+TEST(Hub, ListsRoomsByNewestMessage) {
+  Hub hub(options(100));
+  Poster p(hub);
+  for (const char* room : {"a", "b", "c", "a"}) p.post(room);
+  FakeStream reader(hub, 10);
+  hub.subscribe(reader.sub, {"quiet"}, std::nullopt);
+  p.post("b");
+  std::vector<std::string> order;
+  for (const sse::Room* room : hub.rooms_by_activity(10)) order.push_back(room->name());
+  EXPECT_EQ(order, (std::vector<std::string>{"b", "a", "c", "quiet"}));
+  EXPECT_EQ(hub.rooms_by_activity(2).size(), 2u);
+}
