@@ -7,8 +7,18 @@
 //           [--idle-seconds S]   (idle: connect N, hold, measure RSS per subscriber, no messages)
 //           [--hostile H]        (H more connections that each pipeline 16 requests for the whole
 //                                 history and never read, held open while the honest load runs)
+//           [--rooms R]          (rooms r0..r{R-1}: subscriber i reads ?room=r{i mod R} and
+//                                 message k goes to room r{k mod R}, so a message is expected by
+//                                 its room's subscribers only)
+//   loadgen --port P --server-pid PID --memory-rooms R --memory-messages M [--memory-spread K]
+//           [--text-bytes B]     (memory: reads the server's RSS, posts one message of a B-byte
+//                                 text to each of R new rooms, reads it again, posts M more over K
+//                                 new rooms, reads it again; reports bytes per room and per kept
+//                                 message. The server needs --max-rooms > R + K, --history >= M/K
+//                                 and a --history-memory that holds them all.)
 //
-// Exit status 1 if any delivery is missing or duplicated.
+// Exit status 1 if any delivery is missing or duplicated (or, with --memory-*, if a post failed
+// or the server did not keep every room and message).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -46,8 +56,22 @@ struct Options {
   int idle_seconds = 0;
   int wave = 500;
   int hostile = 0;
+  int rooms = 0;  // 0: no room named anywhere (the server's default room), as before rooms
   std::string path = "/events";
+  int memory_rooms = 0;  // > 0 or memory_messages > 0: the memory mode
+  int memory_messages = 0;
+  int memory_spread = 10;
+  int text_bytes = 100;
 };
+
+// "<prefix><k>" (built by appending: GCC 12 warns falsely on "literal" + std::to_string).
+std::string numbered(const char* prefix, int k) {
+  return std::string(prefix).append(std::to_string(k));
+}
+
+std::string room_name(int k) {
+  return numbered("r", k);
+}
 
 // Server CPU (user+system, seconds) and RSS (KiB) from /proc.
 double proc_cpu_seconds(int pid) {
@@ -165,19 +189,35 @@ class Publisher {
   int in_flight() const { return in_flight_; }
   bool failed() const { return failed_; }
 
-  bool send(int seq) {
-    char body[128];
-    int n = std::snprintf(body, sizeof body, "{\"user\":\"bench\",\"text\":\"%d %lld\"}", seq,
-                          static_cast<long long>(now_ns()));
-    char req[512];
-    int m = std::snprintf(
-        req, sizeof req,
+  // The message numbered `seq`, stamped with the time now, to `room` (empty: none named).
+  bool send(int seq, const std::string& room = {}) {
+    char body[192];
+    int n = std::snprintf(body, sizeof body, "{\"user\":\"bench\",\"text\":\"%d %lld\"%s%s%s}", seq,
+                          static_cast<long long>(now_ns()), room.empty() ? "" : ",\"room\":\"",
+                          room.c_str(), room.empty() ? "" : "\"");
+    return send_body(std::string_view(body, static_cast<size_t>(n)));
+  }
+
+  bool send_body(std::string_view body) {
+    std::string req =
         "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        "Content-Length: %d\r\n\r\n%s",
-        n, body);
-    if (::write(fd_, req, m) != m) return false;
+        "Content-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n";
+    req += body;
+    if (::write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return false;
     ++in_flight_;
     return true;
+  }
+
+  // GET `path` on this connection once nothing is in flight; the body, or "" on failure.
+  std::string get(const std::string& path) {
+    std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    if (in_flight_ != 0 || ::write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size()))
+      return "";
+    ++in_flight_;
+    last_body_.clear();
+    while (in_flight_ > 0 && !failed_) on_readable();
+    return failed_ ? "" : last_body_;
   }
 
   // Reads what is there and counts the complete responses; a non-2xx marks the run failed.
@@ -202,6 +242,7 @@ class Publisher {
         std::fprintf(stderr, "publish failed: %s\n", buf_.substr(0, buf_.find('\r')).c_str());
         failed_ = true;
       }
+      last_body_ = buf_.substr(end + 4, len);
       buf_.erase(0, end + 4 + len);
       --in_flight_;
     }
@@ -212,6 +253,7 @@ class Publisher {
   int in_flight_ = 0;
   bool failed_ = false;
   std::string buf_;
+  std::string last_body_;
 };
 
 double percentile(std::vector<int64_t>& v, double p) {
@@ -246,6 +288,16 @@ Options parse(int argc, char** argv) {
       o.hostile = std::stoi(next());
     else if (a == "--path")
       o.path = next();
+    else if (a == "--rooms")
+      o.rooms = std::stoi(next());
+    else if (a == "--memory-rooms")
+      o.memory_rooms = std::stoi(next());
+    else if (a == "--memory-messages")
+      o.memory_messages = std::stoi(next());
+    else if (a == "--memory-spread")
+      o.memory_spread = std::max(1, std::stoi(next()));
+    else if (a == "--text-bytes")
+      o.text_bytes = std::stoi(next());
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       std::exit(2);
@@ -254,30 +306,124 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
+// The value of an unlabelled metric in a Prometheus text page (-1 when absent).
+double metric(const std::string& page, std::string_view name) {
+  for (size_t pos = page.find(name); pos != std::string::npos; pos = page.find(name, pos + 1)) {
+    size_t after = pos + name.size();
+    if ((pos == 0 || page[pos - 1] == '\n') && after < page.size() && page[after] == ' ')
+      return std::strtod(page.c_str() + after + 1, nullptr);
+  }
+  return -1;
+}
+
+// Memory per room and per kept message, from the server's RSS (see the header).
+int memory_mode(const Options& opt) {
+  if (opt.server_pid == 0 || opt.memory_rooms <= 0 || opt.memory_messages <= opt.memory_spread) {
+    std::fprintf(stderr,
+                 "memory mode needs --server-pid, --memory-rooms and --memory-messages "
+                 "above --memory-spread\n");
+    return 2;
+  }
+  Publisher pub(opt.port);
+  if (pub.fd() < 0) {
+    std::fprintf(stderr, "connect failed: %s\n", strerror(errno));
+    return 2;
+  }
+  // A chat line's worth of words: printable, nothing JSON escapes.
+  const std::string_view words = "the quick brown fox jumps over the lazy dog, then naps. ";
+  std::string text;
+  while (text.size() < static_cast<size_t>(opt.text_bytes)) text += words;
+  text.resize(static_cast<size_t>(opt.text_bytes));
+  // Posts `n` messages, message i to room_of(i), up to 32 in flight.
+  auto post = [&](int n, auto room_of) {
+    int sent = 0;
+    while (sent < n || pub.in_flight() > 0) {
+      while (sent < n && pub.in_flight() < 32) {
+        std::string body =
+            "{\"user\":\"bench\",\"text\":\"" + text + "\",\"room\":\"" + room_of(sent) + "\"}";
+        if (!pub.send_body(body)) return false;
+        ++sent;
+      }
+      pub.on_readable();
+      if (pub.failed()) return false;
+    }
+    return true;
+  };
+  struct Point {
+    long rss_kib;
+    double rooms, messages, bytes;
+  };
+  auto measure = [&] {
+    usleep(300000);
+    std::string page = pub.get("/metrics");
+    return Point{proc_rss_kib(opt.server_pid), metric(page, "ssechat_rooms"),
+                 metric(page, "ssechat_history_messages"), metric(page, "ssechat_history_bytes")};
+  };
+  const int rooms = opt.memory_rooms, messages = opt.memory_messages, spread = opt.memory_spread;
+  // Warm-up, counted in no figure: the allocator's first arenas, the connection, one room.
+  bool ok = post(1000, [](int) { return std::string("warmup"); });
+  Point p0 = measure();
+  ok = ok && post(rooms, [](int i) { return numbered("m", i); });
+  Point p1 = measure();
+  ok = ok && post(messages, [&](int i) { return numbered("k", i % spread); });
+  Point p2 = measure();
+  ok = ok && p1.rooms - p0.rooms == rooms && p2.rooms - p1.rooms == spread &&
+       p1.messages - p0.messages == rooms && p2.messages - p1.messages == messages;
+  // Step 1 costs rooms * (room + message); step 2 costs spread * room + messages * message.
+  double a = static_cast<double>(p1.rss_kib - p0.rss_kib) * 1024;
+  double b = static_cast<double>(p2.rss_kib - p1.rss_kib) * 1024;
+  double per_message = (b - spread * a / rooms) / (messages - spread);
+  double per_room = a / rooms - per_message;
+  std::printf(
+      "memory_rooms=%d memory_messages=%d memory_spread=%d text_bytes=%d rss0_kib=%ld rss1_kib=%ld "
+      "rss2_kib=%ld bytes_per_room_with_message=%.0f bytes_per_idle_room=%.0f "
+      "bytes_per_kept_message=%.0f counted_bytes_per_message=%.0f rooms_kept=%.0f "
+      "messages_kept=%.0f ok=%d\n",
+      rooms, messages, spread, opt.text_bytes, p0.rss_kib, p1.rss_kib, p2.rss_kib, a / rooms,
+      per_room, per_message, (p2.bytes - p1.bytes) / messages, p2.rooms, p2.messages, ok ? 1 : 0);
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options opt = parse(argc, argv);
+  if (opt.memory_rooms > 0 || opt.memory_messages > 0) return memory_mode(opt);
   rlimit lim{};
   getrlimit(RLIMIT_NOFILE, &lim);
   lim.rlim_cur = lim.rlim_max;
   setrlimit(RLIMIT_NOFILE, &lim);
 
+  // With rooms, subscriber i reads room i mod R and message k goes to room k mod R: a message is
+  // expected once by each subscriber of its room.
+  std::vector<long> room_subscribers(static_cast<size_t>(std::max(opt.rooms, 1)), 0);
+  for (int i = 0; i < opt.subscribers; ++i)
+    ++room_subscribers[static_cast<size_t>(opt.rooms > 0 ? i % opt.rooms : 0)];
+  long expected = 0;
+  for (int k = 0; k < opt.messages; ++k)
+    expected += room_subscribers[static_cast<size_t>(opt.rooms > 0 ? k % opt.rooms : 0)];
+
   int ep = epoll_create1(EPOLL_CLOEXEC);
   std::vector<Subscriber> subs(static_cast<size_t>(opt.subscribers));
   Stats st;
-  st.latencies_ns.reserve(static_cast<size_t>(opt.subscribers) * static_cast<size_t>(opt.messages));
+  st.latencies_ns.reserve(static_cast<size_t>(expected));
   long rss_before = opt.server_pid ? proc_rss_kib(opt.server_pid) : 0;
 
   // Connect in waves, each wave waiting for its 200 heads, so the listener's backlog never drops.
   int64_t connect_start = now_ns();
-  std::string req =
-      "GET " + opt.path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+  auto subscribe_request = [&](int i) {
+    std::string path = opt.path;
+    if (opt.rooms > 0)
+      path +=
+          (path.find('?') == std::string::npos ? "?room=" : "&room=") + room_name(i % opt.rooms);
+    return "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
+  };
   epoll_event events[1024];
   for (int base = 0; base < opt.subscribers; base += opt.wave) {
     int end = std::min(opt.subscribers, base + opt.wave);
     for (int i = base; i < end; ++i) {
       Subscriber& s = subs[static_cast<size_t>(i)];
+      std::string req = subscribe_request(i);
       s.seen.assign(static_cast<size_t>(opt.messages), 0);
       s.fd = connect_to(opt.port);
       if (s.fd < 0 || ::write(s.fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
@@ -348,13 +494,12 @@ int main(int argc, char** argv) {
   double cpu_before = opt.server_pid ? proc_cpu_seconds(opt.server_pid) : 0;
   int64_t start = now_ns();
   int64_t interval = opt.rate > 0 ? static_cast<int64_t>(1e9 / opt.rate) : 0;
-  long expected = static_cast<long>(opt.subscribers) * opt.messages;
   int sent = 0;
   int64_t last_progress = now_ns();
   long last_deliveries = 0;
   while (st.deliveries + st.duplicates < expected && !pub.failed()) {
     while (sent < opt.messages && pub.in_flight() < window && now_ns() >= start + sent * interval) {
-      if (!pub.send(sent)) break;
+      if (!pub.send(sent, opt.rooms > 0 ? room_name(sent % opt.rooms) : std::string())) break;
       ++sent;
     }
     int timeout_ms = 100;
@@ -395,11 +540,12 @@ int main(int argc, char** argv) {
   std::printf(
       "subscribers=%d messages=%d sent=%d deliveries=%ld missing=%ld duplicates=%ld elapsed_s=%.3f "
       "deliveries_per_s=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f connect_s=%.3f "
-      "server_cpu_s=%.3f cpu_us_per_delivery=%.3f hostile=%zu\n",
+      "server_cpu_s=%.3f cpu_us_per_delivery=%.3f hostile=%zu rooms=%d\n",
       opt.subscribers, opt.messages, sent, st.deliveries, missing, st.duplicates, elapsed,
       static_cast<double>(st.deliveries) / elapsed, percentile(st.latencies_ns, 0.50),
       percentile(st.latencies_ns, 0.90), percentile(st.latencies_ns, 0.99),
       percentile(st.latencies_ns, 1.0), connect_s, cpu,
-      st.deliveries ? cpu * 1e6 / static_cast<double>(st.deliveries) : 0.0, hostile.size());
+      st.deliveries ? cpu * 1e6 / static_cast<double>(st.deliveries) : 0.0, hostile.size(),
+      opt.rooms);
   return (missing != 0 || st.duplicates != 0 || !publish_ok) ? 1 : 0;
 }
