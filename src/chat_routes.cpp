@@ -112,13 +112,43 @@ http::Response publish_answer(const PublishResult& result) {
   return r;
 }
 
+// 401: a token is needed here and none (`presented` false) or no valid one was presented.
+http::Response unauthorized(std::string_view reason, bool presented) {
+  http::Response r = http::error(401, reason);
+  r.headers.emplace_back("WWW-Authenticate",
+                         presented ? R"(Bearer realm="sse-chat", error="invalid_token")"
+                                   : R"(Bearer realm="sse-chat")");
+  return r;
+}
+
+// 403: a valid token that does not cover what is asked.
+http::Response forbidden(std::string_view reason) {
+  http::Response r = http::error(403, reason);
+  r.headers.emplace_back("WWW-Authenticate",
+                         R"(Bearer realm="sse-chat", error="insufficient_scope")");
+  return r;
+}
+
+constexpr std::string_view kSignInNeeded =
+    "sign-in needed: send a token (Authorization: Bearer, or the sse_chat_token cookie)";
+
+void append_patterns(std::string& out, const RoomPatterns& patterns) {
+  out += '[';
+  for (const std::string& p : patterns.list()) {
+    if (out.back() != '[') out += ',';
+    json::append_string(out, p);
+  }
+  out += ']';
+}
+
 }  // namespace
 
-ChatRoutes::ChatRoutes(Broker& broker, Hub& hub, HttpPolicy& policy, Metrics& metrics,
-                       const std::string& static_dir, size_t max_rooms_per_stream,
+ChatRoutes::ChatRoutes(Broker& broker, Hub& hub, const Access& access, HttpPolicy& policy,
+                       Metrics& metrics, const std::string& static_dir, size_t max_rooms_per_stream,
                        std::function<size_t()> open_connections, Reactor& reactor)
     : broker_(broker),
       hub_(hub),
+      access_(access),
       policy_(policy),
       metrics_(metrics),
       static_files_(static_dir),
@@ -136,6 +166,7 @@ void ChatRoutes::handle_request(Connection& conn, Request& req) {
   bool get_or_head = req.method == Method::Get || req.method == Method::Head;
   if (!get_or_head) return policy_.method_not_allowed(conn, req, "GET, HEAD");
   if (path == "/rooms") return list_rooms(conn, req);
+  if (path == "/me") return serve_me(conn, req);
   if (path == "/healthz") return serve_health(conn, req);
   if (path == "/metrics") return serve_metrics(conn, req);
   serve_static(conn, req);
@@ -145,6 +176,28 @@ void ChatRoutes::on_closed(Connection& conn) {
   policy_.on_closed(conn);
   if (conn.waiting_ticket != 0) waiting_.erase(conn.waiting_ticket);
   conn.waiting_ticket = 0;
+}
+
+Authentication ChatRoutes::authenticate(const Request& req) const {
+  return access_.authenticate(req.authorization, req.cookie, wall_clock_ms() / 1000);
+}
+
+std::optional<http::Response> ChatRoutes::check_read(const Authentication& auth,
+                                                     const std::vector<std::string>& rooms) {
+  if (auth.kind == Authentication::Invalid) {
+    metrics_.count_rejected("unauthorized");
+    return unauthorized(auth.reason, true);
+  }
+  for (const std::string& room : rooms) {
+    if (access_.may_read(auth.who(), room)) continue;
+    if (!auth.who()) {
+      metrics_.count_rejected("unauthorized");
+      return unauthorized(std::string(kSignInNeeded) + " to read room " + room, false);
+    }
+    metrics_.count_rejected("forbidden");
+    return forbidden("your token does not allow reading room " + room);
+  }
+  return std::nullopt;
 }
 
 uint64_t ChatRoutes::hold(Connection& conn) {
@@ -175,6 +228,11 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     metrics_.count_rejected("invalid_stream");
     return policy_.reply(conn, req, http::error(400, *error));
   }
+  Authentication auth = authenticate(req);
+  if (auto refusal = check_read(auth, query.rooms))
+    return policy_.reply(conn, req, std::move(*refusal));
+  // With tokens on, a reader's name is its token's, never what the query says.
+  if (access_.enabled()) query.user = auth.who() ? auth.who()->name : std::string();
   if (req.method == Method::Head) {  // the stream's head, through the same reply path as any
     http::Response r;
     r.content_type = "text/event-stream";
@@ -196,6 +254,10 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     last_id = parse_u64(*query.last_event_id).value_or(UINT64_MAX);
   }
   conn.start_stream(policy_.open_stream(conn, req));
+  if (const Identity* who = auth.who()) {
+    int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
+    conn.expire_at(reactor_.now_ms() + left_ms);
+  }
   (void)conn.subscribe(hub_, query.rooms, std::move(query.user), last_id);  // can_open held
 }
 
@@ -206,14 +268,29 @@ void ChatRoutes::route_messages(Connection& conn, Request& req) {
 }
 
 void ChatRoutes::post_message(Connection& conn, Request& req) {
-  if (auto refusal = policy_.check_post(conn, req)) return policy_.reply(conn, req, *refusal);
-  PostResult decoded = decode_post(req.content_type, req.body);
+  Authentication auth = authenticate(req);
+  const Identity* who = auth.who();
+  if (access_.enabled() && !who) {
+    metrics_.count_rejected("unauthorized");
+    bool presented = auth.kind == Authentication::Invalid;
+    return policy_.reply(conn, req,
+                         unauthorized(presented ? auth.reason : kSignInNeeded, presented));
+  }
+  if (auto refusal = policy_.check_post(conn, req, who ? who->subject : std::string_view{}))
+    return policy_.reply(conn, req, *refusal);
+  PostResult decoded = decode_post(req.content_type, req.body,
+                                   who ? std::optional<std::string_view>(who->name) : std::nullopt);
   if (auto* rejection = std::get_if<Rejection>(&decoded)) {
     metrics_.count_rejected(rejection->status == 415 ? "unsupported_media_type"
                                                      : "invalid_message");
     return policy_.reply(conn, req, http::error(rejection->status, rejection->reason));
   }
   ChatInput& input = std::get<ChatInput>(decoded);
+  if (!access_.may_post(who, input.room)) {
+    metrics_.count_rejected("forbidden");
+    return policy_.reply(conn, req,
+                         forbidden("your token does not allow posting to room " + input.room));
+  }
   if (!hub_.can_open({input.room})) {
     metrics_.count_rejected("too_many_rooms");
     http::Response r = http::error(503, "too many rooms are in use; try again later");
@@ -254,6 +331,8 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
   if (!limit)
     return policy_.reply(conn, req,
                          http::error(400, "limit must be a whole number from 1 to 1000"));
+  if (auto refusal = check_read(authenticate(req), {room}))
+    return policy_.reply(conn, req, std::move(*refusal));
   uint64_t ticket = hold(conn);
   broker_.read_history(std::move(room), since, *limit,
                        [this, ticket, ctx = policy_.context_of(req)](std::vector<FrameRef> frames) {
@@ -270,10 +349,16 @@ void ChatRoutes::list_rooms(Connection& conn, Request& req) {
   if (!limit)
     return policy_.reply(conn, req,
                          http::error(400, "limit must be a whole number from 1 to 1000"));
+  Authentication auth = authenticate(req);
+  if (auth.kind == Authentication::Invalid) {
+    metrics_.count_rejected("unauthorized");
+    return policy_.reply(conn, req, unauthorized(auth.reason, true));
+  }
+  auto readable = [&](const Room& room) { return access_.may_read(auth.who(), room.name()); };
   http::Response r;
   r.headers.emplace_back("Cache-Control", "no-store");
   r.body = "[";
-  for (const Room* room : hub_.rooms_by_activity(*limit)) {
+  for (const Room* room : hub_.rooms_by_activity(*limit, readable)) {
     if (r.body.size() > 1) r.body += ',';
     r.body += "{\"room\":";
     json::append_string(r.body, room->name());
@@ -286,6 +371,43 @@ void ChatRoutes::list_rooms(Connection& conn, Request& req) {
     r.body += '}';
   }
   r.body += ']';
+  policy_.reply(conn, req, std::move(r));
+}
+
+// {"auth":false} with tokens off; else who the token names and where it may read and post:
+// {"auth":true,"sub":..,"name":..,"rooms":[..],"read":[..],"public":[..],"exp":N}, or 401 (the
+// reason, and the rooms anyone may read) when there is no valid token.
+void ChatRoutes::serve_me(Connection& conn, Request& req) {
+  http::Response r;
+  r.headers.emplace_back("Cache-Control", "no-store");
+  if (!access_.enabled()) {
+    r.body = R"({"auth":false})";
+    return policy_.reply(conn, req, std::move(r));
+  }
+  Authentication auth = authenticate(req);
+  const Identity* who = auth.who();
+  if (!who) {
+    bool presented = auth.kind == Authentication::Invalid;
+    r = unauthorized(presented ? auth.reason : kSignInNeeded, presented);
+    r.body.pop_back();  // {"error":".."} gains the public rooms
+    r.body += ",\"public\":";
+    append_patterns(r.body, access_.public_rooms());
+    r.body += '}';
+    return policy_.reply(conn, req, std::move(r));
+  }
+  r.body = R"({"auth":true,"sub":)";
+  json::append_string(r.body, who->subject);
+  r.body += ",\"name\":";
+  json::append_string(r.body, who->name);
+  r.body += ",\"rooms\":";
+  append_patterns(r.body, who->rooms);
+  r.body += ",\"read\":";
+  append_patterns(r.body, who->read);
+  r.body += ",\"public\":";
+  append_patterns(r.body, access_.public_rooms());
+  r.body += ",\"exp\":";
+  json::append_uint(r.body, static_cast<uint64_t>(std::max<int64_t>(who->expires_s, 0)));
+  r.body += '}';
   policy_.reply(conn, req, std::move(r));
 }
 

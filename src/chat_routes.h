@@ -8,6 +8,7 @@
 #include <functional>
 #include <unordered_map>
 
+#include "access.h"
 #include "broker.h"
 #include "connection_registry.h"
 #include "http_policy.h"
@@ -19,7 +20,7 @@ namespace sse {
 
 class ChatRoutes final : public RequestHandler {
  public:
-  ChatRoutes(Broker& broker, Hub& hub, HttpPolicy& policy, Metrics& metrics,
+  ChatRoutes(Broker& broker, Hub& hub, const Access& access, HttpPolicy& policy, Metrics& metrics,
              const std::string& static_dir, size_t max_rooms_per_stream,
              std::function<size_t()> open_connections, Reactor& reactor);
 
@@ -38,6 +39,13 @@ class ChatRoutes final : public RequestHandler {
   void serve_health(Connection& conn, Request& req);
   void serve_static(Connection& conn, Request& req);
   void serve_metrics(Connection& conn, Request& req);
+  void serve_me(Connection& conn, Request& req);
+
+  // The request's token, checked now.
+  Authentication authenticate(const Request& req) const;
+  // 401 or 403 when `auth` may not read every one of `rooms`, else nullopt.
+  std::optional<http::Response> check_read(const Authentication& auth,
+                                           const std::vector<std::string>& rooms);
 
   // Holds `conn` until finish(ticket, …) answers it.
   uint64_t hold(Connection& conn);
@@ -45,6 +53,7 @@ class ChatRoutes final : public RequestHandler {
 
   Broker& broker_;
   Hub& hub_;
+  const Access& access_;
   HttpPolicy& policy_;
   Metrics& metrics_;
   StaticFiles static_files_;

@@ -32,37 +32,6 @@ bool Cidr::contains(const net::IpAddress& ip) const {
   return true;
 }
 
-double TokenBuckets::refill(Bucket& b, int64_t now_ms) const {
-  double elapsed = static_cast<double>(now_ms - b.updated_ms) / 1000.0;
-  b.tokens = std::min(burst_, b.tokens + elapsed * rate_);
-  b.updated_ms = now_ms;
-  return b.tokens;
-}
-
-bool TokenBuckets::take(const net::IpAddress& ip, int64_t now_ms, uint32_t& retry_after_s) {
-  if (!enabled()) return true;
-  auto [it, fresh] = buckets_.try_emplace(ip, Bucket{burst_, now_ms});
-  Bucket& b = it->second;
-  if (!fresh) refill(b, now_ms);
-  if (b.tokens >= 1.0) {
-    b.tokens -= 1.0;
-    return true;
-  }
-  retry_after_s = static_cast<uint32_t>(std::ceil((1.0 - b.tokens) / rate_));
-  if (retry_after_s == 0) retry_after_s = 1;
-  return false;
-}
-
-void TokenBuckets::prune(int64_t now_ms) {
-  for (auto it = buckets_.begin(); it != buckets_.end();) {
-    if (refill(it->second, now_ms) >= burst_) {
-      it = buckets_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
 bool StreamCounts::acquire(const net::IpAddress& ip) {
   uint32_t& n = counts_[ip];
   if (max_ != 0 && n >= max_) return false;

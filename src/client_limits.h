@@ -2,6 +2,8 @@
 // and which proxies are trusted to name the real client (X-Forwarded-For / Forwarded).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,15 +29,32 @@ struct Cidr {
 };
 std::optional<Cidr> parse_cidr(std::string_view text);
 
+// One token bucket per key (a client address, or a token's subject), created on first use.
+template <typename Key, typename Hash = std::hash<Key>>
 class TokenBuckets {
  public:
   TokenBuckets(double rate_per_s, double burst)
       : rate_(rate_per_s), burst_(burst < 1 ? 1 : burst) {}
   bool enabled() const { return rate_ > 0; }
   // Takes one token; false (and the seconds until one is back) when the bucket is empty.
-  bool take(const net::IpAddress& ip, int64_t now_ms, uint32_t& retry_after_s);
+  bool take(const Key& key, int64_t now_ms, uint32_t& retry_after_s) {
+    if (!enabled()) return true;
+    auto [it, fresh] = buckets_.try_emplace(key, Bucket{burst_, now_ms});
+    Bucket& b = it->second;
+    if (!fresh) refill(b, now_ms);
+    if (b.tokens >= 1.0) {
+      b.tokens -= 1.0;
+      return true;
+    }
+    retry_after_s =
+        std::max<uint32_t>(1, static_cast<uint32_t>(std::ceil((1.0 - b.tokens) / rate_)));
+    return false;
+  }
   // Forgets buckets that have refilled, so the table only holds recent clients.
-  void prune(int64_t now_ms);
+  void prune(int64_t now_ms) {
+    for (auto it = buckets_.begin(); it != buckets_.end();)
+      it = refill(it->second, now_ms) >= burst_ ? buckets_.erase(it) : std::next(it);
+  }
   size_t size() const { return buckets_.size(); }
 
  private:
@@ -43,11 +62,17 @@ class TokenBuckets {
     double tokens;
     int64_t updated_ms;
   };
-  double refill(Bucket& b, int64_t now_ms) const;
+  double refill(Bucket& b, int64_t now_ms) const {
+    double elapsed = static_cast<double>(now_ms - b.updated_ms) / 1000.0;
+    b.tokens = std::min(burst_, b.tokens + elapsed * rate_);
+    b.updated_ms = now_ms;
+    return b.tokens;
+  }
   double rate_;
   double burst_;
-  std::unordered_map<net::IpAddress, Bucket, IpHash> buckets_;
+  std::unordered_map<Key, Bucket, Hash> buckets_;
 };
+using AddressBuckets = TokenBuckets<net::IpAddress, IpHash>;
 
 class StreamCounts {
  public:
@@ -66,6 +91,7 @@ class ClientLimits {
   ClientLimits(double post_rate, double post_burst, double sub_rate, double sub_burst,
                uint32_t max_streams_per_ip, std::vector<Cidr> trusted)
       : posts(post_rate, post_burst),
+        subject_posts(post_rate, post_burst),
         subscribes(sub_rate, sub_burst),
         streams(max_streams_per_ip),
         trusted_(std::move(trusted)) {}
@@ -75,8 +101,11 @@ class ClientLimits {
   net::IpAddress client_ip(const net::IpAddress& peer, std::string_view x_forwarded_for,
                            std::string_view forwarded) const;
 
-  TokenBuckets posts;
-  TokenBuckets subscribes;
+  AddressBuckets posts;
+  // POSTs that carry a valid token count per subject instead, so people behind one NAT address
+  // do not share one budget.
+  TokenBuckets<std::string> subject_posts;
+  AddressBuckets subscribes;
   StreamCounts streams;
 
  private:

@@ -164,6 +164,32 @@ const std::vector<Option>& options() {
                     &Config::cors_origin),
       string_option("publish-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on POST",
                     &Config::publish_token),
+      string_option("jwt-key", "FILE",
+                    "turn signed tokens on: the HS secret, or the PEM public key for RS256/ES256",
+                    &Config::jwt_key),
+      string_option("jwt-alg", "HS256|HS384|HS512|RS256|ES256",
+                    "the one algorithm tokens must be signed with", &Config::jwt_alg),
+      string_option("jwt-issuer", "ISS", "when set, tokens must carry this iss",
+                    &Config::jwt_issuer),
+      string_option("jwt-audience", "AUD", "when set, tokens must carry this aud",
+                    &Config::jwt_audience),
+      {"public-rooms", "PATTERN,...",
+       "rooms anyone may read without a token (name, prefix*, or *; repeatable)",
+       [](Config& c) {
+         std::string s;
+         for (auto& p : c.public_rooms) s += (s.empty() ? "" : ",") + p;
+         return s.empty() ? std::string("none") : s;
+       },
+       [](Config& c, const std::string& v) {
+         size_t start = 0;
+         while (start <= v.size()) {
+           size_t end = v.find_first_of(", ", start);
+           if (end == std::string::npos) end = v.size();
+           if (end > start) c.public_rooms.push_back(v.substr(start, end - start));
+           start = end + 1;
+         }
+         return true;
+       }},
       uint_option("shutdown-timeout", "seconds to flush subscribers on SIGTERM",
                   &Config::shutdown_timeout_s),
       string_option("log-file", "PATH",

@@ -41,6 +41,12 @@ struct Config {
   std::vector<std::string> trusted_proxies;
   std::string cors_origin;
   std::string publish_token;
+  // Signed tokens (access.h): off unless jwt_key names a key file.
+  std::string jwt_key;
+  std::string jwt_alg = "HS256";
+  std::string jwt_issuer;
+  std::string jwt_audience;
+  std::vector<std::string> public_rooms;  // patterns anyone may read without a token
   uint32_t shutdown_timeout_s = 5;
   std::string log_level = "info";
   std::string log_file;    // empty: stderr

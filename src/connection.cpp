@@ -9,6 +9,7 @@
 #include <cerrno>
 
 #include "log.h"
+#include "sse.h"
 
 namespace sse {
 namespace {
@@ -330,9 +331,19 @@ void Connection::check_timeouts(int64_t now_ms) {
         close("linger timeout");
       return;
     case State::Stream:
+      if (expires_at_ms_ != 0 && now_ms >= expires_at_ms_) expire();
+      return;
     case State::Closed:
       return;
   }
+}
+
+void Connection::expire() {
+  expires_at_ms_ = 0;
+  subscription_.reset();  // nothing more of its rooms; presence sees it leave
+  send_bytes(kExpiredEvent);
+  finish_after_flush();
+  host_.mark_dirty(*this);
 }
 
 // Whether the client took any of what was sent within `timeout_ms`, counting what waits in the

@@ -49,6 +49,9 @@ class Connection final : public EventHandler, public Sink {
   // Streams `rooms` (as Hub::subscribe, reading as `user`); false when the hub cannot open them.
   bool subscribe(Hub& hub, const std::vector<std::string>& rooms, std::string user,
                  std::optional<uint64_t> last_event_id);
+  // Ends the stream at `deadline_ms` (the reactor's clock) with `event: expired`: a stream never
+  // outlives the token that opened it.
+  void expire_at(int64_t deadline_ms) { expires_at_ms_ = deadline_ms; }
   // Holds request processing while the host answers the current request later (a POST waiting
   // for the broker); release() after queueing that answer resumes pipelined requests.
   void hold() { held_ = true; }
@@ -88,6 +91,7 @@ class Connection final : public EventHandler, public Sink {
   void on_readable();
   void feed(const char* data, size_t len);
   void begin_linger();
+  void expire();
   void reject_and_close(int status, std::string_view reason);
   void resume_parsing();
   void finish_if_peer_done();
@@ -120,7 +124,8 @@ class Connection final : public EventHandler, public Sink {
   uint64_t written_at_check_ = 0;
   int64_t kernel_unsent_ = 0;  // SIOCOUTQ at the last check
   int64_t linger_started_ms_ = 0;
-  bool served_ = false;  // a request has completed on this connection
+  int64_t expires_at_ms_ = 0;  // 0: never
+  bool served_ = false;        // a request has completed on this connection
   std::string_view close_reason_;
 };
 

@@ -172,6 +172,10 @@ void RequestParser::store_header() {
     r.origin = value_;
   } else if (ascii::iequals(field_, "authorization")) {
     r.authorization = value_;
+  } else if (ascii::iequals(field_, "cookie")) {
+    if (!r.cookie.empty())
+      r.cookie += "; ";  // RFC 6265 §5.4: one header, but HTTP/2 gateways split
+    r.cookie += value_;
   } else if (ascii::iequals(field_, "x-forwarded-for")) {
     if (!r.forwarded_for.empty()) r.forwarded_for += ", ";
     r.forwarded_for += value_;

@@ -23,6 +23,7 @@ struct Request {
   std::string origin;
   std::string host;
   std::string authorization;
+  std::string cookie;
   std::string forwarded_for;  // X-Forwarded-For
   std::string forwarded;      // Forwarded (RFC 7239)
   std::string body;

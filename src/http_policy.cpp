@@ -113,7 +113,8 @@ std::optional<http::Response> HttpPolicy::preflight(const Request& req) const {
   return r;
 }
 
-std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Request& req) {
+std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Request& req,
+                                                     std::string_view subject) {
   if (!req.origin.empty() && req.origin != config_.cors_origin &&
       origin_authority(req.origin) != req.host) {
     metrics_.count_rejected("cross_origin");
@@ -130,7 +131,10 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
     }
   }
   uint32_t retry_after = 0;
-  if (!limits_.posts.take(conn.client_ip, reactor_.now_ms(), retry_after)) {
+  bool taken = subject.empty() ? limits_.posts.take(conn.client_ip, reactor_.now_ms(), retry_after)
+                               : limits_.subject_posts.take(std::string(subject), reactor_.now_ms(),
+                                                            retry_after);
+  if (!taken) {
     metrics_.count_rejected("post_rate");
     return too_many("you are sending messages too fast; wait a moment", retry_after);
   }
@@ -203,6 +207,7 @@ void HttpPolicy::on_closed(Connection& conn) {
 void HttpPolicy::prune() {
   int64_t now = reactor_.now_ms();
   limits_.posts.prune(now);
+  limits_.subject_posts.prune(now);
   limits_.subscribes.prune(now);
 }
 

@@ -48,8 +48,10 @@ class HttpPolicy {
 
   // The answer to a CORS preflight from --cors-origin, or nullopt when this is not one.
   std::optional<http::Response> preflight(const Request& req) const;
-  // Why this POST may not go on (403, 401, 429), or nullopt.
-  std::optional<http::Response> check_post(Connection& conn, const Request& req);
+  // Why this POST may not go on (403, 401, 429), or nullopt. The rate limit counts per `subject`
+  // (a valid token's) when there is one, else per client address.
+  std::optional<http::Response> check_post(Connection& conn, const Request& req,
+                                           std::string_view subject = {});
   // Why this stream may not open now, or nullopt; on success the connection holds one of its
   // address's stream slots until on_closed(). A refused attempt spends nothing.
   struct StreamRefusal {

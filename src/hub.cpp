@@ -214,10 +214,11 @@ void Hub::restored() {
   while (rooms_.size() > options_.max_rooms && idle_count() > 0) forget_oldest_idle();
 }
 
-std::vector<const Room*> Hub::rooms_by_activity(size_t limit) const {
+std::vector<const Room*> Hub::rooms_by_activity(
+    size_t limit, const std::function<bool(const Room&)>& keep) const {
   std::vector<const Room*> rooms;
   for (auto it = by_activity_.begin(); it != by_activity_.end() && rooms.size() < limit; ++it)
-    rooms.push_back(*it);
+    if (!keep || keep(**it)) rooms.push_back(*it);
   return rooms;
 }
 

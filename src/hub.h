@@ -86,8 +86,10 @@ class Hub final : public CommitSink {
   void send_presence();
 
   const Room* find(std::string_view name) const;
-  // Up to `limit` rooms, most recently active (newest message) first: O(limit).
-  std::vector<const Room*> rooms_by_activity(size_t limit) const;
+  // Up to `limit` rooms, most recently active (newest message) first: O(limit), or O(rooms) when
+  // `keep` passes over some.
+  std::vector<const Room*> rooms_by_activity(
+      size_t limit, const std::function<bool(const Room&)>& keep = nullptr) const;
 
   size_t room_count() const { return rooms_.size(); }
   size_t max_rooms() const { return options_.max_rooms; }

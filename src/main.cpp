@@ -11,6 +11,7 @@
 #include "log.h"
 #include "reactor.h"
 #include "server.h"
+#include "token_command.h"
 
 #ifndef SSE_CHAT_VERSION
 #define SSE_CHAT_VERSION "dev"
@@ -49,6 +50,13 @@ void start_watchdog(sse::Reactor& reactor) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "token") {
+    std::string out, err;
+    int status = sse::token_command(argc - 1, argv + 1, out, err);
+    std::fputs(out.c_str(), stdout);
+    std::fputs(err.c_str(), stderr);
+    return status;
+  }
   sse::Config config;
   sse::ParseOutcome outcome = sse::parse_config(argc, argv, config);
   switch (outcome.kind) {

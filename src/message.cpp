@@ -77,14 +77,19 @@ class Fields {
     values_[slot] = std::move(value);
     return {};
   }
-  PostResult finish() {
-    if (!seen_[0]) return bad("missing \"user\"");
+  PostResult finish(std::optional<std::string_view> author) {
+    if (!seen_[0] && !author) return bad("missing \"user\"");
     if (!seen_[1]) return bad("missing \"text\"");
     std::string room = seen_[3] ? std::move(values_[3]) : std::string(kDefaultRoom);
     if (auto err = room_name_error(room)) return bad(*err);
-    PostResult result =
-        validate(std::move(values_[0]), std::move(values_[1]), std::move(values_[2]));
-    if (auto* input = std::get_if<ChatInput>(&result)) input->room = std::move(room);
+    // An author's name was checked with its token (it may be longer than a "user"): only the
+    // text and nonce are checked here, under a stand-in name.
+    std::string user = author ? std::string("-") : std::move(values_[0]);
+    PostResult result = validate(std::move(user), std::move(values_[1]), std::move(values_[2]));
+    if (auto* input = std::get_if<ChatInput>(&result)) {
+      input->room = std::move(room);
+      if (author) input->user = std::string(*author);
+    }
     return result;
   }
 
@@ -95,7 +100,7 @@ class Fields {
   bool seen_[kCount] = {};
 };
 
-PostResult decode_json(std::string_view body) {
+PostResult decode_json(std::string_view body, std::optional<std::string_view> author) {
   // One parser for the process: the loop is single-threaded, and reusing it avoids an allocation
   // per request. Depth is capped so hostile nesting is rejected cheaply.
   static simdjson::dom::parser parser = [] {
@@ -118,10 +123,10 @@ PostResult decode_json(std::string_view body) {
       return bad("\"" + std::string(field.key) + "\" must be a string");
     if (auto err = fields.set(slot, std::string(value)); !err.empty()) return bad(err);
   }
-  return fields.finish();
+  return fields.finish(author);
 }
 
-PostResult decode_form(std::string_view body) {
+PostResult decode_form(std::string_view body, std::optional<std::string_view> author) {
   auto pairs = form::parse(body);
   if (!pairs) return bad("malformed form encoding");
   Fields fields;
@@ -130,13 +135,13 @@ PostResult decode_form(std::string_view body) {
     if (slot == Fields::kUnknown) continue;
     if (auto err = fields.set(slot, std::move(value)); !err.empty()) return bad(err);
   }
-  return fields.finish();
+  return fields.finish(author);
 }
 
 }  // namespace
 
-std::optional<std::string> check_user(std::string& user) {
-  if (auto err = check_field("user", user, kMaxUserChars, false); !err.empty()) return err;
+std::optional<std::string> check_user(std::string& user, size_t max_chars) {
+  if (auto err = check_field("user", user, max_chars, false); !err.empty()) return err;
   user = std::string(utf8::trim(user));
   return std::nullopt;
 }
@@ -156,12 +161,13 @@ PostResult validate(std::string user, std::string text, std::string nonce) {
   return input;
 }
 
-PostResult decode_post(std::string_view content_type, std::string_view body) {
+PostResult decode_post(std::string_view content_type, std::string_view body,
+                       std::optional<std::string_view> author) {
   switch (classify(content_type)) {
     case MediaType::Json:
-      return decode_json(body);
+      return decode_json(body, author);
     case MediaType::Form:
-      return decode_form(body);
+      return decode_form(body, author);
     case MediaType::Other:
       break;
   }

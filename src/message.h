@@ -27,12 +27,14 @@ inline constexpr size_t kMaxNonceChars = 64;
 
 using PostResult = std::variant<ChatInput, Rejection>;
 
-// `content_type` is the raw header value (parameters such as charset are allowed).
-PostResult decode_post(std::string_view content_type, std::string_view body);
+// `content_type` is the raw header value (parameters such as charset are allowed). With an
+// `author` (a signed token's name) the body's "user" is neither needed nor believed.
+PostResult decode_post(std::string_view content_type, std::string_view body,
+                       std::optional<std::string_view> author = std::nullopt);
 
-// Checks a user name (as a message's "user": 1..32 code points, no control characters) and trims
-// it in place; the reason when it is not one.
-std::optional<std::string> check_user(std::string& user);
+// Checks a user name (as a message's "user": 1..max_chars code points, no control characters) and
+// trims it in place; the reason when it is not one.
+std::optional<std::string> check_user(std::string& user, size_t max_chars = kMaxUserChars);
 
 // Validates and normalises fields already decoded (trims, CRLF -> LF).
 PostResult validate(std::string user, std::string text, std::string nonce);

@@ -42,8 +42,8 @@ Server::Server(Reactor& reactor, const Config& config)
       broker_(std::make_unique<LocalBroker>(reactor, hub_, local_broker_options(config))),
       policy_(config_, reactor, metrics_),
       routes_(
-          *broker_, hub_, policy_, metrics_, config.static_dir, config.max_rooms_per_stream,
-          [this] { return registry_.size(); }, reactor),
+          *broker_, hub_, access_, policy_, metrics_, config.static_dir,
+          config.max_rooms_per_stream, [this] { return registry_.size(); }, reactor),
       registry_(reactor, metrics_, connection_settings(config), routes_),
       ping_frame_(kPingComment) {}
 
@@ -53,7 +53,8 @@ bool Server::start(std::string& error, int inherited_fd) {
   hub_.on_forgotten = [this](std::string_view room, uint64_t through) {
     broker_->room_forgotten(room, through);
   };
-  if (!policy_.validate(error) || !broker_->start(error)) return false;
+  if (!policy_.validate(error) || !access_.configure(config_, error) || !broker_->start(error))
+    return false;
   int fd = inherited_fd;
   if (fd < 0) {
     auto endpoint = net::parse_endpoint(config_.listen);

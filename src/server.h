@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "access.h"
 #include "broker.h"
 #include "chat_routes.h"
 #include "config.h"
@@ -43,6 +44,7 @@ class Server {
   Metrics metrics_;
   Hub hub_;
   std::unique_ptr<Broker> broker_;
+  Access access_;
   HttpPolicy policy_;
   ChatRoutes routes_;
   ConnectionRegistry registry_;  // last: its connections hold subscriptions to hub_

@@ -44,6 +44,11 @@ std::string reset_event(std::string_view room, uint64_t oldest, uint64_t newest)
 std::string presence_event(std::string_view room, uint64_t online,
                            const std::vector<std::string_view>& users);
 
+// Sent when the token that opened a stream expires, just before the server closes it; the
+// reconnect with that token gets 401.
+inline constexpr std::string_view kExpiredEvent =
+    "event: expired\ndata: {\"reason\":\"token expired\"}\n\n";
+
 // ": ping\n\n", a comment that keeps proxies from timing out an idle stream.
 inline constexpr std::string_view kPingComment = ": ping\n\n";
 

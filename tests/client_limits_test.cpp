@@ -5,7 +5,7 @@
 using namespace sse;
 
 TEST(TokenBuckets, BurstThenRate) {
-  TokenBuckets b(5, 20);
+  AddressBuckets b(5, 20);
   auto ip = *net::parse_ip("192.0.2.1");
   uint32_t retry = 0;
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(b.take(ip, 0, retry));
@@ -18,7 +18,7 @@ TEST(TokenBuckets, BurstThenRate) {
 }
 
 TEST(TokenBuckets, ZeroRateDisables) {
-  TokenBuckets b(0, 1);
+  AddressBuckets b(0, 1);
   uint32_t retry;
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(b.take(*net::parse_ip("::1"), 0, retry));
 }

@@ -1,0 +1,188 @@
+#include "access.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+
+#include "ascii.h"
+#include "message.h"
+#include "room_name.h"
+
+namespace sse {
+namespace {
+
+// Clocks of the issuer and this server may differ a little: a token issued "now" there must not
+// be refused as not yet valid here.
+constexpr int64_t kNotBeforeLeewayS = 30;
+
+Authentication refuse(std::string reason) {
+  Authentication a;
+  a.kind = Authentication::Invalid;
+  a.reason = std::move(reason);
+  return a;
+}
+
+// Fills `out` from the claim `name` (an array of patterns), if present; the reason if malformed.
+std::optional<std::string> read_patterns(simdjson::dom::object claims, const char* name,
+                                         RoomPatterns& out) {
+  simdjson::dom::element value;
+  if (claims[name].get(value) != simdjson::SUCCESS) return std::nullopt;
+  simdjson::dom::array list;
+  if (value.get_array().get(list) != simdjson::SUCCESS)
+    return std::string("token claim ") + name + " must be an array of room patterns";
+  for (simdjson::dom::element entry : list) {
+    std::string_view pattern;
+    if (entry.get_string().get(pattern) != simdjson::SUCCESS)
+      return std::string("token claim ") + name + " must be an array of room patterns";
+    if (auto err = out.add(pattern)) return std::string("token claim ") + name + ": " + *err;
+  }
+  return std::nullopt;
+}
+
+bool audience_matches(simdjson::dom::element aud, std::string_view want) {
+  std::string_view one;
+  if (aud.get_string().get(one) == simdjson::SUCCESS) return one == want;
+  simdjson::dom::array many;
+  if (aud.get_array().get(many) != simdjson::SUCCESS) return false;
+  for (simdjson::dom::element entry : many)
+    if (entry.get_string().get(one) == simdjson::SUCCESS && one == want) return true;
+  return false;
+}
+
+}  // namespace
+
+std::optional<std::string> RoomPatterns::error(std::string_view pattern) {
+  if (pattern == "*") return std::nullopt;
+  bool prefix = pattern.ends_with('*');
+  std::string_view name = prefix ? pattern.substr(0, pattern.size() - 1) : pattern;
+  if (prefix && name.empty()) return std::nullopt;
+  if (auto err = room_name_error(name))
+    return "\"" + std::string(pattern.substr(0, 70)) + "\" is not a room name or prefix*";
+  return std::nullopt;
+}
+
+std::optional<std::string> RoomPatterns::add(std::string_view pattern) {
+  if (auto err = error(pattern)) return err;
+  if (patterns_.size() >= kMaxPatterns)
+    return "at most " + std::to_string(kMaxPatterns) + " room patterns";
+  patterns_.emplace_back(pattern);
+  return std::nullopt;
+}
+
+bool RoomPatterns::matches(std::string_view room) const {
+  for (const std::string& p : patterns_) {
+    if (p.ends_with('*') ? room.starts_with(std::string_view(p).substr(0, p.size() - 1))
+                         : room == p)
+      return true;
+  }
+  return false;
+}
+
+bool Access::configure(const Config& config, std::string& error) {
+  for (const std::string& pattern : config.public_rooms) {
+    if (auto err = public_rooms_.add(pattern)) {
+      error = "bad --public-rooms: " + *err;
+      return false;
+    }
+  }
+  if (config.jwt_key.empty()) {
+    if (!config.public_rooms.empty() || !config.jwt_issuer.empty() ||
+        !config.jwt_audience.empty()) {
+      error = "--public-rooms, --jwt-issuer and --jwt-audience need --jwt-key";
+      return false;
+    }
+    return true;
+  }
+  if (!config.publish_token.empty()) {
+    error = "--publish-token and --jwt-key cannot be used together (tokens replace it)";
+    return false;
+  }
+  auto alg = jwt::parse_alg(config.jwt_alg);
+  if (!alg) {
+    error = "bad --jwt-alg: " + config.jwt_alg + " (HS256, HS384, HS512, RS256 or ES256)";
+    return false;
+  }
+  std::string why;
+  key_ = jwt::Key::load(config.jwt_key, *alg, false, why);
+  if (!key_) {
+    error = "bad --jwt-key: " + why;
+    return false;
+  }
+  issuer_ = config.jwt_issuer;
+  audience_ = config.jwt_audience;
+  return true;
+}
+
+Authentication Access::authenticate(std::string_view authorization, std::string_view cookie,
+                                    int64_t now_s) const {
+  if (!enabled()) return {};
+  authorization = ascii::trim_ows(authorization);
+  if (!authorization.empty()) {
+    size_t space = authorization.find(' ');
+    if (space == std::string_view::npos ||
+        !ascii::iequals(authorization.substr(0, space), "Bearer"))
+      return refuse("Authorization must be \"Bearer <token>\"");
+    return check_token(ascii::trim_ows(authorization.substr(space + 1)), now_s);
+  }
+  std::string_view token = cookie_value(cookie, kTokenCookie);
+  if (token.empty()) return {};  // no cookie, or one cleared on sign-out
+  return check_token(token, now_s);
+}
+
+Authentication Access::check_token(std::string_view token, int64_t now_s) const {
+  jwt::Checked checked = key_->verify(token);
+  if (!checked.payload) return refuse(std::move(checked.reason));
+  static simdjson::dom::parser parser;
+  simdjson::dom::object claims;
+  if (parser.parse(*checked.payload).get(claims) != simdjson::SUCCESS)
+    return refuse("token claims are not a JSON object");
+  Authentication a;
+  a.kind = Authentication::Valid;
+  Identity& id = a.identity;
+  std::string_view text;
+  if (claims["sub"].get_string().get(text) != simdjson::SUCCESS || text.empty())
+    return refuse("token has no sub claim");
+  id.subject = std::string(text);
+  double exp = 0;
+  if (claims["exp"].get_double().get(exp) != simdjson::SUCCESS)
+    return refuse("token has no exp claim");
+  if (static_cast<double>(now_s) >= exp) return refuse("token expired");
+  id.expires_s = static_cast<int64_t>(std::min(exp, 1e12));  // far future, without overflow
+  double nbf = 0;
+  if (claims["nbf"].get_double().get(nbf) == simdjson::SUCCESS &&
+      static_cast<double>(now_s + kNotBeforeLeewayS) < nbf)
+    return refuse("token is not valid yet");
+  if (!issuer_.empty() &&
+      (claims["iss"].get_string().get(text) != simdjson::SUCCESS || text != issuer_))
+    return refuse("token issuer is not accepted");
+  simdjson::dom::element aud;
+  if (!audience_.empty() &&
+      (claims["aud"].get(aud) != simdjson::SUCCESS || !audience_matches(aud, audience_)))
+    return refuse("token audience is not accepted");
+  if (claims["name"].get_string().get(text) == simdjson::SUCCESS)
+    id.name = std::string(text);
+  else
+    id.name = id.subject;
+  if (check_user(id.name, kMaxTokenNameChars))
+    return refuse("token name (or sub) must be 1-64 characters without control characters");
+  if (auto err = read_patterns(claims, "rooms", id.rooms)) return refuse(*err);
+  if (auto err = read_patterns(claims, "read", id.read)) return refuse(*err);
+  return a;
+}
+
+std::string_view cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    size_t end = header.find(';');
+    std::string_view pair = ascii::trim_ows(header.substr(0, end));
+    header = end == std::string_view::npos ? std::string_view{} : header.substr(end + 1);
+    size_t eq = pair.find('=');
+    if (eq == std::string_view::npos || ascii::trim_ows(pair.substr(0, eq)) != name) continue;
+    std::string_view value = ascii::trim_ows(pair.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = value.substr(1, value.size() - 2);
+    return value;
+  }
+  return {};
+}
+
+}  // namespace sse

@@ -1,0 +1,271 @@
+#include "jwt.h"
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <simdjson.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "base64url.h"
+
+namespace sse::jwt {
+namespace {
+
+constexpr size_t kEs256Half = 32;  // r and s of a P-256 signature, each
+
+const EVP_MD* digest_of(Alg alg) {
+  switch (alg) {
+    case Alg::HS384:
+      return EVP_sha384();
+    case Alg::HS512:
+      return EVP_sha512();
+    default:
+      return EVP_sha256();
+  }
+}
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+struct SigFree {
+  void operator()(ECDSA_SIG* s) const { ECDSA_SIG_free(s); }
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
+using SigPtr = std::unique_ptr<ECDSA_SIG, SigFree>;
+
+// A PEM key: public for verifying (a private key's public half will do), private for signing.
+PkeyPtr read_pem(std::string_view pem, bool private_key) {
+  auto read = [&](bool want_private) {
+    BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+    if (!bio) return PkeyPtr{};
+    EVP_PKEY* key = want_private ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr)
+                                 : PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    return PkeyPtr(key);
+  };
+  PkeyPtr key = read(private_key);
+  if (!key && !private_key) key = read(true);
+  return key;
+}
+
+// Why `key` does not suit `alg`, or "".
+std::string unsuitable(EVP_PKEY* key, Alg alg) {
+  if (alg == Alg::RS256) {
+    if (!EVP_PKEY_is_a(key, "RSA")) return "RS256 needs an RSA key";
+    if (EVP_PKEY_get_bits(key) < 2048) return "RS256 needs an RSA key of at least 2048 bits";
+    return "";
+  }
+  char group[64] = {};
+  size_t len = 0;
+  if (!EVP_PKEY_is_a(key, "EC") || EVP_PKEY_get_group_name(key, group, sizeof group, &len) != 1 ||
+      std::string_view(group, len) != "prime256v1")
+    return "ES256 needs an EC key on the P-256 curve (prime256v1)";
+  return "";
+}
+
+// JOSE's ES256 signature is r||s, 32 bytes each; OpenSSL speaks DER.
+std::optional<std::string> es256_raw_to_der(std::string_view raw) {
+  if (raw.size() != 2 * kEs256Half) return std::nullopt;
+  auto bytes = reinterpret_cast<const unsigned char*>(raw.data());
+  SigPtr sig(ECDSA_SIG_new());
+  BIGNUM* r = BN_bin2bn(bytes, kEs256Half, nullptr);
+  BIGNUM* s = BN_bin2bn(bytes + kEs256Half, kEs256Half, nullptr);
+  if (!sig || !r || !s || ECDSA_SIG_set0(sig.get(), r, s) != 1) {
+    BN_free(r);
+    BN_free(s);
+    return std::nullopt;
+  }
+  unsigned char* der = nullptr;
+  int len = i2d_ECDSA_SIG(sig.get(), &der);
+  if (len <= 0) return std::nullopt;
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+std::string es256_der_to_raw(std::string_view der) {
+  auto p = reinterpret_cast<const unsigned char*>(der.data());
+  SigPtr sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
+  if (!sig) return {};
+  std::string out(2 * kEs256Half, '\0');
+  auto bytes = reinterpret_cast<unsigned char*>(out.data());
+  if (BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), bytes, kEs256Half) != kEs256Half ||
+      BN_bn2binpad(ECDSA_SIG_get0_s(sig.get()), bytes + kEs256Half, kEs256Half) != kEs256Half)
+    return {};
+  return out;
+}
+
+// Why the header does not allow this token, or "".
+std::string check_header(std::string_view header_json, Alg alg) {
+  static simdjson::dom::parser parser;
+  simdjson::dom::object header;
+  if (parser.parse(header_json.data(), header_json.size(), true).get(header) != simdjson::SUCCESS)
+    return "token header is not a JSON object";
+  std::string_view name;
+  if (header["alg"].get_string().get(name) != simdjson::SUCCESS)
+    return "token header names no algorithm";
+  if (name != alg_name(alg))
+    return "token algorithm " + std::string(name.substr(0, 16)) + " is not accepted (only " +
+           std::string(alg_name(alg)) + ")";
+  // RFC 7515 §4.1.11: extensions a recipient does not understand make the token invalid.
+  if (header["crit"].error() != simdjson::NO_SUCH_FIELD)
+    return "token header has critical extensions";
+  return "";
+}
+
+}  // namespace
+
+std::optional<Alg> parse_alg(std::string_view name) {
+  for (Alg alg : {Alg::HS256, Alg::HS384, Alg::HS512, Alg::RS256, Alg::ES256})
+    if (name == alg_name(alg)) return alg;
+  return std::nullopt;
+}
+
+std::string_view alg_name(Alg alg) {
+  switch (alg) {
+    case Alg::HS256:
+      return "HS256";
+    case Alg::HS384:
+      return "HS384";
+    case Alg::HS512:
+      return "HS512";
+    case Alg::RS256:
+      return "RS256";
+    case Alg::ES256:
+      return "ES256";
+  }
+  return "";
+}
+
+bool is_hmac(Alg alg) {
+  return alg == Alg::HS256 || alg == Alg::HS384 || alg == Alg::HS512;
+}
+
+std::string hmac_signature(Alg alg, std::string_view secret, std::string_view signing_input) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!HMAC(digest_of(alg), secret.data(), static_cast<int>(secret.size()),
+            reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size(), out,
+            &len))
+    return {};
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+struct Key::Impl {
+  std::string secret;  // HS*
+  PkeyPtr pkey;        // RS256, ES256
+  bool can_sign = false;
+};
+
+Key::Key(Alg alg, std::unique_ptr<Impl> impl) : alg_(alg), impl_(std::move(impl)) {}
+Key::~Key() = default;
+
+std::unique_ptr<Key> Key::load(const std::string& path, Alg alg, bool private_key,
+                               std::string& error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = "cannot read the key file " + path;
+    return nullptr;
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return from_bytes(bytes, alg, private_key, error);
+}
+
+std::unique_ptr<Key> Key::from_bytes(std::string_view bytes, Alg alg, bool private_key,
+                                     std::string& error) {
+  auto impl = std::make_unique<Impl>();
+  if (is_hmac(alg)) {
+    // RFC 7518 §3.2: a key at least as long as the hash output.
+    size_t min = static_cast<size_t>(EVP_MD_get_size(digest_of(alg)));
+    if (bytes.size() < min) {
+      error = std::string(alg_name(alg)) + " needs a secret of at least " + std::to_string(min) +
+              " bytes";
+      return nullptr;
+    }
+    impl->secret = std::string(bytes);
+    impl->can_sign = true;
+  } else {
+    impl->pkey = read_pem(bytes, private_key);
+    if (!impl->pkey) {
+      error = std::string("not a PEM ") + (private_key ? "private" : "public") + " key";
+      return nullptr;
+    }
+    if (std::string why = unsuitable(impl->pkey.get(), alg); !why.empty()) {
+      error = why;
+      return nullptr;
+    }
+    impl->can_sign = private_key;
+  }
+  return std::unique_ptr<Key>(new Key(alg, std::move(impl)));
+}
+
+Checked Key::verify(std::string_view token) const {
+  size_t first = token.find('.');
+  size_t second = first == std::string_view::npos ? first : token.find('.', first + 1);
+  if (second == std::string_view::npos || token.find('.', second + 1) != std::string_view::npos)
+    return {std::nullopt, "token is not a JWT (header.payload.signature)"};
+  auto header = base64url::decode(token.substr(0, first));
+  auto payload = base64url::decode(token.substr(first + 1, second - first - 1));
+  auto signature = base64url::decode(token.substr(second + 1));
+  if (!header || !payload || !signature) return {std::nullopt, "token is not valid base64url"};
+  if (std::string why = check_header(*header, alg_); !why.empty()) return {std::nullopt, why};
+  std::string_view signing_input = token.substr(0, second);
+  bool valid = false;
+  if (is_hmac(alg_)) {
+    std::string expected = hmac_signature(alg_, impl_->secret, signing_input);
+    valid = !expected.empty() && expected.size() == signature->size() &&
+            CRYPTO_memcmp(expected.data(), signature->data(), expected.size()) == 0;
+  } else {
+    std::optional<std::string> der =
+        alg_ == Alg::ES256 ? es256_raw_to_der(*signature) : std::optional(*signature);
+    MdCtxPtr ctx(EVP_MD_CTX_new());
+    valid =
+        der && ctx &&
+        EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, impl_->pkey.get()) == 1 &&
+        EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(der->data()),
+                         der->size(), reinterpret_cast<const unsigned char*>(signing_input.data()),
+                         signing_input.size()) == 1;
+  }
+  if (!valid) return {std::nullopt, "token signature is not valid"};
+  return {std::move(*payload), ""};
+}
+
+std::string Key::sign(std::string_view payload_json) const {
+  if (!impl_->can_sign) return {};
+  std::string input =
+      base64url::encode("{\"alg\":\"" + std::string(alg_name(alg_)) + "\",\"typ\":\"JWT\"}") + "." +
+      base64url::encode(payload_json);
+  std::string signature;
+  if (is_hmac(alg_)) {
+    signature = hmac_signature(alg_, impl_->secret, input);
+  } else {
+    MdCtxPtr ctx(EVP_MD_CTX_new());
+    size_t len = 0;
+    auto data = reinterpret_cast<const unsigned char*>(input.data());
+    if (!ctx ||
+        EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, impl_->pkey.get()) != 1 ||
+        EVP_DigestSign(ctx.get(), nullptr, &len, data, input.size()) != 1)
+      return {};
+    signature.resize(len);
+    if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &len, data,
+                       input.size()) != 1)
+      return {};
+    signature.resize(len);
+    if (alg_ == Alg::ES256) signature = es256_der_to_raw(signature);
+  }
+  if (signature.empty()) return {};
+  return input + "." + base64url::encode(signature);
+}
+
+}  // namespace sse::jwt
