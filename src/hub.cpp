@@ -30,12 +30,12 @@ void Subscription::refill() {
 Hub::~Hub() = default;
 
 Room* Hub::find_mutable(std::string_view name) {
-  auto it = rooms_.find(std::string(name));
+  auto it = rooms_.find(name);
   return it == rooms_.end() ? nullptr : it->second.get();
 }
 
 const Room* Hub::find(std::string_view name) const {
-  auto it = rooms_.find(std::string(name));
+  auto it = rooms_.find(name);
   return it == rooms_.end() ? nullptr : it->second.get();
 }
 

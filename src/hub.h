@@ -117,7 +117,12 @@ class Hub final : public CommitSink {
   void replay(Subscription& sub);
 
   HubOptions options_;
-  std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;
+  // Looked up by string_view without making a string (a message's room, every commit).
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view name) const { return std::hash<std::string_view>{}(name); }
+  };
+  std::unordered_map<std::string, std::unique_ptr<Room>, NameHash, std::equal_to<>> rooms_;
   // Rooms nobody reads, longest idle first: those that keep no messages are forgotten first.
   std::list<Room*> idle_empty_;
   std::list<Room*> idle_;
