@@ -142,6 +142,7 @@ Authentication Access::check_token(std::string_view token, int64_t now_s) const 
   std::string_view text;
   if (claims["sub"].get_string().get(text) != simdjson::SUCCESS || text.empty())
     return refuse("token has no sub claim");
+  if (text.size() > kMaxSubjectBytes) return refuse("token sub is longer than 256 bytes");
   id.subject = std::string(text);
   double exp = 0;
   if (claims["exp"].get_double().get(exp) != simdjson::SUCCESS)

@@ -54,6 +54,7 @@ struct Authentication {
 
 inline constexpr std::string_view kTokenCookie = "sse_chat_token";
 inline constexpr size_t kMaxTokenNameChars = 64;
+inline constexpr size_t kMaxSubjectBytes = 256;
 
 class Access {
  public:

@@ -28,6 +28,9 @@ struct Draft {
   std::string user;
   std::string text;
   std::string nonce;  // "" when the POST is not idempotent
+  // The token subject that posted it ("" with tokens off): nonces are its own, so two bearers
+  // with the same display name never share one.
+  std::string subject;
 };
 
 struct PublishResult {

@@ -298,13 +298,13 @@ void ChatRoutes::post_message(Connection& conn, Request& req) {
     return policy_.reply(conn, req, std::move(r));
   }
   uint64_t ticket = hold(conn);
-  broker_.publish(
-      {std::move(input.room), std::move(input.user), std::move(input.text), std::move(input.nonce)},
-      [this, ticket, ctx = policy_.context_of(req)](const PublishResult& result) {
-        if (result.status == PublishResult::Status::Unavailable)
-          metrics_.count_rejected("storage_unavailable");
-        finish(ticket, ctx, publish_answer(result));
-      });
+  broker_.publish({std::move(input.room), std::move(input.user), std::move(input.text),
+                   std::move(input.nonce), who ? who->subject : std::string()},
+                  [this, ticket, ctx = policy_.context_of(req)](const PublishResult& result) {
+                    if (result.status == PublishResult::Status::Unavailable)
+                      metrics_.count_rejected("storage_unavailable");
+                    finish(ticket, ctx, publish_answer(result));
+                  });
 }
 
 void ChatRoutes::list_messages(Connection& conn, Request& req) {

@@ -85,7 +85,9 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
   if (!failure_.empty()) {
     return answer(std::move(done), {PublishResult::Status::Unavailable, 0, failure_});
   }
-  std::string nonce_key = draft.nonce.empty() ? std::string() : draft.user + '\x1f' + draft.nonce;
+  // '\x1e' never starts a user name (no control characters), so the two kinds of key never meet.
+  std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
+  std::string nonce_key = draft.nonce.empty() ? std::string() : owner + '\x1f' + draft.nonce;
   if (!nonce_key.empty() && join_duplicate(nonce_key, done)) return;
   // An id is used up once a write was tried: a failed write may still have left its record.
   uint64_t id = next_id_++;

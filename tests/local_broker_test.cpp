@@ -131,9 +131,10 @@ class Fixture {
   }
   std::shared_ptr<Answer> publish(const std::string& text, const std::string& nonce = "",
                                   const std::string& user = "alice",
-                                  const std::string& room = "general") {
+                                  const std::string& room = "general",
+                                  const std::string& subject = "") {
     auto answer = std::make_shared<Answer>();
-    broker->publish(Draft{room, user, text, nonce}, [answer](const PublishResult& r) {
+    broker->publish(Draft{room, user, text, nonce, subject}, [answer](const PublishResult& r) {
       answer->done = true;
       answer->result = r;
     });
@@ -141,8 +142,9 @@ class Fixture {
   }
   PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
                                  const std::string& user = "alice",
-                                 const std::string& room = "general") {
-    auto answer = publish(text, nonce, user, room);
+                                 const std::string& room = "general",
+                                 const std::string& subject = "") {
+    auto answer = publish(text, nonce, user, room, subject);
     EXPECT_TRUE(run_until([&] { return answer->done; }));
     return answer->result;
   }
@@ -421,6 +423,21 @@ TEST(LocalBroker, JournalOfThePreviousFormatsStillLoads) {
   EXPECT_EQ(f.publish_and_wait("new").id, 4u);
   f.broker.reset();
   EXPECT_EQ(ids_after_restart(dir), ids({1, 2, 3, 4}));
+}
+
+// With tokens on, a nonce belongs to the token's subject, not to the display name: two people
+// both called Alice never answer each other's retries, and one person's retry is still joined.
+TEST(LocalBroker, NoncesOfTokenBearersBelongToTheirSubject) {
+  LocalBrokerOptions o = options("", FsyncPolicy::Never);
+  o.journal = false;
+  Fixture f(o);
+  f.start();
+  EXPECT_EQ(f.publish_and_wait("a", "n1", "Alice", "general", "sub-1").id, 1u);
+  EXPECT_EQ(f.publish_and_wait("b", "n1", "Alice", "general", "sub-2").status, Status::Created);
+  EXPECT_EQ(f.publish_and_wait("b", "n1", "Alice").status, Status::Created);  // tokens off
+  PublishResult retry = f.publish_and_wait("a", "n1", "Alice", "general", "sub-1");
+  EXPECT_EQ(retry.status, Status::Duplicate);
+  EXPECT_EQ(retry.id, 1u);
 }
 
 TEST(LocalBroker, TheNewestNoncesAreRemembered) {
