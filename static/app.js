@@ -28,6 +28,11 @@ let knownNewest = 0;           // highest id of any room this tab has heard of
 let streamRooms = new Set();   // rooms the open stream carries, as its owner last said
 let directory = [];            // GET /rooms: [{room, online, last_id}], most recently active first
 let status = { text: 'connecting…', cls: '' };
+// GET /me: { on: false } with tokens off (everyone may read and post everywhere, under the
+// nickname typed here). With tokens on, either signed in ({ on, name, rooms, read, public }: room
+// patterns) or not ({ on, name: '', reason, public, expired }), when only the public rooms may be
+// read (none if the browser sends a token the server refuses: it refuses everything then).
+let auth = { on: false };
 
 function room(name) {
   let r = rooms.get(name);
@@ -49,6 +54,38 @@ function roomError(name) {
   }
   return null;
 }
+
+// Room patterns as the server reads them (src/access.h): a room, a prefix ending in `*`, or `*`.
+const matches = (patterns, name) => patterns.some((p) => (p.endsWith('*') ? name.startsWith(p.slice(0, -1)) : name === p));
+const mayRead = (name) => !auth.on || [auth.rooms, auth.read, auth.public].some((p) => matches(p, name));
+const mayPost = (name) => !auth.on || matches(auth.rooms, name);
+const patternList = (value) => (Array.isArray(value) ? value.filter((p) => typeof p === 'string') : []);
+
+function signedIn(body) {
+  return { on: true, name: body.name, rooms: patternList(body.rooms), read: patternList(body.read), public: patternList(body.public) };
+}
+
+// `presented`: the browser sent a token and it was refused; then even public rooms are refused.
+function signedOut(reason, publicRooms, presented, expired = false) {
+  return { on: true, name: '', rooms: [], read: [], public: presented ? [] : patternList(publicRooms), reason, presented, expired };
+}
+
+// Asks GET /me who this browser is: null when it cannot tell (out of reach, or a server without
+// /me, which the page then treats as one with tokens off).
+async function fetchMe() {
+  let res;
+  try { res = await fetch('/me', { cache: 'no-store' }); } catch (_) { return null; }
+  let body = {};
+  try { body = await res.json(); } catch (_) { /* not JSON */ }
+  if (res.ok && body.auth === true && typeof body.name === 'string') return signedIn(body);
+  if (res.status !== 401) return res.ok && body.auth === false ? { on: false } : null;
+  const presented = /invalid_token/.test(res.headers.get('WWW-Authenticate') || '');
+  return signedOut(typeof body.error === 'string' ? body.error : 'sign-in needed', body.public, presented);
+}
+
+const notReadable = (name) => (auth.name
+  ? `You may not read #${name}: your sign-in does not include it.`
+  : `Sign in to read #${name}.`);
 
 const TOO_MANY = `You are in ${MAX_ROOMS} rooms, the most one stream can carry: leave one first.`;
 
@@ -116,6 +153,44 @@ function renderMessage(msg) {
 function showNotice(text) {
   $('notice').textContent = text;
   $('notice').hidden = !text;
+}
+
+// Who is signed in, or why nobody is. With tokens on there is no nickname to choose: the server
+// names a message's author after the token.
+function renderAuth() {
+  $('who').hidden = !auth.name;
+  if (auth.name) {
+    const name = document.createElement('strong');
+    name.textContent = auth.name;
+    $('who').replaceChildren('Signed in as ', name);
+  }
+  let notice = '';
+  if (auth.on && !auth.name) {
+    const reason = auth.reason.replace(/^sign-in needed:\s*/i, '');
+    if (auth.expired) notice = `Your session expired — sign in again (${reason}).`;
+    else notice = `Sign-in needed: ${reason}` + (/[.!?]$/.test(reason) ? '' : '.');
+    if (auth.public.length) notice += ` Without signing in you may read ${auth.public.map((p) => '#' + p).join(', ')}.`;
+  }
+  $('auth-notice').textContent = notice;
+  $('auth-notice').hidden = !notice;
+  if (auth.on) {
+    $('join').hidden = true;
+    $('rename').hidden = true;
+  }
+  renderComposer();
+}
+
+// With tokens on the composer is offered only in a room the token may post to; elsewhere a line
+// says why not. (With tokens off the nickname box decides: setName, rename.)
+function renderComposer() {
+  if (!auth.on) return;
+  let why = '';
+  if (!auth.name) why = mayRead(current) ? `Sign in to post to #${current}.` : `Sign in to read #${current}.`;
+  else if (!mayRead(current)) why = notReadable(current);
+  else if (!mayPost(current)) why = `#${current} is read-only for you: you may read it but not post to it.`;
+  $('composer').hidden = Boolean(why);
+  $('composer-note').textContent = why;
+  $('composer-note').hidden = !why;
 }
 
 function renderPresence() {
@@ -189,6 +264,7 @@ function renderRooms() {
     const unread = rooms.has(name) ? rooms.get(name).unread : 0;
     unreadTotal += unread;
     li.classList.toggle('current', name === current);
+    li.classList.toggle('locked', !mayRead(name));  // joined before, but not readable now: not streamed
     const link = li.querySelector('.room-link');
     if (name === current) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
@@ -220,6 +296,7 @@ function showRoom() {
   showNotice(r.notice);
   renderPresence();
   renderRooms();
+  renderComposer();
 }
 
 function showRoomError(text) {
@@ -274,7 +351,27 @@ function onEvent(kind, data) {
     setStatus(data.text, data.cls);
   } else if (kind === 'stream') {
     onStreamOpen(data);
+  } else if (kind === 'expired') {
+    endSession(data && typeof data.reason === 'string' ? data.reason : 'token expired');
   }
+}
+
+// The sign-in ran out (the stream said so, or /me refused the token after a refusal): nothing
+// more is read or posted, and the stream is not reopened, until the person signs in again.
+function endSession(reason) {
+  if (auth.on && auth.expired) return;
+  auth = signedOut(reason, [], true, true);
+  for (const r of rooms.values()) r.presence = null;  // no stream tells who is online any more
+  renderAuth();
+  renderPresence();
+  renderRooms();
+  if (!owner) return;
+  clearTimeout(retryTimer);
+  retryTimer = 0;
+  if (source) source.close();
+  source = null;
+  sourceKey = '';
+  ownerEvent('status', { text: 'signed out', cls: 'offline' });
 }
 
 // The stream opened carrying `names`. A room whose history was loaded before the stream carried
@@ -286,6 +383,7 @@ function onStreamOpen(names) {
 }
 
 async function loadHistory(name) {
+  if (!mayRead(name)) return 0;  // the server would refuse it
   const carried = streamRooms.has(name);  // from here on the stream delivers what follows
   const res = await fetch(`/messages?room=${encodeURIComponent(name)}&limit=100`, { cache: 'no-store' });
   if (!res.ok) throw new Error('history ' + res.status);
@@ -300,6 +398,7 @@ async function loadHistory(name) {
 
 // GET /rooms: the directory shown under "Other rooms". Returns the newest id of any room.
 async function loadDirectory() {
+  if (auth.on && auth.presented) return 0;  // a refused token: the server refuses this too
   const res = await fetch('/rooms?limit=50', { cache: 'no-store' });
   if (!res.ok) return 0;  // a server without rooms
   const all = await res.json();
@@ -335,17 +434,30 @@ function ownerEvent(kind, data) {
 
 const validName = (name) => name !== '' && [...name].length <= 32 && !/[\u0000-\u001f\u007f]/.test(name);
 
-// The stream's rooms and reader name, as a query string: reopened when it changes.
+// The rooms the stream carries: the joined rooms this browser may read (one it may not would make
+// the server refuse the whole stream).
+const streamNames = () => [...joined].filter(mayRead).sort();
+
+// The stream's rooms and reader name, as a query string: reopened when it changes. With tokens on
+// the server names the reader after the token.
 function streamQuery() {
-  const parts = [...joined].sort().map((name) => 'room=' + name);  // names need no escaping
-  if (validName(me)) parts.push('user=' + encodeURIComponent(me));
+  const parts = streamNames().map((name) => 'room=' + name);  // names need no escaping
+  if (!auth.on && validName(me)) parts.push('user=' + encodeURIComponent(me));
   return parts.join('&');
 }
 
 function openStream() {
   clearTimeout(retryTimer);
   retryTimer = 0;
-  const names = [...joined].sort();
+  const names = streamNames();
+  if (!names.length) {
+    // Nothing here may be read: a stream would only be refused (one naming no room reads general).
+    source = null;
+    sourceKey = '';
+    const text = !auth.name ? (auth.expired ? 'signed out' : 'not signed in') : 'no rooms to read';
+    ownerEvent('status', { text, cls: 'offline' });
+    return;
+  }
   const query = streamQuery();
   // A room this stream adds had nothing for it to miss: a reset for it on the first connection
   // only says the room kept less than what followed the resume id.
@@ -372,16 +484,40 @@ function openStream() {
     if (!fresh.has(roomOf(data))) ownerEvent('reset', data);
   }));
   es.addEventListener('presence', forward('presence'));
+  // The token that opened the stream ran out: the server ends the stream and would refuse it
+  // again. No reconnecting; every tab is told.
+  es.addEventListener('expired', ours((e) => {
+    let data = {};
+    try { data = JSON.parse(e.data); } catch (_) { /* the reason is optional */ }
+    es.close();
+    source = null;
+    ownerEvent('expired', data);
+  }));
   es.onerror = ours(() => {
     fresh = new Set();  // from here on a reset means something this page had is gone
     if (es.readyState === EventSource.CLOSED) {
       ownerEvent('status', { text: 'offline', cls: 'offline' });
       source = null;
-      retryTimer = setTimeout(openStream, 3000);  // the server refused the stream: try again later ourselves
+      // The server refused the stream: try again later ourselves, unless (with tokens on) the
+      // refusal was the sign-in running out.
+      (auth.on ? checkSession() : Promise.resolve(true)).then((again) => {
+        if (again && owner && !source) retryTimer = setTimeout(openStream, 3000);
+      });
     } else {
       ownerEvent('status', { text: navigator.onLine ? 'reconnecting…' : 'offline', cls: 'reconnecting' });
     }
   });
+}
+
+// Asks GET /me, after a refusal, whether this browser's sign-in still holds. When it ran out (or a
+// token appeared that the server refuses) the session ends in every tab: false then.
+async function checkSession() {
+  if (auth.expired) return false;
+  const now = await fetchMe();
+  if (!now || !now.on || now.name) return true;  // out of reach, or signed in: refused for another reason
+  if (!auth.name && !now.presented) return true;  // still reading public rooms without a token
+  ownerEvent('expired', { reason: now.reason });  // any tab may learn it first
+  return false;
 }
 
 // Reopens the stream when its rooms or reader name changed (only in the tab that owns it).
@@ -491,6 +627,14 @@ function leaveRoom(name) {
   relay('leave', name);
 }
 
+// Why `name` cannot be put in view (and so joined), or null.
+function joinProblem(name) {
+  const invalid = roomError(name);
+  if (invalid || joined.has(name)) return invalid;
+  if (joined.size >= MAX_ROOMS) return TOO_MANY;
+  return mayRead(name) ? null : notReadable(name);
+}
+
 function hashRoom() {
   let name = location.hash.slice(1);
   try { name = decodeURIComponent(name); } catch (_) { /* shown as typed */ }
@@ -499,7 +643,7 @@ function hashRoom() {
 
 // Puts `name` in view, joining it if need be (so a link to /#room opens it).
 function view(name, load = true) {
-  const problem = roomError(name) || (!joined.has(name) && joined.size >= MAX_ROOMS ? TOO_MANY : null);
+  const problem = joinProblem(name);
   if (problem) {
     showRoomError(problem);
     name = joined.has(current) ? current : DEFAULT_ROOM;
@@ -520,7 +664,8 @@ function newNonce() {
 }
 
 async function send(text, to) {
-  const body = JSON.stringify({ user: me, text, room: to, nonce: newNonce() });
+  // With tokens on the server takes the author's name from the token.
+  const body = JSON.stringify({ user: auth.on ? undefined : me, text, room: to, nonce: newNonce() });
   // Retry a network failure or a 503 with the same nonce: the server answers the retry with the
   // original id, so a message whose answer was lost is never posted twice.
   for (let attempt = 0; ; attempt++) {
@@ -535,6 +680,7 @@ async function send(text, to) {
         await new Promise((r) => setTimeout(r, Math.min(wait, 10) * 1000));
         continue;
       }
+      if (res.status === 401 && auth.on) checkSession();  // ends the session if it ran out
       if (res.status === 429) {
         const wait = res.headers.get('Retry-After');
         return `Slow down: ${reason}` + (wait ? ` (try again in ${wait}s)` : '');
@@ -587,7 +733,7 @@ $('rename').addEventListener('click', () => {
 $('room-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const name = $('room-name').value.trim().replace(/^#/, '');
-  const problem = roomError(name) || (!joined.has(name) && joined.size >= MAX_ROOMS ? TOO_MANY : null);
+  const problem = joinProblem(name);
   showRoomError(problem);
   if (problem) return;
   $('room-name').value = '';
@@ -625,8 +771,16 @@ $('new-messages').addEventListener('click', () => {
 });
 
 (async function start() {
-  if (me) setName(me);
-  else $('name').focus();
+  // Who this browser is decides the rest: a nickname typed here or the token's name, and which
+  // rooms are read and posted to.
+  auth = (await fetchMe()) || { on: false };
+  if (auth.on) me = auth.name;
+  renderAuth();
+  if (!auth.on && me) setName(me);
+  else if (!auth.on) {
+    $('join').hidden = false;
+    $('name').focus();
+  }
   // Listen to the leader before fetching history, so nothing posted meanwhile falls between.
   if (channel) channel.onmessage = onChannel;
   view(hashRoom(), false);

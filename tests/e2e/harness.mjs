@@ -1,6 +1,7 @@
 // Test harness: the real sse-chat binary on a free port, Debian's chromium through playwright-core.
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -130,4 +131,44 @@ export function people(page) {
 export async function roomTexts(url, room) {
   const res = await fetch(`${url}/messages?room=${room}&limit=1000`);
   return (await res.json()).map((m) => m.text);
+}
+
+// Signed tokens (--jwt-key). A fresh 48-byte HS256 secret in a file of its own.
+export function jwtKey() {
+  const file = joinPath(tempDir(), 'jwt.key');
+  writeFileSync(file, randomBytes(48), { mode: 0o600 });
+  return file;
+}
+
+// A token from the binary's `token` subcommand; `rooms` and `read` are lists of room patterns.
+export function makeToken(keyFile, { sub, name, rooms = [], read = [], ttl } = {}) {
+  const args = ['token', '--jwt-key', keyFile, '--sub', sub];
+  if (name) args.push('--name', name);
+  if (rooms.length) args.push('--rooms', rooms.join(','));
+  if (read.length) args.push('--read', read.join(','));
+  if (ttl) args.push('--ttl', String(ttl));
+  return execFileSync(BIN, args, { encoding: 'utf8' }).trim();
+}
+
+// A browser context that presents `token` as the page does: the sse_chat_token cookie.
+export async function contextWithToken(browser, url, token, options = {}) {
+  const context = await browser.newContext(options);
+  if (token) await context.addCookies([{ name: 'sse_chat_token', value: token, url }]);
+  return context;
+}
+
+// Opens the page on a server with tokens on; ready once it knows whether it is signed in.
+export async function openSigned(context, url, path = '/') {
+  const page = await context.newPage();
+  await page.goto(url + path);
+  await page.waitForSelector('#who:not([hidden]), #auth-notice:not([hidden])');
+  return page;
+}
+
+// POST /messages with `Authorization: Bearer token` (none when token is empty); the status.
+export async function postAs(url, token, text, extra = {}) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  const res = await fetch(url + '/messages', { method: 'POST', headers, body: JSON.stringify({ text, ...extra }) });
+  return res.status;
 }
