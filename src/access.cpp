@@ -55,7 +55,6 @@ std::optional<std::string> RoomPatterns::error(std::string_view pattern) {
   if (pattern == "*") return std::nullopt;
   bool prefix = pattern.ends_with('*');
   std::string_view name = prefix ? pattern.substr(0, pattern.size() - 1) : pattern;
-  if (prefix && name.empty()) return std::nullopt;
   if (auto err = room_name_error(name))
     return "\"" + std::string(pattern.substr(0, 70)) + "\" is not a room name or prefix*";
   return std::nullopt;
@@ -130,45 +129,75 @@ Authentication Access::authenticate(std::string_view authorization, std::string_
 }
 
 Authentication Access::check_token(std::string_view token, int64_t now_s) const {
+  if (!enabled()) return refuse("tokens are off");
   jwt::Checked checked = key_->verify(token);
   if (!checked.payload) return refuse(std::move(checked.reason));
   static simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(*checked.payload).get(doc) != simdjson::SUCCESS)
+    return refuse("token claims are not valid JSON");
   simdjson::dom::object claims;
-  if (parser.parse(*checked.payload).get(claims) != simdjson::SUCCESS)
+  if (doc.get_object().get(claims) != simdjson::SUCCESS)
     return refuse("token claims are not a JSON object");
+  if (jwt::has_duplicate_names(claims)) return refuse("token claims name a member twice");
   Authentication a;
   a.kind = Authentication::Valid;
   Identity& id = a.identity;
-  std::string_view text;
-  if (claims["sub"].get_string().get(text) != simdjson::SUCCESS || text.empty())
-    return refuse("token has no sub claim");
-  if (text.size() > kMaxSubjectBytes) return refuse("token sub is longer than 256 bytes");
-  id.subject = std::string(text);
-  double exp = 0;
-  if (claims["exp"].get_double().get(exp) != simdjson::SUCCESS)
-    return refuse("token has no exp claim");
-  if (static_cast<double>(now_s) >= exp) return refuse("token expired");
-  id.expires_s = static_cast<int64_t>(std::min(exp, 1e12));  // far future, without overflow
-  double nbf = 0;
-  if (claims["nbf"].get_double().get(nbf) == simdjson::SUCCESS &&
-      static_cast<double>(now_s + kNotBeforeLeewayS) < nbf)
-    return refuse("token is not valid yet");
-  if (!issuer_.empty() &&
-      (claims["iss"].get_string().get(text) != simdjson::SUCCESS || text != issuer_))
-    return refuse("token issuer is not accepted");
-  simdjson::dom::element aud;
-  if (!audience_.empty() &&
-      (claims["aud"].get(aud) != simdjson::SUCCESS || !audience_matches(aud, audience_)))
-    return refuse("token audience is not accepted");
-  if (claims["name"].get_string().get(text) == simdjson::SUCCESS)
-    id.name = std::string(text);
-  else
-    id.name = id.subject;
-  if (check_user(id.name, kMaxTokenNameChars))
-    return refuse("token name (or sub) must be 1-64 characters without control characters");
+  if (auto err = read_bearer(claims, id)) return refuse(*err);
+  if (auto err = read_lifetime(claims, now_s, id)) return refuse(*err);
+  if (auto err = check_issuer_and_audience(claims)) return refuse(*err);
   if (auto err = read_patterns(claims, "rooms", id.rooms)) return refuse(*err);
   if (auto err = read_patterns(claims, "read", id.read)) return refuse(*err);
   return a;
+}
+
+// sub, and name (else sub) as the author.
+std::optional<std::string> Access::read_bearer(const simdjson::dom::object& claims, Identity& id) {
+  std::string_view text;
+  if (claims["sub"].get_string().get(text) != simdjson::SUCCESS || text.empty())
+    return "token has no sub claim";
+  if (text.size() > kMaxSubjectBytes) return "token sub is longer than 256 bytes";
+  id.subject = std::string(text);
+  auto name = claims["name"];
+  if (name.error() == simdjson::NO_SUCH_FIELD) {
+    id.name = id.subject;
+  } else if (name.get_string().get(text) == simdjson::SUCCESS) {
+    id.name = std::string(text);
+  } else {
+    return "token claim name must be a string";
+  }
+  if (check_user(id.name, kMaxTokenNameChars))
+    return "token name (or sub) must be 1-64 characters without control characters";
+  return std::nullopt;
+}
+
+// exp (required) and nbf (when present), at `now_s`.
+std::optional<std::string> Access::read_lifetime(const simdjson::dom::object& claims, int64_t now_s,
+                                                 Identity& id) {
+  double exp = 0;
+  if (claims["exp"].get_double().get(exp) != simdjson::SUCCESS) return "token has no exp claim";
+  if (static_cast<double>(now_s) >= exp) return "token expired";
+  id.expires_s = static_cast<int64_t>(std::min(exp, 1e12));  // far future, without overflow
+  auto nbf_claim = claims["nbf"];
+  if (nbf_claim.error() == simdjson::NO_SUCH_FIELD) return std::nullopt;
+  double nbf = 0;
+  if (nbf_claim.get_double().get(nbf) != simdjson::SUCCESS)
+    return "token claim nbf must be a number";
+  if (static_cast<double>(now_s + kNotBeforeLeewayS) < nbf) return "token is not valid yet";
+  return std::nullopt;
+}
+
+std::optional<std::string> Access::check_issuer_and_audience(
+    const simdjson::dom::object& claims) const {
+  std::string_view text;
+  if (!issuer_.empty() &&
+      (claims["iss"].get_string().get(text) != simdjson::SUCCESS || text != issuer_))
+    return "token issuer is not accepted";
+  simdjson::dom::element aud;
+  if (!audience_.empty() &&
+      (claims["aud"].get(aud) != simdjson::SUCCESS || !audience_matches(aud, audience_)))
+    return "token audience is not accepted";
+  return std::nullopt;
 }
 
 std::string_view cookie_value(std::string_view header, std::string_view name) {
@@ -181,7 +210,7 @@ std::string_view cookie_value(std::string_view header, std::string_view name) {
     std::string_view value = ascii::trim_ows(pair.substr(eq + 1));
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
       value = value.substr(1, value.size() - 2);
-    return value;
+    if (!value.empty()) return value;  // a cleared one (another Path) may come first
   }
   return {};
 }

@@ -78,13 +78,18 @@ class Access {
   const RoomPatterns& public_rooms() const { return public_rooms_; }
 
  private:
+  static std::optional<std::string> read_bearer(const simdjson::dom::object& claims, Identity& id);
+  static std::optional<std::string> read_lifetime(const simdjson::dom::object& claims,
+                                                  int64_t now_s, Identity& id);
+  std::optional<std::string> check_issuer_and_audience(const simdjson::dom::object& claims) const;
+
   std::unique_ptr<jwt::Key> key_;
   std::string issuer_;
   std::string audience_;
   RoomPatterns public_rooms_;
 };
 
-// The value of cookie `name` in a Cookie header ("" when absent).
+// The first non-empty value of cookie `name` in a Cookie header ("" when absent).
 std::string_view cookie_value(std::string_view header, std::string_view name);
 
 }  // namespace sse

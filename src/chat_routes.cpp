@@ -30,9 +30,10 @@ struct StreamQuery {
   std::optional<std::string> last_event_id;
 };
 
-// The reason a stream's query is refused (400), or nullopt with `out` filled.
+// The reason a stream's query is refused (400), or nullopt with `out` filled. `user` is checked
+// only when it is believed (`names_from_tokens` false).
 std::optional<std::string> parse_stream_query(std::string_view query, size_t max_rooms,
-                                              StreamQuery& out) {
+                                              bool names_from_tokens, StreamQuery& out) {
   auto pairs = form::parse(query);
   if (!pairs) return "malformed query string";
   for (auto& [key, value] : *pairs) {
@@ -41,6 +42,7 @@ std::optional<std::string> parse_stream_query(std::string_view query, size_t max
       if (std::find(out.rooms.begin(), out.rooms.end(), value) == out.rooms.end())
         out.rooms.push_back(std::move(value));
     } else if (key == "user") {
+      if (names_from_tokens) continue;
       if (auto err = check_user(value)) return *err;
       out.user = std::move(value);
     } else if (key == "lastEventId") {
@@ -224,7 +226,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     return policy_.method_not_allowed(conn, req, "GET, HEAD");
   StreamQuery query;
   size_t max_rooms = std::min(max_rooms_per_stream_, hub_.max_rooms());
-  if (auto error = parse_stream_query(req.query, max_rooms, query)) {
+  if (auto error = parse_stream_query(req.query, max_rooms, access_.enabled(), query)) {
     metrics_.count_rejected("invalid_stream");
     return policy_.reply(conn, req, http::error(400, *error));
   }
@@ -232,7 +234,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   if (auto refusal = check_read(auth, query.rooms))
     return policy_.reply(conn, req, std::move(*refusal));
   // With tokens on, a reader's name is its token's, never what the query says.
-  if (access_.enabled()) query.user = auth.who() ? auth.who()->name : std::string();
+  if (const Identity* who = auth.who()) query.user = who->name;
   if (req.method == Method::Head) {  // the stream's head, through the same reply path as any
     http::Response r;
     r.content_type = "text/event-stream";

@@ -115,6 +115,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s.header_bytes_ = 0;
   s.header_lines_ = 0;
   s.host_headers_ = 0;
+  s.authorization_headers_ = 0;
   s.headers_done_ = false;
   s.raw_bytes_ = 0;
   s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
@@ -172,6 +173,7 @@ void RequestParser::store_header() {
     r.origin = value_;
   } else if (ascii::iequals(field_, "authorization")) {
     r.authorization = value_;
+    ++authorization_headers_;
   } else if (ascii::iequals(field_, "cookie")) {
     if (!r.cookie.empty())
       r.cookie += "; ";  // RFC 6265 §5.4: one header, but HTTP/2 gateways split
@@ -216,6 +218,8 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
   if (s.host_headers_ > 1 || (!r.http10 && s.host_headers_ == 0))
     return s.fail(400, "exactly one Host header is required");
+  // Two credentials: which one speaks is anybody's guess (a proxy may have added one).
+  if (s.authorization_headers_ > 1) return s.fail(400, "more than one Authorization header");
   if (!split_target(s.url_, r.path, r.query)) return s.fail(400, "malformed request target");
   // Refuse an oversized body from its declared length, before reading any of it.
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)

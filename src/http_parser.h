@@ -94,6 +94,7 @@ class RequestParser {
   size_t header_bytes_ = 0;
   size_t header_lines_ = 0;
   int host_headers_ = 0;
+  int authorization_headers_ = 0;
   bool headers_done_ = false;  // what follows are chunked trailers, never taken as headers
   bool keep_alive_ = true;     // as the headers said (a trailer cannot change it)
   size_t raw_bytes_ = 0;       // bytes fed since this request began (whitespace and framing too)

@@ -9,9 +9,11 @@
 #include <openssl/pem.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <vector>
 
 #include "base64url.h"
 
@@ -112,6 +114,7 @@ std::string check_header(std::string_view header_json, Alg alg) {
   simdjson::dom::object header;
   if (parser.parse(header_json.data(), header_json.size(), true).get(header) != simdjson::SUCCESS)
     return "token header is not a JSON object";
+  if (has_duplicate_names(header)) return "token header names a member twice";
   std::string_view name;
   if (header["alg"].get_string().get(name) != simdjson::SUCCESS)
     return "token header names no algorithm";
@@ -125,6 +128,13 @@ std::string check_header(std::string_view header_json, Alg alg) {
 }
 
 }  // namespace
+
+bool has_duplicate_names(const simdjson::dom::object& object) {
+  std::vector<std::string_view> names;
+  for (auto field : object) names.push_back(field.key);
+  std::sort(names.begin(), names.end());
+  return std::adjacent_find(names.begin(), names.end()) != names.end();
+}
 
 std::optional<Alg> parse_alg(std::string_view name) {
   for (Alg alg : {Alg::HS256, Alg::HS384, Alg::HS512, Alg::RS256, Alg::ES256})

@@ -10,11 +10,19 @@
 #include <string>
 #include <string_view>
 
+namespace simdjson::dom {
+class object;
+}
+
 namespace sse::jwt {
 
 enum class Alg { HS256, HS384, HS512, RS256, ES256 };
 
 std::optional<Alg> parse_alg(std::string_view name);
+
+// True when a JSON object names one member twice: RFC 7515 §5.2 and RFC 7519 §4 let a reader
+// refuse it, and readers that keep the first and the last would see different tokens.
+bool has_duplicate_names(const simdjson::dom::object& object);
 std::string_view alg_name(Alg alg);
 bool is_hmac(Alg alg);
 

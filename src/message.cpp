@@ -65,8 +65,10 @@ std::string check_field(std::string_view name, std::string_view value, size_t ma
 class Fields {
  public:
   static constexpr int kUnknown = -1;
+  // With an author (a token's name) the body's "user" is not read at all, like unknown fields.
+  explicit Fields(std::optional<std::string_view> author) : author_(author) {}
   int slot(std::string_view key) const {
-    for (int i = 0; i < kCount; ++i)
+    for (int i = author_ ? 1 : 0; i < kCount; ++i)
       if (key == kNames[i]) return i;
     return kUnknown;
   }
@@ -77,7 +79,8 @@ class Fields {
     values_[slot] = std::move(value);
     return {};
   }
-  PostResult finish(std::optional<std::string_view> author) {
+  PostResult finish() {
+    const std::optional<std::string_view>& author = author_;
     if (!seen_[0] && !author) return bad("missing \"user\"");
     if (!seen_[1]) return bad("missing \"text\"");
     std::string room = seen_[3] ? std::move(values_[3]) : std::string(kDefaultRoom);
@@ -96,6 +99,7 @@ class Fields {
  private:
   static constexpr int kCount = 4;
   static constexpr std::string_view kNames[kCount] = {"user", "text", "nonce", "room"};
+  std::optional<std::string_view> author_;
   std::string values_[kCount];
   bool seen_[kCount] = {};
 };
@@ -114,7 +118,7 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
   simdjson::dom::object object;
   if (doc.get_object().get(object) != simdjson::SUCCESS)
     return bad("body must be a JSON object with \"user\" and \"text\"");
-  Fields fields;
+  Fields fields(author);
   for (auto field : object) {
     int slot = fields.slot(field.key);
     if (slot == Fields::kUnknown) continue;
@@ -123,19 +127,19 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
       return bad("\"" + std::string(field.key) + "\" must be a string");
     if (auto err = fields.set(slot, std::string(value)); !err.empty()) return bad(err);
   }
-  return fields.finish(author);
+  return fields.finish();
 }
 
 PostResult decode_form(std::string_view body, std::optional<std::string_view> author) {
   auto pairs = form::parse(body);
   if (!pairs) return bad("malformed form encoding");
-  Fields fields;
+  Fields fields(author);
   for (auto& [key, value] : *pairs) {
     int slot = fields.slot(key);
     if (slot == Fields::kUnknown) continue;
     if (auto err = fields.set(slot, std::move(value)); !err.empty()) return bad(err);
   }
-  return fields.finish(author);
+  return fields.finish();
 }
 
 }  // namespace

@@ -23,6 +23,8 @@ constexpr std::string_view kUsage =
     "an entry is a room, a prefix ending in '*', or '*' for every room. --ttl defaults to 3600.\n"
     "--jwt-key, --jwt-alg, --jwt-issuer and --jwt-audience also come from SSE_CHAT_JWT_KEY etc.\n";
 
+constexpr uint64_t kMaxTtlS = 10ull * 366 * 24 * 3600;
+
 struct TokenRequest {
   std::string key_file, alg = "HS256", sub, name, issuer, audience;
   std::vector<std::string> rooms, read;
@@ -76,8 +78,9 @@ std::optional<std::string> parse_args(int argc, char** argv, TokenRequest& t) {
         return std::string(flag) + ": " + *err;
     } else if (flag == "--ttl") {
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), t.ttl_s);
-      if (ec != std::errc{} || end != value.data() + value.size() || t.ttl_s == 0)
-        return "--ttl must be a whole number of seconds";
+      if (ec != std::errc{} || end != value.data() + value.size() || t.ttl_s == 0 ||
+          t.ttl_s > kMaxTtlS)
+        return "--ttl must be a whole number of seconds, at most ten years";
     } else {
       return "unknown option " + std::string(flag);
     }

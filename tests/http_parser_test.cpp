@@ -161,6 +161,8 @@ TEST(HttpParser, Errors) {
       {"GET / HTTP/1.1\r\n\r\n", 400},                        // no Host
       {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},  // two
       {"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
+       400},                                              // two credentials
       {"GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", 400},  // empty header name
       {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414},
       {"GET / HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431},
