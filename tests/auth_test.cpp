@@ -319,16 +319,6 @@ struct Stream {
   }
 };
 
-std::string field(const std::string& json, const std::string& name) {
-  std::string key = "\"" + name + "\":";
-  size_t p = json.find(key);
-  if (p == std::string::npos) return "";
-  p += key.size();
-  if (json[p] == '"') return json.substr(p + 1, json.find('"', p + 1) - p - 1);
-  size_t end = json.find_first_of(",}]", p);
-  return json.substr(p, end - p);
-}
-
 std::set<std::string> room_names(const std::string& rooms_json) {
   std::set<std::string> names;
   size_t p = 0;

@@ -31,16 +31,6 @@ uint64_t post_id(uint16_t port, const std::string& room, const std::string& text
   return r && r->status == 201 ? json_id(r->body) : 0;
 }
 
-std::string field(const std::string& json, const std::string& name) {
-  std::string key = "\"" + name + "\":";
-  size_t p = json.find(key);
-  if (p == std::string::npos) return "";
-  p += key.size();
-  if (json[p] == '"') return json.substr(p + 1, json.find('"', p + 1) - p - 1);
-  size_t end = json.find_first_of(",}]", p);
-  return json.substr(p, end - p);
-}
-
 // Reads events until `pred` holds for one (nullopt if the stream ends first).
 std::optional<SseEvent> next_event_of(SseReader& reader, const std::string& type) {
   while (auto e = reader.next())

@@ -331,6 +331,16 @@ uint64_t json_id(const std::string& body) {
   return std::strtoull(body.c_str() + p + 5, nullptr, 10);
 }
 
+std::string field(const std::string& json, const std::string& name) {
+  std::string key = "\"" + name + "\":";
+  size_t p = json.find(key);
+  if (p == std::string::npos) return "";
+  p += key.size();
+  if (json[p] == '"') return json.substr(p + 1, json.find('"', p + 1) - p - 1);
+  size_t end = json.find_first_of(",}]", p);
+  return json.substr(p, end - p);
+}
+
 uint64_t post_message(uint16_t port, const std::string& user, const std::string& text) {
   Client c(port);
   std::string body = "{\"user\":\"" + user + "\",\"text\":\"" + text + "\"}";

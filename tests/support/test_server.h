@@ -130,6 +130,10 @@ uint64_t post_message(uint16_t port, const std::string& user, const std::string&
 // The value of an unlabelled metric from GET /metrics (UINT64_MAX if absent or unreachable).
 uint64_t metric(uint16_t port, const std::string& name);
 
+// The value of the first member `name` in flat JSON: a string's contents (unescaped quotes not
+// handled) or a number's digits; "" if absent.
+std::string field(const std::string& json, const std::string& name);
+
 // Extracts "id":N from a JSON body (0 if absent).
 uint64_t json_id(const std::string& body);
 
