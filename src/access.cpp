@@ -55,8 +55,13 @@ std::optional<std::string> RoomPatterns::error(std::string_view pattern) {
   if (pattern == "*") return std::nullopt;
   bool prefix = pattern.ends_with('*');
   std::string_view name = prefix ? pattern.substr(0, pattern.size() - 1) : pattern;
-  if (auto err = room_name_error(name))
-    return "\"" + std::string(pattern.substr(0, 70)) + "\" is not a room name or prefix*";
+  if (auto err = room_name_error(name)) {
+    // Named back only when short and plain ASCII, so the answer stays valid UTF-8.
+    bool plain = pattern.size() <= 70 && std::all_of(pattern.begin(), pattern.end(),
+                                                     [](char c) { return c >= ' ' && c < 0x7F; });
+    return plain ? "\"" + std::string(pattern) + "\" is not a room name or prefix*"
+                 : "an entry is not a room name or prefix*";
+  }
   return std::nullopt;
 }
 
@@ -116,11 +121,10 @@ Authentication Access::authenticate(std::string_view authorization, std::string_
                                     int64_t now_s) const {
   if (!enabled()) return {};
   authorization = ascii::trim_ows(authorization);
-  if (!authorization.empty()) {
-    size_t space = authorization.find(' ');
-    if (space == std::string_view::npos ||
-        !ascii::iequals(authorization.substr(0, space), "Bearer"))
-      return refuse("Authorization must be \"Bearer <token>\"");
+  size_t space = authorization.find(' ');
+  // Another scheme (Basic from a proxy that guards the site, say) is not ours to judge.
+  if (ascii::iequals(authorization.substr(0, space), "Bearer")) {
+    if (space == std::string_view::npos) return refuse("Authorization: Bearer needs a token");
     return check_token(ascii::trim_ows(authorization.substr(space + 1)), now_s);
   }
   std::string_view token = cookie_value(cookie, kTokenCookie);

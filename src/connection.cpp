@@ -179,6 +179,8 @@ size_t Connection::free_slots() const {
 
 bool Connection::deliver(const FrameRef& frame) {
   if (state_ != State::Stream) return true;  // closing: nothing more to send
+  // Past its token's exp a stream takes nothing more; the next timeout check ends it.
+  if (expires_at_ms_ != 0 && host_.now_ms() >= expires_at_ms_) return true;
   const ConnectionSettings& cfg = host_.settings();
   if (out_.size() >= cfg.queue_frames || !fits_bytes(frame->size()) || !out_.push(frame)) {
     ++host_.metrics().slow_consumers;
@@ -340,7 +342,8 @@ void Connection::check_timeouts(int64_t now_ms) {
 
 void Connection::expire() {
   expires_at_ms_ = 0;
-  subscription_.reset();  // nothing more of its rooms; presence sees it leave
+  subscription_.reset();   // nothing more of its rooms; presence sees it leave
+  out_.keep_front_only();  // nor what was queued but not sent: the token no longer covers it
   send_bytes(kExpiredEvent);
   finish_after_flush();
   host_.mark_dirty(*this);

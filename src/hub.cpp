@@ -56,16 +56,18 @@ Room& Hub::open(const std::string& name, bool may_forget) {
   return room;
 }
 
-bool Hub::can_open(const std::vector<std::string>& rooms) const {
+bool Hub::can_open(const std::vector<std::string>& rooms, bool may_forget_kept) const {
   size_t missing = 0;
   size_t idle_asked = 0;  // idle rooms among those asked for cannot make space for the others
   for (const std::string& name : rooms) {
     const Room* room = find(name);
     missing += room == nullptr;
-    idle_asked += room != nullptr && room->idle_in_ != nullptr;
+    idle_asked += room != nullptr && room->idle_in_ != nullptr &&
+                  (may_forget_kept || room->idle_in_ == &idle_empty_);
   }
   size_t free = options_.max_rooms - std::min(options_.max_rooms, rooms_.size());
-  return missing <= free + (idle_count() - idle_asked);
+  size_t forgettable = may_forget_kept ? idle_count() : idle_empty_.size();
+  return missing <= free + (forgettable - idle_asked);
 }
 
 // Drops a room nobody reads, with its kept messages; its name and last id are remembered so a

@@ -69,8 +69,9 @@ class Hub final : public CommitSink {
   std::function<void(std::string_view room, uint64_t through)> on_forgotten;
 
   // Whether these rooms exist or can be made now (rooms past the limit make space only by
-  // forgetting rooms nobody reads).
-  bool can_open(const std::vector<std::string>& rooms) const;
+  // forgetting rooms nobody reads; with `may_forget_kept` false, only rooms that keep no
+  // messages, so a reader without a token cannot wipe anybody's history).
+  bool can_open(const std::vector<std::string>& rooms, bool may_forget_kept = true) const;
   // Joins `sub` to `rooms` (distinct, valid names; made when new). Without `last_event_id` it is
   // live at once; with it, it replays every kept message after that id from all its rooms in id
   // order first, with a reset for each room whose history no longer reaches back that far (or

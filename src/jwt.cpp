@@ -1,5 +1,6 @@
 #include "jwt.h"
 
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -8,11 +9,11 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <vector>
 
 #include "base64url.h"
@@ -59,6 +60,32 @@ PkeyPtr read_pem(std::string_view pem, bool private_key) {
   PkeyPtr key = read(private_key);
   if (!key && !private_key) key = read(true);
   return key;
+}
+
+std::optional<std::string> read_key_file(const std::string& path) {
+  constexpr size_t kMaxKeyFileBytes = 64 * 1024;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  struct stat st;
+  std::optional<std::string> bytes;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<size_t>(st.st_size) <= kMaxKeyFileBytes) {
+    std::string buf(static_cast<size_t>(st.st_size), '\0');
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n == static_cast<ssize_t>(buf.size())) bytes = std::move(buf);
+  }
+  ::close(fd);
+  return bytes;
+}
+
+// A secret that is really a public key (PEM, or DER) is known to anyone: HS with it means anyone
+// can sign tokens. The usual slip is an RS256/ES256 key given without --jwt-alg.
+bool looks_like_a_key(std::string_view bytes) {
+  if (bytes.find("-----BEGIN") != std::string_view::npos) return true;
+  auto p = reinterpret_cast<const unsigned char*>(bytes.data());
+  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(bytes.size()));
+  EVP_PKEY_free(key);
+  return key != nullptr;
 }
 
 // Why `key` does not suit `alg`, or "".
@@ -118,9 +145,14 @@ std::string check_header(std::string_view header_json, Alg alg) {
   std::string_view name;
   if (header["alg"].get_string().get(name) != simdjson::SUCCESS)
     return "token header names no algorithm";
-  if (name != alg_name(alg))
-    return "token algorithm " + std::string(name.substr(0, 16)) + " is not accepted (only " +
-           std::string(alg_name(alg)) + ")";
+  if (name != alg_name(alg)) {
+    // Named back only when short and plain, so the answer stays valid UTF-8 and short.
+    bool plain = name.size() <= 16 && std::all_of(name.begin(), name.end(), [](char c) {
+                   return c > ' ' && c < 0x7F && c != '"' && c != '\\';
+                 });
+    return "token algorithm " + (plain ? std::string(name) + " " : std::string()) +
+           "is not accepted (only " + std::string(alg_name(alg)) + ")";
+  }
   // RFC 7515 §4.1.11: extensions a recipient does not understand make the token invalid.
   if (header["crit"].error() != simdjson::NO_SUCH_FIELD)
     return "token header has critical extensions";
@@ -183,13 +215,12 @@ Key::~Key() = default;
 
 std::unique_ptr<Key> Key::load(const std::string& path, Alg alg, bool private_key,
                                std::string& error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error = "cannot read the key file " + path;
+  auto bytes = read_key_file(path);
+  if (!bytes) {
+    error = "cannot read the key file " + path + " (a regular file of at most 64 KiB)";
     return nullptr;
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return from_bytes(bytes, alg, private_key, error);
+  return from_bytes(*bytes, alg, private_key, error);
 }
 
 std::unique_ptr<Key> Key::from_bytes(std::string_view bytes, Alg alg, bool private_key,
@@ -201,6 +232,12 @@ std::unique_ptr<Key> Key::from_bytes(std::string_view bytes, Alg alg, bool priva
     if (bytes.size() < min) {
       error = std::string(alg_name(alg)) + " needs a secret of at least " + std::to_string(min) +
               " bytes";
+      return nullptr;
+    }
+    if (looks_like_a_key(bytes)) {
+      error = "the " + std::string(alg_name(alg)) +
+              " secret is a PEM or DER key, which others may know; for a public key use "
+              "--jwt-alg RS256 or ES256";
       return nullptr;
     }
     impl->secret = std::string(bytes);

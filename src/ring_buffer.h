@@ -77,6 +77,17 @@ class FrameRing {
     while (count_ > 0 && slots_[head_].length() == head_offset_) pop_front();
   }
 
+  // Drops every frame but the first, which may be partly written already (and, on a stream, may
+  // be its response head): what a stream that is ending need not send.
+  void keep_front_only() {
+    while (count_ > 1) {
+      Slot& last = slots_[(head_ + count_ - 1) & (capacity_ - 1)];
+      pending_bytes_ -= last.length();
+      last = Slot{};
+      --count_;
+    }
+  }
+
   void clear() {
     while (count_ > 0) pop_front();
     pending_bytes_ = 0;

@@ -45,6 +45,8 @@ std::optional<std::string> split_patterns(std::string_view list, std::vector<std
     std::string_view item = list.substr(start, end - start);
     if (!item.empty()) {
       if (auto err = RoomPatterns::error(item)) return err;
+      if (out.size() == RoomPatterns::kMaxPatterns)
+        return "at most " + std::to_string(RoomPatterns::kMaxPatterns) + " room patterns";
       out.emplace_back(item);
     }
     start = end + 1;
@@ -87,6 +89,7 @@ std::optional<std::string> parse_args(int argc, char** argv, TokenRequest& t) {
   }
   if (t.key_file.empty()) return "--jwt-key is required";
   if (t.sub.empty()) return "--sub is required";
+  if (t.sub.size() > kMaxSubjectBytes) return "--sub must be at most 256 bytes";
   std::string author = t.name.empty() ? t.sub : t.name;
   if (check_user(author, kMaxTokenNameChars))
     return "--name (or --sub) must be 1-64 characters without control characters";
@@ -129,9 +132,11 @@ std::string claims_of(const TokenRequest& t) {
 }  // namespace
 
 int token_command(int argc, char** argv, std::string& out, std::string& err) {
-  if (argc == 2 && (std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h")) {
-    out = kUsage;
-    return 0;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      out = kUsage;
+      return 0;
+    }
   }
   TokenRequest t;
   if (auto why = parse_args(argc, argv, t)) {

@@ -88,3 +88,20 @@ TEST(FrameRing, SharesFramesInsteadOfCopying) {
   b.clear();
   EXPECT_EQ(frame->refs(), 1u);
 }
+
+// An ending stream keeps only what it started writing (the rest of a half-sent event, or its
+// response head) and drops what it never began, wherever the ring wraps.
+TEST(FrameRing, KeepFrontOnlyDropsWhatWasNeverStarted) {
+  FrameRing ring(4);
+  for (const char* f : {"x1", "x2", "x3"}) ASSERT_TRUE(ring.push(FrameRef(f)));
+  EXPECT_EQ(drain(ring, 6), "x1x2x3");  // the next pushes wrap around the end
+  for (const char* f : {"abc", "def", "ghi"}) ASSERT_TRUE(ring.push(FrameRef(f)));
+  EXPECT_EQ(drain(ring, 1), "a");
+  ring.keep_front_only();
+  EXPECT_EQ(ring.size(), 1u);
+  EXPECT_EQ(ring.pending_bytes(), 2u);
+  ASSERT_TRUE(ring.push(FrameRef("!")));
+  EXPECT_EQ(drain(ring, 100), "bc!");
+  ring.keep_front_only();  // empty: nothing to do
+  EXPECT_TRUE(ring.empty());
+}
