@@ -1,0 +1,184 @@
+// RedisLink over a real redis-server of the test's own: hiredis driven by our reactor, commands
+// and replies in order, binary-safe arguments, AUTH and SELECT from the URL, and what happens to
+// waiting commands when Redis goes away and comes back.
+#include "redis_link.h"
+
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "reactor.h"
+#include "redis_server.h"
+
+using sse::RedisEndpoint;
+using sse::RedisLink;
+using testing_support::RedisServer;
+
+namespace {
+
+// Runs the loop until `done` holds (true) or 20 s pass (false): a guard, not a timing claim.
+bool run_until(sse::Reactor& reactor, const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  reactor.after_dispatch([&] {
+    if (done() || std::chrono::steady_clock::now() > deadline) reactor.stop();
+    return false;
+  });
+  if (!done()) reactor.run();
+  reactor.after_dispatch(nullptr);
+  return done();
+}
+
+RedisEndpoint endpoint_of(const std::string& url) {
+  std::string error;
+  auto e = sse::parse_redis_url(url, error);
+  EXPECT_TRUE(e) << url << ": " << error;
+  return e.value_or(RedisEndpoint{});
+}
+
+struct Fixture {
+  sse::Reactor reactor;
+  RedisLink link{reactor};
+  bool up = false;
+  std::string down;
+  Fixture() {
+    reactor.every(std::chrono::milliseconds(20), [] {});  // wakes the loop to check run_until
+    link.on_up = [this] { up = true; };
+    link.on_down = [this](const std::string& why) { down = why.empty() ? "?" : why; };
+  }
+  bool connect(const std::string& url) {
+    std::string error;
+    up = false;
+    down.clear();
+    if (!link.connect(endpoint_of(url), error)) {
+      down = error;
+      return false;
+    }
+    return run_until(reactor, [&] { return up || !down.empty(); }) && up;
+  }
+  // Sends one command and waits for its reply: "(nil)" when the link dropped first.
+  std::string call(const std::vector<std::string_view>& argv) {
+    std::string out;
+    bool answered = false;
+    bool sent = link.command(argv, [&](redisReply* r) {
+      answered = true;
+      if (!r)
+        out = "(nil)";
+      else if (r->type == REDIS_REPLY_INTEGER)
+        out = std::to_string(r->integer);
+      else if (r->str)
+        out = std::string(r->str, r->len);
+      else
+        out = "type " + std::to_string(r->type);
+    });
+    if (!sent) return "(not sent)";
+    run_until(reactor, [&] { return answered; });
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST(RedisUrl, Table) {
+  struct Case {
+    const char* url;
+    const char* host;
+    int port;
+    const char* path;
+    const char* user;
+    const char* password;
+    int db;
+  } ok[] = {
+      {"redis://127.0.0.1", "127.0.0.1", 6379, "", "", "", 0},
+      {"redis://redis.internal:6380", "redis.internal", 6380, "", "", "", 0},
+      {"redis://:s3cret@127.0.0.1:7000/2", "127.0.0.1", 7000, "", "", "s3cret", 2},
+      {"redis://chat:pw@h/0", "h", 6379, "", "chat", "pw", 0},
+      {"redis://[::1]:6390/1", "::1", 6390, "", "", "", 1},
+      {"redis://[::1]", "::1", 6379, "", "", "", 0},
+      {"redis://h/", "h", 6379, "", "", "", 0},
+      {"unix:///run/redis/redis.sock", "", 6379, "/run/redis/redis.sock", "", "", 0},
+  };
+  for (const Case& c : ok) {
+    std::string error;
+    auto e = sse::parse_redis_url(c.url, error);
+    ASSERT_TRUE(e) << c.url << ": " << error;
+    EXPECT_EQ(e->host, c.host) << c.url;
+    EXPECT_EQ(e->port, c.port) << c.url;
+    EXPECT_EQ(e->unix_path, c.path) << c.url;
+    EXPECT_EQ(e->username, c.user) << c.url;
+    EXPECT_EQ(e->password, c.password) << c.url;
+    EXPECT_EQ(e->db, c.db) << c.url;
+  }
+  for (const char* bad :
+       {"", "http://h", "redis://", "redis://h:0", "redis://h:65536", "redis://h:x", "redis://h/x",
+        "redis://[::1", "redis://[::1]x", "unix://relative.sock", "unix://"}) {
+    std::string error;
+    EXPECT_FALSE(sse::parse_redis_url(bad, error)) << bad;
+    EXPECT_FALSE(error.empty()) << bad;
+  }
+}
+
+TEST(RedisLink, CommandsAndRepliesBinarySafeAndInOrder) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  std::string value("a\0b\r\nc", 6);
+  EXPECT_EQ(f.call({"SET", "k", value}), "OK");
+  EXPECT_EQ(f.call({"GET", "k"}), value);
+  // A thousand at once (pipelined): every reply, in order.
+  std::vector<long long> seen;
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_TRUE(
+        f.link.command({"INCR", "n"}, [&](redisReply* r) { seen.push_back(r ? r->integer : -1); }));
+  EXPECT_EQ(f.link.waiting(), 1000u);
+  ASSERT_TRUE(run_until(f.reactor, [&] { return seen.size() == 1000; }));
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(seen[i], i + 1);
+  EXPECT_EQ(f.link.waiting(), 0u);
+  EXPECT_EQ(f.call({"XADD", "s", "*", "data", value}).size(), 15u);  // "<ms>-<seq>"
+  EXPECT_EQ(redis.cli({"XLEN", "s"}), "1");
+}
+
+TEST(RedisLink, WaitingCommandsGetNothingWhenRedisGoesAndTheLinkComesBack) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  redis.pause();  // open but stuck: the command waits
+  int nulls = 0;
+  ASSERT_TRUE(f.link.command({"PING"}, [&](redisReply* r) { nulls += r == nullptr; }));
+  redis.stop(9);  // still stopped: it never answers
+  ASSERT_TRUE(run_until(f.reactor, [&] { return !f.down.empty(); }));
+  EXPECT_FALSE(f.link.up());
+  EXPECT_FALSE(f.link.command({"PING"}, [](redisReply*) {}));
+  EXPECT_EQ(nulls, 1);  // the waiting command learns it will get no answer, once
+  redis.start();
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  EXPECT_EQ(f.call({"PING"}), "PONG");
+}
+
+TEST(RedisLink, NothingListeningIsReportedNotFatal) {
+  uint16_t port;
+  {
+    RedisServer redis;
+    port = redis.port();
+  }  // gone: nothing listens there now
+  Fixture f;
+  EXPECT_FALSE(f.connect("redis://127.0.0.1:" + std::to_string(port)));
+  EXPECT_FALSE(f.down.empty());
+  EXPECT_FALSE(f.link.up());
+}
+
+TEST(RedisLink, PasswordAndDatabaseFromTheUrl) {
+  RedisServer redis({"--requirepass", "s3cret"});
+  Fixture f;
+  std::string base = "127.0.0.1:" + std::to_string(redis.port());
+  EXPECT_FALSE(f.connect("redis://:wrong@" + base));
+  EXPECT_NE(f.down.find("AUTH"), std::string::npos) << f.down;
+  ASSERT_TRUE(f.connect("redis://:s3cret@" + base + "/3")) << f.down;
+  EXPECT_EQ(f.call({"SET", "where", "three"}), "OK");
+  EXPECT_EQ(redis.cli({"-a", "s3cret", "--no-auth-warning", "-n", "3", "GET", "where"}), "three");
+  f.link.close();
+  EXPECT_FALSE(f.link.up());
+  EXPECT_FALSE(f.connect("redis://" + base));  // no password: the first command is refused
+}
