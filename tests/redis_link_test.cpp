@@ -11,6 +11,7 @@
 #include <string>
 
 #include "reactor.h"
+#include "redis_scripts.h"
 #include "redis_server.h"
 
 using sse::RedisEndpoint;
@@ -181,4 +182,91 @@ TEST(RedisLink, PasswordAndDatabaseFromTheUrl) {
   f.link.close();
   EXPECT_FALSE(f.link.up());
   EXPECT_FALSE(f.connect("redis://" + base));  // no password: the first command is refused
+}
+
+// ---- the publish script (src/redis_scripts.h), run against real Redis through the link ----
+
+namespace {
+
+struct Published {
+  long long id = -1;
+  bool fresh = false;
+};
+
+Published publish(Fixture& f, const std::string& room, const std::string& text,
+                  const std::string& nonce = "", long long floor = 0, int history = 1000) {
+  std::string json = R"({"id":%ID%,"room":")" + room + R"(","text":")" + text + R"("})";
+  std::string room_key = "{c}:room:" + room, nonce_key = "{c}:nonce:" + nonce;
+  std::string floor_text = std::to_string(floor), history_text = std::to_string(history);
+  Published out;
+  bool answered = false;
+  f.link.command(
+      {"EVAL", sse::redis_scripts::kPublish, "4", "{c}:seq", "{c}:log", room_key, nonce_key, room,
+       floor_text, json, history_text, "100000", "86400", nonce.empty() ? "0" : "1"},
+      [&](redisReply* r) {
+        answered = true;
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+          out.id = r->element[0]->integer;
+          out.fresh = r->element[1]->integer == 1;
+        } else if (r && r->type == REDIS_REPLY_ERROR) {
+          ADD_FAILURE() << r->str;
+        }
+      });
+  run_until(f.reactor, [&] { return answered; });
+  return out;
+}
+
+}  // namespace
+
+TEST(RedisPublishScript, IdsLogsAndRoomStreamsAgree) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  EXPECT_EQ(publish(f, "general", "a").id, 1);
+  EXPECT_EQ(publish(f, "team-a", "b").id, 2);
+  EXPECT_EQ(publish(f, "general", "100%ID% sure").id, 3);  // a text that looks like the slot
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "3");
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:room:general"}), "2");
+  std::string log = redis.cli({"XRANGE", "{c}:log", "-", "+"});
+  EXPECT_NE(log.find("1-0"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"({"id":2,"room":"team-a","text":"b"})"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"({"id":3,"room":"general","text":"100%ID% sure"})"), std::string::npos)
+      << log;
+  std::string general = redis.cli({"XRANGE", "{c}:room:general", "-", "+"});
+  EXPECT_NE(general.find("3-0"), std::string::npos) << general;
+  EXPECT_EQ(general.find("2-0"), std::string::npos) << general;
+}
+
+TEST(RedisPublishScript, ANonceSeenBeforeGetsTheOriginalId) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  Published first = publish(f, "general", "once", "alice\x1fn-1");
+  EXPECT_TRUE(first.fresh);
+  Published again = publish(f, "general", "once", "alice\x1fn-1");
+  EXPECT_EQ(again.id, first.id);
+  EXPECT_FALSE(again.fresh);
+  EXPECT_EQ(publish(f, "general", "other", "alice\x1fn-2").id, first.id + 1);
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "2");  // the retry stored nothing
+}
+
+// Redis back empty: ids go on above the highest any node has seen, never back.
+TEST(RedisPublishScript, IdsNeverGoBelowTheFloorAfterRedisLostItsData) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  for (int i = 1; i <= 5; ++i) ASSERT_EQ(publish(f, "general", "x").id, i);
+  EXPECT_EQ(redis.cli({"FLUSHALL"}), "OK");
+  EXPECT_EQ(publish(f, "general", "after", "", /*floor=*/5).id, 6);
+  EXPECT_EQ(publish(f, "general", "next", "", /*floor=*/3).id, 7);  // a lower floor changes nothing
+}
+
+TEST(RedisPublishScript, RoomStreamsAreTrimmedToAboutTheirHistory) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  for (int i = 0; i < 1000; ++i) ASSERT_GT(publish(f, "busy", "m", "", 0, 100).id, 0);
+  long long kept = std::stoll(redis.cli({"XLEN", "{c}:room:busy"}));
+  EXPECT_GE(kept, 100);  // never fewer than the history asks for
+  EXPECT_LT(kept, 1000);
 }
