@@ -228,6 +228,8 @@ std::string help_text() {
   Config defaults;
   std::string out =
       "Usage: sse-chat [options]\n"
+      "       sse-chat token --jwt-key FILE --sub SUBJECT [...]   prints a signed token (token "
+      "--help)\n"
       "A Server-Sent Events chat server. GET /events streams messages; POST /messages sends "
       "one.\n\n"
       "Options (each also read from the environment as SSE_CHAT_<NAME>, e.g. SSE_CHAT_LISTEN):\n";
