@@ -55,6 +55,15 @@ std::optional<std::string> parse_stream_query(std::string_view query, size_t max
   return std::nullopt;
 }
 
+// Where a stream resumes: after the Last-Event-ID header, else ?lastEventId=; nullopt: live only.
+std::optional<uint64_t> resume_point(const Request& req, StreamQuery& query) {
+  if (req.has_last_event_id) query.last_event_id = ascii::trim_ows(req.last_event_id);
+  if (!req.has_last_event_id && (!query.last_event_id || query.last_event_id->empty()))
+    return std::nullopt;
+  // An id this server never issued is treated as unknown: the client gets a reset, not silence.
+  return parse_u64(*query.last_event_id).value_or(UINT64_MAX);
+}
+
 // The `limit` of a listing: 1..kMaxListLimit (larger is capped), kDefaultListLimit when absent.
 std::optional<size_t> parse_limit(const std::optional<std::string>& value) {
   if (!value) return kDefaultListLimit;
@@ -251,14 +260,9 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5});
   }
   if (auto refusal = policy_.admit_stream(conn)) return policy_.refuse_stream(conn, req, *refusal);
-  std::optional<uint64_t> last_id;
-  if (req.has_last_event_id) query.last_event_id = ascii::trim_ows(req.last_event_id);
-  if (req.has_last_event_id || (query.last_event_id && !query.last_event_id->empty())) {
-    // An id this server never issued is treated as unknown: the client gets a reset, not silence.
-    last_id = parse_u64(*query.last_event_id).value_or(UINT64_MAX);
-  }
+  std::optional<uint64_t> last_id = resume_point(req, query);
   conn.start_stream(policy_.open_stream(conn, req));
-  if (const Identity* who = auth.who()) {
+  if (const Identity* who = auth.who()) {  // a stream never outlives its token
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
     conn.expire_at(reactor_.now_ms() + left_ms);
   }

@@ -49,6 +49,8 @@ class RedisLink final : public EventHandler {
   // Drops the link now: every command still waiting gets nullptr (no on_down: the caller knows).
   void close();
   bool up() const { return up_; }
+  // Connected or connecting.
+  bool active() const { return ctx_ != nullptr; }
 
   // Queues one command (binary-safe arguments); false when there is no link.
   bool command(const std::vector<std::string_view>& argv, ReplyFn done);
