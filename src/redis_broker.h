@@ -5,9 +5,14 @@
 // so all nodes see every message of a room in id order with the same ids.
 //
 //   publish --EVALSHA (cmd link)--> Redis --XREAD BLOCK (feed link)--> on_committed, in id order
+//
+// Bounded: at most kMaxWaiting commands wait for Redis (past that POSTs get 503), a command
+// unanswered for kDeadlineMs (a PING each second when idle) drops the link, whose waiting POSTs
+// then get 503, and links come back with backoff and jitter.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "broker.h"
@@ -21,15 +26,19 @@ struct RedisBrokerOptions {
   std::string prefix = "sse-chat";  // keys are {prefix}:…, one hash slot
   size_t history_per_room = 1000;   // a room's stream keeps at least this many
   size_t log_length = 100000;       // the shared log keeps at least this many
-  uint32_t nonce_ttl_s = 86400;
+  uint32_t nonce_ttl_s = 86400;     // at least 1
 };
 
 class RedisBroker final : public Broker {
  public:
-  RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions options);
+  static constexpr size_t kMaxWaiting = 10000;
+  static constexpr int64_t kDeadlineMs = 5000;
 
-  // Starts connecting; the broker is available once both links are up (unavailable() says why
-  // not meanwhile). False only for what no retry can mend.
+  RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions options);
+  ~RedisBroker() override;  // what still waits for Redis is dropped unanswered
+
+  // Starts connecting; the broker is available once both links are up and the feed knows where
+  // it starts (unavailable() says why not meanwhile). False for what no retry can mend.
   bool start(std::string& error) override;
   void publish(Draft draft, PublishDone done) override;
   // Pages the room's stream in Redis.
@@ -37,17 +46,23 @@ class RedisBroker final : public Broker {
                     HistoryDone done) override;
   std::optional<std::string> unavailable() const override;
   bool idle() const override { return cmd_.waiting() == 0; }
-  // Reconnects a link that is down.
+  // Once a second: deadlines, the idle PING, reconnects when their backoff is over.
   void tick() override;
   BrokerStats stats() const override { return {last_seen_, 0}; }
   void room_forgotten(std::string_view, uint64_t) override {}  // Redis keeps every room
 
  private:
-  void connect(RedisLink& link);
-  void on_cmd_up();
-  void on_feed_up();
+  struct Backoff {
+    int64_t next_ms = 0;
+    int64_t delay_ms = 0;
+  };
+  void connect(RedisLink& link, Backoff& backoff);
+  void link_down(RedisLink& link, Backoff& backoff, const std::string& why);
+  void load_script();
+  void find_start();
   void read_feed();
   void deliver_entries(struct redisReply* reply);
+  void eval_publish(std::shared_ptr<std::vector<std::string>> args, bool by_sha, PublishDone done);
   std::string key(std::string_view name) const {
     return "{" + options_.prefix + "}:" + std::string(name);
   }
@@ -55,14 +70,18 @@ class RedisBroker final : public Broker {
   Reactor& reactor_;
   CommitSink& sink_;
   RedisBrokerOptions options_;
-  RedisLink cmd_;   // scripts and history reads
-  RedisLink feed_;  // the blocking read of the log
+  uint64_t rng_;
   std::string script_sha_;
-  std::string down_reason_ = "connecting to Redis";
+  std::string last_error_;
   uint64_t last_seen_ = 0;   // the newest id given to the sink
   uint64_t last_given_ = 0;  // the newest id a POST here was answered with (the feed may lag)
   bool feed_started_ = false;
   bool reading_ = false;
+  Backoff cmd_backoff_;
+  Backoff feed_backoff_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  RedisLink cmd_;   // scripts, history reads, the idle PING
+  RedisLink feed_;  // the blocking read of the log
 };
 
 }  // namespace sse

@@ -8,10 +8,6 @@
 namespace sse {
 namespace {
 
-RedisLink* link_of(const redisAsyncContext* ctx) {
-  return static_cast<RedisLink*>(ctx->ev.data);
-}
-
 bool parse_int(std::string_view s, int& out) {
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return ec == std::errc{} && end == s.data() + s.size() && !s.empty();
@@ -74,15 +70,69 @@ std::optional<RedisEndpoint> parse_redis_url(std::string_view url, std::string& 
   return e;
 }
 
+// One hiredis context's socket: its epoll registration and interest. It lives as long as the
+// context (hiredis's cleanup hook ends it) and is freed after the batch of events, so a stale
+// event for it finds nothing to do; the link lets go of it (link = nullptr) when it closes, so a
+// context being freed never touches a link that has moved on to another one.
+struct RedisLink::Socket final : EventHandler {
+  Socket(Reactor& r, redisAsyncContext* c, RedisLink* l) : reactor(r), ctx(c), link(l) {}
+  Reactor& reactor;
+  redisAsyncContext* ctx;
+  RedisLink* link;
+  bool registered = false;
+  bool want_read = false;
+  bool want_write = false;
+
+  void on_event(uint32_t events) override {
+    if (ctx && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) redisAsyncHandleRead(ctx);
+    if (ctx && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) redisAsyncHandleWrite(ctx);
+  }
+  void set_interest(bool read, bool write) {
+    if (!ctx) return;
+    want_read = read;
+    want_write = write;
+    uint32_t events = (read ? uint32_t{EPOLLIN} : 0u) | (write ? uint32_t{EPOLLOUT} : 0u);
+    if (registered)
+      reactor.modify(ctx->c.fd, events, this);
+    else
+      registered = reactor.add(ctx->c.fd, events, this);
+  }
+};
+
+namespace {
+
+RedisLink::Socket* socket_of(const redisAsyncContext* ctx) {
+  return static_cast<RedisLink::Socket*>(ctx->ev.data);
+}
+
+void add_read(void* s) {
+  auto* k = static_cast<RedisLink::Socket*>(s);
+  k->set_interest(true, k->want_write);
+}
+void del_read(void* s) {
+  auto* k = static_cast<RedisLink::Socket*>(s);
+  k->set_interest(false, k->want_write);
+}
+void add_write(void* s) {
+  auto* k = static_cast<RedisLink::Socket*>(s);
+  k->set_interest(k->want_read, true);
+}
+void del_write(void* s) {
+  auto* k = static_cast<RedisLink::Socket*>(s);
+  k->set_interest(k->want_read, false);
+}
+
+}  // namespace
+
 RedisLink::~RedisLink() {
-  *alive_ = false;
+  on_up = nullptr;
+  on_down = nullptr;
   close();
 }
 
 void RedisLink::tell_down(std::string reason) {
   reactor_.defer([this, alive = std::weak_ptr<bool>(alive_), reason = std::move(reason)] {
-    auto still = alive.lock();
-    if (still && *still && on_down) on_down(reason);
+    if (!alive.expired() && on_down) on_down(reason);
   });
 }
 
@@ -97,9 +147,8 @@ bool RedisLink::connect(const RedisEndpoint& endpoint, std::string& error) {
     return false;
   }
   ctx_ = ctx;
-  fd_ = ctx->c.fd;
-  closing_ = false;
-  ctx->ev.data = this;
+  socket_ = new Socket(reactor_, ctx, this);
+  ctx->ev.data = socket_;
   ctx->ev.addRead = add_read;
   ctx->ev.delRead = del_read;
   ctx->ev.addWrite = add_write;
@@ -127,27 +176,33 @@ bool RedisLink::connect(const RedisEndpoint& endpoint, std::string& error) {
   return true;
 }
 
+// Lets go of the context first (so nothing it does from here reaches this link), then frees it:
+// every waiting command gets nullptr. From inside one of its callbacks hiredis frees it once the
+// callback returns.
 void RedisLink::close() {
   if (!ctx_) return;
-  closing_ = true;
   redisAsyncContext* ctx = ctx_;
-  redisAsyncFree(ctx);  // answers every waiting command with nullptr, then cleanup()
-  ctx_ = nullptr;
-  up_ = false;
+  detach();
+  redisAsyncFree(ctx);
 }
 
-// Ends the link from inside a hiredis callback: freeing the context there is not allowed, so
-// hiredis is asked to disconnect, and on_down is told after this batch of events.
-void RedisLink::lost(std::string reason) {
-  if (!ctx_ || closing_) return;
-  closing_ = true;
+void RedisLink::detach() {
+  if (socket_) socket_->link = nullptr;
+  socket_ = nullptr;
+  ctx_ = nullptr;
   up_ = false;
-  redisAsyncDisconnect(ctx_);
+  waiting_ = 0;
+  sent_ms_.clear();
+}
+
+void RedisLink::lost(std::string reason) {
+  if (!ctx_) return;
+  close();
   tell_down(std::move(reason));
 }
 
 bool RedisLink::command(const std::vector<std::string_view>& argv, ReplyFn done) {
-  if (!ctx_ || closing_) return false;
+  if (!ctx_) return false;
   std::vector<const char*> args;
   std::vector<size_t> lengths;
   for (std::string_view a : argv) {
@@ -161,77 +216,53 @@ bool RedisLink::command(const std::vector<std::string_view>& argv, ReplyFn done)
     return false;
   }
   ++waiting_;
+  sent_ms_.push_back(monotonic_ms());
   return true;
+}
+
+int64_t RedisLink::oldest_wait_ms(int64_t now_ms) const {
+  return sent_ms_.empty() ? 0 : now_ms - sent_ms_.front();
 }
 
 void RedisLink::on_reply(redisAsyncContext* ctx, void* reply, void* privdata) {
   auto* fn = static_cast<ReplyFn*>(privdata);
-  RedisLink* self = link_of(ctx);
-  if (self) --self->waiting_;
+  Socket* socket = socket_of(ctx);
+  if (RedisLink* self = socket ? socket->link : nullptr) {  // replies come in order
+    --self->waiting_;
+    if (!self->sent_ms_.empty()) self->sent_ms_.pop_front();
+  }
   (*fn)(static_cast<redisReply*>(reply));
   delete fn;
 }
 
+// The context is going (hiredis frees it after this): a link still holding it lets go, and is
+// told why, once, whichever of hiredis's callbacks comes first.
+void RedisLink::context_lost(Socket* socket, const redisAsyncContext* ctx, const char* fallback) {
+  RedisLink* self = socket->link;
+  if (!self) return;  // close() let go of it first: nothing to tell
+  self->detach();
+  self->tell_down(ctx->err && ctx->errstr ? ctx->errstr : fallback);
+}
+
 void RedisLink::on_connected(const redisAsyncContext* ctx, int status) {
-  RedisLink* self = link_of(ctx);
-  if (status == REDIS_OK || !self) return;
-  // hiredis frees the context after this: forget it, and say why.
-  std::string reason = ctx->errstr ? ctx->errstr : "cannot connect";
-  self->ctx_ = nullptr;
-  self->up_ = false;
-  self->tell_down(reason);
+  if (status != REDIS_OK) context_lost(socket_of(ctx), ctx, "cannot connect");
 }
 
-void RedisLink::on_disconnected(const redisAsyncContext* ctx, int status) {
-  RedisLink* self = link_of(ctx);
-  if (!self) return;
-  bool told = self->closing_;
-  std::string reason = status == REDIS_OK ? "closed" : (ctx->errstr ? ctx->errstr : "lost");
-  self->ctx_ = nullptr;
-  self->up_ = false;
-  if (told) return;  // close() or lost() already knows
-  self->tell_down(reason);
+void RedisLink::on_disconnected(const redisAsyncContext* ctx, int) {
+  context_lost(socket_of(ctx), ctx, "closed by Redis");
 }
 
-void RedisLink::on_event(uint32_t events) {
-  if (ctx_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) redisAsyncHandleRead(ctx_);
-  if (ctx_ && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) redisAsyncHandleWrite(ctx_);
-}
-
-void RedisLink::set_interest(bool read, bool write) {
-  want_read_ = read;
-  want_write_ = write;
-  uint32_t events = (read ? uint32_t{EPOLLIN} : 0u) | (write ? uint32_t{EPOLLOUT} : 0u);
-  if (!registered_) {
-    registered_ = reactor_.add(fd_, events, this);
-  } else {
-    reactor_.modify(fd_, events, this);
+// hiredis frees the context (in 0.14 before the disconnect callback, on an error): its socket
+// leaves the loop now and is freed after this batch (or with the loop).
+void RedisLink::cleanup(void* s) {
+  auto* socket = static_cast<Socket*>(s);
+  if (socket->ctx) {
+    if (socket->registered) socket->reactor.remove(socket->ctx->c.fd);
+    context_lost(socket, socket->ctx, "connection lost");
   }
-}
-
-void RedisLink::add_read(void* self) {
-  auto* l = static_cast<RedisLink*>(self);
-  l->set_interest(true, l->want_write_);
-}
-void RedisLink::del_read(void* self) {
-  auto* l = static_cast<RedisLink*>(self);
-  l->set_interest(false, l->want_write_);
-}
-void RedisLink::add_write(void* self) {
-  auto* l = static_cast<RedisLink*>(self);
-  l->set_interest(l->want_read_, true);
-}
-void RedisLink::del_write(void* self) {
-  auto* l = static_cast<RedisLink*>(self);
-  l->set_interest(l->want_read_, false);
-}
-
-void RedisLink::cleanup(void* self) {
-  auto* l = static_cast<RedisLink*>(self);
-  if (l->registered_) l->reactor_.remove(l->fd_);
-  l->registered_ = false;
-  l->want_read_ = l->want_write_ = false;
-  l->fd_ = -1;
+  socket->registered = false;
+  socket->ctx = nullptr;
+  socket->reactor.defer([owned = std::shared_ptr<Socket>(socket)] {});
 }
 
 }  // namespace sse

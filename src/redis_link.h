@@ -5,6 +5,7 @@
 // or lost.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -33,13 +34,14 @@ struct RedisEndpoint {
 // The endpoint `url` names, or nullopt with the reason in `error`.
 std::optional<RedisEndpoint> parse_redis_url(std::string_view url, std::string& error);
 
-class RedisLink final : public EventHandler {
+class RedisLink {
  public:
   // `reply` is nullptr when the link went down before the answer came.
   using ReplyFn = std::function<void(redisReply* reply)>;
+  struct Socket;  // one hiredis context's socket on the loop
 
   explicit RedisLink(Reactor& reactor) : reactor_(reactor) {}
-  ~RedisLink() override;
+  ~RedisLink();  // waiting commands get nullptr; on_down is not called
   RedisLink(const RedisLink&) = delete;
   RedisLink& operator=(const RedisLink&) = delete;
 
@@ -47,6 +49,7 @@ class RedisLink final : public EventHandler {
   // on_down with the reason when the attempt or the link fails. False when it cannot even start.
   bool connect(const RedisEndpoint& endpoint, std::string& error);
   // Drops the link now: every command still waiting gets nullptr (no on_down: the caller knows).
+  // Safe from inside a reply callback.
   void close();
   bool up() const { return up_; }
   // Connected or connecting.
@@ -54,40 +57,32 @@ class RedisLink final : public EventHandler {
 
   // Queues one command (binary-safe arguments); false when there is no link.
   bool command(const std::vector<std::string_view>& argv, ReplyFn done);
-  // Commands sent and not yet answered.
+  // Commands sent and not yet answered, and how long the oldest has waited (0: none).
   size_t waiting() const { return waiting_; }
+  int64_t oldest_wait_ms(int64_t now_ms) const;
 
   std::function<void()> on_up;
   std::function<void(const std::string& reason)> on_down;
 
-  void on_event(uint32_t events) override;
-
  private:
-  static void add_read(void* self);
-  static void del_read(void* self);
-  static void add_write(void* self);
-  static void del_write(void* self);
-  static void cleanup(void* self);
+  static void cleanup(void* socket);
   static void on_connected(const redisAsyncContext* ctx, int status);
   static void on_disconnected(const redisAsyncContext* ctx, int status);
   static void on_reply(redisAsyncContext* ctx, void* reply, void* privdata);
 
-  void set_interest(bool read, bool write);
+  void detach();
+  static void context_lost(Socket* socket, const redisAsyncContext* ctx, const char* fallback);
   void lost(std::string reason);
-
   // Tells on_down later; never after this link is gone.
   void tell_down(std::string reason);
 
   Reactor& reactor_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   redisAsyncContext* ctx_ = nullptr;
-  int fd_ = -1;
-  bool want_read_ = false;
-  bool want_write_ = false;
-  bool registered_ = false;
+  Socket* socket_ = nullptr;
   bool up_ = false;
-  bool closing_ = false;
   size_t waiting_ = 0;
+  std::deque<int64_t> sent_ms_;  // when each waiting command was sent, oldest first
 };
 
 }  // namespace sse
