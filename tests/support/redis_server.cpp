@@ -63,6 +63,7 @@ void RedisServer::start() {
   pid_ = fork();
   if (pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+    close_range(3, ~0U, 0);            // nor hold the test's sockets open
     std::vector<std::string> args = {"redis-server",
                                      "--port",
                                      std::to_string(port_),
@@ -86,7 +87,10 @@ void RedisServer::start() {
   for (int i = 0; i < 200; ++i) {  // until it answers (or died)
     std::string pong = cli({"PING"});
     if (pong == "PONG" || pong.starts_with("NOAUTH")) return;  // up (with --requirepass: locked)
-    if (waitpid(pid_, nullptr, WNOHANG) == pid_) break;
+    if (waitpid(pid_, nullptr, WNOHANG) == pid_) {  // died (its port was taken): reaped
+      pid_ = -1;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   throw std::runtime_error("redis-server on port " + std::to_string(port_) + " did not answer");
