@@ -15,24 +15,15 @@
 #include "hub.h"
 #include "reactor.h"
 #include "redis_server.h"
+#include "run_loop.h"
 #include "sse.h"
 
 using sse::PublishResult;
 using Status = sse::PublishResult::Status;
 using testing_support::RedisServer;
+using testing_support::run_until;
 
 namespace {
-
-bool run_until(sse::Reactor& reactor, const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  reactor.after_dispatch([&] {
-    if (done() || std::chrono::steady_clock::now() > deadline) reactor.stop();
-    return false;
-  });
-  if (!done()) reactor.run();
-  reactor.after_dispatch(nullptr);
-  return done();
-}
 
 // A node's hub, recording what it was given.
 struct Node : sse::CommitSink {

@@ -13,24 +13,14 @@
 #include "reactor.h"
 #include "redis_scripts.h"
 #include "redis_server.h"
+#include "run_loop.h"
 
 using sse::RedisEndpoint;
 using sse::RedisLink;
 using testing_support::RedisServer;
+using testing_support::run_until;
 
 namespace {
-
-// Runs the loop until `done` holds (true) or 20 s pass (false): a guard, not a timing claim.
-bool run_until(sse::Reactor& reactor, const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  reactor.after_dispatch([&] {
-    if (done() || std::chrono::steady_clock::now() > deadline) reactor.stop();
-    return false;
-  });
-  if (!done()) reactor.run();
-  reactor.after_dispatch(nullptr);
-  return done();
-}
 
 RedisEndpoint endpoint_of(const std::string& url) {
   std::string error;
