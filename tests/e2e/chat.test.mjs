@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 import {
-  eventually, join, launchBrowser, metric, post, say, startServer, stopServer, tempDir, texts,
+  closeLeader, eventually, join, launchBrowser, metric, openTabs, post, roles, say, startServer,
+  stopServer, tempDir, texts,
 } from './harness.mjs';
 
 let browser;
@@ -125,23 +126,15 @@ test('three tabs share one stream, and another tab takes over when the leader cl
   const server = await startServer(['--post-rate', '0']);
   try {
     const context = await browser.newContext();
-    const tabs = [];
-    for (let i = 0; i < 3; i++) tabs.push(await join(context, server.url, 'tabby'));
+    const tabs = await openTabs(context, server.url, 3, 'tabby');
     await eventually(async () => await metric(server.url, 'ssechat_sse_clients') === 1, 'one stream');
-    const roles = await Promise.all(tabs.map((t) => t.evaluate(() => document.documentElement.dataset.role || '')));
-    assert.equal(roles.filter((r) => r === 'leader').length, 1);
+    assert.equal((await roles(tabs)).filter((r) => r === 'leader').length, 1);
     assert.equal(await post(server.url, 'curl', 'to every tab'), 201);
     for (const t of tabs) await eventually(async () => (await texts(t)).includes('to every tab'), 'relay');
     // The server still sees exactly one stream, not three.
     assert.equal(await metric(server.url, 'ssechat_sse_clients'), 1);
 
-    const leader = tabs[roles.indexOf('leader')];
-    const rest = tabs.filter((t) => t !== leader);
-    await leader.close();
-    await eventually(async () => {
-      const r = await Promise.all(rest.map((t) => t.evaluate(() => document.documentElement.dataset.role || '')));
-      return r.includes('leader');
-    }, 'a new leader');
+    const rest = await closeLeader(tabs);
     assert.equal(await post(server.url, 'curl', 'after handover'), 201);
     for (const t of rest) await eventually(async () => (await texts(t)).includes('after handover'), 'relay after handover');
     await eventually(async () => await metric(server.url, 'ssechat_sse_clients') === 1, 'one stream after handover');

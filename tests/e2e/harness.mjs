@@ -87,6 +87,27 @@ export async function join(context, url, name, path = '/') {
   return page;
 }
 
+// Opens `n` tabs of one browser, each joined as `name`.
+export async function openTabs(context, url, n, name) {
+  const tabs = [];
+  for (let i = 0; i < n; i++) tabs.push(await join(context, url, name));
+  return tabs;
+}
+
+// Each tab's part in sharing the one stream: 'leader' (it holds the EventSource) or ''.
+export function roles(tabs) {
+  return Promise.all(tabs.map((t) => t.evaluate(() => document.documentElement.dataset.role || '')));
+}
+
+// Closes the tab holding the stream and waits until another takes it over; the tabs left.
+export async function closeLeader(tabs) {
+  const leader = tabs[(await roles(tabs)).indexOf('leader')];
+  const rest = tabs.filter((t) => t !== leader);
+  await leader.close();
+  await eventually(async () => (await roles(rest)).includes('leader'), 'a new leader');
+  return rest;
+}
+
 export async function say(page, text) {
   await page.fill('#text', text);
   await page.press('#text', 'Enter');

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 import {
-  clickRoom, eventually, goRoom, join, joinedRooms, launchBrowser, metric, people, post, roomTexts, say,
-  startServer, stopServer, tempDir, texts, unread, viewing,
+  clickRoom, closeLeader, eventually, goRoom, join, joinedRooms, launchBrowser, metric, openTabs, people,
+  post, roles, roomTexts, say, startServer, stopServer, tempDir, texts, unread, viewing,
 } from './harness.mjs';
 
 let browser;
@@ -138,16 +138,14 @@ test('three tabs in three rooms still share one stream', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
     const context = await browser.newContext();
-    const tabs = [];
-    for (let i = 0; i < 3; i++) tabs.push(await join(context, server.url, 'tabby'));
+    const tabs = await openTabs(context, server.url, 3, 'tabby');
     await goRoom(tabs[0], 'team-a');
     await goRoom(tabs[1], 'team-b');
     const rooms = ['team-a', 'team-b', 'general'];  // the room each tab looks at
     for (const t of tabs) {
       await eventually(async () => sameList(await joinedRooms(t), ['general', 'team-a', 'team-b']), 'every tab in every room');
     }
-    const roles = await Promise.all(tabs.map((t) => t.evaluate(() => document.documentElement.dataset.role || '')));
-    assert.equal(roles.filter((r) => r === 'leader').length, 1);
+    assert.equal((await roles(tabs)).filter((r) => r === 'leader').length, 1);
     await eventually(async () => await metric(server.url, 'ssechat_sse_clients') === 1, 'one stream');
 
     // A message to each room: every tab shows the one of the room it looks at and counts the
@@ -171,13 +169,7 @@ test('three tabs in three rooms still share one stream', async () => {
     assert.equal(await metric(server.url, 'ssechat_sse_clients'), 1, 'still one stream, not three');
 
     // When the leader closes, another tab takes over the stream with every room.
-    const leader = tabs[roles.indexOf('leader')];
-    const rest = tabs.filter((t) => t !== leader);
-    await leader.close();
-    await eventually(async () => {
-      const r = await Promise.all(rest.map((t) => t.evaluate(() => document.documentElement.dataset.role || '')));
-      return r.includes('leader');
-    }, 'a new leader');
+    const rest = await closeLeader(tabs);
     await everyRoomReachesEveryTab('second', rest);
     await eventually(async () => await metric(server.url, 'ssechat_sse_clients') === 1, 'one stream after handover');
 
