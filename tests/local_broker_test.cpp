@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "hub.h"
+#include "recording_sink.h"
 #include "sse.h"
 
 using sse::Draft;
@@ -79,28 +80,7 @@ struct FaultyIo : sse::JournalIo {
 };
 
 // The hub of rooms, recording what the broker committed to it.
-struct Sink : sse::CommitSink {
-  sse::Hub hub{sse::HubOptions{100, 1ull << 30, 1000}};
-  std::vector<uint64_t> live;
-  std::vector<uint64_t> restored_ids;
-  std::vector<std::string> rooms;
-  void on_committed(uint64_t id, std::string_view room, const FrameRef& frame,
-                    bool was_restored) override {
-    (was_restored ? restored_ids : live).push_back(id);
-    rooms.emplace_back(room);
-    hub.on_committed(id, room, frame, was_restored);
-  }
-  void for_each_kept(const KeptVisitor& visit) const override { hub.for_each_kept(visit); }
-  std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
-                                  size_t limit) const override {
-    return hub.kept_page(room, after, limit);
-  }
-  void for_each_floor(const FloorVisitor& visit) const override { hub.for_each_floor(visit); }
-  void restore_floor(std::string_view room, uint64_t through) override {
-    hub.restore_floor(room, through);
-  }
-  void restored() override { hub.restored(); }
-};
+using Sink = testing_support::RecordingSink;
 
 struct Answer {
   bool done = false;

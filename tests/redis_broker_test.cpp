@@ -14,6 +14,7 @@
 
 #include "hub.h"
 #include "reactor.h"
+#include "recording_sink.h"
 #include "redis_server.h"
 #include "run_loop.h"
 #include "sse.h"
@@ -25,14 +26,11 @@ using testing_support::run_until;
 
 namespace {
 
-// A node's hub, recording what it was given.
-struct Node : sse::CommitSink {
-  sse::Hub hub{sse::HubOptions{1000, 1ull << 30, 1000}};
-  std::vector<uint64_t> ids;
-  std::vector<std::string> jsons;
+// A node: its broker, and its hub, recording what it was given.
+struct Node : testing_support::RecordingSink {
   std::unique_ptr<sse::RedisBroker> broker;
 
-  Node(sse::Reactor& reactor, const std::string& url) {
+  Node(sse::Reactor& reactor, const std::string& url) : RecordingSink({1000, 1ull << 30, 1000}) {
     std::string error;
     sse::RedisBrokerOptions o;
     o.endpoint = *sse::parse_redis_url(url, error);
@@ -40,22 +38,6 @@ struct Node : sse::CommitSink {
     broker = std::make_unique<sse::RedisBroker>(reactor, *this, o);
     EXPECT_TRUE(broker->start(error)) << error;
   }
-  void on_committed(uint64_t id, std::string_view room, const sse::FrameRef& frame,
-                    bool restored) override {
-    ids.push_back(id);
-    jsons.emplace_back(sse::frame_json(*frame.get()));
-    hub.on_committed(id, room, frame, restored);
-  }
-  void for_each_kept(const KeptVisitor& v) const override { hub.for_each_kept(v); }
-  std::vector<sse::FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
-                                       size_t limit) const override {
-    return hub.kept_page(room, after, limit);
-  }
-  void for_each_floor(const FloorVisitor& v) const override { hub.for_each_floor(v); }
-  void restore_floor(std::string_view room, uint64_t through) override {
-    hub.restore_floor(room, through);
-  }
-  void restored() override { hub.restored(); }
 };
 
 struct Cluster {
@@ -101,12 +83,12 @@ TEST(RedisBroker, EveryNodeGetsEveryMessageInIdOrderWithTheSameIds) {
       posted.push_back(r.id);
     });
   ASSERT_TRUE(run_until(c.reactor, [&] {
-    return posted.size() == 200 && c.a.ids.size() == 200 && c.b.ids.size() == 200;
+    return posted.size() == 200 && c.a.live.size() == 200 && c.b.live.size() == 200;
   }));
   std::sort(posted.begin(), posted.end());
   EXPECT_EQ(std::adjacent_find(posted.begin(), posted.end()), posted.end());  // all distinct
-  EXPECT_EQ(c.a.ids, posted);  // every message, in id order, on both nodes
-  EXPECT_EQ(c.b.ids, posted);
+  EXPECT_EQ(c.a.live, posted);  // every message, in id order, on both nodes
+  EXPECT_EQ(c.b.live, posted);
   EXPECT_EQ(c.a.jsons, c.b.jsons);
   EXPECT_NE(c.a.jsons[0].find(R"("id":)" + std::to_string(posted[0]) + ","), std::string::npos)
       << c.a.jsons[0];
@@ -155,12 +137,12 @@ TEST(RedisBroker, NoCreatedWhileRedisIsAwayAndNoGapAfter) {
     return out;
   };
   ASSERT_TRUE(run_until(c.reactor, [&] {
-    return delivered_after(c.a.ids).size() >= 5 && delivered_after(c.b.ids).size() >= 5;
+    return delivered_after(c.a.live).size() >= 5 && delivered_after(c.b.live).size() >= 5;
   }));
-  EXPECT_EQ(delivered_after(c.a.ids), after);
-  EXPECT_EQ(delivered_after(c.b.ids), after);
-  EXPECT_LE(c.a.ids.size(), 6u);
-  EXPECT_LE(c.b.ids.size(), 6u);
+  EXPECT_EQ(delivered_after(c.a.live), after);
+  EXPECT_EQ(delivered_after(c.b.live), after);
+  EXPECT_LE(c.a.live.size(), 6u);
+  EXPECT_LE(c.b.live.size(), 6u);
 }
 
 // Redis open but stuck (SIGSTOP): the waiting POSTs get 503 within the deadline instead of
