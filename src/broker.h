@@ -74,11 +74,26 @@ class CommitSink {
   virtual void for_each_floor(const FloorVisitor& visit) const = 0;
   virtual void restore_floor(std::string_view room, uint64_t through) = 0;
   virtual void restored() = 0;
+
+  // Storage that other nodes share (Redis) says, before anything is restored: ids up to
+  // `last_id` were issued (a stream resuming from one is not "from the future"), and messages up
+  // to `lost_through` are gone from it in every room, known or not (a resume from before them
+  // gets a reset).
+  virtual void restore_base(uint64_t last_id, uint64_t lost_through) = 0;
+  // Storage lost messages of `room` up to `through` before this sink was given them: streams of
+  // the room that still needed them get a reset now, then go on.
+  virtual void lose_through(std::string_view room, uint64_t through) = 0;
 };
 
 struct BrokerStats {
   uint64_t last_id = 0;        // newest committed id (0: none yet)
   uint64_t storage_bytes = 0;  // journal size
+  // Redis (--redis) only:
+  bool redis = false;
+  bool redis_up = false;  // both links up and the feed reading
+  uint64_t redis_reconnects = 0;
+  uint64_t gaps_filled = 0;  // times the feed found it had missed entries and filled them
+  uint64_t data_losses = 0;  // times the log was found to start over below what was read
 };
 
 class Broker {
@@ -101,6 +116,9 @@ class Broker {
 
   // Nothing is waiting for storage (shutdown waits until then).
   virtual bool idle() const = 0;
+
+  // The sink has what storage keeps, so streams may open (a Redis node warms up first).
+  virtual bool warm() const { return true; }
 
   // About once a second: retries failed storage, and the like.
   virtual void tick() = 0;

@@ -252,7 +252,10 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     r.headers.emplace_back("X-Accel-Buffering", "no");
     return policy_.reply(conn, req, std::move(r));
   }
-  if (policy_.draining()) return conn.close("draining");  // the EventSource reconnects elsewhere
+  // Draining, or a node still reading what Redis keeps: an EventSource reconnects (here later,
+  // or elsewhere) on a closed connection, where any answer but 200 would make it give up.
+  if (policy_.draining()) return conn.close("draining");
+  if (!broker_.warm()) return conn.close("warming up");
   // Without a token, a reader may make rooms only where that forgets no one's messages.
   bool anonymous = access_.enabled() && !auth.who();
   if (!hub_.can_open(query.rooms, !anonymous)) {
@@ -452,6 +455,7 @@ void ChatRoutes::serve_metrics(Connection& conn, Request& req) {
   s.rooms_forgotten = hub_.stats().rooms_forgotten;
   s.journal_bytes = broker.storage_bytes;
   s.storage_ok = !broker_.unavailable().has_value();
+  if (broker.redis) s.redis = broker;
   s.uptime_seconds = static_cast<double>(reactor_.now_ms() - started_ms_) / 1000.0;
   http::Response r;
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -103,6 +103,18 @@ const std::vector<Option>& options() {
        }},
       uint_option("journal-max-bytes", "journal size that triggers compaction",
                   &Config::journal_max_bytes, 4096),
+      string_option("redis", "URL",
+                    "share every room with other nodes through Redis "
+                    "(redis://[[user]:password@]host[:port][/db] or unix:///path); the journal "
+                    "is then off",
+                    &Config::redis),
+      string_option("redis-prefix", "NAME", "the Redis keys are {NAME}:...", &Config::redis_prefix),
+      {"reuse-port", nullptr, "let several nodes listen on one port (SO_REUSEPORT)",
+       [](Config& c) { return c.reuse_port ? "on" : "off"; },
+       [](Config& c, const std::string&) {
+         c.reuse_port = true;
+         return true;
+       }},
       uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
                   &Config::heartbeat_s, 1),
       uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter",

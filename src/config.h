@@ -22,6 +22,10 @@ struct Config {
   bool journal = true;
   FsyncPolicy fsync = FsyncPolicy::EverySec;
   uint64_t journal_max_bytes = 64ull << 20;
+  // Several nodes sharing every room through Redis (redis_broker.h): off unless a URL is given.
+  std::string redis;  // redis://[[user]:password@]host[:port][/db] or unix:///path
+  std::string redis_prefix = "sse-chat";
+  bool reuse_port = false;  // SO_REUSEPORT: several nodes on one machine share --listen
   uint32_t heartbeat_s = 15;
   uint32_t retry_ms = 2000;
   size_t client_queue = 1024;          // frames queued per connection before it is a slow consumer

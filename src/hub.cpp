@@ -47,8 +47,9 @@ Room& Hub::open(const std::string& name, bool may_forget) {
   if (may_forget && rooms_.size() >= options_.max_rooms) forget_oldest_idle();
   if (may_forget && rooms_.size() >= options_.max_rooms)  // a commit's message must go somewhere
     log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1);
-  uint64_t forgotten_through = 0;
-  if (auto it = forgotten_.find(name); it != forgotten_.end()) forgotten_through = it->second;
+  uint64_t forgotten_through = lost_through_;
+  if (auto it = forgotten_.find(name); it != forgotten_.end())
+    forgotten_through = std::max(forgotten_through, it->second);
   auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, forgotten_through));
   Room& room = *it->second;
   room.active_at_ = by_activity_.insert(by_activity_.end(), &room);
@@ -157,7 +158,9 @@ void Hub::on_committed(uint64_t id, std::string_view room_name, const FrameRef& 
 void Hub::deliver_live(Room& room, uint64_t id, const FrameRef& frame) {
   for (const Room::Seat& seat : room.seats_) {
     Subscription& sub = *seat.sub;
-    if (!sub.live_) continue;  // catching up: it will read this from history
+    // Catching up: it will read this from history. Or resumed from an id another node gave
+    // before this one heard of it: it has this one already.
+    if (!sub.live_ || id < sub.next_id_) continue;
     if (sub.sink().deliver(frame)) {
       sub.next_id_ = id + 1;
       ++stats_.deliveries;
@@ -216,6 +219,27 @@ void Hub::restored() {
   while (rooms_.size() > options_.max_rooms && idle_count() > 0) forget_oldest_idle();
 }
 
+void Hub::restore_base(uint64_t last_id, uint64_t lost_through) {
+  next_id_ = std::max(next_id_, last_id + 1);
+  lost_through_ = std::max(lost_through_, lost_through);
+  for (auto& [name, room] : rooms_)
+    room->dropped_through_ = std::max(room->dropped_through_, lost_through);
+}
+
+void Hub::lose_through(std::string_view room_name, uint64_t through) {
+  Room* room = find_mutable(room_name);
+  if (!room) return;
+  while (!room->history_.empty() && room->history_.front().id <= through) drop_oldest(*room);
+  room->dropped_through_ = std::max(room->dropped_through_, through);
+  room->last_id_ = std::max(room->last_id_, through);
+  for (const Room::Seat& seat : room->seats_) {
+    Subscription& sub = *seat.sub;
+    if (!sub.live_ || sub.next_id_ > through) continue;
+    sub.live_ = false;  // catches up again, through refill's reset for this room
+    refill(sub);
+  }
+}
+
 std::vector<const Room*> Hub::rooms_by_activity(
     size_t limit, const std::function<bool(const Room&)>& keep) const {
   std::vector<const Room*> rooms;
@@ -245,6 +269,11 @@ bool Hub::subscribe(Subscription& sub, const std::vector<std::string>& rooms,
   sub.live_ = true;
   if (!last_event_id) return true;
   sub.live_ = false;
+  if (*last_event_id >= next_id_ && *last_event_id - next_id_ < options_.ids_ahead_allowed) {
+    sub.next_id_ = *last_event_id + 1;  // another node's newest: this one will hear of it soon
+    sub.live_ = true;
+    return true;
+  }
   if (*last_event_id >= next_id_) {
     // An id this server never issued (it lost data, or the client is confused): every room says
     // so, then replays all it keeps.

@@ -35,6 +35,10 @@ struct HubOptions {
   size_t history_per_room = 1000;
   uint64_t history_bytes = 256ull << 20;
   size_t max_rooms = 10000;
+  // With storage shared by several nodes, an id up to this far above the newest this hub has
+  // seen may be one another node just issued: a stream resuming from it waits for what comes
+  // after it instead of being reset (0: every such id is one this server never issued).
+  uint64_t ids_ahead_allowed = 0;
 };
 
 struct HubStats {
@@ -64,6 +68,8 @@ class Hub final : public CommitSink {
   void for_each_floor(const FloorVisitor& visit) const override;
   void restore_floor(std::string_view room, uint64_t through) override;
   void restored() override;
+  void restore_base(uint64_t last_id, uint64_t lost_through) override;
+  void lose_through(std::string_view room, uint64_t through) override;
 
   // Told when a room is forgotten (for storage to record it).
   std::function<void(std::string_view room, uint64_t through)> on_forgotten;
@@ -134,7 +140,8 @@ class Hub final : public CommitSink {
   std::vector<std::string> presence_dirty_;
   size_t kept_messages_ = 0;
   uint64_t kept_bytes_ = 0;
-  uint64_t next_id_ = 1;  // one past the newest committed id
+  uint64_t next_id_ = 1;       // one past the newest committed id
+  uint64_t lost_through_ = 0;  // every room's floor (restore_base)
   size_t streams_ = 0;
   HubStats stats_;
 };

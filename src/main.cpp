@@ -103,8 +103,10 @@ int main(int argc, char** argv) {
   std::printf("listening on http://%s/\n", server.address().c_str());
   std::fflush(stdout);
   sse::log::info("sse-chat started", "version", SSE_CHAT_VERSION, "address", server.address(),
-                 "static_dir", config.static_dir, "journal",
-                 config.journal ? config.data_dir : std::string("off"));
+                 "static_dir", config.static_dir, "storage",
+                 !config.redis.empty() ? "redis " + config.redis_prefix
+                 : config.journal      ? config.data_dir
+                                       : std::string("memory only"));
   sd_notify(0, "READY=1");
   reactor.run();
   sse::log::info("sse-chat stopped");

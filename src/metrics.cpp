@@ -95,6 +95,20 @@ std::string render_metrics(const Metrics& m, const MetricsSnapshot& s) {
   scalar(out, "ssechat_storage_up", "gauge",
          "1 while storage accepts messages, 0 while POSTs are refused with 503.",
          s.storage_ok ? 1.0 : 0.0);
+  if (s.redis) {
+    scalar(out, "ssechat_redis_up", "gauge",
+           "1 while both Redis links are up and the node reads the shared log.",
+           s.redis->redis_up ? 1.0 : 0.0);
+    scalar(out, "ssechat_redis_link_failures_total", "counter",
+           "Redis connections lost, refused or found stuck (each is retried with backoff).",
+           double(s.redis->redis_reconnects));
+    scalar(out, "ssechat_redis_gaps_filled_total", "counter",
+           "Times the node found it had missed log entries and read them from the rooms.",
+           double(s.redis->gaps_filled));
+    scalar(out, "ssechat_redis_data_losses_total", "counter",
+           "Times the shared log was found to start over below what the node had read.",
+           double(s.redis->data_losses));
+  }
   scalar(out, "ssechat_uptime_seconds", "gauge", "Seconds since the server started.",
          s.uptime_seconds);
   family(out, "ssechat_http_requests_total", "counter", "HTTP responses sent, by status code.");

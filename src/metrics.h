@@ -4,7 +4,10 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+
+#include "broker.h"
 
 namespace sse {
 
@@ -40,6 +43,7 @@ struct MetricsSnapshot {
   uint64_t rooms_forgotten;
   uint64_t journal_bytes;
   bool storage_ok;
+  std::optional<BrokerStats> redis;  // with --redis
   double uptime_seconds;
 };
 

@@ -37,7 +37,7 @@ std::optional<Endpoint> parse_endpoint(std::string_view text) {
   return ep;
 }
 
-int listen_tcp(const Endpoint& where, std::string& error) {
+int listen_tcp(const Endpoint& where, std::string& error, bool reuse_port) {
   sockaddr_storage addr{};
   socklen_t len;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
@@ -61,6 +61,11 @@ int listen_tcp(const Endpoint& where, std::string& error) {
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    error = std::string("SO_REUSEPORT: ") + strerror(errno);
+    close(fd);
+    return -1;
+  }
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) < 0 || listen(fd, 65535) < 0) {
     error = std::string("bind/listen ") + where.host + ":" + std::to_string(where.port) + ": " +
             strerror(errno);

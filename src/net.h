@@ -19,7 +19,9 @@ struct Endpoint {
 std::optional<Endpoint> parse_endpoint(std::string_view text);
 
 // A non-blocking listening socket with a large backlog; -1 with `error` set on failure.
-int listen_tcp(const Endpoint& where, std::string& error);
+// `reuse_port`: SO_REUSEPORT, so several processes listening on the same address share its
+// connections (the kernel spreads them).
+int listen_tcp(const Endpoint& where, std::string& error, bool reuse_port = false);
 
 // "127.0.0.1:41234" for the socket's bound address.
 std::string local_address(int fd);

@@ -1,6 +1,8 @@
 #include "redis_broker.h"
 
 #include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cassert>
@@ -38,6 +40,54 @@ std::string_view field_of(const redisReply* fields, std::string_view field) {
   return {};
 }
 
+uint64_t number_of(std::string_view text) {
+  uint64_t n = 0;
+  std::from_chars(text.data(), text.data() + text.size(), n);
+  return n;
+}
+
+// An entry of a stream reply: [id, [field, value, …]].
+struct Entry {
+  uint64_t id = 0;
+  uint64_t prev = 0;
+  std::string_view room;
+  std::string_view json;
+};
+
+std::optional<Entry> entry_of(const redisReply* entry) {
+  if (!entry || entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) return std::nullopt;
+  Entry e;
+  e.id = entry_id(text_of(entry->element[0]));
+  e.prev = number_of(field_of(entry->element[1], "prev"));
+  e.room = field_of(entry->element[1], "room");
+  e.json = field_of(entry->element[1], "json");
+  if (e.id == 0 || e.json.empty()) return std::nullopt;
+  return e;
+}
+
+// The host's address, looked up once at start: hiredis would look it up on the loop, blocking it,
+// at every reconnect.
+bool resolve_host(RedisEndpoint& endpoint, std::string& error) {
+  if (!endpoint.unix_path.empty()) return true;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (int rc = getaddrinfo(endpoint.host.c_str(), nullptr, &hints, &found); rc != 0) {
+    error = "cannot resolve the Redis host " + endpoint.host + ": " + gai_strerror(rc);
+    return false;
+  }
+  char host[NI_MAXHOST];
+  int rc =
+      getnameinfo(found->ai_addr, found->ai_addrlen, host, sizeof host, nullptr, 0, NI_NUMERICHOST);
+  freeaddrinfo(found);
+  if (rc != 0) {
+    error = std::string("cannot resolve the Redis host: ") + gai_strerror(rc);
+    return false;
+  }
+  endpoint.host = host;
+  return true;
+}
+
 PublishResult unavailable_result(std::string why) {
   return {PublishResult::Status::Unavailable, 0, std::move(why)};
 }
@@ -54,6 +104,7 @@ RedisBroker::RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions 
   cmd_.on_up = [this] {
     cmd_backoff_ = {};
     load_script();
+    maybe_warm();
   };
   feed_.on_up = [this] {
     feed_backoff_ = {};
@@ -77,6 +128,11 @@ bool RedisBroker::start(std::string& error) {
     error = "the nonce TTL must be at least a second";
     return false;
   }
+  if (!options_.url.empty()) {
+    auto endpoint = parse_redis_url(options_.url, error);
+    if (!endpoint || !resolve_host(*endpoint, error)) return false;
+    options_.endpoint = std::move(*endpoint);
+  }
   connect(cmd_, cmd_backoff_);
   connect(feed_, feed_backoff_);
   return true;
@@ -91,6 +147,7 @@ void RedisBroker::connect(RedisLink& link, Backoff& backoff) {
 // together do not all come back in the same instant.
 void RedisBroker::link_down(RedisLink& link, Backoff& backoff, const std::string& why) {
   if (last_error_.empty()) log::warn("Redis unavailable", "reason", why);
+  ++reconnects_;
   last_error_ = "Redis unavailable: " + why;
   if (&link == &cmd_) script_sha_.clear();
   backoff.delay_ms = std::min(kMaxRetryMs, std::max(kFirstRetryMs, backoff.delay_ms * 2));
@@ -114,12 +171,14 @@ void RedisBroker::tick() {
     link_down(feed_, feed_backoff_, "the log read got no answer");
   }
   if (cmd_.up() && cmd_.waiting() == 0) cmd_.command({"PING"}, [](redisReply*) {});
+  maybe_warm();
+  read_feed();  // after a fill that could not run
   if (!cmd_.active() && reactor_.now_ms() >= cmd_backoff_.next_ms) connect(cmd_, cmd_backoff_);
   if (!feed_.active() && reactor_.now_ms() >= feed_backoff_.next_ms) connect(feed_, feed_backoff_);
 }
 
 std::optional<std::string> RedisBroker::unavailable() const {
-  if (cmd_.up() && feed_.up() && feed_started_ && !script_sha_.empty()) return std::nullopt;
+  if (cmd_.up() && feed_.up() && warmed_ && !script_sha_.empty()) return std::nullopt;
   return last_error_.empty() ? std::string("connecting to Redis") : last_error_;
 }
 
@@ -131,25 +190,102 @@ void RedisBroker::load_script() {
   });
 }
 
-// The feed starts where the log ends now (a new node delivers what is posted from here on; its
-// history comes from Redis), and after a reconnect goes on from the last id it delivered.
+// The feed starts where the log ends now (what came before, the warm-up reads from the rooms'
+// streams), and after a reconnect goes on from the last id it delivered.
 void RedisBroker::find_start() {
-  if (feed_started_) {
-    if (!unavailable()) last_error_.clear();
+  if (have_start_) {
+    maybe_warm();
     return read_feed();
   }
   feed_.command({"XREVRANGE", key("log"), "+", "-", "COUNT", "1"}, [this](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_ARRAY) return;
     if (r->elements > 0 && r->element[0]->elements > 0)
       last_seen_ = entry_id(text_of(r->element[0]->element[0]));
-    feed_started_ = true;
-    if (!unavailable()) last_error_.clear();
-    read_feed();
+    have_start_ = true;
+    maybe_warm();
   });
 }
 
+// What warming up has gathered: every warmed room's newest messages up to the feed's start.
+struct RedisBroker::Warmup {
+  struct Message {
+    uint64_t id;
+    std::string room;
+    FrameRef frame;
+  };
+  uint64_t since = 0;  // the data set's first id (0: none yet)
+  size_t waiting = 0;
+  bool failed = false;
+  std::vector<Message> messages;
+  std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
+};
+
+// Once per process, before streams open: the newest `history_per_room` messages of the most
+// recently active `max_rooms` rooms, up to where the feed starts, as the journal's restore does.
+// Pipelined on the command link; memory: at most max_rooms × history_per_room messages, which
+// the hub then bounds.
+void RedisBroker::maybe_warm() {
+  if (!have_start_ || warmed_ || warming_ || !cmd_.up()) return;
+  warming_ = true;
+  auto warm = std::make_shared<Warmup>();
+  auto failed = [this, warm] {
+    if (!warm->failed) warming_ = false;  // tried again once the link is back
+    warm->failed = true;
+  };
+  std::string upto = std::to_string(last_seen_) + "-0";
+  std::string history = std::to_string(options_.history_per_room);
+  cmd_.command({"GET", key("since")}, [warm, alive = alive_, failed](redisReply* r) {
+    if (!*alive) return;
+    if (!r || r->type == REDIS_REPLY_ERROR) return failed();
+    warm->since = number_of(text_of(r));
+  });
+  std::string last_room = std::to_string(options_.max_rooms - 1);
+  warm->waiting = 1;
+  cmd_.command({"ZREVRANGE", key("rooms"), "0", last_room}, [this, warm, alive = alive_, failed,
+                                                             upto, history](redisReply* r) {
+    if (!*alive || warm->failed) return;
+    if (!r || r->type != REDIS_REPLY_ARRAY) return failed();
+    for (size_t i = 0; i < r->elements; ++i) {
+      std::string room(text_of(r->element[i]));
+      if (room_name_error(room)) continue;
+      ++warm->waiting;
+      cmd_.command(
+          {"XREVRANGE", key("room:" + room), upto, "-", "COUNT", history},
+          [this, warm, alive, failed, room](redisReply* e) {
+            if (!*alive || warm->failed) return;
+            if (!e || e->type != REDIS_REPLY_ARRAY) return failed();
+            uint64_t oldest = 0;
+            for (size_t k = 0; k < e->elements; ++k)
+              if (auto entry = entry_of(e->element[k])) {
+                warm->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
+                oldest = entry->id;
+              }
+            if (e->elements == options_.history_per_room && oldest > 0)
+              warm->floors.emplace_back(room, oldest - 1);
+            if (--warm->waiting == 0) finish_warmup(*warm);
+          });
+    }
+    if (--warm->waiting == 0) finish_warmup(*warm);
+  });
+}
+
+void RedisBroker::finish_warmup(Warmup& warm) {
+  std::sort(warm.messages.begin(), warm.messages.end(),
+            [](const auto& a, const auto& b) { return a.id < b.id; });
+  sink_.restore_base(last_seen_, warm.since > 0 ? warm.since - 1 : 0);
+  for (const auto& m : warm.messages) sink_.on_committed(m.id, m.room, m.frame, true);
+  for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
+  sink_.restored();
+  log::info("warmed up from Redis", "messages", warm.messages.size(), "last_id", last_seen_);
+  warm.messages.clear();
+  warming_ = false;
+  warmed_ = true;
+  if (!unavailable()) last_error_.clear();
+  read_feed();
+}
+
 void RedisBroker::read_feed() {
-  if (reading_ || !feed_.up()) return;
+  if (reading_ || filling_ || !warmed_ || !feed_.up()) return;
   std::string from = std::to_string(last_seen_) + "-0";
   reading_ =
       feed_.command({"XREAD", "COUNT", kReadCount, "BLOCK", kBlockMs, "STREAMS", key("log"), from},
@@ -163,26 +299,110 @@ void RedisBroker::read_feed() {
                     });
 }
 
-// XREAD's answer: [[log, [[id, [room, R, json, J]], …]]], or nil when the wait ran out.
+// XREAD's answer: [[log, [[id, [room, R, json, J, prev, P]], …]]], or nil when the wait ran out.
 void RedisBroker::deliver_entries(redisReply* r) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
   const redisReply* stream = r->element[0];
   if (stream->type != REDIS_REPLY_ARRAY || stream->elements < 2) return;
   const redisReply* entries = stream->element[1];
   for (size_t i = 0; i < entries->elements; ++i) {
-    const redisReply* entry = entries->element[i];
-    if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) continue;
-    uint64_t id = entry_id(text_of(entry->element[0]));
-    if (id <= last_seen_) continue;  // never twice, never backwards
-    last_seen_ = id;
-    std::string_view room = field_of(entry->element[1], "room");
-    std::string_view json = field_of(entry->element[1], "json");
-    if (room_name_error(room) || json.empty()) {
-      log::warn("skipping a malformed entry of the Redis log", "id", id);
+    auto entry = entry_of(entries->element[i]);
+    if (!entry || entry->id <= last_seen_) continue;             // never twice, never backwards
+    if (entry->prev > last_seen_) return fill_gap(entry->prev);  // trimmed before it was read
+    if (entry->prev < last_seen_) {
+      ++data_losses_;
+      log::warn("the Redis log starts over below what this node read: Redis lost data", "last_read",
+                last_seen_, "next", entry->id);
+    }
+    last_seen_ = entry->id;
+    if (room_name_error(entry->room)) {
+      log::warn("skipping a malformed entry of the Redis log", "id", entry->id);
       continue;
     }
-    sink_.on_committed(id, room, message_frame(id, json), false);
+    sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
   }
+}
+
+// What filling a gap in the feed has gathered from the rooms' streams.
+struct RedisBroker::Fill {
+  uint64_t after = 0;    // the last id delivered
+  uint64_t through = 0;  // the last id missed
+  size_t waiting = 0;
+  bool failed = false;
+  std::vector<Warmup::Message> messages;
+  std::vector<std::pair<std::string, uint64_t>> holes;  // room -> the newest id it lost
+};
+
+// The log was trimmed past entries this node had not read (it was away for longer than the log
+// is long): reads them from the streams of the rooms active since, in id order, before the feed
+// goes on. A room whose own stream was trimmed past them too has a hole: its streams get a reset.
+void RedisBroker::fill_gap(uint64_t through) {
+  if (!cmd_.up()) return;  // tick() reads the feed again, which finds the gap again
+  filling_ = true;
+  auto fill = std::make_shared<Fill>();
+  fill->after = last_seen_;
+  fill->through = through;
+  fill->waiting = 1;
+  auto failed = [this, fill] {
+    if (!fill->failed) filling_ = false;
+    fill->failed = true;
+  };
+  std::string after = "(" + std::to_string(last_seen_);
+  std::string history = std::to_string(options_.history_per_room);
+  cmd_.command({"ZRANGEBYSCORE", key("rooms"), after, "+inf"}, [this, fill, alive = alive_, failed,
+                                                                history](redisReply* r) {
+    if (!*alive || fill->failed) return;
+    if (!r || r->type != REDIS_REPLY_ARRAY) return failed();
+    std::string from = "(" + std::to_string(fill->after) + "-0";
+    for (size_t i = 0; i < r->elements; ++i) {
+      std::string room(text_of(r->element[i]));
+      if (room_name_error(room)) continue;
+      ++fill->waiting;
+      cmd_.command(
+          {"XRANGE", key("room:" + room), from, "+", "COUNT", history},
+          [this, fill, alive, failed, room](redisReply* e) {
+            if (!*alive || fill->failed) return;
+            if (!e || e->type != REDIS_REPLY_ARRAY) return failed();
+            for (size_t k = 0; k < e->elements; ++k) {
+              auto entry = entry_of(e->element[k]);
+              if (!entry) continue;
+              if (k == 0 && entry->prev > fill->after)
+                fill->holes.emplace_back(room, std::min(entry->prev, fill->through));
+              if (entry->id <= fill->through)
+                fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
+            }
+            if (--fill->waiting == 0) finish_fill(*fill);
+          });
+    }
+    if (--fill->waiting == 0) finish_fill(*fill);
+  });
+}
+
+void RedisBroker::finish_fill(Fill& fill) {
+  std::sort(fill.messages.begin(), fill.messages.end(),
+            [](const auto& a, const auto& b) { return a.id < b.id; });
+  for (const auto& [room, through] : fill.holes) sink_.lose_through(room, through);
+  for (const auto& m : fill.messages) sink_.on_committed(m.id, m.room, m.frame, false);
+  log::warn(
+      "the Redis log was trimmed past entries this node had not read; filled them from the "
+      "rooms' streams",
+      "after", fill.after, "through", fill.through, "filled", fill.messages.size(),
+      "rooms_with_holes", fill.holes.size());
+  ++gaps_filled_;
+  last_seen_ = std::max(last_seen_, fill.through);
+  filling_ = false;
+  read_feed();
+}
+
+BrokerStats RedisBroker::stats() const {
+  BrokerStats s;
+  s.last_id = last_seen_;
+  s.redis = true;
+  s.redis_up = !unavailable();
+  s.redis_reconnects = reconnects_;
+  s.gaps_filled = gaps_filled_;
+  s.data_losses = data_losses_;
+  return s;
 }
 
 void RedisBroker::publish(Draft draft, PublishDone done) {
@@ -196,8 +416,8 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
   json.replace(6, 1, "%ID%");
   std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
   auto args = std::make_shared<std::vector<std::string>>(std::vector<std::string>{
-      "4", key("seq"), key("log"), key("room:" + draft.room),
-      key("nonce:" + owner + '\x1f' + draft.nonce), draft.room,
+      "6", key("seq"), key("log"), key("room:" + draft.room),
+      key("nonce:" + owner + '\x1f' + draft.nonce), key("rooms"), key("since"), draft.room,
       std::to_string(std::max(last_seen_, last_given_)), json,
       std::to_string(options_.history_per_room), std::to_string(options_.log_length),
       std::to_string(options_.nonce_ttl_s), draft.nonce.empty() ? "0" : "1"});

@@ -1,10 +1,16 @@
-// The Redis broker (issue #15, in progress: not yet selectable with --redis). Redis is the message
-// log that several nodes share: a POST is one atomic script (redis_scripts.h) that gives the id
-// and stores the message, and is answered 201 only once Redis has replied; every node, the
-// poster's included, delivers messages by reading the one ordered log from the last id it has,
-// so all nodes see every message of a room in id order with the same ids.
+// The Redis broker (--redis). Redis is the message log that several nodes share: a POST is one
+// atomic script (redis_scripts.h) that gives the id and stores the message, and is answered 201
+// only once Redis has replied; every node, the poster's included, delivers messages by reading
+// the one ordered log from the last id it has, so all nodes see every message of a room in id
+// order with the same ids.
 //
 //   publish --EVALSHA (cmd link)--> Redis --XREAD BLOCK (feed link)--> on_committed, in id order
+//
+// Starting, a node warms its hub from Redis (each room's newest messages, as the local journal
+// does from disk) before it serves streams, so resuming works on any node from memory. Each log
+// entry names the one before it: a node that finds it missed entries (the log was trimmed past
+// them while it was away) fills them from the room streams before going on, and a room whose
+// stream lost them too gets a reset. Redis back without its data is noticed the same way.
 //
 // Bounded: at most kMaxWaiting commands wait for Redis (past that POSTs get 503), a command
 // unanswered for kDeadlineMs (a PING each second when idle) drops the link, whose waiting POSTs
@@ -22,11 +28,13 @@
 namespace sse {
 
 struct RedisBrokerOptions {
+  std::string url;  // parsed (and its host name resolved, once) by start(); else `endpoint`
   RedisEndpoint endpoint;
   std::string prefix = "sse-chat";  // keys are {prefix}:…, one hash slot
   size_t history_per_room = 1000;   // a room's stream keeps at least this many
   size_t log_length = 100000;       // the shared log keeps at least this many
   uint32_t nonce_ttl_s = 86400;     // at least 1
+  size_t max_rooms = 10000;         // rooms warmed at start, the most recently active
 };
 
 class RedisBroker final : public Broker {
@@ -46,9 +54,10 @@ class RedisBroker final : public Broker {
                     HistoryDone done) override;
   std::optional<std::string> unavailable() const override;
   bool idle() const override { return cmd_.waiting() == 0; }
+  bool warm() const override { return warmed_; }
   // Once a second: deadlines, the idle PING, reconnects when their backoff is over.
   void tick() override;
-  BrokerStats stats() const override { return {last_seen_, 0}; }
+  BrokerStats stats() const override;
   void room_forgotten(std::string_view, uint64_t) override {}  // Redis keeps every room
 
  private:
@@ -58,10 +67,16 @@ class RedisBroker final : public Broker {
   };
   void connect(RedisLink& link, Backoff& backoff);
   void link_down(RedisLink& link, Backoff& backoff, const std::string& why);
+  struct Warmup;
+  struct Fill;
   void load_script();
   void find_start();
+  void maybe_warm();
+  void finish_warmup(Warmup& warm);
   void read_feed();
   void deliver_entries(struct redisReply* reply);
+  void fill_gap(uint64_t through);
+  void finish_fill(Fill& fill);
   void eval_publish(std::shared_ptr<std::vector<std::string>> args, bool by_sha, PublishDone done);
   std::string key(std::string_view name) const {
     return "{" + options_.prefix + "}:" + std::string(name);
@@ -75,8 +90,14 @@ class RedisBroker final : public Broker {
   std::string last_error_;
   uint64_t last_seen_ = 0;   // the newest id given to the sink
   uint64_t last_given_ = 0;  // the newest id a POST here was answered with (the feed may lag)
-  bool feed_started_ = false;
+  bool have_start_ = false;  // the feed knows the id it starts after (last_seen_)
+  bool warming_ = false;
+  bool warmed_ = false;  // the hub has what Redis kept; the feed may deliver
   bool reading_ = false;
+  bool filling_ = false;
+  uint64_t reconnects_ = 0;
+  uint64_t gaps_filled_ = 0;
+  uint64_t data_losses_ = 0;
   Backoff cmd_backoff_;
   Backoff feed_backoff_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -4,25 +4,33 @@
 //
 // Keys live under one prefix, in one hash slot ({prefix}) so the script may touch them all:
 //   {p}:seq          the last id given (INCR)
-//   {p}:log          every message, one stream in id order: entry id "<id>-0", fields room, json
-//   {p}:room:<name>  one room's messages, same entry ids, trimmed to about the room's history
+//   {p}:since        the first id this Redis data set gave: older messages are gone from it
+//   {p}:log          every message, one stream in id order: entry id "<id>-0", fields room,
+//                    json and prev (the log's previous entry id: a reader that finds prev above
+//                    the last id it read knows it missed entries)
+//   {p}:room:<name>  one room's messages, same entry ids, fields json and prev (the room's
+//                    previous id), trimmed to about the room's history
+//   {p}:rooms        sorted set: room name -> its newest id (warming a node, filling a gap)
 //   {p}:nonce:<key>  the id an idempotent POST got, for a day
 // Stream entry ids are the message ids, so a node reads the one ordered log from the last id it
-// has (XREAD … STREAMS {p}:log <id>-0) and sees any gap as a jump it can check.
+// has (XREAD … STREAMS {p}:log <id>-0).
 #pragma once
 
 #include <string_view>
 
 namespace sse::redis_scripts {
 
-// KEYS: seq, log, room stream, nonce key ("" when the POST has no nonce: then KEYS[4] is a
-// placeholder in the slot and is not touched).
-// ARGV: room, floor (the highest id the calling node has seen: ids never go below it, even after
-// Redis lost its data), the message JSON, which starts {"id":%ID% (the first "%ID%" becomes the
-// id, so a text that contains one is left alone), the room's history
-// length, the log's length, the nonce TTL in seconds, has_nonce ("1"/"0").
-// Returns {id, 1 when new | 0 when the nonce was seen before (id is the original)}. Ids are exact
-// up to 2^53 (Lua numbers are doubles), a million messages a second for 285 years.
+// KEYS: seq, log, room stream, nonce key (when the POST has no nonce, a placeholder in the slot
+// that is not touched), rooms, since.
+// ARGV: room, floor (the highest id the calling node has seen: ids never go below it), the
+// message JSON, which starts {"id":%ID% (the first "%ID%" becomes the id, so a text that contains
+// one is left alone), the room's history length, the log's length, the nonce TTL in seconds,
+// has_nonce ("1"/"0").
+// Returns {id, 1 when new | 0 when the nonce was seen before (id is the original)}.
+// Ids: a data set's first id is Redis's clock in microseconds (so after Redis lost its data, new
+// ids start above every id given before, even by nodes that have restarted since: the old ids
+// would have had to come faster than one a microsecond to catch up with it), then one more per
+// message. They stay exact up to 2^53 (Lua numbers are doubles): until the year 2255.
 // The room stream's newest entry is never above the log's, so its XADD cannot fail either; the
 // nonce TTL is checked when the broker is configured.
 inline constexpr std::string_view kPublish = R"lua(
@@ -30,22 +38,35 @@ if ARGV[7] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then return {tonumber(seen), 0} end
 end
--- Above the counter, the caller's floor and the log's newest entry, so that neither a lost
--- counter nor lost data can make an id go back or an XADD fail halfway through this script.
 local id = redis.call('INCR', KEYS[1])
+local fresh_set = id == 1
+if fresh_set then
+  local now = redis.call('TIME')
+  id = tonumber(now[1]) * 1000000 + tonumber(now[2])
+end
+-- Above the caller's floor and the log's newest entry too, so that neither a lost counter nor
+-- lost data can make an id go back or an XADD fail halfway through this script.
 local floor = tonumber(ARGV[2])
 if id <= floor then id = floor + 1 end
+local prev = 0
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if top then
-  local newest = tonumber(string.match(top[1], '^(%d+)'))
-  if id <= newest then id = newest + 1 end
+  prev = tonumber(string.match(top[1], '^(%d+)'))
+  if id <= prev then id = prev + 1 end
 end
+local room_prev = 0
+local room_top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+if room_top then room_prev = tonumber(string.match(room_top[1], '^(%d+)')) end
 redis.call('SET', KEYS[1], id)
+if fresh_set then redis.call('SET', KEYS[6], id) end
 local text = string.format('%d', id)
 local entry = text .. '-0'
 local json = string.gsub(ARGV[3], '%%ID%%', text, 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], entry, 'room', ARGV[1], 'json', json)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], entry, 'json', json)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], entry, 'room', ARGV[1], 'json', json,
+           'prev', string.format('%d', prev))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], entry, 'json', json,
+           'prev', string.format('%d', room_prev))
+redis.call('ZADD', KEYS[5], id, ARGV[1])
 if ARGV[7] == '1' then redis.call('SET', KEYS[4], id, 'EX', ARGV[6]) end
 return {id, 1}
 )lua";

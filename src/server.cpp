@@ -7,6 +7,7 @@
 #include "local_broker.h"
 #include "log.h"
 #include "net.h"
+#include "redis_broker.h"
 #include "sse.h"
 
 namespace sse {
@@ -25,11 +26,25 @@ ConnectionSettings connection_settings(const Config& config) {
   return s;
 }
 
+// The Redis broker with --redis, else the local journal. A bad URL is reported by start().
+std::unique_ptr<Broker> make_broker(Reactor& reactor, CommitSink& sink, const Config& config) {
+  if (config.redis.empty())
+    return std::make_unique<LocalBroker>(reactor, sink, local_broker_options(config));
+  RedisBrokerOptions o;
+  o.url = config.redis;
+  o.prefix = config.redis_prefix;
+  o.history_per_room = config.history;
+  o.max_rooms = config.max_rooms;
+  return std::make_unique<RedisBroker>(reactor, sink, std::move(o));
+}
+
 HubOptions hub_options(const Config& config) {
   HubOptions o;
   o.history_per_room = config.history;
   o.history_bytes = config.history_memory;
   o.max_rooms = config.max_rooms;
+  // Nodes sharing Redis: a stream may come with an id another node gave a moment ago.
+  if (!config.redis.empty()) o.ids_ahead_allowed = 1'000'000;
   return o;
 }
 
@@ -39,7 +54,7 @@ Server::Server(Reactor& reactor, const Config& config)
     : reactor_(reactor),
       config_(config),
       hub_(hub_options(config)),
-      broker_(std::make_unique<LocalBroker>(reactor, hub_, local_broker_options(config))),
+      broker_(make_broker(reactor, hub_, config)),
       policy_(config_, reactor, metrics_),
       routes_(
           *broker_, hub_, access_, policy_, metrics_, config.static_dir,
@@ -62,7 +77,7 @@ bool Server::start(std::string& error, int inherited_fd) {
       error = "bad --listen address: " + config_.listen;
       return false;
     }
-    fd = net::listen_tcp(*endpoint, error);
+    fd = net::listen_tcp(*endpoint, error, config_.reuse_port);
     if (fd < 0) return false;
   } else {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);

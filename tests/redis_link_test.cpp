@@ -211,42 +211,63 @@ Published publish(Fixture& f, const std::string& room, const std::string& text,
   std::string floor_text = std::to_string(floor), history_text = std::to_string(history);
   Published out;
   bool answered = false;
-  f.link.command(
-      {"EVAL", sse::redis_scripts::kPublish, "4", "{c}:seq", "{c}:log", room_key, nonce_key, room,
-       floor_text, json, history_text, "100000", "86400", nonce.empty() ? "0" : "1"},
-      [&](redisReply* r) {
-        answered = true;
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-          out.id = r->element[0]->integer;
-          out.fresh = r->element[1]->integer == 1;
-        } else if (r && r->type == REDIS_REPLY_ERROR) {
-          ADD_FAILURE() << r->str;
-        }
-      });
+  f.link.command({"EVAL", sse::redis_scripts::kPublish, "6", "{c}:seq", "{c}:log", room_key,
+                  nonce_key, "{c}:rooms", "{c}:since", room, floor_text, json, history_text,
+                  "100000", "86400", nonce.empty() ? "0" : "1"},
+                 [&](redisReply* r) {
+                   answered = true;
+                   if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+                     out.id = r->element[0]->integer;
+                     out.fresh = r->element[1]->integer == 1;
+                   } else if (r && r->type == REDIS_REPLY_ERROR) {
+                     ADD_FAILURE() << r->str;
+                   }
+                 });
   run_until(f.reactor, [&] { return answered; });
   return out;
 }
 
 }  // namespace
 
+// Redis's clock in microseconds, as redis-cli TIME prints it.
+long long redis_micros(RedisServer& redis) {
+  std::string t = redis.cli({"TIME"});
+  size_t nl = t.find('\n');
+  return std::stoll(t.substr(0, nl)) * 1000000 + std::stoll(t.substr(nl + 1));
+}
+
 TEST(RedisPublishScript, IdsLogsAndRoomStreamsAgree) {
   RedisServer redis;
   Fixture f;
   ASSERT_TRUE(f.connect(redis.url())) << f.down;
-  EXPECT_EQ(publish(f, "general", "a").id, 1);
-  EXPECT_EQ(publish(f, "team-a", "b").id, 2);
-  EXPECT_EQ(publish(f, "general", "100%ID% sure").id, 3);  // a text that looks like the slot
+  long long before = redis_micros(redis);
+  long long first = publish(f, "general", "a").id;
+  EXPECT_GE(first, before);  // a data set's first id is Redis's clock
+  EXPECT_LE(first, redis_micros(redis));
+  EXPECT_EQ(publish(f, "team-a", "b").id, first + 1);
+  EXPECT_EQ(publish(f, "general", "100%ID% sure").id,
+            first + 2);  // a text that looks like the slot
+  std::string id1 = std::to_string(first), id2 = std::to_string(first + 1),
+              id3 = std::to_string(first + 2);
+  EXPECT_EQ(redis.cli({"GET", "{c}:since"}), id1);
   EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "3");
   EXPECT_EQ(redis.cli({"XLEN", "{c}:room:general"}), "2");
   std::string log = redis.cli({"XRANGE", "{c}:log", "-", "+"});
-  EXPECT_EQ(log.substr(0, 4), "1-0\n") << log;  // redis-cli prints one element per line
-  EXPECT_NE(log.find(R"({"id":2,"room":"team-a","text":"b"})"), std::string::npos) << log;
-  EXPECT_NE(log.find(R"({"id":3,"room":"general","text":"100%ID% sure"})"), std::string::npos)
+  EXPECT_EQ(log.substr(0, id1.size() + 3), id1 + "-0\n") << log;  // one element per line
+  EXPECT_NE(log.find(R"({"id":)" + id2 + R"(,"room":"team-a","text":"b"})"), std::string::npos)
       << log;
+  EXPECT_NE(log.find(R"({"id":)" + id3 + R"(,"room":"general","text":"100%ID% sure"})"),
+            std::string::npos)
+      << log;
+  // Each entry names the one before it, in the log and in its room.
+  EXPECT_NE(log.find("prev\n" + id2), std::string::npos) << log;
   std::string general = redis.cli({"XRANGE", "{c}:room:general", "-", "+"});
-  EXPECT_EQ(general.substr(0, 4), "1-0\n") << general;
-  EXPECT_NE(general.find("\n3-0\n"), std::string::npos) << general;
-  EXPECT_EQ(general.find("\n2-0\n"), std::string::npos) << general;
+  EXPECT_EQ(general.substr(0, id1.size() + 3), id1 + "-0\n") << general;
+  EXPECT_NE(general.find("\n" + id3 + "-0\n"), std::string::npos) << general;
+  EXPECT_EQ(general.find("\n" + id2 + "-0\n"), std::string::npos) << general;
+  EXPECT_NE(general.find("prev\n" + id1), std::string::npos) << general;
+  EXPECT_EQ(redis.cli({"ZSCORE", "{c}:rooms", "general"}), id3);
+  EXPECT_EQ(redis.cli({"ZSCORE", "{c}:rooms", "team-a"}), id2);
 }
 
 TEST(RedisPublishScript, ANonceSeenBeforeGetsTheOriginalId) {
@@ -262,15 +283,23 @@ TEST(RedisPublishScript, ANonceSeenBeforeGetsTheOriginalId) {
   EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "2");  // the retry stored nothing
 }
 
-// Redis back empty: ids go on above the highest any node has seen, never back.
-TEST(RedisPublishScript, IdsNeverGoBelowTheFloorAfterRedisLostItsData) {
+// Redis back empty: ids go on above the highest any node has seen, never back, even for a
+// node that has seen nothing (its floor is 0): the new data set starts at Redis's clock.
+TEST(RedisPublishScript, IdsNeverGoBackAfterRedisLostItsData) {
   RedisServer redis;
   Fixture f;
   ASSERT_TRUE(f.connect(redis.url())) << f.down;
-  for (int i = 1; i <= 5; ++i) ASSERT_EQ(publish(f, "general", "x").id, i);
+  long long first = publish(f, "general", "x").id;
+  for (int i = 1; i < 5; ++i) ASSERT_EQ(publish(f, "general", "x").id, first + i);
   EXPECT_EQ(redis.cli({"FLUSHALL"}), "OK");
-  EXPECT_EQ(publish(f, "general", "after", "", /*floor=*/5).id, 6);
-  EXPECT_EQ(publish(f, "general", "next", "", /*floor=*/3).id, 7);  // a lower floor changes nothing
+  long long after = publish(f, "general", "after", "", /*floor=*/0).id;
+  EXPECT_GT(after, first + 4);
+  EXPECT_EQ(redis.cli({"GET", "{c}:since"}), std::to_string(after));
+  // A node's floor above Redis's clock (its ids came faster than one a microsecond) wins.
+  EXPECT_EQ(redis.cli({"FLUSHALL"}), "OK");
+  long long floor = after + 1000000000000LL;
+  EXPECT_EQ(publish(f, "general", "next", "", floor).id, floor + 1);
+  EXPECT_EQ(publish(f, "general", "next", "", 3).id, floor + 2);  // a lower floor changes nothing
 }
 
 TEST(RedisPublishScript, RoomStreamsAreTrimmedToAboutTheirHistory) {

@@ -38,6 +38,12 @@ struct RecordingSink : sse::CommitSink {
     hub.restore_floor(room, through);
   }
   void restored() override { hub.restored(); }
+  void restore_base(uint64_t last_id, uint64_t lost_through) override {
+    hub.restore_base(last_id, lost_through);
+  }
+  void lose_through(std::string_view room, uint64_t through) override {
+    hub.lose_through(room, through);
+  }
 };
 
 }  // namespace testing_support
