@@ -83,6 +83,10 @@ class CommitSink {
   // Storage lost messages of `room` up to `through` before this sink was given them: streams of
   // the room that still needed them get a reset now, then go on.
   virtual void lose_through(std::string_view room, uint64_t through) = 0;
+
+  // Readers of `room` on other nodes (sorted distinct names): presence counts them too.
+  virtual void set_remote_presence(std::string_view room, uint64_t online,
+                                   std::vector<std::string> names) = 0;
 };
 
 struct BrokerStats {
@@ -128,6 +132,11 @@ class Broker {
   // The hub forgot `room` (--max-rooms), whose messages went up to `through`: storage that keeps
   // them may record it, so a restart neither brings the room back nor misses its reset.
   virtual void room_forgotten(std::string_view room, uint64_t through) = 0;
+
+  // This node's readers of `room` changed (at most once a second per room): storage shared with
+  // other nodes tells them. `names`: distinct, sorted.
+  virtual void presence_changed(std::string_view /*room*/, uint64_t /*online*/,
+                                const std::vector<std::string_view>& /*names*/) {}
 };
 
 }  // namespace sse

@@ -1,6 +1,7 @@
 #include "hub.h"
 
 #include <algorithm>
+#include <iterator>
 #include <queue>
 #include <tuple>
 
@@ -228,11 +229,12 @@ void Hub::restore_base(uint64_t last_id, uint64_t lost_through) {
 
 void Hub::lose_through(std::string_view room_name, uint64_t through) {
   Room* room = find_mutable(room_name);
-  if (!room) return;
+  if (!room) return remember_forgotten(std::string(room_name), through);  // its floor when made
   while (!room->history_.empty() && room->history_.front().id <= through) drop_oldest(*room);
   room->dropped_through_ = std::max(room->dropped_through_, through);
   room->last_id_ = std::max(room->last_id_, through);
-  for (const Room::Seat& seat : room->seats_) {
+  std::vector<Room::Seat> seats = room->seats_;  // a sink may close (and leave) as it fills
+  for (const Room::Seat& seat : seats) {
     Subscription& sub = *seat.sub;
     if (!sub.live_ || sub.next_id_ > through) continue;
     sub.live_ = false;  // catches up again, through refill's reset for this room
@@ -362,6 +364,15 @@ void Hub::mark_presence(Room& room) {
   presence_dirty_.push_back(room.name());
 }
 
+void Hub::set_remote_presence(std::string_view room_name, uint64_t online,
+                              std::vector<std::string> names) {
+  Room* room = find_mutable(room_name);
+  if (!room || (room->remote_online_ == online && room->remote_names_ == names)) return;
+  room->remote_online_ = online;
+  room->remote_names_ = std::move(names);
+  mark_presence(*room);
+}
+
 void Hub::send_presence() {
   std::vector<std::string> dirty = std::move(presence_dirty_);
   presence_dirty_.clear();
@@ -369,18 +380,30 @@ void Hub::send_presence() {
     Room* room = find_mutable(name);
     if (!room || !room->presence_dirty_) continue;  // forgotten (and maybe made again) meanwhile
     room->presence_dirty_ = false;
+    std::vector<std::string_view> local;
+    for (const auto& [user, count] : room->names_) local.push_back(user);
+    if (on_presence) on_presence(room->name(), room->seats_.size(), local);
     if (room->seats_.empty()) continue;
-    std::vector<std::string_view> users;
-    size_t bytes = 0;
-    for (const auto& [user, count] : room->names_) {
-      bytes += user.size();
-      if (users.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
-      users.push_back(user);
-    }
-    FrameRef frame(presence_event(room->name(), room->seats_.size(), users));
-    for (const Room::Seat& seat : room->seats_)
-      if (seat.sub->sink().free_slots() > 1) (void)seat.sub->sink().deliver(frame);
+    send_room_presence(*room, local);
   }
+}
+
+// `event: presence` with every node's readers: their count, and their distinct names (sorted,
+// at most kMaxPresenceNames and kMaxPresenceNameBytes of them).
+void Hub::send_room_presence(Room& room, const std::vector<std::string_view>& local) {
+  std::vector<std::string_view> all;
+  std::set_union(local.begin(), local.end(), room.remote_names_.begin(), room.remote_names_.end(),
+                 std::back_inserter(all));
+  std::vector<std::string_view> users;
+  size_t bytes = 0;
+  for (std::string_view user : all) {
+    bytes += user.size();
+    if (users.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
+    users.push_back(user);
+  }
+  FrameRef frame(presence_event(room.name(), room.seats_.size() + room.remote_online_, users));
+  for (const Room::Seat& seat : room.seats_)
+    if (seat.sub->sink().free_slots() > 1) (void)seat.sub->sink().deliver(frame);
 }
 
 }  // namespace sse

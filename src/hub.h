@@ -70,6 +70,13 @@ class Hub final : public CommitSink {
   void restored() override;
   void restore_base(uint64_t last_id, uint64_t lost_through) override;
   void lose_through(std::string_view room, uint64_t through) override;
+  void set_remote_presence(std::string_view room, uint64_t online,
+                           std::vector<std::string> names) override;
+
+  // Told of this node's readers of a room when they changed (for other nodes to count them).
+  std::function<void(std::string_view room, uint64_t online,
+                     const std::vector<std::string_view>& names)>
+      on_presence;
 
   // Told when a room is forgotten (for storage to record it).
   std::function<void(std::string_view room, uint64_t through)> on_forgotten;
@@ -119,6 +126,7 @@ class Hub final : public CommitSink {
   void mark_idle(Room& room);
   void mark_busy(Room& room);
   void mark_presence(Room& room);
+  void send_room_presence(Room& room, const std::vector<std::string_view>& local);
   size_t idle_count() const { return idle_.size() + idle_empty_.size(); }
   bool queue_reset(Subscription& sub, Subscription::Member& member);
   void replay(Subscription& sub);

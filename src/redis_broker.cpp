@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cassert>
@@ -20,6 +21,9 @@ constexpr std::string_view kBlockMs = "5000";    // a blocking read's longest wa
 constexpr std::string_view kReadCount = "1000";  // entries per read at most
 constexpr int64_t kFirstRetryMs = 500;
 constexpr int64_t kMaxRetryMs = 30000;
+constexpr int64_t kPresenceRefreshMs = 10000;  // a node's entries are written again this often
+constexpr int64_t kPresenceTtlMs = 30000;      // and count this long after (a node that died)
+constexpr std::string_view kPresenceLogLength = "10000";
 
 std::string_view text_of(const redisReply* r) {
   return r && r->str ? std::string_view(r->str, r->len) : std::string_view{};
@@ -101,6 +105,9 @@ RedisBroker::RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions 
       rng_(static_cast<uint64_t>(wall_clock_ms()) * 0x9E3779B97F4A7C15ull | 1),
       cmd_(reactor),
       feed_(reactor) {
+  char id[17];
+  std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(rng_ * 31 + getpid()));
+  node_id_ = id;
   cmd_.on_up = [this] {
     cmd_backoff_ = {};
     load_script();
@@ -173,6 +180,7 @@ void RedisBroker::tick() {
   if (cmd_.up() && cmd_.waiting() == 0) cmd_.command({"PING"}, [](redisReply*) {});
   maybe_warm();
   read_feed();  // after a fill that could not run
+  poll_presence();
   if (!cmd_.active() && reactor_.now_ms() >= cmd_backoff_.next_ms) connect(cmd_, cmd_backoff_);
   if (!feed_.active() && reactor_.now_ms() >= feed_backoff_.next_ms) connect(feed_, feed_backoff_);
 }
@@ -392,6 +400,99 @@ void RedisBroker::finish_fill(Fill& fill) {
   last_seen_ = std::max(last_seen_, fill.through);
   filling_ = false;
   read_feed();
+}
+
+void RedisBroker::presence_changed(std::string_view room_name, uint64_t online,
+                                   const std::vector<std::string_view>& names) {
+  std::string room(room_name);
+  auto it = presence_.find(room);
+  LocalPresence now{online, std::vector<std::string>(names.begin(), names.end())};
+  if (it != presence_.end() && it->second.online == now.online && it->second.names == now.names)
+    return;  // another node's change marked the room: nothing of ours changed
+  if (it == presence_.end() && online == 0) return;
+  presence_[room] = std::move(now);
+  write_presence(room, true);
+  if (online == 0) presence_.erase(room);
+}
+
+// This node's entry in the room's hash (removed when it has no readers left), then the hash read
+// back: a node that just got its first reader of a room learns of the others' at once.
+void RedisBroker::write_presence(const std::string& room, bool announce) {
+  if (!cmd_.up()) return;  // written again at the next refresh
+  const LocalPresence& mine = presence_[room];
+  std::string hash = key("presence:" + room);
+  if (mine.online == 0) {
+    cmd_.command({"HDEL", hash, node_id_}, [](redisReply*) {});
+  } else {
+    std::string value =
+        std::to_string(wall_clock_ms() + kPresenceTtlMs) + "\n" + std::to_string(mine.online);
+    for (const std::string& name : mine.names) value += "\n" + name;
+    cmd_.command({"HSET", hash, node_id_, value}, [](redisReply*) {});
+    cmd_.command({"PEXPIRE", hash, std::to_string(kPresenceTtlMs * 2)}, [](redisReply*) {});
+  }
+  if (announce)
+    cmd_.command(
+        {"XADD", key("presence-log"), "MAXLEN", "~", kPresenceLogLength, "*", "room", room},
+        [](redisReply*) {});
+  if (mine.online > 0) read_presence(room);
+}
+
+// Sums the other nodes' live entries of the room's hash into the hub's remote presence.
+void RedisBroker::read_presence(const std::string& room) {
+  cmd_.command({"HGETALL", key("presence:" + room)}, [this, room, alive = alive_](redisReply* r) {
+    if (!*alive || !r || r->type != REDIS_REPLY_ARRAY) return;
+    uint64_t online = 0;
+    std::vector<std::string> names;
+    int64_t now = wall_clock_ms();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+      if (text_of(r->element[i]) == node_id_) continue;
+      std::string_view value = text_of(r->element[i + 1]);
+      size_t first = value.find('\n');
+      if (first == std::string_view::npos) continue;
+      if (static_cast<int64_t>(number_of(value.substr(0, first))) < now) continue;  // gone
+      value.remove_prefix(first + 1);
+      size_t second = value.find('\n');
+      online += number_of(value.substr(0, second));
+      while (second != std::string_view::npos) {
+        value.remove_prefix(second + 1);
+        second = value.find('\n');
+        names.emplace_back(value.substr(0, second));
+      }
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    sink_.set_remote_presence(room, online, std::move(names));
+  });
+}
+
+// Each tick: the rooms whose presence another node changed, read again where this node has
+// readers; every kPresenceRefreshMs, this node's entries written again and all of them read
+// (entries of a node that died expire).
+void RedisBroker::poll_presence() {
+  if (!cmd_.up() || !warmed_) return;
+  if (reactor_.now_ms() >= presence_refresh_ms_) {
+    presence_refresh_ms_ = reactor_.now_ms() + kPresenceRefreshMs;
+    for (const auto& [room, mine] : presence_) write_presence(room, false);
+  }
+  if (presence_reading_) return;
+  presence_reading_ = true;
+  cmd_.command({"XREAD", "COUNT", "1000", "STREAMS", key("presence-log"), presence_cursor_},
+               [this, alive = alive_](redisReply* r) {
+                 if (!*alive) return;
+                 presence_reading_ = false;
+                 if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
+                 const redisReply* entries = r->element[0]->element[1];
+                 std::vector<std::string> changed;
+                 for (size_t i = 0; i < entries->elements; ++i) {
+                   const redisReply* entry = entries->element[i];
+                   presence_cursor_ = std::string(text_of(entry->element[0]));
+                   std::string room(field_of(entry->element[1], "room"));
+                   if (presence_.contains(room)) changed.push_back(std::move(room));
+                 }
+                 std::sort(changed.begin(), changed.end());
+                 changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
+                 for (const std::string& room : changed) read_presence(room);
+               });
 }
 
 BrokerStats RedisBroker::stats() const {

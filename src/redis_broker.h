@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "broker.h"
 #include "reactor.h"
@@ -59,6 +61,9 @@ class RedisBroker final : public Broker {
   void tick() override;
   BrokerStats stats() const override;
   void room_forgotten(std::string_view, uint64_t) override {}  // Redis keeps every room
+  // Writes this node's readers of `room` to Redis and tells the other nodes.
+  void presence_changed(std::string_view room, uint64_t online,
+                        const std::vector<std::string_view>& names) override;
 
  private:
   struct Backoff {
@@ -78,6 +83,9 @@ class RedisBroker final : public Broker {
   void fill_gap(uint64_t through);
   void finish_fill(Fill& fill);
   void eval_publish(std::shared_ptr<std::vector<std::string>> args, bool by_sha, PublishDone done);
+  void write_presence(const std::string& room, bool announce);
+  void read_presence(const std::string& room);
+  void poll_presence();
   std::string key(std::string_view name) const {
     return "{" + options_.prefix + "}:" + std::string(name);
   }
@@ -98,6 +106,18 @@ class RedisBroker final : public Broker {
   uint64_t reconnects_ = 0;
   uint64_t gaps_filled_ = 0;
   uint64_t data_losses_ = 0;
+  // Presence across nodes: {p}:presence:<room> is a hash of node -> "<expires ms>\n<online>\n
+  // <name>\n…", refreshed every kPresenceRefreshMs; {p}:presence-log names rooms whose hash
+  // changed, read each tick. What this node last wrote, for rooms it has readers of:
+  struct LocalPresence {
+    uint64_t online = 0;
+    std::vector<std::string> names;
+  };
+  std::unordered_map<std::string, LocalPresence> presence_;
+  std::string node_id_;
+  std::string presence_cursor_ = "0-0";
+  int64_t presence_refresh_ms_ = 0;
+  bool presence_reading_ = false;
   Backoff cmd_backoff_;
   Backoff feed_backoff_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

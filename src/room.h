@@ -63,6 +63,9 @@ class Room {
   std::vector<Seat> seats_;
   std::map<std::string, uint32_t> names_;
   bool presence_dirty_ = false;
+  // Readers on other nodes (nodes sharing Redis): how many, and their distinct names, sorted.
+  uint64_t remote_online_ = 0;
+  std::vector<std::string> remote_names_;
   std::list<Room*>* idle_in_ = nullptr;   // no subscribers: the hub's forgetting order it is in
   std::list<Room*>::iterator idle_at_;    // valid while idle_in_
   std::list<Room*>::iterator active_at_;  // in the hub's list, newest message first

@@ -68,6 +68,10 @@ bool Server::start(std::string& error, int inherited_fd) {
   hub_.on_forgotten = [this](std::string_view room, uint64_t through) {
     broker_->room_forgotten(room, through);
   };
+  hub_.on_presence = [this](std::string_view room, uint64_t online,
+                            const std::vector<std::string_view>& names) {
+    broker_->presence_changed(room, online, names);
+  };
   if (!policy_.validate(error) || !access_.configure(config_, error) || !broker_->start(error))
     return false;
   int fd = inherited_fd;

@@ -416,3 +416,62 @@ TEST(Hub, ListsRoomsByNewestMessage) {
   EXPECT_EQ(order, (std::vector<std::string>{"b", "a", "c", "quiet"}));
   EXPECT_EQ(hub.rooms_by_activity(2).size(), 2u);
 }
+
+// Nodes sharing Redis: an id a little above what this hub has seen was given by another node a
+// moment ago; the stream waits for what follows it (nothing twice, nothing reset). Far above, it
+// is still one nobody issued.
+TEST(Hub, AnIdAnotherNodeJustGaveWaitsForWhatFollows) {
+  HubOptions o = options(100);
+  o.ids_ahead_allowed = 10;
+  Hub hub(o);
+  Poster p(hub);
+  p.post("a");  // 1
+  p.post("a");  // 2
+  FakeStream s(hub, 100);
+  hub.subscribe(s.sub, {"a"}, 4);  // 3 and 4 are on their way here
+  EXPECT_TRUE(s.got.empty());
+  EXPECT_TRUE(s.sub.live());
+  for (int i = 0; i < 4; ++i) p.post("a");  // 3..6
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{5, 6}));
+
+  FakeStream far(hub, 100);
+  hub.subscribe(far.sub, {"a"}, 100);
+  EXPECT_EQ(events(far, "reset").size(), 1u);
+}
+
+// A data set's base: ids up to last_id were issued elsewhere (no reset for them), and messages up
+// to lost_through are gone for every room, even rooms this hub has not made yet.
+TEST(Hub, TheBaseFromSharedStorageFloorsEveryRoom) {
+  Hub hub(options(100));
+  hub.restore_base(/*last_id=*/50, /*lost_through=*/40);
+  EXPECT_EQ(hub.next_id(), 51u);
+  FakeStream old(hub, 100);
+  hub.subscribe(old.sub, {"new-room"}, 30);  // 31..40 are gone
+  EXPECT_EQ(events(old, "reset"),
+            (std::vector<std::string>{R"({"room":"new-room","oldest":41,"newest":40})"}));
+  FakeStream recent(hub, 100);
+  hub.subscribe(recent.sub, {"new-room"}, 45);  // issued, not lost: nothing to say
+  EXPECT_TRUE(recent.got.empty());
+}
+
+// Storage lost messages a live stream never got: it hears a reset for that room, then goes on
+// with the rest, and a stream of another room hears nothing.
+TEST(Hub, MessagesLostBeforeDeliveryResetTheLiveStreamsOfThatRoom) {
+  Hub hub(options(100));
+  Poster p(hub);
+  p.post("a");  // 1
+  p.post("b");  // 2
+  FakeStream both(hub, 100), other(hub, 100);
+  hub.subscribe(both.sub, {"a", "b"}, std::nullopt);
+  hub.subscribe(other.sub, {"b"}, std::nullopt);
+  hub.lose_through("a", 5);  // 3..5 of room a never arrived
+  p.next = 6;
+  p.post("a");  // 6
+  p.post("b");  // 7
+  EXPECT_EQ(events(both, "reset"),
+            (std::vector<std::string>{R"({"room":"a","oldest":6,"newest":5})"}));
+  EXPECT_EQ(ids(both), (std::vector<uint64_t>{6, 7}));
+  EXPECT_TRUE(events(other, "reset").empty());
+  EXPECT_EQ(ids(other), (std::vector<uint64_t>{7}));
+  EXPECT_EQ(hub.find("a")->history().size(), 1u);  // 1 went with what was lost
+}

@@ -206,3 +206,147 @@ TEST(RedisBroker, HistoryPagesComeFromRedis) {
   EXPECT_EQ(page(ids[1], 4), std::vector<uint64_t>(ids.begin() + 2, ids.begin() + 6));
   EXPECT_TRUE(page(ids.back(), 10).empty());
 }
+
+// A node that starts after messages were posted holds them in memory before it says it is
+// ready (streams resume from memory on any node), with the same ids, as restored, not live.
+TEST(RedisBroker, ANewNodeWarmsUpFromRedisBeforeItIsReady) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  std::vector<uint64_t> general, team;
+  for (int i = 0; i < 30; ++i) {
+    PublishResult r = c.post(c.a, "m", "", i % 3 ? "general" : "team-a");
+    ASSERT_EQ(r.status, Status::Created);
+    (i % 3 ? general : team).push_back(r.id);
+  }
+  Node late(c.reactor, c.redis.url());
+  EXPECT_FALSE(late.broker->warm());
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !late.broker->unavailable(); }));
+  EXPECT_TRUE(late.broker->warm());
+  EXPECT_TRUE(late.live.empty());
+  EXPECT_EQ(late.restored_ids.size(), 30u);
+  EXPECT_TRUE(std::is_sorted(late.restored_ids.begin(), late.restored_ids.end()));
+  auto kept = [&](const std::string& room) {
+    std::vector<uint64_t> out;
+    for (auto& f : late.hub.kept_page(room, std::nullopt, 100))
+      out.push_back(sse::frame_id(*f.get()));
+    return out;
+  };
+  EXPECT_EQ(kept("general"), general);
+  EXPECT_EQ(kept("team-a"), team);
+  EXPECT_EQ(late.hub.next_id(), general.back() + 1);
+  // And it goes on live from there.
+  PublishResult next = c.post(c.b, "after", "", "team-a");
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !late.live.empty(); }));
+  EXPECT_EQ(late.live, std::vector<uint64_t>{next.id});
+}
+
+// The ids of the clients whose command is `cmd` (redis-cli CLIENT LIST).
+std::vector<std::string> clients_running(RedisServer& redis, const std::string& cmd) {
+  std::vector<std::string> ids;
+  std::string list = redis.cli({"CLIENT", "LIST"});
+  size_t at = 0;
+  while ((at = list.find("id=", at)) != std::string::npos) {
+    size_t end = list.find('\n', at);
+    std::string line = list.substr(at, end - at);
+    if (line.find(" cmd=" + cmd + " ") != std::string::npos)
+      ids.push_back(line.substr(3, line.find(' ') - 3));
+    at = end;
+  }
+  return ids;
+}
+
+// The log was trimmed past entries the nodes had not read yet (their feeds were cut off): they
+// fill the gap from the rooms' streams, in id order, before going on; a room whose own stream
+// lost some of them too gets a reset instead of a silent hole.
+TEST(RedisBroker, AGapInTheLogIsFilledFromTheRoomsOrReset) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  uint64_t first = c.post(c.a, "before", "", "general").id;
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
+  // Cut both feeds (they come back after at least 250 ms); a third node posts, and the log and
+  // one room are trimmed behind their backs.
+  std::vector<std::string> feeds = clients_running(c.redis, "xread");
+  ASSERT_EQ(feeds.size(), 2u);
+  for (const std::string& id : feeds) c.redis.cli({"CLIENT", "KILL", "ID", id});
+  Node poster(c.reactor, c.redis.url());
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !poster.broker->unavailable(); }));
+  std::vector<uint64_t> busy, general, quiet;
+  for (int i = 0; i < 8; ++i) busy.push_back(c.post(poster, "b", "", "busy").id);
+  for (int i = 0; i < 10; ++i) general.push_back(c.post(poster, "g", "", "general").id);
+  for (int i = 0; i < 2; ++i) quiet.push_back(c.post(poster, "q", "", "quiet").id);
+  ASSERT_EQ(c.redis.cli({"XTRIM", "{t}:log", "MAXLEN", "3"}), "18");
+  ASSERT_EQ(c.redis.cli({"XTRIM", "{t}:room:busy", "MAXLEN", "2"}), "6");
+  ASSERT_TRUE(c.a.live.size() == 1 && c.b.live.size() == 1) << "a feed came back too early";
+
+  std::vector<uint64_t> expected = {first, busy[6], busy[7]};
+  expected.insert(expected.end(), general.begin(), general.end());
+  expected.insert(expected.end(), quiet.begin(), quiet.end());
+  ASSERT_TRUE(run_until(c.reactor, [&] {
+    return c.a.live.size() >= expected.size() && c.b.live.size() >= expected.size();
+  }));
+  for (Node* n : {&c.a, &c.b}) {
+    EXPECT_EQ(n->live, expected);
+    EXPECT_EQ(n->broker->stats().gaps_filled, 1u);
+    // busy lost 1..6 of its 8 before anyone read them: a stream of busy resuming from before
+    // hears a reset, not silence.
+    EXPECT_EQ(n->hub.find("busy")->dropped_through(), busy[5]);
+  }
+}
+
+namespace {
+
+// A stream's sink that keeps every frame it is given.
+struct Collecting : sse::Sink {
+  std::vector<std::string> frames;
+  bool deliver(const sse::FrameRef& f) override {
+    frames.emplace_back(f.bytes());
+    return true;
+  }
+  size_t free_slots() const override { return 1000; }
+  std::string last_presence() const {
+    for (auto it = frames.rbegin(); it != frames.rend(); ++it)
+      if (it->starts_with("event: presence")) return *it;
+    return "";
+  }
+};
+
+}  // namespace
+
+// Presence counts every node's readers: each node writes its own to Redis, reads the others'.
+TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  for (Node* n : {&c.a, &c.b})
+    n->hub.on_presence = [n](std::string_view room, uint64_t online,
+                             const std::vector<std::string_view>& names) {
+      n->broker->presence_changed(room, online, names);
+    };
+  c.reactor.every(std::chrono::milliseconds(100), [&] {
+    c.a.hub.send_presence();
+    c.b.hub.send_presence();
+  });
+  Collecting on_a, on_b, bob2_sink;
+  sse::Subscription alice(c.a.hub, on_a, "alice"), bob(c.b.hub, on_b, "bob");
+  ASSERT_TRUE(c.a.hub.subscribe(alice, {"general"}, std::nullopt));
+  ASSERT_TRUE(c.b.hub.subscribe(bob, {"general"}, std::nullopt));
+  const std::string both =
+      "event: presence\ndata: "
+      "{\"room\":\"general\",\"online\":2,\"users\":[\"alice\",\"bob\"]}\n\n";
+  EXPECT_TRUE(run_until(
+      c.reactor, [&] { return on_a.last_presence() == both && on_b.last_presence() == both; }))
+      << on_a.last_presence() << on_b.last_presence();
+  {
+    sse::Subscription bob2(c.b.hub, bob2_sink, "bob");  // a second tab: one name, two readers
+    ASSERT_TRUE(c.b.hub.subscribe(bob2, {"general"}, std::nullopt));
+    const std::string three =
+        "event: presence\ndata: "
+        "{\"room\":\"general\",\"online\":3,\"users\":[\"alice\",\"bob\"]}\n\n";
+    EXPECT_TRUE(run_until(c.reactor, [&] { return on_a.last_presence() == three; }))
+        << on_a.last_presence();
+  }
+  c.b.hub.leave(bob);
+  const std::string alone =
+      "event: presence\ndata: {\"room\":\"general\",\"online\":1,\"users\":[\"alice\"]}\n\n";
+  EXPECT_TRUE(run_until(c.reactor, [&] { return on_a.last_presence() == alone; }))
+      << on_a.last_presence();
+}

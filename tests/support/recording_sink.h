@@ -41,6 +41,10 @@ struct RecordingSink : sse::CommitSink {
   void restore_base(uint64_t last_id, uint64_t lost_through) override {
     hub.restore_base(last_id, lost_through);
   }
+  void set_remote_presence(std::string_view room, uint64_t online,
+                           std::vector<std::string> names) override {
+    hub.set_remote_presence(room, online, std::move(names));
+  }
   void lose_through(std::string_view room, uint64_t through) override {
     hub.lose_through(room, through);
   }
