@@ -551,6 +551,8 @@ void RedisBroker::eval_publish(std::shared_ptr<std::vector<std::string>> args, b
     reactor_.defer([done] { done(unavailable_result("Redis unavailable")); });
 }
 
+// Pages the room's stream in Redis; while Redis cannot answer, the node's memory (the window
+// every node keeps) answers instead.
 void RedisBroker::read_history(std::string room, std::optional<uint64_t> after, size_t limit,
                                HistoryDone done) {
   std::string count = std::to_string(limit);
@@ -560,20 +562,19 @@ void RedisBroker::read_history(std::string room, std::optional<uint64_t> after, 
   std::vector<std::string_view> argv =
       newest ? std::vector<std::string_view>{"XREVRANGE", stream, "+", "-", "COUNT", count}
              : std::vector<std::string_view>{"XRANGE", stream, from, "+", "COUNT", count};
-  auto on_reply = [done, newest, alive = alive_](redisReply* r) {
+  auto from_memory = [this, room, after, limit, done, alive = alive_] {
+    if (*alive) done(sink_.kept_page(room, after, limit));
+  };
+  auto on_reply = [done, newest, from_memory, alive = alive_](redisReply* r) {
     if (!*alive) return;  // the broker is going
+    if (!r || r->type != REDIS_REPLY_ARRAY) return from_memory();
     std::vector<FrameRef> frames;
-    if (r && r->type == REDIS_REPLY_ARRAY) {
-      for (size_t i = 0; i < r->elements; ++i) {
-        const redisReply* entry = r->element[newest ? r->elements - 1 - i : i];
-        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) continue;
-        uint64_t id = entry_id(text_of(entry->element[0]));
-        frames.push_back(message_frame(id, field_of(entry->element[1], "json")));
-      }
-    }
+    for (size_t i = 0; i < r->elements; ++i)
+      if (auto entry = entry_of(r->element[newest ? r->elements - 1 - i : i]))
+        frames.push_back(message_frame(entry->id, entry->json));
     done(std::move(frames));
   };
-  if (!cmd_.command(argv, std::move(on_reply))) reactor_.defer([done] { done({}); });
+  if (!cmd_.up() || !cmd_.command(argv, std::move(on_reply))) reactor_.defer(from_memory);
 }
 
 }  // namespace sse
