@@ -110,6 +110,7 @@ RedisBroker::RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions 
   node_id_ = id;
   cmd_.on_up = [this] {
     cmd_backoff_ = {};
+    probe_clock();
     load_script();
     maybe_warm();
   };
@@ -177,7 +178,7 @@ void RedisBroker::tick() {
     reading_ = false;
     link_down(feed_, feed_backoff_, "the log read got no answer");
   }
-  if (cmd_.up() && cmd_.waiting() == 0) cmd_.command({"PING"}, [](redisReply*) {});
+  if (cmd_.up() && cmd_.waiting() == 0) probe_clock();  // and a liveness probe
   maybe_warm();
   read_feed();  // after a fill that could not run
   poll_presence();
@@ -188,6 +189,20 @@ void RedisBroker::tick() {
 std::optional<std::string> RedisBroker::unavailable() const {
   if (cmd_.up() && feed_.up() && warmed_ && !script_sha_.empty()) return std::nullopt;
   return last_error_.empty() ? std::string("connecting to Redis") : last_error_;
+}
+
+// Where Redis's clock stands against ours, to within half a round trip: publish deadlines are
+// stated on Redis's clock, so no two machines' clocks need to agree.
+void RedisBroker::probe_clock() {
+  int64_t sent_us = monotonic_ms() * 1000;
+  cmd_.command({"TIME"}, [this, sent_us, alive = alive_](redisReply* r) {
+    if (!*alive || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+    int64_t redis_us = static_cast<int64_t>(number_of(text_of(r->element[0]))) * 1000000 +
+                       static_cast<int64_t>(number_of(text_of(r->element[1])));
+    int64_t now_us = monotonic_ms() * 1000;
+    clock_offset_us_ = redis_us - (sent_us + now_us) / 2;
+    clock_known_ = true;
+  });
 }
 
 void RedisBroker::load_script() {
@@ -509,6 +524,9 @@ BrokerStats RedisBroker::stats() const {
 void RedisBroker::publish(Draft draft, PublishDone done) {
   std::optional<std::string> why = unavailable();
   if (!why && cmd_.waiting() >= kMaxWaiting) why = "Redis is behind; try again later";
+  // Not another command for a Redis that has not answered for a while: it may be stuck.
+  if (!why && cmd_.oldest_wait_ms(monotonic_ms()) > kStaleAfterMs)
+    why = "Redis has not answered for over 3 s";
   if (why)
     return reactor_.defer([done = std::move(done), why = *why] { done(unavailable_result(why)); });
   // The id is Redis's to give: the JSON carries a slot for it ({"id":%ID%,…}).
@@ -521,7 +539,9 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
       key("nonce:" + owner + '\x1f' + draft.nonce), key("rooms"), key("since"), draft.room,
       std::to_string(std::max(last_seen_, last_given_)), json,
       std::to_string(options_.history_per_room), std::to_string(options_.log_length),
-      std::to_string(options_.nonce_ttl_s), draft.nonce.empty() ? "0" : "1"});
+      std::to_string(options_.nonce_ttl_s), draft.nonce.empty() ? "0" : "1",
+      clock_known_ ? std::to_string(monotonic_ms() * 1000 + clock_offset_us_ + kStaleAfterMs * 1000)
+                   : "0"});
   eval_publish(std::move(args), true, std::move(done));
 }
 
@@ -533,15 +553,25 @@ void RedisBroker::eval_publish(std::shared_ptr<std::vector<std::string>> args, b
       by_sha ? "EVALSHA" : "EVAL",
       by_sha ? std::string_view(script_sha_) : redis_scripts::kPublish};
   for (const std::string& a : *args) argv.emplace_back(a);
-  auto on_reply = [this, alive = alive_, args, by_sha, done](redisReply* r) {
+  auto on_reply = [this, alive = alive_, args, by_sha, done,
+                   sent_ms = monotonic_ms()](redisReply* r) {
     if (!*alive) return;  // the broker is going
     if (r && r->type == REDIS_REPLY_ERROR && by_sha && text_of(r).starts_with("NOSCRIPT")) {
       load_script();
       return eval_publish(args, false, done);
     }
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)  // not known to be stored
-      return done(unavailable_result(r && r->type == REDIS_REPLY_ERROR ? std::string(text_of(r))
-                                                                       : "Redis did not answer"));
+    // Sent, and the link went. Past the script's deadline (and a second for its answer to come)
+    // it can never store anything; before, Redis may have run it and lost only the answer.
+    if (!r && monotonic_ms() - sent_ms > kStaleAfterMs + 1000)
+      return done(unavailable_result("Redis did not answer in time; nothing was stored"));
+    if (!r)
+      return done(unavailable_result(
+          "Redis did not answer; it may have stored the message: retry with the same nonce"));
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+      return done(unavailable_result(r->type == REDIS_REPLY_ERROR ? std::string(text_of(r))
+                                                                  : "Redis answered nonsense"));
+    if (r->element[1]->integer == 2)
+      return done(unavailable_result("Redis was stuck for over 3 s; nothing was stored"));
     auto id = static_cast<uint64_t>(r->element[0]->integer);
     last_given_ = std::max(last_given_, id);
     bool fresh = r->element[1]->integer == 1;

@@ -43,6 +43,9 @@ class RedisBroker final : public Broker {
  public:
   static constexpr size_t kMaxWaiting = 10000;
   static constexpr int64_t kDeadlineMs = 5000;
+  // A publish script that Redis runs later than this after it was sent stores nothing: well
+  // before kDeadlineMs, so a POST the node gave up on (503) does not turn up later.
+  static constexpr int64_t kStaleAfterMs = 3000;
 
   RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions options);
   ~RedisBroker() override;  // what still waits for Redis is dropped unanswered
@@ -75,6 +78,7 @@ class RedisBroker final : public Broker {
   struct Warmup;
   struct Fill;
   void load_script();
+  void probe_clock();
   void find_start();
   void maybe_warm();
   void finish_warmup(Warmup& warm);
@@ -106,6 +110,9 @@ class RedisBroker final : public Broker {
   uint64_t reconnects_ = 0;
   uint64_t gaps_filled_ = 0;
   uint64_t data_losses_ = 0;
+  // Redis's clock minus ours (microseconds), from TIME on the command link (each idle second).
+  int64_t clock_offset_us_ = 0;
+  bool clock_known_ = false;
   // Presence across nodes: {p}:presence:<room> is a hash of node -> "<expires ms>\n<online>\n
   // <name>\n…", refreshed every kPresenceRefreshMs; {p}:presence-log names rooms whose hash
   // changed, read each tick. What this node last wrote, for rooms it has readers of:

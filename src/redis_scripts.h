@@ -25,8 +25,11 @@ namespace sse::redis_scripts {
 // ARGV: room, floor (the highest id the calling node has seen: ids never go below it), the
 // message JSON, which starts {"id":%ID% (the first "%ID%" becomes the id, so a text that contains
 // one is left alone), the room's history length, the log's length, the nonce TTL in seconds,
-// has_nonce ("1"/"0").
-// Returns {id, 1 when new | 0 when the nonce was seen before (id is the original)}.
+// has_nonce ("1"/"0"), the deadline (Redis's clock, microseconds; "0": none).
+// Returns {id, 1 when new | 0 when the nonce was seen before (id is the original)}, or {0, 2}
+// when Redis runs it after the deadline: it stored nothing (a node gives up on a command long
+// after its deadline, so a POST answered 503 because Redis was stuck is not stored later, when
+// Redis wakes up and runs what was waiting in its socket).
 // Ids: a data set's first id is Redis's clock in microseconds (so after Redis lost its data, new
 // ids start above every id given before, even by nodes that have restarted since: the old ids
 // would have had to come faster than one a microsecond to catch up with it), then one more per
@@ -34,6 +37,10 @@ namespace sse::redis_scripts {
 // The room stream's newest entry is never above the log's, so its XADD cannot fail either; the
 // nonce TTL is checked when the broker is configured.
 inline constexpr std::string_view kPublish = R"lua(
+if ARGV[8] ~= '0' then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[8]) then return {0, 2} end
+end
 if ARGV[7] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then return {tonumber(seen), 0} end

@@ -161,6 +161,8 @@ TEST(RedisBroker, AStuckRedisIsDetectedAndLeftBehind) {
   c.redis.resume();
   ASSERT_TRUE(c.ready());
   EXPECT_EQ(c.post(c.a, "back").status, Status::Created);
+  // Redis ran the three waiting scripts when it woke, past their deadline: none was stored.
+  EXPECT_EQ(c.redis.cli({"XLEN", "{t}:log"}), "1");
 }
 
 // Redis lost its scripts (SCRIPT FLUSH, a restart of Redis alone): the POST still gets its id.

@@ -202,10 +202,12 @@ namespace {
 struct Published {
   long long id = -1;
   bool fresh = false;
+  bool stale = false;
 };
 
 Published publish(Fixture& f, const std::string& room, const std::string& text,
-                  const std::string& nonce = "", long long floor = 0, int history = 1000) {
+                  const std::string& nonce = "", long long floor = 0, int history = 1000,
+                  const std::string& deadline = "0") {
   std::string json = R"({"id":%ID%,"room":")" + room + R"(","text":")" + text + R"("})";
   std::string room_key = "{c}:room:" + room, nonce_key = "{c}:nonce:" + nonce;
   std::string floor_text = std::to_string(floor), history_text = std::to_string(history);
@@ -213,12 +215,13 @@ Published publish(Fixture& f, const std::string& room, const std::string& text,
   bool answered = false;
   f.link.command({"EVAL", sse::redis_scripts::kPublish, "6", "{c}:seq", "{c}:log", room_key,
                   nonce_key, "{c}:rooms", "{c}:since", room, floor_text, json, history_text,
-                  "100000", "86400", nonce.empty() ? "0" : "1"},
+                  "100000", "86400", nonce.empty() ? "0" : "1", deadline},
                  [&](redisReply* r) {
                    answered = true;
                    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
                      out.id = r->element[0]->integer;
                      out.fresh = r->element[1]->integer == 1;
+                     out.stale = r->element[1]->integer == 2;
                    } else if (r && r->type == REDIS_REPLY_ERROR) {
                      ADD_FAILURE() << r->str;
                    }
@@ -310,4 +313,21 @@ TEST(RedisPublishScript, RoomStreamsAreTrimmedToAboutTheirHistory) {
   long long kept = std::stoll(redis.cli({"XLEN", "{c}:room:busy"}));
   EXPECT_GE(kept, 100);  // never fewer than the history asks for
   EXPECT_LT(kept, 1000);
+}
+
+// Run after its deadline (Redis was stuck with the command in its socket, and the node gave up):
+// nothing is stored, so the 503 the node answered stays true.
+TEST(RedisPublishScript, RunAfterItsDeadlineItStoresNothing) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  std::string past = std::to_string(redis_micros(redis) - 1);
+  Published late = publish(f, "general", "late", "alice\x1fn-1", 0, 1000, past);
+  EXPECT_TRUE(late.stale);
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "0");
+  EXPECT_EQ(redis.cli({"EXISTS", "{c}:nonce:alice\x1fn-1"}), "0");
+  std::string future = std::to_string(redis_micros(redis) + 60000000);
+  Published in_time = publish(f, "general", "in time", "", 0, 1000, future);
+  EXPECT_TRUE(in_time.fresh);
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "1");
 }

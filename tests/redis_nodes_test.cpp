@@ -1,0 +1,915 @@
+// Several real sse-chat nodes sharing one real redis-server (issue #15), over real sockets: every
+// node's subscribers get every message of their rooms in id order with the same ids; a stream
+// resumes on any node; a killed node's subscribers resume elsewhere; Redis going away, coming
+// back (with its AOF, or empty), or getting stuck never yields a 201 that is lost, a gap or ids
+// that go backwards; a nonce is honoured on every node; --reuse-port shares one port.
+//
+// Each test starts its own redis-server (tests/support/redis_server.h) and its own nodes. Waits
+// are polls with deadlines; no assertion depends on how fast anything is, except that a stuck
+// Redis must be noticed within 15 s rather than never.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "redis_server.h"
+#include "test_server.h"
+
+using namespace testing_support;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Polls `pred` every 20 ms until it holds or `limit` has passed.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  for (;;) {
+    if (pred()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+int status_of(uint16_t port, const std::string& path) {
+  Client c(port, 10);
+  auto r = c.get(path);
+  return r ? r->status : 0;
+}
+
+bool healthy(uint16_t port) {
+  return status_of(port, "/healthz") == 200;
+}
+
+// A node on `redis`, once it has warmed up (/healthz 200).
+std::unique_ptr<ServerProcess> start_node(const RedisServer& redis,
+                                          std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"--redis", redis.url(), "--heartbeat", "1"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto node = std::make_unique<ServerProcess>(args);
+  if (!eventually([&] { return healthy(node->port()); }, 30s))
+    ADD_FAILURE() << "node on port " << node->port() << " never became healthy:\n" << node->log();
+  return node;
+}
+
+// One POST and what came of it; status 0: no answer (the outcome is unknown).
+struct Posted {
+  int status = 0;
+  uint64_t id = 0;
+  std::string room;
+  std::string text;  // unique per test: tells which POST a delivered message is
+  std::string retry_after;
+  std::string body;
+  Clock::time_point sent;
+  Clock::time_point answered;
+};
+
+// One POST on a connection of its own (never a retry on a reused one: that could post twice).
+Posted post(uint16_t port, const std::string& room, const std::string& text,
+            const std::string& user = "pub", const std::string& nonce = "") {
+  Posted p;
+  p.room = room;
+  p.text = text;
+  std::string body = R"({"user":")" + user + R"(","text":")" + text + R"(","room":")" + room + "\"";
+  if (!nonce.empty()) body += R"(,"nonce":")" + nonce + "\"";
+  body += "}";
+  p.sent = Clock::now();
+  Client c(port, 30);
+  auto r = c.post_json(body);
+  p.answered = Clock::now();
+  if (!r) return p;
+  p.status = r->status;
+  p.body = r->body;
+  p.retry_after = r->header("retry-after");
+  if (p.status == 200 || p.status == 201) p.id = json_id(r->body);
+  return p;
+}
+
+// Every POST of a test, from any thread.
+class PostLog {
+ public:
+  void add(Posted p) {
+    std::lock_guard lock(mu_);
+    all_.push_back(std::move(p));
+  }
+  std::vector<Posted> all() const {
+    std::lock_guard lock(mu_);
+    return all_;
+  }
+  size_t created() const {
+    std::lock_guard lock(mu_);
+    return size_t(std::count_if(all_.begin(), all_.end(), [](auto& p) { return p.status == 201; }));
+  }
+  size_t created_after(Clock::time_point t) const {
+    std::lock_guard lock(mu_);
+    return size_t(std::count_if(all_.begin(), all_.end(),
+                                [&](auto& p) { return p.status == 201 && p.sent > t; }));
+  }
+  size_t answered_between(Clock::time_point from, Clock::time_point to) const {
+    std::lock_guard lock(mu_);
+    return size_t(std::count_if(all_.begin(), all_.end(), [&](auto& p) {
+      return p.status != 0 && p.sent > from && p.answered < to;
+    }));
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Posted> all_;
+};
+
+// The sorted ids of the 201 answers for the rooms in `rooms`.
+std::vector<uint64_t> created_ids(const std::vector<Posted>& posts,
+                                  const std::set<std::string>& rooms) {
+  std::vector<uint64_t> ids;
+  for (const Posted& p : posts)
+    if (p.status == 201 && rooms.count(p.room)) ids.push_back(p.id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+struct Got {
+  std::string event;  // "" for a message, else "reset", "presence", ...
+  uint64_t id = 0;
+  std::string room;
+  std::string text;
+  std::string data;
+};
+
+// GET /events read by a thread of its own; what it got is read with the accessors below.
+class Stream {
+ public:
+  Stream(uint16_t port, const std::string& query, const std::string& last_event_id = "")
+      : sub_(std::make_unique<Subscription>(port, last_event_id, query)) {
+    ok = sub_->ok;
+    if (ok) reader_ = std::thread([this] { run(); });
+  }
+  ~Stream() { close(); }
+  Stream(const Stream&) = delete;
+
+  // Stops reading (what was read stays); the server sees the connection go.
+  void close() {
+    if (sub_->client.fd() >= 0) shutdown(sub_->client.fd(), SHUT_RDWR);
+    if (reader_.joinable()) reader_.join();
+    sub_->client.close();
+  }
+  std::vector<Got> events() const {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+  std::vector<Got> messages() const {
+    std::lock_guard lock(mu_);
+    std::vector<Got> out;
+    for (const Got& g : events_)
+      if (g.event.empty()) out.push_back(g);
+    return out;
+  }
+  std::vector<uint64_t> ids() const {
+    std::vector<uint64_t> out;
+    for (const Got& g : messages()) out.push_back(g.id);
+    return out;
+  }
+  size_t count() const {
+    std::lock_guard lock(mu_);
+    return messages_;
+  }
+  bool ended() const {
+    std::lock_guard lock(mu_);
+    return ended_;
+  }
+  // Waits until `pred` holds for what was read (false at the deadline or the stream's end).
+  bool wait(const std::function<bool(const Stream&)>& pred, std::chrono::milliseconds limit) {
+    auto deadline = Clock::now() + limit;
+    std::unique_lock lock(mu_);
+    for (;;) {
+      lock.unlock();
+      bool done = pred(*this);
+      lock.lock();
+      if (done) return true;
+      if (ended_ || Clock::now() >= deadline) {
+        lock.unlock();
+        return pred(*this);
+      }
+      cv_.wait_until(lock, std::min(deadline, Clock::now() + 200ms));
+    }
+  }
+  bool wait_count(size_t n, std::chrono::milliseconds limit) {
+    return wait([n](const Stream& s) { return s.count() >= n; }, limit);
+  }
+  bool wait_ended(std::chrono::milliseconds limit) {
+    return wait([](const Stream& s) { return s.ended(); }, limit);
+  }
+
+  bool ok = false;
+
+ private:
+  void run() {
+    while (auto ev = sub_->reader.next()) {
+      Got g;
+      g.event = ev->event;
+      g.data = ev->data;
+      g.room = field(ev->data, "room");
+      if (ev->event.empty()) {
+        g.id = std::strtoull(ev->id.c_str(), nullptr, 10);
+        g.text = field(ev->data, "text");
+      }
+      std::lock_guard lock(mu_);
+      messages_ += g.event.empty();
+      events_.push_back(std::move(g));
+      cv_.notify_all();
+    }
+    std::lock_guard lock(mu_);
+    ended_ = true;
+    cv_.notify_all();
+  }
+
+  std::unique_ptr<Subscription> sub_;
+  std::thread reader_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Got> events_;
+  size_t messages_ = 0;
+  bool ended_ = false;
+};
+
+// A stream as EventSource opens one: tried again while the node answers by closing (warming up).
+std::unique_ptr<Stream> open_stream(uint16_t port, const std::string& query,
+                                    const std::string& last_event_id = "") {
+  std::unique_ptr<Stream> s;
+  eventually(
+      [&] {
+        s = std::make_unique<Stream>(port, query, last_event_id);
+        return s->ok;
+      },
+      20s);
+  return s;
+}
+
+struct Listed {
+  uint64_t id;
+  std::string text;
+};
+
+// GET /messages?room=R&limit=1000 (what the node says the room keeps), oldest first.
+std::vector<Listed> list_room(uint16_t port, const std::string& room) {
+  Client c(port, 20);
+  auto r = c.get("/messages?room=" + room + "&limit=1000");
+  if (!r || r->status != 200) {
+    ADD_FAILURE() << "GET /messages?room=" << room << " failed: " << (r ? r->body : "no answer");
+    return {};
+  }
+  std::vector<Listed> out;
+  const std::string marker = "{\"id\":";
+  size_t p = r->body.find(marker);
+  while (p != std::string::npos) {
+    size_t next = r->body.find(marker, p + marker.size());
+    std::string one = r->body.substr(p, next == std::string::npos ? std::string::npos : next - p);
+    out.push_back({json_id(one), field(one, "text")});
+    p = next;
+  }
+  return out;
+}
+
+std::vector<uint64_t> ids_of(const std::vector<Listed>& listed) {
+  std::vector<uint64_t> ids;
+  for (const Listed& l : listed) ids.push_back(l.id);
+  return ids;
+}
+
+std::vector<uint64_t> ids_of(const std::vector<Got>& got) {
+  std::vector<uint64_t> ids;
+  for (const Got& g : got) ids.push_back(g.id);
+  return ids;
+}
+
+bool strictly_increasing(const std::vector<uint64_t>& ids) {
+  return std::adjacent_find(ids.begin(), ids.end(), std::greater_equal<uint64_t>()) == ids.end();
+}
+
+std::string describe(const std::vector<uint64_t>& got, const std::vector<uint64_t>& want) {
+  std::set<uint64_t> g(got.begin(), got.end()), w(want.begin(), want.end());
+  size_t missing = 0, extra = 0;
+  uint64_t first_missing = 0, first_extra = 0;
+  for (uint64_t id : w)
+    if (!g.count(id) && missing++ == 0) first_missing = id;
+  for (uint64_t id : g)
+    if (!w.count(id) && extra++ == 0) first_extra = id;
+  return "got " + std::to_string(got.size()) + " ids, want " + std::to_string(want.size()) +
+         "; missing " + std::to_string(missing) + " (first " + std::to_string(first_missing) +
+         "), extra " + std::to_string(extra) + " (first " + std::to_string(first_extra) +
+         "), duplicates " + std::to_string(got.size() - g.size()) +
+         (strictly_increasing(got) ? "" : ", NOT in increasing order");
+}
+
+// What a room's delivered or listed messages must be, against the POSTs: every 201 is there with
+// its id; anything else is a POST whose answer never came (status 0), or a 503 that said the
+// message may have been stored (those texts go to `stored_503`). Any other answer with the
+// message there anyway breaks "503: nothing was stored".
+void check_against_posts(const std::string& what,
+                         const std::vector<std::pair<uint64_t, std::string>>& got,
+                         const std::vector<Posted>& posts, const std::set<std::string>& rooms,
+                         std::vector<std::string>* stored_503 = nullptr) {
+  std::map<std::string, const Posted*> by_text;
+  for (const Posted& p : posts)
+    if (rooms.count(p.room)) by_text[p.text] = &p;
+  std::set<uint64_t> seen;
+  for (const auto& [id, text] : got) {
+    seen.insert(id);
+    auto it = by_text.find(text);
+    if (it == by_text.end()) {
+      ADD_FAILURE() << what << ": message " << id << " (" << text << ") was never posted";
+      continue;
+    }
+    const Posted& p = *it->second;
+    if (p.status == 201) {
+      EXPECT_EQ(id, p.id) << what << ": " << text << " was answered 201 with another id";
+    } else if (p.status != 0) {
+      // Only a 503 that said so may have been stored: Redis ran the command and then its answer
+      // was lost (Redis died), which no node can know.
+      bool said_maybe = p.body.find("may have stored") != std::string::npos;
+      if (said_maybe && stored_503)
+        stored_503->push_back(text + " (answered " + std::to_string(p.status) + " " + p.body +
+                              ", stored as id " + std::to_string(id) + ")");
+      else
+        ADD_FAILURE() << what << ": " << text << " was answered " << p.status << " " << p.body
+                      << " yet stored as id " << id;
+    }
+  }
+  for (const Posted& p : posts) {
+    if (p.status == 201 && rooms.count(p.room)) {
+      EXPECT_TRUE(seen.count(p.id))
+          << what << ": 201 id " << p.id << " (" << p.text << ") is missing";
+    }
+  }
+}
+
+std::vector<std::pair<uint64_t, std::string>> pairs_of(const std::vector<Got>& got) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (const Got& g : got) out.emplace_back(g.id, g.text);
+  return out;
+}
+
+std::vector<std::pair<uint64_t, std::string>> pairs_of(const std::vector<Listed>& listed) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (const Listed& l : listed) out.emplace_back(l.id, l.text);
+  return out;
+}
+
+std::set<std::string> rooms_of(const std::string& query) {
+  std::set<std::string> rooms;
+  size_t p = 0;
+  while ((p = query.find("room=", p)) != std::string::npos) {
+    p += 5;
+    rooms.insert(query.substr(p, query.find('&', p) - p));
+  }
+  return rooms;
+}
+
+}  // namespace
+
+// 1. Three nodes, subscribers of two rooms on each, three publishers posting to all three nodes
+// at once: every subscriber of a room has exactly that room's 201 ids, in order, on every node.
+TEST(RedisNodes, ThreeNodesDeliverEveryRoomInIdOrderWithTheSameIds) {
+  RedisServer redis;
+  std::vector<std::unique_ptr<ServerProcess>> nodes;
+  for (int i = 0; i < 3; ++i) nodes.push_back(start_node(redis));
+  const std::vector<std::string> queries = {"?room=alpha", "?room=beta", "?room=alpha&room=beta"};
+  std::vector<std::unique_ptr<Stream>> streams;  // node by node, one per query
+  for (auto& node : nodes)
+    for (const std::string& q : queries) {
+      streams.push_back(open_stream(node->port(), q));
+      ASSERT_TRUE(streams.back()->ok) << q;
+    }
+
+  PostLog log;
+  std::vector<std::thread> publishers;
+  for (int t = 0; t < 3; ++t)
+    publishers.emplace_back([&, t] {
+      for (int i = 0; i < 100; ++i)
+        log.add(post(nodes[size_t(t + i) % 3]->port(), (i / 3) % 2 ? "beta" : "alpha",
+                     "t" + std::to_string(t) + "-" + std::to_string(i)));
+    });
+  for (auto& t : publishers) t.join();
+
+  auto posts = log.all();
+  for (const Posted& p : posts) ASSERT_EQ(p.status, 201) << p.text << ": " << p.body;
+  std::set<uint64_t> distinct;
+  for (const Posted& p : posts) distinct.insert(p.id);
+  EXPECT_EQ(distinct.size(), posts.size()) << "an id was given twice";
+  EXPECT_GT(*distinct.begin(), uint64_t{1} << 40) << "Redis ids start at Redis's clock in µs";
+  EXPECT_LT(*distinct.rbegin(), uint64_t{1} << 53) << "ids must stay exact JSON numbers";
+
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const std::string& q = queries[i % queries.size()];
+    auto want = created_ids(posts, rooms_of(q));
+    EXPECT_TRUE(streams[i]->wait_count(want.size(), 60s))
+        << "node " << i / 3 << " " << q << ": " << describe(streams[i]->ids(), want);
+    auto got = streams[i]->messages();
+    EXPECT_EQ(ids_of(got), want) << "node " << i / 3 << " " << q << ": "
+                                 << describe(ids_of(got), want);
+    check_against_posts("node " + std::to_string(i / 3) + " " + q, pairs_of(got), posts,
+                        rooms_of(q));
+    for (const Got& g : got) EXPECT_TRUE(rooms_of(q).count(g.room)) << g.room << " on " << q;
+  }
+}
+
+// 2. One subscriber hops from node to node (15 times) with its last id, as EventSource would after
+// a balancer moved it, while a publisher posts to every node: joined, its streams are exactly the
+// posted sequence.
+TEST(RedisNodes, ASubscriberMovingBetweenNodesGetsExactlyThePostedSequence) {
+  RedisServer redis;
+  std::vector<std::unique_ptr<ServerProcess>> nodes;
+  for (int i = 0; i < 3; ++i) nodes.push_back(start_node(redis));
+  // Open before anything is posted: the whole posted sequence is what it must see.
+  auto stream = open_stream(nodes[0]->port(), "?room=moving");
+  ASSERT_TRUE(stream->ok);
+
+  PostLog log;
+  std::atomic<bool> stop{false};
+  std::thread publisher([&] {
+    for (int i = 0; !stop && i < 900; ++i) {
+      log.add(post(nodes[size_t(i) % 3]->port(), "moving", "m" + std::to_string(i)));
+      std::this_thread::sleep_for(2ms);  // pacing only, so the moves fall all along the posting
+    }
+  });
+
+  std::vector<Got> joined;
+  for (int move = 0; move < 15; ++move) {
+    size_t want = 3 + size_t(move * 7) % 11;  // leave after 3 to 13 messages
+    ASSERT_TRUE(stream->wait_count(want, 30s)) << "move " << move;
+    stream->close();
+    auto got = stream->messages();
+    joined.insert(joined.end(), got.begin(), got.end());
+    std::string last = std::to_string(joined.back().id);
+    uint16_t port = nodes[size_t(move + 1) % 3]->port();
+    // Half the moves send the id as the header, half as ?lastEventId= (what the page does).
+    stream = move % 2 ? open_stream(port, "?room=moving&lastEventId=" + last)
+                      : open_stream(port, "?room=moving", last);
+    ASSERT_TRUE(stream->ok) << "move " << move;
+  }
+  stop = true;
+  publisher.join();
+
+  auto posts = log.all();
+  for (const Posted& p : posts) ASSERT_EQ(p.status, 201) << p.text << ": " << p.body;
+  auto want = created_ids(posts, {"moving"});
+  size_t before = joined.size();
+  EXPECT_TRUE(stream->wait_count(want.size() - std::min(before, want.size()), 30s));
+  auto got = stream->messages();
+  joined.insert(joined.end(), got.begin(), got.end());
+  EXPECT_EQ(ids_of(joined), want) << describe(ids_of(joined), want);
+  check_against_posts("joined stream", pairs_of(joined), posts, {"moving"});
+}
+
+// 3. kill -9 of a node while it delivers: its subscribers resume on the other nodes with their
+// last id and, joined, have every message of their rooms once, in order.
+TEST(RedisNodes, SubscribersOfAKilledNodeResumeElsewhereAndMissNothing) {
+  RedisServer redis;
+  std::vector<std::unique_ptr<ServerProcess>> nodes;
+  for (int i = 0; i < 3; ++i) nodes.push_back(start_node(redis));
+  const std::vector<std::string> queries = {"?room=alpha", "?room=beta", "?room=alpha&room=beta"};
+  std::vector<std::unique_ptr<Stream>> on_victim;
+  for (const std::string& q : queries) {
+    on_victim.push_back(open_stream(nodes[0]->port(), q));
+    ASSERT_TRUE(on_victim.back()->ok);
+  }
+  uint16_t victim_port = nodes[0]->port();
+
+  PostLog log;
+  std::atomic<bool> stop{false}, killed{false};
+  std::vector<std::thread> publishers;
+  for (int t = 0; t < 2; ++t)
+    publishers.emplace_back([&, t] {
+      for (int i = 0; !stop && i < 400; ++i) {
+        size_t n = size_t(t + i) % 3;
+        if (n == 0 && killed) n = 1 + size_t(i) % 2;
+        log.add(post(n == 0 ? victim_port : nodes[n]->port(), i % 2 ? "beta" : "alpha",
+                     "k" + std::to_string(t) + "-" + std::to_string(i)));
+        std::this_thread::sleep_for(3ms);
+      }
+    });
+
+  for (auto& s : on_victim) ASSERT_TRUE(s->wait_count(60, 30s));
+  EXPECT_EQ(nodes[0]->stop(SIGKILL), 128 + SIGKILL);
+  killed = true;
+  std::vector<std::unique_ptr<Stream>> resumed;
+  for (size_t i = 0; i < on_victim.size(); ++i) {
+    EXPECT_TRUE(on_victim[i]->wait_ended(10s)) << "the killed node's stream did not end";
+    on_victim[i]->close();
+    auto got = on_victim[i]->ids();
+    ASSERT_FALSE(got.empty());
+    resumed.push_back(
+        open_stream(nodes[1 + i % 2]->port(), queries[i], std::to_string(got.back())));
+    ASSERT_TRUE(resumed.back()->ok);
+  }
+  for (auto& s : resumed) EXPECT_TRUE(s->wait_count(60, 30s));
+  stop = true;
+  for (auto& t : publishers) t.join();
+
+  auto posts = log.all();
+  size_t unknown = 0;
+  for (const Posted& p : posts) {
+    EXPECT_TRUE(p.status == 201 || p.status == 0) << p.text << ": " << p.status << " " << p.body;
+    unknown += p.status == 0;
+  }
+  ASSERT_GE(log.created(), 120u);
+  // The truth is what the surviving nodes keep (every room has fewer than --history messages).
+  std::map<std::string, std::vector<Listed>> kept;
+  for (std::string room : {"alpha", "beta"}) {
+    kept[room] = list_room(nodes[2]->port(), room);
+    EXPECT_EQ(ids_of(kept[room]), ids_of(list_room(nodes[1]->port(), room))) << room;
+    check_against_posts("kept " + room, pairs_of(kept[room]), posts, {room});
+  }
+  for (size_t i = 0; i < queries.size(); ++i) {
+    std::vector<uint64_t> want;
+    for (const std::string& room : rooms_of(queries[i]))
+      for (uint64_t id : ids_of(kept[room])) want.push_back(id);
+    std::sort(want.begin(), want.end());
+    size_t before = on_victim[i]->count();
+    EXPECT_TRUE(resumed[i]->wait_count(want.size() - std::min(before, want.size()), 30s));
+    auto joined = on_victim[i]->messages();
+    auto after = resumed[i]->messages();
+    joined.insert(joined.end(), after.begin(), after.end());
+    EXPECT_EQ(ids_of(joined), want) << queries[i] << ": " << describe(ids_of(joined), want)
+                                    << " (POSTs without an answer: " << unknown << ")";
+  }
+}
+
+// 4. Redis stopped for a few seconds while posting goes on: every POST meanwhile is a 503 with
+// Retry-After (never a 201), /healthz and ssechat_redis_up say so, streams stay open with
+// heartbeats; once Redis is back, every subscriber has every 201 id, no gap.
+TEST(RedisNodes, RedisDownMeans503sAndNoGapOnceItIsBack) {
+  RedisServer redis({"--appendonly", "yes", "--appendfsync", "always"});
+  std::vector<std::unique_ptr<ServerProcess>> nodes;
+  for (int i = 0; i < 2; ++i) nodes.push_back(start_node(redis));
+  const std::vector<std::string> queries = {"?room=alpha", "?room=alpha&room=beta"};
+  std::vector<std::unique_ptr<Stream>> streams;
+  for (auto& node : nodes)
+    for (const std::string& q : queries) {
+      streams.push_back(open_stream(node->port(), q));
+      ASSERT_TRUE(streams.back()->ok);
+    }
+  Subscription quiet(nodes[0]->port(), "", "?room=quiet");  // nothing is posted there: pings only
+  ASSERT_TRUE(quiet.ok);
+  EXPECT_EQ(metric(nodes[0]->port(), "ssechat_redis_up"), 1u);
+  EXPECT_EQ(metric(nodes[0]->port(), "ssechat_storage_up"), 1u);
+
+  PostLog log;
+  std::atomic<bool> stop{false};
+  std::thread publisher([&] {
+    for (int i = 0; !stop && i < 2500; ++i) {
+      log.add(post(nodes[size_t(i) % 2]->port(), (i / 2) % 2 ? "beta" : "alpha",
+                   "d" + std::to_string(i)));
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return log.created() >= 30; }, 30s));
+
+  redis.stop();
+  auto down = Clock::now();
+  for (auto& node : nodes) {
+    EXPECT_TRUE(eventually([&] { return status_of(node->port(), "/healthz") == 503; }, 10s));
+    EXPECT_TRUE(eventually([&] { return metric(node->port(), "ssechat_redis_up") == 0; }, 10s));
+    EXPECT_EQ(metric(node->port(), "ssechat_storage_up"), 0u);
+  }
+  // Streams stay open: the quiet one keeps getting heartbeats while Redis is away.
+  quiet.client.buffer().clear();
+  EXPECT_TRUE(eventually(
+      [&] {
+        return quiet.client.fill() && quiet.client.buffer().find(": ping") != std::string::npos;
+      },
+      10s))
+      << "no heartbeat on a stream while Redis is down";
+  EXPECT_TRUE(eventually([&] { return log.answered_between(down, Clock::now()) >= 20; }, 20s));
+  auto back = Clock::now();
+  redis.start();
+  for (auto& node : nodes)
+    EXPECT_TRUE(eventually([&] { return healthy(node->port()); }, 45s))
+        << "node " << node->port() << " did not come back:\n"
+        << node->log();
+  for (auto& node : nodes) EXPECT_EQ(metric(node->port(), "ssechat_redis_up"), 1u);
+  EXPECT_TRUE(eventually([&] { return log.created_after(back) >= 30; }, 30s));
+  stop = true;
+  publisher.join();
+
+  auto posts = log.all();
+  size_t during = 0;
+  for (const Posted& p : posts) {
+    if (p.status == 503) {
+      EXPECT_FALSE(p.retry_after.empty()) << "503 without Retry-After";
+    }
+    if (p.sent > down && p.answered < back) {
+      ++during;
+      EXPECT_EQ(p.status, 503) << p.text << " while Redis was down: " << p.body;
+    }
+    EXPECT_TRUE(p.status == 201 || p.status == 503 || p.status == 0)
+        << p.text << ": " << p.status << " " << p.body;
+  }
+  EXPECT_GE(during, 20u);
+  std::vector<std::string> stored_503;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    std::string what = "node " + std::to_string(i / 2) + " " + queries[i % 2];
+    auto rooms = rooms_of(queries[i % 2]);
+    auto want = created_ids(posts, rooms);
+    EXPECT_TRUE(streams[i]->wait(
+        [&](const Stream& s) {
+          auto ids = s.ids();
+          return !ids.empty() && ids.back() >= want.back();
+        },
+        30s))
+        << what << ": " << describe(streams[i]->ids(), want);
+    EXPECT_FALSE(streams[i]->ended()) << what << ": the stream was closed";
+    auto got = streams[i]->messages();
+    EXPECT_TRUE(strictly_increasing(ids_of(got))) << what << ": " << describe(ids_of(got), want);
+    check_against_posts(what, pairs_of(got), posts, rooms, &stored_503);
+  }
+  // A command Redis ran just before it stopped may have lost only its answer: such a POST is
+  // answered 503 and yet stored (the nonce makes its retry safe). Counted, not failed: the node
+  // cannot know. (A stuck Redis is another matter: see the next test.)
+  if (!stored_503.empty())
+    std::cerr << "note: " << stored_503.size() << " POST(s) answered 503 at the stop were stored: "
+              << ::testing::PrintToString(stored_503) << "\n";
+}
+
+// 4b. A Redis that is open but stuck (SIGSTOP): a POST is answered 503 within seconds rather than
+// hanging, /healthz says so, and after SIGCONT the node serves again. A POST answered 503 must not
+// turn up later as a stored message.
+TEST(RedisNodes, AStuckRedisIsDetectedAndTheNodeRecovers) {
+  RedisServer redis;
+  auto a = start_node(redis);
+  auto b = start_node(redis);
+  auto stream = open_stream(b->port(), "?room=alpha");
+  ASSERT_TRUE(stream->ok);
+  Posted first = post(a->port(), "alpha", "before");
+  ASSERT_EQ(first.status, 201) << first.body;
+
+  redis.pause();
+  Posted stuck = post(a->port(), "alpha", "while-stuck");
+  EXPECT_EQ(stuck.status, 503) << stuck.body;
+  EXPECT_FALSE(stuck.retry_after.empty());
+  EXPECT_LT(stuck.answered - stuck.sent, 15s) << "the stuck Redis was not noticed in time";
+  EXPECT_TRUE(eventually([&] { return status_of(a->port(), "/healthz") == 503; }, 15s));
+  EXPECT_TRUE(eventually([&] { return metric(a->port(), "ssechat_redis_up") == 0; }, 15s));
+  Posted again = post(b->port(), "alpha", "still-stuck");
+  EXPECT_EQ(again.status, 503) << again.body;
+  EXPECT_LT(again.answered - again.sent, 15s);
+  EXPECT_FALSE(stream->ended()) << "a stream was closed while Redis was stuck";
+
+  redis.resume();
+  EXPECT_TRUE(eventually([&] { return healthy(a->port()) && healthy(b->port()); }, 45s))
+      << a->log() << b->log();
+  Posted after = post(a->port(), "alpha", "after");
+  ASSERT_EQ(after.status, 201) << after.body;
+  EXPECT_GT(after.id, first.id);
+  EXPECT_TRUE(stream->wait(
+      [&](const Stream& s) {
+        auto ids = s.ids();
+        return std::find(ids.begin(), ids.end(), after.id) != ids.end();
+      },
+      30s));
+  auto got = stream->messages();
+  EXPECT_TRUE(strictly_increasing(ids_of(got)));
+  std::vector<std::string> texts;
+  for (const Got& g : got) texts.push_back(g.text);
+  // Exactly the two 201s: the POSTs answered 503 while Redis was stuck were not stored.
+  EXPECT_EQ(texts, (std::vector<std::string>{"before", "after"}))
+      << "POSTs answered 503 while Redis was stuck (after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(stuck.answered - stuck.sent).count()
+      << " ms: " << stuck.body << "; after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(again.answered - again.sent).count()
+      << " ms: " << again.body << ") were stored and delivered once Redis went on";
+  auto kept = list_room(a->port(), "alpha");
+  std::vector<std::string> kept_texts;
+  for (const Listed& l : kept) kept_texts.push_back(l.text);
+  EXPECT_EQ(kept_texts, (std::vector<std::string>{"before", "after"}));
+}
+
+// 5. Redis killed under load and restarted with its AOF (appendfsync always): every id that got
+// a 201 is still there, as a node started afterwards reads it.
+TEST(RedisNodes, RedisRestartedFromItsAofKeepsEvery201) {
+  RedisServer redis({"--appendonly", "yes", "--appendfsync", "always"});
+  std::vector<std::unique_ptr<ServerProcess>> nodes;
+  for (int i = 0; i < 2; ++i) nodes.push_back(start_node(redis));
+  PostLog log;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> publishers;
+  for (int t = 0; t < 2; ++t)
+    publishers.emplace_back([&, t] {
+      for (int i = 0; !stop && i < 900; ++i) {
+        log.add(post(nodes[size_t(t + i) % 2]->port(), i % 2 ? "beta" : "alpha",
+                     "r" + std::to_string(t) + "-" + std::to_string(i)));
+        std::this_thread::sleep_for(5ms);
+      }
+    });
+  ASSERT_TRUE(eventually([&] { return log.created() >= 100; }, 30s));
+  redis.stop(SIGKILL);
+  auto down = Clock::now();
+  for (auto& node : nodes)
+    EXPECT_TRUE(eventually([&] { return status_of(node->port(), "/healthz") == 503; }, 10s));
+  redis.start();
+  auto back = Clock::now();
+  for (auto& node : nodes)
+    EXPECT_TRUE(eventually([&] { return healthy(node->port()); }, 45s)) << node->log();
+  EXPECT_TRUE(eventually([&] { return log.created_after(back) >= 20; }, 30s));
+  stop = true;
+  for (auto& t : publishers) t.join();
+
+  auto posts = log.all();
+  uint64_t last_before = 0, first_after = UINT64_MAX;
+  for (const Posted& p : posts) {
+    EXPECT_TRUE(p.status == 201 || p.status == 503 || p.status == 0)
+        << p.text << ": " << p.status << " " << p.body;
+    if (p.status != 201) continue;
+    if (p.answered < down) last_before = std::max(last_before, p.id);
+    if (p.sent > back) first_after = std::min(first_after, p.id);
+  }
+  EXPECT_LT(last_before, first_after) << "ids went backwards across the Redis restart";
+
+  auto fresh = start_node(redis);
+  std::vector<std::string> stored_503;
+  for (std::string room : {"alpha", "beta"}) {
+    auto kept = list_room(fresh->port(), room);
+    ASSERT_LT(kept.size(), 1000u) << "the listing would be cut";
+    EXPECT_TRUE(strictly_increasing(ids_of(kept))) << room;
+    check_against_posts("new node's " + room, pairs_of(kept), posts, {room}, &stored_503);
+    EXPECT_EQ(ids_of(kept), ids_of(list_room(nodes[0]->port(), room))) << room;
+  }
+  // Redis may have stored a command whose answer it never sent when it was killed: such a POST
+  // is answered 503 and yet stored. Only the nonce makes its retry safe; counted, not failed.
+  if (!stored_503.empty())
+    std::cerr << "note: " << stored_503.size() << " POST(s) answered 503 at the kill were stored: "
+              << ::testing::PrintToString(stored_503) << "\n";
+}
+
+// 6. Redis back empty (FLUSHALL): new ids are above every id given before, on every node; a node
+// started afterwards that a stream resumes on with an old id says `reset` for the rooms whose
+// history is gone, rather than nothing.
+TEST(RedisNodes, AfterFlushallIdsKeepIncreasingAndOldResumesGetReset) {
+  RedisServer redis;
+  auto a = start_node(redis);
+  auto b = start_node(redis);
+  auto stream = open_stream(a->port(), "?room=alpha");
+  ASSERT_TRUE(stream->ok);
+  PostLog log;
+  for (int i = 0; i < 30; ++i) {
+    std::string room = i % 3 == 0 ? "alpha" : i % 3 == 1 ? "beta" : "gamma";
+    log.add(post((i % 2 ? b : a)->port(), room, "old" + std::to_string(i)));
+  }
+  auto old_posts = log.all();
+  uint64_t old_max = 0, old_alpha = 0;
+  for (const Posted& p : old_posts) {
+    ASSERT_EQ(p.status, 201) << p.body;
+    old_max = std::max(old_max, p.id);
+    if (p.room == "alpha") old_alpha = std::max(old_alpha, p.id);
+  }
+  ASSERT_TRUE(stream->wait_count(10, 30s));
+
+  ASSERT_EQ(redis.cli({"FLUSHALL"}), "OK");
+  // A node that starts while Redis is empty, before anything new is posted.
+  auto early = start_node(redis);
+  {
+    auto resumed = open_stream(early->port(), "?room=alpha", std::to_string(old_alpha));
+    ASSERT_TRUE(resumed->ok);
+    EXPECT_TRUE(resumed->wait(
+        [](const Stream& s) {
+          for (const Got& g : s.events())
+            if (g.event == "reset" && g.room == "alpha") return true;
+          return false;
+        },
+        10s))
+        << "resuming with an old id on a node started after FLUSHALL (nothing posted since) "
+           "gave no reset for alpha";
+  }
+
+  for (int i = 0; i < 30; ++i) {
+    std::string room = i % 2 ? "beta" : "alpha";  // gamma gets nothing new
+    auto& node = i % 3 == 0 ? a : i % 3 == 1 ? b : early;
+    Posted p = post(node->port(), room, "new" + std::to_string(i));
+    EXPECT_EQ(p.status, 201) << p.body;
+    EXPECT_GT(p.id, old_max) << "an id after FLUSHALL (port " << node->port()
+                             << ") is not above every id before it";
+    log.add(p);
+  }
+  auto posts = log.all();
+  // The stream that was open all along goes on, in order, with every alpha 201.
+  auto want = created_ids(posts, {"alpha"});
+  EXPECT_TRUE(stream->wait_count(want.size(), 30s)) << describe(stream->ids(), want);
+  EXPECT_EQ(stream->ids(), want) << describe(stream->ids(), want);
+
+  // A node started after FLUSHALL and the new posts: an old id resumes with a reset per room whose
+  // history is gone (alpha's old messages; gamma's, which has nothing new), then what is kept.
+  auto late = start_node(redis);
+  uint64_t first_old = created_ids(old_posts, {"alpha", "gamma"}).front();
+  auto resumed = open_stream(late->port(), "?room=alpha&room=gamma", std::to_string(first_old));
+  ASSERT_TRUE(resumed->ok);
+  auto new_alpha = created_ids(posts, {"alpha"});
+  new_alpha.erase(std::remove_if(new_alpha.begin(), new_alpha.end(),
+                                 [&](uint64_t id) { return id <= old_max; }),
+                  new_alpha.end());
+  EXPECT_TRUE(resumed->wait(
+      [&](const Stream& s) {
+        std::set<std::string> reset;
+        for (const Got& g : s.events())
+          if (g.event == "reset") reset.insert(g.room);
+        return reset.count("alpha") && reset.count("gamma") && s.count() >= new_alpha.size();
+      },
+      15s));
+  auto events = resumed->events();
+  std::set<std::string> reset_before_messages;
+  bool seen_message = false;
+  for (const Got& g : events) {
+    if (g.event.empty()) seen_message = true;
+    if (g.event == "reset" && !seen_message) reset_before_messages.insert(g.room);
+  }
+  EXPECT_TRUE(reset_before_messages.count("alpha"))
+      << "no reset for alpha before its messages on a node started after FLUSHALL";
+  EXPECT_TRUE(reset_before_messages.count("gamma"))
+      << "no reset for gamma (its history is gone) on a node started after FLUSHALL";
+  EXPECT_EQ(resumed->ids(), new_alpha) << describe(resumed->ids(), new_alpha);
+}
+
+// 7. An idempotent POST retried on another node gets the original id (200), and is delivered
+// once.
+TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {
+  RedisServer redis;
+  auto a = start_node(redis);
+  auto b = start_node(redis);
+  auto stream = open_stream(b->port(), "?room=general");
+  ASSERT_TRUE(stream->ok);
+  Posted first = post(a->port(), "general", "once", "ann", "nonce-42");
+  ASSERT_EQ(first.status, 201) << first.body;
+  Posted retry = post(b->port(), "general", "once", "ann", "nonce-42");
+  EXPECT_EQ(retry.status, 200) << retry.body;
+  EXPECT_EQ(retry.id, first.id);
+  Posted again = post(a->port(), "general", "once", "ann", "nonce-42");
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(again.id, first.id);
+  // Another user's nonce of the same name is another message.
+  Posted other = post(b->port(), "general", "other", "bob", "nonce-42");
+  EXPECT_EQ(other.status, 201) << other.body;
+  EXPECT_GT(other.id, first.id);
+  Posted last = post(a->port(), "general", "last", "ann");
+  ASSERT_EQ(last.status, 201);
+  EXPECT_TRUE(stream->wait_count(3, 30s));
+  EXPECT_EQ(stream->ids(), (std::vector<uint64_t>{first.id, other.id, last.id}));
+  auto kept = list_room(a->port(), "general");
+  EXPECT_EQ(ids_of(kept), (std::vector<uint64_t>{first.id, other.id, last.id}));
+}
+
+// 8. --reuse-port: a second node listens on the first one's port; both run, both answer
+// requests to that port (each logs the requests it answered), and the port answers on once the
+// first one is gone.
+TEST(RedisNodes, TwoNodesShareOnePortWithReusePort) {
+  RedisServer redis;
+  auto a = start_node(redis, {"--reuse-port", "--access-log", "-"});
+  uint16_t port = a->port();
+  ServerProcess b({"--redis", redis.url(), "--listen", "127.0.0.1:" + std::to_string(port),
+                   "--reuse-port", "--access-log", "-"});
+  EXPECT_EQ(b.port(), port);
+  EXPECT_TRUE(a->running());
+  EXPECT_TRUE(b.running());
+  // The port reaches either node: once both have warmed up, every request there is answered 200.
+  EXPECT_TRUE(eventually(
+      [&] {
+        for (int i = 0; i < 30; ++i)
+          if (status_of(port, "/healthz") != 200) return false;
+        return true;
+      },
+      30s));
+  auto count = [](const std::string& log, const std::string& what) {
+    size_t n = 0;
+    for (size_t p = log.find(what); p != std::string::npos; p = log.find(what, p + 1)) ++n;
+    return n;
+  };
+  size_t a_before = count(a->log(), "/healthz"), b_before = count(b.log(), "/healthz");
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(status_of(port, "/healthz"), 200) << "request " << i;
+  EXPECT_TRUE(eventually(
+      [&] {
+        return count(a->log(), "/healthz") + count(b.log(), "/healthz") >= a_before + b_before + 40;
+      },
+      10s));
+  EXPECT_GT(count(a->log(), "/healthz"), a_before) << "the first node answered none of 40";
+  EXPECT_GT(count(b.log(), "/healthz"), b_before) << "the second node answered none of 40";
+  Posted p = post(port, "general", "shared");
+  EXPECT_EQ(p.status, 201) << p.body;
+  // Whichever node answers, it has the message (both read the one log).
+  for (int i = 0; i < 10; ++i)
+    EXPECT_TRUE(eventually(
+        [&] {
+          auto kept = list_room(port, "general");
+          return kept.size() == 1 && kept[0].id == p.id;
+        },
+        10s));
+  EXPECT_EQ(a->stop(SIGTERM), 0);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(status_of(port, "/healthz"), 200) << "after a stopped";
+  EXPECT_TRUE(b.running());
+}
