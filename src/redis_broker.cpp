@@ -237,11 +237,46 @@ struct RedisBroker::Warmup {
     FrameRef frame;
   };
   uint64_t since = 0;  // the data set's first id (0: none yet)
-  size_t waiting = 0;
-  bool failed = false;
   std::vector<Message> messages;
   std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
 };
+
+// Lists rooms with `list` (a command answering room names), then reads each with `range(room)`,
+// pipelined on the command link: `each(room, entries)` for every answer, then `done()` after the
+// last. When any answer is missing (the link went), `failed()` instead, once, and nothing more.
+void RedisBroker::read_rooms(std::vector<std::string> list, RangeFor range, EachRoom each,
+                             std::function<void()> done, std::function<void()> failed) {
+  struct Pending {
+    size_t waiting = 1;
+    bool failed = false;
+  };
+  auto pending = std::make_shared<Pending>();
+  auto fail = [pending, failed] {
+    if (!pending->failed) failed();
+    pending->failed = true;
+  };
+  auto answered = [pending, done] {
+    if (--pending->waiting == 0) done();
+  };
+  std::vector<std::string_view> argv(list.begin(), list.end());
+  cmd_.command(argv, [=, this, alive = alive_](redisReply* r) {
+    if (!*alive || pending->failed) return;
+    if (!r || r->type != REDIS_REPLY_ARRAY) return fail();
+    for (size_t i = 0; i < r->elements; ++i) {
+      std::string room(text_of(r->element[i]));
+      if (room_name_error(room)) continue;
+      ++pending->waiting;
+      std::vector<std::string> args = range(room);
+      cmd_.command(std::vector<std::string_view>(args.begin(), args.end()), [=](redisReply* e) {
+        if (!*alive || pending->failed) return;
+        if (!e || e->type != REDIS_REPLY_ARRAY) return fail();
+        each(room, e);
+        answered();
+      });
+    }
+    answered();
+  });
+}
 
 // Once per process, before streams open: the newest `history_per_room` messages of the most
 // recently active `max_rooms` rooms, up to where the feed starts, as the journal's restore does.
@@ -251,45 +286,27 @@ void RedisBroker::maybe_warm() {
   if (!have_start_ || warmed_ || warming_ || !cmd_.up()) return;
   warming_ = true;
   auto warm = std::make_shared<Warmup>();
-  auto failed = [this, warm] {
-    if (!warm->failed) warming_ = false;  // tried again once the link is back
-    warm->failed = true;
-  };
+  cmd_.command({"GET", key("since")}, [warm, alive = alive_](redisReply* r) {
+    if (*alive && r && r->type != REDIS_REPLY_ERROR) warm->since = number_of(text_of(r));
+  });  // when the link went, so do the reads below, and the warm-up is tried again
   std::string upto = std::to_string(last_seen_) + "-0";
   std::string history = std::to_string(options_.history_per_room);
-  cmd_.command({"GET", key("since")}, [warm, alive = alive_, failed](redisReply* r) {
-    if (!*alive) return;
-    if (!r || r->type == REDIS_REPLY_ERROR) return failed();
-    warm->since = number_of(text_of(r));
-  });
-  std::string last_room = std::to_string(options_.max_rooms - 1);
-  warm->waiting = 1;
-  cmd_.command({"ZREVRANGE", key("rooms"), "0", last_room}, [this, warm, alive = alive_, failed,
-                                                             upto, history](redisReply* r) {
-    if (!*alive || warm->failed) return;
-    if (!r || r->type != REDIS_REPLY_ARRAY) return failed();
-    for (size_t i = 0; i < r->elements; ++i) {
-      std::string room(text_of(r->element[i]));
-      if (room_name_error(room)) continue;
-      ++warm->waiting;
-      cmd_.command(
-          {"XREVRANGE", key("room:" + room), upto, "-", "COUNT", history},
-          [this, warm, alive, failed, room](redisReply* e) {
-            if (!*alive || warm->failed) return;
-            if (!e || e->type != REDIS_REPLY_ARRAY) return failed();
-            uint64_t oldest = 0;
-            for (size_t k = 0; k < e->elements; ++k)
-              if (auto entry = entry_of(e->element[k])) {
-                warm->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
-                oldest = entry->id;
-              }
-            if (e->elements == options_.history_per_room && oldest > 0)
-              warm->floors.emplace_back(room, oldest - 1);
-            if (--warm->waiting == 0) finish_warmup(*warm);
-          });
-    }
-    if (--warm->waiting == 0) finish_warmup(*warm);
-  });
+  auto range = [this, upto, history](const std::string& room) {
+    return std::vector<std::string>{"XREVRANGE", key("room:" + room), upto, "-", "COUNT", history};
+  };
+  auto each = [this, warm](const std::string& room, redisReply* e) {
+    uint64_t oldest = 0;
+    for (size_t k = 0; k < e->elements; ++k)
+      if (auto entry = entry_of(e->element[k])) {
+        warm->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
+        oldest = entry->id;
+      }
+    if (e->elements == options_.history_per_room && oldest > 0)
+      warm->floors.emplace_back(room, oldest - 1);
+  };
+  read_rooms(
+      {"ZREVRANGE", key("rooms"), "0", std::to_string(options_.max_rooms - 1)}, range, each,
+      [this, warm] { finish_warmup(*warm); }, [this] { warming_ = false; });
 }
 
 void RedisBroker::finish_warmup(Warmup& warm) {
@@ -317,21 +334,29 @@ void RedisBroker::read_feed() {
                       reading_ = false;
                       if (!r)
                         return;  // the link went down: find_start() reads again from last_seen_
-                      deliver_entries(r);
-                      read_feed();
+                      if (r->type == REDIS_REPLY_ERROR) {  // tick() tries again, not a busy loop
+                        log::warn("reading the Redis log failed", "error", text_of(r));
+                        return;
+                      }
+                      // At a gap, the fill reads on when it is done (or tick(), if it could not
+                      // start).
+                      if (deliver_entries(r)) read_feed();
                     });
 }
 
 // XREAD's answer: [[log, [[id, [room, R, json, J, prev, P]], …]]], or nil when the wait ran out.
-void RedisBroker::deliver_entries(redisReply* r) {
-  if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
+bool RedisBroker::deliver_entries(redisReply* r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return true;
   const redisReply* stream = r->element[0];
-  if (stream->type != REDIS_REPLY_ARRAY || stream->elements < 2) return;
+  if (stream->type != REDIS_REPLY_ARRAY || stream->elements < 2) return true;
   const redisReply* entries = stream->element[1];
   for (size_t i = 0; i < entries->elements; ++i) {
     auto entry = entry_of(entries->element[i]);
-    if (!entry || entry->id <= last_seen_) continue;             // never twice, never backwards
-    if (entry->prev > last_seen_) return fill_gap(entry->prev);  // trimmed before it was read
+    if (!entry || entry->id <= last_seen_) continue;  // never twice, never backwards
+    if (entry->prev > last_seen_) {                   // trimmed before it was read
+      fill_gap(entry->prev);
+      return false;
+    }
     if (entry->prev < last_seen_) {
       ++data_losses_;
       log::warn("the Redis log starts over below what this node read: Redis lost data", "last_read",
@@ -344,14 +369,13 @@ void RedisBroker::deliver_entries(redisReply* r) {
     }
     sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
   }
+  return true;
 }
 
 // What filling a gap in the feed has gathered from the rooms' streams.
 struct RedisBroker::Fill {
   uint64_t after = 0;    // the last id delivered
   uint64_t through = 0;  // the last id missed
-  size_t waiting = 0;
-  bool failed = false;
   std::vector<Warmup::Message> messages;
   std::vector<std::pair<std::string, uint64_t>> holes;  // room -> the newest id it lost
 };
@@ -365,40 +389,24 @@ void RedisBroker::fill_gap(uint64_t through) {
   auto fill = std::make_shared<Fill>();
   fill->after = last_seen_;
   fill->through = through;
-  fill->waiting = 1;
-  auto failed = [this, fill] {
-    if (!fill->failed) filling_ = false;
-    fill->failed = true;
-  };
-  std::string after = "(" + std::to_string(last_seen_);
+  std::string from = "(" + std::to_string(last_seen_) + "-0";
   std::string history = std::to_string(options_.history_per_room);
-  cmd_.command({"ZRANGEBYSCORE", key("rooms"), after, "+inf"}, [this, fill, alive = alive_, failed,
-                                                                history](redisReply* r) {
-    if (!*alive || fill->failed) return;
-    if (!r || r->type != REDIS_REPLY_ARRAY) return failed();
-    std::string from = "(" + std::to_string(fill->after) + "-0";
-    for (size_t i = 0; i < r->elements; ++i) {
-      std::string room(text_of(r->element[i]));
-      if (room_name_error(room)) continue;
-      ++fill->waiting;
-      cmd_.command(
-          {"XRANGE", key("room:" + room), from, "+", "COUNT", history},
-          [this, fill, alive, failed, room](redisReply* e) {
-            if (!*alive || fill->failed) return;
-            if (!e || e->type != REDIS_REPLY_ARRAY) return failed();
-            for (size_t k = 0; k < e->elements; ++k) {
-              auto entry = entry_of(e->element[k]);
-              if (!entry) continue;
-              if (k == 0 && entry->prev > fill->after)
-                fill->holes.emplace_back(room, std::min(entry->prev, fill->through));
-              if (entry->id <= fill->through)
-                fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
-            }
-            if (--fill->waiting == 0) finish_fill(*fill);
-          });
+  auto range = [this, from, history](const std::string& room) {
+    return std::vector<std::string>{"XRANGE", key("room:" + room), from, "+", "COUNT", history};
+  };
+  auto each = [fill](const std::string& room, redisReply* e) {
+    for (size_t k = 0; k < e->elements; ++k) {
+      auto entry = entry_of(e->element[k]);
+      if (!entry) continue;
+      if (k == 0 && entry->prev > fill->after)
+        fill->holes.emplace_back(room, std::min(entry->prev, fill->through));
+      if (entry->id <= fill->through)
+        fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
     }
-    if (--fill->waiting == 0) finish_fill(*fill);
-  });
+  };
+  read_rooms(
+      {"ZRANGEBYSCORE", key("rooms"), "(" + std::to_string(last_seen_), "+inf"}, range, each,
+      [this, fill] { finish_fill(*fill); }, [this] { filling_ = false; });
 }
 
 void RedisBroker::finish_fill(Fill& fill) {

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -77,13 +78,18 @@ class RedisBroker final : public Broker {
   void link_down(RedisLink& link, Backoff& backoff, const std::string& why);
   struct Warmup;
   struct Fill;
+  using RangeFor = std::function<std::vector<std::string>(const std::string& room)>;
+  using EachRoom = std::function<void(const std::string& room, struct redisReply* entries)>;
+  void read_rooms(std::vector<std::string> list, RangeFor range, EachRoom each,
+                  std::function<void()> done, std::function<void()> failed);
   void load_script();
   void probe_clock();
   void find_start();
   void maybe_warm();
   void finish_warmup(Warmup& warm);
   void read_feed();
-  void deliver_entries(struct redisReply* reply);
+  // False when it stopped at a gap (the fill reads on).
+  bool deliver_entries(struct redisReply* reply);
   void fill_gap(uint64_t through);
   void finish_fill(Fill& fill);
   void eval_publish(std::shared_ptr<std::vector<std::string>> args, bool by_sha, PublishDone done);
