@@ -3,6 +3,11 @@
 // send time. Works against any server with the same API (sse-chat, nginx+nchan, the Node peer):
 // it reads the "text" field out of each event's data line. Reports one key=value line.
 //
+// Several nodes sharing one log (sse-chat --redis): --port and --server-pid may be repeated.
+// Subscriber i then reads from port i mod P, message k is posted to port k mod P (one publisher
+// per port), and the server CPU is the sum over every --server-pid. --aux-pid names one more
+// process (Redis) whose CPU over the same window is reported apart (aux_cpu_s).
+//
 //   loadgen --port P --subscribers N --messages M [--rate R | --unpaced] [--server-pid PID]
 //           [--idle-seconds S]   (idle: connect N, hold, measure RSS per subscriber, no messages)
 //           [--hostile H]        (H more connections that each pipeline 16 requests for the whole
@@ -16,9 +21,14 @@
 //                                 new rooms, reads it again; reports bytes per room and per kept
 //                                 message. The server needs --max-rooms > R + K, --history >= M/K
 //                                 and a --history-memory that holds them all.)
+//   loadgen --port P --publish-seconds S [--publishers C] [--server-pid PID] [--aux-pid PID]
+//                                (publish throughput: C keep-alive connections, spread over the
+//                                 ports, each keeping 32 POSTs pipelined for S seconds; reports
+//                                 the messages answered 201 per second. No subscribers.)
 //
 // Exit status 1 if any delivery is missing or duplicated (or, with --memory-*, if a post failed
-// or the server did not keep every room and message).
+// or the server did not keep every room and message; with --publish-seconds, if a POST was not
+// answered 2xx or nothing was answered for 5 s).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,11 +58,12 @@ int64_t now_ns() {
 }
 
 struct Options {
-  uint16_t port = 8080;
+  std::vector<uint16_t> ports;  // empty: 8080
   int subscribers = 100;
   int messages = 100;
   double rate = 100;  // per second; 0 = unpaced
-  int server_pid = 0;
+  std::vector<int> server_pids;
+  int aux_pid = 0;
   int idle_seconds = 0;
   int wave = 500;
   int hostile = 0;
@@ -62,6 +73,8 @@ struct Options {
   int memory_messages = 0;
   int memory_spread = 10;
   int text_bytes = 100;
+  double publish_seconds = 0;  // > 0: the publish-throughput mode
+  int publishers = 8;
 };
 
 // "<prefix><k>" (built by appending: GCC 12 warns falsely on "literal" + std::to_string).
@@ -93,6 +106,13 @@ double proc_cpu_seconds(int pid) {
   return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+// Sums over several processes (the nodes of one run); 0 for none.
+double cpu_seconds(const std::vector<int>& pids) {
+  double sum = 0;
+  for (int pid : pids) sum += proc_cpu_seconds(pid);
+  return sum;
+}
+
 long proc_rss_kib(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string key;
@@ -105,6 +125,27 @@ long proc_rss_kib(int pid) {
     in.ignore(1 << 16, '\n');
   }
   return 0;
+}
+
+long rss_kib(const std::vector<int>& pids) {
+  long sum = 0;
+  for (int pid : pids) sum += proc_rss_kib(pid);
+  return sum;
+}
+
+// write(2)/writev(2) calls the processes made (syscw in /proc/PID/io). Deliveries per call shows
+// how many frames each writev coalesced: a server that lags coalesces more and spends less CPU per
+// delivery, so CPU figures of two setups compare only with this beside them.
+long write_calls(const std::vector<int>& pids) {
+  long sum = 0;
+  for (int pid : pids) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/io");
+    std::string key;
+    long v = 0;
+    while (in >> key >> v)
+      if (key == "syscw:") sum += v;
+  }
+  return sum;
 }
 
 int connect_to(uint16_t port) {
@@ -188,6 +229,7 @@ class Publisher {
   int fd() const { return fd_; }
   int in_flight() const { return in_flight_; }
   bool failed() const { return failed_; }
+  long created() const { return created_; }  // answered 201
 
   // The message numbered `seq`, stamped with the time now, to `room` (empty: none named).
   bool send(int seq, const std::string& room = {}) {
@@ -239,9 +281,11 @@ class Publisher {
                        : 0;
       if (buf_.size() < end + 4 + len) return;
       if (buf_.compare(9, 1, "2") != 0) {
-        std::fprintf(stderr, "publish failed: %s\n", buf_.substr(0, buf_.find('\r')).c_str());
+        if (!failed_)  // the first only: the rest of a pipeline usually fails the same way
+          std::fprintf(stderr, "publish failed: %s\n", buf_.substr(0, buf_.find('\r')).c_str());
         failed_ = true;
       }
+      if (buf_.compare(9, 3, "201") == 0) ++created_;
       last_body_ = buf_.substr(end + 4, len);
       buf_.erase(0, end + 4 + len);
       --in_flight_;
@@ -251,6 +295,7 @@ class Publisher {
  private:
   int fd_;
   int in_flight_ = 0;
+  long created_ = 0;
   bool failed_ = false;
   std::string buf_;
   std::string last_body_;
@@ -269,7 +314,7 @@ Options parse(int argc, char** argv) {
     std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : "0"); };
     if (a == "--port")
-      o.port = static_cast<uint16_t>(std::stoi(next()));
+      o.ports.push_back(static_cast<uint16_t>(std::stoi(next())));
     else if (a == "--subscribers")
       o.subscribers = std::stoi(next());
     else if (a == "--messages")
@@ -279,7 +324,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--unpaced")
       o.rate = 0;
     else if (a == "--server-pid")
-      o.server_pid = std::stoi(next());
+      o.server_pids.push_back(std::stoi(next()));
+    else if (a == "--aux-pid")
+      o.aux_pid = std::stoi(next());
+    else if (a == "--publish-seconds")
+      o.publish_seconds = std::stod(next());
+    else if (a == "--publishers")
+      o.publishers = std::max(1, std::stoi(next()));
     else if (a == "--idle-seconds")
       o.idle_seconds = std::stoi(next());
     else if (a == "--wave")
@@ -303,6 +354,7 @@ Options parse(int argc, char** argv) {
       std::exit(2);
     }
   }
+  if (o.ports.empty()) o.ports.push_back(8080);
   return o;
 }
 
@@ -318,13 +370,13 @@ double metric(const std::string& page, std::string_view name) {
 
 // Memory per room and per kept message, from the server's RSS (see the header).
 int memory_mode(const Options& opt) {
-  if (opt.server_pid == 0 || opt.memory_rooms <= 0 || opt.memory_messages <= opt.memory_spread) {
+  if (opt.server_pids.empty() || opt.memory_rooms <= 0 || opt.memory_messages <= opt.memory_spread) {
     std::fprintf(stderr,
                  "memory mode needs --server-pid, --memory-rooms and --memory-messages "
                  "above --memory-spread\n");
     return 2;
   }
-  Publisher pub(opt.port);
+  Publisher pub(opt.ports[0]);
   if (pub.fd() < 0) {
     std::fprintf(stderr, "connect failed: %s\n", strerror(errno));
     return 2;
@@ -356,7 +408,7 @@ int memory_mode(const Options& opt) {
   auto measure = [&] {
     usleep(300000);
     std::string page = pub.get("/metrics");
-    return Point{proc_rss_kib(opt.server_pid), metric(page, "ssechat_rooms"),
+    return Point{rss_kib(opt.server_pids), metric(page, "ssechat_rooms"),
                  metric(page, "ssechat_history_messages"), metric(page, "ssechat_history_bytes")};
   };
   const int rooms = opt.memory_rooms, messages = opt.memory_messages, spread = opt.memory_spread;
@@ -384,11 +436,65 @@ int memory_mode(const Options& opt) {
   return ok ? 0 : 1;
 }
 
+// Publish throughput (see the header): POSTs answered 201 per second while every connection
+// always has kWindow of them waiting, which is how a busy node's clients would load it.
+int publish_mode(const Options& opt) {
+  constexpr int kWindow = 32;
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  std::vector<Publisher> pubs;
+  for (int j = 0; j < opt.publishers; ++j) {
+    pubs.emplace_back(opt.ports[static_cast<size_t>(j) % opt.ports.size()]);
+    if (pubs.back().fd() < 0) {
+      std::fprintf(stderr, "connect failed: %s\n", strerror(errno));
+      return 2;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = static_cast<uint32_t>(j);
+    epoll_ctl(ep, EPOLL_CTL_ADD, pubs.back().fd(), &ev);
+  }
+  auto in_flight = [&] {
+    int n = 0;
+    for (auto& p : pubs) n += p.in_flight();
+    return n;
+  };
+  double cpu_before = cpu_seconds(opt.server_pids);
+  double aux_before = opt.aux_pid ? proc_cpu_seconds(opt.aux_pid) : 0;
+  int64_t start = now_ns();
+  int64_t stop = start + static_cast<int64_t>(opt.publish_seconds * 1e9);
+  int seq = 0;
+  bool failed = false;
+  epoll_event events[64];
+  while (!failed && (now_ns() < stop || in_flight() > 0)) {
+    for (auto& p : pubs)
+      while (p.in_flight() < kWindow && now_ns() < stop && p.send(seq)) ++seq;
+    int n = epoll_wait(ep, events, 64, 5000);
+    failed = n <= 0;  // nothing answered for 5 s
+    for (int k = 0; k < n; ++k) {
+      Publisher& p = pubs[events[k].data.u32];
+      p.on_readable();
+      failed = failed || p.failed();
+    }
+  }
+  double elapsed = static_cast<double>(now_ns() - start) / 1e9;
+  double cpu = cpu_seconds(opt.server_pids) - cpu_before;
+  double aux = opt.aux_pid ? proc_cpu_seconds(opt.aux_pid) - aux_before : 0;
+  long created = 0;
+  for (auto& p : pubs) created += p.created();
+  std::printf(
+      "publishers=%d sent=%d published=%ld elapsed_s=%.3f publish_per_s=%.0f server_cpu_s=%.3f "
+      "cpu_us_per_publish=%.3f aux_cpu_s=%.3f failed=%d\n",
+      opt.publishers, seq, created, elapsed, static_cast<double>(created) / elapsed, cpu,
+      created ? cpu * 1e6 / static_cast<double>(created) : 0.0, aux, failed ? 1 : 0);
+  return failed ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options opt = parse(argc, argv);
   if (opt.memory_rooms > 0 || opt.memory_messages > 0) return memory_mode(opt);
+  if (opt.publish_seconds > 0) return publish_mode(opt);
   rlimit lim{};
   getrlimit(RLIMIT_NOFILE, &lim);
   lim.rlim_cur = lim.rlim_max;
@@ -407,7 +513,8 @@ int main(int argc, char** argv) {
   std::vector<Subscriber> subs(static_cast<size_t>(opt.subscribers));
   Stats st;
   st.latencies_ns.reserve(static_cast<size_t>(expected));
-  long rss_before = opt.server_pid ? proc_rss_kib(opt.server_pid) : 0;
+  long rss_before = rss_kib(opt.server_pids);
+  auto port_of = [&](int i) { return opt.ports[static_cast<size_t>(i) % opt.ports.size()]; };
 
   // Connect in waves, each wave waiting for its 200 heads, so the listener's backlog never drops.
   int64_t connect_start = now_ns();
@@ -425,7 +532,7 @@ int main(int argc, char** argv) {
       Subscriber& s = subs[static_cast<size_t>(i)];
       std::string req = subscribe_request(i);
       s.seen.assign(static_cast<size_t>(opt.messages), 0);
-      s.fd = connect_to(opt.port);
+      s.fd = connect_to(port_of(i));
       if (s.fd < 0 || ::write(s.fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
         std::fprintf(stderr, "connect failed at subscriber %d: %s\n", i, strerror(errno));
         return 2;
@@ -464,7 +571,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 16; ++i)
     ask += "GET /messages?since=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
   for (int i = 0; i < opt.hostile; ++i) {
-    int fd = connect_to(opt.port);
+    int fd = connect_to(port_of(i));
     int small = 4096;
     if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     if (fd < 0 || ::write(fd, ask.data(), ask.size()) != static_cast<ssize_t>(ask.size())) {
@@ -477,29 +584,42 @@ int main(int argc, char** argv) {
 
   if (opt.idle_seconds > 0) {
     sleep(static_cast<unsigned>(opt.idle_seconds));
-    long rss_after = opt.server_pid ? proc_rss_kib(opt.server_pid) : 0;
+    long rss_after = rss_kib(opt.server_pids);
     std::printf("subscribers=%d connect_s=%.3f rss_per_sub_kib=%.3f\n", opt.subscribers, connect_s,
                 static_cast<double>(rss_after - rss_before) / opt.subscribers);
     return 0;
   }
 
-  Publisher pub(opt.port);
-  constexpr uint32_t kPublisherTag = UINT32_MAX;
-  epoll_event pev{};
-  pev.events = EPOLLIN;
-  pev.data.u32 = kPublisherTag;
-  epoll_ctl(ep, EPOLL_CTL_ADD, pub.fd(), &pev);
+  // One publisher per port; message k goes out through publisher k mod P. Publisher j's events
+  // carry the tag UINT32_MAX - j, above every subscriber's index.
+  std::vector<Publisher> pubs;
+  for (uint16_t port : opt.ports) {
+    pubs.emplace_back(port);
+    epoll_event pev{};
+    pev.events = EPOLLIN;
+    pev.data.u32 = UINT32_MAX - static_cast<uint32_t>(pubs.size() - 1);
+    epoll_ctl(ep, EPOLL_CTL_ADD, pubs.back().fd(), &pev);
+  }
+  const uint32_t first_publisher_tag = UINT32_MAX - static_cast<uint32_t>(pubs.size() - 1);
+  auto publisher_failed = [&] {
+    return std::any_of(pubs.begin(), pubs.end(), [](const Publisher& p) { return p.failed(); });
+  };
   const int window = opt.rate > 0 ? 64 : 32;
 
-  double cpu_before = opt.server_pid ? proc_cpu_seconds(opt.server_pid) : 0;
+  double cpu_before = cpu_seconds(opt.server_pids);
+  double aux_before = opt.aux_pid ? proc_cpu_seconds(opt.aux_pid) : 0;
+  long writes_before = write_calls(opt.server_pids);
   int64_t start = now_ns();
   int64_t interval = opt.rate > 0 ? static_cast<int64_t>(1e9 / opt.rate) : 0;
   int sent = 0;
   int64_t last_progress = now_ns();
   long last_deliveries = 0;
-  while (st.deliveries + st.duplicates < expected && !pub.failed()) {
-    while (sent < opt.messages && pub.in_flight() < window && now_ns() >= start + sent * interval) {
-      if (!pub.send(sent, opt.rooms > 0 ? room_name(sent % opt.rooms) : std::string())) break;
+  while (st.deliveries + st.duplicates < expected && !publisher_failed()) {
+    while (sent < opt.messages && now_ns() >= start + sent * interval) {
+      Publisher& pub = pubs[static_cast<size_t>(sent) % pubs.size()];
+      if (pub.in_flight() >= window ||
+          !pub.send(sent, opt.rooms > 0 ? room_name(sent % opt.rooms) : std::string()))
+        break;
       ++sent;
     }
     int timeout_ms = 100;
@@ -507,13 +627,13 @@ int main(int argc, char** argv) {
       int64_t due = start + sent * interval - now_ns();
       timeout_ms = due > 0 ? static_cast<int>(due / 1000000) : 0;
     } else if (sent < opt.messages) {
-      timeout_ms = pub.in_flight() < window ? 0 : 100;
+      timeout_ms = pubs[static_cast<size_t>(sent) % pubs.size()].in_flight() < window ? 0 : 100;
     }
     int n = epoll_wait(ep, events, 1024, timeout_ms);
     int64_t t = now_ns();
     for (int k = 0; k < n; ++k) {
-      if (events[k].data.u32 == kPublisherTag) {
-        pub.on_readable();
+      if (events[k].data.u32 >= first_publisher_tag) {
+        pubs[UINT32_MAX - events[k].data.u32].on_readable();
         continue;
       }
       Subscriber& s = subs[events[k].data.u32];
@@ -533,19 +653,23 @@ int main(int argc, char** argv) {
       break;  // nothing for 5 s after the last message: the rest is missing
     }
   }
-  bool publish_ok = !pub.failed() && sent == opt.messages;
+  bool publish_ok = !publisher_failed() && sent == opt.messages;
   double elapsed = static_cast<double>(now_ns() - start) / 1e9;
-  double cpu = opt.server_pid ? proc_cpu_seconds(opt.server_pid) - cpu_before : 0;
+  double cpu = cpu_seconds(opt.server_pids) - cpu_before;
+  double aux = opt.aux_pid ? proc_cpu_seconds(opt.aux_pid) - aux_before : 0;
+  long writes = write_calls(opt.server_pids) - writes_before;
   long missing = expected - st.deliveries;
   std::printf(
       "subscribers=%d messages=%d sent=%d deliveries=%ld missing=%ld duplicates=%ld elapsed_s=%.3f "
       "deliveries_per_s=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f connect_s=%.3f "
-      "server_cpu_s=%.3f cpu_us_per_delivery=%.3f hostile=%zu rooms=%d\n",
+      "server_cpu_s=%.3f cpu_us_per_delivery=%.3f hostile=%zu rooms=%d nodes=%zu aux_cpu_s=%.3f "
+      "aux_cpu_us_per_delivery=%.3f server_write_calls=%ld\n",
       opt.subscribers, opt.messages, sent, st.deliveries, missing, st.duplicates, elapsed,
       static_cast<double>(st.deliveries) / elapsed, percentile(st.latencies_ns, 0.50),
       percentile(st.latencies_ns, 0.90), percentile(st.latencies_ns, 0.99),
       percentile(st.latencies_ns, 1.0), connect_s, cpu,
       st.deliveries ? cpu * 1e6 / static_cast<double>(st.deliveries) : 0.0, hostile.size(),
-      opt.rooms);
+      opt.rooms, opt.ports.size(), aux,
+      st.deliveries ? aux * 1e6 / static_cast<double>(st.deliveries) : 0.0, writes);
   return (missing != 0 || st.duplicates != 0 || !publish_ok) ? 1 : 0;
 }
