@@ -65,7 +65,10 @@ std::optional<Entry> entry_of(const redisReply* entry) {
   e.prev = number_of(field_of(entry->element[1], "prev"));
   e.room = field_of(entry->element[1], "room");
   e.json = field_of(entry->element[1], "json");
-  if (e.id == 0 || e.json.empty()) return std::nullopt;
+  // A JSON object on one line, or it is not one of ours (a line break would end the SSE event);
+  // and the entry before it comes before it.
+  bool one_line = e.json.find_first_of("\r\n") == std::string_view::npos;
+  if (e.id == 0 || !e.json.starts_with('{') || !one_line || e.prev >= e.id) return std::nullopt;
   return e;
 }
 
@@ -351,9 +354,18 @@ bool RedisBroker::deliver_entries(redisReply* r) {
   if (stream->type != REDIS_REPLY_ARRAY || stream->elements < 2) return true;
   const redisReply* entries = stream->element[1];
   for (size_t i = 0; i < entries->elements; ++i) {
-    auto entry = entry_of(entries->element[i]);
-    if (!entry || entry->id <= last_seen_) continue;  // never twice, never backwards
-    if (entry->prev > last_seen_) {                   // trimmed before it was read
+    const redisReply* raw = entries->element[i];
+    uint64_t id = raw->type == REDIS_REPLY_ARRAY && raw->elements > 0
+                      ? entry_id(text_of(raw->element[0]))
+                      : 0;
+    if (id <= last_seen_) continue;  // never twice, never backwards
+    auto entry = entry_of(raw);
+    if (!entry || room_name_error(entry->room)) {  // read, but not a message of ours
+      log::warn("skipping a malformed entry of the Redis log", "id", id);
+      last_seen_ = id;
+      continue;
+    }
+    if (entry->prev > last_seen_) {  // trimmed before it was read
       fill_gap(entry->prev);
       return false;
     }
@@ -363,10 +375,6 @@ bool RedisBroker::deliver_entries(redisReply* r) {
                 last_seen_, "next", entry->id);
     }
     last_seen_ = entry->id;
-    if (room_name_error(entry->room)) {
-      log::warn("skipping a malformed entry of the Redis log", "id", entry->id);
-      continue;
-    }
     sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
   }
   return true;
@@ -389,10 +397,12 @@ void RedisBroker::fill_gap(uint64_t through) {
   auto fill = std::make_shared<Fill>();
   fill->after = last_seen_;
   fill->through = through;
+  // Every entry of the gap, however many the room's stream holds (MAXLEN ~ keeps at least the
+  // history, often more): at most what Redis keeps of the rooms.
   std::string from = "(" + std::to_string(last_seen_) + "-0";
-  std::string history = std::to_string(options_.history_per_room);
-  auto range = [this, from, history](const std::string& room) {
-    return std::vector<std::string>{"XRANGE", key("room:" + room), from, "+", "COUNT", history};
+  std::string to = std::to_string(through) + "-0";
+  auto range = [this, from, to](const std::string& room) {
+    return std::vector<std::string>{"XRANGE", key("room:" + room), from, to};
   };
   auto each = [fill](const std::string& room, redisReply* e) {
     for (size_t k = 0; k < e->elements; ++k) {
@@ -400,8 +410,7 @@ void RedisBroker::fill_gap(uint64_t through) {
       if (!entry) continue;
       if (k == 0 && entry->prev > fill->after)
         fill->holes.emplace_back(room, std::min(entry->prev, fill->through));
-      if (entry->id <= fill->through)
-        fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
+      fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
     }
   };
   read_rooms(
@@ -575,9 +584,12 @@ void RedisBroker::eval_publish(std::shared_ptr<std::vector<std::string>> args, b
     if (!r)
       return done(unavailable_result(
           "Redis did not answer; it may have stored the message: retry with the same nonce"));
+    // An error from inside the script (odd data under our keys) may come after it wrote: Redis
+    // does not undo a script's writes.
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-      return done(unavailable_result(r->type == REDIS_REPLY_ERROR ? std::string(text_of(r))
-                                                                  : "Redis answered nonsense"));
+      return done(unavailable_result(
+          "Redis refused it (" + std::string(r->type == REDIS_REPLY_ERROR ? text_of(r) : "?") +
+          "); it may have stored the message: retry with the same nonce"));
     if (r->element[1]->integer == 2)
       return done(unavailable_result("Redis was stuck for over 3 s; nothing was stored"));
     auto id = static_cast<uint64_t>(r->element[0]->integer);

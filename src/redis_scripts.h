@@ -51,8 +51,9 @@ if fresh_set then
   local now = redis.call('TIME')
   id = tonumber(now[1]) * 1000000 + tonumber(now[2])
 end
--- Above the caller's floor and the log's newest entry too, so that neither a lost counter nor
--- lost data can make an id go back or an XADD fail halfway through this script.
+-- Above the caller's floor and the newest entries of the log and the room too, so that neither a
+-- lost counter nor lost or odd data can make an id go back or an XADD fail halfway through this
+-- script (Redis keeps what a script wrote before it failed). Every check comes before a write.
 local floor = tonumber(ARGV[2])
 if id <= floor then id = floor + 1 end
 local prev = 0
@@ -63,7 +64,15 @@ if top then
 end
 local room_prev = 0
 local room_top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
-if room_top then room_prev = tonumber(string.match(room_top[1], '^(%d+)')) end
+if room_top then
+  room_prev = tonumber(string.match(room_top[1], '^(%d+)'))
+  if id <= room_prev then id = room_prev + 1 end
+end
+if id >= 9007199254740992 then return redis.error_reply('ids ran past 2^53') end
+local rooms_type = redis.call('TYPE', KEYS[5])['ok']
+if rooms_type ~= 'zset' and rooms_type ~= 'none' then
+  return redis.error_reply(KEYS[5] .. ' is not a sorted set')
+end
 redis.call('SET', KEYS[1], id)
 if fresh_set then redis.call('SET', KEYS[6], id) end
 local text = string.format('%d', id)

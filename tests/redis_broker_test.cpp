@@ -30,11 +30,13 @@ namespace {
 struct Node : testing_support::RecordingSink {
   std::unique_ptr<sse::RedisBroker> broker;
 
-  Node(sse::Reactor& reactor, const std::string& url) : RecordingSink({1000, 1ull << 30, 1000}) {
+  Node(sse::Reactor& reactor, const std::string& url, size_t history = 1000)
+      : RecordingSink({1000, 1ull << 30, 1000}) {
     std::string error;
     sse::RedisBrokerOptions o;
     o.endpoint = *sse::parse_redis_url(url, error);
     o.prefix = "t";
+    o.history_per_room = history;
     broker = std::make_unique<sse::RedisBroker>(reactor, *this, o);
     EXPECT_TRUE(broker->start(error)) << error;
   }
@@ -43,9 +45,10 @@ struct Node : testing_support::RecordingSink {
 struct Cluster {
   sse::Reactor reactor;
   RedisServer redis;
-  Node a{reactor, redis.url()};
-  Node b{reactor, redis.url()};
-  Cluster() {
+  size_t history;
+  Node a{reactor, redis.url(), history};
+  Node b{reactor, redis.url(), history};
+  explicit Cluster(size_t history_per_room = 1000) : history(history_per_room) {
     reactor.every(std::chrono::milliseconds(20), [] {});
     reactor.every(std::chrono::milliseconds(200), [this] {
       for (Node* n : {&a, &b})
@@ -260,9 +263,10 @@ std::vector<std::string> clients_running(RedisServer& redis, const std::string& 
 
 // The log was trimmed past entries the nodes had not read yet (their feeds were cut off): they
 // fill the gap from the rooms' streams, in id order, before going on; a room whose own stream
-// lost some of them too gets a reset instead of a silent hole.
+// lost some of them too gets a reset instead of a silent hole. A room's stream may keep more than
+// the history (MAXLEN ~): every entry of the gap is read, not a history's worth.
 TEST(RedisBroker, AGapInTheLogIsFilledFromTheRoomsOrReset) {
-  Cluster c;
+  Cluster c(/*history_per_room=*/5);
   ASSERT_TRUE(c.ready_at_start);
   uint64_t first = c.post(c.a, "before", "", "general").id;
   ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
@@ -354,4 +358,23 @@ TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
       "event: presence\ndata: {\"room\":\"general\",\"online\":1,\"users\":[\"alice\"]}\n\n";
   EXPECT_TRUE(run_until(c.reactor, [&] { return on_a.last_presence() == alone; }))
       << on_a.last_presence();
+}
+
+// Junk in the log (an entry whose "prev" is not before it, or whose JSON would break an SSE
+// event) is skipped: it moves no node's read position and reaches no stream.
+TEST(RedisBroker, JunkInTheLogIsSkipped) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  uint64_t first = c.post(c.a, "one").id;
+  std::string junk = std::to_string(first + 1);
+  c.redis.cli({"XADD", "{t}:log", junk + "-0", "room", "general", "json", "{\"x\":1}", "prev",
+               "8000000000000000"});
+  c.redis.cli({"XADD", "{t}:log", std::to_string(first + 2) + "-0", "room", "general", "json",
+               "{\"x\":1}\ndata: injected", "prev", junk});
+  uint64_t next = c.post(c.b, "two").id;
+  EXPECT_LT(next, 8000000000000000u);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 2 && c.b.live.size() == 2; }));
+  EXPECT_EQ(c.a.live, (std::vector<uint64_t>{first, next}));
+  EXPECT_EQ(c.b.live, (std::vector<uint64_t>{first, next}));
+  EXPECT_EQ(c.a.broker->stats().gaps_filled, 0u);
 }

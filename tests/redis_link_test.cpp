@@ -331,3 +331,32 @@ TEST(RedisPublishScript, RunAfterItsDeadlineItStoresNothing) {
   EXPECT_TRUE(in_time.fresh);
   EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "1");
 }
+
+// Odd data under our keys never makes the script fail halfway (Redis would keep what it had
+// written): an entry above every id in a room's stream, and a key of the wrong type, are dealt
+// with before the first write.
+TEST(RedisPublishScript, OddDataIsCheckedBeforeAnyWrite) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  long long first = publish(f, "general", "a").id;
+  std::string junk = std::to_string(first + 1000);
+  redis.cli({"XADD", "{c}:room:general", junk + "-0", "json", "{}", "prev", "0"});
+  EXPECT_EQ(publish(f, "general", "b").id, first + 1001);  // above the room's top, and stored
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "2");
+  redis.cli({"DEL", "{c}:rooms"});
+  redis.cli({"SET", "{c}:rooms", "not a sorted set"});
+  bool answered = false;
+  std::string error;
+  f.link.command({"EVAL", sse::redis_scripts::kPublish, "6", "{c}:seq", "{c}:log",
+                  "{c}:room:general", "{c}:nonce:x", "{c}:rooms", "{c}:since", "general", "0",
+                  R"({"id":%ID%})", "1000", "100000", "86400", "0", "0"},
+                 [&](redisReply* r) {
+                   answered = true;
+                   if (r && r->type == REDIS_REPLY_ERROR) error = r->str;
+                 });
+  run_until(f.reactor, [&] { return answered; });
+  EXPECT_NE(error.find("not a sorted set"), std::string::npos) << error;
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:log"}), "2");  // nothing written
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:room:general"}), "3");
+}
