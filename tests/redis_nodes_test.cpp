@@ -352,6 +352,15 @@ void check_against_posts(const std::string& what,
   }
 }
 
+// A command Redis ran just before it went may have lost only its answer: such a POST is answered
+// 503 saying it may have been stored (check_against_posts fails any other 503 that was stored).
+// Counted, not failed: no node can know, and the nonce makes its retry safe.
+void note_maybe_stored(const std::vector<std::string>& stored_503, const std::string& when) {
+  if (!stored_503.empty())
+    std::cerr << "note: " << stored_503.size() << " POST(s) answered 503 " << when
+              << " (may have stored) were stored: " << ::testing::PrintToString(stored_503) << "\n";
+}
+
 std::vector<std::pair<uint64_t, std::string>> pairs_of(const std::vector<Got>& got) {
   std::vector<std::pair<uint64_t, std::string>> out;
   for (const Got& g : got) out.emplace_back(g.id, g.text);
@@ -632,12 +641,7 @@ TEST(RedisNodes, RedisDownMeans503sAndNoGapOnceItIsBack) {
     EXPECT_TRUE(strictly_increasing(ids_of(got))) << what << ": " << describe(ids_of(got), want);
     check_against_posts(what, pairs_of(got), posts, rooms, &stored_503);
   }
-  // A command Redis ran just before it stopped may have lost only its answer: such a POST is
-  // answered 503 and yet stored (the nonce makes its retry safe). Counted, not failed: the node
-  // cannot know. (A stuck Redis is another matter: see the next test.)
-  if (!stored_503.empty())
-    std::cerr << "note: " << stored_503.size() << " POST(s) answered 503 at the stop were stored: "
-              << ::testing::PrintToString(stored_503) << "\n";
+  note_maybe_stored(stored_503, "at the stop");
 }
 
 // 4b. A Redis that is open but stuck (SIGSTOP): a POST is answered 503 within seconds rather than
@@ -743,11 +747,7 @@ TEST(RedisNodes, RedisRestartedFromItsAofKeepsEvery201) {
     check_against_posts("new node's " + room, pairs_of(kept), posts, {room}, &stored_503);
     EXPECT_EQ(ids_of(kept), ids_of(list_room(nodes[0]->port(), room))) << room;
   }
-  // Redis may have stored a command whose answer it never sent when it was killed: such a POST
-  // is answered 503 and yet stored. Only the nonce makes its retry safe; counted, not failed.
-  if (!stored_503.empty())
-    std::cerr << "note: " << stored_503.size() << " POST(s) answered 503 at the kill were stored: "
-              << ::testing::PrintToString(stored_503) << "\n";
+  note_maybe_stored(stored_503, "at the kill");
 }
 
 // 6. Redis back empty (FLUSHALL): new ids are above every id given before, on every node; a node
