@@ -208,11 +208,18 @@ void RedisBroker::probe_clock() {
   });
 }
 
+// Once both links are up again (and the node warm), the next outage is logged again.
+void RedisBroker::note_if_back() {
+  if (last_error_.empty() || unavailable()) return;
+  log::info("Redis available again");
+  last_error_.clear();
+}
+
 void RedisBroker::load_script() {
   cmd_.command({"SCRIPT", "LOAD", redis_scripts::kPublish}, [this](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_STRING) return;
     script_sha_ = std::string(text_of(r));
-    if (!unavailable()) last_error_.clear();
+    note_if_back();
   });
 }
 
@@ -221,6 +228,7 @@ void RedisBroker::load_script() {
 void RedisBroker::find_start() {
   if (have_start_) {
     maybe_warm();
+    note_if_back();
     return read_feed();
   }
   feed_.command({"XREVRANGE", key("log"), "+", "-", "COUNT", "1"}, [this](redisReply* r) {
@@ -323,7 +331,7 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   warm.messages.clear();
   warming_ = false;
   warmed_ = true;
-  if (!unavailable()) last_error_.clear();
+  note_if_back();
   read_feed();
 }
 

@@ -84,6 +84,7 @@ class RedisBroker final : public Broker {
                   std::function<void()> done, std::function<void()> failed);
   void load_script();
   void probe_clock();
+  void note_if_back();
   void find_start();
   void maybe_warm();
   void finish_warmup(Warmup& warm);
