@@ -405,20 +405,23 @@ void RedisBroker::fill_gap(uint64_t through) {
   auto fill = std::make_shared<Fill>();
   fill->after = last_seen_;
   fill->through = through;
-  // Every entry of the gap, however many the room's stream holds (MAXLEN ~ keeps at least the
-  // history, often more): at most what Redis keeps of the rooms.
+  // Every entry of the room after the last id delivered, however many its stream holds (MAXLEN ~
+  // keeps at least the history, often more): those of the gap are delivered, and the first one
+  // says whether the room's stream still reaches back to the gap (the rest the feed reads).
   std::string from = "(" + std::to_string(last_seen_) + "-0";
-  std::string to = std::to_string(through) + "-0";
-  auto range = [this, from, to](const std::string& room) {
-    return std::vector<std::string>{"XRANGE", key("room:" + room), from, to};
+  auto range = [this, from](const std::string& room) {
+    return std::vector<std::string>{"XRANGE", key("room:" + room), from, "+"};
   };
   auto each = [fill](const std::string& room, redisReply* e) {
+    bool first = true;
     for (size_t k = 0; k < e->elements; ++k) {
       auto entry = entry_of(e->element[k]);
       if (!entry) continue;
-      if (k == 0 && entry->prev > fill->after)
+      if (first && entry->prev > fill->after)
         fill->holes.emplace_back(room, std::min(entry->prev, fill->through));
-      fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
+      first = false;
+      if (entry->id <= fill->through)
+        fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
     }
   };
   read_rooms(
