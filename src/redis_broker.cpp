@@ -29,13 +29,6 @@ std::string_view text_of(const redisReply* r) {
   return r && r->str ? std::string_view(r->str, r->len) : std::string_view{};
 }
 
-// "42-0" -> 42 (the log's entry ids are the message ids); 0 when it is not one.
-uint64_t entry_id(std::string_view id) {
-  uint64_t n = 0;
-  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), n);
-  return ec == std::errc{} && end != id.data() ? n : 0;
-}
-
 // The value of `field` in an entry's flat [field, value, …] array.
 std::string_view field_of(const redisReply* fields, std::string_view field) {
   if (!fields || fields->type != REDIS_REPLY_ARRAY) return {};
@@ -44,6 +37,8 @@ std::string_view field_of(const redisReply* fields, std::string_view field) {
   return {};
 }
 
+// The number `text` starts with: "42" -> 42, and an entry id "42-0" -> 42 (the log's entry ids
+// are the message ids); 0 when it starts with none.
 uint64_t number_of(std::string_view text) {
   uint64_t n = 0;
   std::from_chars(text.data(), text.data() + text.size(), n);
@@ -61,7 +56,7 @@ struct Entry {
 std::optional<Entry> entry_of(const redisReply* entry) {
   if (!entry || entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) return std::nullopt;
   Entry e;
-  e.id = entry_id(text_of(entry->element[0]));
+  e.id = number_of(text_of(entry->element[0]));
   e.prev = number_of(field_of(entry->element[1], "prev"));
   e.room = field_of(entry->element[1], "room");
   e.json = field_of(entry->element[1], "json");
@@ -234,7 +229,7 @@ void RedisBroker::find_start() {
   feed_.command({"XREVRANGE", key("log"), "+", "-", "COUNT", "1"}, [this](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_ARRAY) return;
     if (r->elements > 0 && r->element[0]->elements > 0)
-      last_seen_ = entry_id(text_of(r->element[0]->element[0]));
+      last_seen_ = number_of(text_of(r->element[0]->element[0]));
     have_start_ = true;
     maybe_warm();
   });
@@ -364,7 +359,7 @@ bool RedisBroker::deliver_entries(redisReply* r) {
   for (size_t i = 0; i < entries->elements; ++i) {
     const redisReply* raw = entries->element[i];
     uint64_t id = raw->type == REDIS_REPLY_ARRAY && raw->elements > 0
-                      ? entry_id(text_of(raw->element[0]))
+                      ? number_of(text_of(raw->element[0]))
                       : 0;
     if (id <= last_seen_) continue;  // never twice, never backwards
     auto entry = entry_of(raw);

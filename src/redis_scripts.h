@@ -56,18 +56,16 @@ end
 -- script (Redis keeps what a script wrote before it failed). Every check comes before a write.
 local floor = tonumber(ARGV[2])
 if id <= floor then id = floor + 1 end
-local prev = 0
-local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
-if top then
-  prev = tonumber(string.match(top[1], '^(%d+)'))
-  if id <= prev then id = prev + 1 end
+-- The id of a stream's newest entry ("<id>-0"), 0 when it has none.
+local function newest(stream)
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if top then return tonumber(string.match(top[1], '^(%d+)')) end
+  return 0
 end
-local room_prev = 0
-local room_top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
-if room_top then
-  room_prev = tonumber(string.match(room_top[1], '^(%d+)'))
-  if id <= room_prev then id = room_prev + 1 end
-end
+local prev = newest(KEYS[2])
+local room_prev = newest(KEYS[3])
+if id <= prev then id = prev + 1 end
+if id <= room_prev then id = room_prev + 1 end
 if id >= 9007199254740992 then return redis.error_reply('ids ran past 2^53') end
 local rooms_type = redis.call('TYPE', KEYS[5])['ok']
 if rooms_type ~= 'zset' and rooms_type ~= 'none' then
