@@ -115,6 +115,14 @@ const std::vector<Option>& options() {
          c.reuse_port = true;
          return true;
        }},
+      {"no-io-uring", nullptr,
+       "write each connection with its own writev instead of one io_uring submission per loop "
+       "iteration",
+       [](Config& c) { return c.io_uring ? "off" : "on"; },
+       [](Config& c, const std::string&) {
+         c.io_uring = false;
+         return true;
+       }},
       uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
                   &Config::heartbeat_s, 1),
       uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter",

@@ -26,6 +26,7 @@ struct Config {
   std::string redis;  // redis://[[user]:password@]host[:port][/db] or unix:///path
   std::string redis_prefix = "sse-chat";
   bool reuse_port = false;  // SO_REUSEPORT: several nodes on one machine share --listen
+  bool io_uring = true;     // batch a loop iteration's sends (batch_writer.h) where the kernel can
   uint32_t heartbeat_s = 15;
   uint32_t retry_ms = 2000;
   size_t client_queue = 1024;          // frames queued per connection before it is a slow consumer

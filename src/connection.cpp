@@ -229,38 +229,66 @@ void Connection::resume_parsing() {
 }
 
 void Connection::flush() {
-  if (closed()) return;
   size_t budget = kFlushBudgetBytes;
+  write_rounds(budget);
+  finish_flush();
+}
+
+size_t Connection::prepare_write(iovec* iov, size_t max_iov) {
+  if (closed()) return 0;
+  if (state_ == State::Stream && subscription_) subscription_->refill();
+  if (closed()) return 0;
+  return out_.fill_iovec(iov, max_iov);
+}
+
+void Connection::finish_batched_write(ssize_t result, size_t requested) {
+  size_t budget = kFlushBudgetBytes;
+  if (apply_write(result, requested, budget)) write_rounds(budget);
+  finish_flush();
+}
+
+void Connection::write_rounds(size_t& budget) {
   for (;;) {
-    if (state_ == State::Stream && subscription_) subscription_->refill();
-    if (out_.empty() || closed()) break;
     iovec iov[kMaxIov];
-    size_t n = out_.fill_iovec(iov, kMaxIov);
+    size_t n = prepare_write(iov, kMaxIov);
+    if (n == 0) return;
     size_t total = 0;
     for (size_t i = 0; i < n; ++i) total += iov[i].iov_len;
     ssize_t written = ::writev(fd_, iov, static_cast<int>(n));
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        want_write_ = true;
-        break;
-      }
-      return close("write error");
-    }
-    out_.consume(static_cast<size_t>(written));
-    host_.metrics().bytes_sent += static_cast<uint64_t>(written);
-    last_write_ms_ = host_.now_ms();
-    bytes_written_ += static_cast<uint64_t>(written);
-    if (static_cast<size_t>(written) < total) {
-      want_write_ = true;  // the socket buffer is full: wait for EPOLLOUT
-      break;
-    }
-    if (static_cast<size_t>(written) >= budget) {
-      host_.mark_dirty(*this);  // more next iteration; do not starve the others
-      break;
-    }
-    budget -= static_cast<size_t>(written);
+    if (!apply_write(written < 0 ? -errno : written, total, budget)) return;
   }
+}
+
+// `result`: bytes written of the `requested`, or -errno. True when more may be written now.
+bool Connection::apply_write(ssize_t result, size_t requested, size_t& budget) {
+  if (closed()) return false;
+  if (result == -EINTR) return true;
+  if (result == -EAGAIN) {
+    want_write_ = true;
+    return false;
+  }
+  if (result < 0) {
+    close("write error");
+    return false;
+  }
+  auto written = static_cast<size_t>(result);
+  out_.consume(written);
+  host_.metrics().bytes_sent += written;
+  last_write_ms_ = host_.now_ms();
+  bytes_written_ += written;
+  if (written < requested) {
+    want_write_ = true;  // the socket buffer is full: wait for EPOLLOUT
+    return false;
+  }
+  if (written >= budget) {
+    host_.mark_dirty(*this);  // more next iteration; do not starve the others
+    return false;
+  }
+  budget -= written;
+  return true;
+}
+
+void Connection::finish_flush() {
   if (closed()) return;
   if (out_.empty()) {
     want_write_ = false;

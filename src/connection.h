@@ -61,6 +61,13 @@ class Connection final : public EventHandler, public Sink {
 
   // Writes what is queued, with one writev per round; called by the writer set.
   void flush();
+  // The same in two steps, so the writer set can send for many connections at once
+  // (BatchWriter): what to send now (0: nothing), then the send's result (bytes or -errno) for
+  // the `requested` bytes; writing goes on with writev if more is queued.
+  size_t prepare_write(iovec* iov, size_t max_iov);
+  void finish_batched_write(ssize_t result, size_t requested);
+  // After writing (or finding nothing to write): linger, resume parsing, update epoll interest.
+  void finish_flush();
   // Shutdown: a stream closes once its queue drains, an idle connection at once, a request in
   // progress after its answer (which says Connection: close).
   void drain();
@@ -98,6 +105,8 @@ class Connection final : public EventHandler, public Sink {
   bool client_is_reading(int64_t now_ms, int64_t timeout_ms);
   void update_interest();
   void enqueue(const FrameRef& frame, size_t begin, size_t end);
+  void write_rounds(size_t& budget);
+  bool apply_write(ssize_t result, size_t requested, size_t& budget);
   bool output_is_full() const;
   bool fits_bytes(size_t bytes) const;
 

@@ -21,6 +21,7 @@ struct ConnectionSettings {
   int64_t request_timeout_ms = 10000;
   int64_t keepalive_timeout_ms = 60000;
   int64_t send_timeout_ms = 30000;  // queued output that makes no progress this long: closed
+  bool batch_sends = true;          // one io_uring submission per loop iteration where available
 };
 
 class ConnectionHost {

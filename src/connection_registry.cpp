@@ -28,7 +28,11 @@ class ConnectionRegistry::Listener final : public EventHandler {
 
 ConnectionRegistry::ConnectionRegistry(Reactor& reactor, Metrics& metrics,
                                        ConnectionSettings settings, RequestHandler& handler)
-    : reactor_(reactor), metrics_(metrics), settings_(std::move(settings)), handler_(handler) {}
+    : reactor_(reactor),
+      metrics_(metrics),
+      settings_(std::move(settings)),
+      handler_(handler),
+      batch_(settings_.batch_sends) {}
 
 ConnectionRegistry::~ConnectionRegistry() {
   while (head_) {
@@ -104,11 +108,41 @@ bool ConnectionRegistry::after_dispatch() {
 
 void ConnectionRegistry::flush_writers() {
   flushing_.swap(dirty_);
-  for (Connection* conn : flushing_) {
-    conn->queued_for_flush = false;
-    conn->flush();
+  // One connection gains nothing from a batch; a broadcast's many do.
+  if (batch_.available() && flushing_.size() > 1) {
+    for (size_t from = 0; from < flushing_.size(); from += BatchWriter::kMaxSends)
+      flush_batch(from, std::min(flushing_.size(), from + BatchWriter::kMaxSends));
+  } else {
+    for (Connection* conn : flushing_) {
+      conn->queued_for_flush = false;
+      conn->flush();
+    }
   }
   flushing_.clear();
+}
+
+// Sends for flushing_[from, to) with one system call. Nothing runs between preparing the sends
+// and reading their results, so every iovec still points into the frames its connection holds;
+// the results are applied only once all are known, as applying one (a pipelined request answered,
+// a broadcast) may queue more for, or close, another connection of the batch.
+void ConnectionRegistry::flush_batch(size_t from, size_t to) {
+  batch_.clear();
+  batched_.clear();
+  for (size_t i = from; i < to; ++i) {
+    Connection* conn = flushing_[i];
+    conn->queued_for_flush = false;
+    size_t n = conn->prepare_write(batch_.next_iov(), BatchWriter::kMaxIov);
+    batched_.push_back(n > 0 ? batch_.size() : kNothingToSend);
+    if (n > 0) batch_.add(conn->fd(), n);
+  }
+  batch_.run();
+  for (size_t i = from; i < to; ++i) {
+    size_t send = batched_[i - from];
+    if (send == kNothingToSend)
+      flushing_[i]->finish_flush();
+    else
+      flushing_[i]->finish_batched_write(batch_.result(send), batch_.bytes(send));
+  }
 }
 
 void ConnectionRegistry::reap_closed() {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "batch_writer.h"
 #include "connection.h"
 #include "connection_host.h"
 #include "metrics.h"
@@ -55,11 +56,14 @@ class ConnectionRegistry final : public ConnectionHost {
   // Every connection is closed or lingering (only waiting for its peer's FIN).
   bool all_finished() const;
   size_t size() const { return count_; }
+  // A loop iteration's sends go out in one io_uring submission (else one writev each).
+  bool sends_batched() const { return batch_.available(); }
 
  private:
   class Listener;
   void accept_ready();
   void flush_writers();
+  void flush_batch(size_t from, size_t to);
   void reap_closed();
   void resume_accepting();
 
@@ -76,6 +80,9 @@ class ConnectionRegistry final : public ConnectionHost {
   size_t count_ = 0;
   std::vector<Connection*> dirty_;
   std::vector<Connection*> flushing_;
+  BatchWriter batch_;
+  static constexpr size_t kNothingToSend = ~size_t{0};
+  std::vector<size_t> batched_;  // per connection of a batch: its send, or kNothingToSend
   std::vector<Connection*> closed_;
 };
 

@@ -106,7 +106,8 @@ int main(int argc, char** argv) {
                  "static_dir", config.static_dir, "storage",
                  !config.redis.empty() ? "redis " + config.redis_prefix
                  : config.journal      ? config.data_dir
-                                       : std::string("memory only"));
+                                       : std::string("memory only"),
+                 "sends", server.sends_batched() ? "io_uring" : "writev");
   sd_notify(0, "READY=1");
   reactor.run();
   sse::log::info("sse-chat stopped");

@@ -23,6 +23,7 @@ ConnectionSettings connection_settings(const Config& config) {
   s.request_timeout_ms = int64_t{config.request_timeout_s} * 1000;
   s.keepalive_timeout_ms = int64_t{config.keepalive_timeout_s} * 1000;
   s.send_timeout_ms = int64_t{config.send_timeout_s} * 1000;
+  s.batch_sends = config.io_uring;
   return s;
 }
 

@@ -28,6 +28,7 @@ class Server {
   // Loads storage (rebuilding history), binds the listener (or adopts `inherited_fd`).
   bool start(std::string& error, int inherited_fd = -1);
   std::string address() const { return address_; }
+  bool sends_batched() const { return registry_.sends_batched(); }
 
   // SIGTERM: stop accepting, answer requests in progress, flush what subscribers have, close
   // streams, then stop the reactor.

@@ -19,10 +19,21 @@ std::string text_n(int i) {
   return "message " + std::to_string(i);
 }
 
+// The writer set's two ways of sending: one io_uring submission per loop iteration (the default,
+// where the kernel has io_uring) and one writev per connection.
+class SendModes : public testing::TestWithParam<std::vector<std::string>> {};
+
 }  // namespace
 
-TEST(Core, FiftySubscribersReceiveTwoHundredMessagesCompleteAndInOrder) {
-  ServerProcess server;
+INSTANTIATE_TEST_SUITE_P(Core, SendModes,
+                         testing::Values(std::vector<std::string>{},
+                                         std::vector<std::string>{"--no-io-uring"}),
+                         [](const auto& info) {
+                           return info.param.empty() ? "batched" : "writev";
+                         });
+
+TEST_P(SendModes, FiftySubscribersReceiveTwoHundredMessagesCompleteAndInOrder) {
+  ServerProcess server(GetParam());
   std::vector<std::unique_ptr<Subscription>> subs;
   for (int i = 0; i < 50; ++i) {
     subs.push_back(std::make_unique<Subscription>(server.port()));
@@ -277,8 +288,39 @@ TEST(Core, StaticFilesNeverLeaveTheRoot) {
   }
 }
 
-TEST(Core, SlowSubscriberIsDisconnectedWhileOthersKeepReceiving) {
-  ServerProcess server({"--client-queue", "16"});
+// Streams that all ask for a backlog longer than one send takes (300 frames) at the same moment:
+// they are sent in one batch, each going on with writev, and each gets all of it in order.
+TEST_P(SendModes, ManyStreamsResumingAtOnceEachGetTheWholeBacklog) {
+  ServerProcess server(GetParam());
+  constexpr int kMessages = 300;
+  for (int i = 1; i <= kMessages; ++i)
+    ASSERT_EQ(post_message(server.port(), "alice", text_n(i)), static_cast<uint64_t>(i));
+  std::vector<std::unique_ptr<Client>> streams;
+  for (int i = 0; i < 40; ++i) {
+    streams.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(streams.back()->connected());
+  }
+  // Every request is sent before any answer is read, so the server finds them together.
+  for (auto& c : streams)
+    ASSERT_TRUE(c->send("GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 0\r\n\r\n"));
+  for (auto& c : streams) {
+    auto head = c->read_head();
+    ASSERT_TRUE(head);
+    ASSERT_EQ(head->status, 200);
+    SseReader reader(*c);
+    for (int i = 1; i <= kMessages; ++i) {
+      auto ev = reader.next_message();
+      ASSERT_TRUE(ev);
+      ASSERT_EQ(ev->id, std::to_string(i));
+      ASSERT_NE(ev->data.find("\"text\":\"" + text_n(i) + "\""), std::string::npos);
+    }
+  }
+}
+
+TEST_P(SendModes, SlowSubscriberIsDisconnectedWhileOthersKeepReceiving) {
+  std::vector<std::string> args = GetParam();
+  args.insert(args.end(), {"--client-queue", "16"});
+  ServerProcess server(args);
   Client slow(server.port());  // subscribes, then never reads
   slow.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
   Subscription fast(server.port());
