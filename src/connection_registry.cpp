@@ -108,15 +108,17 @@ bool ConnectionRegistry::after_dispatch() {
 
 void ConnectionRegistry::flush_writers() {
   flushing_.swap(dirty_);
-  // One connection gains nothing from a batch; a broadcast's many do.
-  if (batch_.available() && flushing_.size() > 1) {
-    for (size_t from = 0; from < flushing_.size(); from += BatchWriter::kMaxSends)
-      flush_batch(from, std::min(flushing_.size(), from + BatchWriter::kMaxSends));
-  } else {
-    for (Connection* conn : flushing_) {
-      conn->queued_for_flush = false;
-      conn->flush();
-    }
+  // One connection gains nothing from a batch; a broadcast's many do. The ring may be dropped
+  // during a batch (the kernel refused it): what is left then goes out with writev.
+  size_t from = 0;
+  while (flushing_.size() - from > 1 && batch_.available()) {
+    size_t to = std::min(flushing_.size(), from + BatchWriter::kMaxSends);
+    flush_batch(from, to);
+    from = to;
+  }
+  for (; from < flushing_.size(); ++from) {
+    flushing_[from]->queued_for_flush = false;
+    flushing_[from]->flush();
   }
   flushing_.clear();
 }
