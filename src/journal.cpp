@@ -341,7 +341,12 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
 }
 
 bool Journal::append(const JournalRecord& r, uint64_t& seq, std::string& error) {
-  std::string bytes = encode_record(r);
+  return append(std::span<const JournalRecord>(&r, 1), seq, error);
+}
+
+bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std::string& error) {
+  std::string bytes;
+  for (const JournalRecord& r : records) bytes += encode_record(r);
   if (!write_all(io_, fd_, bytes)) {
     error = errno_text("journal write failed");
     // Never leave half a record behind for the next start to trip on.

@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -103,6 +104,8 @@ class Journal {
   // into the data directory (the message must then not be acknowledged). `seq` numbers the write
   // for SyncState::durable_seq; the record starts at size_bytes() as it was before the call.
   bool append(const JournalRecord& r, uint64_t& seq, std::string& error);
+  // The same for several records in one write (one loop iteration's messages): one `seq` for all.
+  bool append(std::span<const JournalRecord> records, uint64_t& seq, std::string& error);
 
   // Replaces the file with `records`: a new file, synced, renamed over the old one; then the
   // directory is synced here with `sync_now`, else by the syncer in its next round.

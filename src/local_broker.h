@@ -42,7 +42,7 @@ class LocalBroker final : public Broker {
   void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
                     HistoryDone done) override;
   std::optional<std::string> unavailable() const override;
-  bool idle() const override { return pending_.empty(); }
+  bool idle() const override { return pending_.empty() && unwritten_.empty(); }
   void tick() override;
   BrokerStats stats() const override;
   void room_forgotten(std::string_view room, uint64_t through) override;
@@ -64,7 +64,18 @@ class LocalBroker final : public Broker {
     std::vector<PublishDone> waiting;
   };
 
+  // Accepted in this loop iteration and written together at its end, one write and one check that
+  // the file is still linked for all of them; `waiting` as in Pending.
+  struct Unwritten {
+    Kept message;
+    std::string json;
+    std::vector<PublishDone> waiting;
+  };
+
   void answer(PublishDone done, PublishResult result);
+  void answer_stored(uint64_t id, std::vector<PublishDone>& waiting);
+  void write_unwritten();
+  void refuse(const Kept& message, std::vector<PublishDone>& waiting, const std::string& reason);
   bool join_duplicate(const std::string& nonce_key, PublishDone& done);
   void commit(Kept message, bool restored);
   void remember_nonce(uint64_t id, const std::string& nonce_key);
@@ -79,8 +90,9 @@ class LocalBroker final : public Broker {
   LocalBrokerOptions options_;
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<JournalWatcher> watcher_;
+  std::vector<Unwritten> unwritten_;                  // ids ascending, above every pending one
   std::deque<Pending> pending_;                       // ids ascending, all above the committed ones
-  std::unordered_map<std::string, uint64_t> nonces_;  // of nonce_order_ and pending_
+  std::unordered_map<std::string, uint64_t> nonces_;  // of nonce_order_, pending_ and unwritten_
   std::deque<std::pair<uint64_t, std::string>> nonce_order_;  // committed (id, key), ascending
   uint64_t next_id_ = 1;
   uint64_t last_committed_ = 0;

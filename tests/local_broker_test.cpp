@@ -44,6 +44,8 @@ struct FaultyIo : sse::JournalIo {
   std::atomic<int> datasync_calls{0};
   std::atomic<int> rename_calls{0};
   std::atomic<int> sync_dir_calls{0};
+  std::atomic<int> write_calls{0};
+  std::atomic<int> write_errno{0};
 
   int open(const char* path, int flags, mode_t mode) override {
     if (open_tmp_errno && std::string(path).ends_with(".tmp")) {
@@ -51,6 +53,14 @@ struct FaultyIo : sse::JournalIo {
       return -1;
     }
     return JournalIo::open(path, flags, mode);
+  }
+  ssize_t write(int fd, const void* data, size_t len) override {
+    ++write_calls;
+    if (int e = write_errno.load()) {
+      errno = e;
+      return -1;
+    }
+    return JournalIo::write(fd, data, len);
   }
   int datasync(int fd) override {
     if (hold_datasync && std::this_thread::get_id() != loop_thread) {
@@ -180,6 +190,63 @@ TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
   EXPECT_EQ(first->result.id, 1u);
   EXPECT_EQ(second->result.id, 2u);
   EXPECT_EQ(f.sink.live, ids({1, 2}));
+}
+
+// Every POST of one loop iteration goes to the journal in one write, before any is answered; a
+// nonce retried within the same iteration joins its message instead of storing it twice.
+TEST(LocalBroker, OneIterationsMessagesAreWrittenTogether) {
+  std::string dir = temp_dir();
+  {
+    FaultyIo io;
+    Fixture f(options(dir, FsyncPolicy::EverySec, &io));
+    f.start();
+    int writes_before = io.write_calls;
+    std::vector<std::shared_ptr<Answer>> answers;
+    for (int i = 0; i < 5; ++i) answers.push_back(f.publish("m" + std::to_string(i)));
+    answers.push_back(f.publish("m0-again", "n1"));
+    answers.push_back(f.publish("m0-again", "n1"));
+    for (auto& a : answers) EXPECT_FALSE(a->done);
+    EXPECT_EQ(io.write_calls, writes_before);  // nothing written inside the calls either
+    EXPECT_TRUE(f.sink.live.empty());          // nor broadcast
+    f.reactor.run_deferred();
+    EXPECT_EQ(io.write_calls, writes_before + 1);
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_TRUE(answers[i]->done);
+      EXPECT_EQ(answers[i]->result.status, Status::Created);
+      EXPECT_EQ(answers[i]->result.id, static_cast<uint64_t>(i + 1));
+    }
+    ASSERT_TRUE(answers[6]->done);
+    EXPECT_EQ(answers[6]->result.status, Status::Duplicate);
+    EXPECT_EQ(answers[6]->result.id, 6u);
+    EXPECT_EQ(f.sink.live, ids({1, 2, 3, 4, 5, 6}));
+  }
+  EXPECT_EQ(ids_after_restart(dir), ids({1, 2, 3, 4, 5, 6}));
+}
+
+// A failed write refuses every message of its iteration, and none of them comes back later.
+TEST(LocalBroker, AFailedWriteRefusesTheWholeIteration) {
+  std::string dir = temp_dir();
+  {
+    FaultyIo io;
+    Fixture f(options(dir, FsyncPolicy::EverySec, &io));
+    f.start();
+    ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
+    io.write_errno = ENOSPC;
+    auto a = f.publish("lost-1", "n1");
+    auto b = f.publish("lost-2");
+    f.reactor.run_deferred();
+    ASSERT_TRUE(a->done && b->done);
+    EXPECT_EQ(a->result.status, Status::Unavailable);
+    EXPECT_EQ(b->result.status, Status::Unavailable);
+    EXPECT_EQ(f.sink.live, ids({1}));
+    io.write_errno = 0;
+    f.broker->tick();  // recovers
+    ASSERT_FALSE(f.broker->unavailable());
+    auto retry = f.publish_and_wait("lost-1", "n1");  // the nonce was not used up
+    EXPECT_EQ(retry.status, Status::Created);
+    EXPECT_EQ(retry.id, 4u);
+  }
+  EXPECT_EQ(ids_after_restart(dir), ids({1, 4}));
 }
 
 TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
@@ -464,6 +531,7 @@ TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
   ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
   io.hold_datasync = true;
   auto during = f.publish("during");
+  f.reactor.run_deferred();  // written at the end of the loop iteration
   while (io.syncer_waiting == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::filesystem::remove_all(dir);  // while its fdatasync is in flight
   io.hold_datasync = false;
