@@ -1,5 +1,5 @@
 // Sends to many sockets with one system call. The writer set queues each loop iteration's writes
-// here as io_uring SENDMSG requests and submits them together: on loopback that costs about 0.6×
+// here as io_uring SENDMSG requests and submits them together: on loopback that costs about 0.7×
 // one writev per socket (bench/floor --batch), most of a delivery's cost being the system call
 // itself. Every send is non-blocking (MSG_DONTWAIT: a full socket answers -EAGAIN, it is never
 // parked in the kernel), and run() waits for all of them, so nothing is in flight once it returns:
