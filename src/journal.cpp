@@ -211,6 +211,17 @@ std::string encode_record(const JournalRecord& r) {
   return frame_record(kMagic, body);
 }
 
+std::string encode_records(std::span<const JournalRecord> records, uint64_t offset,
+                           std::vector<uint64_t>* starts) {
+  std::string bytes;
+  if (starts) starts->clear();
+  for (const JournalRecord& r : records) {
+    if (starts) starts->push_back(offset + bytes.size());
+    bytes += encode_record(r);
+  }
+  return bytes;
+}
+
 std::string encode_record_v2(const JournalRecord& r) {
   std::string body;
   put_u64(body, r.id);
@@ -344,9 +355,9 @@ bool Journal::append(const JournalRecord& r, uint64_t& seq, std::string& error) 
   return append(std::span<const JournalRecord>(&r, 1), seq, error);
 }
 
-bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std::string& error) {
-  std::string bytes;
-  for (const JournalRecord& r : records) bytes += encode_record(r);
+bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std::string& error,
+                     std::vector<uint64_t>* starts) {
+  std::string bytes = encode_records(records, size_, starts);
   if (!write_all(io_, fd_, bytes)) {
     error = errno_text("journal write failed");
     // Never leave half a record behind for the next start to trip on.
@@ -460,16 +471,15 @@ void Journal::sync_loop() {
 
 // Writes `records` to a new file and renames it over the journal; the new file's descriptor is the
 // one appends use from then on, so there is no reopen that could fail after the rename.
-bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
-                      std::string& error) {
+bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
+                      std::vector<uint64_t>* starts) {
   std::string tmp = path_ + ".tmp";
   int fd = io_.open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) {
     error = errno_text("cannot create the new journal file");
     return false;
   }
-  std::string bytes;
-  for (const JournalRecord& r : records) bytes += encode_record(r);
+  std::string bytes = encode_records(records, 0, starts);
   bool ok = write_all(io_, fd, bytes);
   if (!ok) error = errno_text("cannot write the new journal file");
   // The new file is synced before it replaces a journal that may already be on disk: otherwise a
@@ -478,10 +488,7 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
     ok = false;
     error = errno_text("cannot sync the new journal file");
   }
-  if (ok && io_.rename(tmp.c_str(), path_.c_str()) != 0) {
-    ok = false;
-    error = errno_text("cannot rename the new journal file over the old one");
-  }
+  if (ok) ok = swap_in(tmp, fd, bytes.size(), error);
   if (!ok) {
     ::close(fd);
     unlink(tmp.c_str());
@@ -490,11 +497,6 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
   bool dir_synced = sync_now && io_.sync_dir(dir_) == 0;
   if (sync_now && !dir_synced) error = errno_text("cannot sync the data directory");
   std::lock_guard<std::mutex> lock(mu_);
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-  size_ = bytes.size();
-  ++appended_seq_;  // the new file counts as one write
-  ++renames_;
   if (sync_now && dir_synced) {
     synced_seq_ = appended_seq_;  // the new file and its name are on disk in full
     renames_synced_ = renames_;
@@ -504,6 +506,23 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now,
     cv_.notify_one();
   }
   return !sync_now || dir_synced;
+}
+
+// Renames the synced `tmp` (open as `fd`) over the journal and makes it the file in use, all under
+// the lock: a syncer round that started on the old file then sees `renames_` move and knows the
+// old file's being unlinked is no storage failure.
+bool Journal::swap_in(const std::string& tmp, int fd, uint64_t size, std::string& error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (io_.rename(tmp.c_str(), path_.c_str()) != 0) {
+    error = errno_text("cannot rename the new journal file over the old one");
+    return false;
+  }
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  size_ = size;
+  ++appended_seq_;  // the new file counts as one write
+  ++renames_;
+  return true;
 }
 
 bool Journal::recover(const std::vector<JournalRecord>& records, std::string& error) {

@@ -63,6 +63,10 @@ struct JournalLoad {
 
 // Encodes one record (exposed for tests and the fuzzer).
 std::string encode_record(const JournalRecord& r);
+// `records` one after the other; `starts`, when given, gets where each starts, counted from
+// `offset`.
+std::string encode_records(std::span<const JournalRecord> records, uint64_t offset,
+                           std::vector<uint64_t>* starts);
 // The older formats (before rooms; v1 with a one-byte nonce length), still read after an
 // upgrade; for tests.
 std::string encode_record_v1(const JournalRecord& r);
@@ -104,12 +108,16 @@ class Journal {
   // into the data directory (the message must then not be acknowledged). `seq` numbers the write
   // for SyncState::durable_seq; the record starts at size_bytes() as it was before the call.
   bool append(const JournalRecord& r, uint64_t& seq, std::string& error);
-  // The same for several records in one write (one loop iteration's messages): one `seq` for all.
-  bool append(std::span<const JournalRecord> records, uint64_t& seq, std::string& error);
+  // The same for several records in one write (one loop iteration's messages): one `seq` for all;
+  // `starts`, when given, gets where each record starts in the file.
+  bool append(std::span<const JournalRecord> records, uint64_t& seq, std::string& error,
+              std::vector<uint64_t>* starts = nullptr);
 
   // Replaces the file with `records`: a new file, synced, renamed over the old one; then the
   // directory is synced here with `sync_now`, else by the syncer in its next round.
-  bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error);
+  // `starts`, when given, gets where each record starts in the new file.
+  bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
+               std::vector<uint64_t>* starts = nullptr);
 
   // After a failure: recreates the data directory if it is gone, takes the lock again if its file
   // was removed, rewrites `records` and syncs everything, and clears the sync error.
@@ -137,6 +145,7 @@ class Journal {
   explicit Journal(const Options& options);
   bool take_lock(std::string& error);
   std::optional<std::string> check_linked(int fd);
+  bool swap_in(const std::string& tmp, int fd, uint64_t size, std::string& error);
   void notify();
   void sync_loop();
 

@@ -104,7 +104,10 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
   }
   // Written after every event of this loop iteration is handled: a burst of POSTs costs one
   // write and one check of the file instead of one each, and no answer goes out before it.
-  if (unwritten_.empty()) reactor_.defer([this] { write_unwritten(); });
+  if (unwritten_.empty())
+    reactor_.defer([alive = std::weak_ptr<LocalBroker*>(self_)] {
+      if (auto self = alive.lock()) (*self)->write_unwritten();
+    });
   if (!message.nonce_key.empty()) nonces_[message.nonce_key] = id;
   unwritten_.push_back({std::move(message), std::move(json), {}});
   unwritten_.back().waiting.push_back(std::move(done));
@@ -117,15 +120,17 @@ void LocalBroker::write_unwritten() {
   for (const Unwritten& u : unwritten_)
     records.push_back({u.message.id, u.message.nonce_key, u.message.room, u.json});
   uint64_t seq = 0;
-  uint64_t offset = journal_->size_bytes();
+  std::vector<uint64_t> starts;
   std::string error;
-  if (!journal_->append(records, seq, error)) return fail(error);  // refuses unwritten_ too
+  if (!journal_->append(records, seq, error, &starts)) return fail(error);  // refuses unwritten_
   std::vector<Unwritten> written = std::move(unwritten_);
   unwritten_.clear();
   if (journal_->policy() == FsyncPolicy::Always) {
-    // Acknowledged and broadcast only once the records are on disk.
-    for (Unwritten& u : written)
-      pending_.push_back({seq, offset, std::move(u.message), std::move(u.waiting)});
+    // Acknowledged and broadcast only once the records are on disk; each keeps where its own
+    // record starts, so a failure cuts the journal after the ones already acknowledged.
+    for (size_t i = 0; i < written.size(); ++i)
+      pending_.push_back(
+          {seq, starts[i], std::move(written[i].message), std::move(written[i].waiting)});
     return;
   }
   for (Unwritten& u : written) {
@@ -232,8 +237,13 @@ void LocalBroker::try_recover() {
 void LocalBroker::compact_if_needed() {
   if (!journal_ || !failure_.empty() || journal_->size_bytes() <= compact_at_) return;
   std::string error;
-  if (!journal_->rewrite(window_records(), journal_->policy() == FsyncPolicy::Always, error))
+  std::vector<uint64_t> starts;
+  if (!journal_->rewrite(window_records(), journal_->policy() == FsyncPolicy::Always, error,
+                         &starts))
     return fail("journal compaction failed: " + error);
+  // The messages waiting for the disk are the new file's last records: where they start now.
+  size_t first_pending = starts.size() - pending_.size();
+  for (size_t i = 0; i < pending_.size(); ++i) pending_[i].offset = starts[first_pending + i];
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
 }
 

@@ -98,6 +98,8 @@ class LocalBroker final : public Broker {
   uint64_t last_committed_ = 0;
   uint64_t compact_at_ = 0;
   std::string failure_;  // empty while storage works
+  // Deferred calls hold it weakly: one left on the loop after the broker is gone does nothing.
+  std::shared_ptr<LocalBroker*> self_ = std::make_shared<LocalBroker*>(this);
 };
 
 }  // namespace sse
