@@ -14,9 +14,11 @@
 #include <filesystem>
 #include <thread>
 
+#include "broker_testing.h"
 #include "hub.h"
 #include "local_broker.h"
 #include "recording_sink.h"
+#include "run_loop.h"
 #include "sse.h"
 #include "test_server.h"
 
@@ -30,8 +32,7 @@ using Status = sse::PublishResult::Status;
 namespace {
 
 std::string temp_dir() {
-  char tmpl[] = "/tmp/sse-group-XXXXXX";
-  return mkdtemp(tmpl);
+  return testing_support::journal_temp_dir();
 }
 
 struct FaultyIo : sse::JournalIo {
@@ -89,10 +90,7 @@ struct FaultyIo : sse::JournalIo {
   std::atomic<bool> stall_next_loop_sync_dir{false};
 };
 
-struct Answer {
-  bool done = false;
-  PublishResult result{Status::Unavailable, 0, {}};
-};
+using Answer = testing_support::PublishAnswer;
 
 class Fixture {
  public:
@@ -110,24 +108,11 @@ class Fixture {
     ASSERT_TRUE(broker->start(error)) << error;
   }
   bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
-    int64_t deadline = sse::monotonic_ms() + timeout_ms;
-    reactor.after_dispatch([&] {
-      if (cond() || sse::monotonic_ms() > deadline) reactor.stop();
-      return false;
-    });
-    reactor.run_deferred();
-    if (!cond()) reactor.run();
-    reactor.after_dispatch(nullptr);
-    return cond();
+    return testing_support::run_until(reactor, cond, std::chrono::milliseconds(timeout_ms));
   }
   std::shared_ptr<Answer> publish(const std::string& text, const std::string& nonce = "",
                                   const std::string& room = "general") {
-    auto answer = std::make_shared<Answer>();
-    broker->publish(Draft{room, "alice", text, nonce, ""}, [answer](const PublishResult& r) {
-      answer->done = true;
-      answer->result = r;
-    });
-    return answer;
+    return testing_support::publish_to(*broker, Draft{room, "alice", text, nonce, ""});
   }
   PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
                                  const std::string& room = "general") {
@@ -141,19 +126,11 @@ class Fixture {
   std::unique_ptr<LocalBroker> broker;
 };
 
-LocalBrokerOptions options(const std::string& dir, FsyncPolicy fsync, sse::JournalIo* io = nullptr,
-                           uint64_t max_bytes = 64 << 20) {
-  LocalBrokerOptions o;
-  o.data_dir = dir;
-  o.fsync = fsync;
-  o.io = io;
-  o.journal_max_bytes = max_bytes;
-  return o;
-}
+using testing_support::broker_options;
 
 // What a server restarted at this moment (kill -9, no recovery first) reads back.
 std::vector<uint64_t> ids_after_restart(const std::string& dir) {
-  Fixture f(options(dir, FsyncPolicy::Never));
+  Fixture f(broker_options(dir, FsyncPolicy::Never));
   f.start();
   return f.sink.restored_ids;
 }
@@ -188,7 +165,7 @@ TEST(GroupCommit, AFloorFailingMidBatchDoesNotCutAcknowledgedRecords) {
   std::vector<uint64_t> acknowledged;
   std::string crashed;
   {
-    Fixture f(options(dir, FsyncPolicy::Always, &io), {100, 1ull << 30, /*max_rooms=*/2});
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io), {100, 1ull << 30, /*max_rooms=*/2});
     f.start();
     ASSERT_EQ(f.publish_and_wait("old", "", "z").status, Status::Created);  // id 1, room z
     acknowledged.push_back(1);
@@ -219,7 +196,7 @@ TEST(GroupCommit, AFloorFailingBetweenSeparateWritesKeepsTheEarlierOnes) {
   std::vector<uint64_t> acknowledged;
   std::string crashed;
   {
-    Fixture f(options(dir, FsyncPolicy::Always, &io), {100, 1ull << 30, 2});
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io), {100, 1ull << 30, 2});
     f.start();
     ASSERT_EQ(f.publish_and_wait("old", "", "z").status, Status::Created);
     acknowledged.push_back(1);
@@ -247,7 +224,7 @@ TEST(GroupCommit, AFloorFailingBetweenSeparateWritesKeepsTheEarlierOnes) {
 TEST(GroupCommit, AFloorWrittenBeforeTheQueuedBatchRestoresCleanly) {
   std::string dir = temp_dir();
   {
-    Fixture f(options(dir, FsyncPolicy::EverySec), {100, 1ull << 30, 1000});
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec), {100, 1ull << 30, 1000});
     f.start();
     ASSERT_EQ(f.publish_and_wait("old", "", "z").status, Status::Created);
     auto a = f.publish("a", "", "z");
@@ -259,7 +236,7 @@ TEST(GroupCommit, AFloorWrittenBeforeTheQueuedBatchRestoresCleanly) {
     EXPECT_EQ(b->result.status, Status::Created);
   }
   EXPECT_EQ(ids_after_restart(dir), (std::vector<uint64_t>{1, 2, 3}));
-  Fixture f(options(dir, FsyncPolicy::EverySec));
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec));
   f.start();
   EXPECT_EQ(f.publish_and_wait("next").id, 4u);
 }
@@ -272,7 +249,7 @@ TEST(GroupCommit, RemovedFileFoundByTheTickRefusesTheQueuedBatch) {
   FaultyIo io;
   uint64_t retried = 0;
   {
-    Fixture f(options(dir, FsyncPolicy::EverySec, &io));
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
     f.start();
     ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
     int writes = io.write_calls;
@@ -348,7 +325,7 @@ TEST(GroupCommit, CompactionWhileABatchIsQueuedKeepsOrderAndEverything) {
     // test of its own below.
     FaultyIo io;
     io.park_syncer_during_rewrite = true;
-    Fixture f(options(dir, FsyncPolicy::Always, &io, /*max_bytes=*/2000),
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io, /*max_bytes=*/2000),
               {100000, 1ull << 30, 1000});
     f.start();
     DispatchPublisher publisher(f);
@@ -395,7 +372,7 @@ TEST(GroupCommit, CutAfterACompactionUsesAnOffsetOfTheNewFile) {
   std::vector<uint64_t> acknowledged;
   std::string crashed;
   {
-    Fixture f(options(dir, FsyncPolicy::Always, &io, /*max_bytes=*/300));
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io, /*max_bytes=*/300));
     f.start();
     ASSERT_EQ(f.publish_and_wait("warm-up").status, Status::Created);  // the new file's name synced
     acknowledged.push_back(1);
@@ -434,7 +411,7 @@ TEST(GroupCommit, NonceAcrossUnwrittenPendingAndCommitted) {
   std::string dir = temp_dir();
   FaultyIo io;
   {
-    Fixture f(options(dir, FsyncPolicy::Always, &io));
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
     f.start();
     io.hold_datasync = true;
     auto first = f.publish("x", "n");
@@ -484,7 +461,7 @@ TEST(GroupCommit, ACompactionRacingTheSyncerIsNotAStorageFailure) {
   FaultyIo io;
   std::vector<uint64_t> acknowledged;
   {
-    Fixture f(options(dir, FsyncPolicy::Always, &io, /*max_bytes=*/300));
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io, /*max_bytes=*/300));
     f.start();
     ASSERT_EQ(f.publish_and_wait("warm-up").status, Status::Created);
     acknowledged.push_back(1);

@@ -14,8 +14,10 @@
 #include <fstream>
 #include <thread>
 
+#include "broker_testing.h"
 #include "hub.h"
 #include "recording_sink.h"
+#include "run_loop.h"
 #include "sse.h"
 
 using sse::Draft;
@@ -29,8 +31,7 @@ using Status = sse::PublishResult::Status;
 namespace {
 
 std::string temp_dir() {
-  char tmpl[] = "/tmp/sse-broker-XXXXXX";
-  return mkdtemp(tmpl);
+  return testing_support::journal_temp_dir();
 }
 
 // Fails or counts the journal's system calls on demand (datasync runs on the syncer thread).
@@ -92,10 +93,7 @@ struct FaultyIo : sse::JournalIo {
 // The hub of rooms, recording what the broker committed to it.
 using Sink = testing_support::RecordingSink;
 
-struct Answer {
-  bool done = false;
-  PublishResult result{Status::Unavailable, 0, {}};
-};
+using Answer = testing_support::PublishAnswer;
 
 // A broker on a real reactor, and a way to run that reactor until something happens.
 class Fixture {
@@ -109,26 +107,13 @@ class Fixture {
     ASSERT_TRUE(broker->start(error)) << error;
   }
   bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
-    int64_t deadline = sse::monotonic_ms() + timeout_ms;
-    reactor.after_dispatch([&] {
-      if (cond() || sse::monotonic_ms() > deadline) reactor.stop();
-      return false;
-    });
-    reactor.run_deferred();
-    if (!cond()) reactor.run();
-    reactor.after_dispatch(nullptr);
-    return cond();
+    return testing_support::run_until(reactor, cond, std::chrono::milliseconds(timeout_ms));
   }
   std::shared_ptr<Answer> publish(const std::string& text, const std::string& nonce = "",
                                   const std::string& user = "alice",
                                   const std::string& room = "general",
                                   const std::string& subject = "") {
-    auto answer = std::make_shared<Answer>();
-    broker->publish(Draft{room, user, text, nonce, subject}, [answer](const PublishResult& r) {
-      answer->done = true;
-      answer->result = r;
-    });
-    return answer;
+    return testing_support::publish_to(*broker, Draft{room, user, text, nonce, subject});
   }
   PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
                                  const std::string& user = "alice",
@@ -155,19 +140,11 @@ class Fixture {
   std::unique_ptr<LocalBroker> broker;
 };
 
-LocalBrokerOptions options(const std::string& dir, FsyncPolicy fsync, sse::JournalIo* io = nullptr,
-                           uint64_t max_bytes = 64 << 20) {
-  LocalBrokerOptions o;
-  o.data_dir = dir;
-  o.fsync = fsync;
-  o.io = io;
-  o.journal_max_bytes = max_bytes;
-  return o;
-}
+using testing_support::broker_options;
 
 // What a restarted server would have: the ids read back from the journal.
 std::vector<uint64_t> ids_after_restart(const std::string& dir) {
-  Fixture f(options(dir, FsyncPolicy::Never));
+  Fixture f(broker_options(dir, FsyncPolicy::Never));
   f.start();
   return f.sink.restored_ids;
 }
@@ -179,7 +156,7 @@ std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
 }  // namespace
 
 TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
-  Fixture f(options(temp_dir(), FsyncPolicy::EverySec));
+  Fixture f(broker_options(temp_dir(), FsyncPolicy::EverySec));
   f.start();
   auto first = f.publish("one");
   EXPECT_FALSE(first->done);  // a completion never re-enters its caller
@@ -198,7 +175,7 @@ TEST(LocalBroker, OneIterationsMessagesAreWrittenTogether) {
   std::string dir = temp_dir();
   {
     FaultyIo io;
-    Fixture f(options(dir, FsyncPolicy::EverySec, &io));
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
     f.start();
     int writes_before = io.write_calls;
     std::vector<std::shared_ptr<Answer>> answers;
@@ -228,7 +205,7 @@ TEST(LocalBroker, AFailedWriteRefusesTheWholeIteration) {
   std::string dir = temp_dir();
   {
     FaultyIo io;
-    Fixture f(options(dir, FsyncPolicy::EverySec, &io));
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
     f.start();
     ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
     io.write_errno = ENOSPC;
@@ -252,11 +229,11 @@ TEST(LocalBroker, AFailedWriteRefusesTheWholeIteration) {
 TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
   std::string dir = temp_dir();
   {
-    Fixture f(options(dir, FsyncPolicy::EverySec));
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec));
     f.start();
     for (int i = 0; i < 3; ++i) f.publish_and_wait("m");
   }
-  Fixture f(options(dir, FsyncPolicy::EverySec));
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec));
   f.start();
   EXPECT_EQ(f.sink.restored_ids, ids({1, 2, 3}));
   EXPECT_EQ(f.publish_and_wait("after").id, 4u);
@@ -264,7 +241,7 @@ TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
 }
 
 TEST(LocalBroker, HistoryPagesAndNeverWrapsPastTheLargestId) {
-  Fixture f(options(temp_dir(), FsyncPolicy::Never));
+  Fixture f(broker_options(temp_dir(), FsyncPolicy::Never));
   f.start();
   for (int i = 0; i < 5; ++i) f.publish_and_wait("m");
   EXPECT_EQ(f.history(0, 2), ids({1, 2}));
@@ -278,7 +255,7 @@ TEST(LocalBroker, SameNonceWhileTheFirstWaitsForTheDiskIsStoredOnce) {
   std::string dir = temp_dir();
   FaultyIo io;
   {
-    Fixture f(options(dir, FsyncPolicy::Always, &io));
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
     f.start();
     io.hold_datasync = true;
     auto first = f.publish("hello", "n1");
@@ -301,7 +278,7 @@ TEST(LocalBroker, SameNonceWhileTheFirstWaitsForTheDiskIsStoredOnce) {
 TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
   std::string dir = temp_dir();
   FaultyIo io;
-  Fixture f(options(dir, FsyncPolicy::Always, &io));
+  Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
   f.start();
   EXPECT_EQ(f.publish_and_wait("kept").status, Status::Created);
   io.datasync_errno = EIO;
@@ -328,7 +305,7 @@ TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
 TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
   std::string dir = temp_dir();
   FaultyIo io;
-  Fixture f(options(dir, FsyncPolicy::EverySec, &io));
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
   f.start();
   EXPECT_EQ(f.publish_and_wait("before").status, Status::Created);
   io.datasync_errno = EIO;
@@ -348,7 +325,7 @@ TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
 TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
   std::string dir = temp_dir();
   FaultyIo io;
-  Fixture f(options(dir, FsyncPolicy::Never, &io, /*max_bytes=*/200));
+  Fixture f(broker_options(dir, FsyncPolicy::Never, &io, /*max_bytes=*/200));
   f.start();
   io.rename_errno = ENOSPC;
   std::vector<uint64_t> acknowledged;
@@ -381,7 +358,7 @@ TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
 TEST(LocalBroker, CompactionThatCannotCreateItsFileKeepsEverythingAcknowledged) {
   std::string dir = temp_dir();
   FaultyIo io;
-  Fixture f(options(dir, FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
   f.start();
   io.open_tmp_errno = EMFILE;
   std::vector<uint64_t> acknowledged;
@@ -398,7 +375,7 @@ TEST(LocalBroker, CompactionThatCannotCreateItsFileKeepsEverythingAcknowledged) 
 TEST(LocalBroker, DirectoryIsSyncedAfterACompactionRename) {
   for (FsyncPolicy policy : {FsyncPolicy::Always, FsyncPolicy::EverySec}) {
     FaultyIo io;
-    Fixture f(options(temp_dir(), policy, &io, /*max_bytes=*/200));
+    Fixture f(broker_options(temp_dir(), policy, &io, /*max_bytes=*/200));
     f.start();
     while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
     ASSERT_TRUE(f.run_until([&] { return io.sync_dir_calls > 0; }));
@@ -407,7 +384,7 @@ TEST(LocalBroker, DirectoryIsSyncedAfterACompactionRename) {
 
 TEST(LocalBroker, RemovedDataDirectoryIsRefusedThenRecreated) {
   std::string dir = temp_dir();
-  Fixture f(options(dir, FsyncPolicy::EverySec));
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec));
   f.start();
   ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
   std::filesystem::remove_all(dir);
@@ -432,12 +409,12 @@ TEST(LocalBroker, LongNonceKeysStayDistinctAfterARestart) {
   for (int i = 0; i < 63; ++i) prefix += "\xF0\x9F\x98\x81";
   std::string nonce_a = prefix + "a", nonce_b = prefix + "b", nonce_c = prefix + "c";
   {
-    Fixture f(options(dir, FsyncPolicy::EverySec));
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec));
     f.start();
     EXPECT_EQ(f.publish_and_wait("a", nonce_a, user).id, 1u);
     EXPECT_EQ(f.publish_and_wait("b", nonce_b, user).id, 2u);
   }
-  Fixture f(options(dir, FsyncPolicy::EverySec));
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec));
   f.start();
   PublishResult b = f.publish_and_wait("b", nonce_b, user);
   EXPECT_EQ(b.status, Status::Duplicate);
@@ -458,7 +435,7 @@ TEST(LocalBroker, JournalOfThePreviousFormatsStillLoads) {
     bytes += id == 3 ? sse::encode_record_v2(r) : sse::encode_record_v1(r);
   }
   std::ofstream(dir + "/journal", std::ios::binary) << bytes;
-  Fixture f(options(dir, FsyncPolicy::EverySec));
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec));
   f.start();
   EXPECT_EQ(f.sink.restored_ids, ids({1, 2, 3}));
   EXPECT_EQ(f.sink.rooms, (std::vector<std::string>{"general", "general", "general"}));
@@ -475,7 +452,7 @@ TEST(LocalBroker, JournalOfThePreviousFormatsStillLoads) {
 // With tokens on, a nonce belongs to the token's subject, not to the display name: two people
 // both called Alice never answer each other's retries, and one person's retry is still joined.
 TEST(LocalBroker, NoncesOfTokenBearersBelongToTheirSubject) {
-  LocalBrokerOptions o = options("", FsyncPolicy::Never);
+  LocalBrokerOptions o = broker_options("", FsyncPolicy::Never);
   o.journal = false;
   Fixture f(o);
   f.start();
@@ -488,7 +465,7 @@ TEST(LocalBroker, NoncesOfTokenBearersBelongToTheirSubject) {
 }
 
 TEST(LocalBroker, TheNewestNoncesAreRemembered) {
-  LocalBrokerOptions o = options("", FsyncPolicy::Never);
+  LocalBrokerOptions o = broker_options("", FsyncPolicy::Never);
   o.journal = false;
   o.nonce_window = 2;
   Fixture f(o);
@@ -506,12 +483,12 @@ TEST(LocalBroker, TheNewestNoncesAreRemembered) {
 TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
   std::string dir = temp_dir();
   {
-    Fixture f(options(dir, FsyncPolicy::Never, nullptr, 4096));
+    Fixture f(broker_options(dir, FsyncPolicy::Never, nullptr, 4096));
     f.start();
     EXPECT_EQ(f.publish_and_wait("hi", "n1", "alice", "team-a").id, 1u);
     for (int i = 0; i < 200; ++i) f.publish_and_wait(std::string(100, 'x'), "", "bob");
   }
-  Fixture f(options(dir, FsyncPolicy::Never));
+  Fixture f(broker_options(dir, FsyncPolicy::Never));
   f.start();
   EXPECT_LT(f.sink.restored_ids.size(), 201u);  // compacted: bob's oldest are gone from the file
   EXPECT_EQ(f.sink.restored_ids.front(), 1u);
@@ -526,7 +503,7 @@ TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
 TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
   std::string dir = temp_dir();
   FaultyIo io;
-  Fixture f(options(dir, FsyncPolicy::Always, &io));
+  Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
   f.start();
   ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
   io.hold_datasync = true;
@@ -546,7 +523,7 @@ TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
 TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
   std::string dir = temp_dir();
   {
-    Fixture f(options(dir, FsyncPolicy::EverySec));
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec));
     f.start();
     f.publish_and_wait("one");
     f.publish_and_wait("two");
@@ -560,7 +537,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
 
 TEST(LocalBroker, ANewJournalFileIsInTheDirectoryBeforeAnythingIsAcknowledged) {
   FaultyIo io;
-  Fixture f(options(temp_dir() + "/fresh", FsyncPolicy::Always, &io));
+  Fixture f(broker_options(temp_dir() + "/fresh", FsyncPolicy::Always, &io));
   f.start();
   int before = io.sync_dir_calls;
   ASSERT_EQ(f.publish_and_wait("acked").status, Status::Created);
@@ -569,7 +546,7 @@ TEST(LocalBroker, ANewJournalFileIsInTheDirectoryBeforeAnythingIsAcknowledged) {
 
 TEST(LocalBroker, ARenameDuringADirectorySyncIsSyncedToo) {
   FaultyIo io;
-  Fixture f(options(temp_dir(), FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
+  Fixture f(broker_options(temp_dir(), FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
   f.start();
   io.hold_datasync = true;
   while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
@@ -587,7 +564,7 @@ TEST(LocalBroker, AMessageRefusedAfterAFailedSyncDoesNotComeBackAfterARestart) {
   std::string dir = temp_dir();
   FaultyIo io;
   {
-    Fixture f(options(dir, FsyncPolicy::Always, &io));
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
     f.start();
     ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
     io.datasync_errno = EIO;
@@ -600,7 +577,7 @@ TEST(LocalBroker, AJournalMovedAwayIsFoundAndRebuilt) {
   for (bool move_directory : {false, true}) {
     std::string dir = temp_dir();
     {
-      Fixture f(options(dir, FsyncPolicy::EverySec));
+      Fixture f(broker_options(dir, FsyncPolicy::EverySec));
       f.start();
       f.publish_and_wait("one");
       if (move_directory) {

@@ -10,13 +10,15 @@
 
 namespace testing_support {
 
-// True once `done` holds, false when the guard ran out first.
-inline bool run_until(sse::Reactor& reactor, const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+// True once `done` holds, false when the guard ran out first. Calls already deferred run first.
+inline bool run_until(sse::Reactor& reactor, const std::function<bool()>& done,
+                      std::chrono::milliseconds guard = std::chrono::seconds(20)) {
+  auto deadline = std::chrono::steady_clock::now() + guard;
   reactor.after_dispatch([&] {
     if (done() || std::chrono::steady_clock::now() > deadline) reactor.stop();
     return false;
   });
+  reactor.run_deferred();
   if (!done()) reactor.run();
   reactor.after_dispatch(nullptr);
   return done();
