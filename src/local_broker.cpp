@@ -25,6 +25,11 @@ class LocalBroker::JournalWatcher final : public EventHandler {
   LocalBroker& broker_;
 };
 
+// A kept message as its journal record (its JSON read back from the frame it was sent as).
+JournalRecord LocalBroker::record_of(const Kept& k) {
+  return {k.id, k.nonce_key, k.room, std::string(frame_json(*k.frame.get()))};
+}
+
 LocalBroker::LocalBroker(Reactor& reactor, CommitSink& sink, LocalBrokerOptions options)
     : reactor_(reactor), sink_(sink), options_(std::move(options)) {}
 
@@ -71,16 +76,12 @@ bool LocalBroker::join_duplicate(const std::string& nonce_key, PublishDone& done
   if (it == nonces_.end()) return false;
   uint64_t id = it->second;
   if (id > last_committed_) {
-    for (Pending& p : pending_) {
-      if (p.message.id != id) continue;
-      p.waiting.push_back(std::move(done));
-      return true;
-    }
-    for (Unwritten& u : unwritten_) {
-      if (u.message.id != id) continue;
-      u.waiting.push_back(std::move(done));
-      return true;
-    }
+    for (auto* list : {&pending_, &unwritten_})
+      for (Pending& p : *list) {
+        if (p.message.id != id) continue;
+        p.waiting.push_back(std::move(done));
+        return true;
+      }
   }
   answer(std::move(done), {PublishResult::Status::Duplicate, id, {}});
   return true;
@@ -96,8 +97,9 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
   if (!nonce_key.empty() && join_duplicate(nonce_key, done)) return;
   // An id is used up once a write was tried: a failed write may still have left its record.
   uint64_t id = next_id_++;
-  std::string json = message_json({id, draft.room, draft.user, draft.text, wall_clock_ms()});
-  Kept message{id, std::move(nonce_key), std::move(draft.room), message_frame(id, json)};
+  FrameRef frame =
+      message_frame(id, message_json({id, draft.room, draft.user, draft.text, wall_clock_ms()}));
+  Kept message{id, std::move(nonce_key), std::move(draft.room), std::move(frame)};
   if (!journal_) {
     commit(std::move(message), false);
     return answer(std::move(done), {PublishResult::Status::Created, id, {}});
@@ -109,7 +111,7 @@ void LocalBroker::publish(Draft draft, PublishDone done) {
       if (auto self = alive.lock()) (*self)->write_unwritten();
     });
   if (!message.nonce_key.empty()) nonces_[message.nonce_key] = id;
-  unwritten_.push_back({std::move(message), std::move(json), {}});
+  unwritten_.push_back({std::move(message), {}});
   unwritten_.back().waiting.push_back(std::move(done));
 }
 
@@ -117,26 +119,27 @@ void LocalBroker::write_unwritten() {
   if (unwritten_.empty()) return;  // refused meanwhile
   std::vector<JournalRecord> records;
   records.reserve(unwritten_.size());
-  for (const Unwritten& u : unwritten_)
-    records.push_back({u.message.id, u.message.nonce_key, u.message.room, u.json});
+  for (const Pending& p : unwritten_) records.push_back(record_of(p.message));
   uint64_t seq = 0;
   std::vector<uint64_t> starts;
   std::string error;
   if (!journal_->append(records, seq, error, &starts)) return fail(error);  // refuses unwritten_
-  std::vector<Unwritten> written = std::move(unwritten_);
+  std::deque<Pending> written = std::move(unwritten_);
   unwritten_.clear();
   if (journal_->policy() == FsyncPolicy::Always) {
     // Acknowledged and broadcast only once the records are on disk; each keeps where its own
     // record starts, so a failure cuts the journal after the ones already acknowledged.
-    for (size_t i = 0; i < written.size(); ++i)
-      pending_.push_back(
-          {seq, starts[i], std::move(written[i].message), std::move(written[i].waiting)});
+    for (size_t i = 0; i < written.size(); ++i) {
+      written[i].seq = seq;
+      written[i].offset = starts[i];
+      pending_.push_back(std::move(written[i]));
+    }
     return;
   }
-  for (Unwritten& u : written) {
-    uint64_t id = u.message.id;
-    commit(std::move(u.message), false);
-    answer_stored(id, u.waiting);
+  for (Pending& p : written) {
+    uint64_t id = p.message.id;
+    commit(std::move(p.message), false);
+    answer_stored(id, p.waiting);
   }
   compact_if_needed();
 }
@@ -194,17 +197,16 @@ void LocalBroker::fail(const std::string& reason) {
   if (!pending_.empty() && !journal_->truncate_to(pending_.front().offset))
     log::warn("could not cut refused messages from the journal; recovery will", "data_dir",
               options_.data_dir);
-  for (Pending& p : pending_) refuse(p.message, p.waiting, reason);
-  for (Unwritten& u : unwritten_) refuse(u.message, u.waiting, reason);
+  for (auto* list : {&pending_, &unwritten_})
+    for (Pending& p : *list) refuse(p, reason);
   pending_.clear();
   unwritten_.clear();
 }
 
-void LocalBroker::refuse(const Kept& message, std::vector<PublishDone>& waiting,
-                         const std::string& reason) {
-  auto it = nonces_.find(message.nonce_key);
-  if (it != nonces_.end() && it->second == message.id) nonces_.erase(it);
-  for (PublishDone& done : waiting)
+void LocalBroker::refuse(Pending& p, const std::string& reason) {
+  auto it = nonces_.find(p.message.nonce_key);
+  if (it != nonces_.end() && it->second == p.message.id) nonces_.erase(it);
+  for (PublishDone& done : p.waiting)
     answer(std::move(done), {PublishResult::Status::Unavailable, 0, reason});
 }
 
@@ -263,10 +265,7 @@ std::vector<JournalRecord> LocalBroker::window_records() const {
     records.push_back({id, has_nonce ? nonce->second : std::string(), std::string(room),
                        std::string(frame_json(*frame.get()))});
   });
-  for (const Pending& p : pending_) {
-    const Kept& k = p.message;
-    records.push_back({k.id, k.nonce_key, k.room, std::string(frame_json(*k.frame.get()))});
-  }
+  for (const Pending& p : pending_) records.push_back(record_of(p.message));
   return records;
 }
 

@@ -55,27 +55,22 @@ class LocalBroker final : public Broker {
     std::string room;
     FrameRef frame;
   };
-  // Written to the journal, waiting for the disk (--fsync always); `waiting` are the POSTs to
-  // answer once it is there: the first one's, then duplicates that arrived meanwhile.
+  // A message accepted but not acknowledged yet: first waiting to be written with the rest of its
+  // loop iteration (unwritten_), then, under --fsync always, written and waiting for the disk
+  // (pending_). `waiting` are the POSTs to answer once it is stored: the first one's, then
+  // duplicates that arrived meanwhile.
   struct Pending {
-    uint64_t seq;
-    uint64_t offset;  // where its record starts in the journal
     Kept message;
     std::vector<PublishDone> waiting;
+    uint64_t seq = 0;     // once written: the journal write that holds it
+    uint64_t offset = 0;  // once written: where its record starts in the journal
   };
 
-  // Accepted in this loop iteration and written together at its end, one write and one check that
-  // the file is still linked for all of them; `waiting` as in Pending.
-  struct Unwritten {
-    Kept message;
-    std::string json;
-    std::vector<PublishDone> waiting;
-  };
-
+  static JournalRecord record_of(const Kept& k);
   void answer(PublishDone done, PublishResult result);
   void answer_stored(uint64_t id, std::vector<PublishDone>& waiting);
   void write_unwritten();
-  void refuse(const Kept& message, std::vector<PublishDone>& waiting, const std::string& reason);
+  void refuse(Pending& message, const std::string& reason);
   bool join_duplicate(const std::string& nonce_key, PublishDone& done);
   void commit(Kept message, bool restored);
   void remember_nonce(uint64_t id, const std::string& nonce_key);
@@ -90,7 +85,7 @@ class LocalBroker final : public Broker {
   LocalBrokerOptions options_;
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<JournalWatcher> watcher_;
-  std::vector<Unwritten> unwritten_;                  // ids ascending, above every pending one
+  std::deque<Pending> unwritten_;                     // ids ascending, above every pending one
   std::deque<Pending> pending_;                       // ids ascending, all above the committed ones
   std::unordered_map<std::string, uint64_t> nonces_;  // of nonce_order_, pending_ and unwritten_
   std::deque<std::pair<uint64_t, std::string>> nonce_order_;  // committed (id, key), ascending
