@@ -53,10 +53,16 @@ struct Entry {
   std::string_view json;
 };
 
+// The id of a stream entry ([id, fields]); 0 when it is not one.
+uint64_t id_of(const redisReply* entry) {
+  if (!entry || entry->type != REDIS_REPLY_ARRAY || entry->elements < 1) return 0;
+  return number_of(text_of(entry->element[0]));
+}
+
 std::optional<Entry> entry_of(const redisReply* entry) {
   if (!entry || entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) return std::nullopt;
   Entry e;
-  e.id = number_of(text_of(entry->element[0]));
+  e.id = id_of(entry);
   e.prev = number_of(field_of(entry->element[1], "prev"));
   e.room = field_of(entry->element[1], "room");
   e.json = field_of(entry->element[1], "json");
@@ -228,8 +234,7 @@ void RedisBroker::find_start() {
   }
   feed_.command({"XREVRANGE", key("log"), "+", "-", "COUNT", "1"}, [this](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_ARRAY) return;
-    if (r->elements > 0 && r->element[0]->elements > 0)
-      last_seen_ = number_of(text_of(r->element[0]->element[0]));
+    if (r->elements > 0) last_seen_ = id_of(r->element[0]);
     have_start_ = true;
     maybe_warm();
   });
@@ -358,9 +363,7 @@ bool RedisBroker::deliver_entries(redisReply* r) {
   const redisReply* entries = stream->element[1];
   for (size_t i = 0; i < entries->elements; ++i) {
     const redisReply* raw = entries->element[i];
-    uint64_t id = raw->type == REDIS_REPLY_ARRAY && raw->elements > 0
-                      ? number_of(text_of(raw->element[0]))
-                      : 0;
+    uint64_t id = id_of(raw);
     if (id <= last_seen_) continue;  // never twice, never backwards
     auto entry = entry_of(raw);
     if (!entry || room_name_error(entry->room)) {  // read, but not a message of ours
