@@ -31,10 +31,6 @@ using Status = sse::PublishResult::Status;
 
 namespace {
 
-std::string temp_dir() {
-  return testing_support::journal_temp_dir();
-}
-
 struct FaultyIo : sse::JournalIo {
   std::atomic<bool> hold_datasync{false};  // the syncer's datasync waits while true
   std::atomic<int> syncer_waiting{0};
@@ -127,6 +123,7 @@ class Fixture {
 };
 
 using testing_support::broker_options;
+using testing_support::journal_temp_dir;
 
 // What a server restarted at this moment (kill -9, no recovery first) reads back.
 std::vector<uint64_t> ids_after_restart(const std::string& dir) {
@@ -137,7 +134,7 @@ std::vector<uint64_t> ids_after_restart(const std::string& dir) {
 
 // The journal as it is on disk now, in a directory of its own: a crash at this very moment.
 std::string snapshot(const std::string& dir) {
-  std::string copy = temp_dir();
+  std::string copy = journal_temp_dir();
   std::filesystem::copy_file(dir + "/journal", copy + "/journal",
                              std::filesystem::copy_options::overwrite_existing);
   return copy;
@@ -160,7 +157,7 @@ bool contains(const std::vector<uint64_t>& ids, uint64_t id) {
 // carries the batch's offset: the two acknowledged records go too. A crash before the next tick's
 // recovery loses messages that were acknowledged.
 TEST(GroupCommit, AFloorFailingMidBatchDoesNotCutAcknowledgedRecords) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   std::vector<uint64_t> acknowledged;
   std::string crashed;
@@ -191,7 +188,7 @@ TEST(GroupCommit, AFloorFailingMidBatchDoesNotCutAcknowledgedRecords) {
 // The same failure without a batch (each message iteration of its own) for comparison: only the
 // refused message is cut. Passes before and after the change.
 TEST(GroupCommit, AFloorFailingBetweenSeparateWritesKeepsTheEarlierOnes) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   std::vector<uint64_t> acknowledged;
   std::string crashed;
@@ -222,7 +219,7 @@ TEST(GroupCommit, AFloorFailingBetweenSeparateWritesKeepsTheEarlierOnes) {
 // A floor record written while a batch is queued (a stream opened a room during the same
 // iteration) lands before the batch; ids and rooms come back as they were acknowledged.
 TEST(GroupCommit, AFloorWrittenBeforeTheQueuedBatchRestoresCleanly) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   {
     Fixture f(broker_options(dir, FsyncPolicy::EverySec), {100, 1ull << 30, 1000});
     f.start();
@@ -245,7 +242,7 @@ TEST(GroupCommit, AFloorWrittenBeforeTheQueuedBatchRestoresCleanly) {
 // of it (and a retry that joined it) is refused, and once recovered the nonce is free again and
 // nothing refused comes back.
 TEST(GroupCommit, RemovedFileFoundByTheTickRefusesTheQueuedBatch) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   uint64_t retried = 0;
   {
@@ -316,7 +313,7 @@ class DispatchPublisher final : public sse::EventHandler {
 // iteration's POSTs are still queued; every message is acknowledged once, committed in id order,
 // and read back after a restart.
 TEST(GroupCommit, CompactionWhileABatchIsQueuedKeepsOrderAndEverything) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   std::vector<uint64_t> acknowledged;
   size_t overlaps = 0;
   {
@@ -367,7 +364,7 @@ TEST(GroupCommit, CompactionWhileABatchIsQueuedKeepsOrderAndEverything) {
 // the new file in the wrong place (here: the tail of B1's last, acknowledged, record), and a
 // crash before the tick's recovery loses it. (Stale offsets predate group commit.)
 TEST(GroupCommit, CutAfterACompactionUsesAnOffsetOfTheNewFile) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   std::vector<uint64_t> acknowledged;
   std::string crashed;
@@ -408,7 +405,7 @@ TEST(GroupCommit, CutAfterACompactionUsesAnOffsetOfTheNewFile) {
 // Under --fsync always a nonce retried after its batch was written joins the pending message; a
 // retry after the batch was refused stores a new one; nothing is answered before the disk.
 TEST(GroupCommit, NonceAcrossUnwrittenPendingAndCommitted) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   {
     Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
@@ -457,7 +454,7 @@ TEST(GroupCommit, NonceAcrossUnwrittenPendingAndCommitted) {
 // (journal.cpp sync_loop vs rewrite), seen as a ~1-in-10 failure of the test above before it
 // parked the syncer.
 TEST(GroupCommit, ACompactionRacingTheSyncerIsNotAStorageFailure) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   std::vector<uint64_t> acknowledged;
   {

@@ -32,10 +32,6 @@ using Status = sse::PublishResult::Status;
 
 namespace {
 
-std::string temp_dir() {
-  return testing_support::journal_temp_dir();
-}
-
 // Fails or counts the journal's system calls on demand (datasync runs on the syncer thread).
 struct FaultyIo : sse::JournalIo {
   std::atomic<int> datasync_errno{0};
@@ -149,6 +145,7 @@ class Fixture {
 };
 
 using testing_support::broker_options;
+using testing_support::journal_temp_dir;
 
 // What a restarted server would have: the ids read back from the journal.
 std::vector<uint64_t> ids_after_restart(const std::string& dir) {
@@ -164,7 +161,7 @@ std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
 }  // namespace
 
 TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
-  Fixture f(broker_options(temp_dir(), FsyncPolicy::EverySec));
+  Fixture f(broker_options(journal_temp_dir(), FsyncPolicy::EverySec));
   f.start();
   auto first = f.publish("one");
   EXPECT_FALSE(first->done);  // a completion never re-enters its caller
@@ -180,7 +177,7 @@ TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
 // Every POST of one loop iteration goes to the journal in one write, before any is answered; a
 // nonce retried within the same iteration joins its message instead of storing it twice.
 TEST(LocalBroker, OneIterationsMessagesAreWrittenTogether) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   {
     FaultyIo io;
     Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
@@ -210,7 +207,7 @@ TEST(LocalBroker, OneIterationsMessagesAreWrittenTogether) {
 
 // A failed write refuses every message of its iteration, and none of them comes back later.
 TEST(LocalBroker, AFailedWriteRefusesTheWholeIteration) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   {
     FaultyIo io;
     Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
@@ -235,7 +232,7 @@ TEST(LocalBroker, AFailedWriteRefusesTheWholeIteration) {
 }
 
 TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   {
     Fixture f(broker_options(dir, FsyncPolicy::EverySec));
     f.start();
@@ -249,7 +246,7 @@ TEST(LocalBroker, IdsKeepIncreasingAcrossARestart) {
 }
 
 TEST(LocalBroker, HistoryPagesAndNeverWrapsPastTheLargestId) {
-  Fixture f(broker_options(temp_dir(), FsyncPolicy::Never));
+  Fixture f(broker_options(journal_temp_dir(), FsyncPolicy::Never));
   f.start();
   for (int i = 0; i < 5; ++i) f.publish_and_wait("m");
   EXPECT_EQ(f.history(0, 2), ids({1, 2}));
@@ -260,7 +257,7 @@ TEST(LocalBroker, HistoryPagesAndNeverWrapsPastTheLargestId) {
 }
 
 TEST(LocalBroker, SameNonceWhileTheFirstWaitsForTheDiskIsStoredOnce) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   {
     Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
@@ -284,7 +281,7 @@ TEST(LocalBroker, SameNonceWhileTheFirstWaitsForTheDiskIsStoredOnce) {
 }
 
 TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
   f.start();
@@ -311,7 +308,7 @@ TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
 }
 
 TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
   f.start();
@@ -331,7 +328,7 @@ TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
 }
 
 TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   Fixture f(broker_options(dir, FsyncPolicy::Never, &io, /*max_bytes=*/200));
   f.start();
@@ -364,7 +361,7 @@ TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
 }
 
 TEST(LocalBroker, CompactionThatCannotCreateItsFileKeepsEverythingAcknowledged) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
   f.start();
@@ -383,7 +380,7 @@ TEST(LocalBroker, CompactionThatCannotCreateItsFileKeepsEverythingAcknowledged) 
 TEST(LocalBroker, DirectoryIsSyncedAfterACompactionRename) {
   for (FsyncPolicy policy : {FsyncPolicy::Always, FsyncPolicy::EverySec}) {
     FaultyIo io;
-    Fixture f(broker_options(temp_dir(), policy, &io, /*max_bytes=*/200));
+    Fixture f(broker_options(journal_temp_dir(), policy, &io, /*max_bytes=*/200));
     f.start();
     while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
     ASSERT_TRUE(f.run_until([&] { return io.sync_dir_calls > 0; }));
@@ -391,7 +388,7 @@ TEST(LocalBroker, DirectoryIsSyncedAfterACompactionRename) {
 }
 
 TEST(LocalBroker, RemovedDataDirectoryIsRefusedThenRecreated) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   Fixture f(broker_options(dir, FsyncPolicy::EverySec));
   f.start();
   ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
@@ -408,7 +405,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsRefusedThenRecreated) {
 }
 
 TEST(LocalBroker, LongNonceKeysStayDistinctAfterARestart) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   // 32 four-byte characters of user and 64 of nonce: keys far longer than 255 bytes that differ
   // only in their last character.
   std::string user;
@@ -435,7 +432,7 @@ TEST(LocalBroker, LongNonceKeysStayDistinctAfterARestart) {
 
 // Journals written before rooms (both earlier formats) load, their messages in "general".
 TEST(LocalBroker, JournalOfThePreviousFormatsStillLoads) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   std::string bytes;
   for (uint64_t id = 1; id <= 3; ++id) {
     std::string json = R"({"id":)" + std::to_string(id) + R"(,"user":"alice","text":"old","ts":0})";
@@ -489,7 +486,7 @@ TEST(LocalBroker, TheNewestNoncesAreRemembered) {
 
 // Compaction writes what the hub keeps, each in its room, with the nonces still remembered.
 TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   {
     Fixture f(broker_options(dir, FsyncPolicy::Never, nullptr, 4096));
     f.start();
@@ -509,7 +506,7 @@ TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
 }
 
 TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
   f.start();
@@ -529,7 +526,7 @@ TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
 }
 
 TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   {
     Fixture f(broker_options(dir, FsyncPolicy::EverySec));
     f.start();
@@ -545,7 +542,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
 
 TEST(LocalBroker, ANewJournalFileIsInTheDirectoryBeforeAnythingIsAcknowledged) {
   FaultyIo io;
-  std::string dir = temp_dir() + "/fresh";
+  std::string dir = journal_temp_dir() + "/fresh";
   Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
   f.start();
   ASSERT_EQ(f.publish_and_wait("acked").status, Status::Created);
@@ -557,7 +554,7 @@ TEST(LocalBroker, ANewJournalFileIsInTheDirectoryBeforeAnythingIsAcknowledged) {
 
 TEST(LocalBroker, ARenameDuringADirectorySyncIsSyncedToo) {
   FaultyIo io;
-  Fixture f(broker_options(temp_dir(), FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
+  Fixture f(broker_options(journal_temp_dir(), FsyncPolicy::EverySec, &io, /*max_bytes=*/200));
   f.start();
   io.hold_datasync = true;
   while (io.rename_calls == 0) ASSERT_EQ(f.publish_and_wait("grow").status, Status::Created);
@@ -572,7 +569,7 @@ TEST(LocalBroker, ARenameDuringADirectorySyncIsSyncedToo) {
 }
 
 TEST(LocalBroker, AMessageRefusedAfterAFailedSyncDoesNotComeBackAfterARestart) {
-  std::string dir = temp_dir();
+  std::string dir = journal_temp_dir();
   FaultyIo io;
   {
     Fixture f(broker_options(dir, FsyncPolicy::Always, &io));
@@ -586,7 +583,7 @@ TEST(LocalBroker, AMessageRefusedAfterAFailedSyncDoesNotComeBackAfterARestart) {
 
 TEST(LocalBroker, AJournalMovedAwayIsFoundAndRebuilt) {
   for (bool move_directory : {false, true}) {
-    std::string dir = temp_dir();
+    std::string dir = journal_temp_dir();
     {
       Fixture f(broker_options(dir, FsyncPolicy::EverySec));
       f.start();
