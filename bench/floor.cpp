@@ -3,8 +3,11 @@
 // one syscall per delivery cannot beat this; results read as a multiple of it.
 // With --batch K the same frames go out as io_uring sends, K to a submission (at most 256, as
 // sse-chat's writer set does): the floor for a server that batches a broadcast's K sends.
+// With --fanout F --rate R a round writes to the next F sockets only (a room's readers, the rooms
+// taking turns), R rounds a second: the floor for many small broadcasts, whose readers wake for
+// each one instead of once for a thousand deliveries.
 //
-//   floor [--sockets N] [--rounds R] [--frame-bytes B] [--batch K]
+//   floor [--sockets N] [--rounds R] [--frame-bytes B] [--batch K] [--fanout F --rate R]
 #include <arpa/inet.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -12,6 +15,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -49,10 +53,22 @@ long send_batch(io_uring& ring, const std::vector<int>& writers, size_t from, si
   return sent;
 }
 
+// Sleeps until `start` + `round` intervals of a `rate` per second, or 1 ms after the last round
+// when unpaced: each write finds the previous one drained.
+void pace(const timespec& start, int round, int rate) {
+  if (rate <= 0) {
+    usleep(1000);
+    return;
+  }
+  long long ns = static_cast<long long>(start.tv_nsec) + 1000000000LL * (round + 1) / rate;
+  timespec due{start.tv_sec + static_cast<time_t>(ns / 1000000000LL), ns % 1000000000LL};
+  clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  int sockets = 1000, rounds = 200, frame_bytes = 120, batch = 0;
+  int sockets = 1000, rounds = 200, frame_bytes = 120, batch = 0, fanout = 0, rate = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     int v = std::atoi(argv[i + 1]);
@@ -64,6 +80,10 @@ int main(int argc, char** argv) {
       frame_bytes = v;
     else if (a == "--batch")
       batch = v < 256 ? v : 256;
+    else if (a == "--fanout")
+      fanout = v;
+    else if (a == "--rate")
+      rate = v;
   }
   rlimit lim{};
   getrlimit(RLIMIT_NOFILE, &lim);
@@ -116,21 +136,32 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "io_uring is not available\n");
     return 1;
   }
+  size_t per_round = fanout > 0 && fanout < sockets ? static_cast<size_t>(fanout) : writers.size();
+  timespec started{};
+  clock_gettime(CLOCK_MONOTONIC, &started);
   double start = thread_cpu_seconds();
   long writes = 0;
+  size_t next = 0;  // the first socket of this round's share
   for (int r = 0; r < rounds; ++r) {
+    size_t end = std::min(writers.size(), next + per_round);
     if (batch > 0) {
-      for (size_t from = 0; from < writers.size(); from += static_cast<size_t>(batch))
-        writes += send_batch(ring, writers, from, static_cast<size_t>(batch), frame);
+      for (size_t from = next; from < end; from += static_cast<size_t>(batch))
+        writes += send_batch(ring, writers, from, std::min(end - from, static_cast<size_t>(batch)),
+                             frame);
     } else {
-      for (int fd : writers) writes += write(fd, frame.data(), frame.size()) > 0;
+      for (size_t i = next; i < end; ++i)
+        writes += write(writers[i], frame.data(), frame.size()) > 0;
     }
-    usleep(1000);  // paced, like messages: each write finds the previous one drained
+    next = end == writers.size() ? 0 : end;
+    pace(started, r, rate);
   }
   double cpu = thread_cpu_seconds() - start;
   done = true;
   drain.join();
-  std::printf("sockets=%d rounds=%d frame_bytes=%d batch=%d writes=%ld cpu_us_per_write=%.3f\n",
-              sockets, rounds, frame_bytes, batch, writes, cpu * 1e6 / static_cast<double>(writes));
+  std::printf(
+      "sockets=%d rounds=%d frame_bytes=%d batch=%d fanout=%zu rate=%d writes=%ld "
+      "cpu_us_per_write=%.3f\n",
+      sockets, rounds, frame_bytes, batch, per_round, rate, writes,
+      cpu * 1e6 / static_cast<double>(writes));
   return 0;
 }

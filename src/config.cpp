@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string_view>
 
@@ -32,11 +33,12 @@ bool parse_double(const std::string& s, double& out) {
 }
 
 template <typename T>
-Option uint_option(const char* name, const char* help, T Config::*field, uint64_t min = 0) {
+Option uint_option(const char* name, const char* help, T Config::*field, uint64_t min = 0,
+                   uint64_t max = std::numeric_limits<T>::max()) {
   return {name, "N", help, [field](Config& c) { return std::to_string(c.*field); },
-          [field, min](Config& c, const std::string& v) {
+          [field, min, max](Config& c, const std::string& v) {
             uint64_t n;
-            if (!parse_uint(v, n) || n < min) return false;
+            if (!parse_uint(v, n) || n < min || n > max) return false;
             c.*field = static_cast<T>(n);
             return true;
           }};
@@ -123,6 +125,10 @@ const std::vector<Option>& options() {
          c.io_uring = false;
          return true;
        }},
+      uint_option("send-window-us",
+                  "under load, send to the clients at most once per this many microseconds (a "
+                  "quiet server sends at once; 0: after every loop iteration)",
+                  &Config::send_window_us, 0, 1000000),
       uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
                   &Config::heartbeat_s, 1),
       uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter",
