@@ -343,6 +343,7 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
     }
     struct stat st;
     j->size_ = fstat(j->fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+    j->remember_file();
   }
   if (j->policy_ != FsyncPolicy::Never) {
     j->notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -366,7 +367,7 @@ bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std:
     return false;
   }
   size_ += bytes.size();
-  if (auto removed = check_linked(fd_)) {
+  if (auto removed = check_in_use()) {
     error = *removed;
     return false;
   }
@@ -388,6 +389,23 @@ std::optional<std::string> Journal::check_linked(int fd) {
   if (!path_names(path_, open_file))
     return std::string("the journal file was removed or moved from the data directory");
   return std::nullopt;
+}
+
+// check_linked(fd_) with one system call instead of two.
+std::optional<std::string> Journal::check_in_use() {
+  if (file_ino_ == 0 && file_dev_ == 0) return check_linked(fd_);
+  struct stat at_path;
+  if (stat(path_.c_str(), &at_path) == 0 && at_path.st_ino == file_ino_ &&
+      at_path.st_dev == file_dev_)
+    return std::nullopt;
+  return std::string("the journal file was removed or moved from the data directory");
+}
+
+void Journal::remember_file() {
+  struct stat st;
+  bool known = fd_ >= 0 && fstat(fd_, &st) == 0;
+  file_dev_ = known ? st.st_dev : 0;
+  file_ino_ = known ? st.st_ino : 0;
 }
 
 std::optional<std::string> Journal::check_file() {
@@ -519,6 +537,7 @@ bool Journal::swap_in(const std::string& tmp, int fd, uint64_t size, std::string
   }
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;
+  remember_file();
   size_ = size;
   ++appended_seq_;  // the new file counts as one write
   ++renames_;

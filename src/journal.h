@@ -145,6 +145,8 @@ class Journal {
   explicit Journal(const Options& options);
   bool take_lock(std::string& error);
   std::optional<std::string> check_linked(int fd);
+  std::optional<std::string> check_in_use();
+  void remember_file();
   bool swap_in(const std::string& tmp, int fd, uint64_t size, std::string& error);
   void notify();
   void sync_loop();
@@ -154,6 +156,10 @@ class Journal {
   FsyncPolicy policy_;
   JournalIo& io_;
   int fd_ = -1;
+  // fd_'s file (device and inode, 0 and 0: unknown): an open file keeps its inode, so one stat
+  // of the path tells whether the path still leads to it.
+  dev_t file_dev_ = 0;
+  ino_t file_ino_ = 0;
   int lock_fd_ = -1;
   int notify_fd_ = -1;  // eventfd
   uint64_t size_ = 0;
