@@ -125,10 +125,6 @@ const std::vector<Option>& options() {
          c.io_uring = false;
          return true;
        }},
-      uint_option("send-window-us",
-                  "under load, send to the clients at most once per this many microseconds (a "
-                  "quiet server sends at once; 0: after every loop iteration)",
-                  &Config::send_window_us, 0, 1000000),
       uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
                   &Config::heartbeat_s, 1),
       uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter",

@@ -27,7 +27,6 @@ struct Config {
   std::string redis_prefix = "sse-chat";
   bool reuse_port = false;  // SO_REUSEPORT: several nodes on one machine share --listen
   bool io_uring = true;     // batch a loop iteration's sends (batch_writer.h) where the kernel can
-  uint32_t send_window_us = 1000;  // under load, send to the clients at most once per window
   uint32_t heartbeat_s = 15;
   uint32_t retry_ms = 2000;
   size_t client_queue = 1024;          // frames queued per connection before it is a slow consumer

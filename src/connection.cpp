@@ -122,7 +122,6 @@ void Connection::feed(const char* data, size_t len) {
     request_started_ms_ = last_activity_ms_ = host_.now_ms();
     served_ = true;
     if (held_ || output_is_full()) {
-      if (!held_) host_.hurry_flush();  // the answers it waits for are queued
       pending_input_.assign(data, len);
       update_interest();
       return;

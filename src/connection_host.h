@@ -22,7 +22,6 @@ struct ConnectionSettings {
   int64_t keepalive_timeout_ms = 60000;
   int64_t send_timeout_ms = 30000;  // queued output that makes no progress this long: closed
   bool batch_sends = true;          // one io_uring submission per loop iteration where available
-  int64_t send_window_us = 1000;    // under load the writer set flushes at most once per window
 };
 
 class ConnectionHost {
@@ -32,9 +31,6 @@ class ConnectionHost {
   virtual void handle_request(Connection& conn, Request& req) = 0;
   // `conn` has output queued: flush it once after this batch of events.
   virtual void mark_dirty(Connection& conn) = 0;
-  // A client stopped sending requests until its answers are written: flush after this batch of
-  // events without waiting out the send window.
-  virtual void hurry_flush() = 0;
   // `conn` closed itself: free it after this batch of events.
   virtual void schedule_reap(Connection& conn) = 0;
   virtual const ConnectionSettings& settings() const = 0;

@@ -101,27 +101,9 @@ void ConnectionRegistry::schedule_reap(Connection& conn) {
 }
 
 bool ConnectionRegistry::after_dispatch() {
-  bool flushed = flush_due();
-  if (flushed) flush_writers();
+  flush_writers();
   reap_closed();
-  return flushed && !dirty_.empty();
-}
-
-// A quiet server sends at once. Under load the writer set flushes at most once per
-// --send-window-us: each send to a sleeping reader costs a wake-up, so the messages of a window
-// go out together, many to a submission, for at most that much more latency.
-bool ConnectionRegistry::flush_due() {
-  if (dirty_.empty()) return hurried_ = false;
-  int64_t now = monotonic_us();
-  int64_t due = last_flush_us_ + settings_.send_window_us;
-  if (now < due && !hurried_) {
-    reactor_.wake_by(due);
-    return false;
-  }
-  last_flush_us_ = now;
-  hurried_ = false;
-  ++metrics_.send_rounds;
-  return true;
+  return !dirty_.empty();
 }
 
 void ConnectionRegistry::flush_writers() {

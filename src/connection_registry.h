@@ -1,11 +1,10 @@
 // Every open connection: the listener that accepts them, the list that owns them, the writer set
-// (connections with queued output, flushed after a loop iteration; under load at most once per
-// send window), reaping after each batch of events, and the once-a-second timeouts. Hands
-// complete requests to a RequestHandler; knows nothing of routes or chat.
+// (connections with queued output, flushed once per loop iteration), reaping after each batch of
+// events, and the once-a-second timeouts. Hands complete requests to a RequestHandler; knows
+// nothing of routes or chat.
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,7 +38,6 @@ class ConnectionRegistry final : public ConnectionHost {
   // ConnectionHost.
   void handle_request(Connection& conn, Request& req) override;
   void mark_dirty(Connection& conn) override;
-  void hurry_flush() override { hurried_ = true; }
   void schedule_reap(Connection& conn) override;
   const ConnectionSettings& settings() const override { return settings_; }
   Reactor& reactor() override { return reactor_; }
@@ -64,7 +62,6 @@ class ConnectionRegistry final : public ConnectionHost {
  private:
   class Listener;
   void accept_ready();
-  bool flush_due();
   void flush_writers();
   void flush_batch(size_t from, size_t to);
   void reap_closed();
@@ -83,8 +80,6 @@ class ConnectionRegistry final : public ConnectionHost {
   size_t count_ = 0;
   std::vector<Connection*> dirty_;
   std::vector<Connection*> flushing_;
-  int64_t last_flush_us_ = INT64_MIN / 2;  // long ago: the first flush goes at once
-  bool hurried_ = false;                   // flush now, whatever the window
   BatchWriter batch_;
   static constexpr size_t kNothingToSend = ~size_t{0};
   std::vector<size_t> batched_;  // per connection of a batch: its send, or kNothingToSend

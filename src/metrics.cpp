@@ -74,10 +74,6 @@ std::string render_metrics(const Metrics& m, const MetricsSnapshot& s) {
          "Messages queued to subscribers (live and replayed).", double(s.deliveries));
   scalar(out, "ssechat_bytes_sent_total", "counter", "Bytes written to clients.",
          double(m.bytes_sent));
-  scalar(out, "ssechat_send_rounds_total", "counter",
-         "Times the writer set sent what connections had queued (at most once per send window "
-         "under load).",
-         double(m.send_rounds));
   scalar(out, "ssechat_slow_consumer_disconnects_total", "counter",
          "Subscribers closed because their queue filled.", double(m.slow_consumers));
   scalar(out, "ssechat_resets_total", "counter",

@@ -15,7 +15,6 @@ struct Metrics {
   uint64_t connections_accepted = 0;
   uint64_t bytes_sent = 0;
   uint64_t slow_consumers = 0;
-  uint64_t send_rounds = 0;  // writer-set flushes
   std::map<int, uint64_t> responses_by_code;
   std::map<std::string, uint64_t> rejected_by_reason;
   // Event-loop busy time per wake-up, microseconds: bucket upper bounds below, plus +Inf.

@@ -5,12 +5,10 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <utility>
 
 namespace sse {
 
@@ -26,11 +24,13 @@ int64_t wall_clock_ms() {
   return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
+namespace {
 int64_t monotonic_us() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
+}  // namespace
 
 class Reactor::TimerHandler final : public EventHandler {
  public:
@@ -129,29 +129,12 @@ void Reactor::update_clock() {
   now_ms_ = monotonic_ms();
 }
 
-// Waits for events: not at all with work left, until the wake_by() deadline if one was asked
-// for (to the microsecond with epoll_pwait2, else rounded up to the millisecond), else forever.
-int Reactor::poll(epoll_event* events, int max_events) {
-  int64_t deadline = std::exchange(wake_by_us_, 0);
-  if (work_left_) return epoll_wait(epfd_, events, max_events, 0);
-  if (deadline == 0) return epoll_wait(epfd_, events, max_events, -1);
-  int64_t wait_us = std::max<int64_t>(0, deadline - monotonic_us());
-  static bool pwait2 = true;  // until the kernel says it has none (before Linux 5.11)
-  if (pwait2) {
-    timespec timeout{static_cast<time_t>(wait_us / 1000000), (wait_us % 1000000) * 1000};
-    int n = epoll_pwait2(epfd_, events, max_events, &timeout, nullptr);
-    if (n >= 0 || errno != ENOSYS) return n;
-    pwait2 = false;
-  }
-  return epoll_wait(epfd_, events, max_events, static_cast<int>((wait_us + 999) / 1000));
-}
-
 void Reactor::run() {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
   running_ = true;
   while (running_) {
-    int n = poll(events, kMaxEvents);
+    int n = epoll_wait(epfd_, events, kMaxEvents, work_left_ ? 0 : -1);
     int64_t woke_us = monotonic_us();
     update_clock();
     if (n < 0) {

@@ -43,11 +43,6 @@ class Reactor {
   void defer(std::function<void()> call) { deferred_.push_back(std::move(call)); }
   // Runs what was deferred so far (the loop does this itself; tests driving no loop call it).
   void run_deferred();
-  // The next poll returns by `deadline_us` (monotonic_us()) even when nothing happens: for work
-  // postponed on purpose, asked for again on every iteration that still wants it.
-  void wake_by(int64_t deadline_us) {
-    if (wake_by_us_ == 0 || deadline_us < wake_by_us_) wake_by_us_ = deadline_us;
-  }
 
   void run();
   void stop() { running_ = false; }
@@ -62,7 +57,6 @@ class Reactor {
   class TimerHandler;
   class SignalHandler;
   void update_clock();
-  int poll(epoll_event* events, int max_events);
 
   int epfd_;
   bool running_ = false;
@@ -71,12 +65,10 @@ class Reactor {
   std::vector<std::function<void()>> deferred_;
   std::vector<std::function<void()>> running_deferred_;
   bool work_left_ = false;
-  int64_t wake_by_us_ = 0;  // 0: no deadline
   std::vector<std::unique_ptr<EventHandler>> owned_;
 };
 
 int64_t monotonic_ms();
-int64_t monotonic_us();
 int64_t wall_clock_ms();
 
 }  // namespace sse

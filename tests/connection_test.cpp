@@ -28,7 +28,6 @@ class FakeHost : public sse::ConnectionHost {
     }
     respond(conn, req.path, !req.keep_alive);
   }
-  void hurry_flush() override {}
   void mark_dirty(Connection& conn) override {
     for (Connection* c : dirty)
       if (c == &conn) return;
