@@ -141,12 +141,19 @@ bool mkdir_p(const std::string& dir, bool& created) {
   return true;
 }
 
+// Whether `path` leads to the file `ino` on device `dev`.
+bool path_leads_to(const std::string& path, dev_t dev, ino_t ino) {
+  struct stat at_path;
+  return stat(path.c_str(), &at_path) == 0 && at_path.st_ino == ino && at_path.st_dev == dev;
+}
+
 // Whether `path` still names the open file `file` (not removed, moved or replaced).
 bool path_names(const std::string& path, const struct stat& file) {
-  struct stat at_path;
-  return file.st_nlink > 0 && stat(path.c_str(), &at_path) == 0 && at_path.st_ino == file.st_ino &&
-         at_path.st_dev == file.st_dev;
+  return file.st_nlink > 0 && path_leads_to(path, file.st_dev, file.st_ino);
 }
+
+constexpr const char* kJournalMovedAway =
+    "the journal file was removed or moved from the data directory";
 
 std::string parent_of(const std::string& dir) {
   size_t slash = dir.find_last_of('/');
@@ -386,19 +393,15 @@ bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std:
 std::optional<std::string> Journal::check_linked(int fd) {
   struct stat open_file;
   if (fstat(fd, &open_file) != 0) return errno_text("cannot stat the journal");
-  if (!path_names(path_, open_file))
-    return std::string("the journal file was removed or moved from the data directory");
+  if (!path_names(path_, open_file)) return std::string(kJournalMovedAway);
   return std::nullopt;
 }
 
 // check_linked(fd_) with one system call instead of two.
 std::optional<std::string> Journal::check_in_use() {
   if (file_ino_ == 0 && file_dev_ == 0) return check_linked(fd_);
-  struct stat at_path;
-  if (stat(path_.c_str(), &at_path) == 0 && at_path.st_ino == file_ino_ &&
-      at_path.st_dev == file_dev_)
-    return std::nullopt;
-  return std::string("the journal file was removed or moved from the data directory");
+  if (path_leads_to(path_, file_dev_, file_ino_)) return std::nullopt;
+  return std::string(kJournalMovedAway);
 }
 
 void Journal::remember_file() {
