@@ -88,49 +88,12 @@ struct FaultyIo : sse::JournalIo {
 
 using Answer = testing_support::PublishAnswer;
 
-class Fixture {
- public:
-  explicit Fixture(LocalBrokerOptions options, sse::HubOptions hub = {100, 1ull << 30, 1000})
-      : sink(hub) {
-    reactor.every(std::chrono::milliseconds(5), [] {});
-    broker = std::make_unique<LocalBroker>(reactor, sink, std::move(options));
-    // As Server::start wires it: a room the hub forgets becomes a floor record in the journal.
-    sink.hub.on_forgotten = [this](std::string_view room, uint64_t through) {
-      broker->room_forgotten(room, through);
-    };
-  }
-  void start() {
-    std::string error;
-    ASSERT_TRUE(broker->start(error)) << error;
-  }
-  bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
-    return testing_support::run_until(reactor, cond, std::chrono::milliseconds(timeout_ms));
-  }
-  std::shared_ptr<Answer> publish(const std::string& text, const std::string& nonce = "",
-                                  const std::string& room = "general") {
-    return testing_support::publish_to(*broker, Draft{room, "alice", text, nonce, ""});
-  }
-  PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
-                                 const std::string& room = "general") {
-    auto answer = publish(text, nonce, room);
-    EXPECT_TRUE(run_until([&] { return answer->done; }));
-    return answer->result;
-  }
-
-  sse::Reactor reactor;
-  testing_support::RecordingSink sink;
-  std::unique_ptr<LocalBroker> broker;
-};
+using Fixture = testing_support::BrokerFixture;
 
 using testing_support::broker_options;
 using testing_support::journal_temp_dir;
 
-// What a server restarted at this moment (kill -9, no recovery first) reads back.
-std::vector<uint64_t> ids_after_restart(const std::string& dir) {
-  Fixture f(broker_options(dir, FsyncPolicy::Never));
-  f.start();
-  return f.sink.restored_ids;
-}
+using testing_support::ids_after_restart;
 
 // The journal as it is on disk now, in a directory of its own: a crash at this very moment.
 std::string snapshot(const std::string& dir) {

@@ -95,64 +95,16 @@ struct FaultyIo : sse::JournalIo {
 };
 
 // The hub of rooms, recording what the broker committed to it.
-using Sink = testing_support::RecordingSink;
 
 using Answer = testing_support::PublishAnswer;
 
-// A broker on a real reactor, and a way to run that reactor until something happens.
-class Fixture {
- public:
-  explicit Fixture(LocalBrokerOptions options) {
-    reactor.every(std::chrono::milliseconds(5), [] {});  // wakes the loop to re-check
-    broker = std::make_unique<LocalBroker>(reactor, sink, std::move(options));
-  }
-  void start() {
-    std::string error;
-    ASSERT_TRUE(broker->start(error)) << error;
-  }
-  bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
-    return testing_support::run_until(reactor, cond, std::chrono::milliseconds(timeout_ms));
-  }
-  std::shared_ptr<Answer> publish(const std::string& text, const std::string& nonce = "",
-                                  const std::string& user = "alice",
-                                  const std::string& room = "general",
-                                  const std::string& subject = "") {
-    return testing_support::publish_to(*broker, Draft{room, user, text, nonce, subject});
-  }
-  PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
-                                 const std::string& user = "alice",
-                                 const std::string& room = "general",
-                                 const std::string& subject = "") {
-    auto answer = publish(text, nonce, user, room, subject);
-    EXPECT_TRUE(run_until([&] { return answer->done; }));
-    return answer->result;
-  }
-  std::vector<uint64_t> history(std::optional<uint64_t> after = 0, size_t limit = 1000,
-                                const std::string& room = "general") {
-    std::vector<uint64_t> ids;
-    bool done = false;
-    broker->read_history(room, after, limit, [&](std::vector<FrameRef> frames) {
-      for (auto& f : frames) ids.push_back(sse::frame_id(*f.get()));
-      done = true;
-    });
-    EXPECT_TRUE(run_until([&] { return done; }));
-    return ids;
-  }
-
-  sse::Reactor reactor;
-  Sink sink;
-  std::unique_ptr<LocalBroker> broker;
-};
+using Fixture = testing_support::BrokerFixture;
 
 using testing_support::broker_options;
 using testing_support::journal_temp_dir;
 
-// What a restarted server would have: the ids read back from the journal.
-std::vector<uint64_t> ids_after_restart(const std::string& dir) {
-  Fixture f(broker_options(dir, FsyncPolicy::Never));
-  f.start();
-  return f.sink.restored_ids;
-}
+using testing_support::draft;
+using testing_support::ids_after_restart;
 
 std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
   return list;
@@ -416,18 +368,18 @@ TEST(LocalBroker, LongNonceKeysStayDistinctAfterARestart) {
   {
     Fixture f(broker_options(dir, FsyncPolicy::EverySec));
     f.start();
-    EXPECT_EQ(f.publish_and_wait("a", nonce_a, user).id, 1u);
-    EXPECT_EQ(f.publish_and_wait("b", nonce_b, user).id, 2u);
+    EXPECT_EQ(f.publish_and_wait(draft("a", nonce_a, "general", user)).id, 1u);
+    EXPECT_EQ(f.publish_and_wait(draft("b", nonce_b, "general", user)).id, 2u);
   }
   Fixture f(broker_options(dir, FsyncPolicy::EverySec));
   f.start();
-  PublishResult b = f.publish_and_wait("b", nonce_b, user);
+  PublishResult b = f.publish_and_wait(draft("b", nonce_b, "general", user));
   EXPECT_EQ(b.status, Status::Duplicate);
   EXPECT_EQ(b.id, 2u);
-  PublishResult a = f.publish_and_wait("a", nonce_a, user);
+  PublishResult a = f.publish_and_wait(draft("a", nonce_a, "general", user));
   EXPECT_EQ(a.status, Status::Duplicate);
   EXPECT_EQ(a.id, 1u);
-  EXPECT_EQ(f.publish_and_wait("c", nonce_c, user).status, Status::Created);
+  EXPECT_EQ(f.publish_and_wait(draft("c", nonce_c, "general", user)).status, Status::Created);
 }
 
 // Journals written before rooms (both earlier formats) load, their messages in "general".
@@ -461,10 +413,12 @@ TEST(LocalBroker, NoncesOfTokenBearersBelongToTheirSubject) {
   o.journal = false;
   Fixture f(o);
   f.start();
-  EXPECT_EQ(f.publish_and_wait("a", "n1", "Alice", "general", "sub-1").id, 1u);
-  EXPECT_EQ(f.publish_and_wait("b", "n1", "Alice", "general", "sub-2").status, Status::Created);
-  EXPECT_EQ(f.publish_and_wait("b", "n1", "Alice").status, Status::Created);  // tokens off
-  PublishResult retry = f.publish_and_wait("a", "n1", "Alice", "general", "sub-1");
+  EXPECT_EQ(f.publish_and_wait(draft("a", "n1", "general", "Alice", "sub-1")).id, 1u);
+  EXPECT_EQ(f.publish_and_wait(draft("b", "n1", "general", "Alice", "sub-2")).status,
+            Status::Created);
+  EXPECT_EQ(f.publish_and_wait(draft("b", "n1", "general", "Alice")).status,
+            Status::Created);  // tokens off
+  PublishResult retry = f.publish_and_wait(draft("a", "n1", "general", "Alice", "sub-1"));
   EXPECT_EQ(retry.status, Status::Duplicate);
   EXPECT_EQ(retry.id, 1u);
 }
@@ -490,8 +444,9 @@ TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
   {
     Fixture f(broker_options(dir, FsyncPolicy::Never, nullptr, 4096));
     f.start();
-    EXPECT_EQ(f.publish_and_wait("hi", "n1", "alice", "team-a").id, 1u);
-    for (int i = 0; i < 200; ++i) f.publish_and_wait(std::string(100, 'x'), "", "bob");
+    EXPECT_EQ(f.publish_and_wait("hi", "n1", "team-a").id, 1u);
+    for (int i = 0; i < 200; ++i)
+      f.publish_and_wait(draft(std::string(100, 'x'), "", "general", "bob"));
   }
   Fixture f(broker_options(dir, FsyncPolicy::Never));
   f.start();
@@ -500,7 +455,7 @@ TEST(LocalBroker, CompactionKeepsRoomsAndNoncesAcrossARestart) {
   EXPECT_EQ(f.sink.rooms.front(), "team-a");
   EXPECT_EQ(f.history(0, 10, "team-a"), ids({1}));
   EXPECT_EQ(f.history(std::nullopt, 1000).size(), 100u);  // the hub keeps 100 per room
-  PublishResult retry = f.publish_and_wait("hi", "n1", "alice", "team-a");
+  PublishResult retry = f.publish_and_wait("hi", "n1", "team-a");
   EXPECT_EQ(retry.status, Status::Duplicate);
   EXPECT_EQ(retry.id, 1u);
 }

@@ -1,15 +1,25 @@
-// Test support for LocalBroker tests: options for a journal in `dir`, and a publish whose answer
-// the test looks at later (a Broker answers on the loop, never inside the call).
+// Test support for LocalBroker tests: options for a journal in `dir`, a publish whose answer the
+// test looks at later (a Broker answers on the loop, never inside the call), and a broker on a
+// real reactor wired as Server::start wires it.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "broker.h"
 #include "local_broker.h"
+#include "reactor.h"
+#include "recording_sink.h"
+#include "run_loop.h"
+#include "sse.h"
 
 namespace testing_support {
 
@@ -42,6 +52,74 @@ inline std::shared_ptr<PublishAnswer> publish_to(sse::Broker& broker, sse::Draft
     answer->result = r;
   });
   return answer;
+}
+
+// A Draft as the tests write them: alice posting to general unless they say otherwise.
+inline sse::Draft draft(const std::string& text, const std::string& nonce = "",
+                        const std::string& room = "general", const std::string& user = "alice",
+                        const std::string& subject = "") {
+  return sse::Draft{room, user, text, nonce, subject};
+}
+
+// A LocalBroker on a real reactor, committing into a RecordingSink; a room the hub forgets becomes
+// a floor record in the journal, as Server::start wires it.
+class BrokerFixture {
+ public:
+  explicit BrokerFixture(sse::LocalBrokerOptions options,
+                         sse::HubOptions hub = {100, 1ull << 30, 1000})
+      : sink(hub) {
+    reactor.every(std::chrono::milliseconds(5), [] {});  // wakes the loop to re-check
+    broker = std::make_unique<sse::LocalBroker>(reactor, sink, std::move(options));
+    sink.hub.on_forgotten = [this](std::string_view room, uint64_t through) {
+      broker->room_forgotten(room, through);
+    };
+  }
+  bool start() {
+    std::string error;
+    bool ok = broker->start(error);
+    EXPECT_TRUE(ok) << error;
+    return ok;
+  }
+  bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
+    return testing_support::run_until(reactor, cond, std::chrono::milliseconds(timeout_ms));
+  }
+  std::shared_ptr<PublishAnswer> publish(sse::Draft d) { return publish_to(*broker, std::move(d)); }
+  std::shared_ptr<PublishAnswer> publish(const std::string& text, const std::string& nonce = "",
+                                         const std::string& room = "general") {
+    return publish(draft(text, nonce, room));
+  }
+  sse::PublishResult publish_and_wait(sse::Draft d) {
+    auto answer = publish(std::move(d));
+    EXPECT_TRUE(run_until([&] { return answer->done; }));
+    return answer->result;
+  }
+  sse::PublishResult publish_and_wait(const std::string& text, const std::string& nonce = "",
+                                      const std::string& room = "general") {
+    return publish_and_wait(draft(text, nonce, room));
+  }
+  // The ids of `room`'s kept messages after `after`, as GET /messages pages them.
+  std::vector<uint64_t> history(std::optional<uint64_t> after = 0, size_t limit = 1000,
+                                const std::string& room = "general") {
+    std::vector<uint64_t> ids;
+    bool done = false;
+    broker->read_history(room, after, limit, [&](std::vector<sse::FrameRef> frames) {
+      for (auto& f : frames) ids.push_back(sse::frame_id(*f.get()));
+      done = true;
+    });
+    EXPECT_TRUE(run_until([&] { return done; }));
+    return ids;
+  }
+
+  sse::Reactor reactor;
+  RecordingSink sink;
+  std::unique_ptr<sse::LocalBroker> broker;
+};
+
+// What a server restarted at this moment (kill -9, no recovery first) reads back.
+inline std::vector<uint64_t> ids_after_restart(const std::string& dir) {
+  BrokerFixture f(broker_options(dir, sse::FsyncPolicy::Never));
+  f.start();
+  return f.sink.restored_ids;
 }
 
 }  // namespace testing_support
