@@ -111,6 +111,13 @@ bool contains(const std::vector<uint64_t>& ids, uint64_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
+// A server restarted from the journal in `dir` has every id that was answered 201.
+void expect_restart_keeps(const std::string& dir, const std::vector<uint64_t>& acknowledged) {
+  std::vector<uint64_t> restored = ids_after_restart(dir);
+  for (uint64_t id : acknowledged)
+    EXPECT_TRUE(contains(restored, id)) << "acknowledged id " << id << " lost by a restart";
+}
+
 }  // namespace
 
 // --fsync always, --max-rooms 2: one batch of three messages becomes durable; committing the
@@ -143,9 +150,7 @@ TEST(GroupCommit, AFloorFailingMidBatchDoesNotCutAcknowledgedRecords) {
     EXPECT_EQ(c->result.status, Status::Unavailable);
     crashed = snapshot(dir);  // kill -9 now, before the tick's recovery
   }
-  std::vector<uint64_t> restored = ids_after_restart(crashed);
-  for (uint64_t id : acknowledged)
-    EXPECT_TRUE(contains(restored, id)) << "acknowledged id " << id << " lost by a restart";
+  expect_restart_keeps(crashed, acknowledged);
 }
 
 // The same failure without a batch (each message iteration of its own) for comparison: only the
@@ -174,9 +179,7 @@ TEST(GroupCommit, AFloorFailingBetweenSeparateWritesKeepsTheEarlierOnes) {
       if (x->result.status == Status::Created) acknowledged.push_back(x->result.id);
     crashed = snapshot(dir);
   }
-  std::vector<uint64_t> restored = ids_after_restart(crashed);
-  for (uint64_t id : acknowledged)
-    EXPECT_TRUE(contains(restored, id)) << "acknowledged id " << id << " lost by a restart";
+  expect_restart_keeps(crashed, acknowledged);
 }
 
 // A floor record written while a batch is queued (a stream opened a room during the same
@@ -360,9 +363,7 @@ TEST(GroupCommit, CutAfterACompactionUsesAnOffsetOfTheNewFile) {
     ASSERT_TRUE(f.run_until([&] { return b2->done; }));
     if (b2->result.status == Status::Created) acknowledged.push_back(b2->result.id);
   }
-  std::vector<uint64_t> restored = ids_after_restart(crashed);
-  for (uint64_t id : acknowledged)
-    EXPECT_TRUE(contains(restored, id)) << "acknowledged id " << id << " lost by a restart";
+  expect_restart_keeps(crashed, acknowledged);
 }
 
 // Under --fsync always a nonce retried after its batch was written joins the pending message; a
