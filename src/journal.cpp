@@ -374,7 +374,7 @@ bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std:
     return false;
   }
   size_ += bytes.size();
-  if (auto removed = check_in_use()) {
+  if (auto removed = check_file()) {
     error = *removed;
     return false;
   }
@@ -397,8 +397,8 @@ std::optional<std::string> Journal::check_linked(int fd) {
   return std::nullopt;
 }
 
-// check_linked(fd_) with one system call instead of two.
-std::optional<std::string> Journal::check_in_use() {
+// check_linked(fd_) with one system call instead of two: the path against the file kept open.
+std::optional<std::string> Journal::check_file() {
   if (file_ino_ == 0 && file_dev_ == 0) return check_linked(fd_);
   if (path_leads_to(path_, file_dev_, file_ino_)) return std::nullopt;
   return std::string(kJournalMovedAway);
@@ -409,10 +409,6 @@ void Journal::remember_file() {
   bool known = fd_ >= 0 && fstat(fd_, &st) == 0;
   file_dev_ = known ? st.st_dev : 0;
   file_ino_ = known ? st.st_ino : 0;
-}
-
-std::optional<std::string> Journal::check_file() {
-  return check_linked(fd_);
 }
 
 bool Journal::truncate_to(uint64_t size) {

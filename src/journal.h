@@ -133,7 +133,7 @@ class Journal {
   };
   SyncState sync_state();
 
-  // Why the file can no longer be trusted (it was removed), or nullopt.
+  // Why the file can no longer be trusted (removed, moved or replaced), or nullopt.
   std::optional<std::string> check_file();
   // Cuts the file back to `size` bytes (records that were refused after a failure).
   bool truncate_to(uint64_t size);
@@ -145,7 +145,6 @@ class Journal {
   explicit Journal(const Options& options);
   bool take_lock(std::string& error);
   std::optional<std::string> check_linked(int fd);
-  std::optional<std::string> check_in_use();
   void remember_file();
   bool swap_in(const std::string& tmp, int fd, uint64_t size, std::string& error);
   void notify();
