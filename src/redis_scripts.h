@@ -3,7 +3,7 @@
 // disagree, whichever node the POST reached and whatever fails around it.
 //
 // Keys live under one prefix, in one hash slot ({prefix}) so the script may touch them all:
-//   {p}:seq          the last id given (INCR)
+//   {p}:seq          the last id given
 //   {p}:since        the first id this Redis data set gave: older messages are gone from it
 //   {p}:log          every message, one stream in id order: entry id "<id>-0", fields room,
 //                    json and prev (the log's previous entry id: a reader that finds prev above
@@ -30,26 +30,29 @@ namespace sse::redis_scripts {
 // when Redis runs it after the deadline: it stored nothing (a node gives up on a command long
 // after its deadline, so a POST answered 503 because Redis was stuck is not stored later, when
 // Redis wakes up and runs what was waiting in its socket).
-// Ids: a data set's first id is Redis's clock in microseconds (so after Redis lost its data, new
-// ids start above every id given before, even by nodes that have restarted since: the old ids
-// would have had to come faster than one a microsecond to catch up with it), then one more per
-// message. They stay exact up to 2^53 (Lua numbers are doubles): until the year 2255.
+// Ids: Redis's clock in microseconds, or one more than the last id when that is higher (faster
+// than one a microsecond). So ids keep rising across anything Redis can lose: a data set that is
+// new after Redis lost its data, or one restored from an older AOF (the last second under
+// everysec, a lagging replica), starts above every id given before, even by a node that started
+// since and has seen none of them. They stay exact up to 2^53 (Lua numbers are doubles): until
+// the year 2255.
 // The room stream's newest entry is never above the log's, so its XADD cannot fail either; the
 // nonce TTL is checked when the broker is configured.
 inline constexpr std::string_view kPublish = R"lua(
-if ARGV[8] ~= '0' then
-  local now = redis.call('TIME')
-  if tonumber(now[1]) * 1000000 + tonumber(now[2]) > tonumber(ARGV[8]) then return {0, 2} end
-end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if ARGV[8] ~= '0' and now > tonumber(ARGV[8]) then return {0, 2} end
 if ARGV[7] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then return {tonumber(seen), 0} end
 end
-local id = redis.call('INCR', KEYS[1])
-local fresh_set = id == 1
-if fresh_set then
-  local now = redis.call('TIME')
-  id = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local last = redis.call('GET', KEYS[1])
+local fresh_set = not last
+local id = now
+if last then
+  last = tonumber(last)
+  if not last then return redis.error_reply(KEYS[1] .. ' is not a number') end
+  if last >= id then id = last + 1 end
 end
 -- Above the caller's floor and the newest entries of the log and the room too, so that neither a
 -- lost counter nor lost or odd data can make an id go back or an XADD fail halfway through this

@@ -44,8 +44,9 @@ HubOptions hub_options(const Config& config) {
   o.history_per_room = config.history;
   o.history_bytes = config.history_memory;
   o.max_rooms = config.max_rooms;
-  // Nodes sharing Redis: a stream may come with an id another node gave a moment ago.
-  if (!config.redis.empty()) o.ids_ahead_allowed = 1'000'000;
+  // Nodes sharing Redis: a stream may come with an id another node gave while this one was behind
+  // (ids there are Redis's clock in microseconds: an hour of it).
+  if (!config.redis.empty()) o.ids_ahead_allowed = 3'600'000'000;
   return o;
 }
 
