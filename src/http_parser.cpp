@@ -30,6 +30,23 @@ bool split_target(std::string_view url, std::string& path, std::string& query) {
   return true;
 }
 
+// A header value as RFC 9112 5 and 5.2 define it: whitespace at either end is not part of it,
+// and an obs-fold becomes spaces (llhttp hands over a continuation line without its CRLF but with
+// its leading whitespace, so tabs become spaces: "Bearer\r\n\ttoken" is "Bearer token").
+std::string unfolded(std::string_view raw) {
+  std::string out(ascii::trim_ows(raw));
+  std::replace_if(
+      out.begin(), out.end(), [](char c) { return c == '\t' || c == '\r' || c == '\n'; }, ' ');
+  return out;
+}
+
+// RFC 9112 3.2 / RFC 3986 3.2.2: a host (reg-name, IPv4 or [IP-literal]) and an optional port.
+bool valid_host(std::string_view host) {
+  static constexpr std::string_view kAllowed =
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]";
+  return host.find_first_not_of(kAllowed) == std::string_view::npos;
+}
+
 }  // namespace
 
 RequestParser::RequestParser(const HttpLimits& limits) : limits_(limits) {
@@ -119,6 +136,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s.headers_done_ = false;
   s.raw_bytes_ = 0;
   s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
+  s.transfer_encoding_.clear();
   s.started_ = true;
   return 0;
 }
@@ -150,22 +168,31 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
   if (++s.header_lines_ > s.limits_.max_header_lines || !s.count_header_bytes(4))
     return s.fail(431, "request headers too large");
   if (s.field_.empty()) return s.fail(400, "malformed HTTP request: empty header name");
-  if (!s.headers_done_) s.store_header();
+  if (!s.headers_done_) {
+    s.value_ = unfolded(s.value_);
+    if (const char* bad = s.store_header()) return s.fail(400, bad);
+  }
   s.field_.clear();
   s.value_.clear();
   return 0;
 }
 
-void RequestParser::store_header() {
+const char* RequestParser::store_header() {
   Request& r = request_;
   if (ascii::iequals(field_, "content-type")) {
     r.content_type = value_;
   } else if (ascii::iequals(field_, "last-event-id")) {
+    // Which of two ids to resume from is anybody's guess; an empty one is no id (as the query's).
+    if (r.has_last_event_id) return "more than one Last-Event-ID header";
     r.last_event_id = value_;
-    r.has_last_event_id = true;
+    r.has_last_event_id = !value_.empty();
   } else if (ascii::iequals(field_, "host")) {
+    if (!valid_host(value_)) return "malformed Host header";
     r.host = value_;
     ++host_headers_;
+  } else if (ascii::iequals(field_, "transfer-encoding")) {
+    if (!transfer_encoding_.empty()) transfer_encoding_ += ',';
+    transfer_encoding_ += value_;
   } else if (ascii::iequals(field_, "accept")) {
     if (!r.accept.empty()) r.accept += ", ";
     r.accept += value_;
@@ -187,6 +214,7 @@ void RequestParser::store_header() {
   } else if (ascii::iequals(field_, "expect")) {
     expect_continue_ = ascii::iequals(value_, "100-continue");
   }
+  return nullptr;
 }
 
 int RequestParser::on_headers_complete(llhttp_t* p) {
@@ -215,6 +243,15 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   if (llhttp_get_http_major(p) != 1)
     return s.fail(400, "HTTP/1.0 or HTTP/1.1 required");  // no HTTP/0.9
   r.http10 = llhttp_get_http_minor(p) == 0;
+  if (r.http10) {
+    // RFC 9110 10.1.1: a 1.0 client's Expect is ignored (it could not read a 100 Continue), and
+    // RFC 9112 6.1: a 1.0 message with Transfer-Encoding is read, then the connection closed.
+    s.expect_continue_ = false;
+    if (!s.transfer_encoding_.empty()) s.keep_alive_ = false;
+  }
+  // llhttp decodes chunked only: a body in any other coding would be taken as plain bytes.
+  if (!s.transfer_encoding_.empty() && !ascii::iequals(s.transfer_encoding_, "chunked"))
+    return s.fail(501, "transfer coding not implemented (only chunked)");
   // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
   if (s.host_headers_ > 1 || (!r.http10 && s.host_headers_ == 0))
     return s.fail(400, "exactly one Host header is required");

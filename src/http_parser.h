@@ -83,7 +83,7 @@ class RequestParser {
   int fail(int status, const char* reason);
   bool within_raw_limits(size_t fed);
   bool count_header_bytes(size_t len);
-  void store_header();
+  const char* store_header();  // nullptr, or why the header makes the request malformed
 
   llhttp_t parser_;
   HttpLimits limits_;
@@ -95,9 +95,10 @@ class RequestParser {
   size_t header_lines_ = 0;
   int host_headers_ = 0;
   int authorization_headers_ = 0;
-  bool headers_done_ = false;  // what follows are chunked trailers, never taken as headers
-  bool keep_alive_ = true;     // as the headers said (a trailer cannot change it)
-  size_t raw_bytes_ = 0;       // bytes fed since this request began (whitespace and framing too)
+  std::string transfer_encoding_;  // every Transfer-Encoding line, joined with ','
+  bool headers_done_ = false;      // what follows are chunked trailers, never taken as headers
+  bool keep_alive_ = true;         // as the headers said (a trailer cannot change it)
+  size_t raw_bytes_ = 0;  // bytes fed since this request began (whitespace and framing too)
   bool expect_continue_ = false;
   bool continue_sent_ = false;
   bool in_body_ = false;

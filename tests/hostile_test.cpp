@@ -60,7 +60,23 @@ TEST(Hostile, EveryInputGetsItsStatusAndHonestClientsLoseNothing) {
       {"bad header name byte", "GET / HTTP/1.1\r\nHo(st: x\r\n\r\n", {400, kClosed}},
       {"header without colon", "GET / HTTP/1.1\r\nHost x\r\n\r\n", {400, kClosed}},
       // RFC 9112 lets a server accept obs-fold by reading it as a space; llhttp does.
-      {"obsolete line folding", "GET /healthz HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", {200}},
+      {"obsolete line folding",
+       "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n folded\r\n\r\n",
+       {200}},
+      {"a Host folded into an invalid one",
+       "GET /healthz HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+       {400}},
+      {"chunk data not followed by CRLF",
+       "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+       "Transfer-Encoding: chunked\r\n\r\nf\r\nuser=a&text=xx1XX0\r\n\r\n",
+       {400}},
+      {"whitespace before a header's colon",
+       "GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin : y\r\n\r\n",
+       {400}},
+      {"a transfer coding other than chunked",
+       "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+       "Transfer-Encoding: gzip, chunked\r\n\r\nf\r\nuser=a&text=xx1\r\n0\r\n\r\n",
+       {501}},
       {"oversized header",
        "GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(9000, 'h') + "\r\n\r\n",
        {431, kClosed}},
@@ -141,6 +157,10 @@ TEST(Hostile, EveryInputGetsItsStatusAndHonestClientsLoseNothing) {
       {"NUL in path", get("/index.html%00.png"), {404}},
       {"backslash traversal", get("/..\\..\\etc\\passwd"), {404}},
       {"wrong method", "PATCH /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", {405}},
+      {"wrong method where there is a page", "DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {405}},
+      {"any method where nothing is",
+       "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+       {404}},
   };
   int accepted = 0;
   for (const Hostile& h : table) {

@@ -164,6 +164,14 @@ TEST(HttpParser, Errors) {
       {"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
        400},                                              // two credentials
       {"GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", 400},  // empty header name
+      // RFC 9112 7.1: chunk data ends with CRLF; skipping any two bytes there is how requests
+      // are smuggled past a proxy that frames them otherwise.
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXX0\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nHost : y\r\n\r\n", 400},    // whitespace before the colon
+      {"GET / HTTP/1.1\r\nHost: x\r\nFoo Bar: y\r\n\r\n", 400},  // and inside a name
+      {"GET / HTTP/1.1\r\nHost: a b/c@@\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
       {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414},
       {"GET / HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431},
   };
@@ -171,6 +179,43 @@ TEST(HttpParser, Errors) {
     SCOPED_TRACE(c.input.substr(0, 60));
     EXPECT_EQ(parse_chunks({c.input}, small).error_status, c.status);
   }
+}
+
+// RFC 9112 5 and 5.2: whitespace around a value is not part of it, and an obs-fold is spaces.
+TEST(HttpParser, HeaderValuesAreTrimmedAndUnfolded) {
+  Outcome o = parse_chunks(
+      {"GET / HTTP/1.1\r\nHost: x \r\nContent-Type: text/plain \t\r\nLast-Event-ID:\t 7 \r\n\r\n"
+       "GET / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain;\r\n \t charset=utf-8\r\n\r\n"});
+  ASSERT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.requests.size(), 2u);
+  EXPECT_EQ(o.requests[0].content_type, "text/plain");
+  EXPECT_EQ(o.requests[0].last_event_id, "7");
+  EXPECT_EQ(o.requests[1].content_type, "text/plain;   charset=utf-8");
+}
+
+TEST(HttpParser, AnEmptyLastEventIdIsNoId) {
+  RequestParser parser(HttpLimits{});
+  std::string req = "GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \r\n\r\n";
+  ASSERT_EQ(parser.feed(req.data(), req.size()).event, RequestParser::Event::RequestReady);
+  EXPECT_FALSE(parser.request().has_last_event_id);
+}
+
+// RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is read, then the connection closes.
+TEST(HttpParser, Http10WithTransferEncodingCloses) {
+  Outcome o = parse_chunks(
+      {"POST /m HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "2\r\nhi\r\n0\r\n\r\n"});
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "hi");
+  EXPECT_FALSE(o.requests[0].keep_alive);
+}
+
+// RFC 9110 10.1.1 and 15.2: a 1.0 client's Expect is ignored; it gets no 1xx.
+TEST(HttpParser, Http10GetsNoContinue) {
+  RequestParser parser(HttpLimits{});
+  std::string head = "POST /m HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+  EXPECT_EQ(parser.feed(head.data(), head.size()).event, RequestParser::Event::NeedMore);
+  EXPECT_FALSE(parser.wants_continue());
 }
 
 TEST(HttpParser, ExpectContinueIsReportedUntilBodyArrives) {
