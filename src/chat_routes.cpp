@@ -175,7 +175,7 @@ void ChatRoutes::handle_request(Connection& conn, Request& req) {
   if (path == "/events") return route_events(conn, req);
   if (path == "/messages") return route_messages(conn, req);
   bool get_or_head = req.method == Method::Get || req.method == Method::Head;
-  if (!get_or_head) return policy_.method_not_allowed(conn, req, "GET, HEAD");
+  if (!get_or_head) return refuse_method(conn, req);
   if (path == "/rooms") return list_rooms(conn, req);
   if (path == "/me") return serve_me(conn, req);
   if (path == "/healthz") return serve_health(conn, req);
@@ -256,14 +256,17 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   // or elsewhere) on a closed connection, where any answer but 200 would make it give up.
   if (policy_.draining()) return conn.close("draining");
   if (!broker_.warm()) return conn.close("warming up");
+  std::optional<uint64_t> last_id = resume_point(req, query);
+  // Refused for now, a stream comes back from where it is, or from this moment's newest message.
+  uint64_t resume_from = last_id.value_or(hub_.next_id() - 1);
   // Without a token, a reader may make rooms only where that forgets no one's messages.
   bool anonymous = access_.enabled() && !auth.who();
   if (!hub_.can_open(query.rooms, !anonymous)) {
     metrics_.count_rejected("too_many_rooms");
-    return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5});
+    return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5}, resume_from);
   }
-  if (auto refusal = policy_.admit_stream(conn)) return policy_.refuse_stream(conn, req, *refusal);
-  std::optional<uint64_t> last_id = resume_point(req, query);
+  if (auto refusal = policy_.admit_stream(conn))
+    return policy_.refuse_stream(conn, req, *refusal, resume_from);
   conn.start_stream(policy_.open_stream(conn, req));
   if (const Identity* who = auth.who()) {  // a stream never outlives its token
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
@@ -427,6 +430,16 @@ void ChatRoutes::serve_health(Connection& conn, Request& req) {
   if (auto why = broker_.unavailable())
     return policy_.reply(conn, req, text_response(503, "storage failing: " + *why + "\n"));
   policy_.reply(conn, req, text_response(200, "ok\n"));
+}
+
+// Any method but GET and HEAD: 405 where there is something to GET, 404 where nothing is.
+void ChatRoutes::refuse_method(Connection& conn, Request& req) {
+  static constexpr std::string_view kReadOnly[] = {"/rooms", "/me", "/healthz", "/metrics"};
+  bool exists =
+      std::find(std::begin(kReadOnly), std::end(kReadOnly), req.path) != std::end(kReadOnly) ||
+      static_files_.load(req.path);
+  if (!exists) return policy_.reply(conn, req, http::error(404, "no such page: " + req.path));
+  policy_.method_not_allowed(conn, req, "GET, HEAD");
 }
 
 void ChatRoutes::serve_static(Connection& conn, Request& req) {

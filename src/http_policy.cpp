@@ -157,7 +157,8 @@ std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(Connection& co
   return std::nullopt;
 }
 
-void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal) {
+void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
+                               uint64_t resume_from) {
   if (req.accept.find("text/event-stream") == std::string::npos)
     return reply(conn, req, too_many(refusal.reason + "; retry later", refusal.retry_after_s));
   http::Response r;
@@ -167,8 +168,8 @@ void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const Strea
   r.headers.emplace_back("Cache-Control", "no-cache");
   // Jittered, so the refused do not all come back in the same instant.
   uint32_t retry_ms = refusal.retry_after_s * 1000 + retry_with_jitter() % 1000;
-  r.body = retry_event(retry_ms) + ": " + refusal.reason + "; retrying in " +
-           std::to_string(retry_ms) + " ms\n\n";
+  r.body = "id: " + std::to_string(resume_from) + "\n" + retry_event(retry_ms) + ": " +
+           refusal.reason + "; retrying in " + std::to_string(retry_ms) + " ms\n\n";
   reply(conn, req, std::move(r));
 }
 

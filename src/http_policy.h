@@ -61,8 +61,10 @@ class HttpPolicy {
   std::optional<StreamRefusal> admit_stream(Connection& conn);
   // Answers a refused stream so that its client comes back by itself: an EventSource (it sends
   // Accept: text/event-stream, and gives up for good on any status but 200) gets a 200 that only
-  // sets `retry:` and ends; any other client a 429 with Retry-After.
-  void refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal);
+  // sets `retry:` and `id:` (`resume_from`: so that it comes back with that Last-Event-ID and
+  // misses nothing posted meanwhile) and ends; any other client a 429 with Retry-After.
+  void refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
+                     uint64_t resume_from);
   // The stream cap per address once the connection limit is known (--max-streams-per-ip auto).
   void set_connection_limit(size_t max_connections);
   // The response head, CORS headers and retry field that open a stream; counted and logged.

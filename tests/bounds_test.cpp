@@ -139,7 +139,9 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
                         "--subscribe-burst", "2", "--retry", "200"});
   auto first = std::make_unique<Subscription>(server.port());
   ASSERT_TRUE(first->ok);
-  // An EventSource over the cap gets a 200 that only says when to retry, then the end.
+  ASSERT_EQ(post_message(server.port(), "u", "before"), 1u);
+  // An EventSource over the cap gets a 200 that only says when to retry, and from which id (so
+  // that it misses nothing posted meanwhile), then the end.
   Client refused(server.port());
   ASSERT_TRUE(
       refused.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"));
@@ -149,7 +151,16 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
   SseReader reader(refused);
   EXPECT_FALSE(reader.next());  // the stream ends...
   ASSERT_TRUE(reader.retry_ms());
-  EXPECT_GE(*reader.retry_ms(), 10000);  // ...after saying when to come back
+  EXPECT_GE(*reader.retry_ms(), 10000);    // ...after saying when to come back
+  EXPECT_EQ(reader.last_event_id(), "1");  // and from where: the newest message then
+  Client resuming(server.port());          // one that had an id is sent back with it
+  ASSERT_TRUE(
+      resuming.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                    "Last-Event-ID: 0\r\n\r\n"));
+  ASSERT_TRUE(resuming.read_head());
+  SseReader resuming_reader(resuming);
+  EXPECT_FALSE(resuming_reader.next());
+  EXPECT_EQ(resuming_reader.last_event_id(), "0");
   // Any other client gets 429 with Retry-After.
   Client curl(server.port());
   auto r = curl.get("/events");
@@ -165,7 +176,7 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
   ASSERT_NE(post_message(server.port(), "u", "live"), 0u);
   auto ev = second.reader.next_message();  // a refused stream would have ended instead
   ASSERT_TRUE(ev);
-  EXPECT_EQ(ev->id, "1");
+  EXPECT_EQ(ev->id, "2");
 }
 
 namespace {

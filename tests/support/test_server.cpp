@@ -283,7 +283,7 @@ std::optional<SseEvent> SseReader::next() {
       std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
       if (!value.empty() && value[0] == ' ') value.erase(0, 1);
       if (field == "id")
-        ev.id = value;
+        ev.id = last_event_id_ = value;
       else if (field == "event")
         ev.event = value;
       else if (field == "retry")

@@ -107,11 +107,14 @@ class SseReader {
   std::optional<SseEvent> next_message();
   int comments_seen() const { return comments_; }
   std::optional<int> retry_ms() const { return retry_; }
+  // The id an EventSource would send back as Last-Event-ID (set by blocks without data too).
+  const std::string& last_event_id() const { return last_event_id_; }
 
  private:
   Client& client_;
   int comments_ = 0;
   std::optional<int> retry_;
+  std::string last_event_id_;
 };
 
 // Opens GET /events (with optional Last-Event-ID) and checks the 200 head.
