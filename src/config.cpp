@@ -68,7 +68,9 @@ const std::vector<Option>& options() {
   static const std::vector<Option> table = {
       string_option("listen", "HOST:PORT", "address to listen on; port 0 picks a free port",
                     &Config::listen),
-      string_option("static-dir", "DIR", "directory the chat page is served from",
+      string_option("static-dir", "DIR",
+                    "directory the chat page is served from (empty: ./static when it has "
+                    "index.html, else the installed page)",
                     &Config::static_dir),
       uint_option("history", "messages kept per room, in memory and in the journal, for replay",
                   &Config::history, 1),
