@@ -15,6 +15,10 @@ const MAX_ROOMS = 32;          // the most rooms one stream may carry
 const KEEP_PER_ROOM = 1000;    // messages kept in memory per room
 const ROOMS_KEY = 'sse-chat-rooms';
 const NAME_KEY = 'sse-chat-name';
+// The server's limits (src/message.h), in characters (code points), as it counts them: not in
+// UTF-16 units as maxlength would, which would cut a text of emoji at half the limit.
+const MAX_NAME_CHARS = 32;
+const MAX_TEXT_CHARS = 2000;
 
 // Per room: its messages by id, unread count (of messages after `seenThrough`), latest presence,
 // reset notice, and whether its history was loaded while the stream already carried it (then
@@ -128,9 +132,13 @@ function renderMessage(msg) {
   li.dataset.user = msg.user;
   const meta = document.createElement('span');
   meta.className = 'meta';
+  // The name is isolated, and the text takes its direction from its first strong character, so
+  // a right-to-left name or text (or one with bidi controls) cannot reorder the rest of the line.
   const author = document.createElement('span');
   author.className = 'author';
-  author.textContent = msg.user + ' · ';
+  const name = document.createElement('bdi');
+  name.textContent = msg.user;
+  author.append(name, ' · ');
   const time = document.createElement('time');
   const when = new Date(msg.ts);
   time.dateTime = when.toISOString();
@@ -138,6 +146,7 @@ function renderMessage(msg) {
   meta.append(author, time);
   const text = document.createElement('span');
   text.className = 'text';
+  text.dir = 'auto';
   text.textContent = msg.text;
   li.append(meta, text);
   // History and relayed messages can arrive out of order: keep the list sorted by id.
@@ -332,15 +341,51 @@ function receive(msg, live) {
   }
 }
 
+// The stream says the server no longer has all of a room from where the stream resumed: of that
+// room it keeps messages `oldest`–`newest` (none when oldest > newest). Usually older messages fell
+// out of its history. But a server that lost its latest messages (a power failure, README
+// "Delivery guarantee") issues their ids again, so this page may hold ids above `newest` that the
+// server no longer has, and ids up to it that now name other messages. Then the room's messages
+// are all dropped: the stream replays what the server keeps and the history is loaded again, so
+// the room shows what the server has and then every new message.
+function onReset(data) {
+  const name = roomOf(data);
+  if (!wanted(name)) return;
+  const r = room(name);
+  const oldest = Number(data.oldest) || 0;
+  const newest = Number(data.newest) || 0;
+  const keepsNone = oldest > newest;
+  if (newest < Math.max(0, ...r.messages.keys())) {
+    r.messages.clear();
+    r.unread = 0;
+    r.seenThrough = Math.min(r.seenThrough, newest);
+    r.synced = false;
+    // A (re)opened stream must resume no later than the server's newest, or it would skip the
+    // ids issued again.
+    streamId = Math.min(streamId, newest);
+    knownNewest = Math.min(knownNewest, newest);
+    r.notice = keepsNone
+      ? `The server lost the messages of #${name} shown here and has none now.`
+      : `The server lost the latest messages of #${name}: showing what it has now.`;
+    if (name === current) {
+      list.replaceChildren();
+      $('new-messages').hidden = true;
+      loadHistory(name).catch(() => {});
+    }
+    renderRooms();
+  } else {
+    r.notice = `Some earlier messages of #${name} are no longer available ` +
+      (keepsNone ? `(the server keeps no messages of #${name} now).` : `(the server keeps messages ${oldest}–${newest}).`);
+  }
+  if (name === current) showNotice(r.notice);
+}
+
 function onEvent(kind, data) {
   if (kind === 'message') {
     streamId = Math.max(streamId, data.id);
     receive(data, true);
   } else if (kind === 'reset') {
-    const name = roomOf(data);
-    if (!wanted(name)) return;
-    room(name).notice = `Some earlier messages of #${name} are no longer available (the server keeps messages ${data.oldest}–${data.newest}).`;
-    if (name === current) showNotice(room(name).notice);
+    onReset(data);
   } else if (kind === 'presence') {
     const name = roomOf(data);
     if (!wanted(name)) return;
@@ -432,7 +477,15 @@ function ownerEvent(kind, data) {
   relay(kind, data);
 }
 
-const validName = (name) => name !== '' && [...name].length <= 32 && !/[\u0000-\u001f\u007f]/.test(name);
+// Why the server would refuse `name` as a message's user, or null.
+function nameError(name) {
+  const length = [...name].length;
+  if (length === 0) return 'Type a nickname.';
+  if (length > MAX_NAME_CHARS) return `A nickname is at most ${MAX_NAME_CHARS} characters (this one has ${length}).`;
+  return /[\u0000-\u001f\u007f-\u009f]/.test(name) ? 'A nickname cannot contain control characters.' : null;
+}
+
+const validName = (name) => nameError(name) === null;
 
 // The rooms the stream carries: the joined rooms this browser may read (one it may not would make
 // the server refuse the whole stream).
@@ -703,8 +756,14 @@ function applyName(name) {
   syncStream();  // the stream names its reader, for presence
 }
 
+function showNameError(text) {
+  $('name-error').textContent = text || '';
+  $('name-error').hidden = !text;
+}
+
 function setName(name) {
   localStorage.setItem(NAME_KEY, name);
+  showNameError('');
   $('join').hidden = true;
   $('composer').hidden = false;
   $('rename').hidden = false;
@@ -720,8 +779,11 @@ function setName(name) {
 $('join').addEventListener('submit', (e) => {
   e.preventDefault();
   const name = $('name').value.trim();
-  if (name) setName(name);
+  const problem = nameError(name);
+  showNameError(problem);
+  if (!problem) setName(name);
 });
+$('name').addEventListener('input', () => showNameError(''));
 
 $('rename').addEventListener('click', () => {
   $('name').value = me;
@@ -748,9 +810,13 @@ $('composer').addEventListener('submit', async (e) => {
   const box = $('text');
   const text = box.value.trim();
   if (!text) return;
-  $('send').disabled = box.disabled = true;
-  const error = await send(text, current);
-  $('send').disabled = box.disabled = false;
+  const length = [...text].length;
+  let error = length > MAX_TEXT_CHARS ? `A message is at most ${MAX_TEXT_CHARS} characters (this one has ${length}).` : null;
+  if (!error) {
+    $('send').disabled = box.disabled = true;
+    error = await send(text, current);
+    $('send').disabled = box.disabled = false;
+  }
   $('error').hidden = !error;
   $('error').textContent = error || '';
   if (!error) box.value = '';

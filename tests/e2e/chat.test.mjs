@@ -1,10 +1,10 @@
 // The chat page as a person uses it, in a real browser against the real server.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 import {
-  closeLeader, eventually, join, launchBrowser, metric, openTabs, post, roles, say, startServer,
+  closeLeader, eventually, join, launchBrowser, metric, openTabs, post, roles, roomTexts, say, startServer,
   stopServer, tempDir, texts,
 } from './harness.mjs';
 
@@ -66,6 +66,56 @@ test('a restart loses nothing: messages posted during the outage appear exactly 
     await eventually(async () => (await texts(page)).length === 4, 'the messages from the outage');
     assert.deepEqual(await texts(page), ['before', 'during 1', 'during 2', 'during 3']);
     await eventually(async () => (await page.textContent('#status')) === 'connected', 'the reconnect');
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('ids issued again after the server lost its data: every tab shows exactly what the server has', async () => {
+  const data = tempDir();
+  const args = ['--post-rate', '0', '--data-dir', data, '--retry', '2000'];
+  let server = await startServer(args);
+  const port = server.port;
+  try {
+    // Two tabs: the leader gets the reset from the stream, the other has it relayed.
+    const tabs = await openTabs(await browser.newContext(), server.url, 2, 'watcher');
+    for (let i = 1; i <= 5; i++) assert.equal(await post(server.url, 'curl', `old ${i}`), 201);
+    for (const t of tabs) await eventually(async () => (await texts(t)).length === 5, 'the first five');
+    // Like a power failure before anything reached the disk: the server comes back with nothing
+    // and issues ids 1, 2, … again.
+    const loseEverything = async () => {
+      await stopServer(server, 'SIGKILL');
+      for (const f of readdirSync(data)) rmSync(joinPath(data, f), { recursive: true });
+      server = await startServer([...args, '--listen', `127.0.0.1:${port}`]);
+    };
+    await loseEverything();
+    // The stream resumes from id 5, newer than anything the server has: `reset`, and the page
+    // drops what the server no longer has.
+    for (const t of tabs) {
+      await eventually(async () => (await texts(t)).length === 0 && await t.isVisible('#notice'), 'the lost messages gone');
+      assert.match(await t.textContent('#notice'), /#general/);
+      assert.doesNotMatch(await t.textContent('#notice'), /\d+–\d+/, 'no range of ids the server does not keep');
+    }
+    const fresh = [1, 2, 3, 4, 5, 6, 7].map((i) => `new ${i}`);
+    for (const t of fresh) assert.equal(await post(server.url, 'curl', t), 201);
+    for (const t of tabs) await eventually(async () => (await texts(t)).join('|') === fresh.join('|'), 'the seven new ones');
+    assert.deepEqual(await roomTexts(server.url, 'general'), fresh);
+    // A tab opened now, and the tabs after a later message, agree with the server.
+    const late = await join(tabs[0].context(), server.url, 'watcher');
+    assert.equal(await post(server.url, 'curl', 'new 8'), 201);
+    const all = [...tabs, late];
+    for (const t of all) await eventually(async () => (await texts(t)).join('|') === [...fresh, 'new 8'].join('|'), 'new 8');
+
+    // Again, and this time ids 1 and 2 name new messages before the page is back (it retries
+    // after 2 s): what it held with those ids is gone too.
+    await loseEverything();
+    for (const t of ['again 1', 'again 2']) assert.equal(await post(server.url, 'curl', t), 201);
+    for (const t of all) {
+      await eventually(async () => (await texts(t)).join('|') === 'again 1|again 2', 'only what the server has');
+      assert.match(await t.textContent('#notice'), /server lost the (latest )?messages of #general/);
+    }
+    assert.equal(await post(server.url, 'curl', 'again 3'), 201);
+    for (const t of all) await eventually(async () => (await texts(t)).join('|') === 'again 1|again 2|again 3', 'again 3');
   } finally {
     await stopServer(server);
   }
@@ -161,6 +211,90 @@ test('a 429 reaches the person, and the page fits a phone', async () => {
     const dir = process.env.SCREENSHOT_DIR || 'build-test';
     mkdirSync(dir, { recursive: true });
     await page.screenshot({ path: joinPath(dir, 'phone.png') });
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('names and texts in any script: the author, the time and the text keep their order', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const page = await join(await browser.newContext(), server.url, 'watcher');
+    // A right-to-left name, a name ending in RIGHT-TO-LEFT OVERRIDE, a right-to-left text.
+    const sent = [['שרה', 'hello'], ['evil\u202E', 'hi'], ['alice', 'שלום!']];
+    for (const [user, text] of sent) assert.equal(await post(server.url, user, text), 201);
+    await eventually(async () => (await texts(page)).length === 3, 'the three messages');
+    const lines = await page.$$eval('#messages .message', (items) => items.map((li) => {
+      // Where each character of an element's text is drawn, in logical order.
+      const xs = (el) => {
+        const node = el.firstChild;
+        const range = document.createRange();
+        return [...node.data].map((_, i) => {
+          range.setStart(node, i);
+          range.setEnd(node, i + 1);
+          return range.getBoundingClientRect().left;
+        });
+      };
+      const author = li.querySelector('.author').getBoundingClientRect();
+      const time = li.querySelector('time');
+      const text = li.querySelector('.text');
+      return {
+        nameBeforeTime: author.right <= time.getBoundingClientRect().left + 0.5,
+        time: xs(time).filter((_, i) => /\S/.test(time.textContent[i])),
+        textDir: text.getAttribute('dir'),
+        text: xs(text),
+      };
+    }));
+    for (const [i, line] of lines.entries()) {
+      assert.ok(line.nameBeforeTime, `the name of ${sent[i][0]} comes before the time`);
+      assert.ok(line.time.every((x, j) => j === 0 || x > line.time[j - 1]), `the time after ${sent[i][0]} reads left to right`);
+      assert.equal(line.textDir, 'auto');
+    }
+    // A right-to-left text reads right to left: its "!" is drawn leftmost.
+    assert.equal(Math.min(...lines[2].text), lines[2].text.at(-1));
+  } finally {
+    await stopServer(server);
+  }
+});
+
+test('names and texts are counted in characters as the server counts them, never cut short', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(server.url);
+    await page.waitForSelector('#join:not([hidden])');
+    // Emoji are two UTF-16 units but one character: 32 of them are a valid name, 33 are not.
+    await page.fill('#name', '🙂'.repeat(33));
+    await page.click('#join button[type=submit]');
+    await page.waitForSelector('#name-error:not([hidden])');
+    assert.match(await page.textContent('#name-error'), /at most 32 characters/);
+    assert.equal(await page.isVisible('#composer'), false);
+    const name = '🙂'.repeat(32);
+    await page.fill('#name', name);
+    await page.click('#join button[type=submit]');
+    await page.waitForSelector('#composer:not([hidden])');
+    assert.equal(await page.isVisible('#name-error'), false);
+
+    const text = '🎉'.repeat(1500);
+    await say(page, text);
+    await eventually(async () => (await texts(page)).length === 1, 'the message');
+    const [stored] = await (await fetch(server.url + '/messages?room=general')).json();
+    assert.equal([...stored.text].length, 1500, 'all 1500 characters sent');
+    assert.equal(stored.user, name);
+    assert.equal(await page.inputValue('#text'), '');
+
+    // Over the server's 2000 characters: said so, nothing sent, and the text is kept.
+    const long = '🎉'.repeat(2001);
+    await say(page, long);
+    await page.waitForSelector('#error:not([hidden])');
+    assert.match(await page.textContent('#error'), /at most 2000 characters/);
+    assert.equal(await page.inputValue('#text'), long);
+    assert.equal((await roomTexts(server.url, 'general')).length, 1);
+    // Exactly 2000 is fine, and clears the error.
+    await say(page, '🎉'.repeat(2000));
+    await eventually(async () => (await roomTexts(server.url, 'general')).length === 2, 'the 2000-character message');
+    assert.equal([...(await roomTexts(server.url, 'general'))[1]].length, 2000);
+    await eventually(async () => !(await page.isVisible('#error')), 'the error cleared');
   } finally {
     await stopServer(server);
   }
