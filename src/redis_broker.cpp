@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cassert>
 #include <charconv>
+#include <ctime>
 
 #include "log.h"
 #include "redis_scripts.h"
@@ -24,6 +25,19 @@ constexpr int64_t kMaxRetryMs = 30000;
 constexpr int64_t kPresenceRefreshMs = 10000;  // a node's entries are written again this often
 constexpr int64_t kPresenceTtlMs = 30000;      // and count this long after (a node that died)
 constexpr std::string_view kPresenceLogLength = "10000";
+// A clock reading whose round trip took longer than this (or than twice the one in use) is not
+// used: Redis was stalled or busy, so the reading is far less exact than the one kept.
+constexpr int64_t kClockRoundTripUs = 50000;
+constexpr std::string_view kOutOfMemory =
+    "Redis is out of memory: past its maxmemory, it refuses writes";
+
+// CLOCK_MONOTONIC (monotonic_ms's clock) in microseconds: a local Redis answers TIME in well
+// under a millisecond.
+int64_t monotonic_us() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
 
 std::string_view text_of(const redisReply* r) {
   return r && r->str ? std::string_view(r->str, r->len) : std::string_view{};
@@ -100,6 +114,11 @@ PublishResult unavailable_result(std::string why) {
   return {PublishResult::Status::Unavailable, 0, std::move(why)};
 }
 
+// Redis past its maxmemory (noeviction) refusing a write: "OOM command not allowed …".
+bool out_of_memory_error(const redisReply* r) {
+  return r && r->type == REDIS_REPLY_ERROR && text_of(r).starts_with("OOM ");
+}
+
 }  // namespace
 
 RedisBroker::RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions options)
@@ -161,7 +180,10 @@ void RedisBroker::link_down(RedisLink& link, Backoff& backoff, const std::string
   if (last_error_.empty()) log::warn("Redis unavailable", "reason", why);
   ++reconnects_;
   last_error_ = "Redis unavailable: " + why;
-  if (&link == &cmd_) script_sha_.clear();
+  if (&link == &cmd_) {
+    script_sha_.clear();
+    clock_known_ = false;
+  }
   backoff.delay_ms = std::min(kMaxRetryMs, std::max(kFirstRetryMs, backoff.delay_ms * 2));
   rng_ ^= rng_ << 13;
   rng_ ^= rng_ >> 7;
@@ -183,6 +205,7 @@ void RedisBroker::tick() {
     link_down(feed_, feed_backoff_, "the log read got no answer");
   }
   if (cmd_.up() && cmd_.waiting() == 0) probe_clock();  // and a liveness probe
+  probe_memory();
   maybe_warm();
   read_feed();  // after a fill that could not run
   poll_presence();
@@ -190,28 +213,80 @@ void RedisBroker::tick() {
   if (!feed_.active() && reactor_.now_ms() >= feed_backoff_.next_ms) connect(feed_, feed_backoff_);
 }
 
-std::optional<std::string> RedisBroker::unavailable() const {
-  if (cmd_.up() && feed_.up() && warmed_ && !script_sha_.empty()) return std::nullopt;
+std::optional<std::string> RedisBroker::not_ready() const {
+  if (cmd_.up() && feed_.up() && warmed_ && !script_sha_.empty() && clock_known_)
+    return std::nullopt;
   return last_error_.empty() ? std::string("connecting to Redis") : last_error_;
 }
 
-// Where Redis's clock stands against ours, to within half a round trip: publish deadlines are
-// stated on Redis's clock, so no two machines' clocks need to agree.
+// POSTs still go to Redis while it is out of memory: the first one it stores says it is not.
+std::optional<std::string> RedisBroker::unavailable() const {
+  if (auto why = not_ready()) return why;
+  if (out_of_memory_) return std::string(kOutOfMemory);
+  return std::nullopt;
+}
+
+// Where Redis's clock stands against ours: publish deadlines are stated on Redis's clock, so no
+// two machines' clocks need to agree.
 void RedisBroker::probe_clock() {
-  int64_t sent_us = monotonic_ms() * 1000;
+  int64_t sent_us = monotonic_us();
   cmd_.command({"TIME"}, [this, sent_us, alive = alive_](redisReply* r) {
     if (!*alive || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
     int64_t redis_us = static_cast<int64_t>(number_of(text_of(r->element[0]))) * 1000000 +
                        static_cast<int64_t>(number_of(text_of(r->element[1])));
-    int64_t now_us = monotonic_ms() * 1000;
-    clock_offset_us_ = redis_us - (sent_us + now_us) / 2;
-    clock_known_ = true;
+    take_clock_reading(redis_us, sent_us, monotonic_us());
+  });
+}
+
+// Redis read its clock at some moment of the round trip, the answer's arrival at the latest: the
+// offset that assumes the latest can only be low, so a deadline stated with it comes early, never
+// late. A slow answer (Redis stalled) says little about when Redis read its clock: it does not
+// replace a reading that came back fast.
+void RedisBroker::take_clock_reading(int64_t redis_us, int64_t sent_us, int64_t received_us) {
+  int64_t round_trip = received_us - sent_us;
+  if (clock_known_ && round_trip > std::max(kClockRoundTripUs, 2 * clock_round_trip_us_)) return;
+  clock_offset_us_ = redis_us - received_us;
+  clock_round_trip_us_ = round_trip;
+  clock_known_ = true;
+  note_if_back();
+}
+
+// A publish script Redis runs later than this (on its clock) stores nothing: kStaleAfterMs after
+// now, or a little earlier (the offset errs low), never later, so a POST the node gave up on
+// (503 "nothing was stored", kStaleAfterMs + 1 s after it was sent) cannot be stored afterwards.
+std::string RedisBroker::publish_deadline() const {
+  assert(clock_known_);
+  return std::to_string(monotonic_us() + clock_offset_us_ + kStaleAfterMs * 1000);
+}
+
+// Redis past its maxmemory refuses every write (noeviction): logged once, and /healthz says so
+// until a write goes through again.
+void RedisBroker::note_memory(bool full, std::string_view error) {
+  if (full == out_of_memory_) return;
+  out_of_memory_ = full;
+  if (full)
+    log::warn("Redis is out of memory: POSTs are refused until it takes writes again", "error",
+              error);
+  else
+    log::info("Redis takes writes again");
+}
+
+// While Redis is out of memory, each tick: a write command that changes nothing (SETRANGE of ""
+// never creates a key nor alters one), which Redis refuses with OOM as it refuses a publish, so
+// the node learns that memory was freed even when no POST comes.
+void RedisBroker::probe_memory() {
+  if (!out_of_memory_ || probing_memory_ || !cmd_.up()) return;
+  probing_memory_ = true;
+  cmd_.command({"SETRANGE", key("memory-probe"), "0", ""}, [this, alive = alive_](redisReply* r) {
+    if (!*alive) return;
+    probing_memory_ = false;
+    if (r) note_memory(out_of_memory_error(r), text_of(r));
   });
 }
 
 // Once both links are up again (and the node warm), the next outage is logged again.
 void RedisBroker::note_if_back() {
-  if (last_error_.empty() || unavailable()) return;
+  if (last_error_.empty() || not_ready()) return;
   log::info("Redis available again");
   last_error_.clear();
 }
@@ -540,7 +615,7 @@ BrokerStats RedisBroker::stats() const {
   BrokerStats s;
   s.last_id = last_seen_;
   s.redis = true;
-  s.redis_up = !unavailable();
+  s.redis_up = !not_ready();
   s.redis_reconnects = reconnects_;
   s.gaps_filled = gaps_filled_;
   s.data_losses = data_losses_;
@@ -548,7 +623,7 @@ BrokerStats RedisBroker::stats() const {
 }
 
 void RedisBroker::publish(Draft draft, PublishDone done) {
-  std::optional<std::string> why = unavailable();
+  std::optional<std::string> why = not_ready();
   if (!why && cmd_.waiting() >= kMaxWaiting) why = "Redis is behind; try again later";
   // Not another command for a Redis that has not answered for a while: it may be stuck.
   if (!why && cmd_.oldest_wait_ms(monotonic_ms()) > kStaleAfterMs)
@@ -565,9 +640,7 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
       key("nonce:" + owner + '\x1f' + draft.nonce), key("rooms"), key("since"), draft.room,
       std::to_string(std::max(last_seen_, last_given_)), json,
       std::to_string(options_.history_per_room), std::to_string(options_.log_length),
-      std::to_string(options_.nonce_ttl_s), draft.nonce.empty() ? "0" : "1",
-      clock_known_ ? std::to_string(monotonic_ms() * 1000 + clock_offset_us_ + kStaleAfterMs * 1000)
-                   : "0"});
+      std::to_string(options_.nonce_ttl_s), draft.nonce.empty() ? "0" : "1", publish_deadline()});
   eval_publish(std::move(args), true, std::move(done));
 }
 
@@ -586,28 +659,40 @@ void RedisBroker::eval_publish(std::shared_ptr<std::vector<std::string>> args, b
       load_script();
       return eval_publish(args, false, done);
     }
-    // Sent, and the link went. Past the script's deadline (and a second for its answer to come)
-    // it can never store anything; before, Redis may have run it and lost only the answer.
-    if (!r && monotonic_ms() - sent_ms > kStaleAfterMs + 1000)
-      return done(unavailable_result("Redis did not answer in time; nothing was stored"));
-    if (!r)
-      return done(unavailable_result(
-          "Redis did not answer; it may have stored the message: retry with the same nonce"));
-    // An error from inside the script (odd data under our keys) may come after it wrote: Redis
-    // does not undo a script's writes.
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-      return done(unavailable_result(
-          "Redis refused it (" + std::string(r->type == REDIS_REPLY_ERROR ? text_of(r) : "?") +
-          "); it may have stored the message: retry with the same nonce"));
-    if (r->element[1]->integer == 2)
-      return done(unavailable_result("Redis was stuck for over 3 s; nothing was stored"));
-    auto id = static_cast<uint64_t>(r->element[0]->integer);
-    last_given_ = std::max(last_given_, id);
-    bool fresh = r->element[1]->integer == 1;
-    done({fresh ? PublishResult::Status::Created : PublishResult::Status::Duplicate, id, {}});
+    done(publish_result(r, sent_ms));
   };
   if (!cmd_.command(argv, std::move(on_reply)))
     reactor_.defer([done] { done(unavailable_result("Redis unavailable")); });
+}
+
+// What the publish script's reply (nullptr: the link went first) means for the POST.
+PublishResult RedisBroker::publish_result(redisReply* r, int64_t sent_ms) {
+  // Sent, and the link went. Past the script's deadline (and a second for its answer to come)
+  // it can never store anything; before, Redis may have run it and lost only the answer.
+  if (!r && monotonic_ms() - sent_ms > kStaleAfterMs + 1000)
+    return unavailable_result("Redis did not answer in time; nothing was stored");
+  if (!r)
+    return unavailable_result(
+        "Redis did not answer; it may have stored the message: retry with the same nonce");
+  // Past maxmemory, Redis refuses a script's first write command and no later one (Redis 7,
+  // scriptVerifyOOM): the script checks everything before its first write, so it stored nothing.
+  if (out_of_memory_error(r)) {
+    note_memory(true, text_of(r));
+    return unavailable_result(std::string(kOutOfMemory) + "; nothing was stored");
+  }
+  // Another error from inside the script (odd data under our keys) may come after it wrote:
+  // Redis does not undo a script's writes.
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+    return unavailable_result("Redis refused it (" +
+                              std::string(r->type == REDIS_REPLY_ERROR ? text_of(r) : "?") +
+                              "); it may have stored the message: retry with the same nonce");
+  if (r->element[1]->integer == 2)
+    return unavailable_result("Redis was stuck for over 3 s; nothing was stored");
+  auto id = static_cast<uint64_t>(r->element[0]->integer);
+  last_given_ = std::max(last_given_, id);
+  if (r->element[1]->integer != 1) return {PublishResult::Status::Duplicate, id, {}};
+  note_memory(false, {});  // it wrote
+  return {PublishResult::Status::Created, id, {}};
 }
 
 // Pages the room's stream in Redis; while Redis cannot answer, the node's memory (the window

@@ -13,8 +13,10 @@
 // stream lost them too gets a reset. Redis back without its data is noticed the same way.
 //
 // Bounded: at most kMaxWaiting commands wait for Redis (past that POSTs get 503), a command
-// unanswered for kDeadlineMs (a PING each second when idle) drops the link, whose waiting POSTs
-// then get 503, and links come back with backoff and jitter.
+// unanswered for kDeadlineMs (a TIME each second when idle) drops the link, whose waiting POSTs
+// then get 503, and links come back with backoff and jitter. A Redis past its maxmemory refuses
+// every publish before it writes anything: POSTs get 503 and the broker says it is unavailable
+// until a write goes through again.
 #pragma once
 
 #include <cstdint>
@@ -82,8 +84,14 @@ class RedisBroker final : public Broker {
   using EachRoom = std::function<void(const std::string& room, struct redisReply* entries)>;
   void read_rooms(std::vector<std::string> list, RangeFor range, EachRoom each,
                   std::function<void()> done, std::function<void()> failed);
+  // Why POSTs cannot be sent to Redis now (links, warm-up, script, clock), nullopt when they can.
+  std::optional<std::string> not_ready() const;
   void load_script();
   void probe_clock();
+  void take_clock_reading(int64_t redis_us, int64_t sent_us, int64_t received_us);
+  std::string publish_deadline() const;
+  void note_memory(bool full, std::string_view error);
+  void probe_memory();
   void note_if_back();
   void find_start();
   void maybe_warm();
@@ -94,6 +102,7 @@ class RedisBroker final : public Broker {
   void fill_gap(uint64_t through);
   void finish_fill(Fill& fill);
   void eval_publish(std::shared_ptr<std::vector<std::string>> args, bool by_sha, PublishDone done);
+  PublishResult publish_result(struct redisReply* r, int64_t sent_ms);
   void write_presence(const std::string& room, bool announce);
   void read_presence(const std::string& room);
   void poll_presence();
@@ -117,9 +126,14 @@ class RedisBroker final : public Broker {
   uint64_t reconnects_ = 0;
   uint64_t gaps_filled_ = 0;
   uint64_t data_losses_ = 0;
-  // Redis's clock minus ours (microseconds), from TIME on the command link (each idle second).
+  // Redis's clock minus ours (microseconds), from TIME on the command link (each idle second),
+  // and the round trip of the reading it came from; unknown again when the link drops (the Redis
+  // behind the next one may run on another machine).
   int64_t clock_offset_us_ = 0;
+  int64_t clock_round_trip_us_ = 0;
   bool clock_known_ = false;
+  bool out_of_memory_ = false;  // Redis refused a publish past its maxmemory, and nothing since
+  bool probing_memory_ = false;
   // Presence across nodes: {p}:presence:<room> is a hash of node -> "<expires ms>\n<online>\n
   // <name>\n…", refreshed every kPresenceRefreshMs; {p}:presence-log names rooms whose hash
   // changed, read each tick. What this node last wrote, for rooms it has readers of:

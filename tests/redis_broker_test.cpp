@@ -169,6 +169,42 @@ TEST(RedisBroker, AStuckRedisIsDetectedAndLeftBehind) {
   EXPECT_EQ(c.redis.cli({"XLEN", "{t}:log"}), "1");
 }
 
+// A clock reading that came back slowly (Redis stalled while it answered TIME) says little about
+// when Redis read its clock: it must not push publish deadlines later. After one, a publish that
+// Redis runs 3.6 s after it was sent still stores nothing (its deadline is 3 s).
+TEST(RedisBroker, ASlowClockReadingDoesNotPushTheDeadlineLater) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  ASSERT_EQ(c.post(c.a, "before").status, Status::Created);
+  auto run_for = [&](std::chrono::milliseconds span) {
+    auto until = std::chrono::steady_clock::now() + span;
+    run_until(c.reactor, [&] { return std::chrono::steady_clock::now() >= until; });
+  };
+  c.ticking = false;  // no tick drops the stuck link, nor asks the time again
+  c.redis.pause();
+  c.a.broker->tick();  // idle: asks Redis the time, answered 4 s later
+  run_for(std::chrono::milliseconds(4000));
+  c.redis.resume();
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.broker->idle(); }));
+
+  c.redis.pause();
+  bool answered = false;
+  PublishResult late{Status::Created, 0, {}};
+  c.a.broker->publish({"general", "u", "late", "", ""}, [&](const PublishResult& r) {
+    late = r;
+    answered = true;
+  });
+  run_for(std::chrono::milliseconds(3600));
+  c.redis.resume();
+  ASSERT_TRUE(run_until(c.reactor, [&] { return answered; }));
+  EXPECT_EQ(late.status, Status::Unavailable)
+      << "Redis ran it 3.6 s after it was sent and stored it as " << late.id;
+  EXPECT_NE(late.reason.find("nothing was stored"), std::string::npos) << late.reason;
+  EXPECT_EQ(c.redis.cli({"XLEN", "{t}:log"}), "1");
+  c.ticking = true;
+  EXPECT_EQ(c.post(c.a, "after").status, Status::Created);
+}
+
 // Redis lost its scripts (SCRIPT FLUSH, a restart of Redis alone): the POST still gets its id.
 TEST(RedisBroker, ALostScriptIsLoadedAgain) {
   Cluster c;

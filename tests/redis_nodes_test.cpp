@@ -913,3 +913,45 @@ TEST(RedisNodes, TwoNodesShareOnePortWithReusePort) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(status_of(port, "/healthz"), 200) << "after a stopped";
   EXPECT_TRUE(b.running());
 }
+
+// 9. Redis past its maxmemory (noeviction, the advised policy) refuses a publish's first write,
+// so the whole publish, before anything is stored: the POST is a 503 that says nothing was
+// stored, /healthz and ssechat_storage_up say storage fails (logged once); once Redis has room
+// again, health comes back without a POST, and the same nonce gets 201, not 200.
+TEST(RedisNodes, RedisOutOfMemoryMeans503sThatStoredNothingUntilItHasRoom) {
+  RedisServer redis({"--maxmemory-policy", "noeviction"});
+  auto node = start_node(redis);
+  Posted first = post(node->port(), "alpha", "before");
+  ASSERT_EQ(first.status, 201) << first.body;
+
+  ASSERT_EQ(redis.cli({"CONFIG", "SET", "maxmemory", "1"}), "OK");  // every write is past it
+  for (int i = 0; i < 2; ++i) {
+    Posted refused = post(node->port(), "alpha", "while-full", "pub", "n-full");
+    EXPECT_EQ(refused.status, 503) << refused.body;
+    EXPECT_NE(refused.body.find("out of memory"), std::string::npos) << refused.body;
+    EXPECT_NE(refused.body.find("nothing was stored"), std::string::npos) << refused.body;
+    EXPECT_FALSE(refused.retry_after.empty());
+  }
+  Client c(node->port(), 10);
+  auto health = c.get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_NE(health->body.find("Redis is out of memory"), std::string::npos) << health->body;
+  EXPECT_EQ(metric(node->port(), "ssechat_storage_up"), 0u);
+  EXPECT_EQ(metric(node->port(), "ssechat_redis_up"), 1u);  // the links are fine
+  EXPECT_EQ(redis.cli({"XLEN", "{sse-chat}:log"}), "1");
+  const std::string warning = "POSTs are refused until it takes writes again";
+  std::string log = node->log();
+  size_t warned = log.find(warning);
+  EXPECT_NE(warned, std::string::npos) << log;
+  EXPECT_EQ(log.find(warning, warned + 1), std::string::npos) << "logged more than once:\n" << log;
+
+  ASSERT_EQ(redis.cli({"CONFIG", "SET", "maxmemory", "0"}), "OK");
+  EXPECT_TRUE(eventually([&] { return healthy(node->port()); }, 10s)) << node->log();
+  EXPECT_EQ(metric(node->port(), "ssechat_storage_up"), 1u);
+  Posted retried = post(node->port(), "alpha", "while-full", "pub", "n-full");
+  EXPECT_EQ(retried.status, 201) << retried.body;
+  std::vector<std::string> kept;
+  for (const Listed& l : list_room(node->port(), "alpha")) kept.push_back(l.text);
+  EXPECT_EQ(kept, (std::vector<std::string>{"before", "while-full"}));
+}
