@@ -48,14 +48,29 @@ Room& Hub::open(const std::string& name, bool may_forget) {
   if (may_forget && rooms_.size() >= options_.max_rooms) forget_oldest_idle();
   if (may_forget && rooms_.size() >= options_.max_rooms)  // a commit's message must go somewhere
     log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1);
-  uint64_t forgotten_through = lost_through_;
-  if (auto it = forgotten_.find(name); it != forgotten_.end())
-    forgotten_through = std::max(forgotten_through, it->second);
-  auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, forgotten_through));
+  auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, take_floor(name)));
   Room& room = *it->second;
-  room.active_at_ = by_activity_.insert(by_activity_.end(), &room);
+  room.made_ = ++rooms_made_;
+  room.active_at_ = by_activity_.insert(&room).first;
   mark_idle(room);
   return room;
+}
+
+// The floor a room made now under `name` would get: what was remembered when it was forgotten
+// (raised by any loss since), else that of every room the hub does not know.
+uint64_t Hub::floor_for(std::string_view name) const {
+  auto it = forgotten_.find(name);
+  return it == forgotten_.end() ? unknown_floor_ : it->second.through;
+}
+
+// floor_for(name), which the room being made carries from now on.
+uint64_t Hub::take_floor(const std::string& name) {
+  uint64_t through = floor_for(name);
+  if (auto it = forgotten_.find(name); it != forgotten_.end()) {
+    forgotten_order_.erase(it->second.order_at);
+    forgotten_.erase(it);
+  }
+  return through;
 }
 
 bool Hub::can_open(const std::vector<std::string>& rooms, bool may_forget_kept) const {
@@ -85,24 +100,40 @@ void Hub::forget(Room& room) {
   ++stats_.rooms_forgotten;
   log::info("room forgotten (--max-rooms)", "room", room.name(), "last_id", room.last_id(), "rooms",
             rooms_.size() - 1);
-  if (on_forgotten) on_forgotten(room.name(), room.last_id());
-  drop_room(room);
+  uint64_t through = room.gone_through();
+  if (on_forgotten) on_forgotten(room.name(), through);
+  drop_room(room, through);
 }
 
-void Hub::drop_room(Room& room) {
+// Drops `room`, remembering that it may have had ids up to `through`.
+void Hub::drop_room(Room& room, uint64_t through) {
   while (!room.history_.empty()) drop_oldest(room);
   if (room.idle_in_) room.idle_in_->erase(room.idle_at_);
   by_activity_.erase(room.active_at_);
   std::string name = room.name();
-  remember_forgotten(name, room.last_id());
   rooms_.erase(name);
+  remember_forgotten(name, through);
 }
 
-void Hub::remember_forgotten(const std::string& name, uint64_t last_id) {
-  if (forgotten_.emplace(name, last_id).second) forgotten_order_.push_back(name);
-  forgotten_[name] = last_id;
-  while (forgotten_order_.size() > options_.max_rooms) {
-    forgotten_.erase(forgotten_order_.front());
+// `name` is forgotten, the newest name forgotten, and may have had ids up to `through`.
+void Hub::remember_forgotten(const std::string& name, uint64_t through) {
+  auto [it, inserted] = forgotten_.try_emplace(name, Forgotten{through, {}});
+  if (!inserted) {
+    it->second.through = std::max(it->second.through, through);
+    forgotten_order_.erase(it->second.order_at);
+  }
+  it->second.order_at = forgotten_order_.insert(forgotten_order_.end(), name);
+  if (!restoring_) trim_forgotten();
+}
+
+// Past max_rooms names the oldest drop out. What they may have had becomes the floor of every room
+// the hub does not know, so a room made again with such a name still resets a stream that resumes
+// from before (a genuinely new room may reset needlessly: never a silent gap).
+void Hub::trim_forgotten() {
+  while (forgotten_.size() > options_.max_rooms) {
+    auto oldest = forgotten_.find(forgotten_order_.front());
+    unknown_floor_ = std::max(unknown_floor_, oldest->second.through);
+    forgotten_.erase(oldest);
     forgotten_order_.pop_front();
   }
 }
@@ -122,11 +153,23 @@ void Hub::mark_busy(Room& room) {
 
 // ---- history: the one window ----
 
+// The room's last id is its key in by_activity_: it moves there with it.
+void Hub::set_last_id(Room& room, uint64_t id) {
+  if (room.last_id_ == id) return;
+  if (room.active_at_ == by_activity_.begin() && id > room.last_id_) {
+    room.last_id_ = id;  // first already, and more so now: its place holds (the busiest room)
+    return;
+  }
+  auto node = by_activity_.extract(room.active_at_);
+  room.last_id_ = id;
+  // A new message's room goes first: the hint makes that O(1).
+  room.active_at_ = by_activity_.insert(by_activity_.begin(), std::move(node));
+}
+
 void Hub::append(Room& room, uint64_t id, const FrameRef& frame) {
   if (room.history_.empty()) fronts_.emplace(id, &room);
   room.history_.push_back({id, frame});
-  room.last_id_ = id;
-  by_activity_.splice(by_activity_.begin(), by_activity_, room.active_at_);
+  set_last_id(room, id);
   ++kept_messages_;
   kept_bytes_ += entry_cost(frame);
   if (room.history_.size() > options_.history_per_room) drop_oldest(room);
@@ -137,7 +180,8 @@ void Hub::append(Room& room, uint64_t id, const FrameRef& frame) {
 void Hub::drop_oldest(Room& room) {
   const Room::Entry& oldest = room.history_.front();
   fronts_.erase({oldest.id, &room});
-  room.dropped_through_ = oldest.id;
+  // Not lower than a floor from a loss of unknown rooms' messages (restore_base) above it.
+  room.dropped_through_ = std::max(room.dropped_through_, oldest.id);
   --kept_messages_;
   kept_bytes_ -= entry_cost(oldest.frame);
   room.history_.pop_front();
@@ -199,40 +243,53 @@ std::vector<FrameRef> Hub::kept_page(std::string_view room_name, std::optional<u
   return frames;
 }
 
+// While rooms the hub does not know have a floor, a room that keeps messages writes its own down
+// even when it is 0: restored, it gets that one back, not the floor of the unknown.
 void Hub::for_each_floor(const FloorVisitor& visit) const {
+  if (unknown_floor_ > 0) visit("", unknown_floor_);
   for (const auto& [name, room] : rooms_)
-    if (room->dropped_through_ > 0) visit(name, room->dropped_through_);
-  for (const auto& [name, through] : forgotten_)
-    if (!rooms_.contains(name)) visit(name, through);
+    if (room->dropped_through_ > 0 || (unknown_floor_ > 0 && !room->history_.empty()))
+      visit(name, room->dropped_through_);
+  for (const std::string& name : forgotten_order_)
+    visit(name, forgotten_.find(name)->second.through);
 }
 
 void Hub::restore_floor(std::string_view room_name, uint64_t through) {
+  restoring_ = true;
   Room* room = find_mutable(room_name);
   if (!room) return remember_forgotten(std::string(room_name), through);
-  if (through >= room->last_id_) return drop_room(*room);  // it was forgotten
+  if (through >= room->last_id_)  // it was forgotten
+    return drop_room(*room, std::max(through, room->gone_through()));
   while (!room->history_.empty() && room->history_.front().id <= through) drop_oldest(*room);
   room->dropped_through_ = std::max(room->dropped_through_, through);
 }
 
 // Restoring made every room without forgetting any (storage replayed what was forgotten):
-// a smaller --max-rooms than before applies now.
+// a smaller --max-rooms than before applies now, and so does the bound on forgotten names.
 void Hub::restored() {
+  restoring_ = false;
   while (rooms_.size() > options_.max_rooms && idle_count() > 0) forget_oldest_idle();
+  trim_forgotten();
 }
 
 void Hub::restore_base(uint64_t last_id, uint64_t lost_through) {
+  restoring_ = true;
   next_id_ = std::max(next_id_, last_id + 1);
-  lost_through_ = std::max(lost_through_, lost_through);
+  if (lost_through == 0) return;
+  unknown_floor_ = std::max(unknown_floor_, lost_through);
   for (auto& [name, room] : rooms_)
     room->dropped_through_ = std::max(room->dropped_through_, lost_through);
+  for (auto& [name, forgotten] : forgotten_)
+    forgotten.through = std::max(forgotten.through, lost_through);
 }
 
 void Hub::lose_through(std::string_view room_name, uint64_t through) {
   Room* room = find_mutable(room_name);
-  if (!room) return remember_forgotten(std::string(room_name), through);  // its floor when made
+  if (!room)  // its floor when made
+    return remember_forgotten(std::string(room_name), std::max(floor_for(room_name), through));
   while (!room->history_.empty() && room->history_.front().id <= through) drop_oldest(*room);
   room->dropped_through_ = std::max(room->dropped_through_, through);
-  room->last_id_ = std::max(room->last_id_, through);
+  set_last_id(*room, std::max(room->last_id_, through));
   std::vector<Room::Seat> seats = room->seats_;  // a sink may close (and leave) as it fills
   for (const Room::Seat& seat : seats) {
     Subscription& sub = *seat.sub;

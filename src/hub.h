@@ -10,7 +10,10 @@
 //   - at most `max_rooms` rooms: making one more forgets a room nobody reads, one that keeps no
 //     messages first, else the one idle longest (a stream that later resumes it from before gets
 //     a reset);
-//   - forgotten rooms' last ids are remembered for the newest `max_rooms` names forgotten;
+//   - forgotten rooms' last ids are remembered for the newest `max_rooms` names forgotten; a name
+//     that drops out raises one floor for every room the hub does not otherwise know, so a room
+//     made again with it still resets a stream resuming from before (as may a genuinely new room:
+//     needless, never silent);
 //   - presence lists at most 100 names and 4 KiB of them per room.
 #pragma once
 
@@ -65,9 +68,16 @@ class Hub final : public CommitSink {
   void for_each_kept(const KeptVisitor& visit) const override;
   std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
                                   size_t limit) const override;
+  // Visits the floor of every room the hub does not otherwise know (neither made nor remembered as
+  // forgotten) as the room "", to be given back through restore_base(); then the rooms' floors,
+  // then the forgotten names', oldest forgotten first.
   void for_each_floor(const FloorVisitor& visit) const override;
+  // Until restored(), forgotten names are remembered without bound: the rooms that exist once
+  // every record is read take their own floors back, and only then do the oldest names drop out.
   void restore_floor(std::string_view room, uint64_t through) override;
   void restored() override;
+  // Also at any point of a restore: `lost_through` then holds for every room, made or not (messages
+  // of unknown rooms were lost there).
   void restore_base(uint64_t last_id, uint64_t lost_through) override;
   void lose_through(std::string_view room, uint64_t through) override;
   void set_remote_presence(std::string_view room, uint64_t online,
@@ -100,8 +110,9 @@ class Hub final : public CommitSink {
   void send_presence();
 
   const Room* find(std::string_view name) const;
-  // Up to `limit` rooms, most recently active (newest message) first: O(limit), or O(rooms) when
-  // `keep` passes over some.
+  // Up to `limit` rooms, most recently active first: the highest last_id() first (a room made
+  // again after it was forgotten has its old one), rooms without messages last in the order they
+  // were made. O(limit), or O(rooms) when `keep` passes over some.
   std::vector<const Room*> rooms_by_activity(
       size_t limit, const std::function<bool(const Room&)>& keep = nullptr) const;
 
@@ -116,10 +127,14 @@ class Hub final : public CommitSink {
  private:
   Room* find_mutable(std::string_view name);
   Room& open(const std::string& name, bool may_forget = true);
+  uint64_t floor_for(std::string_view name) const;
+  uint64_t take_floor(const std::string& name);
   void forget_oldest_idle();
-  void drop_room(Room& room);
+  void drop_room(Room& room, uint64_t through);
   void forget(Room& room);
-  void remember_forgotten(const std::string& name, uint64_t last_id);
+  void remember_forgotten(const std::string& name, uint64_t through);
+  void trim_forgotten();
+  void set_last_id(Room& room, uint64_t id);
   void append(Room& room, uint64_t id, const FrameRef& frame);
   void drop_oldest(Room& room);
   void deliver_live(Room& room, uint64_t id, const FrameRef& frame);
@@ -141,15 +156,25 @@ class Hub final : public CommitSink {
   // Rooms nobody reads, longest idle first: those that keep no messages are forgotten first.
   std::list<Room*> idle_empty_;
   std::list<Room*> idle_;
-  std::list<Room*> by_activity_;  // newest message first, rooms without messages last
-  std::set<std::pair<uint64_t, Room*>> fronts_;          // each room's oldest kept id: global order
-  std::unordered_map<std::string, uint64_t> forgotten_;  // name -> last id, bounded
+  std::set<Room*, MostRecentlyActiveFirst> by_activity_;
+  std::set<std::pair<uint64_t, Room*>> fronts_;  // each room's oldest kept id: global order
+  // Rooms forgotten and not made again: the newest id each may have had, and its place in
+  // forgotten_order_ (oldest forgotten first). At most max_rooms, except while restoring.
+  struct Forgotten {
+    uint64_t through;
+    std::list<std::string>::iterator order_at;
+  };
+  std::unordered_map<std::string, Forgotten, NameHash, std::equal_to<>> forgotten_;
   std::list<std::string> forgotten_order_;
   std::vector<std::string> presence_dirty_;
   size_t kept_messages_ = 0;
   uint64_t kept_bytes_ = 0;
-  uint64_t next_id_ = 1;       // one past the newest committed id
-  uint64_t lost_through_ = 0;  // every room's floor (restore_base)
+  uint64_t next_id_ = 1;  // one past the newest committed id
+  // The floor of every room neither made nor in forgotten_: raised by storage (restore_base) and
+  // by forgotten names dropping out of forgotten_.
+  uint64_t unknown_floor_ = 0;
+  bool restoring_ = false;  // between the first restore_*() call and restored()
+  uint64_t rooms_made_ = 0;
   size_t streams_ = 0;
   HubStats stats_;
 };

@@ -112,6 +112,14 @@ bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecor
   return true;
 }
 
+// Skipped bytes followed by the record `next`: the newest id they can have held. Below the next
+// message's id; a floor's high water was the highest id issued when it was written, so nothing
+// before it was newer. Which rooms they held is unknown, so this is a floor for every room: a
+// stream resuming from before it hears `reset` instead of missing them silently.
+uint64_t hole_floor(const JournalRecord& next) {
+  return next.floor ? next.id : next.id - 1;
+}
+
 bool write_all(JournalIo& io, int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = io.write(fd, data.data(), data.size());
@@ -277,6 +285,8 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
     warnings.push_back("journal damaged: skipped " + std::to_string(next - pos) + " bytes after " +
                        after + "; " + std::to_string(lost) + " message(s) lost before id " +
                        std::to_string(r.id));
+    if (uint64_t through = hole_floor(r); through > 0)
+      records.push_back(floor_record(through, "", through));
     pos = next;
   }
   return records;

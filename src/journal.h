@@ -9,13 +9,16 @@
 //   body   := high_water u64 | through u64 | room_len u8 | room          (magic "SSEF", a floor)
 // (little endian). Records from before rooms belong to "general"; their JSON gains the room.
 // A floor record says what the file no longer holds, where messages are dropped from it: no id
-// up to `high_water` is ever issued again, and `room` (if any) lost its messages up to `through`
+// up to `high_water` is ever issued again, and `room` lost its messages up to `through`
 // (compaction writes one per room that dropped some before the messages; forgetting a room
-// appends one), so a restart still sends `reset` to a stream that missed them.
+// appends one), so a restart still sends `reset` to a stream that missed them. Without a room,
+// `through` holds for every room the records do not say otherwise of (compaction's first record:
+// the hub's floor for rooms it no longer knows).
 //
 // Start-up reads every record; a torn or corrupt tail is cut off, damage in the middle is skipped
-// to the next valid record; either way the file is rewritten clean and a warning says what was
-// lost. rewrite() replaces the file with a given window of records (compaction and recovery).
+// to the next valid record and leaves a floor without a room in its place (its messages' rooms
+// are unknown); either way the file is rewritten clean and a warning says what was lost.
+// rewrite() replaces the file with a given window of records (compaction and recovery).
 //
 // Errors are reported, never swallowed: a failed write or a deleted file fails append(); a failed
 // fdatasync stops the durable sequence from advancing and is kept in SyncState::error until
@@ -46,7 +49,7 @@ struct JournalRecord {
   std::string room;       // a valid room name (at most 64 bytes); a floor: may be empty
   std::string json;
   bool floor = false;
-  uint64_t through = 0;  // a floor: the room's messages up to this id are gone
+  uint64_t through = 0;  // a floor: the room's (no room: every room's) messages up to it are gone
 };
 
 inline JournalRecord floor_record(uint64_t high_water, std::string room, uint64_t through) {
@@ -71,7 +74,8 @@ std::string encode_records(std::span<const JournalRecord> records, uint64_t offs
 // upgrade; for tests.
 std::string encode_record_v1(const JournalRecord& r);
 std::string encode_record_v2(const JournalRecord& r);
-// Decodes every valid record of `bytes` in order; `warnings` says what was skipped or cut.
+// Decodes every valid record of `bytes` in order; `warnings` says what was skipped or cut. Bytes
+// skipped in the middle become a floor without a room through the newest id they can have held.
 std::vector<JournalRecord> decode_records(std::string_view bytes,
                                           std::vector<std::string>& warnings, bool& damaged);
 

@@ -45,10 +45,7 @@ bool LocalBroker::start(std::string& error) {
       jo,
       [this](JournalRecord&& r) {
         next_id_ = std::max(next_id_, r.id + 1);
-        if (r.floor) {
-          if (!r.room.empty()) sink_.restore_floor(r.room, r.through);
-          return;
-        }
+        if (r.floor) return restore_floor(r);
         FrameRef frame = message_frame(r.id, r.json);
         commit({r.id, std::move(r.nonce_key), std::move(r.room), std::move(frame)}, true);
       },
@@ -64,6 +61,17 @@ bool LocalBroker::start(std::string& error) {
     reactor_.add(journal_->notify_fd(), EPOLLIN, watcher_.get());
   }
   return true;
+}
+
+// A floor read back at start-up. One without a room carries the highest id issued (the hub's too:
+// a stream resuming from it is not "from the future" even when its message was not kept) and what
+// every room lost that the file does not say otherwise: the hub's floor for rooms it no longer
+// knew, or messages of unknown rooms lost to damage in the middle of the file.
+void LocalBroker::restore_floor(const JournalRecord& floor) {
+  if (floor.room.empty())
+    sink_.restore_base(floor.id, floor.through);
+  else
+    sink_.restore_floor(floor.room, floor.through);
 }
 
 void LocalBroker::answer(PublishDone done, PublishResult result) {
@@ -249,14 +257,17 @@ void LocalBroker::compact_if_needed() {
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
 }
 
-// The floors (the highest id issued, and how far back each room no longer reaches), what the hub
-// keeps (with the nonces still remembered for those messages), then what waits for the disk:
-// everything a rewritten journal must hold.
+// The floors (the highest id issued with what every room the hub does not know lost, and how far
+// back each room no longer reaches), what the hub keeps (with the nonces still remembered for
+// those messages), then what waits for the disk: everything a rewritten journal must hold.
 std::vector<JournalRecord> LocalBroker::window_records() const {
   std::vector<JournalRecord> records;
   records.push_back(floor_record(next_id_ - 1, "", 0));
   sink_.for_each_floor([&](std::string_view room, uint64_t through) {
-    records.push_back(floor_record(next_id_ - 1, std::string(room), through));
+    if (room.empty())
+      records.front().through = through;
+    else
+      records.push_back(floor_record(next_id_ - 1, std::string(room), through));
   });
   auto nonce = nonce_order_.begin();
   sink_.for_each_kept([&](uint64_t id, std::string_view room, const FrameRef& frame) {

@@ -67,6 +67,7 @@ class LocalBroker final : public Broker {
   };
 
   static JournalRecord record_of(const Kept& k);
+  void restore_floor(const JournalRecord& floor);
   void answer(PublishDone done, PublishResult result);
   void answer_stored(uint64_t id, std::vector<PublishDone>& waiting);
   void write_unwritten();

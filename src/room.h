@@ -8,6 +8,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,13 @@
 namespace sse {
 
 class Subscription;
+class Room;
+
+// The hub's list of rooms, most recently active first: the newest last_id() first, rooms with
+// equal last ids (those without messages: 0) in the order they were made.
+struct MostRecentlyActiveFirst {
+  bool operator()(const Room* a, const Room* b) const;
+};
 
 class Room {
  public:
@@ -29,8 +37,8 @@ class Room {
     size_t member;
   };
 
-  // `forgotten_through`: the newest id this room may have had before it was forgotten, so a
-  // stream that resumes from before it hears that those messages are gone.
+  // `forgotten_through`: the newest id this room may have had before it was forgotten (or before
+  // this server knew of it), so a stream that resumes from before it hears those messages are gone.
   Room(std::string name, uint64_t forgotten_through)
       : name_(std::move(name)), last_id_(forgotten_through), dropped_through_(forgotten_through) {}
 
@@ -55,8 +63,13 @@ class Room {
 
  private:
   friend class Hub;
+  friend struct MostRecentlyActiveFirst;
+
+  // What a stream resuming this room must hear is gone once the room is forgotten.
+  uint64_t gone_through() const { return std::max(last_id_, dropped_through_); }
 
   std::string name_;
+  uint64_t made_ = 0;  // the hub's count of rooms made when this one was
   uint64_t last_id_;
   uint64_t dropped_through_;
   std::deque<Entry> history_;
@@ -66,9 +79,14 @@ class Room {
   // Readers on other nodes (nodes sharing Redis): how many, and their distinct names, sorted.
   uint64_t remote_online_ = 0;
   std::vector<std::string> remote_names_;
-  std::list<Room*>* idle_in_ = nullptr;   // no subscribers: the hub's forgetting order it is in
-  std::list<Room*>::iterator idle_at_;    // valid while idle_in_
-  std::list<Room*>::iterator active_at_;  // in the hub's list, newest message first
+  std::list<Room*>* idle_in_ = nullptr;  // no subscribers: the hub's forgetting order it is in
+  std::list<Room*>::iterator idle_at_;   // valid while idle_in_
+  std::set<Room*, MostRecentlyActiveFirst>::iterator active_at_;  // in the hub's list
 };
+
+inline bool MostRecentlyActiveFirst::operator()(const Room* a, const Room* b) const {
+  if (a->last_id_ != b->last_id_) return a->last_id_ > b->last_id_;
+  return a->made_ < b->made_;
+}
 
 }  // namespace sse

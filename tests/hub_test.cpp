@@ -475,3 +475,131 @@ TEST(Hub, MessagesLostBeforeDeliveryResetTheLiveStreamsOfThatRoom) {
   EXPECT_EQ(ids(other), (std::vector<uint64_t>{7}));
   EXPECT_EQ(hub.find("a")->history().size(), 1u);  // 1 went with what was lost
 }
+
+// Past --max-rooms forgotten names, the oldest name drops out of the remembered set: its floor
+// then holds for every room the hub does not otherwise know, so the room made again with that
+// name still says its old messages are gone (a reset for a genuinely new room is harmless).
+TEST(Hub, ARoomWhoseForgottenNameDroppedOutStillResets) {
+  Hub hub(options(100, 1ull << 30, 2));
+  Poster p(hub);
+  for (int i = 0; i < 3; ++i) p.post("b");                         // 1..3
+  for (const char* room : {"x1", "x2", "x3", "x4"}) p.post(room);  // 4..7: forget b, x1, x2
+  EXPECT_EQ(hub.stats().rooms_forgotten, 3u);
+  p.post("b");  // 8
+  FakeStream s(hub, 100);
+  hub.subscribe(s.sub, {"b"}, 1);
+  EXPECT_EQ(events(s, "reset"),
+            (std::vector<std::string>{R"({"room":"b","oldest":8,"newest":8})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{8}));
+
+  FakeStream fresh(hub, 100);  // may have had messages up to 3, as far as the hub knows
+  hub.subscribe(fresh.sub, {"fresh"}, 1);
+  EXPECT_EQ(events(fresh, "reset").size(), 1u);
+}
+
+// Floors as storage writes them down at a compaction (in for_each_floor's order, the hub-wide one
+// as the room ""), then the kept messages, read back into `after` as a restart does.
+void restore_like_a_restart(const Hub& before, Hub& after) {
+  before.for_each_floor([&](std::string_view room, uint64_t through) {
+    if (room.empty())
+      after.restore_base(before.next_id() - 1, through);
+    else
+      after.restore_floor(room, through);
+  });
+  before.for_each_kept([&](uint64_t id, std::string_view room, const FrameRef& frame) {
+    after.on_committed(id, room, frame, true);
+  });
+  after.restored();
+}
+
+// A compaction writes the floors of every room, live or forgotten, before the messages: on restore
+// the live rooms' floors are theirs again, however many forgotten names there are.
+TEST(Hub, LiveRoomsKeepTheirFloorsAcrossARestartPastMaxRoomsForgottenNames) {
+  Hub before(options(1, 1ull << 30, 2));
+  Poster p(before);
+  for (const char* room : {"x1", "x2", "a", "b", "a", "a", "b", "b"}) p.post(room);  // 1..8
+  Hub after(options(1, 1ull << 30, 2));
+  restore_like_a_restart(before, after);
+  for (Hub* hub : {&before, &after}) {
+    FakeStream s(*hub, 100);
+    hub->subscribe(s.sub, {"a", "b"}, 4);
+    EXPECT_EQ(events(s, "reset"),
+              (std::vector<std::string>{R"({"room":"a","oldest":6,"newest":6})",
+                                        R"({"room":"b","oldest":8,"newest":8})"}));
+    EXPECT_EQ(ids(s), (std::vector<uint64_t>{6, 8}));
+  }
+}
+
+// The hub-wide floor, raised when a forgotten name dropped out, is a floor storage keeps too; a
+// room made before it was raised keeps its own.
+TEST(Hub, TheFloorOfForgottenNamesThatDroppedOutSurvivesARestart) {
+  Hub before(options(100, 1ull << 30, 2));
+  Poster p(before);
+  for (const char* room : {"keep", "b", "b", "keep", "x1", "keep", "x2", "keep", "x3"})
+    p.post(room);  // 1..9: b, x1, x2 forgotten in turn; b dropped out
+  Hub after(options(100, 1ull << 30, 2));
+  restore_like_a_restart(before, after);
+  FakeStream keep(after, 100);
+  after.subscribe(keep.sub, {"keep"}, 1);
+  EXPECT_TRUE(events(keep, "reset").empty());
+  EXPECT_EQ(ids(keep), (std::vector<uint64_t>{4, 6, 8}));
+  FakeStream s(after, 100);
+  after.subscribe(s.sub, {"b"}, 1);
+  EXPECT_EQ(events(s, "reset").size(), 1u);
+}
+
+// Messages lost from the middle of storage, rooms unknown: every room, made or not, resets a stream
+// that resumes from before them, and keeps what it has.
+TEST(Hub, ALossOfUnknownRoomsMidRestoreResetsEveryRoom) {
+  Hub hub(options(2));
+  Poster p(hub);
+  p.post("a", true);       // 1
+  p.post("a", true);       // 2
+  hub.restore_base(3, 3);  // 3 was lost
+  p.next = 4;
+  p.post("a", true);  // 4: drops 1 (a room keeps 2), its floor stays 3
+  p.post("b", true);  // 5
+  hub.restored();
+  FakeStream s(hub, 100);
+  hub.subscribe(s.sub, {"a", "b"}, 2);
+  EXPECT_EQ(events(s, "reset").size(), 2u);
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{4, 5}));
+  FakeStream after_loss(hub, 100);
+  hub.subscribe(after_loss.sub, {"a", "b"}, 3);
+  EXPECT_TRUE(events(after_loss, "reset").empty());
+  EXPECT_EQ(ids(after_loss), (std::vector<uint64_t>{4, 5}));
+}
+
+// The highest id issued, as storage writes it down, is not "from the future" after a restart even
+// when no kept message has it (its room was forgotten).
+TEST(Hub, TheHighestIdIssuedIsNotFromTheFutureAfterARestart) {
+  Hub hub(options(100, 1ull << 30, 1));
+  hub.restore_base(3, 0);
+  hub.restore_floor("x", 3);
+  hub.restored();
+  FakeStream s(hub, 100);
+  hub.subscribe(s.sub, {"y"}, 3);
+  EXPECT_TRUE(s.got.empty());
+  EXPECT_TRUE(s.sub.live());
+}
+
+// A room made again by a stream after it was forgotten has its old last id: the list stays ordered
+// by last id.
+TEST(Hub, ARoomMadeAgainIsListedByItsLastId) {
+  Hub hub(options(100, 1ull << 30, 3));
+  Poster p(hub);
+  for (const char* room : {"x", "y", "z"}) p.post(room);  // 1..3
+  {
+    FakeStream reader(hub, 10);
+    hub.subscribe(reader.sub, {"x"}, std::nullopt);  // x is idle last from now on
+  }
+  p.post("w");  // 4: forgets y
+  {
+    FakeStream reader(hub, 10);
+    hub.subscribe(reader.sub, {"y"}, std::nullopt);  // forgets z
+  }
+  std::vector<std::pair<std::string, uint64_t>> listed;
+  for (const sse::Room* room : hub.rooms_by_activity(10))
+    listed.emplace_back(room->name(), room->last_id());
+  EXPECT_EQ(listed, (std::vector<std::pair<std::string, uint64_t>>{{"w", 4}, {"y", 2}, {"x", 1}}));
+}

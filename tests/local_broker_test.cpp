@@ -110,6 +110,16 @@ std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
   return list;
 }
 
+// A stream's sink that keeps every frame it is given.
+struct KeepingSink : sse::Sink {
+  bool deliver(const FrameRef& frame) override {
+    frames.emplace_back(frame.bytes());
+    return true;
+  }
+  size_t free_slots() const override { return 1000; }
+  std::vector<std::string> frames;
+};
+
 }  // namespace
 
 TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
@@ -560,4 +570,51 @@ TEST(LocalBroker, AJournalMovedAwayIsFoundAndRebuilt) {
     }
     EXPECT_EQ(ids_after_restart(dir), ids({1, 3})) << how;
   }
+}
+
+// The journal's floors name the highest id issued: after a restart the hub has it too, so a stream
+// resuming from it is up to date, not "from the future", even when no kept message has that id.
+TEST(LocalBroker, TheHighestIdIssuedReachesTheHubAfterARestart) {
+  std::string dir = journal_temp_dir();
+  sse::HubOptions one_room{100, 1ull << 30, 1};
+  {
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec), one_room);
+    f.start();
+    for (int i = 0; i < 3; ++i) f.publish_and_wait("m", "", "x");
+    KeepingSink sink;
+    sse::Subscription y(f.sink.hub, sink, "");
+    ASSERT_TRUE(f.sink.hub.subscribe(y, {"y"}, std::nullopt));  // forgets x
+    std::filesystem::remove_all(dir);
+    f.broker->tick();  // rewrites the journal from memory: floors, no message
+    ASSERT_FALSE(f.broker->unavailable());
+  }
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec), one_room);
+  f.start();
+  EXPECT_TRUE(f.sink.restored_ids.empty());
+  EXPECT_EQ(f.sink.hub.next_id(), 4u);
+}
+
+// A forgotten name that dropped out of those the hub remembers raised the floor of every room the
+// hub does not know: compaction writes it down, so the room made again after a restart resets.
+TEST(LocalBroker, TheFloorOfForgottenNamesSurvivesCompactionAndARestart) {
+  std::string dir = journal_temp_dir();
+  sse::HubOptions one_room{100, 1ull << 30, 1};
+  {
+    Fixture f(broker_options(dir, FsyncPolicy::Never, nullptr, 4096), one_room);
+    f.start();
+    f.publish_and_wait("m", "", "b");   // 1
+    f.publish_and_wait("m", "", "b");   // 2
+    f.publish_and_wait("m", "", "x1");  // 3: forgets b
+    f.publish_and_wait("m", "", "x2");  // 4: forgets x1; b's name drops out of those remembered
+    for (int i = 0; i < 100; ++i) f.publish_and_wait(std::string(100, 'x'), "", "x2");
+  }
+  Fixture f(broker_options(dir, FsyncPolicy::Never), one_room);
+  f.start();
+  ASSERT_FALSE(f.sink.restored_ids.empty());
+  EXPECT_GT(f.sink.restored_ids.front(), 3u);  // compacted: b's and x1's records are gone
+  KeepingSink sink;
+  sse::Subscription b(f.sink.hub, sink, "");
+  ASSERT_TRUE(f.sink.hub.subscribe(b, {"b"}, 1));
+  ASSERT_FALSE(sink.frames.empty());
+  EXPECT_TRUE(sink.frames[0].starts_with("event: reset\n")) << sink.frames[0];
 }

@@ -38,6 +38,36 @@ std::optional<SseEvent> next_event_of(SseReader& reader, const std::string& type
   return std::nullopt;
 }
 
+// What a stream resumed from `last_event_id` gets until message `until`, presence left out:
+// "reset <room>" for a reset, the id for a message.
+std::vector<std::string> resumed(uint16_t port, const std::string& last_event_id,
+                                 const std::string& query, uint64_t until) {
+  Subscription s(port, last_event_id, query);
+  EXPECT_TRUE(s.ok);
+  std::vector<std::string> got;
+  while (auto e = s.reader.next()) {
+    if (e->event == "presence") continue;
+    got.push_back(e->event.empty() ? e->id : e->event + " " + field(e->data, "room"));
+    if (e->event.empty() && e->id == std::to_string(until)) break;
+  }
+  return got;
+}
+
+// Removes the data directory under a running server and waits until storage recovered, which
+// rewrites the journal from memory.
+void force_recovery(uint16_t port, const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  for (int i = 0; i < 200 && !std::filesystem::exists(dir + "/journal"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Client probe(port);
+  for (int i = 0; i < 100; ++i) {
+    auto h = probe.get("/healthz");
+    if (h && h->status == 200) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ADD_FAILURE() << "storage did not recover";
+}
+
 }  // namespace
 
 TEST(Rooms, EachRoomsSubscribersSeeOnlyThatRoom) {
@@ -375,16 +405,7 @@ TEST(Rooms, IdsAreNeverReusedWhenTheNewestRoomWasForgotten) {
     Subscription other(server.port(), "", "?room=c");  // forgets b
     ASSERT_TRUE(other.ok);
   }
-  std::filesystem::remove_all(dir);
-  // Storage recovers within a second or so, rewriting the journal from memory.
-  for (int i = 0; i < 200 && !std::filesystem::exists(dir + "/journal"); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  Client probe(server.port());
-  for (int i = 0; i < 100; ++i) {
-    auto h = probe.get("/healthz");
-    if (h && h->status == 200) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  force_recovery(server.port(), dir);  // within a second or so
   EXPECT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
   ServerProcess again(args, false);
   EXPECT_EQ(post_id(again.port(), "a"), 3u);
@@ -407,4 +428,87 @@ TEST(Rooms, HeadMalformedQueriesAndImpossibleStreamsAreRefusedPlainly) {
   ASSERT_TRUE(first);
   EXPECT_EQ(first->event, "");
   EXPECT_EQ(first->id, std::to_string(id));
+}
+
+// More rooms forgotten than --max-rooms: the oldest name drops out of those remembered, and the
+// room made again with that name still resets a stream that resumes from before its messages.
+TEST(Rooms, ARoomForgottenLongAgoStillResetsWhenMadeAgain) {
+  ServerProcess server({"--max-rooms", "2"});
+  for (int i = 0; i < 3; ++i) post_id(server.port(), "b");                         // 1..3
+  for (const char* room : {"x1", "x2", "x3", "x4"}) post_id(server.port(), room);  // 4..7
+  EXPECT_EQ(post_id(server.port(), "b"), 8u);
+  EXPECT_EQ(resumed(server.port(), "1", "?room=b", 8), (std::vector<std::string>{"reset b", "8"}));
+}
+
+// A compaction or a recovery writes every room's floor before the messages: after a restart the
+// rooms still there keep their own resets, however many names were forgotten besides them.
+TEST(Rooms, RoomsKeepTheirResetsAfterARewriteAndARestart) {
+  for (bool recovery : {false, true}) {
+    SCOPED_TRACE(recovery ? "recovery" : "compaction");
+    std::string dir = make_temp_dir();
+    std::vector<std::string> args = {"--data-dir", dir, "--max-rooms",         "2",
+                                     "--history",  "1", "--journal-max-bytes", "4096"};
+    std::vector<std::string> want = {"reset a", "reset b", "6", "8"};
+    {
+      ServerProcess server(args, false);
+      for (const char* room : {"x1", "x2", "a", "b", "a", "a", "b", "b"})  // 1..8
+        post_id(server.port(), room, std::string(1000, 'm'));
+      EXPECT_EQ(resumed(server.port(), "4", "?room=a&room=b", 8), want);
+      if (recovery) force_recovery(server.port(), dir);
+      EXPECT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
+    }
+    ServerProcess server(args, false);
+    EXPECT_EQ(resumed(server.port(), "4", "?room=a&room=b", 8), want);
+  }
+}
+
+// The newest ids were a forgotten room's, and the journal was rewritten from memory: after a
+// restart, a stream resuming from the newest id is up to date, not "from the future".
+TEST(Rooms, TheNewestIdOfAForgottenRoomIsNoResetAfterARestart) {
+  std::string dir = make_temp_dir();
+  std::vector<std::string> args = {"--data-dir", dir, "--max-rooms", "1"};
+  {
+    ServerProcess server(args, false);
+    for (int i = 0; i < 3; ++i) post_id(server.port(), "x");
+    {
+      Subscription y(server.port(), "", "?room=y");  // forgets x
+      ASSERT_TRUE(y.ok);
+    }
+    force_recovery(server.port(), dir);
+    EXPECT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
+  }
+  ServerProcess server(args, false);
+  Subscription s(server.port(), "3", "?room=y");
+  ASSERT_TRUE(s.ok);
+  EXPECT_EQ(post_id(server.port(), "y"), 4u);
+  auto first = s.reader.next();
+  while (first && first->event == "presence") first = s.reader.next();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->event, "") << first->raw;
+  EXPECT_EQ(first->id, "4");
+}
+
+// A room a stream makes again after it was forgotten has its old last id, and is listed by it.
+TEST(Rooms, ARoomMadeAgainIsListedByItsLastId) {
+  ServerProcess server({"--max-rooms", "3"});
+  for (const char* room : {"x", "y", "z"}) post_id(server.port(), room);  // 1..3
+  {
+    Subscription x(server.port(), "", "?room=x");  // x is idle last from now on
+    ASSERT_TRUE(x.ok);
+  }
+  post_id(server.port(), "w");  // 4: forgets y
+  {
+    Subscription y(server.port(), "", "?room=y");  // forgets z, makes y again
+    ASSERT_TRUE(y.ok);
+  }
+  Client c(server.port());
+  auto r = c.get("/rooms");
+  ASSERT_TRUE(r);
+  size_t w = r->body.find(R"("room":"w")"), y = r->body.find(R"("room":"y")"),
+         x = r->body.find(R"("room":"x")");
+  ASSERT_NE(x, std::string::npos) << r->body;
+  EXPECT_LT(w, y) << r->body;
+  EXPECT_LT(y, x) << r->body;
+  EXPECT_NE(r->body.find(R"("last_id":2,"messages":0})", y), std::string::npos) << r->body;
+  EXPECT_EQ(r->body.find(R"("room":"z")"), std::string::npos) << r->body;
 }
