@@ -377,7 +377,7 @@ void ChatRoutes::list_rooms(Connection& conn, Request& req) {
     r.body += "{\"room\":";
     json::append_string(r.body, room->name());
     r.body += ",\"online\":";
-    json::append_uint(r.body, room->subscriber_count());
+    json::append_uint(r.body, room->online());
     r.body += ",\"last_id\":";
     json::append_uint(r.body, room->last_id());
     r.body += ",\"messages\":";

@@ -458,7 +458,7 @@ void Hub::send_room_presence(Room& room, const std::vector<std::string_view>& lo
     if (users.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
     users.push_back(user);
   }
-  FrameRef frame(presence_event(room.name(), room.seats_.size() + room.remote_online_, users));
+  FrameRef frame(presence_event(room.name(), room.online(), users));
   for (const Room::Seat& seat : room.seats_)
     if (seat.sub->sink().free_slots() > 1) (void)seat.sub->sink().deliver(frame);
 }

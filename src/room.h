@@ -57,6 +57,8 @@ class Room {
     return static_cast<size_t>(it - history_.begin());
   }
   size_t subscriber_count() const { return seats_.size(); }
+  // Readers on every node, as this one last heard from the others (its own alone without Redis).
+  uint64_t online() const { return seats_.size() + remote_online_; }
   const std::vector<Seat>& seats() const { return seats_; }
   // Distinct reader names, sorted, with how many of the room's streams use each.
   const std::map<std::string, uint32_t>& names() const { return names_; }

@@ -388,6 +388,8 @@ TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
   EXPECT_TRUE(run_until(
       c.reactor, [&] { return on_a.last_presence() == both && on_b.last_presence() == both; }))
       << on_a.last_presence() << on_b.last_presence();
+  EXPECT_EQ(c.a.hub.find("general")->online(), 2u);  // what GET /rooms says on either node
+  EXPECT_EQ(c.b.hub.find("general")->online(), 2u);
   {
     sse::Subscription bob2(c.b.hub, bob2_sink, "bob");  // a second tab: one name, two readers
     ASSERT_TRUE(c.b.hub.subscribe(bob2, {"general"}, std::nullopt));
