@@ -111,8 +111,8 @@ class Hub final : public CommitSink {
 
   const Room* find(std::string_view name) const;
   // Up to `limit` rooms, most recently active first: the highest last_id() first (a room made
-  // again after it was forgotten has its old one), rooms without messages last in the order they
-  // were made. O(limit), or O(rooms) when `keep` passes over some.
+  // again after it was forgotten has its old one; one without messages, the floor it started
+  // from), then in the order they were made. O(limit), or O(rooms) when `keep` passes over some.
   std::vector<const Room*> rooms_by_activity(
       size_t limit, const std::function<bool(const Room&)>& keep = nullptr) const;
 

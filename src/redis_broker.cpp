@@ -116,7 +116,10 @@ PublishResult unavailable_result(std::string why) {
 
 // Redis past its maxmemory (noeviction) refusing a write: "OOM command not allowed …".
 bool out_of_memory_error(const redisReply* r) {
-  return r && r->type == REDIS_REPLY_ERROR && text_of(r).starts_with("OOM ");
+  // Redis 7 passes the error code through a script; earlier versions wrap it in an ERR.
+  return r && r->type == REDIS_REPLY_ERROR &&
+         (text_of(r).starts_with("OOM ") ||
+          text_of(r).find("OOM command not allowed") != std::string_view::npos);
 }
 
 }  // namespace
@@ -276,12 +279,15 @@ void RedisBroker::note_memory(bool full, std::string_view error) {
 // the node learns that memory was freed even when no POST comes.
 void RedisBroker::probe_memory() {
   if (!out_of_memory_ || probing_memory_ || !cmd_.up()) return;
-  probing_memory_ = true;
-  cmd_.command({"SETRANGE", key("memory-probe"), "0", ""}, [this, alive = alive_](redisReply* r) {
-    if (!*alive) return;
-    probing_memory_ = false;
-    if (r) note_memory(out_of_memory_error(r), text_of(r));
-  });
+  // A command that could not be sent leaves the flag clear: the next tick tries again.
+  probing_memory_ = cmd_.command({"SETRANGE", key("memory-probe"), "0", ""},
+                                 [this, alive = alive_](redisReply* r) {
+                                   if (!*alive) return;
+                                   probing_memory_ = false;
+                                   // Only a write that went through says memory is back; another
+                                   // error says nothing of it.
+                                   if (r && r->type != REDIS_REPLY_ERROR) note_memory(false, {});
+                                 });
 }
 
 // Once both links are up again (and the node warm), the next outage is logged again.
