@@ -65,11 +65,11 @@ uint64_t Hub::floor_for(std::string_view name) const {
 
 // floor_for(name), which the room being made carries from now on.
 uint64_t Hub::take_floor(const std::string& name) {
-  uint64_t through = floor_for(name);
-  if (auto it = forgotten_.find(name); it != forgotten_.end()) {
-    forgotten_order_.erase(it->second.order_at);
-    forgotten_.erase(it);
-  }
+  auto it = forgotten_.find(name);
+  if (it == forgotten_.end()) return unknown_floor_;
+  uint64_t through = it->second.through;
+  forgotten_order_.erase(it->second.order_at);
+  forgotten_.erase(it);
   return through;
 }
 
@@ -177,6 +177,12 @@ void Hub::append(Room& room, uint64_t id, const FrameRef& frame) {
     drop_oldest(*fronts_.begin()->second);
 }
 
+// The room no longer has its messages up to `through`.
+void Hub::drop_through(Room& room, uint64_t through) {
+  while (!room.history_.empty() && room.history_.front().id <= through) drop_oldest(room);
+  room.dropped_through_ = std::max(room.dropped_through_, through);
+}
+
 void Hub::drop_oldest(Room& room) {
   const Room::Entry& oldest = room.history_.front();
   fronts_.erase({oldest.id, &room});
@@ -260,8 +266,7 @@ void Hub::restore_floor(std::string_view room_name, uint64_t through) {
   if (!room) return remember_forgotten(std::string(room_name), through);
   if (through >= room->last_id_)  // it was forgotten
     return drop_room(*room, std::max(through, room->gone_through()));
-  while (!room->history_.empty() && room->history_.front().id <= through) drop_oldest(*room);
-  room->dropped_through_ = std::max(room->dropped_through_, through);
+  drop_through(*room, through);
 }
 
 // Restoring made every room without forgetting any (storage replayed what was forgotten):
@@ -287,8 +292,7 @@ void Hub::lose_through(std::string_view room_name, uint64_t through) {
   Room* room = find_mutable(room_name);
   if (!room)  // its floor when made
     return remember_forgotten(std::string(room_name), std::max(floor_for(room_name), through));
-  while (!room->history_.empty() && room->history_.front().id <= through) drop_oldest(*room);
-  room->dropped_through_ = std::max(room->dropped_through_, through);
+  drop_through(*room, through);
   set_last_id(*room, std::max(room->last_id_, through));
   std::vector<Room::Seat> seats = room->seats_;  // a sink may close (and leave) as it fills
   for (const Room::Seat& seat : seats) {

@@ -136,6 +136,7 @@ class Hub final : public CommitSink {
   void trim_forgotten();
   void set_last_id(Room& room, uint64_t id);
   void append(Room& room, uint64_t id, const FrameRef& frame);
+  void drop_through(Room& room, uint64_t through);
   void drop_oldest(Room& room);
   void deliver_live(Room& room, uint64_t id, const FrameRef& frame);
   void mark_idle(Room& room);
