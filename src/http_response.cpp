@@ -1,5 +1,7 @@
 #include "http_response.h"
 
+#include <ctime>
+
 #include "json.h"
 
 namespace sse::http {
@@ -47,6 +49,22 @@ std::string_view reason_phrase(int status) {
   }
 }
 
+std::string_view date_header() {
+  // Formatted once a second: RFC 9110 6.6.1 asks an origin server with a clock for Date on every
+  // answer, and caches and clients use it to judge freshness.
+  static thread_local time_t formatted_at = -1;
+  static thread_local char line[64];
+  static thread_local size_t length = 0;
+  time_t now = std::time(nullptr);
+  if (now != formatted_at) {
+    struct tm utc;
+    gmtime_r(&now, &utc);
+    length = std::strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &utc);
+    formatted_at = now;
+  }
+  return {line, length};
+}
+
 std::string serialize(const Response& r) {
   std::string out;
   out.reserve(160 + r.body.size());
@@ -55,6 +73,7 @@ std::string serialize(const Response& r) {
   out += ' ';
   out += reason_phrase(r.status);
   out += "\r\n";
+  out += date_header();
   // RFC 9110 8.6 and 15.3.5: a 204 carries no Content-Length (and no content to type).
   bool no_content = r.status == 204;
   if (!no_content) {

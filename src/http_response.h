@@ -32,6 +32,9 @@ struct Response {
                                // connection
 };
 
+// "Date: <IMF-fixdate>\r\n" for the current second.
+std::string_view date_header();
+
 // The status line, headers and `body` (not `parts`, which the connection queues as slices).
 std::string serialize(const Response& r);
 size_t content_length(const Response& r);

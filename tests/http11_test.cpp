@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <cstdlib>
+#include <ctime>
+
 #include "test_server.h"
 
 using namespace testing_support;
@@ -162,4 +165,35 @@ TEST(Http11, HeadOfTheStreamGoesThroughTheReplyPath) {
   auto next = c.read_response();
   ASSERT_TRUE(next);
   EXPECT_EQ(next->body, "ok\n");
+}
+
+namespace {
+
+// Seconds between an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") and now; -1 when malformed.
+long date_skew_s(const std::string& value) {
+  struct tm utc {};
+  const char* end = strptime(value.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &utc);
+  if (!end || *end != '\0' || value.size() != 29) return -1;
+  return std::labs(static_cast<long>(timegm(&utc) - std::time(nullptr)));
+}
+
+}  // namespace
+
+TEST(Http11, EveryAnswerCarriesTheDate) {
+  ServerProcess server;
+  Client c(server.port());
+  for (const char* path : {"/healthz", "/nowhere"}) {
+    auto r = c.get(path);
+    ASSERT_TRUE(r) << path;
+    long skew = date_skew_s(r->header("date"));
+    EXPECT_GE(skew, 0) << path << r->header("date");
+    EXPECT_LE(skew, 60) << path << r->header("date");
+  }
+  ASSERT_TRUE(c.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  auto stream = c.read_head();
+  ASSERT_TRUE(stream);
+  EXPECT_EQ(stream->status, 200);
+  long skew = date_skew_s(stream->header("date"));
+  EXPECT_GE(skew, 0) << stream->header("date");
+  EXPECT_LE(skew, 60) << stream->header("date");
 }
