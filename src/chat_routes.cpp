@@ -172,6 +172,7 @@ void ChatRoutes::handle_request(Connection& conn, Request& req) {
   policy_.identify(conn, req);
   if (auto preflight = policy_.preflight(req)) return policy_.reply(conn, req, *preflight);
   const std::string& path = req.path;
+  if (path == "*") return describe_server(conn, req);
   if (path == "/events") return route_events(conn, req);
   if (path == "/messages") return route_messages(conn, req);
   bool get_or_head = req.method == Method::Get || req.method == Method::Head;
@@ -432,12 +433,20 @@ void ChatRoutes::serve_health(Connection& conn, Request& req) {
   policy_.reply(conn, req, text_response(200, "ok\n"));
 }
 
+// OPTIONS *: the methods the server knows at all.
+void ChatRoutes::describe_server(Connection& conn, Request& req) {
+  http::Response r;
+  r.status = 204;
+  r.headers.emplace_back("Allow", "GET, HEAD, POST, OPTIONS");
+  policy_.reply(conn, req, std::move(r));
+}
+
 // Any method but GET and HEAD: 405 where there is something to GET, 404 where nothing is.
 void ChatRoutes::refuse_method(Connection& conn, Request& req) {
   static constexpr std::string_view kReadOnly[] = {"/rooms", "/me", "/healthz", "/metrics"};
   bool exists =
       std::find(std::begin(kReadOnly), std::end(kReadOnly), req.path) != std::end(kReadOnly) ||
-      static_files_.load(req.path);
+      static_files_.exists(req.path);
   if (!exists) return policy_.reply(conn, req, http::error(404, "no such page: " + req.path));
   policy_.method_not_allowed(conn, req, "GET, HEAD");
 }

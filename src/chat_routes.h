@@ -38,6 +38,7 @@ class ChatRoutes final : public RequestHandler {
   void list_rooms(Connection& conn, Request& req);
   void serve_health(Connection& conn, Request& req);
   void serve_static(Connection& conn, Request& req);
+  void describe_server(Connection& conn, Request& req);
   void refuse_method(Connection& conn, Request& req);
   void serve_metrics(Connection& conn, Request& req);
   void serve_me(Connection& conn, Request& req);

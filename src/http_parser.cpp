@@ -257,7 +257,11 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
     return s.fail(400, "exactly one Host header is required");
   // Two credentials: which one speaks is anybody's guess (a proxy may have added one).
   if (s.authorization_headers_ > 1) return s.fail(400, "more than one Authorization header");
-  if (!split_target(s.url_, r.path, r.query)) return s.fail(400, "malformed request target");
+  // RFC 9112 3.2.4: the asterisk-form asks about the server as a whole, and only OPTIONS may.
+  bool asterisk = s.url_ == "*" && r.method_name == "OPTIONS";
+  if (asterisk) r.path = "*";
+  if (!asterisk && !split_target(s.url_, r.path, r.query))
+    return s.fail(400, "malformed request target");
   // Refuse an oversized body from its declared length, before reading any of it.
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)
     return s.fail(413, "request body too large");

@@ -83,7 +83,7 @@ std::optional<std::string> StaticFiles::resolve_inside(const std::string& candid
   return real;
 }
 
-std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) const {
+std::optional<std::string> StaticFiles::locate(std::string_view raw_path) const {
   if (root_.empty()) return std::nullopt;
   auto decoded = form::percent_decode(raw_path, false);
   if (!decoded || decoded->empty() || decoded->front() != '/') return std::nullopt;
@@ -97,6 +97,16 @@ std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) const {
   struct stat st;
   if (real && stat(real->c_str(), &st) == 0 && S_ISDIR(st.st_mode))
     real = resolve_inside(*real + "/index.html");
+  if (!real || stat(real->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return real;
+}
+
+bool StaticFiles::exists(std::string_view raw_path) const {
+  return locate(raw_path).has_value();
+}
+
+std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) const {
+  auto real = locate(raw_path);
   if (!real) return std::nullopt;
   auto body = read_regular_file(*real);
   if (!body) return std::nullopt;

@@ -21,11 +21,15 @@ class StaticFiles {
 
   // `raw_path` is the request path as sent ("/", "/app.js", "/%2e%2e/x").
   std::optional<StaticFile> load(std::string_view raw_path) const;
+  // Whether load() would find a file, without reading it.
+  bool exists(std::string_view raw_path) const;
 
   static std::string_view content_type_for(std::string_view path);
 
  private:
   std::optional<std::string> resolve_inside(const std::string& candidate) const;
+  // The real path of the regular file `raw_path` names inside the root.
+  std::optional<std::string> locate(std::string_view raw_path) const;
   std::string root_;  // real path, no trailing slash
 };
 

@@ -197,3 +197,16 @@ TEST(Http11, EveryAnswerCarriesTheDate) {
   EXPECT_GE(skew, 0) << stream->header("date");
   EXPECT_LE(skew, 60) << stream->header("date");
 }
+
+TEST(Http11, OptionsAsteriskSaysWhatTheServerAllows) {
+  ServerProcess server;
+  Client c(server.port());
+  ASSERT_TRUE(c.send("OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  auto r = c.read_head();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->header("allow"), "GET, HEAD, POST, OPTIONS");
+  auto next = c.get("/healthz");  // framing holds
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body, "ok\n");
+}

@@ -259,3 +259,11 @@ TEST(HttpParser, ATrailerCannotCloseTheConnection) {
   EXPECT_TRUE(o.requests[0].keep_alive);
   EXPECT_EQ(o.requests[1].path, "/next");
 }
+
+TEST(HttpParser, AsteriskFormIsForOptionsOnly) {
+  Outcome options = parse_chunks({"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"});
+  ASSERT_EQ(options.requests.size(), 1u);
+  EXPECT_EQ(options.requests[0].path, "*");
+  EXPECT_EQ(parse_chunks({"GET * HTTP/1.1\r\nHost: x\r\n\r\n"}).error_status, 400);
+  EXPECT_EQ(parse_chunks({"OPTIONS *x HTTP/1.1\r\nHost: x\r\n\r\n"}).error_status, 400);
+}

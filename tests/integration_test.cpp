@@ -213,6 +213,11 @@ TEST(Core, EveryErrorStatusAndTheServerKeepsServing) {
        "GET, HEAD, POST"},
       {"wrong method on events", "POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
        405, "allow", "GET, HEAD"},
+      {"wrong method where no page is",
+       "PUT /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: "
+       "0\r\n\r\n",
+       404},
+      {"asterisk-form outside OPTIONS", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
       {"wrong method on a page", "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405,
        "allow", "GET, HEAD"},
       {"body over the limit", post("application/json", std::string(2000, ' ')), 413},
