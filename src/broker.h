@@ -137,6 +137,9 @@ class Broker {
   // other nodes tells them. `names`: distinct, sorted.
   virtual void presence_changed(std::string_view /*room*/, uint64_t /*online*/,
                                 const std::vector<std::string_view>& /*names*/) {}
+  // The node is stopping: its readers leave the other nodes' presence now, not when their entries
+  // expire, and later changes are not sent.
+  virtual void withdraw_presence() {}
 };
 
 }  // namespace sse

@@ -526,6 +526,7 @@ void RedisBroker::finish_fill(Fill& fill) {
 
 void RedisBroker::presence_changed(std::string_view room_name, uint64_t online,
                                    const std::vector<std::string_view>& names) {
+  if (presence_withdrawn_) return;
   std::string room(room_name);
   auto it = presence_.find(room);
   LocalPresence now{online, std::vector<std::string>(names.begin(), names.end())};
@@ -535,6 +536,15 @@ void RedisBroker::presence_changed(std::string_view room_name, uint64_t online,
   presence_[room] = std::move(now);
   write_presence(room, true);
   if (online == 0) presence_.erase(room);
+}
+
+void RedisBroker::withdraw_presence() {
+  presence_withdrawn_ = true;
+  for (auto& [room, mine] : presence_) {
+    mine = LocalPresence{};
+    write_presence(room, true);
+  }
+  presence_.clear();
 }
 
 // This node's entry in the room's hash (removed when it has no readers left), then the hash read

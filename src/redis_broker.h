@@ -70,6 +70,7 @@ class RedisBroker final : public Broker {
   // Writes this node's readers of `room` to Redis and tells the other nodes.
   void presence_changed(std::string_view room, uint64_t online,
                         const std::vector<std::string_view>& names) override;
+  void withdraw_presence() override;
 
  private:
   struct Backoff {
@@ -146,6 +147,7 @@ class RedisBroker final : public Broker {
   std::string presence_cursor_ = "0-0";
   int64_t presence_refresh_ms_ = 0;
   bool presence_reading_ = false;
+  bool presence_withdrawn_ = false;
   Backoff cmd_backoff_;
   Backoff feed_backoff_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

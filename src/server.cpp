@@ -133,6 +133,7 @@ void Server::begin_shutdown() {
   drain_deadline_ms_ = reactor_.now_ms() + int64_t{config_.shutdown_timeout_s} * 1000;
   log::info("shutting down", "connections", registry_.size(), "streams", hub_.stream_count());
   registry_.stop_accepting_and_drain();
+  broker_->withdraw_presence();
   finish_shutdown_if_done();
 }
 

@@ -955,3 +955,31 @@ TEST(RedisNodes, RedisOutOfMemoryMeans503sThatStoredNothingUntilItHasRoom) {
   for (const Listed& l : list_room(node->port(), "alpha")) kept.push_back(l.text);
   EXPECT_EQ(kept, (std::vector<std::string>{"before", "while-full"}));
 }
+
+// 10. A node stopped with SIGTERM takes its readers out of every node's presence as it stops,
+// rather than leaving them counted until its entries expire (30 s; the wait below is 10 s).
+TEST(RedisNodes, AStoppedNodesReadersLeavePresenceAtOnce) {
+  RedisServer redis;
+  auto a = start_node(redis);
+  auto b = start_node(redis);
+  Stream alice(a->port(), "?room=lobby&user=alice");
+  ASSERT_TRUE(alice.ok);
+  auto last_presence = [](const Stream& s) {
+    std::string data;
+    for (const Got& g : s.events())
+      if (g.event == "presence") data = g.data;
+    return data;
+  };
+  const std::string both = R"({"room":"lobby","online":2,"users":["alice","bob"]})";
+  const std::string alone = R"({"room":"lobby","online":1,"users":["alice"]})";
+  {
+    Stream bob(b->port(), "?room=lobby&user=bob");
+    ASSERT_TRUE(bob.ok);
+    EXPECT_TRUE(alice.wait([&](const Stream& s) { return last_presence(s) == both; }, 20s))
+        << last_presence(alice);
+    EXPECT_EQ(b->stop(SIGTERM), 0);
+    EXPECT_TRUE(bob.wait_ended(10s));
+  }
+  EXPECT_TRUE(alice.wait([&](const Stream& s) { return last_presence(s) == alone; }, 10s))
+      << last_presence(alice);
+}
