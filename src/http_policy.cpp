@@ -181,6 +181,8 @@ void HttpPolicy::set_connection_limit(size_t max_connections) {
 std::string HttpPolicy::open_stream(Connection& conn, const Request& req) {
   std::string opening(http::kStreamHead);
   opening.insert(opening.size() - 2, http::date_header());
+  opening.insert(opening.size() - 2,
+                 req.keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
   if (context_of(req).cors) {
     opening.insert(opening.size() - 2,
                    "Access-Control-Allow-Origin: " + config_.cors_origin +

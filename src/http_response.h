@@ -46,13 +46,13 @@ Response error(int status, std::string_view reason);
 inline constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 // The head of every event stream: no Content-Length and no chunking, the body ends with the
-// connection. X-Accel-Buffering stops nginx from buffering the stream.
+// connection. X-Accel-Buffering stops nginx from buffering the stream. The Connection header is
+// the client's own choice said back (keep-alive, unless it asked to close).
 inline constexpr std::string_view kStreamHead =
     "HTTP/1.1 200 OK\r\n"
     "Content-Type: text/event-stream\r\n"
     "Cache-Control: no-cache\r\n"
     "X-Accel-Buffering: no\r\n"
-    "Connection: keep-alive\r\n"
     "\r\n";
 
 }  // namespace sse::http

@@ -210,3 +210,16 @@ TEST(Http11, OptionsAsteriskSaysWhatTheServerAllows) {
   ASSERT_TRUE(next);
   EXPECT_EQ(next->body, "ok\n");
 }
+
+TEST(Http11, AStreamHeadSaysTheConnectionOptionTheClientChose) {
+  ServerProcess server;
+  for (const auto& [asked, said] : std::vector<std::pair<std::string, std::string>>{
+           {"", "keep-alive"}, {"Connection: close\r\n", "close"}}) {
+    Client c(server.port());
+    ASSERT_TRUE(c.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n" + asked + "\r\n"));
+    auto head = c.read_head();
+    ASSERT_TRUE(head);
+    EXPECT_EQ(head->status, 200);
+    EXPECT_EQ(head->header("connection"), said) << asked;
+  }
+}
