@@ -84,7 +84,8 @@ class CommitSink {
   // the room that still needed them get a reset now, then go on.
   virtual void lose_through(std::string_view room, uint64_t through) = 0;
 
-  // Readers of `room` on other nodes (sorted distinct names): presence counts them too.
+  // Readers of `room` on other nodes (sorted distinct names): presence counts them too, and a
+  // room this node does not know is made (while there is room under --max-rooms) to list it.
   virtual void set_remote_presence(std::string_view room, uint64_t online,
                                    std::vector<std::string> names) = 0;
 };

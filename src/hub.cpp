@@ -428,6 +428,9 @@ void Hub::mark_presence(Room& room) {
 void Hub::set_remote_presence(std::string_view room_name, uint64_t online,
                               std::vector<std::string> names) {
   Room* room = find_mutable(room_name);
+  // A room read on other nodes only is listed here too, but never at the cost of a kept one.
+  if (!room && online > 0 && rooms_.size() < options_.max_rooms)
+    room = &open(std::string(room_name), /*may_forget=*/false);
   if (!room || (room->remote_online_ == online && room->remote_names_ == names)) return;
   room->remote_online_ = online;
   room->remote_names_ = std::move(names);

@@ -559,8 +559,10 @@ void RedisBroker::write_presence(const std::string& room, bool announce) {
     std::string value =
         std::to_string(wall_clock_ms() + kPresenceTtlMs) + "\n" + std::to_string(mine.online);
     for (const std::string& name : mine.names) value += "\n" + name;
+    std::string expires = std::to_string(wall_clock_ms() + kPresenceTtlMs);
     cmd_.command({"HSET", hash, node_id_, value}, [](redisReply*) {});
     cmd_.command({"PEXPIRE", hash, std::to_string(kPresenceTtlMs * 2)}, [](redisReply*) {});
+    cmd_.command({"ZADD", key("presence-rooms"), expires, room}, [](redisReply*) {});
   }
   if (announce)
     cmd_.command(
@@ -593,18 +595,28 @@ void RedisBroker::read_presence(const std::string& room) {
     }
     std::sort(names.begin(), names.end());
     names.erase(std::unique(names.begin(), names.end()), names.end());
+    if (online == 0)
+      remote_rooms_.erase(room);
+    else if (remote_rooms_.size() < options_.max_rooms)
+      remote_rooms_.insert(room);
     sink_.set_remote_presence(room, online, std::move(names));
   });
 }
 
-// Each tick: the rooms whose presence another node changed, read again where this node has
-// readers; every kPresenceRefreshMs, this node's entries written again and all of them read
-// (entries of a node that died expire).
+// Each tick: the rooms whose presence another node changed, read again; every
+// kPresenceRefreshMs, this node's entries written again and the rooms where others had readers
+// read again (entries of a node that died expire). Once warm, the rooms with live entries.
 void RedisBroker::poll_presence() {
   if (!cmd_.up() || !warmed_) return;
+  if (!presence_rooms_read_) read_presence_rooms();
   if (reactor_.now_ms() >= presence_refresh_ms_) {
     presence_refresh_ms_ = reactor_.now_ms() + kPresenceRefreshMs;
     for (const auto& [room, mine] : presence_) write_presence(room, false);
+    for (const std::string& room : remote_rooms_)
+      if (!presence_.contains(room)) read_presence(room);
+    cmd_.command({"ZREMRANGEBYSCORE", key("presence-rooms"), "-inf",
+                  std::to_string(wall_clock_ms() - kPresenceTtlMs)},
+                 [](redisReply*) {});
   }
   if (presence_reading_) return;
   presence_reading_ = true;
@@ -618,12 +630,30 @@ void RedisBroker::poll_presence() {
                  for (size_t i = 0; i < entries->elements; ++i) {
                    const redisReply* entry = entries->element[i];
                    presence_cursor_ = std::string(text_of(entry->element[0]));
-                   std::string room(field_of(entry->element[1], "room"));
-                   if (presence_.contains(room)) changed.push_back(std::move(room));
+                   changed.emplace_back(field_of(entry->element[1], "room"));
                  }
                  std::sort(changed.begin(), changed.end());
                  changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-                 for (const std::string& room : changed) read_presence(room);
+                 for (const std::string& room : changed)
+                   if (!room_name_error(room)) read_presence(room);
+               });
+}
+
+// The rooms any node has live entries in (at most max_rooms, the latest to expire first).
+void RedisBroker::read_presence_rooms() {
+  presence_rooms_read_ = true;
+  cmd_.command({"ZRANGE", key("presence-rooms"), "+inf", std::to_string(wall_clock_ms()), "BYSCORE",
+                "REV", "LIMIT", "0", std::to_string(options_.max_rooms)},
+               [this, alive = alive_](redisReply* r) {
+                 if (!*alive) return;
+                 if (!r || r->type != REDIS_REPLY_ARRAY) {
+                   presence_rooms_read_ = false;  // asked again next tick
+                   return;
+                 }
+                 for (size_t i = 0; i < r->elements; ++i) {
+                   std::string room(text_of(r->element[i]));
+                   if (!room_name_error(room)) read_presence(room);
+                 }
                });
 }
 

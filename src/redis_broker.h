@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "broker.h"
@@ -107,6 +108,7 @@ class RedisBroker final : public Broker {
   void write_presence(const std::string& room, bool announce);
   void read_presence(const std::string& room);
   void poll_presence();
+  void read_presence_rooms();
   std::string key(std::string_view name) const {
     return "{" + options_.prefix + "}:" + std::string(name);
   }
@@ -137,7 +139,9 @@ class RedisBroker final : public Broker {
   bool probing_memory_ = false;
   // Presence across nodes: {p}:presence:<room> is a hash of node -> "<expires ms>\n<online>\n
   // <name>\n…", refreshed every kPresenceRefreshMs; {p}:presence-log names rooms whose hash
-  // changed, read each tick. What this node last wrote, for rooms it has readers of:
+  // changed, read each tick; {p}:presence-rooms scores each room by when its newest entry
+  // expires, so a node that starts learns of readers whose rooms have not changed for long.
+  // What this node last wrote, for rooms it has readers of:
   struct LocalPresence {
     uint64_t online = 0;
     std::vector<std::string> names;
@@ -148,6 +152,10 @@ class RedisBroker final : public Broker {
   int64_t presence_refresh_ms_ = 0;
   bool presence_reading_ = false;
   bool presence_withdrawn_ = false;
+  bool presence_rooms_read_ = false;
+  // Rooms where other nodes had readers at the last read (at most max_rooms): read again at each
+  // refresh, so readers of a node that died stop counting on every node.
+  std::unordered_set<std::string> remote_rooms_;
   Backoff cmd_backoff_;
   Backoff feed_backoff_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

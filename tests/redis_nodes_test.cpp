@@ -983,3 +983,59 @@ TEST(RedisNodes, AStoppedNodesReadersLeavePresenceAtOnce) {
   EXPECT_TRUE(alice.wait([&](const Stream& s) { return last_presence(s) == alone; }, 10s))
       << last_presence(alice);
 }
+
+namespace {
+
+// `online` of `room` in the node's GET /rooms; -1 when the room is not listed.
+long listed_online(uint16_t port, const std::string& room) {
+  Client c(port, 10);
+  auto r = c.get("/rooms?limit=1000");
+  if (!r || r->status != 200) return -1;
+  size_t at = r->body.find("{\"room\":\"" + room + "\"");
+  if (at == std::string::npos) return -1;
+  return std::stol(field(r->body.substr(at, r->body.find('}', at) - at + 1), "online"));
+}
+
+}  // namespace
+
+// 11. Every node counts every node's readers, in GET /rooms and presence, whether or not it has
+// readers of the room itself: a room read only elsewhere is listed with them, a node that starts
+// later counts them too, the count drops when they leave, and a killed node's readers stop
+// counting once its entries expire (30 s).
+TEST(RedisNodes, EveryNodeCountsReadersItDoesNotHave) {
+  RedisServer redis;
+  auto a = start_node(redis);
+  auto b = start_node(redis);
+  {
+    Stream alice(a->port(), "?room=lobby&user=alice");
+    ASSERT_TRUE(alice.ok);
+    EXPECT_TRUE(eventually([&] { return listed_online(b->port(), "lobby") == 1; }, 20s))
+        << listed_online(b->port(), "lobby");
+    auto c = start_node(redis);
+    EXPECT_TRUE(eventually([&] { return listed_online(c->port(), "lobby") == 1; }, 20s))
+        << listed_online(c->port(), "lobby");
+  }
+  EXPECT_TRUE(eventually([&] { return listed_online(b->port(), "lobby") == 0; }, 20s))
+      << listed_online(b->port(), "lobby");
+  // A reader who joins on b now hears of itself alone, not of alice, who left.
+  Stream carol(b->port(), "?room=lobby&user=carol");
+  ASSERT_TRUE(carol.ok);
+  EXPECT_TRUE(carol.wait(
+      [](const Stream& s) {
+        for (const Got& g : s.events())
+          if (g.event == "presence") return true;
+        return false;
+      },
+      10s));
+  for (const Got& g : carol.events()) {
+    if (g.event == "presence") {
+      EXPECT_EQ(g.data, R"({"room":"lobby","online":1,"users":["carol"]})");
+    }
+  }
+  Stream dave(a->port(), "?room=lobby&user=dave");
+  ASSERT_TRUE(dave.ok);
+  EXPECT_TRUE(eventually([&] { return listed_online(b->port(), "lobby") == 2; }, 20s));
+  EXPECT_EQ(a->stop(SIGKILL), 128 + SIGKILL);
+  EXPECT_TRUE(eventually([&] { return listed_online(b->port(), "lobby") == 1; }, 60s))
+      << listed_online(b->port(), "lobby");
+}
