@@ -64,6 +64,9 @@ std::optional<uint64_t> resume_point(const Request& req, StreamQuery& query) {
   return parse_u64(*query.last_event_id).value_or(UINT64_MAX);
 }
 
+constexpr std::string_view kBadLimit =
+    "limit must be a whole number of at least 1 (at most 1000 are listed)";
+
 // The `limit` of a listing: 1..kMaxListLimit (larger is capped), kDefaultListLimit when absent.
 std::optional<size_t> parse_limit(const std::optional<std::string>& value) {
   if (!value) return kDefaultListLimit;
@@ -343,9 +346,7 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
     }
   }
   auto limit = parse_limit(limit_value);
-  if (!limit)
-    return policy_.reply(conn, req,
-                         http::error(400, "limit must be a whole number from 1 to 1000"));
+  if (!limit) return policy_.reply(conn, req, http::error(400, kBadLimit));
   if (auto refusal = check_read(authenticate(req), {room}))
     return policy_.reply(conn, req, std::move(*refusal));
   uint64_t ticket = hold(conn);
@@ -361,9 +362,7 @@ void ChatRoutes::list_rooms(Connection& conn, Request& req) {
   if (!form::parse(req.query))
     return policy_.reply(conn, req, http::error(400, "malformed query string"));
   auto limit = parse_limit(form::query_value(req.query, "limit"));
-  if (!limit)
-    return policy_.reply(conn, req,
-                         http::error(400, "limit must be a whole number from 1 to 1000"));
+  if (!limit) return policy_.reply(conn, req, http::error(400, kBadLimit));
   Authentication auth = authenticate(req);
   if (auth.kind == Authentication::Invalid) {
     metrics_.count_rejected("unauthorized");

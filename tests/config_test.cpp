@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -35,4 +37,27 @@ TEST(Config, TheLargestValueOfAFieldIsTaken) {
 TEST(Config, BelowTheMinimumIsRefused) {
   sse::Config config;
   EXPECT_EQ(parse({"--history", "0"}, config).kind, sse::ParseOutcome::Error);
+}
+
+// The room limits of #13 and the history's memory: 32 rooms a stream, 10,000 rooms, 256 MiB of kept
+// messages, both in what the server runs with and in what --help says.
+TEST(Config, RoomAndHistoryMemoryDefaults) {
+  for (const char* name :
+       {"SSE_CHAT_MAX_ROOMS_PER_STREAM", "SSE_CHAT_MAX_ROOMS", "SSE_CHAT_HISTORY_MEMORY"})
+    unsetenv(name);
+  sse::Config config;
+  ASSERT_EQ(parse({}, config).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(config.max_rooms_per_stream, 32u);
+  EXPECT_EQ(config.max_rooms, 10000u);
+  EXPECT_EQ(config.history_memory, 256ull << 20);
+  std::string help = sse::help_text();
+  for (auto [option, shown] :
+       std::vector<std::pair<std::string, std::string>>{{"--max-rooms-per-stream N", "32"},
+                                                        {"--max-rooms N", "10000"},
+                                                        {"--history-memory N", "268435456"}}) {
+    size_t at = help.find("  " + option + " ");
+    ASSERT_NE(at, std::string::npos) << option;
+    std::string line = help.substr(at, help.find('\n', at) - at);
+    EXPECT_TRUE(line.ends_with("(default: " + shown + ")")) << line;
+  }
 }

@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <thread>
 
@@ -105,28 +106,58 @@ TEST(Daemon, SocketActivationServesOnTheInheritedListener) {
   close(fd);
 }
 
-TEST(Daemon, UnitFilePassesSystemdAnalyzeVerify) {
+namespace {
+
+// Copies the built unit `name` (from the directory of SSE_CHAT_UNIT) into a directory of its own,
+// its ExecStart pointed at the binary under test (its arguments kept), as an installed unit points
+// at the installed one; checks it holds `words`, and runs `systemd-analyze verify` on `verify_as`
+// (an instance name for a template). Skips when systemd-analyze is missing.
+void verify_unit(const std::string& name, const std::string& verify_as,
+                 std::initializer_list<const char*> words) {
   int status = 0;
   run("command -v systemd-analyze >/dev/null 2>&1", status);
   if (status != 0) GTEST_SKIP() << "systemd-analyze is not installed here";
   const char* unit = std::getenv("SSE_CHAT_UNIT");
   ASSERT_NE(unit, nullptr);
-  std::string dir = make_temp_dir();
-  std::string text = read_file(unit);
+  std::string built = std::string(unit);
+  built = built.substr(0, built.rfind('/') + 1) + name;
+  std::string text = read_file(built);
+  ASSERT_FALSE(text.empty()) << built;
   size_t exec = text.find("ExecStart=");
   ASSERT_NE(exec, std::string::npos);
-  // Point the unit at the binary under test, as an installed unit points at the installed one.
+  size_t program_end = text.find_first_of(" \n", exec);
   char absolute[PATH_MAX];
   ASSERT_NE(realpath(binary_path().c_str(), absolute), nullptr);
-  text.replace(exec, text.find('\n', exec) - exec, std::string("ExecStart=") + absolute);
-  for (const char* word :
-       {"Type=notify", "DynamicUser=yes", "StateDirectory=sse-chat", "NoNewPrivileges=yes",
-        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LimitNOFILE=", "Restart=on-failure"})
-    EXPECT_NE(text.find(word), std::string::npos) << word;
-  std::ofstream(dir + "/sse-chat.service") << text;
-  std::string out = run("systemd-analyze verify " + dir + "/sse-chat.service 2>&1", status);
-  EXPECT_EQ(status, 0) << out;
+  text.replace(exec, program_end - exec, std::string("ExecStart=") + absolute);
+  for (const char* word : words)
+    EXPECT_NE(text.find(word), std::string::npos) << name << ": " << word;
+  std::string dir = make_temp_dir();
+  std::ofstream(dir + "/" + name) << text;
+  std::string out = run("systemd-analyze verify " + dir + "/" + verify_as + " 2>&1", status);
+  EXPECT_EQ(status, 0) << name << ": " << out;
+  // A setting it cannot parse is only a warning ("..., ignoring"), with status 0.
+  EXPECT_EQ(out.find("ignoring"), std::string::npos) << name << ": " << out;
+}
+
+}  // namespace
+
+TEST(Daemon, UnitFilePassesSystemdAnalyzeVerify) {
+  verify_unit(
+      "sse-chat.service", "sse-chat.service",
+      {"Type=notify", "DynamicUser=yes", "StateDirectory=sse-chat\n", "NoNewPrivileges=yes",
+       "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+       "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LimitNOFILE=", "Restart=on-failure"});
+}
+
+// sse-chat@1, sse-chat@2, ...: nodes sharing Redis and one port.
+TEST(Daemon, TemplateUnitFilePassesSystemdAnalyzeVerify) {
+  verify_unit(
+      "sse-chat@.service", "sse-chat@1.service",
+      {"Type=notify", " --reuse-port\n", "DynamicUser=yes", "StateDirectory=sse-chat-node/%i\n",
+       "EnvironmentFile=-/etc/default/sse-chat\n", "EnvironmentFile=-/etc/sse-chat/redis.env\n",
+       "EnvironmentFile=-/etc/sse-chat/node-%i.env\n", "NoNewPrivileges=yes",
+       "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+       "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LimitNOFILE=", "Restart=on-failure"});
 }
 
 TEST(Daemon, MetricsParseWithPrometheusClientAndMatchWhatHappened) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <mutex>
 #include <random>
@@ -252,6 +253,99 @@ TEST(Rooms, PresenceNamesWhoReadsARoom) {
     ASSERT_TRUE(p);
   } while (field(p->data, "online") != "1");
   EXPECT_EQ(p->data, R"({"room":"team","online":1,"users":["alice"]})");
+}
+
+// Presence names at most 100 distinct readers (every reader is still counted in `online`), and a
+// room's presence goes out at most once a second, for all the changes since the last: a burst of
+// joins, and then of leaves, reaches a watcher as a few events, not one per reader. (No timing is
+// asserted: the burst is asked for before any answer is read, and the bound on the number of
+// events would hold even if the server took seconds over it.)
+TEST(Rooms, PresenceListsAtMost100NamesAndSumsUpABurstOfChanges) {
+  ServerProcess server;
+  Subscription watcher(server.port(), "", "?room=crowd");
+  ASSERT_TRUE(watcher.ok);
+  auto own = next_event_of(watcher.reader, "presence");
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->data, R"({"room":"crowd","online":1,"users":[]})");
+
+  // 120 named readers (u000 to u119, so sorted by number) and 10 unnamed ones.
+  constexpr int kNamed = 120, kUnnamed = 10, kJoins = kNamed + kUnnamed;
+  std::vector<Client> readers;
+  readers.reserve(kJoins);
+  for (int i = 0; i < kJoins; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "u%03d", i);
+    std::string query = i < kNamed ? std::string("?room=crowd&user=") + name : "?room=crowd";
+    readers.emplace_back(server.port());
+    ASSERT_TRUE(readers.back().send("GET /events" + query +
+                                    " HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"));
+  }
+  for (Client& reader : readers) {
+    auto head = reader.read_head();
+    ASSERT_TRUE(head);
+    ASSERT_EQ(head->status, 200);
+  }
+  std::string everyone =
+      R"({"room":"crowd","online":)" + std::to_string(kJoins + 1) + R"(,"users":[)";
+  for (int i = 0; i < 100; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "u%03d", i);
+    everyone += std::string(i ? "," : "") + "\"" + name + "\"";
+  }
+  everyone += "]}";
+  // One event per join would be 130 of them before the full count.
+  int events = 0;
+  std::optional<SseEvent> p;
+  do {
+    p = next_event_of(watcher.reader, "presence");
+    ASSERT_TRUE(p);
+    ++events;
+  } while (field(p->data, "online") != std::to_string(kJoins + 1));
+  EXPECT_LE(events, 10) << "presence events for " << kJoins << " joins";
+  EXPECT_EQ(p->data, everyone);  // the first 100 names; all 131 readers counted
+
+  // All of them leave at once: again a few events, the last with the watcher alone.
+  readers.clear();
+  events = 0;
+  do {
+    p = next_event_of(watcher.reader, "presence");
+    ASSERT_TRUE(p);
+    ++events;
+  } while (field(p->data, "online") != "1");
+  EXPECT_LE(events, 10) << "presence events for " << kJoins << " leaves";
+  EXPECT_EQ(p->data, R"({"room":"crowd","online":1,"users":[]})");
+}
+
+// A limit above 1000 is not refused: at most 1000 are listed. A limit that is not a whole number
+// of at least 1 is refused, and the reason says what is accepted.
+TEST(Rooms, ALimitAbove1000ListsAtMost1000AndTheRefusalSaysSo) {
+  ServerProcess server({"--history", "2000"});
+  Client c(server.port());
+  for (int i = 0; i < 1001; ++i) {
+    auto r = c.post_json(R"({"user":"u","text":"m","room":"many"})");
+    ASSERT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+  }
+  auto page = c.get("/messages?room=many&since=0&limit=1001");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  std::vector<uint64_t> ids = ids_in(page->body);
+  ASSERT_EQ(ids.size(), 1000u);
+  EXPECT_EQ(ids.front(), 1u);
+  EXPECT_EQ(ids.back(), 1000u);
+  auto rooms = c.get("/rooms?limit=1001");
+  ASSERT_TRUE(rooms);
+  EXPECT_EQ(rooms->status, 200);
+  EXPECT_EQ(rooms->body, R"([{"room":"many","online":0,"last_id":1001,"messages":1001}])");
+  for (const char* path :
+       {"/messages?limit=0", "/messages?room=many&limit=-1", "/rooms?limit=0", "/rooms?limit=x"}) {
+    auto r = c.get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 400) << path;
+    EXPECT_EQ(
+        r->body,
+        R"x({"error":"limit must be a whole number of at least 1 (at most 1000 are listed)"})x")
+        << path;
+  }
 }
 
 TEST(Rooms, ListsRoomsMostRecentlyActiveFirst) {
