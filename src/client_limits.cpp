@@ -32,14 +32,14 @@ bool Cidr::contains(const net::IpAddress& ip) const {
   return true;
 }
 
-bool StreamCounts::acquire(const net::IpAddress& ip) {
+bool AddressCounts::acquire(const net::IpAddress& ip) {
   uint32_t& n = counts_[ip];
   if (max_ != 0 && n >= max_) return false;
   ++n;
   return true;
 }
 
-void StreamCounts::release(const net::IpAddress& ip) {
+void AddressCounts::release(const net::IpAddress& ip) {
   auto it = counts_.find(ip);
   if (it == counts_.end()) return;
   if (--it->second == 0) counts_.erase(it);

@@ -74,9 +74,11 @@ class TokenBuckets {
 };
 using AddressBuckets = TokenBuckets<net::IpAddress, IpHash>;
 
-class StreamCounts {
+// How many of something (streams, connections) each address holds, at most `max_per_ip` (0: no
+// limit); an address is forgotten when it holds none.
+class AddressCounts {
  public:
-  explicit StreamCounts(uint32_t max_per_ip) : max_(max_per_ip) {}
+  explicit AddressCounts(uint32_t max_per_ip) : max_(max_per_ip) {}
   void set_max(uint32_t max_per_ip) { max_ = max_per_ip; }
   bool acquire(const net::IpAddress& ip);
   void release(const net::IpAddress& ip);
@@ -101,15 +103,17 @@ class ClientLimits {
   net::IpAddress client_ip(const net::IpAddress& peer, std::string_view x_forwarded_for,
                            std::string_view forwarded) const;
 
+  // A peer whose X-Forwarded-For (or Forwarded) is believed: one of --trusted-proxy.
+  bool trusted(const net::IpAddress& ip) const;
+
   AddressBuckets posts;
   // POSTs that carry a valid token count per subject instead, so people behind one NAT address
   // do not share one budget.
   TokenBuckets<std::string> subject_posts;
   AddressBuckets subscribes;
-  StreamCounts streams;
+  AddressCounts streams;
 
  private:
-  bool trusted(const net::IpAddress& ip) const;
   std::vector<Cidr> trusted_;
 };
 

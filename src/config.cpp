@@ -44,6 +44,23 @@ Option uint_option(const char* name, const char* help, T Config::*field, uint64_
           }};
 }
 
+// N, or "auto" (unset: the server derives it).
+Option auto_option(const char* name, const char* help, std::optional<uint32_t> Config::*field) {
+  return {name, "N|auto", help,
+          [field](Config& c) { return c.*field ? std::to_string(*(c.*field)) : "auto"; },
+          [field](Config& c, const std::string& v) {
+            uint64_t n;
+            if (v == "auto") {
+              (c.*field).reset();
+            } else if (parse_uint(v, n) && n <= UINT32_MAX) {
+              c.*field = static_cast<uint32_t>(n);
+            } else {
+              return false;
+            }
+            return true;
+          }};
+}
+
 Option double_option(const char* name, const char* help, double Config::*field) {
   return {name, "N", help,
           [field](Config& c) {
@@ -141,23 +158,14 @@ const std::vector<Option>& options() {
       uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
       uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
                   &Config::max_connections),
-      {"max-streams-per-ip", "N|auto",
-       "concurrent event streams per client IP (0: unlimited; auto: a quarter of "
-       "--max-connections)",
-       [](Config& c) {
-         return c.max_streams_per_ip ? std::to_string(*c.max_streams_per_ip) : "auto";
-       },
-       [](Config& c, const std::string& v) {
-         uint64_t n;
-         if (v == "auto") {
-           c.max_streams_per_ip.reset();
-         } else if (parse_uint(v, n) && n <= UINT32_MAX) {
-           c.max_streams_per_ip = static_cast<uint32_t>(n);
-         } else {
-           return false;
-         }
-         return true;
-       }},
+      auto_option("max-connections-per-ip",
+                  "open connections per peer address, trusted proxies aside (0: unlimited; auto: "
+                  "a quarter of --max-connections)",
+                  &Config::max_connections_per_ip),
+      auto_option("max-streams-per-ip",
+                  "concurrent event streams per client IP (0: unlimited; auto: a quarter of "
+                  "--max-connections)",
+                  &Config::max_streams_per_ip),
       uint_option("request-timeout", "seconds a request may take to arrive",
                   &Config::request_timeout_s, 1),
       uint_option("keepalive-timeout", "seconds an idle keep-alive connection stays open",

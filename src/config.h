@@ -33,6 +33,9 @@ struct Config {
   size_t max_queued_bytes = 4u << 20;  // bytes queued per connection (answers or frames)
   size_t max_body = 16 * 1024;
   size_t max_connections = 0;  // 0: what RLIMIT_NOFILE allows minus a reserve
+  // Connections one peer address (not a trusted proxy) may hold; nullopt ("auto"): a quarter of
+  // the connection limit.
+  std::optional<uint32_t> max_connections_per_ip;
   // Streams one client address may hold; nullopt ("auto"): a quarter of the connection limit.
   std::optional<uint32_t> max_streams_per_ip;
   uint32_t request_timeout_s = 10;

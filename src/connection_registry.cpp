@@ -49,6 +49,16 @@ void ConnectionRegistry::listen(int listen_fd, size_t max_connections) {
   accepting_ = true;
 }
 
+void ConnectionRegistry::limit_per_peer(uint32_t max,
+                                        std::function<bool(const net::IpAddress&)> exempt) {
+  per_peer_.set_max(max);
+  peer_exempt_ = std::move(exempt);
+}
+
+bool ConnectionRegistry::counts_per_peer(const net::IpAddress& peer) const {
+  return !peer_exempt_ || !peer_exempt_(peer);
+}
+
 void ConnectionRegistry::accept_ready() {
   for (int i = 0; i < 128; ++i) {
     sockaddr_storage addr{};
@@ -66,9 +76,15 @@ void ConnectionRegistry::accept_ready() {
       }
       return;
     }
+    // Closing without an answer lets an EventSource retry on its own; a status would end it.
     if (count_ >= max_connections_) {
-      // Closing without an answer lets an EventSource retry on its own; a status would end it.
       metrics_.count_rejected("max_connections");
+      ::close(fd);
+      continue;
+    }
+    net::IpAddress peer = net::ip_of(addr);
+    if (counts_per_peer(peer) && !per_peer_.acquire(peer)) {
+      metrics_.count_rejected("connections_per_ip");
       ::close(fd);
       continue;
     }
@@ -77,7 +93,7 @@ void ConnectionRegistry::accept_ready() {
     // the loop's time to copy them there; a fixed buffer caps both (a chat stream never needs
     // more).
     net::set_send_buffer(fd, kSendBufferBytes);
-    auto* conn = new Connection(*this, fd, net::ip_of(addr));
+    auto* conn = new Connection(*this, fd, peer);
     conn->next = head_;
     if (head_) head_->prev = conn;
     head_ = conn;
@@ -162,6 +178,7 @@ void ConnectionRegistry::reap_closed() {
       head_ = conn->next;
     if (conn->next) conn->next->prev = conn->prev;
     --count_;
+    if (counts_per_peer(conn->peer())) per_peer_.release(conn->peer());
     log::debug("connection closed", "peer", conn->peer().to_string(), "reason",
                conn->close_reason());
     delete conn;  // its subscriptions leave their rooms

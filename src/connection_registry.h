@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "batch_writer.h"
+#include "client_limits.h"
 #include "connection.h"
 #include "connection_host.h"
 #include "metrics.h"
@@ -34,6 +35,9 @@ class ConnectionRegistry final : public ConnectionHost {
 
   // Accepts on `listen_fd` (non-blocking, owned from now on); at most `max_connections` open.
   void listen(int listen_fd, size_t max_connections);
+  // At most `max` connections from one peer address (0: no limit), but none for the peers
+  // `exempt` names (trusted proxies, whose connections carry many clients).
+  void limit_per_peer(uint32_t max, std::function<bool(const net::IpAddress&)> exempt);
 
   // ConnectionHost.
   void handle_request(Connection& conn, Request& req) override;
@@ -62,6 +66,7 @@ class ConnectionRegistry final : public ConnectionHost {
  private:
   class Listener;
   void accept_ready();
+  bool counts_per_peer(const net::IpAddress& peer) const;
   void flush_writers();
   void flush_batch(size_t from, size_t to);
   void reap_closed();
@@ -73,6 +78,8 @@ class ConnectionRegistry final : public ConnectionHost {
   RequestHandler& handler_;
   std::unique_ptr<Listener> listener_;
   size_t max_connections_ = 0;
+  AddressCounts per_peer_{0};
+  std::function<bool(const net::IpAddress&)> peer_exempt_;
   bool accept_paused_ = false;
   bool accepting_ = false;
 

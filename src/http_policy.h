@@ -67,6 +67,7 @@ class HttpPolicy {
                      uint64_t resume_from);
   // The stream cap per address once the connection limit is known (--max-streams-per-ip auto).
   void set_connection_limit(size_t max_connections);
+  bool trusted_proxy(const net::IpAddress& peer) const { return limits_.trusted(peer); }
   // The response head, CORS headers and retry field that open a stream; counted and logged.
   std::string open_stream(Connection& conn, const Request& req);
 

@@ -1,6 +1,8 @@
 // Limits and abuse controls over real sockets: each refusal is the documented status, and honest
 // clients keep being served.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -103,7 +105,7 @@ TEST(Hardening, CrossSiteOriginTokenAndCors) {
 }
 
 TEST(Hardening, ConnectionsOverTheLimitAreClosedAndOthersServed) {
-  ServerProcess server({"--max-connections", "10"});
+  ServerProcess server({"--max-connections", "10", "--max-connections-per-ip", "0"});
   std::vector<std::unique_ptr<Client>> held;
   for (int i = 0; i < 10; ++i) {
     held.push_back(std::make_unique<Client>(server.port()));
@@ -119,6 +121,74 @@ TEST(Hardening, ConnectionsOverTheLimitAreClosedAndOthersServed) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   FAIL() << "a freed connection slot never came back";
+}
+
+namespace {
+
+// A GET /healthz from `source` (a loopback address); its answer's status, 0 when none came.
+int healthz_from(const char* source, uint16_t port, int* kept_fd = nullptr) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in from{}, to{};
+  from.sin_family = to.sin_family = AF_INET;
+  inet_pton(AF_INET, source, &from.sin_addr);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  to.sin_port = htons(port);
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+      connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    close(fd);
+    return 0;
+  }
+  std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  char buf[512];
+  ssize_t n = -1;
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) == ssize_t(request.size()))
+    n = recv(fd, buf, sizeof buf, 0);
+  int status = n > 12 ? std::atoi(std::string(buf + 9, 3).c_str()) : 0;
+  if (kept_fd && status != 0)
+    *kept_fd = fd;  // held open, idle, as keep-alive
+  else
+    close(fd);
+  return status;
+}
+
+}  // namespace
+
+// One address may hold a quarter of the connections (auto), idle keep-alive ones too: past it,
+// its new connections are closed unanswered (an EventSource retries), while another address is
+// served; a trusted proxy, whose connections carry many clients, is not held to it.
+TEST(Hardening, OneAddressHoldsAQuarterOfTheConnectionsAtMost) {
+  ServerProcess server({"--max-connections", "40"});
+  std::vector<int> held;
+  for (int i = 0; i < 10; ++i) {
+    int fd = -1;
+    ASSERT_EQ(healthz_from("127.0.0.1", server.port(), &fd), 200) << i;
+    held.push_back(fd);
+  }
+  EXPECT_EQ(healthz_from("127.0.0.1", server.port()), 0);
+  EXPECT_EQ(healthz_from("127.0.0.2", server.port()), 200);
+  close(held.back());  // a slot of its own comes back to the address
+  held.pop_back();
+  bool back = false;
+  for (int tries = 0; tries < 100 && !back; ++tries) {
+    back = healthz_from("127.0.0.1", server.port()) == 200;
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(back);
+  uint64_t refused = metric(server.port(), "ssechat_rejected_total{reason=\"connections_per_ip\"}");
+  EXPECT_GE(refused, 1u);
+  EXPECT_NE(refused, UINT64_MAX);
+  for (int fd : held) close(fd);
+
+  ServerProcess behind_proxy({"--max-connections", "40", "--trusted-proxy", "127.0.0.1/32"});
+  std::vector<int> proxied;
+  for (int i = 0; i < 20; ++i) {
+    int fd = -1;
+    EXPECT_EQ(healthz_from("127.0.0.1", behind_proxy.port(), &fd), 200) << i;
+    if (fd >= 0) proxied.push_back(fd);
+  }
+  for (int fd : proxied) close(fd);
 }
 
 TEST(Hardening, IdleKeepAliveClosesEvenIfThePeerDribblesBlankLines) {

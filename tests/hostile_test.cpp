@@ -203,7 +203,7 @@ TEST(Hostile, EveryInputGetsItsStatusAndHonestClientsLoseNothing) {
   // Twice the connection limit, from a second server with a small limit: the extra ones are
   // closed unanswered, the rest are served.
   {
-    ServerProcess small({"--max-connections", "20"});
+    ServerProcess small({"--max-connections", "20", "--max-connections-per-ip", "0"});
     std::vector<std::unique_ptr<Client>> clients;
     int served = 0, refused = 0;
     for (int i = 0; i < 40; ++i) {
