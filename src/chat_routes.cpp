@@ -71,6 +71,11 @@ constexpr std::string_view kBadLimit =
 std::optional<size_t> parse_limit(const std::optional<std::string>& value) {
   if (!value) return kDefaultListLimit;
   auto n = parse_u64(*value);
+  // A whole number too large for 64 bits is still a whole number of at least 1.
+  bool huge = !n && !value->empty() &&
+              value->find_first_not_of("0123456789") == std::string::npos &&
+              value->find_first_not_of('0') != std::string::npos;
+  if (huge) return kMaxListLimit;
   if (!n || *n == 0) return std::nullopt;
   return std::min<uint64_t>(*n, kMaxListLimit);
 }

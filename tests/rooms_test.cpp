@@ -332,6 +332,10 @@ TEST(Rooms, ALimitAbove1000ListsAtMost1000AndTheRefusalSaysSo) {
   ASSERT_EQ(ids.size(), 1000u);
   EXPECT_EQ(ids.front(), 1u);
   EXPECT_EQ(ids.back(), 1000u);
+  auto huge = c.get("/messages?room=many&since=0&limit=99999999999999999999");
+  ASSERT_TRUE(huge);
+  EXPECT_EQ(huge->status, 200);
+  EXPECT_EQ(ids_in(huge->body).size(), 1000u);
   auto rooms = c.get("/rooms?limit=1001");
   ASSERT_TRUE(rooms);
   EXPECT_EQ(rooms->status, 200);
