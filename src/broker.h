@@ -50,6 +50,10 @@ using HistoryDone = std::function<void(std::vector<FrameRef>)>;
 
 // Where committed messages go (the hub of rooms), and the messages it keeps in memory: one window
 // of history that replay, paging and the local journal's compaction all read.
+// What `event: presence` lists at most: this many names, of these many bytes in all.
+inline constexpr size_t kMaxPresenceNames = 100;
+inline constexpr size_t kMaxPresenceNameBytes = 4096;
+
 class CommitSink {
  public:
   virtual ~CommitSink() = default;
@@ -135,7 +139,8 @@ class Broker {
   virtual void room_forgotten(std::string_view room, uint64_t through) = 0;
 
   // This node's readers of `room` changed (at most once a second per room): storage shared with
-  // other nodes tells them. `names`: distinct, sorted.
+  // other nodes tells them. `names`: distinct, sorted (only the first kMaxPresenceNames within
+  // kMaxPresenceNameBytes are ever shown, so no more need to be told).
   virtual void presence_changed(std::string_view /*room*/, uint64_t /*online*/,
                                 const std::vector<std::string_view>& /*names*/) {}
   // The node is stopping: its readers leave the other nodes' presence now, not when their entries

@@ -11,9 +11,6 @@
 namespace sse {
 namespace {
 
-constexpr size_t kMaxPresenceNames = 100;
-constexpr size_t kMaxPresenceNameBytes = 4096;
-
 size_t entry_cost(const FrameRef& frame) {
   return frame->size() + Hub::kEntryOverhead;
 }

@@ -529,7 +529,13 @@ void RedisBroker::presence_changed(std::string_view room_name, uint64_t online,
   if (presence_withdrawn_) return;
   std::string room(room_name);
   auto it = presence_.find(room);
-  LocalPresence now{online, std::vector<std::string>(names.begin(), names.end())};
+  LocalPresence now{online, {}};
+  size_t bytes = 0;
+  for (std::string_view name : names) {  // sorted: every node's first names hold the first overall
+    bytes += name.size();
+    if (now.names.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
+    now.names.emplace_back(name);
+  }
   if (it != presence_.end() && it->second.online == now.online && it->second.names == now.names)
     return;  // another node's change marked the room: nothing of ours changed
   if (it == presence_.end() && online == 0) return;
@@ -562,7 +568,9 @@ void RedisBroker::write_presence(const std::string& room, bool announce) {
     std::string expires = std::to_string(wall_clock_ms() + kPresenceTtlMs);
     cmd_.command({"HSET", hash, node_id_, value}, [](redisReply*) {});
     cmd_.command({"PEXPIRE", hash, std::to_string(kPresenceTtlMs * 2)}, [](redisReply*) {});
-    cmd_.command({"ZADD", key("presence-rooms"), expires, room}, [](redisReply*) {});
+    cmd_.command({"ZADD", key("presence-rooms"), "GT", expires, room}, [](redisReply*) {});
+    cmd_.command({"PEXPIRE", key("presence-rooms"), std::to_string(kPresenceTtlMs * 2)},
+                 [](redisReply*) {});
   }
   if (announce)
     cmd_.command(
@@ -595,30 +603,45 @@ void RedisBroker::read_presence(const std::string& room) {
     }
     std::sort(names.begin(), names.end());
     names.erase(std::unique(names.begin(), names.end()), names.end());
-    if (online == 0)
-      remote_rooms_.erase(room);
-    else if (remote_rooms_.size() < options_.max_rooms)
+    // Counted only while it can be read again at each refresh, else a dead node's readers would
+    // stay counted.
+    if (online > 0 && (remote_rooms_.contains(room) || remote_rooms_.size() < options_.max_rooms)) {
       remote_rooms_.insert(room);
+    } else {
+      remote_rooms_.erase(room);
+      online = 0;
+      names.clear();
+    }
     sink_.set_remote_presence(room, online, std::move(names));
   });
 }
 
-// Each tick: the rooms whose presence another node changed, read again; every
-// kPresenceRefreshMs, this node's entries written again and the rooms where others had readers
-// read again (entries of a node that died expire). Once warm, the rooms with live entries.
+// Each tick, best effort (it waits while POSTs fill the link): the rooms whose presence another
+// node changed, read again; a slice of the rooms where others had readers, read again, so that
+// every kPresenceRefreshMs all of them are (entries of a node that died expire); every
+// kPresenceRefreshMs, this node's entries written again.
 void RedisBroker::poll_presence() {
-  if (!cmd_.up() || !warmed_) return;
-  if (!presence_rooms_read_) read_presence_rooms();
-  if (reactor_.now_ms() >= presence_refresh_ms_) {
-    presence_refresh_ms_ = reactor_.now_ms() + kPresenceRefreshMs;
-    for (const auto& [room, mine] : presence_) write_presence(room, false);
-    for (const std::string& room : remote_rooms_)
-      if (!presence_.contains(room)) read_presence(room);
-    cmd_.command({"ZREMRANGEBYSCORE", key("presence-rooms"), "-inf",
-                  std::to_string(wall_clock_ms() - kPresenceTtlMs)},
-                 [](redisReply*) {});
+  if (!cmd_.up() || !warmed_ || presence_reading_ || cmd_.waiting() > kMaxWaiting / 4) return;
+  if (presence_cursor_.empty()) return start_presence();
+  if (reactor_.now_ms() >= presence_refresh_ms_) refresh_presence();
+  for (size_t n = 0; n < presence_reread_slice_ && !presence_rereads_.empty(); ++n) {
+    if (!presence_.contains(presence_rereads_.back())) read_presence(presence_rereads_.back());
+    presence_rereads_.pop_back();
   }
-  if (presence_reading_) return;
+  read_presence_log();
+}
+
+void RedisBroker::refresh_presence() {
+  presence_refresh_ms_ = reactor_.now_ms() + kPresenceRefreshMs;
+  for (const auto& [room, mine] : presence_) write_presence(room, false);
+  presence_rereads_.assign(remote_rooms_.begin(), remote_rooms_.end());
+  presence_reread_slice_ = presence_rereads_.size() / (kPresenceRefreshMs / 1000 - 1) + 1;
+  cmd_.command({"ZREMRANGEBYSCORE", key("presence-rooms"), "-inf",
+                std::to_string(wall_clock_ms() - kPresenceTtlMs)},
+               [](redisReply*) {});
+}
+
+void RedisBroker::read_presence_log() {
   presence_reading_ = true;
   cmd_.command({"XREAD", "COUNT", "1000", "STREAMS", key("presence-log"), presence_cursor_},
                [this, alive = alive_](redisReply* r) {
@@ -634,27 +657,36 @@ void RedisBroker::poll_presence() {
                  }
                  std::sort(changed.begin(), changed.end());
                  changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-                 for (const std::string& room : changed)
-                   if (!room_name_error(room)) read_presence(room);
+                 read_presence_of(changed);
                });
 }
 
-// The rooms any node has live entries in (at most max_rooms, the latest to expire first).
-void RedisBroker::read_presence_rooms() {
-  presence_rooms_read_ = true;
+// Once warm: the log's end (what changes from now on), then the rooms any node has live entries
+// in (at most max_rooms, the latest to expire first) read once, rather than the whole log.
+void RedisBroker::start_presence() {
+  presence_reading_ = true;
+  cmd_.command({"XREVRANGE", key("presence-log"), "+", "-", "COUNT", "1"},
+               [this, alive = alive_](redisReply* r) {
+                 if (!*alive || !r || r->type != REDIS_REPLY_ARRAY) return;  // link dropped
+                 presence_cursor_ =
+                     r->elements > 0 ? std::string(text_of(r->element[0]->element[0])) : "0-0";
+               });
   cmd_.command({"ZRANGE", key("presence-rooms"), "+inf", std::to_string(wall_clock_ms()), "BYSCORE",
                 "REV", "LIMIT", "0", std::to_string(options_.max_rooms)},
                [this, alive = alive_](redisReply* r) {
                  if (!*alive) return;
-                 if (!r || r->type != REDIS_REPLY_ARRAY) {
-                   presence_rooms_read_ = false;  // asked again next tick
-                   return;
-                 }
-                 for (size_t i = 0; i < r->elements; ++i) {
-                   std::string room(text_of(r->element[i]));
-                   if (!room_name_error(room)) read_presence(room);
-                 }
+                 presence_reading_ = false;
+                 if (!r || r->type != REDIS_REPLY_ARRAY) return;
+                 std::vector<std::string> rooms;
+                 for (size_t i = 0; i < r->elements; ++i)
+                   rooms.emplace_back(text_of(r->element[i]));
+                 read_presence_of(rooms);
                });
+}
+
+void RedisBroker::read_presence_of(const std::vector<std::string>& rooms) {
+  for (const std::string& room : rooms)
+    if (!room_name_error(room)) read_presence(room);
 }
 
 BrokerStats RedisBroker::stats() const {

@@ -108,7 +108,10 @@ class RedisBroker final : public Broker {
   void write_presence(const std::string& room, bool announce);
   void read_presence(const std::string& room);
   void poll_presence();
-  void read_presence_rooms();
+  void refresh_presence();
+  void read_presence_log();
+  void start_presence();
+  void read_presence_of(const std::vector<std::string>& rooms);
   std::string key(std::string_view name) const {
     return "{" + options_.prefix + "}:" + std::string(name);
   }
@@ -148,14 +151,15 @@ class RedisBroker final : public Broker {
   };
   std::unordered_map<std::string, LocalPresence> presence_;
   std::string node_id_;
-  std::string presence_cursor_ = "0-0";
+  std::string presence_cursor_;  // empty until start_presence() found the log's end
   int64_t presence_refresh_ms_ = 0;
   bool presence_reading_ = false;
   bool presence_withdrawn_ = false;
-  bool presence_rooms_read_ = false;
   // Rooms where other nodes had readers at the last read (at most max_rooms): read again at each
   // refresh, so readers of a node that died stop counting on every node.
   std::unordered_set<std::string> remote_rooms_;
+  std::vector<std::string> presence_rereads_;  // what is left of them to read before the refresh
+  size_t presence_reread_slice_ = 1;           // read each tick
   Backoff cmd_backoff_;
   Backoff feed_backoff_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
