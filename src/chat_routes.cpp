@@ -274,7 +274,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     metrics_.count_rejected("too_many_rooms");
     return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5}, resume_from);
   }
-  if (auto refusal = policy_.admit_stream(conn))
+  if (auto refusal = policy_.admit_stream(conn, static_cast<uint32_t>(query.rooms.size())))
     return policy_.refuse_stream(conn, req, *refusal, resume_from);
   conn.start_stream(policy_.open_stream(conn, req));
   if (const Identity* who = auth.who()) {  // a stream never outlives its token

@@ -32,17 +32,19 @@ bool Cidr::contains(const net::IpAddress& ip) const {
   return true;
 }
 
-bool AddressCounts::acquire(const net::IpAddress& ip) {
-  uint32_t& n = counts_[ip];
-  if (max_ != 0 && n >= max_) return false;
-  ++n;
+bool AddressCounts::acquire(const net::IpAddress& ip, uint32_t n) {
+  auto it = counts_.find(ip);
+  uint32_t held = it == counts_.end() ? 0 : it->second;
+  if (max_ != 0 && (held >= max_ || n > max_ - held)) return false;
+  if (n > 0) counts_[ip] = held + n;
   return true;
 }
 
-void AddressCounts::release(const net::IpAddress& ip) {
+void AddressCounts::release(const net::IpAddress& ip, uint32_t n) {
   auto it = counts_.find(ip);
   if (it == counts_.end()) return;
-  if (--it->second == 0) counts_.erase(it);
+  it->second -= std::min(it->second, n);
+  if (it->second == 0) counts_.erase(it);
 }
 
 bool ClientLimits::trusted(const net::IpAddress& ip) const {

@@ -80,8 +80,8 @@ class AddressCounts {
  public:
   explicit AddressCounts(uint32_t max_per_ip) : max_(max_per_ip) {}
   void set_max(uint32_t max_per_ip) { max_ = max_per_ip; }
-  bool acquire(const net::IpAddress& ip);
-  void release(const net::IpAddress& ip);
+  bool acquire(const net::IpAddress& ip, uint32_t n = 1);
+  void release(const net::IpAddress& ip, uint32_t n = 1);
 
  private:
   uint32_t max_;
@@ -112,6 +112,7 @@ class ClientLimits {
   TokenBuckets<std::string> subject_posts;
   AddressBuckets subscribes;
   AddressCounts streams;
+  AddressCounts room_reads{0};  // rooms read by an address's streams, each stream counting its own
 
  private:
   std::vector<Cidr> trusted_;

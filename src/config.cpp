@@ -166,6 +166,11 @@ const std::vector<Option>& options() {
                   "concurrent event streams per client IP (0: unlimited; auto: a quarter of "
                   "--max-connections)",
                   &Config::max_streams_per_ip),
+      auto_option("max-room-reads-per-ip",
+                  "rooms read at once by the streams of one client IP, each stream counting its "
+                  "rooms (0: unlimited; auto: a quarter of --max-rooms, at least "
+                  "--max-rooms-per-stream)",
+                  &Config::max_room_reads_per_ip),
       uint_option("request-timeout", "seconds a request may take to arrive",
                   &Config::request_timeout_s, 1),
       uint_option("keepalive-timeout", "seconds an idle keep-alive connection stays open",

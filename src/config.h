@@ -36,6 +36,9 @@ struct Config {
   // Connections one peer address (not a trusted proxy) may hold; nullopt ("auto"): a quarter of
   // the connection limit.
   std::optional<uint32_t> max_connections_per_ip;
+  // Rooms the streams of one client address may read at once, each stream counting its rooms;
+  // nullopt ("auto"): a quarter of max_rooms, at least max_rooms_per_stream.
+  std::optional<uint32_t> max_room_reads_per_ip;
   // Streams one client address may hold; nullopt ("auto"): a quarter of the connection limit.
   std::optional<uint32_t> max_streams_per_ip;
   uint32_t request_timeout_s = 10;

@@ -40,6 +40,8 @@ HttpPolicy::HttpPolicy(const Config& config, Reactor& reactor, Metrics& metrics)
       metrics_(metrics),
       limits_(config.post_rate, config.post_burst, config.subscribe_rate, config.subscribe_burst,
               config.max_streams_per_ip.value_or(0), parse_trusted(config.trusted_proxies)) {
+  limits_.room_reads.set_max(config.max_room_reads_per_ip.value_or(
+      static_cast<uint32_t>(std::max(config.max_rooms / 4, config.max_rooms_per_stream))));
   rng_state_ = static_cast<uint64_t>(wall_clock_ms()) * 0x9E3779B97F4A7C15ull | 1;
 }
 
@@ -141,19 +143,28 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
   return std::nullopt;
 }
 
-std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(Connection& conn) {
+std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(Connection& conn,
+                                                                  uint32_t rooms) {
   constexpr uint32_t kRetryWhenFullS = 10;
   if (!limits_.streams.acquire(conn.client_ip)) {
     metrics_.count_rejected("streams_per_ip");
     return StreamRefusal{"too many open streams from your address", kRetryWhenFullS};
   }
+  // So that one address cannot hold every room open (--max-rooms), forgetting the others.
+  if (!limits_.room_reads.acquire(conn.client_ip, rooms)) {
+    limits_.streams.release(conn.client_ip);
+    metrics_.count_rejected("room_reads_per_ip");
+    return StreamRefusal{"too many rooms are read from your address", kRetryWhenFullS};
+  }
   uint32_t retry_after = 0;
   if (!limits_.subscribes.take(conn.client_ip, reactor_.now_ms(), retry_after)) {
     limits_.streams.release(conn.client_ip);
+    limits_.room_reads.release(conn.client_ip, rooms);
     metrics_.count_rejected("subscribe_rate");
     return StreamRefusal{"too many new streams from your address", retry_after};
   }
   conn.counted_stream = true;
+  conn.counted_room_reads = rooms;
   return std::nullopt;
 }
 
@@ -205,7 +216,9 @@ uint32_t HttpPolicy::retry_with_jitter() {
 
 void HttpPolicy::on_closed(Connection& conn) {
   if (conn.counted_stream) limits_.streams.release(conn.client_ip);
+  limits_.room_reads.release(conn.client_ip, conn.counted_room_reads);
   conn.counted_stream = false;
+  conn.counted_room_reads = 0;
 }
 
 void HttpPolicy::prune() {

@@ -203,6 +203,42 @@ TEST(Hardening, OneAddressHoldsAQuarterOfTheConnectionsAtMost) {
   for (int fd : proxied) close(fd);
 }
 
+// The streams of one address read a bounded number of rooms at once (auto: a quarter of
+// --max-rooms), so that one address cannot hold every room open and so have the others forgotten;
+// past it a stream is refused for now (429 here; an EventSource gets 200 and retry:), another
+// address is served, and the rooms come back to the address with its streams.
+TEST(Hardening, OneAddressReadsABoundedNumberOfRooms) {
+  ServerProcess server({"--max-room-reads-per-ip", "4"});
+  std::vector<std::unique_ptr<Client>> streams_held;
+  auto open_stream = [&](const std::string& query) {
+    auto c = std::make_unique<Client>(server.port());
+    if (!c->send("GET /events" + query + " HTTP/1.1\r\nHost: x\r\n\r\n")) return 0;
+    auto head = c->read_head();
+    int status = head ? head->status : 0;
+    if (status == 200) streams_held.push_back(std::move(c));
+    return status;
+  };
+  EXPECT_EQ(open_stream("?room=a&room=b&room=c"), 200);
+  Client refused(server.port());
+  auto r = refused.get("/events?room=d&room=e");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429);
+  EXPECT_NE(r->body.find("too many rooms are read from your address"), std::string::npos)
+      << r->body;
+  EXPECT_EQ(open_stream("?room=d"), 200);  // the fourth fits
+  int other = -1;
+  EXPECT_EQ(get_from("127.0.0.2", server.port(), "/events?room=e&room=f", &other), 200);
+  if (other >= 0) close(other);
+  streams_held.clear();  // the address's rooms come back as its streams close
+  bool back = false;
+  for (int tries = 0; tries < 100 && !back; ++tries) {
+    back = open_stream("?room=d&room=e&room=f&room=g") == 200;
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(back);
+  streams_held.clear();
+}
+
 TEST(Hardening, IdleKeepAliveClosesEvenIfThePeerDribblesBlankLines) {
   ServerProcess server({"--keepalive-timeout", "1"});
   Client c(server.port());
