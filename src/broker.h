@@ -48,12 +48,12 @@ using PublishDone = std::function<void(const PublishResult&)>;
 // Kept messages, oldest first, as the frames streams were sent.
 using HistoryDone = std::function<void(std::vector<FrameRef>)>;
 
-// Where committed messages go (the hub of rooms), and the messages it keeps in memory: one window
-// of history that replay, paging and the local journal's compaction all read.
 // What `event: presence` lists at most: this many names, of these many bytes in all.
 inline constexpr size_t kMaxPresenceNames = 100;
 inline constexpr size_t kMaxPresenceNameBytes = 4096;
 
+// Where committed messages go (the hub of rooms), and the messages it keeps in memory: one window
+// of history that replay, paging and the local journal's compaction all read.
 class CommitSink {
  public:
   virtual ~CommitSink() = default;

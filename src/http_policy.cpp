@@ -184,21 +184,19 @@ void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const Strea
   reply(conn, req, std::move(r));
 }
 
-void HttpPolicy::set_connection_limit(size_t max_connections) {
-  if (!config_.max_streams_per_ip)
-    limits_.streams.set_max(static_cast<uint32_t>(std::max<size_t>(1, max_connections / 4)));
+void HttpPolicy::set_address_share(uint32_t share) {
+  if (!config_.max_streams_per_ip) limits_.streams.set_max(share);
 }
 
 std::string HttpPolicy::open_stream(Connection& conn, const Request& req) {
   std::string opening(http::kStreamHead);
-  opening.insert(opening.size() - 2, http::date_header());
-  opening.insert(opening.size() - 2,
-                 req.keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+  opening += http::date_header();
+  opening += req.keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
   if (context_of(req).cors) {
-    opening.insert(opening.size() - 2,
-                   "Access-Control-Allow-Origin: " + config_.cors_origin +
-                       "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
+    opening += "Access-Control-Allow-Origin: " + config_.cors_origin +
+               "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n";
   }
+  opening += "\r\n";
   opening += retry_event(retry_with_jitter());
   metrics_.count_response(200);
   log_access(conn.client_ip, req.method_name, req.path, 200, 0);

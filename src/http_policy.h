@@ -66,8 +66,9 @@ class HttpPolicy {
   // misses nothing posted meanwhile) and ends; any other client a 429 with Retry-After.
   void refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
                      uint64_t resume_from);
-  // The stream cap per address once the connection limit is known (--max-streams-per-ip auto).
-  void set_connection_limit(size_t max_connections);
+  // The stream cap per address (--max-streams-per-ip auto) once one address's share of the
+  // connections is known.
+  void set_address_share(uint32_t share);
   bool trusted_proxy(const net::IpAddress& peer) const { return limits_.trusted(peer); }
   // The response head, CORS headers and retry field that open a stream; counted and logged.
   std::string open_stream(Connection& conn, const Request& req);

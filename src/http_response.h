@@ -52,7 +52,6 @@ inline constexpr std::string_view kStreamHead =
     "HTTP/1.1 200 OK\r\n"
     "Content-Type: text/event-stream\r\n"
     "Cache-Control: no-cache\r\n"
-    "X-Accel-Buffering: no\r\n"
-    "\r\n";
+    "X-Accel-Buffering: no\r\n";  // then Date, Connection, CORS and the blank line
 
 }  // namespace sse::http

@@ -562,10 +562,9 @@ void RedisBroker::write_presence(const std::string& room, bool announce) {
   if (mine.online == 0) {
     cmd_.command({"HDEL", hash, node_id_}, [](redisReply*) {});
   } else {
-    std::string value =
-        std::to_string(wall_clock_ms() + kPresenceTtlMs) + "\n" + std::to_string(mine.online);
-    for (const std::string& name : mine.names) value += "\n" + name;
     std::string expires = std::to_string(wall_clock_ms() + kPresenceTtlMs);
+    std::string value = expires + "\n" + std::to_string(mine.online);
+    for (const std::string& name : mine.names) value += "\n" + name;
     cmd_.command({"HSET", hash, node_id_, value}, [](redisReply*) {});
     cmd_.command({"PEXPIRE", hash, std::to_string(kPresenceTtlMs * 2)}, [](redisReply*) {});
     cmd_.command({"ZADD", key("presence-rooms"), "GT", expires, room}, [](redisReply*) {});

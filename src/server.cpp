@@ -95,11 +95,12 @@ bool Server::start(std::string& error, int inherited_fd) {
           ? config_.max_connections
           : static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
   registry_.listen(fd, max_connections);
+  // One address's share: at most this many of its connections, and of its streams (auto).
+  auto share = static_cast<uint32_t>(std::max<size_t>(1, max_connections / 4));
   registry_.limit_per_peer(
-      config_.max_connections_per_ip.value_or(
-          static_cast<uint32_t>(std::max<size_t>(1, max_connections / 4))),
+      config_.max_connections_per_ip.value_or(share),
       [this](const net::IpAddress& peer) { return policy_.trusted_proxy(peer); });
-  policy_.set_connection_limit(max_connections);
+  policy_.set_address_share(share);
 
   reactor_.after_dispatch([this] { return after_dispatch(); });
   reactor_.every(std::chrono::seconds(1), [this] { every_second(); });
