@@ -9,6 +9,7 @@
 #include <cassert>
 #include <charconv>
 #include <ctime>
+#include <random>
 
 #include "log.h"
 #include "redis_scripts.h"
@@ -122,17 +123,25 @@ bool out_of_memory_error(const redisReply* r) {
           text_of(r).find("OOM command not allowed") != std::string_view::npos);
 }
 
+// 64 bits from the kernel's random source.
+uint64_t random_u64() {
+  std::random_device source;
+  return (uint64_t{source()} << 32) ^ source();
+}
+
 }  // namespace
 
 RedisBroker::RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions options)
     : reactor_(reactor),
       sink_(sink),
       options_(std::move(options)),
-      rng_(static_cast<uint64_t>(wall_clock_ms()) * 0x9E3779B97F4A7C15ull | 1),
+      rng_(random_u64() | 1),
       cmd_(reactor),
       feed_(reactor) {
+  // Random, not from the clock or the pid: nodes started in the same millisecond (in containers,
+  // all pid 1) must not share one presence entry.
   char id[17];
-  std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(rng_ * 31 + getpid()));
+  std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(random_u64()));
   node_id_ = id;
   cmd_.on_up = [this] {
     cmd_backoff_ = {};
