@@ -48,6 +48,17 @@ using PublishDone = std::function<void(const PublishResult&)>;
 // Kept messages, oldest first, as the frames streams were sent.
 using HistoryDone = std::function<void(std::vector<FrameRef>)>;
 
+// What a stream resuming one room from `after` needs from storage because the node's memory no
+// longer (or never did) reach back that far: the room's messages with ids in (after, through].
+struct Backfill {
+  std::string room;
+  uint64_t through = 0;
+  std::vector<KeptFrame> messages;  // ids ascending; the newest ones when not all fit
+  bool complete = false;            // nothing of the room after `after` is missing before them
+  bool answered = false;            // storage answered (else nothing is known: try again later)
+};
+using BackfillDone = std::function<void(Backfill)>;
+
 // What `event: presence` lists at most: this many names, of these many bytes in all.
 inline constexpr size_t kMaxPresenceNames = 100;
 inline constexpr size_t kMaxPresenceNameBytes = 4096;
@@ -84,6 +95,10 @@ class CommitSink {
   // to `lost_through` are gone from it in every room, known or not (a resume from before them
   // gets a reset).
   virtual void restore_base(uint64_t last_id, uint64_t lost_through) = 0;
+  // Storage keeps messages up to `through` of rooms it did not restore (it restores only the most
+  // recently active): memory does not have them, so a stream resuming such a room from before
+  // `through` needs storage's backfill (or gets a reset). Called before restored().
+  virtual void not_restored_through(uint64_t through) = 0;
   // Storage lost messages of `room` up to `through` before this sink was given them: streams of
   // the room that still needed them get a reset now, then go on.
   virtual void lose_through(std::string_view room, uint64_t through) = 0;
@@ -119,6 +134,14 @@ class Broker {
   // `limit`.
   virtual void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
                             HistoryDone done) = 0;
+
+  // Whether storage keeps messages the node's memory does not (storage shared by several nodes):
+  // a stream resuming from before a room's memory then reads them with read_backfill().
+  virtual bool keeps_more_than_memory() const { return false; }
+  // The newest `limit` messages of `room` with ids in (after, through], at most `max_bytes` of
+  // frames; `done` runs later on the loop (not `answered` when storage cannot say now).
+  virtual void read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
+                             size_t max_bytes, BackfillDone done) = 0;
 
   // Why POSTs are refused right now (storage failed), or nullopt while it works.
   virtual std::optional<std::string> unavailable() const = 0;

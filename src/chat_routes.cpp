@@ -15,6 +15,9 @@ namespace {
 
 constexpr size_t kDefaultListLimit = 100;
 constexpr size_t kMaxListLimit = 1000;
+// Frame bytes one resuming stream's backfills may take (all of them together: a quarter of
+// --history-memory, counting those being read at their most).
+constexpr uint64_t kMaxBackfillBytes = 4 << 20;
 
 std::optional<uint64_t> parse_u64(std::string_view s) {
   uint64_t v = 0;
@@ -221,22 +224,31 @@ std::optional<http::Response> ChatRoutes::check_read(const Authentication& auth,
 }
 
 uint64_t ChatRoutes::hold(Connection& conn) {
+  conn.hold();
+  return track(conn);
+}
+
+uint64_t ChatRoutes::track(Connection& conn) {
   uint64_t ticket = next_ticket_++;
   waiting_[ticket] = &conn;
   conn.waiting_ticket = ticket;
-  conn.hold();
   return ticket;
 }
 
-void ChatRoutes::finish(uint64_t ticket, const ReplyContext& ctx, http::Response r) {
+Connection* ChatRoutes::take_held(uint64_t ticket) {
   auto it = waiting_.find(ticket);
-  if (it == waiting_.end()) return;  // the client went away meanwhile
-  Connection& conn = *it->second;
+  if (it == waiting_.end()) return nullptr;  // the client went away meanwhile
+  Connection* conn = it->second;
   waiting_.erase(it);
-  conn.waiting_ticket = 0;
-  if (conn.closed()) return;  // closed in this batch, freed after it: nobody to answer
-  policy_.reply(conn, ctx, std::move(r));
-  conn.release();
+  conn->waiting_ticket = 0;
+  return conn->closed() ? nullptr : conn;  // closed in this batch, freed after it
+}
+
+void ChatRoutes::finish(uint64_t ticket, const ReplyContext& ctx, http::Response r) {
+  Connection* conn = take_held(ticket);
+  if (!conn) return;
+  policy_.reply(*conn, ctx, std::move(r));
+  conn->release();
 }
 
 void ChatRoutes::route_events(Connection& conn, Request& req) {
@@ -274,6 +286,14 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     metrics_.count_rejected("too_many_rooms");
     return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5}, resume_from);
   }
+  // Rooms whose messages from before what memory keeps are read from shared storage first.
+  std::vector<std::pair<std::string, uint64_t>> short_rooms;
+  if (last_id && broker_.keeps_more_than_memory())
+    short_rooms = hub_.rooms_short_of(query.rooms, *last_id);
+  if (!short_rooms.empty() && !backfill_has_room()) {
+    metrics_.count_rejected("backfill_busy");
+    return policy_.refuse_stream(conn, req, {"too many streams are catching up", 5}, resume_from);
+  }
   if (auto refusal = policy_.admit_stream(conn, static_cast<uint32_t>(query.rooms.size())))
     return policy_.refuse_stream(conn, req, *refusal, resume_from);
   conn.start_stream(policy_.open_stream(conn, req));
@@ -281,7 +301,61 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
     conn.expire_at(reactor_.now_ms() + left_ms);
   }
+  if (!short_rooms.empty())
+    return subscribe_after_backfill(conn, std::move(query.rooms), std::move(query.user), *last_id,
+                                    short_rooms);
   (void)conn.subscribe(hub_, query.rooms, std::move(query.user), last_id);  // can_open held
+}
+
+uint64_t ChatRoutes::backfill_budget() const {
+  return hub_.options().history_bytes / 4;
+}
+
+// What one stream's backfills may take: kMaxBackfillBytes, or all of a small budget.
+uint64_t ChatRoutes::backfill_share() const {
+  return std::min(kMaxBackfillBytes, backfill_budget());
+}
+
+bool ChatRoutes::backfill_has_room() const {
+  return hub_.backfill_bytes() + backfill_reserved_ + backfill_share() <= backfill_budget();
+}
+
+// The stream is open (so its EventSource is too), its rooms are joined once storage has answered
+// for every room memory falls short of; meanwhile it has heartbeats only.
+void ChatRoutes::subscribe_after_backfill(
+    Connection& conn, std::vector<std::string> rooms, std::string user, uint64_t last_id,
+    const std::vector<std::pair<std::string, uint64_t>>& short_rooms) {
+  auto pending = std::make_shared<PendingResume>(
+      PendingResume{std::move(rooms), std::move(user), {}, short_rooms.size()});
+  pending->backfills.resize(short_rooms.size());
+  uint64_t share = backfill_share();
+  backfill_reserved_ += share;
+  uint64_t ticket = track(conn);
+  size_t per_room_bytes = share / short_rooms.size();
+  size_t per_room = std::max<size_t>(kMaxListLimit, hub_.options().history_per_room);
+  for (size_t i = 0; i < short_rooms.size(); ++i) {
+    const auto& [room, through] = short_rooms[i];
+    broker_.read_backfill(room, last_id, through, per_room, per_room_bytes,
+                          [this, pending, i, ticket, last_id, share](Backfill backfill) {
+                            pending->backfills[i] = std::move(backfill);
+                            if (--pending->waiting > 0) return;
+                            backfill_reserved_ -= share;
+                            subscribe_backfilled(ticket, *pending, last_id);
+                          });
+  }
+}
+
+// Storage that could not answer now closes the stream before it says anything: its EventSource
+// comes back with the same Last-Event-ID after its retry time, rather than skip what storage has.
+void ChatRoutes::subscribe_backfilled(uint64_t ticket, PendingResume& pending, uint64_t last_id) {
+  Connection* conn = take_held(ticket);
+  if (!conn) return;
+  bool answered = std::all_of(pending.backfills.begin(), pending.backfills.end(),
+                              [](const Backfill& b) { return b.answered; });
+  // Ends the stream once its head is out (drain: as at shutdown).
+  if (!answered || !conn->subscribe(hub_, pending.rooms, std::move(pending.user), last_id,
+                                    std::move(pending.backfills)))
+    conn->drain();
 }
 
 void ChatRoutes::route_messages(Connection& conn, Request& req) {

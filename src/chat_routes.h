@@ -32,6 +32,20 @@ class ChatRoutes final : public RequestHandler {
 
  private:
   void route_events(Connection& conn, Request& req);
+  void subscribe_after_backfill(Connection& conn, std::vector<std::string> rooms, std::string user,
+                                uint64_t last_id,
+                                const std::vector<std::pair<std::string, uint64_t>>& short_rooms);
+  // A stream's rooms, joined once storage answered for those memory falls short of.
+  struct PendingResume {
+    std::vector<std::string> rooms;
+    std::string user;
+    std::vector<Backfill> backfills;
+    size_t waiting;  // answers still to come
+  };
+  void subscribe_backfilled(uint64_t ticket, PendingResume& pending, uint64_t last_id);
+  uint64_t backfill_budget() const;
+  uint64_t backfill_share() const;
+  bool backfill_has_room() const;
   void route_messages(Connection& conn, Request& req);
   void post_message(Connection& conn, Request& req);
   void list_messages(Connection& conn, Request& req);
@@ -52,6 +66,10 @@ class ChatRoutes final : public RequestHandler {
   // Holds `conn` until finish(ticket, …) answers it.
   uint64_t hold(Connection& conn);
   void finish(uint64_t ticket, const ReplyContext& ctx, http::Response r);
+  // Finds `conn` by a ticket later (a stream waiting for storage), nullptr once it went away.
+  uint64_t track(Connection& conn);
+  // The connection of `ticket`, no longer tracked; nullptr when it went away meanwhile.
+  Connection* take_held(uint64_t ticket);
 
   Broker& broker_;
   Hub& hub_;
@@ -64,6 +82,7 @@ class ChatRoutes final : public RequestHandler {
   Reactor& reactor_;
   int64_t started_ms_;
   std::unordered_map<uint64_t, Connection*> waiting_;
+  uint64_t backfill_reserved_ = 0;  // bytes backfills being read may take
   uint64_t next_ticket_ = 1;
 };
 

@@ -201,9 +201,9 @@ void Connection::start_stream(std::string_view opening) {
 }
 
 bool Connection::subscribe(Hub& hub, const std::vector<std::string>& rooms, std::string user,
-                           std::optional<uint64_t> last_event_id) {
+                           std::optional<uint64_t> last_event_id, std::vector<Backfill> backfills) {
   subscription_ = std::make_unique<Subscription>(hub, *this, std::move(user));
-  if (hub.subscribe(*subscription_, rooms, last_event_id)) return true;
+  if (hub.subscribe(*subscription_, rooms, last_event_id, std::move(backfills))) return true;
   subscription_.reset();
   return false;
 }

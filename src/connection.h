@@ -48,7 +48,7 @@ class Connection final : public EventHandler, public Sink {
   void start_stream(std::string_view opening);
   // Streams `rooms` (as Hub::subscribe, reading as `user`); false when the hub cannot open them.
   bool subscribe(Hub& hub, const std::vector<std::string>& rooms, std::string user,
-                 std::optional<uint64_t> last_event_id);
+                 std::optional<uint64_t> last_event_id, std::vector<Backfill> backfills = {});
   // Ends the stream at `deadline_ms` (the reactor's clock) with `event: expired`: a stream never
   // outlives the token that opened it.
   void expire_at(int64_t deadline_ms) { expires_at_ms_ = deadline_ms; }

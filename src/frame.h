@@ -70,4 +70,10 @@ class FrameRef {
   Frame* frame_ = nullptr;
 };
 
+// A committed message as memory keeps it: its id and its frame.
+struct KeptFrame {
+  uint64_t id;
+  FrameRef frame;
+};
+
 }  // namespace sse

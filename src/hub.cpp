@@ -285,6 +285,13 @@ void Hub::restore_base(uint64_t last_id, uint64_t lost_through) {
     forgotten.through = std::max(forgotten.through, lost_through);
 }
 
+void Hub::not_restored_through(uint64_t through) {
+  restoring_ = true;
+  unknown_floor_ = std::max(unknown_floor_, through);
+  for (auto& [name, forgotten] : forgotten_)
+    forgotten.through = std::max(forgotten.through, through);
+}
+
 void Hub::lose_through(std::string_view room_name, uint64_t through) {
   Room* room = find_mutable(room_name);
   if (!room)  // its floor when made
@@ -310,15 +317,29 @@ std::vector<const Room*> Hub::rooms_by_activity(
 
 // ---- streams ----
 
+std::vector<std::pair<std::string, uint64_t>> Hub::rooms_short_of(
+    const std::vector<std::string>& rooms, uint64_t last_event_id) const {
+  std::vector<std::pair<std::string, uint64_t>> short_rooms;
+  if (last_event_id >= next_id_) return short_rooms;  // not one of this hub's: subscribe() says
+  for (const std::string& name : rooms) {
+    const Room* room = find(name);
+    uint64_t floor = room ? room->dropped_through_ : floor_for(name);
+    if (last_event_id < floor) short_rooms.emplace_back(name, floor);
+  }
+  return short_rooms;
+}
+
 bool Hub::subscribe(Subscription& sub, const std::vector<std::string>& rooms,
-                    std::optional<uint64_t> last_event_id) {
+                    std::optional<uint64_t> last_event_id, std::vector<Backfill> backfills) {
   if (!can_open(rooms)) return false;
   for (const std::string& name : rooms)  // so that making the new ones cannot forget these
     if (Room* room = find_mutable(name)) mark_busy(*room);
   for (const std::string& name : rooms) {
     Room& room = open(name);
     mark_busy(room);
-    sub.members_.push_back({&room, room.seats_.size()});
+    Subscription::Member& member = sub.members_.emplace_back();
+    member.room = &room;
+    member.seat = room.seats_.size();
     room.seats_.push_back({&sub, sub.members_.size() - 1});
     if (!sub.user().empty()) ++room.names_[sub.user()];
     mark_presence(room);
@@ -341,16 +362,42 @@ bool Hub::subscribe(Subscription& sub, const std::vector<std::string>& rooms,
     sub.next_id_ = 0;
   } else {
     sub.next_id_ = *last_event_id + 1;
+    for (Backfill& backfill : backfills) take_backfill(sub, backfill);
   }
   refill(sub);
   return true;
+}
+
+// Puts what storage kept of one of the stream's rooms ahead of that room's kept history.
+void Hub::take_backfill(Subscription& sub, Backfill& backfill) {
+  auto member = std::find_if(sub.members_.begin(), sub.members_.end(),
+                             [&](const auto& m) { return m.room->name() == backfill.room; });
+  if (member == sub.members_.end()) return;
+  // Only what the stream still needs, and not what the hub has not committed yet (it comes live).
+  std::erase_if(backfill.messages,
+                [&](const KeptFrame& m) { return m.id < sub.next_id_ || m.id >= next_id_; });
+  member->reset_owed = !backfill.complete;
+  member->reset_through = backfill.through;  // memory's drops up to there are in the backfill
+  for (const KeptFrame& m : backfill.messages) backfill_bytes_ += m.frame->size();
+  member->backfill = std::move(backfill.messages);
+  member->backfill_at = 0;
+}
+
+// Lets go of the backfill's frames not sent yet.
+void Hub::drop_backfill(Subscription::Member& member) {
+  for (size_t i = member.backfill_at; i < member.backfill.size(); ++i)
+    backfill_bytes_ -= member.backfill[i].frame->size();
+  member.backfill.clear();
+  member.backfill.shrink_to_fit();
+  member.backfill_at = 0;
 }
 
 void Hub::leave(Subscription& sub) {
   if (!sub.joined_) return;
   sub.joined_ = false;
   --streams_;
-  for (const Subscription::Member& member : sub.members_) {
+  for (Subscription::Member& member : sub.members_) {
+    drop_backfill(member);
     Room& room = *member.room;
     Room::Seat moved = room.seats_.back();
     room.seats_[member.seat] = moved;
@@ -368,10 +415,13 @@ void Hub::leave(Subscription& sub) {
 
 bool Hub::queue_reset(Subscription& sub, Subscription::Member& member) {
   const Room& room = *member.room;
-  member.reset_through = room.dropped_through_;
+  member.reset_through = std::max(member.reset_through, room.dropped_through_);
   member.reset_owed = false;
   ++stats_.resets;
-  return sub.sink().deliver(FrameRef(reset_event(room.name(), room.oldest_kept(), room.last_id())));
+  uint64_t oldest = room.oldest_kept();
+  if (member.backfill_at < member.backfill.size())
+    oldest = std::min(oldest, member.backfill[member.backfill_at].id);
+  return sub.sink().deliver(FrameRef(reset_event(room.name(), oldest, room.last_id())));
 }
 
 void Hub::refill(Subscription& sub) {
@@ -387,20 +437,24 @@ void Hub::refill(Subscription& sub) {
   replay(sub);
 }
 
-// Queues the kept messages from the stream's cursor on, merged across its rooms by id, while the
-// sink has room; live once nothing is left.
+// Queues the kept messages from the stream's cursor on, merged across its rooms by id (each
+// room's backfill first, then its kept history), while the sink has room; live once nothing is
+// left.
 void Hub::replay(Subscription& sub) {
   std::vector<size_t> pos(sub.members_.size());
   for (size_t i = 0; i < pos.size(); ++i) pos[i] = sub.members_[i].room->position_of(sub.next_id_);
   while (sub.sink().free_slots() > 0) {
-    const Room::Entry* next = nullptr;
-    size_t from = 0;
+    const KeptFrame* next = nullptr;
+    auto consider = [&](const KeptFrame& candidate) {
+      if (!next || candidate.id < next->id) next = &candidate;
+    };
     for (size_t i = 0; i < pos.size(); ++i) {
-      const auto& history = sub.members_[i].room->history_;
-      if (pos[i] < history.size() && (!next || history[pos[i]].id < next->id)) {
-        next = &history[pos[i]];
-        from = i;
-      }
+      Subscription::Member& member = sub.members_[i];
+      pass_backfill(member, sub.next_id_);
+      if (member.backfill_at < member.backfill.size())
+        consider(member.backfill[member.backfill_at]);
+      const auto& history = member.room->history_;
+      if (pos[i] < history.size()) consider(history[pos[i]]);
     }
     if (!next) {
       sub.live_ = true;
@@ -409,9 +463,22 @@ void Hub::replay(Subscription& sub) {
     }
     if (!sub.sink().deliver(next->frame)) return;
     sub.next_id_ = next->id + 1;
-    ++pos[from];
+    for (size_t i = 0; i < pos.size(); ++i) {
+      const auto& history = sub.members_[i].room->history_;
+      while (pos[i] < history.size() && history[pos[i]].id < sub.next_id_) ++pos[i];
+    }
     ++stats_.deliveries;
   }
+}
+
+// Lets go of the member's backfilled messages before `next_id` (sent, or not needed).
+void Hub::pass_backfill(Subscription::Member& member, uint64_t next_id) {
+  auto& backfill = member.backfill;
+  while (member.backfill_at < backfill.size() && backfill[member.backfill_at].id < next_id) {
+    backfill_bytes_ -= backfill[member.backfill_at].frame->size();
+    backfill[member.backfill_at++].frame = FrameRef();
+  }
+  if (!backfill.empty() && member.backfill_at == backfill.size()) drop_backfill(member);
 }
 
 // ---- presence ----

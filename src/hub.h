@@ -79,6 +79,7 @@ class Hub final : public CommitSink {
   // Also at any point of a restore: `lost_through` then holds for every room, made or not (messages
   // of unknown rooms were lost there).
   void restore_base(uint64_t last_id, uint64_t lost_through) override;
+  void not_restored_through(uint64_t through) override;
   void lose_through(std::string_view room, uint64_t through) override;
   void set_remote_presence(std::string_view room, uint64_t online,
                            std::vector<std::string> names) override;
@@ -100,8 +101,16 @@ class Hub final : public CommitSink {
   // order first, with a reset for each room whose history no longer reaches back that far (or
   // for every room, when the id is one this server never issued). False, joining nothing, when
   // !can_open(rooms).
+  //
+  // `backfills`: messages storage keeps of some of the rooms from before what memory does (read
+  // for rooms_short_of()); each replays ahead of the room's kept history, and the room gets a
+  // reset only if its backfill is not complete or memory dropped more meanwhile.
   bool subscribe(Subscription& sub, const std::vector<std::string>& rooms,
-                 std::optional<uint64_t> last_event_id);
+                 std::optional<uint64_t> last_event_id, std::vector<Backfill> backfills = {});
+  // The rooms of `rooms` whose kept history no longer reaches back to `last_event_id`, each with
+  // the newest id memory lacks (a Backfill's `through`).
+  std::vector<std::pair<std::string, uint64_t>> rooms_short_of(
+      const std::vector<std::string>& rooms, uint64_t last_event_id) const;
   void leave(Subscription& sub);
   void refill(Subscription& sub);
 
@@ -118,10 +127,13 @@ class Hub final : public CommitSink {
 
   size_t room_count() const { return rooms_.size(); }
   size_t max_rooms() const { return options_.max_rooms; }
+  const HubOptions& options() const { return options_; }
   size_t stream_count() const { return streams_; }
   size_t kept_messages() const { return kept_messages_; }
   uint64_t kept_bytes() const { return kept_bytes_; }
   uint64_t next_id() const { return next_id_; }
+  // Frame bytes streams hold in backfills not yet sent.
+  uint64_t backfill_bytes() const { return backfill_bytes_; }
   const HubStats& stats() const { return stats_; }
 
  private:
@@ -145,6 +157,9 @@ class Hub final : public CommitSink {
   void send_room_presence(Room& room, const std::vector<std::string_view>& local);
   size_t idle_count() const { return idle_.size() + idle_empty_.size(); }
   bool queue_reset(Subscription& sub, Subscription::Member& member);
+  void take_backfill(Subscription& sub, Backfill& backfill);
+  void drop_backfill(Subscription::Member& member);
+  void pass_backfill(Subscription::Member& member, uint64_t next_id);
   void replay(Subscription& sub);
 
   HubOptions options_;
@@ -170,6 +185,7 @@ class Hub final : public CommitSink {
   std::vector<std::string> presence_dirty_;
   size_t kept_messages_ = 0;
   uint64_t kept_bytes_ = 0;
+  uint64_t backfill_bytes_ = 0;
   uint64_t next_id_ = 1;  // one past the newest committed id
   // The floor of every room neither made nor in forgotten_: raised by storage (restore_base) and
   // by forgotten names dropping out of forgotten_.

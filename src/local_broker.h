@@ -41,6 +41,9 @@ class LocalBroker final : public Broker {
   void publish(Draft draft, PublishDone done) override;
   void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
                     HistoryDone done) override;
+  // Memory holds all this node keeps: nothing more to read.
+  void read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
+                     size_t max_bytes, BackfillDone done) override;
   std::optional<std::string> unavailable() const override;
   bool idle() const override { return pending_.empty() && unwritten_.empty(); }
   void tick() override;

@@ -338,6 +338,7 @@ struct RedisBroker::Warmup {
     FrameRef frame;
   };
   uint64_t since = 0;  // the data set's first id (0: none yet)
+  size_t rooms = 0;    // rooms read
   std::vector<Message> messages;
   std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
 };
@@ -396,6 +397,7 @@ void RedisBroker::maybe_warm() {
     return std::vector<std::string>{"XREVRANGE", key("room:" + room), upto, "-", "COUNT", history};
   };
   auto each = [this, warm](const std::string& room, redisReply* e) {
+    ++warm->rooms;
     uint64_t oldest = 0;
     for (size_t k = 0; k < e->elements; ++k)
       if (auto entry = entry_of(e->element[k])) {
@@ -416,6 +418,8 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   sink_.restore_base(last_seen_, warm.since > 0 ? warm.since - 1 : 0);
   for (const auto& m : warm.messages) sink_.on_committed(m.id, m.room, m.frame, true);
   for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
+  // Redis may keep rooms beyond the most active max_rooms read here.
+  if (warm.rooms >= options_.max_rooms) sink_.not_restored_through(last_seen_);
   sink_.restored();
   log::info("warmed up from Redis", "messages", warm.messages.size(), "last_id", last_seen_);
   warm.messages.clear();
@@ -805,6 +809,63 @@ void RedisBroker::read_history(std::string room, std::optional<uint64_t> after, 
     done(std::move(frames));
   };
   if (!cmd_.up() || !cmd_.command(argv, std::move(on_reply))) reactor_.defer(from_memory);
+}
+
+// Three commands, one after the other on the link: the data set's first id (what came before it
+// is gone), the room's first entry after `after` (its prev says whether anything before it is
+// gone), then the newest `limit` entries in (after, through]. They reach back to `after` when the
+// data set does, and the oldest of them is that first entry (or there are none and the first
+// entry, if any, comes after `through`).
+void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
+                                size_t max_bytes, BackfillDone done) {
+  struct Read {
+    Backfill fill;
+    bool answered = false;  // the first two commands
+    uint64_t since = 0;
+    std::optional<Entry> first;
+  };
+  auto read = std::make_shared<Read>();
+  read->fill = {std::move(room), through, {}, false};
+  std::string stream = key("room:" + read->fill.room);
+  std::string from = "(" + std::to_string(after) + "-0";
+  std::string upto = std::to_string(through) + "-0";
+  std::string count = std::to_string(limit);
+  auto on_since = [read, alive = alive_](redisReply* r) {
+    if (*alive && r && r->type != REDIS_REPLY_ERROR) read->since = number_of(text_of(r));
+  };
+  auto on_first = [read, alive = alive_](redisReply* r) {
+    if (!*alive || !r || r->type != REDIS_REPLY_ARRAY) return;
+    read->answered = true;
+    if (r->elements > 0) read->first = entry_of(r->element[0]);
+  };
+  auto on_range = [read, after, max_bytes, done, alive = alive_](redisReply* r) {
+    if (!*alive) return;  // the broker is going
+    Backfill& fill = read->fill;
+    if (!read->answered || !r || r->type != REDIS_REPLY_ARRAY) return done(std::move(fill));
+    size_t bytes = 0;
+    bool cut = false;
+    for (size_t i = 0; i < r->elements && !cut; ++i) {  // newest first
+      auto entry = entry_of(r->element[i]);
+      if (!entry) continue;
+      FrameRef frame = message_frame(entry->id, entry->json);
+      bytes += frame->size();
+      cut = bytes > max_bytes;
+      if (!cut) fill.messages.push_back({entry->id, std::move(frame)});
+    }
+    std::reverse(fill.messages.begin(), fill.messages.end());
+    const std::optional<Entry>& first = read->first;
+    bool data_set_reaches = read->since == 0 || after + 1 >= read->since;
+    bool from_start = !first || first->prev <= after;
+    bool none_missing = fill.messages.empty() ? !first || first->id > fill.through
+                                              : first && fill.messages.front().id == first->id;
+    fill.complete = !cut && data_set_reaches && from_start && none_missing;
+    fill.answered = true;
+    done(std::move(fill));
+  };
+  bool sent = cmd_.up() && cmd_.command({"GET", key("since")}, std::move(on_since)) &&
+              cmd_.command({"XRANGE", stream, from, "+", "COUNT", "1"}, std::move(on_first)) &&
+              cmd_.command({"XREVRANGE", stream, upto, from, "COUNT", count}, on_range);
+  if (!sent) reactor_.defer([read, done] { done(std::move(read->fill)); });
 }
 
 }  // namespace sse

@@ -61,6 +61,11 @@ class RedisBroker final : public Broker {
   // Pages the room's stream in Redis.
   void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
                     HistoryDone done) override;
+  bool keeps_more_than_memory() const override { return true; }
+  // Reads the room's stream in Redis, with the entry after `after` to see that nothing between
+  // is missing (its prev).
+  void read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
+                     size_t max_bytes, BackfillDone done) override;
   std::optional<std::string> unavailable() const override;
   bool idle() const override { return cmd_.waiting() == 0; }
   bool warm() const override { return warmed_; }

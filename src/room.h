@@ -27,10 +27,7 @@ struct MostRecentlyActiveFirst {
 
 class Room {
  public:
-  struct Entry {
-    uint64_t id;
-    FrameRef frame;
-  };
+  using Entry = KeptFrame;
   // A subscription reading this room; `member` is this room's index in the subscription.
   struct Seat {
     Subscription* sub;

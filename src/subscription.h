@@ -35,10 +35,16 @@ class Subscription {
   Subscription& operator=(const Subscription&) = delete;
 
   struct Member {
-    Room* room;
-    size_t seat;                 // position in the room's seats, for O(1) removal
-    uint64_t reset_through = 0;  // the room's dropped_through() this stream was told of
-    bool reset_owed = false;     // a reset to send before anything more of this room
+    Room* room = nullptr;
+    size_t seat = 0;  // position in the room's seats, for O(1) removal
+    // The room's dropped_through() this stream was told of, or need not be: its backfill holds
+    // the messages up to there.
+    uint64_t reset_through = 0;
+    bool reset_owed = false;  // a reset to send before anything more of this room
+    // Messages of the room from before what memory keeps, read from storage for this stream
+    // (ids ascending), and how many of them it has had.
+    std::vector<KeptFrame> backfill;
+    size_t backfill_at = 0;
   };
 
   Sink& sink() const { return sink_; }

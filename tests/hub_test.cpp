@@ -165,6 +165,89 @@ TEST(Hub, OnlyTheRoomThatFellShortGetsAReset) {
   EXPECT_EQ(ids(exact), (std::vector<uint64_t>{5, 6, 7, 8}));
 }
 
+// What storage kept of a room from before memory (a Backfill of ids in (after, through]).
+sse::Backfill backfill_of(const std::string& room, uint64_t through, std::vector<uint64_t> ids,
+                          bool complete) {
+  sse::Backfill b{room, through, {}, complete};
+  for (uint64_t id : ids)
+    b.messages.push_back({id, sse::message_frame(id, sse::message_json({id, room, "u", "t", 0}))});
+  return b;
+}
+
+TEST(Hub, RoomsShortOfAResumePointAreThoseThatWouldReset) {
+  Hub hub(options(3));
+  Poster p(hub);
+  p.post("quiet");                             // 1
+  for (int i = 0; i < 6; ++i) p.post("busy");  // 2..7: keeps 5..7, dropped through 4
+  using Short = std::vector<std::pair<std::string, uint64_t>>;
+  EXPECT_EQ(hub.rooms_short_of({"quiet", "busy", "new"}, 1), (Short{{"busy", 4}}));
+  EXPECT_EQ(hub.rooms_short_of({"quiet", "busy"}, 4), Short{});
+  EXPECT_EQ(hub.rooms_short_of({"busy"}, 99), Short{});  // not an id of this hub: a reset anyway
+}
+
+TEST(Hub, ACompleteBackfillReplaysAheadOfMemoryWithoutAReset) {
+  Hub hub(options(3));
+  Poster p(hub);
+  p.post("quiet");                             // 1
+  for (int i = 0; i < 6; ++i) p.post("busy");  // 2..7: keeps 5..7
+  p.post("quiet");                             // 8
+  FakeStream s(hub, 2);                        // small: the replay is paced
+  std::vector<sse::Backfill> fills;
+  // Storage overlaps memory at 5 (it read up to the floor and a little past): sent once.
+  fills.push_back(backfill_of("busy", 4, {3, 4, 5}, true));
+  hub.subscribe(s.sub, {"quiet", "busy"}, 2, std::move(fills));
+  EXPECT_GT(hub.backfill_bytes(), 0u);
+  while (!s.sub.live()) s.drain_all();
+  EXPECT_TRUE(events(s, "reset").empty());
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(hub.backfill_bytes(), 0u);
+  p.post("busy");  // 9: live
+  EXPECT_EQ(ids(s).back(), 9u);
+}
+
+TEST(Hub, AnIncompleteBackfillResetsFromItsOldest) {
+  Hub hub(options(3));
+  Poster p(hub);
+  for (int i = 0; i < 8; ++i) p.post("busy");  // 1..8: keeps 6..8
+  FakeStream s(hub, 100);
+  std::vector<sse::Backfill> fills;
+  fills.push_back(backfill_of("busy", 5, {4, 5}, false));  // 2..3 are gone from storage too
+  hub.subscribe(s.sub, {"busy"}, 1, std::move(fills));
+  EXPECT_EQ(events(s, "reset"),
+            (std::vector<std::string>{R"({"room":"busy","oldest":4,"newest":8})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{4, 5, 6, 7, 8}));
+}
+
+TEST(Hub, MemoryDroppingPastABackfillWhileItWaitedResets) {
+  Hub hub(options(3));
+  Poster p(hub);
+  for (int i = 0; i < 5; ++i) p.post("a");     // 1..5: keeps 3..5
+  auto fill = backfill_of("a", 2, {2}, true);  // read when memory started at 3
+  for (int i = 0; i < 2; ++i) p.post("a");     // 6, 7: now keeps 5..7; 3 and 4 are gone
+  FakeStream s(hub, 100);
+  std::vector<sse::Backfill> fills;
+  fills.push_back(std::move(fill));
+  hub.subscribe(s.sub, {"a"}, 1, std::move(fills));
+  EXPECT_EQ(events(s, "reset"),
+            (std::vector<std::string>{R"({"room":"a","oldest":2,"newest":7})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{2, 5, 6, 7}));
+}
+
+TEST(Hub, ABackfillLeftUnsentIsLetGoWhenTheStreamLeaves) {
+  Hub hub(options(3));
+  Poster p(hub);
+  for (int i = 0; i < 6; ++i) p.post("a");  // 1..6: keeps 4..6
+  {
+    FakeStream s(hub, 1);
+    std::vector<sse::Backfill> fills;
+    fills.push_back(backfill_of("a", 3, {1, 2, 3}, true));
+    hub.subscribe(s.sub, {"a"}, 0, std::move(fills));
+    EXPECT_EQ(ids(s), (std::vector<uint64_t>{1}));
+    EXPECT_GT(hub.backfill_bytes(), 0u);
+  }
+  EXPECT_EQ(hub.backfill_bytes(), 0u);
+}
+
 TEST(Hub, AnIdFromTheFutureResetsEveryRoom) {
   Hub hub(options(100));
   Poster p(hub);

@@ -837,6 +837,72 @@ TEST(RedisNodes, AfterFlushallIdsKeepIncreasingAndOldResumesGetReset) {
   EXPECT_EQ(resumed->ids(), new_alpha) << describe(resumed->ids(), new_alpha);
 }
 
+// What a stream resumed on `port` from `after` got, checked against the POSTs to its rooms:
+// exactly their 201 ids in order, each with its text, and no reset.
+void expect_resumed_exactly(uint16_t port, const std::string& query, uint64_t after,
+                            const std::vector<Posted>& posts) {
+  SCOPED_TRACE("GET /events" + query + " with Last-Event-ID " + std::to_string(after));
+  auto rooms = rooms_of(query);
+  auto want = created_ids(posts, rooms);
+  want.erase(want.begin(), std::upper_bound(want.begin(), want.end(), after));
+  auto stream = open_stream(port, query, std::to_string(after));
+  ASSERT_TRUE(stream->ok);
+  EXPECT_TRUE(stream->wait_count(want.size(), 20s)) << describe(stream->ids(), want);
+  EXPECT_EQ(stream->ids(), want) << describe(stream->ids(), want);
+  for (const Got& g : stream->events())
+    EXPECT_NE(g.event, "reset") << "a reset although Redis keeps every message: " << g.data;
+  std::vector<Posted> since;
+  std::copy_if(posts.begin(), posts.end(), std::back_inserter(since),
+               [&](const Posted& p) { return p.id > after; });
+  check_against_posts("resumed stream", pairs_of(stream->messages()), since, rooms);
+}
+
+// 6b. A node whose memory does not reach back resumes from Redis: it forgot rooms under
+// --max-rooms, keeps a shorter --history, or warmed only the most active rooms at start.
+TEST(RedisNodes, AResumeReadsFromRedisWhatTheNodesMemoryLacks) {
+  RedisServer redis({"--appendonly", "yes", "--appendfsync", "always"});
+  auto full = start_node(redis);
+  auto small = start_node(redis, {"--max-rooms", "3", "--history", "4"});
+  const std::vector<std::string> rooms = {"r1", "r2", "r3", "r4", "r5"};
+  PostLog log;
+  for (int i = 0; i < 50; ++i)
+    log.add(post((i % 2 ? small : full)->port(), rooms[size_t(i) % 5], "m" + std::to_string(i)));
+  auto posts = log.all();
+  for (const Posted& p : posts) ASSERT_EQ(p.status, 201) << p.body;
+  auto ids = created_ids(posts, {rooms.begin(), rooms.end()});
+
+  // The small node keeps 3 rooms (r3..r5, the last posted to) with 4 messages each of 10.
+  for (const char* query : {"?room=r1&room=r2", "?room=r4", "?room=r1&room=r5&room=r3"})
+    for (uint64_t after : {ids[0] - 1, ids[7], ids[31]})
+      expect_resumed_exactly(small->port(), query, after, posts);
+
+  // Started now with --max-rooms 2, a node warms only r4 and r5 from Redis.
+  auto late = start_node(redis, {"--max-rooms", "2"});
+  expect_resumed_exactly(late->port(), "?room=r1", ids[0] - 1, posts);
+  expect_resumed_exactly(late->port(), "?room=r2&room=r5", ids[12], posts);
+
+  // And the nodes go on together: posted after the resumes, delivered live to a resumed stream.
+  auto live = open_stream(late->port(), "?room=r1", std::to_string(ids[0] - 1));
+  ASSERT_TRUE(live->ok);
+  for (int i = 0; i < 5; ++i) log.add(post(full->port(), "r1", "after" + std::to_string(i)));
+  posts = log.all();
+  auto want = created_ids(posts, {"r1"});
+  EXPECT_TRUE(live->wait_count(want.size(), 20s)) << describe(live->ids(), want);
+  EXPECT_EQ(live->ids(), want) << describe(live->ids(), want);
+
+  // With Redis away, such a resume is closed before it says anything (an EventSource comes back
+  // with the same id), never reset past what Redis keeps; once Redis is back it is exact.
+  redis.stop();
+  ASSERT_TRUE(eventually([&] { return !healthy(small->port()); }, 10s));
+  auto refused = open_stream(small->port(), "?room=r1", std::to_string(ids[0] - 1));
+  ASSERT_TRUE(refused->ok);
+  EXPECT_TRUE(refused->wait_ended(10s));
+  EXPECT_TRUE(refused->events().empty()) << refused->events().front().data;
+  redis.start();
+  ASSERT_TRUE(eventually([&] { return healthy(small->port()); }, 30s));
+  expect_resumed_exactly(small->port(), "?room=r1&room=r2", ids[0] - 1, log.all());
+}
+
 // 7. An idempotent POST retried on another node gets the original id (200), and is delivered
 // once.
 TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {

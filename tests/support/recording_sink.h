@@ -45,6 +45,7 @@ struct RecordingSink : sse::CommitSink {
                            std::vector<std::string> names) override {
     hub.set_remote_presence(room, online, std::move(names));
   }
+  void not_restored_through(uint64_t through) override { hub.not_restored_through(through); }
   void lose_through(std::string_view room, uint64_t through) override {
     hub.lose_through(room, through);
   }
