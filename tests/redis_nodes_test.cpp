@@ -903,6 +903,36 @@ TEST(RedisNodes, AResumeReadsFromRedisWhatTheNodesMemoryLacks) {
   expect_resumed_exactly(small->port(), "?room=r1&room=r2", ids[0] - 1, log.all());
 }
 
+// 6c. What a resume reads from Redis is bounded (a quarter of --history-memory here): past it the
+// stream gets the newest messages that fit, after a reset that says where they start, and then
+// every message from there on.
+TEST(RedisNodes, AResumeReadsAtMostItsShareFromRedisAndSaysWhereItStarts) {
+  RedisServer redis;
+  auto full = start_node(redis);
+  auto small = start_node(redis, {"--history", "10", "--history-memory", "1048576"});
+  PostLog log;
+  const std::string padding(1000, 'x');  // ~1.1 KB frames: 400 of them are past 256 KiB
+  for (int i = 0; i < 400; ++i) log.add(post(full->port(), "big", std::to_string(i) + padding));
+  auto posts = log.all();
+  for (const Posted& p : posts) ASSERT_EQ(p.status, 201) << p.body;
+  auto want = created_ids(posts, {"big"});
+
+  auto stream = open_stream(small->port(), "?room=big", std::to_string(want.front() - 1));
+  ASSERT_TRUE(stream->ok);
+  ASSERT_TRUE(stream->wait(
+      [&](const Stream& s) { return !s.ids().empty() && s.ids().back() == want.back(); }, 20s));
+  auto events = stream->events();
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.front().event, "reset") << events.front().data;
+  uint64_t oldest = std::stoull(field(events.front().data, "oldest"));
+  auto from = std::find(want.begin(), want.end(), oldest);
+  ASSERT_NE(from, want.end()) << "the reset names " << oldest << ", not a posted id";
+  std::vector<uint64_t> rest(from, want.end());
+  EXPECT_EQ(stream->ids(), rest) << describe(stream->ids(), rest);
+  EXPECT_GT(rest.size(), 100u) << "far less than the share was read";
+  EXPECT_LT(rest.size(), 300u) << "more than the share was read";
+}
+
 // 7. An idempotent POST retried on another node gets the original id (200), and is delivered
 // once.
 TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {
