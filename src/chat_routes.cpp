@@ -302,8 +302,9 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     conn.expire_at(reactor_.now_ms() + left_ms);
   }
   if (!short_rooms.empty())
-    return subscribe_after_backfill(conn, std::move(query.rooms), std::move(query.user), *last_id,
-                                    short_rooms);
+    return subscribe_after_backfill(
+        conn, {std::move(query.rooms), std::move(query.user), {}, short_rooms.size(), !anonymous},
+        *last_id, short_rooms);
   (void)conn.subscribe(hub_, query.rooms, std::move(query.user), last_id);  // can_open held
 }
 
@@ -323,10 +324,9 @@ bool ChatRoutes::backfill_has_room() const {
 // The stream is open (so its EventSource is too), its rooms are joined once storage has answered
 // for every room memory falls short of; meanwhile it has heartbeats only.
 void ChatRoutes::subscribe_after_backfill(
-    Connection& conn, std::vector<std::string> rooms, std::string user, uint64_t last_id,
+    Connection& conn, PendingResume resume, uint64_t last_id,
     const std::vector<std::pair<std::string, uint64_t>>& short_rooms) {
-  auto pending = std::make_shared<PendingResume>(
-      PendingResume{std::move(rooms), std::move(user), {}, short_rooms.size()});
+  auto pending = std::make_shared<PendingResume>(std::move(resume));
   pending->backfills.resize(short_rooms.size());
   uint64_t share = backfill_share();
   backfill_reserved_ += share;
@@ -349,12 +349,14 @@ void ChatRoutes::subscribe_after_backfill(
 // comes back with the same Last-Event-ID after its retry time, rather than skip what storage has.
 void ChatRoutes::subscribe_backfilled(uint64_t ticket, PendingResume& pending, uint64_t last_id) {
   Connection* conn = take_held(ticket);
-  if (!conn) return;
+  if (!conn || !conn->is_stream() || conn->finishing()) return;  // gone, expired or draining
   bool answered = std::all_of(pending.backfills.begin(), pending.backfills.end(),
                               [](const Backfill& b) { return b.answered; });
   // Ends the stream once its head is out (drain: as at shutdown).
-  if (!answered || !conn->subscribe(hub_, pending.rooms, std::move(pending.user), last_id,
-                                    std::move(pending.backfills)))
+  bool may_open = hub_.can_open(pending.rooms, pending.may_forget_kept);
+  if (!answered || !may_open ||
+      !conn->subscribe(hub_, pending.rooms, std::move(pending.user), last_id,
+                       std::move(pending.backfills)))
     conn->drain();
 }
 

@@ -32,16 +32,16 @@ class ChatRoutes final : public RequestHandler {
 
  private:
   void route_events(Connection& conn, Request& req);
-  void subscribe_after_backfill(Connection& conn, std::vector<std::string> rooms, std::string user,
-                                uint64_t last_id,
-                                const std::vector<std::pair<std::string, uint64_t>>& short_rooms);
   // A stream's rooms, joined once storage answered for those memory falls short of.
   struct PendingResume {
     std::vector<std::string> rooms;
     std::string user;
     std::vector<Backfill> backfills;
-    size_t waiting;  // answers still to come
+    size_t waiting;        // answers still to come
+    bool may_forget_kept;  // as when it was admitted (Hub::can_open)
   };
+  void subscribe_after_backfill(Connection& conn, PendingResume resume, uint64_t last_id,
+                                const std::vector<std::pair<std::string, uint64_t>>& short_rooms);
   void subscribe_backfilled(uint64_t ticket, PendingResume& pending, uint64_t last_id);
   uint64_t backfill_budget() const;
   uint64_t backfill_share() const;

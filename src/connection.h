@@ -81,6 +81,8 @@ class Connection final : public EventHandler, public Sink {
   uint32_t interest() const { return interest_; }  // the epoll events asked for
   bool closed() const { return state_ == State::Closed; }
   bool is_stream() const { return state_ == State::Stream; }
+  // Ending: it closes once what is queued is written, and takes nothing new.
+  bool finishing() const { return finishing_; }
   int fd() const { return fd_; }
   const net::IpAddress& peer() const { return peer_; }
   int64_t last_write_ms() const { return last_write_ms_; }

@@ -432,6 +432,9 @@ void Hub::refill(Subscription& sub) {
     bool lost =
         sub.next_id_ <= room.dropped_through_ && member.reset_through < room.dropped_through_;
     if (!lost && !member.reset_owed) continue;
+    // A backfill that no longer joins up with memory would leave a hole after the reset: the
+    // reset says memory's oldest instead.
+    if (lost) drop_backfill(member);
     if (sub.sink().free_slots() == 0 || !queue_reset(sub, member)) return;
   }
   replay(sub);

@@ -398,14 +398,14 @@ void RedisBroker::maybe_warm() {
   };
   auto each = [this, warm](const std::string& room, redisReply* e) {
     ++warm->rooms;
-    uint64_t oldest = 0;
+    uint64_t before_oldest = 0;  // the prev of the oldest read: gone from memory
     for (size_t k = 0; k < e->elements; ++k)
       if (auto entry = entry_of(e->element[k])) {
         warm->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
-        oldest = entry->id;
+        before_oldest = entry->prev;
       }
-    if (e->elements == options_.history_per_room && oldest > 0)
-      warm->floors.emplace_back(room, oldest - 1);
+    // Also when Redis kept fewer than --history (a node with a shorter one trimmed the stream).
+    if (before_oldest > 0) warm->floors.emplace_back(room, before_oldest);
   };
   read_rooms(
       {"ZREVRANGE", key("rooms"), "0", std::to_string(options_.max_rooms - 1)}, range, each,

@@ -228,9 +228,28 @@ TEST(Hub, MemoryDroppingPastABackfillWhileItWaitedResets) {
   std::vector<sse::Backfill> fills;
   fills.push_back(std::move(fill));
   hub.subscribe(s.sub, {"a"}, 1, std::move(fills));
+  // Not 2 then a hole: from the reset on, nothing is missing.
   EXPECT_EQ(events(s, "reset"),
-            (std::vector<std::string>{R"({"room":"a","oldest":2,"newest":7})"}));
-  EXPECT_EQ(ids(s), (std::vector<uint64_t>{2, 5, 6, 7}));
+            (std::vector<std::string>{R"({"room":"a","oldest":5,"newest":7})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{5, 6, 7}));
+  EXPECT_EQ(hub.backfill_bytes(), 0u);
+}
+
+TEST(Hub, MemoryDroppingPastABackfillMidReplayResetsToMemorysOldest) {
+  Hub hub(options(3));
+  Poster p(hub);
+  for (int i = 0; i < 6; ++i) p.post("a");  // 1..6: keeps 4..6
+  FakeStream s(hub, 1);
+  std::vector<sse::Backfill> fills;
+  fills.push_back(backfill_of("a", 3, {1, 2, 3}, true));
+  hub.subscribe(s.sub, {"a"}, 0, std::move(fills));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{1}));
+  for (int i = 0; i < 3; ++i) p.post("a");  // 7..9: keeps 7..9; 4..6 are gone
+  while (!s.sub.live()) s.drain_all();
+  EXPECT_EQ(events(s, "reset"),
+            (std::vector<std::string>{R"({"room":"a","oldest":7,"newest":9})"}));
+  EXPECT_EQ(ids(s), (std::vector<uint64_t>{1, 7, 8, 9}));
+  EXPECT_EQ(hub.backfill_bytes(), 0u);
 }
 
 TEST(Hub, ABackfillLeftUnsentIsLetGoWhenTheStreamLeaves) {

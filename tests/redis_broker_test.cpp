@@ -406,6 +406,29 @@ TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
       << on_a.last_presence();
 }
 
+// A node warming a room whose stream nodes with a shorter --history trimmed (to fewer messages
+// than its own --history) knows memory starts after the trim: a stream resuming from before it
+// gets a reset, not a silent gap.
+TEST(RedisBroker, AWarmedRoomTrimmedBelowTheHistoryStillHasItsFloor) {
+  Cluster c(5);  // both nodes trim the room's stream to about 5 (MAXLEN ~: whole blocks of 100)
+  ASSERT_TRUE(c.ready_at_start);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 300; ++i) ids.push_back(c.post(c.a, "m").id);
+  size_t kept_in_redis = std::stoul(c.redis.cli({"XLEN", "{t}:room:general"}));
+  ASSERT_LT(kept_in_redis, 300u);
+  Node late(c.reactor, c.redis.url(), 1000);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !late.broker->unavailable(); }));
+  ASSERT_EQ(late.restored_ids.size(), kept_in_redis);  // fewer than its --history
+  uint64_t oldest = late.restored_ids.front();
+  uint64_t before = *(std::find(ids.begin(), ids.end(), oldest) - 1);
+  EXPECT_EQ(late.hub.find("general")->dropped_through(), before);
+  Collecting got;
+  sse::Subscription sub(late.hub, got, "");
+  ASSERT_TRUE(late.hub.subscribe(sub, {"general"}, ids.front() - 1));
+  ASSERT_FALSE(got.frames.empty());
+  EXPECT_TRUE(got.frames.front().starts_with("event: reset")) << got.frames.front();
+}
+
 // Junk in the log (an entry whose "prev" is not before it, or whose JSON would break an SSE
 // event) is skipped: it moves no node's read position and reaches no stream.
 TEST(RedisBroker, JunkInTheLogIsSkipped) {
