@@ -471,6 +471,8 @@ bool RedisBroker::deliver_entries(redisReply* r) {
     }
     if (entry->prev < last_seen_) {
       ++data_losses_;
+      lost_after_ = std::min(lost_after_, entry->prev);
+      lost_through_ = std::max(lost_through_, last_seen_);
       log::warn("the Redis log starts over below what this node read: Redis lost data", "last_read",
                 last_seen_, "next", entry->id);
     }
@@ -838,7 +840,9 @@ void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t throu
     read->answered = true;
     if (r->elements > 0) read->first = entry_of(r->element[0]);
   };
-  auto on_range = [read, after, max_bytes, done, alive = alive_](redisReply* r) {
+  // What this node read and Redis lost since may have been in the range: Redis cannot say.
+  bool lost_in_range = after < lost_through_ && through > lost_after_;
+  auto on_range = [read, after, max_bytes, lost_in_range, done, alive = alive_](redisReply* r) {
     if (!*alive) return;  // the broker is going
     Backfill& fill = read->fill;
     if (!read->answered || !r || r->type != REDIS_REPLY_ARRAY) return done(std::move(fill));
@@ -858,7 +862,7 @@ void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t throu
     bool from_start = !first || first->prev <= after;
     bool none_missing = fill.messages.empty() ? !first || first->id > fill.through
                                               : first && fill.messages.front().id == first->id;
-    fill.complete = !cut && data_set_reaches && from_start && none_missing;
+    fill.complete = !cut && !lost_in_range && data_set_reaches && from_start && none_missing;
     fill.answered = true;
     done(std::move(fill));
   };

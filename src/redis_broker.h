@@ -137,6 +137,10 @@ class RedisBroker final : public Broker {
   uint64_t reconnects_ = 0;
   uint64_t gaps_filled_ = 0;
   uint64_t data_losses_ = 0;
+  // Ids this node read that Redis lost since (it restarted from an older AOF, say): a resume's
+  // read from Redis over them cannot tell they were there. One span, covering every such loss.
+  uint64_t lost_after_ = UINT64_MAX;
+  uint64_t lost_through_ = 0;
   // Redis's clock minus ours (microseconds), from TIME on the command link (each idle second),
   // and the round trip of the reading it came from; unknown again when the link drops (the Redis
   // behind the next one may run on another machine).

@@ -933,6 +933,32 @@ TEST(RedisNodes, AResumeReadsAtMostItsShareFromRedisAndSaysWhereItStarts) {
   EXPECT_LT(rest.size(), 300u) << "more than the share was read";
 }
 
+// 6d. Redis lost messages a node had read (as after a restart from an older AOF): a resume over
+// them, read from Redis, is reset, since Redis cannot show they were ever there.
+TEST(RedisNodes, AResumeOverMessagesRedisLostIsReset) {
+  RedisServer redis;
+  auto node = start_node(redis, {"--history", "2"});
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(post(node->port(), "x", "a" + std::to_string(i)).id);
+  {
+    auto read = open_stream(node->port(), "?room=x", std::to_string(ids[3]));
+    ASSERT_TRUE(read->ok);
+    ASSERT_TRUE(read->wait_count(1, 10s));  // the node has read all five
+  }
+  for (const char* stream : {"{sse-chat}:log", "{sse-chat}:room:x"})
+    redis.cli({"XDEL", stream, std::to_string(ids[3]) + "-0", std::to_string(ids[4]) + "-0"});
+  Posted after = post(node->port(), "x", "after");  // its prev is ids[2]: Redis lost 3 and 4
+  ASSERT_EQ(after.status, 201) << after.body;
+
+  auto resumed = open_stream(node->port(), "?room=x", std::to_string(ids[2]));
+  ASSERT_TRUE(resumed->ok);
+  ASSERT_TRUE(resumed->wait(
+      [&](const Stream& s) { return !s.ids().empty() && s.ids().back() == after.id; }, 10s));
+  auto events = resumed->events();
+  ASSERT_EQ(events.front().event, "reset") << "message " << ids[3] << " was missed without a reset";
+  EXPECT_EQ(resumed->ids(), (std::vector<uint64_t>{ids[4], after.id}));
+}
+
 // 7. An idempotent POST retried on another node gets the original id (200), and is delivered
 // once.
 TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {
