@@ -174,6 +174,14 @@ sse::Backfill backfill_of(const std::string& room, uint64_t through, std::vector
   return b;
 }
 
+// Resumes `s` from `after` with one room's backfill.
+void subscribe_backfilled(Hub& hub, FakeStream& s, const std::vector<std::string>& rooms,
+                          uint64_t after, sse::Backfill backfill) {
+  std::vector<sse::Backfill> fills;
+  fills.push_back(std::move(backfill));
+  ASSERT_TRUE(hub.subscribe(s.sub, rooms, after, std::move(fills)));
+}
+
 TEST(Hub, RoomsShortOfAResumePointAreThoseThatWouldReset) {
   Hub hub(options(3));
   Poster p(hub);
@@ -192,10 +200,8 @@ TEST(Hub, ACompleteBackfillReplaysAheadOfMemoryWithoutAReset) {
   for (int i = 0; i < 6; ++i) p.post("busy");  // 2..7: keeps 5..7
   p.post("quiet");                             // 8
   FakeStream s(hub, 2);                        // small: the replay is paced
-  std::vector<sse::Backfill> fills;
   // Storage overlaps memory at 5 (it read up to the floor and a little past): sent once.
-  fills.push_back(backfill_of("busy", 4, {3, 4, 5}, true));
-  hub.subscribe(s.sub, {"quiet", "busy"}, 2, std::move(fills));
+  subscribe_backfilled(hub, s, {"quiet", "busy"}, 2, backfill_of("busy", 4, {3, 4, 5}, true));
   EXPECT_GT(hub.backfill_bytes(), 0u);
   while (!s.sub.live()) s.drain_all();
   EXPECT_TRUE(events(s, "reset").empty());
@@ -210,9 +216,8 @@ TEST(Hub, AnIncompleteBackfillResetsFromItsOldest) {
   Poster p(hub);
   for (int i = 0; i < 8; ++i) p.post("busy");  // 1..8: keeps 6..8
   FakeStream s(hub, 100);
-  std::vector<sse::Backfill> fills;
-  fills.push_back(backfill_of("busy", 5, {4, 5}, false));  // 2..3 are gone from storage too
-  hub.subscribe(s.sub, {"busy"}, 1, std::move(fills));
+  // 2..3 are gone from storage too.
+  subscribe_backfilled(hub, s, {"busy"}, 1, backfill_of("busy", 5, {4, 5}, false));
   EXPECT_EQ(events(s, "reset"),
             (std::vector<std::string>{R"({"room":"busy","oldest":4,"newest":8})"}));
   EXPECT_EQ(ids(s), (std::vector<uint64_t>{4, 5, 6, 7, 8}));
@@ -225,9 +230,7 @@ TEST(Hub, MemoryDroppingPastABackfillWhileItWaitedResets) {
   auto fill = backfill_of("a", 2, {2}, true);  // read when memory started at 3
   for (int i = 0; i < 2; ++i) p.post("a");     // 6, 7: now keeps 5..7; 3 and 4 are gone
   FakeStream s(hub, 100);
-  std::vector<sse::Backfill> fills;
-  fills.push_back(std::move(fill));
-  hub.subscribe(s.sub, {"a"}, 1, std::move(fills));
+  subscribe_backfilled(hub, s, {"a"}, 1, std::move(fill));
   // Not 2 then a hole: from the reset on, nothing is missing.
   EXPECT_EQ(events(s, "reset"),
             (std::vector<std::string>{R"({"room":"a","oldest":5,"newest":7})"}));
@@ -240,9 +243,7 @@ TEST(Hub, MemoryDroppingPastABackfillMidReplayResetsToMemorysOldest) {
   Poster p(hub);
   for (int i = 0; i < 6; ++i) p.post("a");  // 1..6: keeps 4..6
   FakeStream s(hub, 1);
-  std::vector<sse::Backfill> fills;
-  fills.push_back(backfill_of("a", 3, {1, 2, 3}, true));
-  hub.subscribe(s.sub, {"a"}, 0, std::move(fills));
+  subscribe_backfilled(hub, s, {"a"}, 0, backfill_of("a", 3, {1, 2, 3}, true));
   EXPECT_EQ(ids(s), (std::vector<uint64_t>{1}));
   for (int i = 0; i < 3; ++i) p.post("a");  // 7..9: keeps 7..9; 4..6 are gone
   while (!s.sub.live()) s.drain_all();
@@ -258,9 +259,7 @@ TEST(Hub, ABackfillLeftUnsentIsLetGoWhenTheStreamLeaves) {
   for (int i = 0; i < 6; ++i) p.post("a");  // 1..6: keeps 4..6
   {
     FakeStream s(hub, 1);
-    std::vector<sse::Backfill> fills;
-    fills.push_back(backfill_of("a", 3, {1, 2, 3}, true));
-    hub.subscribe(s.sub, {"a"}, 0, std::move(fills));
+    subscribe_backfilled(hub, s, {"a"}, 0, backfill_of("a", 3, {1, 2, 3}, true));
     EXPECT_EQ(ids(s), (std::vector<uint64_t>{1}));
     EXPECT_GT(hub.backfill_bytes(), 0u);
   }
