@@ -813,25 +813,40 @@ void RedisBroker::read_history(std::string room, std::optional<uint64_t> after, 
   if (!cmd_.up() || !cmd_.command(argv, std::move(on_reply))) reactor_.defer(from_memory);
 }
 
-// Three commands, one after the other on the link: the data set's first id (what came before it
-// is gone), the room's first entry after `after` (its prev says whether anything before it is
-// gone), then the newest `limit` entries in (after, through]. They reach back to `after` when the
-// data set does, and the oldest of them is that first entry (or there are none and the first
-// entry, if any, comes after `through`).
+// What a resume's read of one room from Redis has gathered so far.
+struct RedisBroker::BackfillRead {
+  Backfill fill;  // messages newest first until finish_backfill()
+  std::string stream;
+  std::string after_bound;  // "(<after>-0": the range's exclusive start
+  uint64_t after = 0;
+  size_t limit = 0;
+  size_t max_bytes = 0;
+  size_t bytes = 0;
+  bool cut = false;       // stopped at max_bytes
+  bool answered = false;  // the data set's first id and the first entry were read
+  bool lost_in_range = false;
+  uint64_t since = 0;
+  std::optional<Entry> first;
+  BackfillDone done;
+};
+
+// Commands one after the other on the link: the data set's first id (what came before it is
+// gone), the room's first entry after `after` (its prev says whether anything before it is gone),
+// then the newest entries in (after, through], a page at a time (so a reply stays small), until
+// `limit` or `max_bytes`. They reach back to `after` when the data set does and the oldest of them
+// is that first entry (or there are none and the first entry, if any, comes after `through`).
 void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
                                 size_t max_bytes, BackfillDone done) {
-  struct Read {
-    Backfill fill;
-    bool answered = false;  // the first two commands
-    uint64_t since = 0;
-    std::optional<Entry> first;
-  };
-  auto read = std::make_shared<Read>();
+  auto read = std::make_shared<BackfillRead>();
   read->fill = {std::move(room), through, {}, false};
-  std::string stream = key("room:" + read->fill.room);
-  std::string from = "(" + std::to_string(after) + "-0";
-  std::string upto = std::to_string(through) + "-0";
-  std::string count = std::to_string(limit);
+  read->stream = key("room:" + read->fill.room);
+  read->after_bound = "(" + std::to_string(after) + "-0";
+  read->after = after;
+  read->limit = limit;
+  read->max_bytes = max_bytes;
+  // What this node read and Redis lost since may have been in the range: Redis cannot say.
+  read->lost_in_range = after < lost_through_ && through > lost_after_;
+  read->done = std::move(done);
   auto on_since = [read, alive = alive_](redisReply* r) {
     if (*alive && r && r->type != REDIS_REPLY_ERROR) read->since = number_of(text_of(r));
   };
@@ -840,36 +855,54 @@ void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t throu
     read->answered = true;
     if (r->elements > 0) read->first = entry_of(r->element[0]);
   };
-  // What this node read and Redis lost since may have been in the range: Redis cannot say.
-  bool lost_in_range = after < lost_through_ && through > lost_after_;
-  auto on_range = [read, after, max_bytes, lost_in_range, done, alive = alive_](redisReply* r) {
+  bool sent = cmd_.up() && cmd_.command({"GET", key("since")}, std::move(on_since)) &&
+              cmd_.command({"XRANGE", read->stream, read->after_bound, "+", "COUNT", "1"},
+                           std::move(on_first));
+  if (!sent) return reactor_.defer([read] { read->done(std::move(read->fill)); });
+  read_backfill_page(read, std::to_string(through) + "-0");
+}
+
+// The next page, newest first, of entries up to `upto` (an entry id, "(" for exclusive).
+void RedisBroker::read_backfill_page(std::shared_ptr<BackfillRead> read, const std::string& upto) {
+  constexpr size_t kPage = 100;
+  size_t page = std::min(kPage, read->limit - read->fill.messages.size());
+  auto on_page = [this, read, page, alive = alive_](redisReply* r) {
     if (!*alive) return;  // the broker is going
-    Backfill& fill = read->fill;
-    if (!read->answered || !r || r->type != REDIS_REPLY_ARRAY) return done(std::move(fill));
-    size_t bytes = 0;
-    bool cut = false;
-    for (size_t i = 0; i < r->elements && !cut; ++i) {  // newest first
+    if (!read->answered || !r || r->type != REDIS_REPLY_ARRAY)
+      return read->done(std::move(read->fill));
+    uint64_t oldest = 0;
+    for (size_t i = 0; i < r->elements && !read->cut; ++i) {
       auto entry = entry_of(r->element[i]);
       if (!entry) continue;
+      oldest = entry->id;
       FrameRef frame = message_frame(entry->id, entry->json);
-      bytes += frame->size();
-      cut = bytes > max_bytes;
-      if (!cut) fill.messages.push_back({entry->id, std::move(frame)});
+      read->bytes += frame->size();
+      read->cut = read->bytes > read->max_bytes;
+      if (!read->cut) read->fill.messages.push_back({entry->id, std::move(frame)});
     }
-    std::reverse(fill.messages.begin(), fill.messages.end());
-    const std::optional<Entry>& first = read->first;
-    bool data_set_reaches = read->since == 0 || after + 1 >= read->since;
-    bool from_start = !first || first->prev <= after;
-    bool none_missing = fill.messages.empty() ? !first || first->id > fill.through
-                                              : first && fill.messages.front().id == first->id;
-    fill.complete = !cut && !lost_in_range && data_set_reaches && from_start && none_missing;
-    fill.answered = true;
-    done(std::move(fill));
+    bool more =
+        r->elements == page && !read->cut && oldest > 0 && read->fill.messages.size() < read->limit;
+    if (more) return read_backfill_page(read, "(" + std::to_string(oldest) + "-0");
+    finish_backfill(*read);
   };
-  bool sent = cmd_.up() && cmd_.command({"GET", key("since")}, std::move(on_since)) &&
-              cmd_.command({"XRANGE", stream, from, "+", "COUNT", "1"}, std::move(on_first)) &&
-              cmd_.command({"XREVRANGE", stream, upto, from, "COUNT", count}, on_range);
-  if (!sent) reactor_.defer([read, done] { done(std::move(read->fill)); });
+  if (!cmd_.up() || !cmd_.command({"XREVRANGE", read->stream, upto, read->after_bound, "COUNT",
+                                   std::to_string(page)},
+                                  std::move(on_page)))
+    reactor_.defer([read] { read->done(std::move(read->fill)); });
+}
+
+void RedisBroker::finish_backfill(BackfillRead& read) {
+  Backfill& fill = read.fill;
+  std::reverse(fill.messages.begin(), fill.messages.end());
+  const std::optional<Entry>& first = read.first;
+  bool data_set_reaches = read.since == 0 || read.after + 1 >= read.since;
+  bool from_start = !first || first->prev <= read.after;
+  bool none_missing = fill.messages.empty() ? !first || first->id > fill.through
+                                            : first && fill.messages.front().id == first->id;
+  fill.complete =
+      !read.cut && !read.lost_in_range && data_set_reaches && from_start && none_missing;
+  fill.answered = true;
+  read.done(std::move(fill));
 }
 
 }  // namespace sse

@@ -106,6 +106,9 @@ class RedisBroker final : public Broker {
   void read_feed();
   // False when it stopped at a gap (the fill reads on).
   bool deliver_entries(struct redisReply* reply);
+  struct BackfillRead;
+  void read_backfill_page(std::shared_ptr<BackfillRead> read, const std::string& upto);
+  void finish_backfill(BackfillRead& read);
   void fill_gap(uint64_t through);
   void finish_fill(Fill& fill);
   void eval_publish(std::shared_ptr<std::vector<std::string>> args, bool by_sha, PublishDone done);
