@@ -42,10 +42,13 @@ const Room* Hub::find(std::string_view name) const {
 // `may_forget`: false while restoring from storage, which replays what was forgotten itself.
 Room& Hub::open(const std::string& name, bool may_forget) {
   if (Room* room = find_mutable(name)) return *room;
+  // Its floor before any room is forgotten for it: a forgotten name dropping out then raises the
+  // floor of the rooms still unknown, not of this one.
+  uint64_t floor = take_floor(name);
   if (may_forget && rooms_.size() >= options_.max_rooms) forget_oldest_idle();
   if (may_forget && rooms_.size() >= options_.max_rooms)  // a commit's message must go somewhere
     log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1);
-  auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, take_floor(name)));
+  auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, floor));
   Room& room = *it->second;
   room.made_ = ++rooms_made_;
   room.active_at_ = by_activity_.insert(&room).first;
@@ -324,7 +327,9 @@ std::vector<std::pair<std::string, uint64_t>> Hub::rooms_short_of(
   for (const std::string& name : rooms) {
     const Room* room = find(name);
     uint64_t floor = room ? room->dropped_through_ : floor_for(name);
-    if (last_event_id < floor) short_rooms.emplace_back(name, floor);
+    // Memory has none of a room it does not know, and its floor may rise before the stream joins
+    // (forgotten names dropping out): storage is read up to the newest id the hub has.
+    if (last_event_id < floor) short_rooms.emplace_back(name, room ? floor : next_id_ - 1);
   }
   return short_rooms;
 }

@@ -876,6 +876,13 @@ TEST(RedisNodes, AResumeReadsFromRedisWhatTheNodesMemoryLacks) {
     for (uint64_t after : {ids[0] - 1, ids[7], ids[31]})
       expect_resumed_exactly(small->port(), query, after, posts);
 
+  // Eight more rooms: the small node forgets so many that it no longer remembers r1..r5's names
+  // (it keeps --max-rooms of them), and joining a room forgets another at that very moment.
+  for (int i = 0; i < 8; ++i) log.add(post(full->port(), "q" + std::to_string(i), "q"));
+  for (const Posted& p : log.all()) ASSERT_EQ(p.status, 201) << p.body;
+  for (const char* query : {"?room=r1&room=r2", "?room=r3", "?room=r4&room=q0"})
+    expect_resumed_exactly(small->port(), query, ids[0] - 1, log.all());
+
   // Started now with --max-rooms 2, a node warms only r4 and r5 from Redis.
   auto late = start_node(redis, {"--max-rooms", "2"});
   expect_resumed_exactly(late->port(), "?room=r1", ids[0] - 1, posts);
