@@ -728,9 +728,9 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
   json.replace(6, 1, "%ID%");
   std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
   auto args = std::make_shared<std::vector<std::string>>(std::vector<std::string>{
-      "6", key("seq"), key("log"), key("room:" + draft.room),
-      key("nonce:" + owner + '\x1f' + draft.nonce), key("rooms"), key("since"), draft.room,
-      std::to_string(std::max(last_seen_, last_given_)), json,
+      "7", key("seq"), key("log"), key("room:" + draft.room),
+      key("nonce:" + owner + '\x1f' + draft.nonce), key("rooms"), key("since"), key("history"),
+      draft.room, std::to_string(std::max(last_seen_, last_given_)), json,
       std::to_string(options_.history_per_room), std::to_string(options_.log_length),
       std::to_string(options_.nonce_ttl_s), draft.nonce.empty() ? "0" : "1", publish_deadline()});
   eval_publish(std::move(args), true, std::move(done));

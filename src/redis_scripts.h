@@ -11,6 +11,8 @@
 //   {p}:room:<name>  one room's messages, same entry ids, fields json and prev (the room's
 //                    previous id), trimmed to about the room's history
 //   {p}:rooms        sorted set: room name -> its newest id (warming a node, filling a gap)
+//   {p}:history      the longest per-room history of any node that posted: room streams are
+//                    trimmed to it, so a node with a shorter --history does not trim the others'
 //   {p}:nonce:<key>  the id an idempotent POST got, for a day
 // Stream entry ids are the message ids, so a node reads the one ordered log from the last id it
 // has (XREAD … STREAMS {p}:log <id>-0).
@@ -21,7 +23,7 @@
 namespace sse::redis_scripts {
 
 // KEYS: seq, log, room stream, nonce key (when the POST has no nonce, a placeholder in the slot
-// that is not touched), rooms, since.
+// that is not touched), rooms, since, history.
 // ARGV: room, floor (the highest id the calling node has seen: ids never go below it), the
 // message JSON, which starts {"id":%ID% (the first "%ID%" becomes the id, so a text that contains
 // one is left alone), the room's history length, the log's length, the nonce TTL in seconds,
@@ -70,18 +72,23 @@ local room_prev = newest(KEYS[3])
 if id <= prev then id = prev + 1 end
 if id <= room_prev then id = room_prev + 1 end
 if id >= 9007199254740992 then return redis.error_reply('ids ran past 2^53') end
+-- The longest history any node keeps (a key that is not a number counts as none).
+local keep = tonumber(ARGV[4])
+local longest = tonumber(redis.call('GET', KEYS[7]) or '')
+if longest and longest > keep then keep = longest end
 local rooms_type = redis.call('TYPE', KEYS[5])['ok']
 if rooms_type ~= 'zset' and rooms_type ~= 'none' then
   return redis.error_reply(KEYS[5] .. ' is not a sorted set')
 end
 redis.call('SET', KEYS[1], id)
 if fresh_set then redis.call('SET', KEYS[6], id) end
+if not longest or keep > longest then redis.call('SET', KEYS[7], keep) end
 local text = string.format('%d', id)
 local entry = text .. '-0'
 local json = string.gsub(ARGV[3], '%%ID%%', text, 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], entry, 'room', ARGV[1], 'json', json,
            'prev', string.format('%d', prev))
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], entry, 'json', json,
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, entry, 'json', json,
            'prev', string.format('%d', room_prev))
 redis.call('ZADD', KEYS[5], id, ARGV[1])
 if ARGV[7] == '1' then redis.call('SET', KEYS[4], id, 'EX', ARGV[6]) end

@@ -214,9 +214,9 @@ Published publish(Fixture& f, const std::string& room, const std::string& text,
   std::string floor_text = std::to_string(floor), history_text = std::to_string(history);
   Published out;
   bool answered = false;
-  f.link.command({"EVAL", sse::redis_scripts::kPublish, "6", "{c}:seq", "{c}:log", room_key,
-                  nonce_key, "{c}:rooms", "{c}:since", room, floor_text, json, history_text,
-                  "100000", "86400", nonce.empty() ? "0" : "1", deadline},
+  f.link.command({"EVAL", sse::redis_scripts::kPublish, "7", "{c}:seq", "{c}:log", room_key,
+                  nonce_key, "{c}:rooms", "{c}:since", "{c}:history", room, floor_text, json,
+                  history_text, "100000", "86400", nonce.empty() ? "0" : "1", deadline},
                  [&](redisReply* r) {
                    answered = true;
                    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
@@ -331,6 +331,18 @@ TEST(RedisPublishScript, RoomStreamsAreTrimmedToAboutTheirHistory) {
   EXPECT_LT(kept, 1000);
 }
 
+// Nodes with different --history share the room streams: one with a shorter history does not trim
+// away what a node with a longer one keeps.
+TEST(RedisPublishScript, RoomStreamsKeepTheLongestHistoryOfAnyNode) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  ASSERT_GT(publish(f, "busy", "long", "", 0, 1000).id, 0);  // a node keeping 1000 posted once
+  for (int i = 0; i < 600; ++i) ASSERT_GT(publish(f, "busy", "m", "", 0, 5).id, 0);
+  EXPECT_EQ(redis.cli({"XLEN", "{c}:room:busy"}), "601");
+  EXPECT_EQ(redis.cli({"GET", "{c}:history"}), "1000");
+}
+
 // Run after its deadline (Redis was stuck with the command in its socket, and the node gave up):
 // nothing is stored, so the 503 the node answered stays true.
 TEST(RedisPublishScript, RunAfterItsDeadlineItStoresNothing) {
@@ -365,9 +377,9 @@ TEST(RedisPublishScript, OddDataIsCheckedBeforeAnyWrite) {
   redis.cli({"SET", "{c}:rooms", "not a sorted set"});
   bool answered = false;
   std::string error;
-  f.link.command({"EVAL", sse::redis_scripts::kPublish, "6", "{c}:seq", "{c}:log",
-                  "{c}:room:general", "{c}:nonce:x", "{c}:rooms", "{c}:since", "general", "0",
-                  R"({"id":%ID%})", "1000", "100000", "86400", "0", "0"},
+  f.link.command({"EVAL", sse::redis_scripts::kPublish, "7", "{c}:seq", "{c}:log",
+                  "{c}:room:general", "{c}:nonce:x", "{c}:rooms", "{c}:since", "{c}:history",
+                  "general", "0", R"({"id":%ID%})", "1000", "100000", "86400", "0", "0"},
                  [&](redisReply* r) {
                    answered = true;
                    if (r && r->type == REDIS_REPLY_ERROR) error = r->str;
