@@ -352,8 +352,8 @@ void ChatRoutes::subscribe_backfilled(uint64_t ticket, PendingResume& pending, u
   if (!conn || !conn->is_stream() || conn->finishing()) return;  // gone, expired or draining
   bool answered = std::all_of(pending.backfills.begin(), pending.backfills.end(),
                               [](const Backfill& b) { return b.answered; });
-  // Ends the stream once its head is out (drain: as at shutdown).
   bool may_open = hub_.can_open(pending.rooms, pending.may_forget_kept);
+  // Else the stream ends once its head is out (drain: as at shutdown).
   if (!answered || !may_open ||
       !conn->subscribe(hub_, pending.rooms, std::move(pending.user), last_id,
                        std::move(pending.backfills)))
