@@ -303,8 +303,8 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   }
   if (!short_rooms.empty())
     return subscribe_after_backfill(
-        conn, {std::move(query.rooms), std::move(query.user), {}, short_rooms.size(), !anonymous},
-        *last_id, short_rooms);
+        conn, {std::move(query.rooms), std::move(query.user), {}, 0, !anonymous}, *last_id,
+        short_rooms);
   (void)conn.subscribe(hub_, query.rooms, std::move(query.user), last_id);  // can_open held
 }
 
@@ -328,6 +328,7 @@ void ChatRoutes::subscribe_after_backfill(
     const std::vector<std::pair<std::string, uint64_t>>& short_rooms) {
   auto pending = std::make_shared<PendingResume>(std::move(resume));
   pending->backfills.resize(short_rooms.size());
+  pending->waiting = short_rooms.size();
   uint64_t share = backfill_share();
   backfill_reserved_ += share;
   uint64_t ticket = track(conn);

@@ -281,15 +281,18 @@ void Hub::restore_base(uint64_t last_id, uint64_t lost_through) {
   restoring_ = true;
   next_id_ = std::max(next_id_, last_id + 1);
   if (lost_through == 0) return;
-  unknown_floor_ = std::max(unknown_floor_, lost_through);
   for (auto& [name, room] : rooms_)
     room->dropped_through_ = std::max(room->dropped_through_, lost_through);
-  for (auto& [name, forgotten] : forgotten_)
-    forgotten.through = std::max(forgotten.through, lost_through);
+  raise_unmade_floors(lost_through);
 }
 
 void Hub::not_restored_through(uint64_t through) {
   restoring_ = true;
+  raise_unmade_floors(through);
+}
+
+// Rooms not made (unknown, or remembered as forgotten) have no messages in memory up to `through`.
+void Hub::raise_unmade_floors(uint64_t through) {
   unknown_floor_ = std::max(unknown_floor_, through);
   for (auto& [name, forgotten] : forgotten_)
     forgotten.through = std::max(forgotten.through, through);
@@ -450,19 +453,24 @@ void Hub::refill(Subscription& sub) {
 // left.
 void Hub::replay(Subscription& sub) {
   std::vector<size_t> pos(sub.members_.size());
-  for (size_t i = 0; i < pos.size(); ++i) pos[i] = sub.members_[i].room->position_of(sub.next_id_);
+  for (size_t i = 0; i < pos.size(); ++i) {
+    pos[i] = sub.members_[i].room->position_of(sub.next_id_);
+    pass_backfill(sub.members_[i], sub.next_id_);
+  }
   while (sub.sink().free_slots() > 0) {
     const KeptFrame* next = nullptr;
-    auto consider = [&](const KeptFrame& candidate) {
-      if (!next || candidate.id < next->id) next = &candidate;
+    size_t from = 0;
+    auto consider = [&](const KeptFrame& candidate, size_t i) {
+      if (next && candidate.id >= next->id) return;
+      next = &candidate;
+      from = i;
     };
     for (size_t i = 0; i < pos.size(); ++i) {
-      Subscription::Member& member = sub.members_[i];
-      pass_backfill(member, sub.next_id_);
+      const Subscription::Member& member = sub.members_[i];
       if (member.backfill_at < member.backfill.size())
-        consider(member.backfill[member.backfill_at]);
+        consider(member.backfill[member.backfill_at], i);
       const auto& history = member.room->history_;
-      if (pos[i] < history.size()) consider(history[pos[i]]);
+      if (pos[i] < history.size()) consider(history[pos[i]], i);
     }
     if (!next) {
       sub.live_ = true;
@@ -471,10 +479,10 @@ void Hub::replay(Subscription& sub) {
     }
     if (!sub.sink().deliver(next->frame)) return;
     sub.next_id_ = next->id + 1;
-    for (size_t i = 0; i < pos.size(); ++i) {
-      const auto& history = sub.members_[i].room->history_;
-      while (pos[i] < history.size() && history[pos[i]].id < sub.next_id_) ++pos[i];
-    }
+    // Ids are global: only its own room has this one, in memory, its backfill or both.
+    const auto& history = sub.members_[from].room->history_;
+    while (pos[from] < history.size() && history[pos[from]].id < sub.next_id_) ++pos[from];
+    pass_backfill(sub.members_[from], sub.next_id_);
     ++stats_.deliveries;
   }
 }

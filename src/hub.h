@@ -142,6 +142,7 @@ class Hub final : public CommitSink {
   Room& open(const std::string& name, bool may_forget = true);
   uint64_t floor_for(std::string_view name) const;
   uint64_t take_floor(const std::string& name);
+  void raise_unmade_floors(uint64_t through);
   void forget_oldest_idle();
   void drop_room(Room& room, uint64_t through);
   void forget(Room& room);
