@@ -370,7 +370,8 @@ double metric(const std::string& page, std::string_view name) {
 
 // Memory per room and per kept message, from the server's RSS (see the header).
 int memory_mode(const Options& opt) {
-  if (opt.server_pids.empty() || opt.memory_rooms <= 0 || opt.memory_messages <= opt.memory_spread) {
+  if (opt.server_pids.empty() || opt.memory_rooms <= 0 ||
+      opt.memory_messages <= opt.memory_spread) {
     std::fprintf(stderr,
                  "memory mode needs --server-pid, --memory-rooms and --memory-messages "
                  "above --memory-spread\n");
@@ -622,14 +623,16 @@ int main(int argc, char** argv) {
         break;
       ++sent;
     }
-    int timeout_ms = 100;
+    int64_t timeout_ns = 100000000;
     if (sent < opt.messages && interval > 0) {
       int64_t due = start + sent * interval - now_ns();
-      timeout_ms = due > 0 ? static_cast<int>(due / 1000000) : 0;
+      timeout_ns = std::max<int64_t>(due, 0);
     } else if (sent < opt.messages) {
-      timeout_ms = pubs[static_cast<size_t>(sent) % pubs.size()].in_flight() < window ? 0 : 100;
+      timeout_ns =
+          pubs[static_cast<size_t>(sent) % pubs.size()].in_flight() < window ? 0 : 100000000;
     }
-    int n = epoll_wait(ep, events, 1024, timeout_ms);
+    timespec timeout{timeout_ns / 1000000000, timeout_ns % 1000000000};
+    int n = epoll_pwait2(ep, events, 1024, &timeout, nullptr);
     int64_t t = now_ns();
     for (int k = 0; k < n; ++k) {
       if (events[k].data.u32 >= first_publisher_tag) {
