@@ -98,6 +98,7 @@ void ConnectionRegistry::accept_ready() {
     if (head_) head_->prev = conn;
     head_ = conn;
     ++count_;
+    high_water_ = std::max(high_water_, count_);
     ++metrics_.connections_accepted;
   }
 }

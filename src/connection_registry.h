@@ -60,6 +60,12 @@ class ConnectionRegistry final : public ConnectionHost {
   // Every connection is closed or lingering (only waiting for its peer's FIN).
   bool all_finished() const;
   size_t size() const { return count_; }
+  // The most connections open at once since the last call (for HeapTrim's high-water mark).
+  size_t take_high_water() {
+    size_t peak = high_water_;
+    high_water_ = count_;
+    return peak;
+  }
   // A loop iteration's sends go out in one io_uring submission (else one writev each).
   bool sends_batched() const { return batch_.available(); }
 
@@ -85,6 +91,7 @@ class ConnectionRegistry final : public ConnectionHost {
 
   Connection* head_ = nullptr;  // intrusive list of every open connection
   size_t count_ = 0;
+  size_t high_water_ = 0;
   std::vector<Connection*> dirty_;
   std::vector<Connection*> flushing_;
   BatchWriter batch_;

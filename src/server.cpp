@@ -120,6 +120,9 @@ void Server::every_second() {
   broker_->tick();
   hub_.send_presence();
   if (++ticks_ % 10 == 0) policy_.prune();
+  if (heap_trim_.on_tick({registry_.take_high_water(), registry_.size(),
+                          hub_.kept_bytes() + hub_.backfill_bytes()}))
+    log::info("returned free memory to the system", "connections", registry_.size());
 }
 
 void Server::send_heartbeats() {

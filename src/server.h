@@ -13,6 +13,7 @@
 #include "chat_routes.h"
 #include "config.h"
 #include "connection_registry.h"
+#include "heap_trim.h"
 #include "http_policy.h"
 #include "hub.h"
 #include "metrics.h"
@@ -51,6 +52,7 @@ class Server {
   ConnectionRegistry registry_;  // last: its connections hold subscriptions to hub_
   std::string address_;
   FrameRef ping_frame_;
+  HeapTrim heap_trim_;
   uint64_t ticks_ = 0;
   bool draining_ = false;
   int64_t drain_deadline_ms_ = 0;

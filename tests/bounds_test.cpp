@@ -235,4 +235,12 @@ TEST(Bounds, ReadersThatAskAndNeverReadCostBoundedMemory) {
   for (int i = 0; i < 100 && metric(port, "ssechat_open_connections") > 2; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_LE(metric(port, "ssechat_open_connections"), 2u);
+  // Nor does the process: what they cost goes back to the system, not only to the allocator.
+  uint64_t limit = before + (during - before) / 4, after = rss_kib(server.pid());
+  for (int i = 0; i < 50 && after > limit; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    after = rss_kib(server.pid());
+  }
+  std::printf("server RSS %lu KiB after the attack\n", static_cast<unsigned long>(after));
+  EXPECT_LE(after, limit) << "RSS " << before << " -> " << during << " -> " << after << " KiB";
 }

@@ -1,0 +1,36 @@
+#include "heap_trim.h"
+
+#include <malloc.h>
+
+#include <algorithm>
+
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" void
+__sanitizer_purge_allocator();  // sanitizer/allocator_interface.h, not always installed
+#endif
+
+namespace sse {
+
+bool HeapTrim::on_tick(const HeapLoad& load) {
+  peak_connections_ = std::max(peak_connections_, load.connections);
+  peak_kept_ = std::max(peak_kept_, load.kept_bytes);
+  bool trim = fell(peak_connections_, load.connections_now, kConnectionDrop) ||
+              fell(peak_kept_, load.kept_bytes, kKeptDrop);
+  if (!trim) return false;
+  release_free_heap();
+  ++trims_;
+  peak_connections_ = load.connections_now;
+  peak_kept_ = load.kept_bytes;
+  return true;
+}
+
+void release_free_heap() {
+#if defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer the heap is its allocator's, not glibc's.
+  __sanitizer_purge_allocator();
+#else
+  malloc_trim(0);
+#endif
+}
+
+}  // namespace sse

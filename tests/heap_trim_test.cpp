@@ -1,0 +1,46 @@
+// When HeapTrim gives free memory back: after a fall from the high-water mark that is both large
+// and to half or less, once per fall.
+#include "heap_trim.h"
+
+#include <gtest/gtest.h>
+
+namespace sse {
+namespace {
+
+HeapLoad connections(size_t peak, size_t now) {
+  return {peak, now, 0};
+}
+
+TEST(HeapTrim, TrimsOnceWhenConnectionsFallToHalfByAMargin) {
+  HeapTrim trim;
+  EXPECT_FALSE(trim.on_tick(connections(2000, 2000)));
+  EXPECT_FALSE(trim.on_tick(connections(2000, 1200)));  // not yet half
+  EXPECT_TRUE(trim.on_tick(connections(1200, 900)));    // the peak is remembered across ticks
+  EXPECT_FALSE(trim.on_tick(connections(900, 900)));    // once: the mark starts again at 900
+  EXPECT_FALSE(trim.on_tick(connections(900, 500)));    // from 900: not yet half
+  EXPECT_EQ(trim.trims(), 1u);
+}
+
+TEST(HeapTrim, ABurstBetweenTicksCountsThroughItsHighWaterMark) {
+  HeapTrim trim;
+  EXPECT_FALSE(trim.on_tick(connections(10, 10)));
+  EXPECT_TRUE(trim.on_tick(connections(3000, 10)));  // opened and closed within one second
+}
+
+TEST(HeapTrim, SmallServersNeverTrim) {
+  HeapTrim trim;
+  for (size_t n : {200, 0, 255, 0})
+    EXPECT_FALSE(trim.on_tick(connections(n, 0)));  // each fall under 256 connections
+  EXPECT_EQ(trim.trims(), 0u);
+}
+
+TEST(HeapTrim, KeptBytesFallingTrimsToo) {
+  HeapTrim trim;
+  EXPECT_FALSE(trim.on_tick({5, 5, 100ull << 20}));
+  EXPECT_FALSE(trim.on_tick({5, 5, 60ull << 20}));  // down 40 MiB, but not to half
+  EXPECT_TRUE(trim.on_tick({5, 5, 40ull << 20}));
+  EXPECT_FALSE(trim.on_tick({5, 5, 30ull << 20}));  // half of 40 MiB, under the 32 MiB margin
+}
+
+}  // namespace
+}  // namespace sse
