@@ -16,7 +16,13 @@ struct Option {
   const char* help;
   std::function<std::string(Config&)> show_default;
   std::function<bool(Config&, const std::string&)> set;  // false: bad value
+  std::string expects = {};  // what a good value is, for the error; empty: the placeholder
 };
+
+std::string expected_value(const Option& o) {
+  if (!o.expects.empty()) return o.expects;
+  return o.value ? o.value : "no value";
+}
 
 bool parse_uint(const std::string& s, uint64_t& out) {
   if (s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return false;
@@ -35,13 +41,20 @@ bool parse_double(const std::string& s, double& out) {
 template <typename T>
 Option uint_option(const char* name, const char* help, T Config::*field, uint64_t min = 0,
                    uint64_t max = std::numeric_limits<T>::max()) {
-  return {name, "N", help, [field](Config& c) { return std::to_string(c.*field); },
+  std::string expects = "a whole number";
+  if (min > 0) expects += " of at least " + std::to_string(min);
+  if (max < std::numeric_limits<T>::max()) expects += " of at most " + std::to_string(max);
+  return {name,
+          "N",
+          help,
+          [field](Config& c) { return std::to_string(c.*field); },
           [field, min, max](Config& c, const std::string& v) {
             uint64_t n;
             if (!parse_uint(v, n) || n < min || n > max) return false;
             c.*field = static_cast<T>(n);
             return true;
-          }};
+          },
+          expects};
 }
 
 // N, or "auto" (unset: the server derives it).
@@ -155,7 +168,8 @@ const std::vector<Option>& options() {
                   "bytes of output queued per connection (answers or stream frames, most of "
                   "them shared) before it is closed",
                   &Config::max_queued_bytes, 2u << 20),  // a history page is up to 1 MiB
-      uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
+      uint_option("max-body", "largest request body in bytes", &Config::max_body,
+                  64),  // 32 KiB default: see config.h
       uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
                   &Config::max_connections),
       auto_option("max-connections-per-ip",
@@ -314,7 +328,8 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
       value = argv[++i];
     }
     if (!o->set(out, value))
-      return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value};
+      return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
+                                       " (expected " + expected_value(*o) + ")"};
   }
   return {};
 }

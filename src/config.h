@@ -31,7 +31,9 @@ struct Config {
   uint32_t retry_ms = 2000;
   size_t client_queue = 1024;          // frames queued per connection before it is a slow consumer
   size_t max_queued_bytes = 4u << 20;  // bytes queued per connection (answers or frames)
-  size_t max_body = 16 * 1024;
+  // A message at its limits (2000 characters of text, a 32-character user, a nonce and a room)
+  // takes about 25 KB when every character is escaped (\uD83D\uDE00, %F0%9F%98%80).
+  size_t max_body = 32 * 1024;
   size_t max_connections = 0;  // 0: what RLIMIT_NOFILE allows minus a reserve
   // Connections one peer address (not a trusted proxy) may hold; nullopt ("auto"): a quarter of
   // the connection limit.

@@ -107,6 +107,26 @@ TEST(Core, FormPostAndUnicode) {
   EXPECT_NE(ev->data.find("\"user\":\"日本\",\"text\":\"café 😀\""), std::string::npos) << ev->data;
 }
 
+// The default --max-body takes any message within the documented limits, however its client
+// escapes it: 2000 emoji are 24,000 bytes as \uD83D\uDE00 in JSON or %F0%9F%98%80 in a form.
+TEST(Core, AMessageAtItsLimitsFitsTheDefaultBodyLimitHoweverItIsEscaped) {
+  ServerProcess server;
+  std::string user_json, user_form, text_json, text_form;
+  for (int i = 0; i < 32; ++i) user_json += "\\u00e9", user_form += "%C3%A9";
+  for (int i = 0; i < 2000; ++i) text_json += "\\uD83D\\uDE00", text_form += "%F0%9F%98%80";
+  std::string nonce(64, 'n');
+  Client c(server.port());
+  auto json =
+      c.post_json("{\"user\":\"" + user_json + "\",\"text\":\"" + text_json + "\",\"nonce\":\"" +
+                  nonce + "\",\"room\":\"" + std::string(64, 'r') + "\"}");
+  ASSERT_TRUE(json);
+  EXPECT_EQ(json->status, 201) << json->body;
+  auto form = c.post_form("user=" + user_form + "&text=" + text_form +
+                          "&nonce=" + std::string(64, 'm') + "&room=" + std::string(64, 'r'));
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 201) << form->body;
+}
+
 TEST(Core, KeepAliveAndPipeliningAnswerInOrder) {
   ServerProcess server;
   Client c(server.port());
