@@ -9,6 +9,7 @@
 #include "message.h"
 #include "room_name.h"
 #include "sse.h"
+#include "utf8.h"
 
 namespace sse {
 namespace {
@@ -45,7 +46,9 @@ std::optional<std::string> parse_stream_query(std::string_view query, size_t max
       if (std::find(out.rooms.begin(), out.rooms.end(), value) == out.rooms.end())
         out.rooms.push_back(std::move(value));
     } else if (key == "user") {
-      if (names_from_tokens) continue;
+      // An empty name is no name: a page that builds ?user=${name} before anyone typed one must
+      // not get the 400 that makes an EventSource give up for good.
+      if (names_from_tokens || utf8::trim(value).empty()) continue;
       if (auto err = check_user(value)) return *err;
       out.user = std::move(value);
     } else if (key == "lastEventId") {
