@@ -299,7 +299,8 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   }
   if (auto refusal = policy_.admit_stream(conn, static_cast<uint32_t>(query.rooms.size())))
     return policy_.refuse_stream(conn, req, *refusal, resume_from);
-  conn.start_stream(policy_.open_stream(conn, req));
+  conn.start_stream(
+      policy_.open_stream(conn, req, last_id ? std::nullopt : std::optional(resume_from)));
   if (const Identity* who = auth.who()) {  // a stream never outlives its token
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
     conn.expire_at(reactor_.now_ms() + left_ms);

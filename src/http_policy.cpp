@@ -179,8 +179,7 @@ void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const Strea
   r.headers.emplace_back("Cache-Control", "no-cache");
   // Jittered, so the refused do not all come back in the same instant.
   uint32_t retry_ms = refusal.retry_after_s * 1000 + retry_with_jitter() % 1000;
-  r.body = "id: " + std::to_string(resume_from) + "\n" + retry_event(retry_ms) + ": " +
-           refusal.reason + "; retrying in " + std::to_string(retry_ms) + " ms\n\n";
+  r.body = refused_event(refusal.reason, retry_ms, resume_from);
   reply(conn, req, std::move(r));
 }
 
@@ -188,7 +187,8 @@ void HttpPolicy::set_address_share(uint32_t share) {
   if (!config_.max_streams_per_ip) limits_.streams.set_max(share);
 }
 
-std::string HttpPolicy::open_stream(Connection& conn, const Request& req) {
+std::string HttpPolicy::open_stream(Connection& conn, const Request& req,
+                                    std::optional<uint64_t> fresh_from) {
   std::string opening(http::kStreamHead);
   opening += http::date_header();
   opening += req.keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
@@ -197,7 +197,8 @@ std::string HttpPolicy::open_stream(Connection& conn, const Request& req) {
                "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n";
   }
   opening += "\r\n";
-  opening += retry_event(retry_with_jitter());
+  opening += fresh_from ? opening_event(retry_with_jitter(), *fresh_from)
+                        : retry_event(retry_with_jitter());
   metrics_.count_response(200);
   log_access(conn.client_ip, req.method_name, req.path, 200, 0);
   return opening;

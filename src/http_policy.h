@@ -63,7 +63,8 @@ class HttpPolicy {
   // Answers a refused stream so that its client comes back by itself: an EventSource (it sends
   // Accept: text/event-stream, and gives up for good on any status but 200) gets a 200 that only
   // sets `retry:` and `id:` (`resume_from`: so that it comes back with that Last-Event-ID and
-  // misses nothing posted meanwhile) and ends; any other client a 429 with Retry-After.
+  // misses nothing posted meanwhile) with an `event: refused` saying why, and ends; any other
+  // client a 429 with Retry-After.
   void refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
                      uint64_t resume_from);
   // The stream cap per address (--max-streams-per-ip auto) once one address's share of the
@@ -71,7 +72,8 @@ class HttpPolicy {
   void set_address_share(uint32_t share);
   bool trusted_proxy(const net::IpAddress& peer) const { return limits_.trusted(peer); }
   // The response head, CORS headers and retry field that open a stream; counted and logged.
-  std::string open_stream(Connection& conn, const Request& req);
+  // `fresh_from`: a stream that resumes from nowhere starts after this id, and says so (id:).
+  std::string open_stream(Connection& conn, const Request& req, std::optional<uint64_t> fresh_from);
 
   void on_closed(Connection& conn);
   // Forgets rate buckets that have refilled.

@@ -68,6 +68,28 @@ std::string retry_event(uint32_t retry_ms) {
   return out;
 }
 
+std::string opening_event(uint32_t retry_ms, uint64_t id) {
+  std::string out = "retry: ";
+  json::append_uint(out, retry_ms);
+  out += "\nid: ";
+  json::append_uint(out, id);
+  out += "\n\n";
+  return out;
+}
+
+std::string refused_event(std::string_view reason, uint32_t retry_ms, uint64_t id) {
+  std::string out = "retry: ";
+  json::append_uint(out, retry_ms);
+  out += "\nid: ";
+  json::append_uint(out, id);
+  out += "\nevent: refused\ndata: {\"reason\":";
+  json::append_string(out, reason);
+  out += ",\"retry\":";
+  json::append_uint(out, retry_ms);
+  out += "}\n\n";
+  return out;
+}
+
 std::string reset_event(std::string_view room, uint64_t oldest, uint64_t newest) {
   std::string out = "event: reset\ndata: {\"room\":";
   json::append_string(out, room);

@@ -36,6 +36,15 @@ uint64_t frame_id(const Frame& frame);
 // "retry: <ms>\n\n": opens every stream.
 std::string retry_event(uint32_t retry_ms);
 
+// "retry: <ms>\nid: <id>\n\n": opens a stream that resumes from nowhere, so that its client has
+// an id to come back with even if it loses the stream before any message.
+std::string opening_event(uint32_t retry_ms, uint64_t id);
+
+// "retry: <ms>\nid: <id>\nevent: refused\ndata: {"reason":..,"retry":<ms>}\n\n": a stream
+// refused for now comes back after <ms> from <id>. The id rides on an event with data, since some
+// clients (npm eventsource 3 and 4) take no id from a block without data.
+std::string refused_event(std::string_view reason, uint32_t retry_ms, uint64_t id);
+
 // "event: reset\ndata: {"room":..,"oldest":..,"newest":..}\n\n": `room` no longer keeps what a
 // stream still needed; it goes on from `oldest` (newest + 1 when nothing is kept).
 std::string reset_event(std::string_view room, uint64_t oldest, uint64_t newest);

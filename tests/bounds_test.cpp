@@ -149,7 +149,11 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
   ASSERT_TRUE(head);
   EXPECT_EQ(head->status, 200);
   SseReader reader(refused);
-  EXPECT_FALSE(reader.next());  // the stream ends...
+  auto why = reader.next();  // one event says why (its id on an event with data: some clients
+  ASSERT_TRUE(why);          // take no id from a block without)
+  EXPECT_EQ(why->event, "refused");
+  EXPECT_EQ(why->data.find("{\"reason\":\"too many open streams"), 0u) << why->data;
+  EXPECT_FALSE(reader.next());  // then the stream ends...
   ASSERT_TRUE(reader.retry_ms());
   EXPECT_GE(*reader.retry_ms(), 10000);    // ...after saying when to come back
   EXPECT_EQ(reader.last_event_id(), "1");  // and from where: the newest message then
@@ -159,6 +163,7 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
                     "Last-Event-ID: 0\r\n\r\n"));
   ASSERT_TRUE(resuming.read_head());
   SseReader resuming_reader(resuming);
+  ASSERT_TRUE(resuming_reader.next());
   EXPECT_FALSE(resuming_reader.next());
   EXPECT_EQ(resuming_reader.last_event_id(), "0");
   // Any other client gets 429 with Retry-After.

@@ -81,6 +81,9 @@ TEST(Core, StreamHeadAndFormat) {
   int retry = std::stoi(c.buffer().substr(7));
   EXPECT_GE(retry, 3000);  // jittered upwards, up to half again
   EXPECT_LE(retry, 4500);
+  // A stream that resumes from nowhere is told where it starts: nothing is posted yet.
+  EXPECT_EQ(c.buffer().substr(0, c.buffer().find("\n\n") + 2),
+            "retry: " + std::to_string(retry) + "\nid: 0\n\n");
   ASSERT_NE(post_message(server.port(), "bob", "hi \\u2028 \\\"there\\\""), 0u);
   SseReader reader(c);
   std::optional<SseEvent> ev = reader.next_message();
@@ -90,6 +93,28 @@ TEST(Core, StreamHeadAndFormat) {
       "id: 1\ndata: {\"id\":1,\"room\":\"general\",\"user\":\"bob\",\"text\":\"hi \\u2028 "
       "\\\"there\\\"\",\"ts\":"))
       << ev->raw;
+}
+
+// An EventSource that loses its stream before any message came comes back with the id the
+// stream opened with, and misses nothing posted while it was away.
+TEST(Core, AStreamOpenedFromNowhereResumesFromWhereItStarted) {
+  ServerProcess server;
+  ASSERT_EQ(post_message(server.port(), "u", "before"), 1u);
+  std::string opened_at;
+  {
+    Subscription fresh(server.port());
+    ASSERT_TRUE(fresh.ok);
+    auto presence = fresh.reader.next();  // the opening block is read with the first event
+    ASSERT_TRUE(presence);
+    opened_at = fresh.reader.last_event_id();
+  }
+  EXPECT_EQ(opened_at, "1");
+  ASSERT_EQ(post_message(server.port(), "u", "while away"), 2u);
+  Subscription back(server.port(), opened_at);
+  ASSERT_TRUE(back.ok);
+  auto ev = back.reader.next_message();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, "2");
 }
 
 TEST(Core, FormPostAndUnicode) {
