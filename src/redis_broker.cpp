@@ -744,25 +744,23 @@ void RedisBroker::eval_publish(std::shared_ptr<std::vector<std::string>> args, b
       by_sha ? "EVALSHA" : "EVAL",
       by_sha ? std::string_view(script_sha_) : redis_scripts::kPublish};
   for (const std::string& a : *args) argv.emplace_back(a);
-  auto on_reply = [this, alive = alive_, args, by_sha, done,
-                   sent_ms = monotonic_ms()](redisReply* r) {
+  auto on_reply = [this, alive = alive_, args, by_sha, done](redisReply* r) {
     if (!*alive) return;  // the broker is going
     if (r && r->type == REDIS_REPLY_ERROR && by_sha && text_of(r).starts_with("NOSCRIPT")) {
       load_script();
       return eval_publish(args, false, done);
     }
-    done(publish_result(r, sent_ms));
+    done(publish_result(r));
   };
   if (!cmd_.command(argv, std::move(on_reply)))
     reactor_.defer([done] { done(unavailable_result("Redis unavailable")); });
 }
 
 // What the publish script's reply (nullptr: the link went first) means for the POST.
-PublishResult RedisBroker::publish_result(redisReply* r, int64_t sent_ms) {
-  // Sent, and the link went. Past the script's deadline (and a second for its answer to come)
-  // it can never store anything; before, Redis may have run it and lost only the answer.
-  if (!r && monotonic_ms() - sent_ms > kStaleAfterMs + 1000)
-    return unavailable_result("Redis did not answer in time; nothing was stored");
+PublishResult RedisBroker::publish_result(redisReply* r) {
+  // Sent, and the link went: Redis may have run it and lost only the answer (stopped or killed
+  // right after), which no node can know. Past the script's deadline it can no longer run, so a
+  // retry with the same nonce finds out which.
   if (!r)
     return unavailable_result(
         "Redis did not answer; it may have stored the message: retry with the same nonce");

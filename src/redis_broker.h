@@ -112,7 +112,7 @@ class RedisBroker final : public Broker {
   void fill_gap(uint64_t through);
   void finish_fill(Fill& fill);
   void eval_publish(std::shared_ptr<std::vector<std::string>> args, bool by_sha, PublishDone done);
-  PublishResult publish_result(struct redisReply* r, int64_t sent_ms);
+  PublishResult publish_result(struct redisReply* r);
   void write_presence(const std::string& room, bool announce);
   void read_presence(const std::string& room);
   void poll_presence();

@@ -3,13 +3,22 @@
 // 201 while Redis is away; the feed going on without a gap once it is back; history from Redis.
 #include "redis_broker.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "hub.h"
@@ -203,6 +212,103 @@ TEST(RedisBroker, ASlowClockReadingDoesNotPushTheDeadlineLater) {
   EXPECT_EQ(c.redis.cli({"XLEN", "{t}:log"}), "1");
   c.ticking = true;
   EXPECT_EQ(c.post(c.a, "after").status, Status::Created);
+}
+
+namespace {
+
+// A TCP proxy in front of Redis that can stop passing Redis's answers on: Redis runs what it is
+// sent while its answers go nowhere, as when Redis stops or dies right after running a command.
+class AnswerHoldingProxy {
+ public:
+  explicit AnswerHoldingProxy(uint16_t redis_port) : redis_port_(redis_port) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        listen(listen_fd_, 16) != 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("proxy: cannot listen");
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~AnswerHoldingProxy() {
+    stop_ = true;
+    thread_.join();
+    for (auto [client, redis] : pairs_) close(client), close(redis);
+    close(listen_fd_);
+  }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  void hold_answers() { hold_ = true; }
+
+ private:
+  void run() {
+    while (!stop_) {
+      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+      for (auto [client, redis] : pairs_) {
+        fds.push_back({client, POLLIN, 0});
+        fds.push_back({redis, static_cast<short>(hold_ ? 0 : POLLIN), 0});
+      }
+      if (poll(fds.data(), fds.size(), 20) <= 0) continue;
+      if (fds[0].revents & POLLIN) accept_one();
+      for (size_t i = 1; i < fds.size(); ++i) {
+        if (!(fds[i].revents & POLLIN)) continue;
+        auto [client, redis] = pairs_[(i - 1) / 2];
+        bool from_client = (i - 1) % 2 == 0;
+        char buf[65536];
+        ssize_t n = read(fds[i].fd, buf, sizeof buf);
+        if (n > 0) (void)!write(from_client ? redis : client, buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  void accept_one() {
+    int client = accept(listen_fd_, nullptr, nullptr);
+    int redis = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(redis_port_);
+    if (client < 0 || connect(redis, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      close(client), close(redis);
+      return;
+    }
+    pairs_.emplace_back(client, redis);
+  }
+
+  uint16_t redis_port_;
+  uint16_t port_ = 0;
+  int listen_fd_ = -1;
+  std::vector<std::pair<int, int>> pairs_;  // only the proxy's thread touches it while it runs
+  std::atomic<bool> hold_{false}, stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+// Redis ran the publish and its answer never came (Redis stopped or died right after): the node
+// cannot know, so its 503 must not say that nothing was stored. It was (found by a hostile probe
+// that stopped Redis a fraction of a millisecond after a burst of POSTs).
+TEST(RedisBroker, AnAnswerThatNeverCameSaysTheMessageMayHaveBeenStored) {
+  sse::Reactor reactor;
+  RedisServer redis;
+  AnswerHoldingProxy proxy(redis.port());
+  Node node(reactor, proxy.url());
+  reactor.every(std::chrono::milliseconds(200), [&] { node.broker->tick(); });
+  ASSERT_TRUE(run_until(reactor, [&] { return !node.broker->unavailable(); }));
+  proxy.hold_answers();
+  bool answered = false;
+  PublishResult lost{Status::Created, 0, {}};
+  node.broker->publish({"general", "u", "ran", "", ""}, [&](const PublishResult& r) {
+    lost = r;
+    answered = true;
+  });
+  ASSERT_TRUE(run_until(
+      reactor, [&] { return answered; }, std::chrono::seconds(20)));
+  EXPECT_EQ(lost.status, Status::Unavailable);
+  EXPECT_EQ(redis.cli({"XLEN", "{t}:log"}), "1");  // Redis did run it
+  EXPECT_EQ(lost.reason.find("nothing was stored"), std::string::npos) << lost.reason;
+  EXPECT_NE(lost.reason.find("may have stored"), std::string::npos) << lost.reason;
 }
 
 // Redis lost its scripts (SCRIPT FLUSH, a restart of Redis alone): the POST still gets its id.
