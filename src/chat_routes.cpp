@@ -305,10 +305,14 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
     conn.expire_at(reactor_.now_ms() + left_ms);
   }
-  if (!short_rooms.empty())
-    return subscribe_after_backfill(
-        conn, {std::move(query.rooms), std::move(query.user), {}, 0, !anonymous}, *last_id,
-        short_rooms);
+  if (!short_rooms.empty()) {
+    PendingResume resume;
+    resume.rooms = std::move(query.rooms);
+    resume.user = std::move(query.user);
+    resume.may_forget_kept = !anonymous;
+    resume.last_id = *last_id;
+    return subscribe_after_backfill(conn, std::move(resume), short_rooms);
+  }
   (void)conn.subscribe(hub_, query.rooms, std::move(query.user), last_id);  // can_open held
 }
 
@@ -328,39 +332,98 @@ bool ChatRoutes::backfill_has_room() const {
 // The stream is open (so its EventSource is too), its rooms are joined once storage has answered
 // for every room memory falls short of; meanwhile it has heartbeats only.
 void ChatRoutes::subscribe_after_backfill(
-    Connection& conn, PendingResume resume, uint64_t last_id,
+    Connection& conn, PendingResume resume,
     const std::vector<std::pair<std::string, uint64_t>>& short_rooms) {
   auto pending = std::make_shared<PendingResume>(std::move(resume));
-  pending->backfills.resize(short_rooms.size());
-  pending->waiting = short_rooms.size();
-  uint64_t share = backfill_share();
-  backfill_reserved_ += share;
-  uint64_t ticket = track(conn);
-  size_t per_room_bytes = share / short_rooms.size();
-  size_t per_room = std::max<size_t>(kMaxListLimit, hub_.options().history_per_room);
-  for (size_t i = 0; i < short_rooms.size(); ++i) {
-    const auto& [room, through] = short_rooms[i];
-    broker_.read_backfill(room, last_id, through, per_room, per_room_bytes,
-                          [this, pending, i, ticket, last_id, share](Backfill backfill) {
-                            pending->backfills[i] = std::move(backfill);
-                            if (--pending->waiting > 0) return;
-                            backfill_reserved_ -= share;
-                            subscribe_backfilled(ticket, *pending, last_id);
+  pending->share = backfill_share();
+  backfill_reserved_ += pending->share;
+  pending->ticket = track(conn);
+  pending->room_bytes = pending->share / short_rooms.size();
+  pending->room_messages = std::max<size_t>(kMaxListLimit, hub_.options().history_per_room);
+  BackfillReads reads;
+  for (const auto& [room, through] : short_rooms) {
+    pending->backfills.push_back({room, pending->last_id, {}, true, false});
+    reads.emplace_back(pending->backfills.size() - 1, through);
+  }
+  read_backfills(pending, reads);
+}
+
+namespace {
+
+size_t bytes_of(const Backfill& b) {
+  size_t bytes = 0;
+  for (const KeptFrame& m : b.messages) bytes += m.frame->size();
+  return bytes;
+}
+
+// `more` was read from where `b` ends: one backfill, complete only if both were.
+void extend(Backfill& b, Backfill more, bool first_read) {
+  if (first_read) {
+    b = std::move(more);
+    return;
+  }
+  if (!more.answered) {
+    b.answered = false;  // nothing is known: the stream ends unjoined, to come back
+    return;
+  }
+  for (KeptFrame& m : more.messages) b.messages.push_back(std::move(m));
+  b.through = more.through;
+  b.complete = b.complete && more.complete;
+}
+
+}  // namespace
+
+// Reads storage for the rooms of `reads` (an index into the backfills, and how far), each from
+// where its backfill ends (the stream's last id, at first) within what its share has left.
+void ChatRoutes::read_backfills(const std::shared_ptr<PendingResume>& pending,
+                                const BackfillReads& reads) {
+  pending->waiting = reads.size();
+  for (const auto& [i, through] : reads) {
+    const Backfill& b = pending->backfills[i];
+    bool first_read = !b.answered;
+    size_t bytes = first_read ? 0 : bytes_of(b);
+    size_t count = first_read ? 0 : b.messages.size();
+    broker_.read_backfill(b.room, b.through, through, pending->room_messages - count,
+                          pending->room_bytes - bytes,
+                          [this, pending, i, first_read](Backfill more) {
+                            extend(pending->backfills[i], std::move(more), first_read);
+                            if (--pending->waiting == 0) join_when_read(pending);
                           });
   }
 }
 
+// A busy room drops its oldest while storage is read: memory may no longer join up with what
+// was read. Then the rooms that fell behind are read on from there, a few rounds at most (each
+// only what memory dropped during the last), before the stream joins (the hub resets any room
+// that still falls short).
+void ChatRoutes::join_when_read(const std::shared_ptr<PendingResume>& pending) {
+  BackfillReads behind;
+  if (++pending->rounds <= kBackfillRounds && waiting_.count(pending->ticket)) {
+    for (size_t i = 0; i < pending->backfills.size(); ++i) {
+      const Backfill& b = pending->backfills[i];
+      if (!b.answered || b.messages.size() >= pending->room_messages ||
+          bytes_of(b) >= pending->room_bytes)
+        continue;
+      auto still_short = hub_.rooms_short_of({b.room}, b.through);
+      if (!still_short.empty()) behind.emplace_back(i, still_short[0].second);
+    }
+  }
+  if (!behind.empty()) return read_backfills(pending, behind);
+  backfill_reserved_ -= pending->share;
+  subscribe_backfilled(*pending);
+}
+
 // Storage that could not answer now closes the stream before it says anything: its EventSource
 // comes back with the same Last-Event-ID after its retry time, rather than skip what storage has.
-void ChatRoutes::subscribe_backfilled(uint64_t ticket, PendingResume& pending, uint64_t last_id) {
-  Connection* conn = take_held(ticket);
+void ChatRoutes::subscribe_backfilled(PendingResume& pending) {
+  Connection* conn = take_held(pending.ticket);
   if (!conn || !conn->is_stream() || conn->finishing()) return;  // gone, expired or draining
   bool answered = std::all_of(pending.backfills.begin(), pending.backfills.end(),
                               [](const Backfill& b) { return b.answered; });
   bool may_open = hub_.can_open(pending.rooms, pending.may_forget_kept);
   // Else the stream ends once its head is out (drain: as at shutdown).
   if (!answered || !may_open ||
-      !conn->subscribe(hub_, pending.rooms, std::move(pending.user), last_id,
+      !conn->subscribe(hub_, pending.rooms, std::move(pending.user), pending.last_id,
                        std::move(pending.backfills)))
     conn->drain();
 }

@@ -36,13 +36,24 @@ class ChatRoutes final : public RequestHandler {
   struct PendingResume {
     std::vector<std::string> rooms;
     std::string user;
-    std::vector<Backfill> backfills;
-    size_t waiting;        // answers still to come
-    bool may_forget_kept;  // as when it was admitted (Hub::can_open)
+    bool may_forget_kept = true;  // as when it was admitted (Hub::can_open)
+    uint64_t last_id = 0;
+    uint64_t ticket = 0;
+    uint64_t share = 0;     // bytes reserved for its reads
+    size_t room_bytes = 0;  // what each room's backfill may take
+    size_t room_messages = 0;
+    std::vector<Backfill> backfills;  // one per room memory fell short of
+    size_t waiting = 0;               // answers still to come
+    int rounds = 0;                   // of reading on after memory dropped more meanwhile
   };
-  void subscribe_after_backfill(Connection& conn, PendingResume resume, uint64_t last_id,
+  // At most this many rounds of reading on (each only what memory dropped during the last).
+  static constexpr int kBackfillRounds = 4;
+  using BackfillReads = std::vector<std::pair<size_t, uint64_t>>;  // backfill index, through
+  void subscribe_after_backfill(Connection& conn, PendingResume resume,
                                 const std::vector<std::pair<std::string, uint64_t>>& short_rooms);
-  void subscribe_backfilled(uint64_t ticket, PendingResume& pending, uint64_t last_id);
+  void read_backfills(const std::shared_ptr<PendingResume>& pending, const BackfillReads& reads);
+  void join_when_read(const std::shared_ptr<PendingResume>& pending);
+  void subscribe_backfilled(PendingResume& pending);
   uint64_t backfill_budget() const;
   uint64_t backfill_share() const;
   bool backfill_has_room() const;

@@ -330,9 +330,16 @@ std::vector<std::pair<std::string, uint64_t>> Hub::rooms_short_of(
   for (const std::string& name : rooms) {
     const Room* room = find(name);
     uint64_t floor = room ? room->dropped_through_ : floor_for(name);
+    if (last_event_id >= floor) continue;
     // Memory has none of a room it does not know, and its floor may rise before the stream joins
-    // (forgotten names dropping out): storage is read up to the newest id the hub has.
-    if (last_event_id < floor) short_rooms.emplace_back(name, room ? floor : next_id_ - 1);
+    // (forgotten names dropping out): storage is read up to the newest id the hub has. A busy
+    // room drops its oldest while storage is read: the read goes on into what memory keeps.
+    uint64_t through = next_id_ - 1;
+    if (room) {
+      const auto& kept = room->history_;
+      through = kept.empty() ? floor : kept[std::min(kBackfillOverlap, kept.size()) - 1].id;
+    }
+    short_rooms.emplace_back(name, through);
   }
   return short_rooms;
 }

@@ -108,8 +108,10 @@ class Hub final : public CommitSink {
   bool subscribe(Subscription& sub, const std::vector<std::string>& rooms,
                  std::optional<uint64_t> last_event_id, std::vector<Backfill> backfills = {});
   // The rooms of `rooms` whose kept history no longer reaches back to `last_event_id`, each with
-  // the id storage is to be read up to (a Backfill's `through`): the newest memory lacks, or for
-  // a room memory does not have, the newest id the hub has.
+  // the id storage is to be read up to (a Backfill's `through`): a little into what memory keeps
+  // (kBackfillOverlap messages), so that what memory drops while the read is under way is in it
+  // too; for a room memory does not have, the newest id the hub has.
+  static constexpr size_t kBackfillOverlap = 32;
   std::vector<std::pair<std::string, uint64_t>> rooms_short_of(
       const std::vector<std::string>& rooms, uint64_t last_event_id) const;
   void leave(Subscription& sub);

@@ -910,6 +910,43 @@ TEST(RedisNodes, AResumeReadsFromRedisWhatTheNodesMemoryLacks) {
   expect_resumed_exactly(small->port(), "?room=r1&room=r2", ids[0] - 1, log.all());
 }
 
+// 6b'. While a resume is read from Redis, posts go on into its rooms, and a node with a short
+// --history drops their oldest messages meanwhile: the stream still gets every message without a
+// reset (a hostile probe saw a reset on every such resume while one room took a message).
+TEST(RedisNodes, AResumeFromRedisWhilePostsGoOnIsExact) {
+  RedisServer redis;
+  auto full = start_node(redis);
+  auto small = start_node(redis, {"--history", "5"});
+  const std::vector<std::string> rooms = {"w1", "w2", "w3"};
+  PostLog log;
+  std::atomic<bool> stop{false};
+  std::thread poster([&] {
+    for (int i = 0; !stop; ++i) {
+      log.add(post(full->port(), rooms[size_t(i) % 3], "m" + std::to_string(i)));
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return log.created() >= 600; }, 60s));
+  uint64_t after = created_ids(log.all(), {"w1", "w2"}).front() - 1;
+  std::vector<std::unique_ptr<Stream>> streams;
+  for (int i = 0; i < 3; ++i) {  // each while the posts go on
+    streams.push_back(open_stream(small->port(), "?room=w1&room=w2", std::to_string(after)));
+    ASSERT_TRUE(streams.back()->ok);
+    std::this_thread::sleep_for(200ms);
+  }
+  stop = true;
+  poster.join();
+  auto posts = log.all();
+  for (const Posted& p : posts) ASSERT_EQ(p.status, 201) << p.body;
+  auto want = created_ids(posts, {"w1", "w2"});
+  for (auto& stream : streams) {
+    EXPECT_TRUE(stream->wait_count(want.size(), 30s)) << describe(stream->ids(), want);
+    EXPECT_EQ(stream->ids(), want) << describe(stream->ids(), want);
+    for (const Got& g : stream->events())
+      EXPECT_NE(g.event, "reset") << "a reset although Redis keeps every message: " << g.data;
+  }
+}
+
 // 6c. What a resume reads from Redis is bounded (a quarter of --history-memory here): past it the
 // stream gets the newest messages that fit, after a reset that says where they start, and then
 // every message from there on.
