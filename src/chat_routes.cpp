@@ -297,7 +297,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     metrics_.count_rejected("backfill_busy");
     return policy_.refuse_stream(conn, req, {"too many streams are catching up", 5}, resume_from);
   }
-  if (auto refusal = policy_.admit_stream(conn, static_cast<uint32_t>(query.rooms.size())))
+  if (auto refusal = policy_.admit_stream(conn, query.rooms))
     return policy_.refuse_stream(conn, req, *refusal, resume_from);
   conn.start_stream(
       policy_.open_stream(conn, req, last_id ? std::nullopt : std::optional(resume_from)));

@@ -47,6 +47,29 @@ void AddressCounts::release(const net::IpAddress& ip, uint32_t n) {
   if (it->second == 0) counts_.erase(it);
 }
 
+bool AddressRooms::acquire(const net::IpAddress& ip, const std::vector<uint64_t>& rooms) {
+  if (max_ == 0) return true;
+  auto& held = reads_[ip];
+  size_t added = 0;
+  for (uint64_t room : rooms) added += held.count(room) ? 0 : 1;
+  if (held.size() + added > max_) {
+    if (held.empty()) reads_.erase(ip);
+    return false;
+  }
+  for (uint64_t room : rooms) ++held[room];
+  return true;
+}
+
+void AddressRooms::release(const net::IpAddress& ip, const std::vector<uint64_t>& rooms) {
+  auto it = reads_.find(ip);
+  if (it == reads_.end()) return;
+  for (uint64_t room : rooms) {
+    auto r = it->second.find(room);
+    if (r != it->second.end() && --r->second == 0) it->second.erase(r);
+  }
+  if (it->second.empty()) reads_.erase(it);
+}
+
 bool ClientLimits::trusted(const net::IpAddress& ip) const {
   return std::any_of(trusted_.begin(), trusted_.end(),
                      [&](const Cidr& c) { return c.contains(ip); });

@@ -88,6 +88,26 @@ class AddressCounts {
   std::unordered_map<net::IpAddress, uint32_t, IpHash> counts_;
 };
 
+// The distinct rooms each address's streams read, at most `max_per_ip` (0: no limit, nothing
+// tracked). A room counts once however many of the address's streams read it, so an office behind
+// one NAT address, whose people read the same rooms, costs its rooms, not people x rooms. Rooms are
+// known by a hash of their name (two names that collide count as one: lenient, never a refusal).
+class AddressRooms {
+ public:
+  explicit AddressRooms(uint32_t max_per_ip) : max_(max_per_ip) {}
+  void set_max(uint32_t max_per_ip) { max_ = max_per_ip; }
+  static uint64_t key(std::string_view room) { return std::hash<std::string_view>{}(room); }
+  // Counts `rooms` (keys) for `ip` when its distinct rooms stay within the limit; false, counting
+  // nothing, otherwise. True with nothing counted when there is no limit.
+  bool acquire(const net::IpAddress& ip, const std::vector<uint64_t>& rooms);
+  void release(const net::IpAddress& ip, const std::vector<uint64_t>& rooms);
+  bool limited() const { return max_ != 0; }
+
+ private:
+  uint32_t max_;
+  std::unordered_map<net::IpAddress, std::unordered_map<uint64_t, uint32_t>, IpHash> reads_;
+};
+
 class ClientLimits {
  public:
   ClientLimits(double post_rate, double post_burst, double sub_rate, double sub_burst,
@@ -112,7 +132,7 @@ class ClientLimits {
   TokenBuckets<std::string> subject_posts;
   AddressBuckets subscribes;
   AddressCounts streams;
-  AddressCounts room_reads{0};  // rooms read by an address's streams, each stream counting its own
+  AddressRooms room_reads{0};  // distinct rooms read by an address's streams
 
  private:
   std::vector<Cidr> trusted_;

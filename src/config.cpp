@@ -181,9 +181,8 @@ const std::vector<Option>& options() {
                   "--max-connections)",
                   &Config::max_streams_per_ip),
       auto_option("max-room-reads-per-ip",
-                  "rooms read at once by the streams of one client IP, each stream counting its "
-                  "rooms (0: unlimited; auto: a quarter of --max-rooms, at least "
-                  "--max-rooms-per-stream)",
+                  "distinct rooms read at once by the streams of one client IP (0: unlimited; "
+                  "auto: a quarter of --max-rooms, at least --max-rooms-per-stream)",
                   &Config::max_room_reads_per_ip),
       uint_option("request-timeout", "seconds a request may take to arrive",
                   &Config::request_timeout_s, 1),

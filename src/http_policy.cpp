@@ -143,8 +143,11 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
   return std::nullopt;
 }
 
-std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(Connection& conn,
-                                                                  uint32_t rooms) {
+std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(
+    Connection& conn, const std::vector<std::string>& room_names) {
+  std::vector<uint64_t> rooms;
+  if (limits_.room_reads.limited())
+    for (const std::string& name : room_names) rooms.push_back(AddressRooms::key(name));
   constexpr uint32_t kRetryWhenFullS = 10;
   if (!limits_.streams.acquire(conn.client_ip)) {
     metrics_.count_rejected("streams_per_ip");
@@ -164,7 +167,7 @@ std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(Connection& co
     return StreamRefusal{"too many new streams from your address", retry_after};
   }
   conn.counted_stream = true;
-  conn.counted_room_reads = rooms;
+  conn.counted_rooms = std::move(rooms);
   return std::nullopt;
 }
 
@@ -215,9 +218,9 @@ uint32_t HttpPolicy::retry_with_jitter() {
 
 void HttpPolicy::on_closed(Connection& conn) {
   if (conn.counted_stream) limits_.streams.release(conn.client_ip);
-  limits_.room_reads.release(conn.client_ip, conn.counted_room_reads);
+  limits_.room_reads.release(conn.client_ip, conn.counted_rooms);
   conn.counted_stream = false;
-  conn.counted_room_reads = 0;
+  conn.counted_rooms.clear();
 }
 
 void HttpPolicy::prune() {

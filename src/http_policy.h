@@ -58,8 +58,10 @@ class HttpPolicy {
     std::string reason;
     uint32_t retry_after_s;
   };
-  // `rooms`: how many rooms the stream reads (at most --max-room-reads-per-ip for an address).
-  std::optional<StreamRefusal> admit_stream(Connection& conn, uint32_t rooms);
+  // `rooms`: what the stream reads (an address's streams read at most --max-room-reads-per-ip
+  // distinct rooms).
+  std::optional<StreamRefusal> admit_stream(Connection& conn,
+                                            const std::vector<std::string>& rooms);
   // Answers a refused stream so that its client comes back by itself: an EventSource (it sends
   // Accept: text/event-stream, and gives up for good on any status but 200) gets a 200 that only
   // sets `retry:` and `id:` (`resume_from`: so that it comes back with that Last-Event-ID and

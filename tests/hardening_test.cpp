@@ -203,7 +203,7 @@ TEST(Hardening, OneAddressHoldsAQuarterOfTheConnectionsAtMost) {
   for (int fd : proxied) close(fd);
 }
 
-// The streams of one address read a bounded number of rooms at once (auto: a quarter of
+// The streams of one address read a bounded number of distinct rooms at once (auto: a quarter of
 // --max-rooms), so that one address cannot hold every room open and so have the others forgotten;
 // past it a stream is refused for now (429 here; an EventSource gets 200 and retry:), another
 // address is served, and the rooms come back to the address with its streams.
@@ -226,6 +226,10 @@ TEST(Hardening, OneAddressReadsABoundedNumberOfRooms) {
   EXPECT_NE(r->body.find("too many rooms are read from your address"), std::string::npos)
       << r->body;
   EXPECT_EQ(open_stream("?room=d"), 200);  // the fourth fits
+  // A room counts once per address, however many of its streams read it: an office behind one
+  // NAT address whose people all follow the same rooms (found by a probe: 200 people of 13 rooms
+  // each were over the default as reads).
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(open_stream("?room=a&room=b&room=c&room=d"), 200) << i;
   int other = -1;
   EXPECT_EQ(get_from("127.0.0.2", server.port(), "/events?room=e&room=f", &other), 200);
   if (other >= 0) close(other);
