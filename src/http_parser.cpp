@@ -137,6 +137,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s.raw_bytes_ = 0;
   s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
   s.transfer_encoding_.clear();
+  s.has_transfer_encoding_ = false;
   s.started_ = true;
   return 0;
 }
@@ -191,8 +192,9 @@ const char* RequestParser::store_header() {
     r.host = value_;
     ++host_headers_;
   } else if (ascii::iequals(field_, "transfer-encoding")) {
-    if (!transfer_encoding_.empty()) transfer_encoding_ += ',';
+    if (has_transfer_encoding_) transfer_encoding_ += ',';
     transfer_encoding_ += value_;
+    has_transfer_encoding_ = true;
   } else if (ascii::iequals(field_, "accept")) {
     if (!r.accept.empty()) r.accept += ", ";
     r.accept += value_;
@@ -247,10 +249,14 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
     // RFC 9110 10.1.1: a 1.0 client's Expect is ignored (it could not read a 100 Continue), and
     // RFC 9112 6.1: a 1.0 message with Transfer-Encoding is read, then the connection closed.
     s.expect_continue_ = false;
-    if (!s.transfer_encoding_.empty()) s.keep_alive_ = false;
+    if (s.has_transfer_encoding_) s.keep_alive_ = false;
   }
-  // llhttp decodes chunked only: a body in any other coding would be taken as plain bytes.
-  if (!s.transfer_encoding_.empty() && !ascii::iequals(s.transfer_encoding_, "chunked"))
+  // llhttp decodes chunked only: a body in any other coding would be taken as plain bytes. An
+  // empty coding is no coding at all (RFC 9112 6.3: chunked must be the final one): framing the
+  // body by Content-Length then would read it otherwise than a proxy that refuses it.
+  if (s.has_transfer_encoding_ && ascii::trim_ows(s.transfer_encoding_).empty())
+    return s.fail(400, "malformed Transfer-Encoding");
+  if (s.has_transfer_encoding_ && !ascii::iequals(s.transfer_encoding_, "chunked"))
     return s.fail(501, "transfer coding not implemented (only chunked)");
   // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0.
   if (s.host_headers_ > 1 || (!r.http10 && s.host_headers_ == 0))

@@ -95,9 +95,10 @@ class RequestParser {
   size_t header_lines_ = 0;
   int host_headers_ = 0;
   int authorization_headers_ = 0;
-  std::string transfer_encoding_;  // every Transfer-Encoding line, joined with ','
-  bool headers_done_ = false;      // what follows are chunked trailers, never taken as headers
-  bool keep_alive_ = true;         // as the headers said (a trailer cannot change it)
+  std::string transfer_encoding_;       // every Transfer-Encoding line, joined with ','
+  bool has_transfer_encoding_ = false;  // even an empty one
+  bool headers_done_ = false;           // what follows are chunked trailers, never taken as headers
+  bool keep_alive_ = true;              // as the headers said (a trailer cannot change it)
   size_t raw_bytes_ = 0;  // bytes fed since this request began (whitespace and framing too)
   bool expect_continue_ = false;
   bool continue_sent_ = false;

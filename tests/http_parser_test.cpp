@@ -172,6 +172,9 @@ TEST(HttpParser, Errors) {
       {"GET / HTTP/1.1\r\nHost: a b/c@@\r\n\r\n", 400},
       {"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+      // An empty coding is not "no coding": never framed by Content-Length instead.
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 2\r\n\r\n{}", 400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  \r\n\r\n{}", 400},
       {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414},
       {"GET / HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431},
   };
