@@ -24,6 +24,10 @@ constexpr std::string_view kUsage =
     "--jwt-key, --jwt-alg, --jwt-issuer and --jwt-audience also come from SSE_CHAT_JWT_KEY etc.\n";
 
 constexpr uint64_t kMaxTtlS = 10ull * 366 * 24 * 3600;
+// A request's header lines hold at most 8 KiB (HttpLimits::max_headers): a token larger than this
+// leaves too little for the browser's own headers beside its cookie, and every request would be a
+// 431 (an EventSource's first one included, and it would give up for good).
+constexpr size_t kMaxTokenBytes = 6144;
 
 struct TokenRequest {
   std::string key_file, alg = "HS256", sub, name, issuer, audience;
@@ -157,6 +161,13 @@ int token_command(int argc, char** argv, std::string& out, std::string& err) {
   std::string token = key->sign(claims_of(t));
   if (token.empty()) {
     err = "sse-chat token: signing failed\n";
+    return 1;
+  }
+  if (token.size() > kMaxTokenBytes) {
+    err = "sse-chat token: the token would be " + std::to_string(token.size()) +
+          " bytes, more than the " + std::to_string(kMaxTokenBytes) +
+          " that fit in a request's 8 KiB of headers; name rooms by prefix (team-*) instead of "
+          "one by one\n";
     return 1;
   }
   out = token + "\n";

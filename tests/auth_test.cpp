@@ -1163,4 +1163,17 @@ TEST(Auth, BadTokenConfigurationsRefuseToStart) {
       run({binary_path(), "token", "--jwt-alg", "RS256", "--jwt-key", k.rsa_public, "--sub", "x"});
   EXPECT_NE(pub.status, 0) << "signed with a public key? " << pub.out;
   EXPECT_TRUE(pub.out.empty()) << pub.out;
+  // Nor does it print a token that no request could carry within its 8 KiB of headers (each
+  // would be a 431): 200 rooms named one by one.
+  std::string rooms;
+  for (int i = 0; i < 200; ++i)
+    rooms += (i ? ",project-room-" : "project-room-") + std::to_string(i);
+  Outcome big = run(
+      {binary_path(), "token", "--jwt-key", k.dir + "/32.secret", "--sub", "x", "--rooms", rooms});
+  EXPECT_NE(big.status, 0);
+  EXPECT_TRUE(big.out.empty()) << big.out.size() << " bytes";
+  EXPECT_NE(big.err.find("name rooms by prefix"), std::string::npos) << big.err;
+  Outcome fits = run({binary_path(), "token", "--jwt-key", k.dir + "/32.secret", "--sub", "x",
+                      "--rooms", "project-room-*"});
+  EXPECT_EQ(fits.status, 0) << fits.err;
 }
