@@ -1167,13 +1167,14 @@ TEST(Auth, BadTokenConfigurationsRefuseToStart) {
   // would be a 431): 200 rooms named one by one.
   std::string rooms;
   for (int i = 0; i < 200; ++i)
-    rooms += (i ? ",project-room-" : "project-room-") + std::to_string(i);
+    rooms += (i ? ",a-project-room-with-a-long-name-" : "a-project-room-with-a-long-name-") +
+             std::to_string(i);
   Outcome big = run(
       {binary_path(), "token", "--jwt-key", k.dir + "/32.secret", "--sub", "x", "--rooms", rooms});
   EXPECT_NE(big.status, 0);
   EXPECT_TRUE(big.out.empty()) << big.out.size() << " bytes";
   EXPECT_NE(big.err.find("name rooms by prefix"), std::string::npos) << big.err;
   Outcome fits = run({binary_path(), "token", "--jwt-key", k.dir + "/32.secret", "--sub", "x",
-                      "--rooms", "project-room-*"});
+                      "--rooms", "a-project-room-with-a-long-name-*"});
   EXPECT_EQ(fits.status, 0) << fits.err;
 }
