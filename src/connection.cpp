@@ -154,6 +154,10 @@ void Connection::reject_and_close(int status, std::string_view reason) {
   host_.metrics().count_response(status);
   http::Response r = http::error(status, reason);
   r.close = true;
+  // A page of the allowed origin learns why (413 for a body over --max-body, say) instead of
+  // seeing a network error, when the headers that say where it comes from were read.
+  const std::string& cors = host_.settings().cors_origin;
+  if (!cors.empty() && parser_ && parser_->request().origin == cors) http::allow_origin(r, cors);
   respond(r);
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "http_parser.h"
 #include "metrics.h"
@@ -22,6 +23,7 @@ struct ConnectionSettings {
   int64_t keepalive_timeout_ms = 60000;
   int64_t send_timeout_ms = 30000;  // queued output that makes no progress this long: closed
   bool batch_sends = true;          // one io_uring submission per loop iteration where available
+  std::string cors_origin;          // --cors-origin: its pages may read even the early refusals
 };
 
 class ConnectionHost {

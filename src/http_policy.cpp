@@ -76,11 +76,7 @@ void HttpPolicy::reply(Connection& conn, const ReplyContext& ctx, http::Response
   if (!ctx.keep_alive || draining_) r.close = true;
   r.keep_alive = ctx.http10 && !r.close;
   if (ctx.head) r.head_only = true;
-  if (ctx.cors) {
-    r.headers.emplace_back("Access-Control-Allow-Origin", config_.cors_origin);
-    r.headers.emplace_back("Access-Control-Allow-Credentials", "true");
-    r.headers.emplace_back("Vary", "Origin");
-  }
+  if (ctx.cors) http::allow_origin(r, config_.cors_origin);
   metrics_.count_response(r.status);
   log_access(conn.client_ip, ctx.method, ctx.path, r.status, r.body.size());
   conn.respond(r);

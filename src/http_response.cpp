@@ -108,6 +108,13 @@ size_t content_length(const Response& r) {
   return n;
 }
 
+void allow_origin(Response& r, std::string_view origin) {
+  r.headers.emplace_back("Access-Control-Allow-Origin", std::string(origin));
+  r.headers.emplace_back("Access-Control-Allow-Credentials", "true");
+  r.headers.emplace_back("Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate");
+  r.headers.emplace_back("Vary", "Origin");
+}
+
 Response error(int status, std::string_view reason) {
   Response r;
   r.status = status;

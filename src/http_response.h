@@ -42,6 +42,10 @@ size_t content_length(const Response& r);
 // {"error":"<reason>"} with the given status.
 Response error(int status, std::string_view reason);
 
+// The CORS headers that let a page of `origin` read this answer, the headers a client acts on
+// (Retry-After, WWW-Authenticate) included.
+void allow_origin(Response& r, std::string_view origin);
+
 // Sent before the body of a request with "Expect: 100-continue".
 inline constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 

@@ -98,6 +98,21 @@ TEST(Hardening, CrossSiteOriginTokenAndCors) {
       c.post_json(kBody, "Authorization: Bearer s3cret\r\nOrigin: https://chat.example\r\n");
   EXPECT_EQ(allowed->status, 201);
   EXPECT_EQ(allowed->header("access-control-allow-origin"), "https://chat.example");
+  // The page may read why it was refused, and what to do (Retry-After, WWW-Authenticate)...
+  auto refused = c.post_json(kBody, "Origin: https://chat.example\r\n");
+  EXPECT_EQ(refused->status, 401);
+  EXPECT_EQ(refused->header("access-control-allow-origin"), "https://chat.example");
+  EXPECT_EQ(refused->header("access-control-expose-headers"), "Retry-After, WWW-Authenticate");
+  // ...even when the request was refused before it was routed: a body over --max-body.
+  Client big(server.port());
+  auto too_large = big.post_json(std::string(40000, ' '), "Origin: https://chat.example\r\n");
+  ASSERT_TRUE(too_large);
+  EXPECT_EQ(too_large->status, 413);
+  EXPECT_EQ(too_large->header("access-control-allow-origin"), "https://chat.example");
+  Client big_evil(server.port());
+  auto evil_large = big_evil.post_json(std::string(40000, ' '), "Origin: https://evil.example\r\n");
+  ASSERT_TRUE(evil_large);
+  EXPECT_EQ(evil_large->header("access-control-allow-origin"), "");
   auto page = c.get("/", "Origin: https://evil.example\r\n");
   EXPECT_EQ(page->header("access-control-allow-origin"), "");  // CORS only for the one origin
   EXPECT_EQ(page->header("content-security-policy"), "default-src 'self'");
