@@ -210,6 +210,9 @@ const char* RequestParser::store_header() {
   } else if (ascii::iequals(field_, "x-forwarded-for")) {
     if (!r.forwarded_for.empty()) r.forwarded_for += ", ";
     r.forwarded_for += value_;
+  } else if (ascii::iequals(field_, "x-forwarded-host")) {
+    if (r.forwarded_host.empty())
+      r.forwarded_host = ascii::trim_ows(value_.substr(0, value_.find(',')));
   } else if (ascii::iequals(field_, "forwarded")) {
     if (!r.forwarded.empty()) r.forwarded += ", ";
     r.forwarded += value_;

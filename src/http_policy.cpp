@@ -1,5 +1,6 @@
 #include "http_policy.h"
 
+#include "ascii.h"
 #include "log.h"
 #include "sse.h"
 
@@ -14,9 +15,26 @@ bool constant_time_equals(std::string_view a, std::string_view b) {
 }
 
 // "http://host:port" -> "host:port"
-std::string_view origin_authority(std::string_view origin) {
-  size_t scheme = origin.find("://");
-  return scheme == std::string_view::npos ? std::string_view{} : origin.substr(scheme + 3);
+// Whether a page of `origin` (scheme://host[:port]) belongs to the site `host` (a Host header,
+// host[:port]) names: the same host, case aside, on the same port, a missing port being the
+// origin scheme's default (so Host: chat.example:443 is https://chat.example).
+bool same_site(std::string_view origin, std::string_view host) {
+  size_t sep = origin.find("://");
+  if (sep == std::string_view::npos || host.empty()) return false;  // "null", say
+  std::string_view scheme = origin.substr(0, sep);
+  std::string_view default_port = ascii::iequals(scheme, "https")  ? "443"
+                                  : ascii::iequals(scheme, "http") ? "80"
+                                                                   : "";
+  auto split = [&](std::string_view authority) {
+    size_t colon = authority.rfind(':');
+    size_t bracket = authority.rfind(']');  // [v6]:port
+    if (colon == std::string_view::npos || (bracket != std::string_view::npos && colon < bracket))
+      return std::pair(authority, default_port);
+    return std::pair(authority.substr(0, colon), authority.substr(colon + 1));
+  };
+  auto [origin_host, origin_port] = split(origin.substr(sep + 3));
+  auto [site_host, site_port] = split(host);
+  return ascii::iequals(origin_host, site_host) && origin_port == site_port;
 }
 
 std::vector<Cidr> parse_trusted(const std::vector<std::string>& texts) {
@@ -113,8 +131,10 @@ std::optional<http::Response> HttpPolicy::preflight(const Request& req) const {
 
 std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Request& req,
                                                      std::string_view subject) {
-  if (!req.origin.empty() && req.origin != config_.cors_origin &&
-      origin_authority(req.origin) != req.host) {
+  // Behind a trusted proxy that rewrote Host, the site is the one it says it forwarded.
+  bool proxied = !req.forwarded_host.empty() && limits_.trusted(conn.peer());
+  std::string_view site = proxied ? std::string_view(req.forwarded_host) : req.host;
+  if (!req.origin.empty() && req.origin != config_.cors_origin && !same_site(req.origin, site)) {
     metrics_.count_rejected("cross_origin");
     return http::error(403, "posting from another site is not allowed");
   }

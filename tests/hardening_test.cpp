@@ -113,10 +113,50 @@ TEST(Hardening, CrossSiteOriginTokenAndCors) {
   auto evil_large = big_evil.post_json(std::string(40000, ' '), "Origin: https://evil.example\r\n");
   ASSERT_TRUE(evil_large);
   EXPECT_EQ(evil_large->header("access-control-allow-origin"), "");
+  // Same site is the same host, case aside, on the same port, the scheme's default when absent
+  // (a proxy's `Host $host:$server_port`); a trusted proxy's X-Forwarded-Host names the site.
+  auto post_as = [&](const std::string& host, const std::string& origin,
+                     const std::string& extra = "") {
+    Client raw(server.port());
+    raw.send("POST /messages HTTP/1.1\r\nHost: " + host + "\r\nOrigin: " + origin +
+             "\r\nAuthorization: Bearer s3cret\r\n" + extra +
+             "Content-Type: application/json\r\nContent-Length: " + std::to_string(kBody.size()) +
+             "\r\n\r\n" + kBody);
+    auto r = raw.read_response();
+    return r ? r->status : 0;
+  };
+  EXPECT_EQ(post_as("chat.example.com:443", "https://chat.example.com"), 201);
+  EXPECT_EQ(post_as("Chat.Example.com", "https://chat.example.com"), 201);
+  EXPECT_EQ(post_as("chat.example.com:80", "http://chat.example.com"), 201);
+  EXPECT_EQ(post_as("chat.example.com:8080", "https://chat.example.com"), 403);
+  EXPECT_EQ(post_as("chat.example.com", "https://chat.example.com:8443"), 403);
+  EXPECT_EQ(post_as("chat.example.com.evil", "https://chat.example.com"), 403);
+  EXPECT_EQ(post_as("127.0.0.1:8080", "https://chat.example.com",
+                    "X-Forwarded-Host: chat.example.com\r\n"),
+            403);  // this peer is no trusted proxy: its X-Forwarded-Host says nothing
   auto page = c.get("/", "Origin: https://evil.example\r\n");
   EXPECT_EQ(page->header("access-control-allow-origin"), "");  // CORS only for the one origin
   EXPECT_EQ(page->header("content-security-policy"), "default-src 'self'");
   EXPECT_EQ(page->header("referrer-policy"), "no-referrer");
+}
+
+// Behind a trusted proxy that rewrites Host (a dev server's changeOrigin, say), the site a page
+// posts from is the one the proxy's X-Forwarded-Host names.
+TEST(Hardening, ATrustedProxysForwardedHostNamesTheSite) {
+  ServerProcess server({"--trusted-proxy", "127.0.0.1/32"});
+  auto post_via = [&](const std::string& forwarded_host) {
+    Client raw(server.port());
+    raw.send(
+        "POST /messages HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nOrigin: https://chat.example.com\r\n" +
+        forwarded_host + "Content-Type: application/json\r\nContent-Length: " +
+        std::to_string(kBody.size()) + "\r\n\r\n" + kBody);
+    auto r = raw.read_response();
+    return r ? r->status : 0;
+  };
+  EXPECT_EQ(post_via("X-Forwarded-Host: chat.example.com\r\n"), 201);
+  EXPECT_EQ(post_via("X-Forwarded-Host: chat.example.com, inner.local\r\n"), 201);
+  EXPECT_EQ(post_via(""), 403);
+  EXPECT_EQ(post_via("X-Forwarded-Host: evil.example\r\n"), 403);
 }
 
 TEST(Hardening, ConnectionsOverTheLimitAreClosedAndOthersServed) {
