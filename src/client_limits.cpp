@@ -47,6 +47,14 @@ void AddressCounts::release(const net::IpAddress& ip, uint32_t n) {
   if (it->second == 0) counts_.erase(it);
 }
 
+net::IpAddress client_block(const net::IpAddress& ip) {
+  static constexpr unsigned char kV4Mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(kV4Mapped, kV4Mapped + 12, ip.bytes)) return ip;
+  net::IpAddress block = ip;
+  std::fill(block.bytes + 8, block.bytes + 16, 0);
+  return block;
+}
+
 bool AddressRooms::acquire(const net::IpAddress& ip, const std::vector<uint64_t>& rooms) {
   if (max_ == 0) return true;
   auto& held = reads_[ip];

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,10 +16,22 @@
 
 namespace sse {
 
+// What the per-client limits count as one client: an IPv4 address, or an IPv6 /64 (what one
+// subscriber or office is given; counted one by one, each of its addresses would be a fresh budget
+// for connections, streams, POSTs and rooms).
+net::IpAddress client_block(const net::IpAddress& ip);
+
+// Hash and equality of client blocks: every limit table keys by them.
 struct IpHash {
   size_t operator()(const net::IpAddress& ip) const {
+    net::IpAddress block = client_block(ip);
     return std::hash<std::string_view>{}(
-        std::string_view(reinterpret_cast<const char*>(ip.bytes), sizeof ip.bytes));
+        std::string_view(reinterpret_cast<const char*>(block.bytes), sizeof block.bytes));
+  }
+};
+struct SameClient {
+  bool operator()(const net::IpAddress& a, const net::IpAddress& b) const {
+    return client_block(a) == client_block(b);
   }
 };
 
@@ -30,7 +43,7 @@ struct Cidr {
 std::optional<Cidr> parse_cidr(std::string_view text);
 
 // One token bucket per key (a client address, or a token's subject), created on first use.
-template <typename Key, typename Hash = std::hash<Key>>
+template <typename Key, typename Hash = std::hash<Key>, typename Equal = std::equal_to<Key>>
 class TokenBuckets {
  public:
   TokenBuckets(double rate_per_s, double burst)
@@ -70,9 +83,9 @@ class TokenBuckets {
   }
   double rate_;
   double burst_;
-  std::unordered_map<Key, Bucket, Hash> buckets_;
+  std::unordered_map<Key, Bucket, Hash, Equal> buckets_;
 };
-using AddressBuckets = TokenBuckets<net::IpAddress, IpHash>;
+using AddressBuckets = TokenBuckets<net::IpAddress, IpHash, SameClient>;
 
 // How many of something (streams, connections) each address holds, at most `max_per_ip` (0: no
 // limit); an address is forgotten when it holds none.
@@ -85,7 +98,7 @@ class AddressCounts {
 
  private:
   uint32_t max_;
-  std::unordered_map<net::IpAddress, uint32_t, IpHash> counts_;
+  std::unordered_map<net::IpAddress, uint32_t, IpHash, SameClient> counts_;
 };
 
 // The distinct rooms each address's streams read, at most `max_per_ip` (0: no limit, nothing
@@ -105,7 +118,8 @@ class AddressRooms {
 
  private:
   uint32_t max_;
-  std::unordered_map<net::IpAddress, std::unordered_map<uint64_t, uint32_t>, IpHash> reads_;
+  std::unordered_map<net::IpAddress, std::unordered_map<uint64_t, uint32_t>, IpHash, SameClient>
+      reads_;
 };
 
 class ClientLimits {

@@ -49,3 +49,22 @@ TEST(ClientIp, ForwardedHeadersOnlyFromTrustedProxies) {
   EXPECT_EQ(limits.client_ip(stranger, "203.0.113.9", "").to_string(),
             "198.51.100.7");  // not trusted: ignored
 }
+
+// An IPv6 client is its /64: hopping across the addresses of its prefix buys no fresh budget.
+// IPv4 addresses stay one by one.
+TEST(ClientBlocks, AnIpv6SlashSixtyFourIsOneClient) {
+  AddressCounts streams(2);
+  EXPECT_TRUE(streams.acquire(*net::parse_ip("2001:db8:1:2::1")));
+  EXPECT_TRUE(streams.acquire(*net::parse_ip("2001:db8:1:2:aaaa::7")));
+  EXPECT_FALSE(streams.acquire(*net::parse_ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+  EXPECT_TRUE(streams.acquire(*net::parse_ip("2001:db8:1:3::1")));  // another /64
+  streams.release(*net::parse_ip("2001:db8:1:2::99"));              // any of it frees one
+  EXPECT_TRUE(streams.acquire(*net::parse_ip("2001:db8:1:2::5")));
+
+  AddressBuckets posts(1, 1);
+  uint32_t retry = 0;
+  EXPECT_TRUE(posts.take(*net::parse_ip("2001:db8::1"), 0, retry));
+  EXPECT_FALSE(posts.take(*net::parse_ip("2001:db8::2"), 0, retry));
+  EXPECT_TRUE(posts.take(*net::parse_ip("192.0.2.1"), 0, retry));
+  EXPECT_TRUE(posts.take(*net::parse_ip("192.0.2.2"), 0, retry));
+}
