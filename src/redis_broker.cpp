@@ -892,6 +892,10 @@ void RedisBroker::read_backfill_page(std::shared_ptr<BackfillRead> read, const s
 void RedisBroker::finish_backfill(BackfillRead& read) {
   Backfill& fill = read.fill;
   std::reverse(fill.messages.begin(), fill.messages.end());
+  // Redis lost messages this node had read in the range: what comes before that hole is of no use
+  // to the reset, which says that nothing after its oldest is missing.
+  if (read.lost_in_range)
+    std::erase_if(fill.messages, [&](const KeptFrame& m) { return m.id <= lost_through_; });
   const std::optional<Entry>& first = read.first;
   bool data_set_reaches = read.since == 0 || read.after + 1 >= read.since;
   bool from_start = !first || first->prev <= read.after;

@@ -1001,6 +1001,17 @@ TEST(RedisNodes, AResumeOverMessagesRedisLostIsReset) {
   auto events = resumed->events();
   ASSERT_EQ(events.front().event, "reset") << "message " << ids[3] << " was missed without a reset";
   EXPECT_EQ(resumed->ids(), (std::vector<uint64_t>{ids[4], after.id}));
+
+  // From further back Redis still has 1 and 2, but they come before the hole: a reset that named
+  // 1 as the oldest would say falsely that nothing after it is missing (3 is).
+  auto earlier = open_stream(node->port(), "?room=x", std::to_string(ids[0]));
+  ASSERT_TRUE(earlier->ok);
+  ASSERT_TRUE(earlier->wait(
+      [&](const Stream& s) { return !s.ids().empty() && s.ids().back() == after.id; }, 10s));
+  auto reset = earlier->events().front();
+  ASSERT_EQ(reset.event, "reset");
+  EXPECT_EQ(field(reset.data, "oldest"), std::to_string(ids[4])) << reset.data;
+  EXPECT_EQ(earlier->ids(), (std::vector<uint64_t>{ids[4], after.id}));
 }
 
 // 7. An idempotent POST retried on another node gets the original id (200), and is delivered
