@@ -378,12 +378,13 @@ void extend(Backfill& b, Backfill more, bool first_read) {
 void ChatRoutes::read_backfills(const std::shared_ptr<PendingResume>& pending,
                                 const BackfillReads& reads) {
   pending->waiting = reads.size();
-  for (const auto& [i, through] : reads) {
+  for (const auto& read : reads) {
+    size_t i = read.first;  // a name of its own: clang 14 captures no structured binding
     const Backfill& b = pending->backfills[i];
     bool first_read = !b.answered;
     size_t bytes = first_read ? 0 : bytes_of(b);
     size_t count = first_read ? 0 : b.messages.size();
-    broker_.read_backfill(b.room, b.through, through, pending->room_messages - count,
+    broker_.read_backfill(b.room, b.through, read.second, pending->room_messages - count,
                           pending->room_bytes - bytes,
                           [this, pending, i, first_read](Backfill more) {
                             extend(pending->backfills[i], std::move(more), first_read);
