@@ -366,9 +366,15 @@ void extend(Backfill& b, Backfill more, bool first_read) {
     b.answered = false;  // nothing is known: the stream ends unjoined, to come back
     return;
   }
-  for (KeptFrame& m : more.messages) b.messages.push_back(std::move(m));
   b.through = more.through;
-  b.complete = b.complete && more.complete;
+  if (!more.complete) {
+    // It does not reach back to where `b` ends: a hole between them, which a reset from b's
+    // oldest would hide. The stream resets from the newer part's oldest instead.
+    b.messages = std::move(more.messages);
+    b.complete = false;
+    return;
+  }
+  for (KeptFrame& m : more.messages) b.messages.push_back(std::move(m));
 }
 
 }  // namespace
@@ -399,7 +405,11 @@ void ChatRoutes::read_backfills(const std::shared_ptr<PendingResume>& pending,
 // that still falls short).
 void ChatRoutes::join_when_read(const std::shared_ptr<PendingResume>& pending) {
   BackfillReads behind;
-  if (++pending->rounds <= kBackfillRounds && waiting_.count(pending->ticket)) {
+  auto waiting = waiting_.find(pending->ticket);
+  bool will_join = waiting != waiting_.end() && !waiting->second->finishing() &&
+                   std::all_of(pending->backfills.begin(), pending->backfills.end(),
+                               [](const Backfill& b) { return b.answered; });
+  if (++pending->rounds <= kBackfillRounds && will_join) {
     for (size_t i = 0; i < pending->backfills.size(); ++i) {
       const Backfill& b = pending->backfills[i];
       if (!b.answered || b.messages.size() >= pending->room_messages ||

@@ -48,30 +48,34 @@ void AddressCounts::release(const net::IpAddress& ip, uint32_t n) {
 }
 
 net::IpAddress client_block(const net::IpAddress& ip) {
-  static constexpr unsigned char kV4Mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (std::equal(kV4Mapped, kV4Mapped + 12, ip.bytes)) return ip;
+  // Global unicast (2000::/3) only: IPv4 (mapped), NAT64, link-local, loopback and unique-local
+  // addresses are one client each, and so is Teredo (2001::/32), which carries many behind one
+  // prefix.
+  bool global = (ip.bytes[0] & 0xE0) == 0x20;
+  bool teredo = ip.bytes[0] == 0x20 && ip.bytes[1] == 0x01 && ip.bytes[2] == 0 && ip.bytes[3] == 0;
+  if (!global || teredo) return ip;
   net::IpAddress block = ip;
   std::fill(block.bytes + 8, block.bytes + 16, 0);
   return block;
 }
 
-bool AddressRooms::acquire(const net::IpAddress& ip, const std::vector<uint64_t>& rooms) {
+bool AddressRooms::acquire(const net::IpAddress& ip, const std::vector<std::string>& rooms) {
   if (max_ == 0) return true;
   auto& held = reads_[ip];
   size_t added = 0;
-  for (uint64_t room : rooms) added += held.count(room) ? 0 : 1;
+  for (const std::string& room : rooms) added += held.count(room) ? 0 : 1;
   if (held.size() + added > max_) {
     if (held.empty()) reads_.erase(ip);
     return false;
   }
-  for (uint64_t room : rooms) ++held[room];
+  for (const std::string& room : rooms) ++held[room];
   return true;
 }
 
-void AddressRooms::release(const net::IpAddress& ip, const std::vector<uint64_t>& rooms) {
+void AddressRooms::release(const net::IpAddress& ip, const std::vector<std::string>& rooms) {
   auto it = reads_.find(ip);
   if (it == reads_.end()) return;
-  for (uint64_t room : rooms) {
+  for (const std::string& room : rooms) {
     auto r = it->second.find(room);
     if (r != it->second.end() && --r->second == 0) it->second.erase(r);
   }

@@ -16,9 +16,9 @@
 
 namespace sse {
 
-// What the per-client limits count as one client: an IPv4 address, or an IPv6 /64 (what one
-// subscriber or office is given; counted one by one, each of its addresses would be a fresh budget
-// for connections, streams, POSTs and rooms).
+// What the per-client limits count as one client: an address, or for a global IPv6 address its /64
+// (what one subscriber or office is given; counted one by one, each of its addresses would be a
+// fresh budget for connections, streams, POSTs and rooms).
 net::IpAddress client_block(const net::IpAddress& ip);
 
 // Hash and equality of client blocks: every limit table keys by them.
@@ -103,22 +103,20 @@ class AddressCounts {
 
 // The distinct rooms each address's streams read, at most `max_per_ip` (0: no limit, nothing
 // tracked). A room counts once however many of the address's streams read it, so an office behind
-// one NAT address, whose people read the same rooms, costs its rooms, not people x rooms. Rooms are
-// known by a hash of their name (two names that collide count as one: lenient, never a refusal).
+// one NAT address, whose people read the same rooms, costs its rooms, not people x rooms.
 class AddressRooms {
  public:
   explicit AddressRooms(uint32_t max_per_ip) : max_(max_per_ip) {}
   void set_max(uint32_t max_per_ip) { max_ = max_per_ip; }
-  static uint64_t key(std::string_view room) { return std::hash<std::string_view>{}(room); }
-  // Counts `rooms` (keys) for `ip` when its distinct rooms stay within the limit; false, counting
-  // nothing, otherwise. True with nothing counted when there is no limit.
-  bool acquire(const net::IpAddress& ip, const std::vector<uint64_t>& rooms);
-  void release(const net::IpAddress& ip, const std::vector<uint64_t>& rooms);
+  // Counts `rooms` (distinct names) for `ip` when its distinct rooms stay within the limit; false,
+  // counting nothing, otherwise. True with nothing counted when there is no limit.
+  bool acquire(const net::IpAddress& ip, const std::vector<std::string>& rooms);
+  void release(const net::IpAddress& ip, const std::vector<std::string>& rooms);
   bool limited() const { return max_ != 0; }
 
  private:
   uint32_t max_;
-  std::unordered_map<net::IpAddress, std::unordered_map<uint64_t, uint32_t>, IpHash, SameClient>
+  std::unordered_map<net::IpAddress, std::unordered_map<std::string, uint32_t>, IpHash, SameClient>
       reads_;
 };
 

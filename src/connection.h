@@ -90,10 +90,10 @@ class Connection final : public EventHandler, public Sink {
 
   // Host bookkeeping.
   bool queued_for_flush = false;
-  bool counted_stream = false;          // holds a per-IP stream slot
-  std::vector<uint64_t> counted_rooms;  // and these of its address's rooms (AddressRooms keys)
-  uint64_t waiting_ticket = 0;          // the held request's ticket, while one waits for an answer
-  net::IpAddress client_ip;             // peer, or the forwarded address from a trusted proxy
+  bool counted_stream = false;             // holds a per-IP stream slot
+  std::vector<std::string> counted_rooms;  // and these of its address's rooms (AddressRooms)
+  uint64_t waiting_ticket = 0;  // the held request's ticket, while one waits for an answer
+  net::IpAddress client_ip;     // peer, or the forwarded address from a trusted proxy
   Connection* prev = nullptr;
   Connection* next = nullptr;
 

@@ -4,6 +4,12 @@
 
 #include <algorithm>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1  // clang says it this way
+#endif
+#endif
+
 #if defined(__SANITIZE_ADDRESS__)
 extern "C" void
 __sanitizer_purge_allocator();  // sanitizer/allocator_interface.h, not always installed
@@ -14,11 +20,13 @@ namespace sse {
 bool HeapTrim::on_tick(const HeapLoad& load) {
   peak_connections_ = std::max(peak_connections_, load.connections);
   peak_kept_ = std::max(peak_kept_, load.kept_bytes);
+  if (++ticks_since_trim_ < kMinTicksBetween) return false;  // the peaks wait for the next one
   bool trim = fell(peak_connections_, load.connections_now, kConnectionDrop) ||
               fell(peak_kept_, load.kept_bytes, kKeptDrop);
   if (!trim) return false;
   release_free_heap();
   ++trims_;
+  ticks_since_trim_ = 0;
   peak_connections_ = load.connections_now;
   peak_kept_ = load.kept_bytes;
   return true;

@@ -22,6 +22,9 @@ class HeapTrim {
  public:
   static constexpr size_t kConnectionDrop = 256;      // ~16 KiB each under load
   static constexpr uint64_t kKeptDrop = 32ull << 20;  // bytes of frames
+  // Ticks (seconds) between two trims at least: opening and closing hundreds of connections
+  // again and again makes the loop walk the free lists no more often than this.
+  static constexpr int kMinTicksBetween = 10;
 
   // True when the load fell far enough for a trim (and the trim ran).
   bool on_tick(const HeapLoad& load);
@@ -34,6 +37,7 @@ class HeapTrim {
 
   size_t peak_connections_ = 0;
   uint64_t peak_kept_ = 0;
+  int ticks_since_trim_ = kMinTicksBetween;
   uint64_t trims_ = 0;
 };
 

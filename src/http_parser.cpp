@@ -211,8 +211,10 @@ const char* RequestParser::store_header() {
     if (!r.forwarded_for.empty()) r.forwarded_for += ", ";
     r.forwarded_for += value_;
   } else if (ascii::iequals(field_, "x-forwarded-host")) {
-    if (r.forwarded_host.empty())
-      r.forwarded_host = ascii::trim_ows(value_.substr(0, value_.find(',')));
+    // The nearest proxy's (the last entry): one that appends keeps what the client sent first.
+    size_t comma = value_.rfind(',');
+    r.forwarded_host =
+        ascii::trim_ows(comma == std::string::npos ? value_ : value_.substr(comma + 1));
   } else if (ascii::iequals(field_, "forwarded")) {
     if (!r.forwarded.empty()) r.forwarded += ", ";
     r.forwarded += value_;

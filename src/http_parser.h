@@ -26,7 +26,7 @@ struct Request {
   std::string cookie;
   std::string forwarded_for;   // X-Forwarded-For
   std::string forwarded;       // Forwarded (RFC 7239)
-  std::string forwarded_host;  // X-Forwarded-Host (the first, when a proxy chain added several)
+  std::string forwarded_host;  // X-Forwarded-Host (the nearest proxy's: the last entry)
   std::string body;
   bool has_last_event_id = false;
   bool keep_alive = true;

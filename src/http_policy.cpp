@@ -30,7 +30,8 @@ bool same_site(std::string_view origin, std::string_view host) {
     size_t bracket = authority.rfind(']');  // [v6]:port
     if (colon == std::string_view::npos || (bracket != std::string_view::npos && colon < bracket))
       return std::pair(authority, default_port);
-    return std::pair(authority.substr(0, colon), authority.substr(colon + 1));
+    std::string_view port = authority.substr(colon + 1);  // empty: the default (RFC 3986 6.2.3)
+    return std::pair(authority.substr(0, colon), port.empty() ? default_port : port);
   };
   auto [origin_host, origin_port] = split(origin.substr(sep + 3));
   auto [site_host, site_port] = split(host);
@@ -161,9 +162,8 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
 
 std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(
     Connection& conn, const std::vector<std::string>& room_names) {
-  std::vector<uint64_t> rooms;
-  if (limits_.room_reads.limited())
-    for (const std::string& name : room_names) rooms.push_back(AddressRooms::key(name));
+  std::vector<std::string> rooms;
+  if (limits_.room_reads.limited()) rooms = room_names;
   constexpr uint32_t kRetryWhenFullS = 10;
   if (!limits_.streams.acquire(conn.client_ip)) {
     metrics_.count_rejected("streams_per_ip");

@@ -111,7 +111,8 @@ class Hub final : public CommitSink {
   // the id storage is to be read up to (a Backfill's `through`): a little into what memory keeps
   // (kBackfillOverlap messages), so that what memory drops while the read is under way is in it
   // too; for a room memory does not have, the newest id the hub has.
-  static constexpr size_t kBackfillOverlap = 32;
+  // Few: the overlap is read first and counts against the stream's share (newest first).
+  static constexpr size_t kBackfillOverlap = 4;
   std::vector<std::pair<std::string, uint64_t>> rooms_short_of(
       const std::vector<std::string>& rooms, uint64_t last_event_id) const;
   void leave(Subscription& sub);

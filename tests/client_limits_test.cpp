@@ -67,4 +67,13 @@ TEST(ClientBlocks, AnIpv6SlashSixtyFourIsOneClient) {
   EXPECT_FALSE(posts.take(*net::parse_ip("2001:db8::2"), 0, retry));
   EXPECT_TRUE(posts.take(*net::parse_ip("192.0.2.1"), 0, retry));
   EXPECT_TRUE(posts.take(*net::parse_ip("192.0.2.2"), 0, retry));
+  // Only global unicast groups: a LAN's link-local hosts, Teredo's many clients behind one
+  // prefix, NAT64 (IPv4 inside) and loopback stay one address each.
+  for (auto [a, b] :
+       {std::pair{"fe80::1", "fe80::2"}, std::pair{"2001:0:4136::1", "2001:0:4136::2"},
+        std::pair{"64:ff9b::c000:201", "64:ff9b::c000:202"}, std::pair{"::1", "::2"}}) {
+    SCOPED_TRACE(a);
+    EXPECT_TRUE(posts.take(*net::parse_ip(a), 0, retry));
+    EXPECT_TRUE(posts.take(*net::parse_ip(b), 0, retry));
+  }
 }

@@ -154,7 +154,9 @@ TEST(Hardening, ATrustedProxysForwardedHostNamesTheSite) {
     return r ? r->status : 0;
   };
   EXPECT_EQ(post_via("X-Forwarded-Host: chat.example.com\r\n"), 201);
-  EXPECT_EQ(post_via("X-Forwarded-Host: chat.example.com, inner.local\r\n"), 201);
+  // A proxy that appends: the nearest one's entry is the last; the client's own comes first.
+  EXPECT_EQ(post_via("X-Forwarded-Host: evil.example, chat.example.com\r\n"), 201);
+  EXPECT_EQ(post_via("X-Forwarded-Host: chat.example.com, evil.example\r\n"), 403);
   EXPECT_EQ(post_via(""), 403);
   EXPECT_EQ(post_via("X-Forwarded-Host: evil.example\r\n"), 403);
 }

@@ -42,5 +42,16 @@ TEST(HeapTrim, KeptBytesFallingTrimsToo) {
   EXPECT_FALSE(trim.on_tick({5, 5, 30ull << 20}));  // half of 40 MiB, under the 32 MiB margin
 }
 
+// Opening and closing hundreds of connections again and again trims at most every
+// kMinTicksBetween seconds: a fall in between waits for it.
+TEST(HeapTrim, TrimsAtMostOnceInItsInterval) {
+  HeapTrim trim;
+  EXPECT_TRUE(trim.on_tick(connections(1000, 0)));
+  int waited = 0;
+  while (!trim.on_tick(connections(1000, 0))) ++waited;
+  EXPECT_EQ(waited, HeapTrim::kMinTicksBetween - 1);
+  EXPECT_EQ(trim.trims(), 2u);
+}
+
 }  // namespace
 }  // namespace sse
