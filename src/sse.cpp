@@ -68,21 +68,27 @@ std::string retry_event(uint32_t retry_ms) {
   return out;
 }
 
-std::string opening_event(uint32_t retry_ms, uint64_t id) {
+namespace {
+
+// "retry: <ms>\nid: <id>\n": the fields a block that tells a client where it stands starts with.
+std::string retry_and_id(uint32_t retry_ms, uint64_t id) {
   std::string out = "retry: ";
   json::append_uint(out, retry_ms);
   out += "\nid: ";
   json::append_uint(out, id);
-  out += "\n\n";
+  out += '\n';
   return out;
 }
 
+}  // namespace
+
+std::string opening_event(uint32_t retry_ms, uint64_t id) {
+  return retry_and_id(retry_ms, id) + '\n';
+}
+
 std::string refused_event(std::string_view reason, uint32_t retry_ms, uint64_t id) {
-  std::string out = "retry: ";
-  json::append_uint(out, retry_ms);
-  out += "\nid: ";
-  json::append_uint(out, id);
-  out += "\nevent: refused\ndata: {\"reason\":";
+  std::string out = retry_and_id(retry_ms, id);
+  out += "event: refused\ndata: {\"reason\":";
   json::append_string(out, reason);
   out += ",\"retry\":";
   json::append_uint(out, retry_ms);
