@@ -350,6 +350,11 @@ void ChatRoutes::subscribe_after_backfill(
 
 namespace {
 
+bool all_answered(const std::vector<Backfill>& backfills) {
+  return std::all_of(backfills.begin(), backfills.end(),
+                     [](const Backfill& b) { return b.answered; });
+}
+
 size_t bytes_of(const Backfill& b) {
   size_t bytes = 0;
   for (const KeptFrame& m : b.messages) bytes += m.frame->size();
@@ -407,8 +412,7 @@ void ChatRoutes::join_when_read(const std::shared_ptr<PendingResume>& pending) {
   BackfillReads behind;
   auto waiting = waiting_.find(pending->ticket);
   bool will_join = waiting != waiting_.end() && !waiting->second->finishing() &&
-                   std::all_of(pending->backfills.begin(), pending->backfills.end(),
-                               [](const Backfill& b) { return b.answered; });
+                   all_answered(pending->backfills);
   if (++pending->rounds <= kBackfillRounds && will_join) {
     for (size_t i = 0; i < pending->backfills.size(); ++i) {
       const Backfill& b = pending->backfills[i];
@@ -429,8 +433,7 @@ void ChatRoutes::join_when_read(const std::shared_ptr<PendingResume>& pending) {
 void ChatRoutes::subscribe_backfilled(PendingResume& pending) {
   Connection* conn = take_held(pending.ticket);
   if (!conn || !conn->is_stream() || conn->finishing()) return;  // gone, expired or draining
-  bool answered = std::all_of(pending.backfills.begin(), pending.backfills.end(),
-                              [](const Backfill& b) { return b.answered; });
+  bool answered = all_answered(pending.backfills);
   bool may_open = hub_.can_open(pending.rooms, pending.may_forget_kept);
   // Else the stream ends once its head is out (drain: as at shutdown).
   if (!answered || !may_open ||

@@ -168,8 +168,7 @@ const std::vector<Option>& options() {
                   "bytes of output queued per connection (answers or stream frames, most of "
                   "them shared) before it is closed",
                   &Config::max_queued_bytes, 2u << 20),  // a history page is up to 1 MiB
-      uint_option("max-body", "largest request body in bytes", &Config::max_body,
-                  64),  // 32 KiB default: see config.h
+      uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
       uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
                   &Config::max_connections),
       auto_option("max-connections-per-ip",

@@ -14,7 +14,6 @@ bool constant_time_equals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-// "http://host:port" -> "host:port"
 // Whether a page of `origin` (scheme://host[:port]) belongs to the site `host` (a Host header,
 // host[:port]) names: the same host, case aside, on the same port, a missing port being the
 // origin scheme's default (so Host: chat.example:443 is https://chat.example).
