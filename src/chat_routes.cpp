@@ -70,6 +70,17 @@ std::optional<uint64_t> resume_point(const Request& req, StreamQuery& query) {
   return parse_u64(*query.last_event_id).value_or(UINT64_MAX);
 }
 
+using QueryPairs = std::vector<std::pair<std::string, std::string>>;
+
+// A listing's parameter given twice: which one counts is anybody's guess (a proxy in front may
+// have checked the other), so it is refused with the name of the parameter.
+std::optional<std::string> repeated_parameter(const QueryPairs& pairs) {
+  for (std::string_view key : {"room", "since", "limit"})
+    if (std::count_if(pairs.begin(), pairs.end(), [key](auto& p) { return p.first == key; }) > 1)
+      return std::string(key) + " is given more than once";
+  return std::nullopt;
+}
+
 constexpr std::string_view kBadLimit =
     "limit must be a whole number of at least 1 (at most 1000 are listed)";
 
@@ -491,6 +502,8 @@ void ChatRoutes::post_message(Connection& conn, Request& req) {
 void ChatRoutes::list_messages(Connection& conn, Request& req) {
   auto pairs = form::parse(req.query);
   if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
+  if (auto repeated = repeated_parameter(*pairs))
+    return policy_.reply(conn, req, http::error(400, *repeated));
   std::optional<uint64_t> since;
   std::optional<std::string> limit_value;
   std::string room(kDefaultRoom);
@@ -522,8 +535,10 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
 // [{"room":"team-a","online":2,"last_id":57,"messages":40},…], most recently active
 // first: a room list for a page, never longer than kMaxListLimit.
 void ChatRoutes::list_rooms(Connection& conn, Request& req) {
-  if (!form::parse(req.query))
-    return policy_.reply(conn, req, http::error(400, "malformed query string"));
+  auto pairs = form::parse(req.query);
+  if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
+  if (auto repeated = repeated_parameter(*pairs))
+    return policy_.reply(conn, req, http::error(400, *repeated));
   auto limit = parse_limit(form::query_value(req.query, "limit"));
   if (!limit) return policy_.reply(conn, req, http::error(400, kBadLimit));
   Authentication auth = authenticate(req);

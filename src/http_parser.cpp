@@ -1,6 +1,8 @@
 #include "http_parser.h"
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
 
 #include "ascii.h"
 
@@ -14,20 +16,6 @@ const llhttp_settings_t& settings() {
     return st;
   }();
   return s;
-}
-
-// Origin-form ("/path?q") or absolute-form ("http://host/path?q", RFC 9112 3.2.2) into path+query.
-bool split_target(std::string_view url, std::string& path, std::string& query) {
-  if (url.starts_with("http://") || url.starts_with("https://")) {
-    size_t slash = url.find('/', url.find("//") + 2);
-    url = slash == std::string_view::npos ? std::string_view("/") : url.substr(slash);
-  }
-  if (url.empty() || url.front() != '/') return false;
-  url = url.substr(0, url.find('#'));
-  size_t q = url.find('?');
-  path.assign(url.substr(0, q));
-  query.assign(q == std::string_view::npos ? std::string_view{} : url.substr(q + 1));
-  return true;
 }
 
 // A header value as RFC 9112 5 and 5.2 define it: whitespace at either end is not part of it,
@@ -45,6 +33,73 @@ bool valid_host(std::string_view host) {
   static constexpr std::string_view kAllowed =
       "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]";
   return host.find_first_not_of(kAllowed) == std::string_view::npos;
+}
+
+bool is_hex(char c) {
+  return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+}
+
+int hex_value(char c) {
+  return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+bool is_unreserved(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
+         c == '~';
+}
+
+// RFC 3986 6.2.2.2: "/%65vents" is "/events", as any proxy or cache may rewrite it; what else is
+// escaped stays escaped ("%2F" is no path separator). Nullopt for a '%' that starts no escape.
+std::optional<std::string> normalized_path(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '%') {
+      out += raw[i];
+      continue;
+    }
+    if (i + 2 >= raw.size() || !is_hex(raw[i + 1]) || !is_hex(raw[i + 2])) return std::nullopt;
+    char c = static_cast<char>(hex_value(raw[i + 1]) * 16 + hex_value(raw[i + 2]));
+    if (is_unreserved(c)) {
+      out += c;
+    } else {
+      out.append(raw.substr(i, 3));
+    }
+    i += 2;
+  }
+  return out;
+}
+
+// The absolute-form's "http://host:port" off the front of `url`, its authority into `host`: RFC
+// 9112 3.2.2 has it stand for the Host header. Userinfo is refused (RFC 9110 4.2.4).
+bool take_authority(std::string_view& url, std::string& host) {
+  size_t sep = url.find("://");
+  if (sep == std::string_view::npos) return false;
+  std::string_view scheme = url.substr(0, sep);
+  if (!ascii::iequals(scheme, "http") && !ascii::iequals(scheme, "https")) return false;
+  url.remove_prefix(sep + 3);
+  size_t end = url.find_first_of("/?#");
+  std::string_view authority = url.substr(0, end);
+  if (authority.empty() || authority.front() == ':' ||
+      authority.find('@') != std::string_view::npos || !valid_host(authority))
+    return false;
+  host.assign(authority);
+  url = end == std::string_view::npos ? std::string_view() : url.substr(end);
+  return true;
+}
+
+// Origin-form ("/path?q") or absolute-form ("http://host/path?q") into path and query, the path
+// normalized; the fragment, which no client should send, is dropped.
+bool split_target(std::string_view url, Request& r) {
+  if (!url.starts_with('/') && !take_authority(url, r.host)) return false;
+  url = url.substr(0, url.find('#'));
+  size_t q = url.find('?');
+  std::string_view raw_path = url.substr(0, q);
+  auto path = normalized_path(raw_path.empty() ? std::string_view("/") : raw_path);
+  if (!path) return false;
+  r.path = std::move(*path);
+  r.query.assign(q == std::string_view::npos ? std::string_view{} : url.substr(q + 1));
+  return true;
 }
 
 }  // namespace
@@ -271,8 +326,7 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   // RFC 9112 3.2.4: the asterisk-form asks about the server as a whole, and only OPTIONS may.
   bool asterisk = s.url_ == "*" && r.method_name == "OPTIONS";
   if (asterisk) r.path = "*";
-  if (!asterisk && !split_target(s.url_, r.path, r.query))
-    return s.fail(400, "malformed request target");
+  if (!asterisk && !split_target(s.url_, r)) return s.fail(400, "malformed request target");
   // Refuse an oversized body from its declared length, before reading any of it.
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)
     return s.fail(413, "request body too large");

@@ -116,6 +116,13 @@ TEST(History, GetMessagesPages) {
   EXPECT_EQ(c.get("/messages?limit=0")->status, 400);
   EXPECT_EQ(c.get("/messages?since=abc")->status, 400);
   EXPECT_EQ(c.get("/messages?limit=-1")->status, 400);
+  // One value each: which of two would count is anybody's guess.
+  for (const char* target : {"/messages?limit=5&limit=10", "/messages?since=1&since=2",
+                             "/messages?room=a&room=b", "/rooms?limit=1&limit=2"}) {
+    auto twice = c.get(target);
+    EXPECT_EQ(twice->status, 400) << target;
+    EXPECT_NE(twice->body.find("more than once"), std::string::npos) << twice->body;
+  }
 }
 
 TEST(History, NonceMakesPostIdempotent) {

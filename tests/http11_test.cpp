@@ -223,3 +223,29 @@ TEST(Http11, AStreamHeadSaysTheConnectionOptionTheClientChose) {
     EXPECT_EQ(head->header("connection"), said) << asked;
   }
 }
+
+// RFC 9112 3.2.2: an absolute-form target's authority is the host a POST's Origin must match,
+// whatever the Host header says; RFC 3986 6.2.2.2: "%65" is "e" in a path.
+TEST(Http11, AbsoluteFormNamesTheHostAndEscapedPathsAreRouted) {
+  ServerProcess server;
+  std::string body = R"({"user":"tom","text":"hey"})";
+  auto post = [&](const std::string& target, const std::string& host) {
+    Client c(server.port());
+    EXPECT_TRUE(c.send("POST " + target + " HTTP/1.1\r\nHost: " + host +
+                       "\r\nOrigin: http://chat.example\r\nContent-Type: application/json\r\n"
+                       "Content-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body));
+    auto r = c.read_response();
+    return r ? r->status : 0;
+  };
+  EXPECT_EQ(post("http://chat.example/messages", "other.example"), 201);
+  EXPECT_EQ(post("http://other.example/messages", "chat.example"), 403);
+  EXPECT_EQ(post("/%6Dessages", "chat.example"), 201);
+  EXPECT_EQ(post("/messages%2F", "chat.example"), 404);
+  EXPECT_EQ(post("/%6", "chat.example"), 400);
+  Client c(server.port());
+  auto listed = c.get("/%6D%65ssages?since=0");
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->status, 200);
+  EXPECT_NE(listed->body.find("\"id\":2"), std::string::npos) << listed->body;
+}

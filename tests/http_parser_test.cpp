@@ -91,6 +91,47 @@ TEST(HttpParser, AbsoluteFormTarget) {
   EXPECT_EQ(o.requests[0].query, "since=3");
 }
 
+// RFC 9112 3.2.2: the absolute-form's authority stands for Host, whatever the Host header says.
+TEST(HttpParser, AbsoluteFormAuthorityIsTheHost) {
+  struct Case {
+    std::string target, host, path, query;
+  } cases[] = {
+      {"http://chat.example:8080/events?room=a", "chat.example:8080", "/events", "room=a"},
+      {"HTTPS://Chat.Example/", "Chat.Example", "/", ""},
+      {"http://chat.example", "chat.example", "/", ""},
+      {"http://chat.example?since=2", "chat.example", "/", "since=2"},
+      {"http://[::1]:9/messages", "[::1]:9", "/messages", ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.target);
+    RequestParser parser({});
+    std::string input = "GET " + c.target + " HTTP/1.1\r\nHost: other.example\r\n\r\n";
+    ASSERT_EQ(parser.feed(input.data(), input.size()).event, RequestParser::Event::RequestReady);
+    EXPECT_EQ(parser.request().host, c.host);
+    EXPECT_EQ(parser.request().path, c.path);
+    EXPECT_EQ(parser.request().query, c.query);
+  }
+}
+
+// RFC 3986 6.2.2.2: an escaped unreserved character is that character; other escapes stay.
+TEST(HttpParser, PathEscapesOfUnreservedCharactersAreDecoded) {
+  struct Case {
+    std::string target, path;
+  } cases[] = {
+      {"/%65vents", "/events"},
+      {"/%6D%65%73%73%61%67%65%73", "/messages"},
+      {"/a%2Fb%3F%20%25", "/a%2Fb%3F%20%25"},
+      {"/%2565", "/%2565"},  // decoded once only
+      {"/%7e%2d%2E%5f", "/~-._"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.target);
+    Outcome o = parse_chunks({"GET " + c.target + " HTTP/1.1\r\nHost: x\r\n\r\n"});
+    ASSERT_EQ(o.requests.size(), 1u);
+    EXPECT_EQ(o.requests[0].path, c.path);
+  }
+}
+
 TEST(HttpParser, Http10ClosesByDefault) {
   Outcome o = parse_chunks({"GET / HTTP/1.0\r\n\r\n"});  // no Host needed in HTTP/1.0
   ASSERT_EQ(o.requests.size(), 1u);
@@ -175,6 +216,12 @@ TEST(HttpParser, Errors) {
       // An empty coding is not "no coding": never framed by Content-Length instead.
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 2\r\n\r\n{}", 400},
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  \r\n\r\n{}", 400},
+      {"GET /%6 HTTP/1.1\r\nHost: x\r\n\r\n", 400},  // an escape cut short
+      {"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+      {"GET http://user@x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400},  // userinfo
+      {"GET http:///events HTTP/1.1\r\nHost: x\r\n\r\n", 400},  // no host
+      {"GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+      {"GET events HTTP/1.1\r\nHost: x\r\n\r\n", 400},
       {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414},
       {"GET / HTTP/1.1\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431},
   };
