@@ -56,6 +56,23 @@ struct Backfill {
   std::vector<KeptFrame> messages;  // ids ascending; the newest ones when not all fit
   bool complete = false;            // nothing of the room after `after` is missing before them
   bool answered = false;            // storage answered (else nothing is known: try again later)
+
+  // Takes `more`, read on from where this one ends (`through`), as one backfill.
+  void read_on(Backfill more) {
+    if (!more.answered) {
+      answered = false;  // nothing is known: the stream ends unjoined, to come back
+      return;
+    }
+    through = more.through;
+    if (!more.complete) {
+      // It does not reach back to where this one ends: a hole between them, which a reset from
+      // this one's oldest would hide. The stream resets from the newer part's oldest instead.
+      messages = std::move(more.messages);
+      complete = false;
+      return;
+    }
+    for (KeptFrame& m : more.messages) messages.push_back(std::move(m));
+  }
 };
 using BackfillDone = std::function<void(Backfill)>;
 

@@ -372,27 +372,6 @@ size_t bytes_of(const Backfill& b) {
   return bytes;
 }
 
-// `more` was read from where `b` ends: one backfill, complete only if both were.
-void extend(Backfill& b, Backfill more, bool first_read) {
-  if (first_read) {
-    b = std::move(more);
-    return;
-  }
-  if (!more.answered) {
-    b.answered = false;  // nothing is known: the stream ends unjoined, to come back
-    return;
-  }
-  b.through = more.through;
-  if (!more.complete) {
-    // It does not reach back to where `b` ends: a hole between them, which a reset from b's
-    // oldest would hide. The stream resets from the newer part's oldest instead.
-    b.messages = std::move(more.messages);
-    b.complete = false;
-    return;
-  }
-  for (KeptFrame& m : more.messages) b.messages.push_back(std::move(m));
-}
-
 }  // namespace
 
 // Reads storage for the rooms of `reads` (an index into the backfills, and how far), each from
@@ -409,7 +388,12 @@ void ChatRoutes::read_backfills(const std::shared_ptr<PendingResume>& pending,
     broker_.read_backfill(b.room, b.through, read.second, pending->room_messages - count,
                           pending->room_bytes - bytes,
                           [this, pending, i, first_read](Backfill more) {
-                            extend(pending->backfills[i], std::move(more), first_read);
+                            Backfill& fill = pending->backfills[i];
+                            if (first_read) {
+                              fill = std::move(more);
+                            } else {
+                              fill.read_on(std::move(more));
+                            }
                             if (--pending->waiting == 0) join_when_read(pending);
                           });
   }

@@ -259,6 +259,47 @@ TEST(Hub, MemoryDroppingWhileABackfillIsReadIsCoveredByItsOverlap) {
   EXPECT_EQ(hub.backfill_bytes(), 0u);
 }
 
+// A busy room dropped past the first read while it was read: the stream reads on from there
+// (chat routes). A read-on that reaches back joins up, one that is cut resets after its hole.
+TEST(Hub, ABackfillReadOnJoinsUpOrResetsAfterTheHole) {
+  auto answered = [](sse::Backfill b) {
+    b.answered = true;
+    return b;
+  };
+  for (bool cut : {false, true}) {
+    SCOPED_TRACE(cut ? "cut" : "reaches back");
+    Hub hub(options(3));
+    Poster p(hub);
+    for (int i = 0; i < 10; ++i) p.post("a");                                // 1..10: keeps 8..10
+    sse::Backfill fill = answered(backfill_of("a", 5, {2, 3, 4, 5}, true));  // read before 6..10
+    auto short_rooms = hub.rooms_short_of({"a"}, fill.through);
+    ASSERT_EQ(short_rooms.size(), 1u);         // 6 and 7 are no longer in memory
+    uint64_t through = short_rooms[0].second;  // into memory's window: 10
+    std::vector<uint64_t> more_ids;
+    for (uint64_t id = cut ? 7 : 6; id <= through; ++id) more_ids.push_back(id);
+    fill.read_on(answered(backfill_of("a", through, more_ids, !cut)));
+    EXPECT_EQ(fill.through, through);
+    EXPECT_EQ(fill.complete, !cut);
+    FakeStream s(hub, 100);
+    subscribe_backfilled(hub, s, {"a"}, 1, std::move(fill));
+    if (cut) {
+      EXPECT_EQ(events(s, "reset"),
+                (std::vector<std::string>{R"({"room":"a","oldest":7,"newest":10})"}));
+      EXPECT_EQ(ids(s), (std::vector<uint64_t>{7, 8, 9, 10}));
+    } else {
+      EXPECT_TRUE(events(s, "reset").empty());
+      EXPECT_EQ(ids(s), (std::vector<uint64_t>{2, 3, 4, 5, 6, 7, 8, 9, 10}));
+    }
+  }
+}
+
+TEST(Hub, ABackfillReadOnThatGoesUnansweredLeavesItUnanswered) {
+  sse::Backfill fill = backfill_of("a", 5, {2, 3}, true);
+  fill.answered = true;
+  fill.read_on(backfill_of("a", 9, {}, false));  // answered stays false: storage was down
+  EXPECT_FALSE(fill.answered);
+}
+
 TEST(Hub, MemoryDroppingPastABackfillMidReplayResetsToMemorysOldest) {
   Hub hub(options(3));
   Poster p(hub);
