@@ -1,6 +1,7 @@
 #include "jwt.h"
 
 #include <fcntl.h>
+#include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <vector>
 
@@ -78,14 +80,53 @@ std::optional<std::string> read_key_file(const std::string& path) {
   return bytes;
 }
 
-// A secret that is really a public key (PEM, or DER) is known to anyone: HS with it means anyone
-// can sign tokens. The usual slip is an RS256/ES256 key given without --jwt-alg.
+// Whether `bytes` are one DER SEQUENCE and nothing else (but white space): every key and
+// certificate format in DER (SubjectPublicKeyInfo, PKCS#1, X.509, PKCS#8) is one. Random bytes
+// almost never are.
+bool is_one_der_sequence(std::string_view bytes) {
+  auto start = reinterpret_cast<const unsigned char*>(bytes.data());
+  const unsigned char* p = start;
+  ASN1_SEQUENCE_ANY* seq = d2i_ASN1_SEQUENCE_ANY(nullptr, &p, static_cast<long>(bytes.size()));
+  if (!seq) return false;
+  sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+  // A line end that an editor or `echo` added is still the same key.
+  return bytes.find_first_not_of(" \t\r\n", static_cast<size_t>(p - start)) ==
+         std::string_view::npos;
+}
+
+// Standard base64 text (a PEM body without its armour) decoded, or nullopt.
+std::optional<std::string> base64_text(std::string_view text) {
+  std::string compact;
+  for (char c : text)
+    if (!std::isspace(static_cast<unsigned char>(c))) compact += c;
+  if (compact.empty() || compact.size() % 4 != 0 ||
+      compact.find_first_not_of(
+          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != std::string::npos)
+    return std::nullopt;
+  std::string out(compact.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(compact.data()),
+                          static_cast<int>(compact.size()));
+  if (n < 0) return std::nullopt;
+  size_t padding = compact.size() - compact.find_last_not_of('=') - 1;
+  out.resize(static_cast<size_t>(n) - std::min<size_t>(padding, 2));
+  return out;
+}
+
+// A secret that is really a key or certificate is likely public: HS with it means anyone can
+// sign tokens. The usual slip is an RS256/ES256 key given without --jwt-alg, in any of the forms
+// keys come in: PEM, DER, a PEM body without armour, OpenSSH or RFC 4716 text, a JWK.
 bool looks_like_a_key(std::string_view bytes) {
-  if (bytes.find("-----BEGIN") != std::string_view::npos) return true;
-  auto p = reinterpret_cast<const unsigned char*>(bytes.data());
-  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(bytes.size()));
-  EVP_PKEY_free(key);
-  return key != nullptr;
+  std::string_view text = bytes.substr(std::min(bytes.size(), bytes.find_first_not_of(" \t\r\n")));
+  if (bytes.find("-----BEGIN") != std::string_view::npos ||
+      bytes.find("---- BEGIN") != std::string_view::npos)
+    return true;
+  for (std::string_view openssh : {"ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"})
+    if (text.starts_with(openssh)) return true;
+  if (text.starts_with('{') && text.find("\"kty\"") != std::string_view::npos) return true;
+  if (is_one_der_sequence(bytes)) return true;
+  auto decoded = base64_text(bytes);
+  return decoded && is_one_der_sequence(*decoded);
 }
 
 // Why `key` does not suit `alg`, or "".
@@ -236,7 +277,7 @@ std::unique_ptr<Key> Key::from_bytes(std::string_view bytes, Alg alg, bool priva
     }
     if (looks_like_a_key(bytes)) {
       error = "the " + std::string(alg_name(alg)) +
-              " secret is a PEM or DER key, which others may know; for a public key use "
+              " secret is a key or certificate, which others may know; for a public key use "
               "--jwt-alg RS256 or ES256";
       return nullptr;
     }

@@ -6,7 +6,9 @@
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -743,6 +745,52 @@ TEST(JwtAsymmetric, APublicKeyIsNeverAnHmacSecret) {
     der.resize(static_cast<size_t>(n) - std::count(b64.end() - 2, b64.end(), '='));
     refusal(der, Alg::HS256, false);
   }
+}
+
+// The other forms a public key or certificate comes in, given as an HS secret: a hostile probe
+// signed tokens with a PKCS#1 DER key, a DER certificate, an OpenSSH key and a JWK.
+TEST(JwtAsymmetric, NoFormOfAPublicKeyIsAnHmacSecret) {
+  PkeyPtr rsa = rsa_key(2048);
+  ASSERT_TRUE(rsa);
+  auto der = [](auto encode, auto* object) {
+    unsigned char* out = nullptr;
+    int n = encode(object, &out);
+    std::string bytes = n > 0 ? std::string(reinterpret_cast<char*>(out), n) : "";
+    OPENSSL_free(out);
+    return bytes;
+  };
+  std::string pkcs1 = der(i2d_PublicKey, rsa.get());
+  std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
+  ASSERT_EQ(X509_set_pubkey(cert.get(), rsa.get()), 1);
+  ASSERT_GT(X509_sign(cert.get(), rsa.get(), EVP_sha256()), 0);
+  std::string x509 = der(i2d_X509, cert.get());
+  ASSERT_FALSE(pkcs1.empty());
+  ASSERT_FALSE(x509.empty());
+  std::string armourless;  // a PEM's body, the lines between BEGIN and END
+  std::string pem = public_pem(rsa.get());
+  for (size_t pos = 0; pos < pem.size();) {
+    size_t end = pem.find('\n', pos);
+    if (!pem.compare(pos, 5, "-----") == 0) armourless += pem.substr(pos, end - pos + 1);
+    pos = end + 1;
+  }
+  for (const std::string& secret :
+       {pkcs1, x509, pkcs1 + "\n", armourless,
+        std::string("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7vbqajDhA3MvRswCy6hM8 me@host\n"),
+        std::string("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABB\n"),
+        std::string("---- BEGIN SSH2 PUBLIC KEY ----\nAAAAB3NzaC1yc2EAAAADAQABAAABAQC7vbqajDhA3\n"),
+        std::string(
+            R"({"kty":"RSA","n":"u72-moo4QNzL0bMAsuoTPEyX3bjGq9ZQb9M0h3G6wb5Wg","e":"AQAB"})")}) {
+    SCOPED_TRACE(secret.substr(0, 40));
+    EXPECT_NE(refusal(secret, Alg::HS256, false).find("RS256 or ES256"), std::string::npos);
+  }
+  // Secrets as people make them are no keys: random bytes, and random bytes in base64.
+  unsigned char random[48];
+  ASSERT_EQ(RAND_bytes(random, sizeof random), 1);
+  std::string raw(reinterpret_cast<char*>(random), sizeof random);
+  std::string b64(64, '\0');
+  EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()), random, sizeof random);
+  for (const std::string& secret : {raw, b64, b64 + "\n"})
+    EXPECT_TRUE(must_key(secret, Alg::HS256, false));
 }
 
 TEST(JwtAsymmetric, Es256SignatureEncodings) {
