@@ -294,9 +294,12 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   std::optional<uint64_t> last_id = resume_point(req, query);
   // Refused for now, a stream comes back from where it is, or from this moment's newest message.
   uint64_t resume_from = last_id.value_or(hub_.next_id() - 1);
-  // Without a token, a reader may make rooms only where that forgets no one's messages.
-  bool anonymous = access_.enabled() && !auth.who();
-  if (!hub_.can_open(query.rooms, !anonymous)) {
+  // Only who may post to every room it reads may make rooms at the cost of others' kept
+  // messages (as posting does); a reader, with a token or without, only where that forgets none.
+  bool may_forget_kept =
+      std::all_of(query.rooms.begin(), query.rooms.end(),
+                  [&](const std::string& r) { return access_.may_post(auth.who(), r); });
+  if (!hub_.can_open(query.rooms, may_forget_kept)) {
     metrics_.count_rejected("too_many_rooms");
     return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5}, resume_from);
   }
@@ -320,7 +323,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     PendingResume resume;
     resume.rooms = std::move(query.rooms);
     resume.user = std::move(query.user);
-    resume.may_forget_kept = !anonymous;
+    resume.may_forget_kept = may_forget_kept;
     resume.last_id = *last_id;
     return subscribe_after_backfill(conn, std::move(resume), short_rooms);
   }

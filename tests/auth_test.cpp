@@ -678,8 +678,8 @@ TEST(Auth, NothingPostedAfterExpReachesTheStream) {
   EXPECT_TRUE(s.client.wait_closed());
 }
 
-// With tokens on, a reader without a token may make a public room only where that forgets no
-// kept messages: it can never wipe a private room's history or make its members' POSTs fail.
+// With tokens on, a reader (without a token, or whose token may not post there) may make a room
+// only where that forgets no kept messages: it can never wipe a private room's history.
 TEST(Auth, AReaderWithoutATokenNeverWipesAPrivateRoom) {
   std::vector<std::string> args = hs_server_args();
   args.insert(args.end(), {"--max-rooms", "4"});
@@ -692,9 +692,15 @@ TEST(Auth, AReaderWithoutATokenNeverWipesAPrivateRoom) {
     readers.push_back(std::make_unique<Stream>(port, room));
     ASSERT_EQ(readers.back()->head.status, 200);
   }
-  // Four rooms, three read: the fifth could only come by forgetting team-z.
+  // Four rooms, three read: the fifth could only come by forgetting team-z. Nor may a token
+  // that only reads (a hostile probe wiped a private room with a token of no rights at all).
   HttpResponse refused = get(port, "/events?room=pub-4");
   EXPECT_EQ(refused.status, 429) << refused.body;
+  for (const char* fields : {R"("sub":"eve")", R"("sub":"eve","read":["pub-*"])",
+                             R"("sub":"eve","rooms":["general"],"read":["pub-*"])"}) {
+    HttpResponse reader = get(port, "/events?room=pub-4", bearer(hs256(claims(fields))));
+    EXPECT_EQ(reader.status, 429) << fields << " " << reader.body;
+  }
   HttpResponse kept = get(port, "/messages?room=team-z", bearer(alice));
   EXPECT_EQ(ids_in(kept.body).size(), 1u) << kept.body;
   EXPECT_EQ(post_to(port, "team-z", "still here", bearer(alice)).status, 201);
