@@ -292,8 +292,8 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   if (policy_.draining()) return conn.close("draining");
   if (!broker_.warm()) return conn.close("warming up");
   std::optional<uint64_t> last_id = resume_point(req, query);
-  // Refused for now, a stream comes back from where it is, or from this moment's newest message.
-  uint64_t resume_from = last_id.value_or(hub_.next_id() - 1);
+  // Refused for now, a stream comes back from where it is, or from its rooms' newest message.
+  uint64_t resume_from = last_id.value_or(hub_.newest_of(query.rooms));
   // Only who may post to every room it reads may make rooms at the cost of others' kept
   // messages (as posting does); a reader, with a token or without, only where that forgets none.
   bool may_forget_kept =

@@ -73,6 +73,15 @@ uint64_t Hub::take_floor(const std::string& name) {
   return through;
 }
 
+uint64_t Hub::newest_of(const std::vector<std::string>& rooms) const {
+  uint64_t newest = 0;
+  for (const std::string& name : rooms) {
+    const Room* room = find(name);
+    newest = std::max(newest, room ? room->last_id() : floor_for(name));
+  }
+  return std::min(newest, next_id_ - 1);
+}
+
 bool Hub::can_open(const std::vector<std::string>& rooms, bool may_forget_kept) const {
   size_t missing = 0;
   size_t idle_asked = 0;  // idle rooms among those asked for cannot make space for the others

@@ -201,6 +201,32 @@ TEST(Rooms, ATwoRoomStreamResumesExactlyAcrossManyReconnects) {
   EXPECT_EQ(got, want);
 }
 
+// A stream that does not resume opens with the newest id of its own rooms (other rooms' ids
+// would tell how busy they are), and coming back from it misses nothing and resets nothing.
+TEST(Rooms, AStreamOpensWithTheNewestIdOfItsOwnRooms) {
+  ServerProcess server;
+  uint16_t port = server.port();
+  ASSERT_EQ(post_id(port, "a"), 1u);
+  ASSERT_EQ(post_id(port, "b"), 2u);
+  std::string opened_at;
+  {
+    Subscription fresh(port, "", "?room=a&room=quiet");
+    ASSERT_TRUE(fresh.ok);
+    ASSERT_TRUE(fresh.reader.next());  // the opening block comes with the first event
+    opened_at = fresh.reader.last_event_id();
+  }
+  EXPECT_EQ(opened_at, "1");
+  ASSERT_EQ(post_id(port, "b"), 3u);
+  ASSERT_EQ(post_id(port, "a"), 4u);
+  Subscription back(port, opened_at, "?room=a&room=quiet");
+  ASSERT_TRUE(back.ok);
+  auto ev = back.reader.next();
+  while (ev && ev->event == "presence") ev = back.reader.next();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->event, "");  // a message, no reset
+  EXPECT_EQ(ev->id, "4");
+}
+
 TEST(Rooms, OnlyTheRoomWhoseHistoryFellShortIsReset) {
   ServerProcess server({"--history", "3"});
   uint64_t quiet1 = post_id(server.port(), "quiet");
