@@ -98,21 +98,31 @@ std::optional<size_t> parse_limit(const std::optional<std::string>& value) {
 }
 
 // A JSON array of the messages in `frames`, as slices of those very frames (nothing copied), at
-// most kMaxPageBytes of them (but at least one): a client pages on with the last id it got.
-http::Response history_page(const std::vector<FrameRef>& frames) {
+// most kMaxPageBytes of them (but at least one): the oldest of them when a client pages on with
+// the last id it got (`newest` false), else the newest.
+http::Response history_page(const std::vector<FrameRef>& frames, bool newest) {
   constexpr size_t kMaxPageBytes = 1 << 20;
   static const FrameRef open("["), separator(","), close("]");
+  auto json_of = [](const FrameRef& frame) { return frame_json(*frame.get()); };
+  size_t begin = newest ? frames.size() : 0, end = begin, bytes = 0;
+  auto fits = [&](const FrameRef& frame) {
+    return bytes == 0 || bytes + json_of(frame).size() <= kMaxPageBytes;
+  };
+  if (newest) {
+    for (; begin > 0 && fits(frames[begin - 1]); --begin)
+      bytes += json_of(frames[begin - 1]).size() + 1;
+  } else {
+    for (; end < frames.size() && fits(frames[end]); ++end)
+      bytes += json_of(frames[end]).size() + 1;
+  }
   http::Response r;
   r.headers.emplace_back("Cache-Control", "no-store");
   r.parts.push_back({open, 0, 1});
-  size_t bytes = 0;
-  for (const FrameRef& frame : frames) {
-    std::string_view json = frame_json(*frame.get());
-    if (bytes > 0 && bytes + json.size() > kMaxPageBytes) break;
-    if (bytes > 0) r.parts.push_back({separator, 0, 1});
-    size_t begin = static_cast<size_t>(json.data() - frame->data());
-    r.parts.push_back({frame, begin, begin + json.size()});
-    bytes += json.size() + 1;
+  for (size_t i = begin; i < end; ++i) {
+    std::string_view json = json_of(frames[i]);
+    if (i > begin) r.parts.push_back({separator, 0, 1});
+    size_t at = static_cast<size_t>(json.data() - frames[i]->data());
+    r.parts.push_back({frames[i], at, at + json.size()});
   }
   r.parts.push_back({close, 0, 1});
   return r;
@@ -513,10 +523,12 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
   if (auto refusal = check_read(authenticate(req), {room}))
     return policy_.reply(conn, req, std::move(*refusal));
   uint64_t ticket = hold(conn);
-  broker_.read_history(std::move(room), since, *limit,
-                       [this, ticket, ctx = policy_.context_of(req)](std::vector<FrameRef> frames) {
-                         finish(ticket, ctx, history_page(frames));
-                       });
+  bool newest = !since;
+  broker_.read_history(
+      std::move(room), since, *limit,
+      [this, ticket, newest, ctx = policy_.context_of(req)](std::vector<FrameRef> frames) {
+        finish(ticket, ctx, history_page(frames, newest));
+      });
 }
 
 // [{"room":"team-a","online":2,"last_id":57,"messages":40},…], most recently active

@@ -125,6 +125,21 @@ TEST(History, GetMessagesPages) {
   }
 }
 
+// A page holds at most 1 MiB: paging on from `since` gives the oldest that fit, the newest page
+// (no `since`) the newest (a walkthrough found it gave the oldest, skipping the newest ones).
+TEST(History, APageOverAMebibyteKeepsTheEndItWasAskedFor) {
+  ServerProcess server({"--history", "1000"});
+  post_n(server.port(), 600, std::string(1990, 'x'));  // about 2 KB each: 1.2 MB in all
+  Client c(server.port());
+  std::vector<uint64_t> newest = ids_in(c.get("/messages?limit=1000")->body);
+  ASSERT_GT(newest.size(), 400u);
+  ASSERT_LT(newest.size(), 600u);
+  EXPECT_EQ(newest, range(600 - newest.size() + 1, 600));
+  std::vector<uint64_t> oldest = ids_in(c.get("/messages?since=0&limit=1000")->body);
+  EXPECT_EQ(oldest, range(1, oldest.size()));
+  EXPECT_EQ(oldest.size(), newest.size());
+}
+
 TEST(History, NonceMakesPostIdempotent) {
   ServerProcess server;
   Subscription sub(server.port());
