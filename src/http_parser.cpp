@@ -239,9 +239,10 @@ const char* RequestParser::store_header() {
     r.content_type = value_;
   } else if (ascii::iequals(field_, "last-event-id")) {
     // Which of two ids to resume from is anybody's guess; an empty one is no id (as the query's).
+    if (value_.empty()) return nullptr;
     if (r.has_last_event_id) return "more than one Last-Event-ID header";
     r.last_event_id = value_;
-    r.has_last_event_id = !value_.empty();
+    r.has_last_event_id = true;
   } else if (ascii::iequals(field_, "host")) {
     if (!valid_host(value_)) return "malformed Host header";
     r.host = value_;

@@ -248,6 +248,14 @@ TEST(HttpParser, AnEmptyLastEventIdIsNoId) {
   std::string req = "GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \r\n\r\n";
   ASSERT_EQ(parser.feed(req.data(), req.size()).event, RequestParser::Event::RequestReady);
   EXPECT_FALSE(parser.request().has_last_event_id);
+  // Nor is it a second one beside a real id, whichever comes first.
+  for (std::string headers :
+       {"Last-Event-ID: 7\r\nLast-Event-ID:\r\n", "Last-Event-ID:\r\nLast-Event-ID: 7\r\n"}) {
+    RequestParser p(HttpLimits{});
+    req = "GET /events HTTP/1.1\r\nHost: x\r\n" + headers + "\r\n";
+    ASSERT_EQ(p.feed(req.data(), req.size()).event, RequestParser::Event::RequestReady) << headers;
+    EXPECT_EQ(p.request().last_event_id, "7");
+  }
 }
 
 // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is read, then the connection closes.
