@@ -4,8 +4,11 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
+
+#include "ascii.h"
 
 namespace sse {
 namespace {
@@ -292,6 +295,20 @@ std::string help_text() {
   return out;
 }
 
+namespace {
+
+// An environment variable that turns a switch on (true) or leaves it off (false), as systemd's
+// boolean settings spell them; nullopt for anything else.
+std::optional<bool> switch_value(std::string_view env) {
+  for (std::string_view on : {"1", "true", "yes", "on"})
+    if (ascii::iequals(env, on)) return true;
+  for (std::string_view off : {"0", "false", "no", "off", ""})
+    if (ascii::iequals(env, off)) return false;
+  return std::nullopt;
+}
+
+}  // namespace
+
 ParseOutcome parse_config(int argc, char** argv, Config& out) {
   // Under systemd (StateDirectory=) the journal goes where the unit says, unless told otherwise.
   if (const char* state = std::getenv("STATE_DIRECTORY"); state && *state) {
@@ -301,7 +318,14 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
   for (const Option& o : options()) {
     const char* env = std::getenv(env_name(o.name).c_str());
     if (!env) continue;
-    if (!o.value && std::string_view(env) != "1" && std::string_view(env) != "true") continue;
+    if (!o.value) {  // a switch: on or off, and anything else is a mistake to say, not "off"
+      auto on = switch_value(env);
+      if (!on)
+        return {ParseOutcome::Error,
+                "bad value in " + env_name(o.name) + ": " + env +
+                    " (expected 1, true, yes or on; 0, false, no, off or empty)"};
+      if (!*on) continue;
+    }
     if (!o.set(out, env))
       return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env};
   }

@@ -61,3 +61,28 @@ TEST(Config, RoomAndHistoryMemoryDefaults) {
     EXPECT_TRUE(line.ends_with("(default: " + shown + ")")) << line;
   }
 }
+
+// A switch set in the environment (as in /etc/default/sse-chat) is on or off as systemd spells
+// booleans; anything else stops the start with an error instead of silently meaning "off".
+TEST(Config, SwitchesFromTheEnvironmentAreOnOffOrAnError) {
+  for (const char* on : {"1", "true", "yes", "on", "TRUE", "Yes"}) {
+    setenv("SSE_CHAT_NO_JOURNAL", on, 1);
+    sse::Config config;
+    EXPECT_EQ(parse({}, config).kind, sse::ParseOutcome::Run) << on;
+    EXPECT_FALSE(config.journal) << on;
+  }
+  for (const char* off : {"0", "false", "no", "off", "", "OFF"}) {
+    setenv("SSE_CHAT_NO_JOURNAL", off, 1);
+    sse::Config config;
+    EXPECT_EQ(parse({}, config).kind, sse::ParseOutcome::Run) << off;
+    EXPECT_TRUE(config.journal) << off;
+  }
+  for (const char* bad : {"2", "enabled", "y es"}) {
+    setenv("SSE_CHAT_NO_JOURNAL", bad, 1);
+    sse::Config config;
+    auto outcome = parse({}, config);
+    EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error) << bad;
+    EXPECT_NE(outcome.message.find("SSE_CHAT_NO_JOURNAL"), std::string::npos) << outcome.message;
+  }
+  unsetenv("SSE_CHAT_NO_JOURNAL");
+}
