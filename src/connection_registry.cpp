@@ -60,6 +60,7 @@ bool ConnectionRegistry::counts_per_peer(const net::IpAddress& peer) const {
 }
 
 void ConnectionRegistry::accept_ready() {
+  if (!accepting_) return;  // draining: an event from before it started, in the same batch
   for (int i = 0; i < 128; ++i) {
     sockaddr_storage addr{};
     socklen_t len = sizeof addr;
@@ -204,9 +205,14 @@ void ConnectionRegistry::for_each(const std::function<void(Connection&)>& visit)
   for (Connection* c = head_; c; c = c->next) visit(*c);
 }
 
-void ConnectionRegistry::stop_accepting_and_drain() {
+void ConnectionRegistry::stop_accepting_and_drain(bool close_listener) {
   if (accepting_ && listener_) reactor_.remove(listener_->fd());
   accepting_ = false;
+  // A socket of our own is closed, so that new connections are refused at once (a balancer or
+  // an EventSource goes elsewhere, another --reuse-port node takes them) rather than wait
+  // unanswered in the backlog until the process exits; one systemd passed on waits for the next
+  // instance. After this batch of events: one for the listener may still be in it.
+  if (close_listener) reactor_.defer([this] { listener_.reset(); });
   for (Connection* c = head_; c; c = c->next) c->drain();
 }
 

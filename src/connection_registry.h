@@ -55,8 +55,9 @@ class ConnectionRegistry final : public ConnectionHost {
   void tick();
   void for_each(const std::function<void(Connection&)>& visit);
 
-  // Shutdown: stop accepting, let every connection finish (see Connection::drain()).
-  void stop_accepting_and_drain();
+  // Shutdown: stop accepting (closing the listening socket when `close_listener`), let every
+  // connection finish (see Connection::drain()).
+  void stop_accepting_and_drain(bool close_listener);
   // Every connection is closed or lingering (only waiting for its peer's FIN).
   bool all_finished() const;
   size_t size() const { return count_; }

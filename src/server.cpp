@@ -78,6 +78,7 @@ bool Server::start(std::string& error, int inherited_fd) {
   if (!policy_.validate(error) || !access_.configure(config_, error) || !broker_->start(error))
     return false;
   int fd = inherited_fd;
+  listener_inherited_ = inherited_fd >= 0;
   if (fd < 0) {
     auto endpoint = net::parse_endpoint(config_.listen);
     if (!endpoint) {
@@ -141,7 +142,7 @@ void Server::begin_shutdown() {
   policy_.set_draining();
   drain_deadline_ms_ = reactor_.now_ms() + int64_t{config_.shutdown_timeout_s} * 1000;
   log::info("shutting down", "connections", registry_.size(), "streams", hub_.stream_count());
-  registry_.stop_accepting_and_drain();
+  registry_.stop_accepting_and_drain(!listener_inherited_);
   broker_->withdraw_presence();
   finish_shutdown_if_done();
 }

@@ -55,6 +55,7 @@ class Server {
   HeapTrim heap_trim_;
   uint64_t ticks_ = 0;
   bool draining_ = false;
+  bool listener_inherited_ = false;  // systemd's (socket activation): left open for the next one
   int64_t drain_deadline_ms_ = 0;
 };
 

@@ -267,7 +267,7 @@ TEST(Daemon, LogFileAccessLogAndSighupReopen) {
   EXPECT_EQ(server.stop(SIGTERM), 0);
 }
 
-TEST(Daemon, RequestsInProgressAtSigtermAreAnsweredAndHealthzSaysDraining) {
+TEST(Daemon, RequestsInProgressAtSigtermAreAnsweredNewOnesRefusedAndHealthzSaysDraining) {
   std::string dir = make_temp_dir();
   NotifySocket notify;
   ServerProcess server({"--data-dir", dir}, false, {{notify.env()}});
@@ -282,6 +282,14 @@ TEST(Daemon, RequestsInProgressAtSigtermAreAnsweredAndHealthzSaysDraining) {
   // STOPPING=1 goes out in the same loop iteration that starts draining: what we send next is
   // read after it.
   ASSERT_TRUE(notify.wait_for("STOPPING=1"));
+  // Its own listening socket is closed: a new connection is refused at once, not left waiting
+  // unanswered until the process exits.
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {
+    refused = !Client(server.port(), 1).connected();
+    if (!refused) usleep(20 * 1000);  // STOPPING=1 is sent just before the drain starts
+  }
+  EXPECT_TRUE(refused);
   ASSERT_TRUE(poster.send(body.substr(10)));
   auto r = poster.read_response();
   ASSERT_TRUE(r);
