@@ -120,12 +120,10 @@ bool Access::configure(const Config& config, std::string& error) {
 Authentication Access::authenticate(std::string_view authorization, std::string_view cookie,
                                     int64_t now_s) const {
   if (!enabled()) return {};
-  authorization = ascii::trim_ows(authorization);
-  size_t space = authorization.find(' ');
   // Another scheme (Basic from a proxy that guards the site, say) is not ours to judge.
-  if (ascii::iequals(authorization.substr(0, space), "Bearer")) {
-    if (space == std::string_view::npos) return refuse("Authorization: Bearer needs a token");
-    return check_token(ascii::trim_ows(authorization.substr(space + 1)), now_s);
+  if (auto bearer = bearer_token(authorization)) {
+    if (bearer->empty()) return refuse("Authorization: Bearer needs a token");
+    return check_token(*bearer, now_s);
   }
   std::string_view token = cookie_value(cookie, kTokenCookie);
   if (token.empty()) return {};  // no cookie, or one cleared on sign-out
@@ -202,6 +200,14 @@ std::optional<std::string> Access::check_issuer_and_audience(
       (claims["aud"].get(aud) != simdjson::SUCCESS || !audience_matches(aud, audience_)))
     return "token audience is not accepted";
   return std::nullopt;
+}
+
+std::optional<std::string_view> bearer_token(std::string_view authorization) {
+  authorization = ascii::trim_ows(authorization);
+  size_t space = authorization.find(' ');
+  if (!ascii::iequals(authorization.substr(0, space), "Bearer")) return std::nullopt;
+  if (space == std::string_view::npos) return std::string_view();
+  return ascii::trim_ows(authorization.substr(space + 1));
 }
 
 std::string_view cookie_value(std::string_view header, std::string_view name) {

@@ -89,6 +89,10 @@ class Access {
   RoomPatterns public_rooms_;
 };
 
+// What an Authorization header says when its scheme is Bearer (any case, RFC 9110 11.1): the
+// token ("" when there is none), or nullopt for another scheme or no header.
+std::optional<std::string_view> bearer_token(std::string_view authorization);
+
 // The first non-empty value of cookie `name` in a Cookie header ("" when absent).
 std::string_view cookie_value(std::string_view header, std::string_view name);
 

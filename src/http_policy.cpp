@@ -1,5 +1,6 @@
 #include "http_policy.h"
 
+#include "access.h"
 #include "ascii.h"
 #include "log.h"
 #include "sse.h"
@@ -139,12 +140,13 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
     return http::error(403, "posting from another site is not allowed");
   }
   if (!config_.publish_token.empty()) {
-    std::string_view auth = req.authorization;
-    if (!auth.starts_with("Bearer ") ||
-        !constant_time_equals(auth.substr(7), config_.publish_token)) {
+    auto token = bearer_token(req.authorization);
+    if (!token || !constant_time_equals(*token, config_.publish_token)) {
       metrics_.count_rejected("unauthorized");
       http::Response r = http::error(401, "a valid publish token is required");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      r.headers.emplace_back("WWW-Authenticate",
+                             token ? R"(Bearer realm="sse-chat", error="invalid_token")"
+                                   : R"(Bearer realm="sse-chat")");
       return r;
     }
   }

@@ -85,9 +85,15 @@ TEST(Hardening, CrossSiteOriginTokenAndCors) {
   Client c(server.port());
   auto no_token = c.post_json(kBody);
   EXPECT_EQ(no_token->status, 401);
-  EXPECT_EQ(no_token->header("www-authenticate"), "Bearer");
-  EXPECT_EQ(c.post_json(kBody, "Authorization: Bearer wrong\r\n")->status, 401);
-  EXPECT_EQ(c.post_json(kBody, "Authorization: Bearer s3cret\r\n")->status, 201);
+  EXPECT_EQ(no_token->header("www-authenticate"), R"(Bearer realm="sse-chat")");
+  auto wrong = c.post_json(kBody, "Authorization: Bearer wrong\r\n");
+  EXPECT_EQ(wrong->status, 401);
+  EXPECT_EQ(wrong->header("www-authenticate"), R"(Bearer realm="sse-chat", error="invalid_token")");
+  EXPECT_EQ(c.post_json(kBody, "Authorization: Basic czNjcmV0\r\n")->status, 401);
+  // The scheme's name is case-insensitive (RFC 9110 11.1), and spaces around the token are none.
+  for (const char* auth : {"Bearer s3cret", "bearer s3cret", "BEARER  s3cret"})
+    EXPECT_EQ(c.post_json(kBody, std::string("Authorization: ") + auth + "\r\n")->status, 201)
+        << auth;
   auto evil =
       c.post_json(kBody, "Authorization: Bearer s3cret\r\nOrigin: https://evil.example\r\n");
   EXPECT_EQ(evil->status, 403);
