@@ -34,6 +34,28 @@ test('two people chat both ways', async () => {
   }
 });
 
+test('the page loads with no failed request and no console error (its icon included)', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const page = await browser.newPage();
+    const problems = [];
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+    page.on('pageerror', (e) => problems.push(`page: ${e.message}`));
+    page.on('response', (r) => { if (r.status() >= 400) problems.push(`${r.status()} ${r.url()}`); });
+    page.on('requestfailed', (r) => {
+      if (!r.url().includes('/events')) problems.push(`failed ${r.url()}`);  // the stream closes at the end
+    });
+    await page.goto(server.url, { waitUntil: 'networkidle' }).catch(() => {});
+    await eventually(async () => (await page.evaluate(() => document.readyState)) === 'complete', 'loaded');
+    const icon = await page.evaluate(async () => (await fetch('favicon.svg')).status);
+    assert.equal(icon, 200);
+    assert.deepEqual(problems, []);
+    await page.close();
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('message text is shown literally, never as markup', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
