@@ -158,6 +158,12 @@ http::Response publish_answer(const PublishResult& result) {
   return r;
 }
 
+// 422 (as draft-ietf-httpapi-idempotency-key-header says): the nonce is taken by another message.
+http::Response nonce_reused(uint64_t id) {
+  return http::error(422, "this nonce was already used for another message (id " +
+                              std::to_string(id) + "); use a new nonce for a new message");
+}
+
 // 401: a token is needed here and none (`presented` false) or no valid one was presented.
 http::Response unauthorized(std::string_view reason, bool presented) {
   http::Response r = http::error(401, reason);
@@ -487,13 +493,36 @@ void ChatRoutes::post_message(Connection& conn, Request& req) {
     return policy_.reply(conn, req, std::move(r));
   }
   uint64_t ticket = hold(conn);
+  // A retry must be the same message: what the nonce's first POST said, to check it against.
+  std::optional<std::pair<std::string, std::string>> sent;
+  if (!input.nonce.empty()) sent.emplace(input.room, input.text);
   broker_.publish({std::move(input.room), std::move(input.user), std::move(input.text),
                    std::move(input.nonce), who ? who->subject : std::string()},
-                  [this, ticket, ctx = policy_.context_of(req)](const PublishResult& result) {
+                  [this, ticket, sent = std::move(sent),
+                   ctx = policy_.context_of(req)](const PublishResult& result) {
                     if (result.status == PublishResult::Status::Unavailable)
                       metrics_.count_rejected("storage_unavailable");
+                    if (sent && result.status == PublishResult::Status::Duplicate &&
+                        nonce_used_otherwise(sent->first, sent->second, result.id)) {
+                      metrics_.count_rejected("nonce_reused");
+                      return finish(ticket, ctx, nonce_reused(result.id));
+                    }
                     finish(ticket, ctx, publish_answer(result));
                   });
+}
+
+// Whether message `id`, which a nonce's first POST got, is surely not `text` in `room`: a client
+// that reuses a nonce for another message learns it (422) instead of the message being lost
+// behind a 200. Judged from what this node keeps; a message it cannot see counts as the same.
+bool ChatRoutes::nonce_used_otherwise(const std::string& room, const std::string& text,
+                                      uint64_t id) const {
+  Hub::KeptLookup kept = hub_.kept_message(room, id);
+  if (!kept.known) return false;
+  if (!kept.frame) return true;  // the room keeps the ids around it: another room's message
+  std::string said = ",\"text\":";
+  json::append_string(said, text);
+  said += ",\"ts\":";
+  return frame_json(*kept.frame->get()).find(said) == std::string_view::npos;
 }
 
 void ChatRoutes::list_messages(Connection& conn, Request& req) {

@@ -59,6 +59,7 @@ class ChatRoutes final : public RequestHandler {
   bool backfill_has_room() const;
   void route_messages(Connection& conn, Request& req);
   void post_message(Connection& conn, Request& req);
+  bool nonce_used_otherwise(const std::string& room, const std::string& text, uint64_t id) const;
   void list_messages(Connection& conn, Request& req);
   void list_rooms(Connection& conn, Request& req);
   void serve_health(Connection& conn, Request& req);

@@ -73,6 +73,15 @@ uint64_t Hub::take_floor(const std::string& name) {
   return through;
 }
 
+Hub::KeptLookup Hub::kept_message(std::string_view name, uint64_t id) const {
+  const Room* room = find(name);
+  if (!room || id <= room->dropped_through() || id > room->last_id()) return {};
+  size_t at = room->position_of(id);
+  const auto& kept = room->history();
+  bool here = at < kept.size() && kept[at].id == id;
+  return {true, here ? &kept[at].frame : nullptr};
+}
+
 uint64_t Hub::newest_of(const std::vector<std::string>& rooms) const {
   uint64_t newest = 0;
   for (const std::string& name : rooms) {

@@ -123,6 +123,14 @@ class Hub final : public CommitSink {
   void send_presence();
 
   const Room* find(std::string_view name) const;
+  // Message `id` as room `name` keeps it; `known` false when the hub cannot tell whether the room
+  // had it (no such room, or the id is no longer or not yet kept): else a missing frame means the
+  // message was not of that room.
+  struct KeptLookup {
+    bool known = false;
+    const FrameRef* frame = nullptr;
+  };
+  KeptLookup kept_message(std::string_view name, uint64_t id) const;
   // Up to `limit` rooms, most recently active first: the highest last_id() first (a room made
   // again after it was forgotten has its old one; one without messages, the floor it started
   // from), then in the order they were made. O(limit), or O(rooms) when `keep` passes over some.

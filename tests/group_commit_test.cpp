@@ -543,9 +543,9 @@ TEST(GroupCommitServer, BatchesWithANonceRetryAndASigtermAreKept) {
       }
       ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
       for (int i = 0; i < n; ++i) {
-        // The last one retries the first one's nonce.
-        std::string nonce = (sigterm ? "t" : "n") + std::to_string(i == n - 1 ? 0 : i);
-        ASSERT_TRUE(clients[i].send(request("m" + std::to_string(i), nonce)));
+        // The last one retries the first one (its message, with its nonce).
+        std::string k = std::to_string(i == n - 1 ? 0 : i);
+        ASSERT_TRUE(clients[i].send(request("m" + k, (sigterm ? "t" : "n") + k)));
       }
       if (sigterm) {
         ASSERT_EQ(kill(server.pid(), SIGTERM), 0);
@@ -578,7 +578,7 @@ TEST(GroupCommitServer, BatchesWithANonceRetryAndASigtermAreKept) {
   ASSERT_TRUE(r && r->status == 200);
   std::vector<uint64_t> kept = ids_in(r->body);
   for (uint64_t id : acknowledged) EXPECT_TRUE(contains(kept, id)) << id;
-  auto dup = c.post_json(R"({"user":"u","text":"again","nonce":"n0"})");
+  auto dup = c.post_json(R"({"user":"u","text":"m0","nonce":"n0"})");
   ASSERT_TRUE(dup);
   EXPECT_EQ(json_id(dup->body), acknowledged[0]);  // the nonce survived the restart
   auto next = c.post_json(R"({"user":"u","text":"after"})");

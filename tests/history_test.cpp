@@ -160,6 +160,30 @@ TEST(History, NonceMakesPostIdempotent) {
   EXPECT_EQ(sub.reader.next_message()->id, "2");  // the retry was not broadcast
 }
 
+// A nonce reused for another message (other text, or other room) is a 422 that names the id it
+// was used for, rather than a 200 behind which the new message is lost.
+TEST(History, ANonceReusedForAnotherMessageIs422) {
+  ServerProcess server;
+  Client c(server.port());
+  ASSERT_EQ(c.post_json(R"({"user":"al","text":"lunch?","room":"a","nonce":"n-1"})")->status, 201);
+  ASSERT_EQ(c.post_json(R"({"user":"al","text":"other","room":"b"})")->status, 201);  // id 2
+  ASSERT_EQ(c.post_json(R"({"user":"al","text":"other"})")->status, 201);  // id 3, general
+  // The same message, spelled another way (a form, spaces the server trims), is a retry.
+  auto same = c.post_form("user=al&text=+lunch%3F+&room=a&nonce=n-1");
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->status, 200);
+  EXPECT_EQ(json_id(same->body), 1u);
+  for (const char* body : {R"({"user":"al","text":"dinner?","room":"a","nonce":"n-1"})",
+                           R"({"user":"al","text":"lunch?","room":"b","nonce":"n-1"})",
+                           R"({"user":"al","text":"lunch?","nonce":"n-1"})"}) {
+    auto reused = c.post_json(body);
+    ASSERT_TRUE(reused);
+    EXPECT_EQ(reused->status, 422) << body;
+    EXPECT_NE(reused->body.find("(id 1)"), std::string::npos) << reused->body;
+  }
+  EXPECT_EQ(kept_ids(server.port()), range(3, 3));  // general's: nothing was posted again
+}
+
 TEST(History, HeartbeatOnAnIdleStream) {
   ServerProcess server({"--heartbeat", "1"});
   Client c(server.port());

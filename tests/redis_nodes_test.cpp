@@ -1038,6 +1038,9 @@ TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {
   ASSERT_EQ(last.status, 201);
   EXPECT_TRUE(stream->wait_count(3, 30s));
   EXPECT_EQ(stream->ids(), (std::vector<uint64_t>{first.id, other.id, last.id}));
+  // The nonce reused for another text, on the node that did not take the first POST: 422.
+  Posted reused = post(b->port(), "general", "not once", "ann", "nonce-42");
+  EXPECT_EQ(reused.status, 422) << reused.body;
   auto kept = list_room(a->port(), "general");
   EXPECT_EQ(ids_of(kept), (std::vector<uint64_t>{first.id, other.id, last.id}));
 }
