@@ -74,8 +74,9 @@ using QueryPairs = std::vector<std::pair<std::string, std::string>>;
 
 // A listing's parameter given twice: which one counts is anybody's guess (a proxy in front may
 // have checked the other), so it is refused with the name of the parameter.
-std::optional<std::string> repeated_parameter(const QueryPairs& pairs) {
-  for (std::string_view key : {"room", "since", "limit"})
+std::optional<std::string> repeated_parameter(const QueryPairs& pairs,
+                                              std::initializer_list<std::string_view> keys) {
+  for (std::string_view key : keys)
     if (std::count_if(pairs.begin(), pairs.end(), [key](auto& p) { return p.first == key; }) > 1)
       return std::string(key) + " is given more than once";
   return std::nullopt;
@@ -313,6 +314,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   // Only who may post to every room it reads may make rooms at the cost of others' kept
   // messages (as posting does); a reader, with a token or without, only where that forgets none.
   bool may_forget_kept =
+      policy_.has_publish_token(req) &&
       std::all_of(query.rooms.begin(), query.rooms.end(),
                   [&](const std::string& r) { return access_.may_post(auth.who(), r); });
   if (!hub_.can_open(query.rooms, may_forget_kept)) {
@@ -528,7 +530,7 @@ bool ChatRoutes::nonce_used_otherwise(const std::string& room, const std::string
 void ChatRoutes::list_messages(Connection& conn, Request& req) {
   auto pairs = form::parse(req.query);
   if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
-  if (auto repeated = repeated_parameter(*pairs))
+  if (auto repeated = repeated_parameter(*pairs, {"room", "since", "limit"}))
     return policy_.reply(conn, req, http::error(400, *repeated));
   std::optional<uint64_t> since;
   std::optional<std::string> limit_value;
@@ -565,7 +567,7 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
 void ChatRoutes::list_rooms(Connection& conn, Request& req) {
   auto pairs = form::parse(req.query);
   if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
-  if (auto repeated = repeated_parameter(*pairs))
+  if (auto repeated = repeated_parameter(*pairs, {"limit"}))
     return policy_.reply(conn, req, http::error(400, *repeated));
   auto limit = parse_limit(form::query_value(req.query, "limit"));
   if (!limit) return policy_.reply(conn, req, http::error(400, kBadLimit));

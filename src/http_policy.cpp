@@ -130,6 +130,12 @@ std::optional<http::Response> HttpPolicy::preflight(const Request& req) const {
   return r;
 }
 
+bool HttpPolicy::has_publish_token(const Request& req) const {
+  if (config_.publish_token.empty()) return true;
+  auto token = bearer_token(req.authorization);
+  return token && constant_time_equals(*token, config_.publish_token);
+}
+
 std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Request& req,
                                                      std::string_view subject) {
   // Behind a trusted proxy that rewrote Host, the site is the one it says it forwarded.
@@ -140,13 +146,14 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
     return http::error(403, "posting from another site is not allowed");
   }
   if (!config_.publish_token.empty()) {
-    auto token = bearer_token(req.authorization);
-    if (!token || !constant_time_equals(*token, config_.publish_token)) {
+    if (!has_publish_token(req)) {
       metrics_.count_rejected("unauthorized");
       http::Response r = http::error(401, "a valid publish token is required");
+      auto token = bearer_token(req.authorization);
       r.headers.emplace_back("WWW-Authenticate",
-                             token ? R"(Bearer realm="sse-chat", error="invalid_token")"
-                                   : R"(Bearer realm="sse-chat")");
+                             token && !token->empty()
+                                 ? R"(Bearer realm="sse-chat", error="invalid_token")"
+                                 : R"(Bearer realm="sse-chat")");
       return r;
     }
   }

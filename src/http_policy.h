@@ -48,6 +48,8 @@ class HttpPolicy {
 
   // The answer to a CORS preflight from --cors-origin, or nullopt when this is not one.
   std::optional<http::Response> preflight(const Request& req) const;
+  // Whether the request carries --publish-token when one is set (else true).
+  bool has_publish_token(const Request& req) const;
   // Why this POST may not go on (403, 401, 429), or nullopt. The rate limit counts per `subject`
   // (a valid token's) when there is one, else per client address.
   std::optional<http::Response> check_post(Connection& conn, const Request& req,

@@ -86,7 +86,7 @@ uint64_t Hub::newest_of(const std::vector<std::string>& rooms) const {
   uint64_t newest = 0;
   for (const std::string& name : rooms) {
     const Room* room = find(name);
-    newest = std::max(newest, room ? room->last_id() : floor_for(name));
+    newest = std::max(newest, room ? room->gone_through() : floor_for(name));
   }
   return std::min(newest, next_id_ - 1);
 }

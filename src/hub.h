@@ -144,8 +144,10 @@ class Hub final : public CommitSink {
   size_t kept_messages() const { return kept_messages_; }
   uint64_t kept_bytes() const { return kept_bytes_; }
   uint64_t next_id() const { return next_id_; }
-  // The newest id these rooms know of (a room without messages: the floor it starts from), which
+  // The newest id these rooms know of, or the floor they start from when that is higher, which
   // a stream that does not resume opens with: no higher, so that it tells nothing of other rooms.
+  // Coming back from it misses nothing; floors that rise later (forgotten names dropping out)
+  // may cost a needless reset, never a silent gap.
   uint64_t newest_of(const std::vector<std::string>& rooms) const;
   // Frame bytes streams hold in backfills not yet sent.
   uint64_t backfill_bytes() const { return backfill_bytes_; }

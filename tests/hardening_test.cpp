@@ -80,6 +80,28 @@ TEST(Hardening, SlowlorisGets408) {
   EXPECT_NE(post_message(server.port(), "ok", "still serving"), 0u);
 }
 
+// With --publish-token, a reader without it may make a room only where that forgets no kept
+// messages, as with JWT (a review wiped a room's history with two anonymous streams).
+TEST(Hardening, AReaderWithoutThePublishTokenNeverWipesARoom) {
+  ServerProcess server({"--publish-token", "s3cret", "--max-rooms", "2"});
+  std::string token = "Authorization: Bearer s3cret\r\n";
+  Client c(server.port());
+  for (const char* room : {"team", "ops"})
+    ASSERT_EQ(
+        c.post_json(R"({"user":"r","text":"kept","room":")" + std::string(room) + "\"}", token)
+            ->status,
+        201);
+  EXPECT_EQ(c.get("/events?room=x1")->status, 429);
+  EXPECT_EQ(ids_in(c.get("/messages?room=team")->body).size(), 1u);
+  EXPECT_EQ(ids_in(c.get("/messages?room=ops")->body).size(), 1u);
+  // Who holds the token may, as a POST may.
+  Client reader(server.port());
+  ASSERT_TRUE(reader.send("GET /events?room=x1 HTTP/1.1\r\nHost: x\r\n" + token + "\r\n"));
+  auto head = reader.read_head();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+}
+
 TEST(Hardening, CrossSiteOriginTokenAndCors) {
   ServerProcess server({"--publish-token", "s3cret", "--cors-origin", "https://chat.example"});
   Client c(server.port());
@@ -90,6 +112,9 @@ TEST(Hardening, CrossSiteOriginTokenAndCors) {
   EXPECT_EQ(wrong->status, 401);
   EXPECT_EQ(wrong->header("www-authenticate"), R"(Bearer realm="sse-chat", error="invalid_token")");
   EXPECT_EQ(c.post_json(kBody, "Authorization: Basic czNjcmV0\r\n")->status, 401);
+  // No token at all is no invalid token (RFC 6750 3.1).
+  EXPECT_EQ(c.post_json(kBody, "Authorization: Bearer\r\n")->header("www-authenticate"),
+            R"(Bearer realm="sse-chat")");
   // The scheme's name is case-insensitive (RFC 9110 11.1), and spaces around the token are none.
   for (const char* auth : {"Bearer s3cret", "bearer s3cret", "BEARER  s3cret"})
     EXPECT_EQ(c.post_json(kBody, std::string("Authorization: ") + auth + "\r\n")->status, 201)

@@ -604,6 +604,21 @@ TEST(Hub, AnIdAnotherNodeJustGaveWaitsForWhatFollows) {
 
 // A data set's base: ids up to last_id were issued elsewhere (no reset for them), and messages up
 // to lost_through are gone for every room, even rooms this hub has not made yet.
+// A fresh stream opens with newest_of its rooms: a floor above a room's last message (storage
+// lost what came after it) counts, or the stream would be reset each time it comes back.
+TEST(Hub, TheOpeningIdIsAtLeastARoomsFloor) {
+  Hub hub(options(100));
+  Poster p(hub);
+  for (int i = 0; i < 3; ++i) p.post("a", /*restored=*/true);  // 1..3
+  hub.restore_base(/*last_id=*/10, /*lost_through=*/10);       // 4..10 were lost
+  uint64_t opening = hub.newest_of({"a"});
+  EXPECT_EQ(opening, 10u);
+  FakeStream back(hub, 100);
+  ASSERT_TRUE(hub.subscribe(back.sub, {"a"}, opening));
+  EXPECT_TRUE(events(back, "reset").empty());
+  EXPECT_EQ(hub.newest_of({"never-made"}), 10u);  // the floor of every room it does not know
+}
+
 TEST(Hub, TheBaseFromSharedStorageFloorsEveryRoom) {
   Hub hub(options(100));
   hub.restore_base(/*last_id=*/50, /*lost_through=*/40);

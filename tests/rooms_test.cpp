@@ -202,7 +202,8 @@ TEST(Rooms, ATwoRoomStreamResumesExactlyAcrossManyReconnects) {
 }
 
 // A stream that does not resume opens with the newest id of its own rooms (other rooms' ids
-// would tell how busy they are), and coming back from it misses nothing and resets nothing.
+// would tell how busy they are), and coming back from it misses nothing (and here, where no
+// room was forgotten meanwhile, resets nothing).
 TEST(Rooms, AStreamOpensWithTheNewestIdOfItsOwnRooms) {
   ServerProcess server;
   uint16_t port = server.port();
