@@ -464,16 +464,39 @@ void ChatRoutes::route_messages(Connection& conn, Request& req) {
   policy_.method_not_allowed(conn, req, "GET, HEAD, POST");
 }
 
+// What refuses a POST /messages from its headers alone: no token where one is needed (401),
+// another site or no publish token (403, 401), a body neither JSON nor a form (415).
+std::optional<http::Response> ChatRoutes::refuse_post(const Connection& conn, const Request& req,
+                                                      const Authentication& auth) {
+  if (access_.enabled() && !auth.who()) {
+    metrics_.count_rejected("unauthorized");
+    bool presented = auth.kind == Authentication::Invalid;
+    return unauthorized(presented ? auth.reason : kSignInNeeded, presented);
+  }
+  if (auto refusal = policy_.check_sender(conn, req)) return refusal;
+  if (auto unsupported = unsupported_media_type(req.content_type)) {
+    metrics_.count_rejected("unsupported_media_type");
+    return http::error(unsupported->status, unsupported->reason);
+  }
+  return std::nullopt;
+}
+
+// RFC 9110 10.1.1: a client that waits for 100 Continue is refused before it sends the body.
+bool ChatRoutes::refuse_before_body(Connection& conn, Request& req) {
+  if (req.path != "/messages" || req.method != Method::Post) return false;
+  policy_.identify(conn, req);
+  auto refusal = refuse_post(conn, req, authenticate(req));
+  if (!refusal) return false;
+  refusal->close = true;  // the body it would have sent is never read
+  policy_.reply(conn, req, std::move(*refusal));
+  return true;
+}
+
 void ChatRoutes::post_message(Connection& conn, Request& req) {
   Authentication auth = authenticate(req);
   const Identity* who = auth.who();
-  if (access_.enabled() && !who) {
-    metrics_.count_rejected("unauthorized");
-    bool presented = auth.kind == Authentication::Invalid;
-    return policy_.reply(conn, req,
-                         unauthorized(presented ? auth.reason : kSignInNeeded, presented));
-  }
-  if (auto refusal = policy_.check_post(conn, req, who ? who->subject : std::string_view{}))
+  if (auto refusal = refuse_post(conn, req, auth)) return policy_.reply(conn, req, *refusal);
+  if (auto refusal = policy_.take_post_budget(conn, who ? who->subject : std::string_view{}))
     return policy_.reply(conn, req, *refusal);
   PostResult decoded = decode_post(req.content_type, req.body,
                                    who ? std::optional<std::string_view>(who->name) : std::nullopt);

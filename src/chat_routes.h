@@ -25,6 +25,7 @@ class ChatRoutes final : public RequestHandler {
              std::function<size_t()> open_connections, Reactor& reactor);
 
   void handle_request(Connection& conn, Request& req) override;
+  bool refuse_before_body(Connection& conn, Request& req) override;
   void on_closed(Connection& conn) override;
 
   // Requests still waiting for the broker's answer.
@@ -59,6 +60,8 @@ class ChatRoutes final : public RequestHandler {
   bool backfill_has_room() const;
   void route_messages(Connection& conn, Request& req);
   void post_message(Connection& conn, Request& req);
+  std::optional<http::Response> refuse_post(const Connection& conn, const Request& req,
+                                            const Authentication& auth);
   bool nonce_used_otherwise(const std::string& room, const std::string& text, uint64_t id) const;
   void list_messages(Connection& conn, Request& req);
   void list_rooms(Connection& conn, Request& req);

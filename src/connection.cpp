@@ -108,10 +108,7 @@ void Connection::feed(const char* data, size_t len) {
     if (r.event == RequestParser::Event::Error)
       return reject_and_close(parser_->error_status(), parser_->error_reason());
     if (r.event == RequestParser::Event::NeedMore) {
-      if (parser_->wants_continue()) {
-        send_bytes(http::kContinue);
-        parser_->mark_continue_sent();
-      }
+      if (parser_->wants_continue()) return ask_for_body();
       return;
     }
     host_.handle_request(*this, parser_->request());
@@ -128,6 +125,13 @@ void Connection::feed(const char* data, size_t len) {
     }
   }
   update_interest();
+}
+
+// Sends 100 Continue, or the answer that refuses the request now: the body it would have sent
+// is never read, so the connection closes after that answer.
+void Connection::ask_for_body() {
+  parser_->mark_continue_sent();
+  if (!host_.refuse_before_body(*this, parser_->request())) send_bytes(http::kContinue);
 }
 
 void Connection::respond(const http::Response& r) {

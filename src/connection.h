@@ -100,6 +100,7 @@ class Connection final : public EventHandler, public Sink {
  private:
   void on_readable();
   void feed(const char* data, size_t len);
+  void ask_for_body();
   void begin_linger();
   void expire();
   void reject_and_close(int status, std::string_view reason);

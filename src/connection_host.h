@@ -31,6 +31,9 @@ class ConnectionHost {
   virtual ~ConnectionHost() = default;
   // A complete request, in order; the host answers it now or later (hold() / release()).
   virtual void handle_request(Connection& conn, Request& req) = 0;
+  // A request whose client waits for 100 Continue: true when it was refused now (the answer
+  // closes the connection), false to have the body sent.
+  virtual bool refuse_before_body(Connection&, Request&) { return false; }
   // `conn` has output queued: flush it once after this batch of events.
   virtual void mark_dirty(Connection& conn) = 0;
   // `conn` closed itself: free it after this batch of events.

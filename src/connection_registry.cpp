@@ -108,6 +108,10 @@ void ConnectionRegistry::handle_request(Connection& conn, Request& req) {
   handler_.handle_request(conn, req);
 }
 
+bool ConnectionRegistry::refuse_before_body(Connection& conn, Request& req) {
+  return handler_.refuse_before_body(conn, req);
+}
+
 void ConnectionRegistry::mark_dirty(Connection& conn) {
   if (conn.queued_for_flush || conn.closed()) return;
   conn.queued_for_flush = true;

@@ -23,6 +23,9 @@ class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
   virtual void handle_request(Connection& conn, Request& req) = 0;
+  // A request whose client waits for 100 Continue, its headers read: true when it was refused
+  // now (the answer closes the connection), false to have the body sent.
+  virtual bool refuse_before_body(Connection&, Request&) { return false; }
   // `conn` is about to be freed: drop every reference to it.
   virtual void on_closed(Connection& conn) = 0;
 };
@@ -41,6 +44,7 @@ class ConnectionRegistry final : public ConnectionHost {
 
   // ConnectionHost.
   void handle_request(Connection& conn, Request& req) override;
+  bool refuse_before_body(Connection& conn, Request& req) override;
   void mark_dirty(Connection& conn) override;
   void schedule_reap(Connection& conn) override;
   const ConnectionSettings& settings() const override { return settings_; }

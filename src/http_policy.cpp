@@ -136,8 +136,8 @@ bool HttpPolicy::has_publish_token(const Request& req) const {
   return token && constant_time_equals(*token, config_.publish_token);
 }
 
-std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Request& req,
-                                                     std::string_view subject) {
+std::optional<http::Response> HttpPolicy::check_sender(const Connection& conn,
+                                                       const Request& req) const {
   // Behind a trusted proxy that rewrote Host, the site is the one it says it forwarded.
   bool proxied = !req.forwarded_host.empty() && limits_.trusted(conn.peer());
   std::string_view site = proxied ? std::string_view(req.forwarded_host) : req.host;
@@ -145,18 +145,21 @@ std::optional<http::Response> HttpPolicy::check_post(Connection& conn, const Req
     metrics_.count_rejected("cross_origin");
     return http::error(403, "posting from another site is not allowed");
   }
-  if (!config_.publish_token.empty()) {
-    if (!has_publish_token(req)) {
-      metrics_.count_rejected("unauthorized");
-      http::Response r = http::error(401, "a valid publish token is required");
-      auto token = bearer_token(req.authorization);
-      r.headers.emplace_back("WWW-Authenticate",
-                             token && !token->empty()
-                                 ? R"(Bearer realm="sse-chat", error="invalid_token")"
-                                 : R"(Bearer realm="sse-chat")");
-      return r;
-    }
+  if (!has_publish_token(req)) {
+    metrics_.count_rejected("unauthorized");
+    http::Response r = http::error(401, "a valid publish token is required");
+    auto token = bearer_token(req.authorization);
+    r.headers.emplace_back("WWW-Authenticate",
+                           token && !token->empty()
+                               ? R"(Bearer realm="sse-chat", error="invalid_token")"
+                               : R"(Bearer realm="sse-chat")");
+    return r;
   }
+  return std::nullopt;
+}
+
+std::optional<http::Response> HttpPolicy::take_post_budget(Connection& conn,
+                                                           std::string_view subject) {
   uint32_t retry_after = 0;
   bool taken = subject.empty() ? limits_.posts.take(conn.client_ip, reactor_.now_ms(), retry_after)
                                : limits_.subject_posts.take(std::string(subject), reactor_.now_ms(),

@@ -50,10 +50,12 @@ class HttpPolicy {
   std::optional<http::Response> preflight(const Request& req) const;
   // Whether the request carries --publish-token when one is set (else true).
   bool has_publish_token(const Request& req) const;
-  // Why this POST may not go on (403, 401, 429), or nullopt. The rate limit counts per `subject`
-  // (a valid token's) when there is one, else per client address.
-  std::optional<http::Response> check_post(Connection& conn, const Request& req,
-                                           std::string_view subject = {});
+  // Why this POST's sender may not post (403 another site, 401 no publish token), or nullopt;
+  // spends nothing, so it may be asked before the body is read.
+  std::optional<http::Response> check_sender(const Connection& conn, const Request& req) const;
+  // The 429 when this POST is over its sender's rate, or nullopt with one POST spent. The rate
+  // counts per `subject` (a valid token's) when there is one, else per client address.
+  std::optional<http::Response> take_post_budget(Connection& conn, std::string_view subject);
   // Why this stream may not open now, or nullopt; on success the connection holds one of its
   // address's stream slots until on_closed(). A refused attempt spends nothing.
   struct StreamRefusal {

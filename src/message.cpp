@@ -165,18 +165,17 @@ PostResult validate(std::string user, std::string text, std::string nonce) {
   return input;
 }
 
-PostResult decode_post(std::string_view content_type, std::string_view body,
-                       std::optional<std::string_view> author) {
-  switch (classify(content_type)) {
-    case MediaType::Json:
-      return decode_json(body, author);
-    case MediaType::Form:
-      return decode_form(body, author);
-    case MediaType::Other:
-      break;
-  }
+std::optional<Rejection> unsupported_media_type(std::string_view content_type) {
+  if (classify(content_type) != MediaType::Other) return std::nullopt;
   return Rejection{415,
                    "Content-Type must be application/json or application/x-www-form-urlencoded"};
+}
+
+PostResult decode_post(std::string_view content_type, std::string_view body,
+                       std::optional<std::string_view> author) {
+  if (auto unsupported = unsupported_media_type(content_type)) return *unsupported;
+  return classify(content_type) == MediaType::Json ? decode_json(body, author)
+                                                   : decode_form(body, author);
 }
 
 }  // namespace sse

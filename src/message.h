@@ -29,6 +29,10 @@ using PostResult = std::variant<ChatInput, Rejection>;
 
 // `content_type` is the raw header value (parameters such as charset are allowed). With an
 // `author` (a signed token's name) the body's "user" is neither needed nor believed.
+// The 415 a POST gets for `content_type`, known before its body is read; nullopt when it is JSON
+// or a form.
+std::optional<Rejection> unsupported_media_type(std::string_view content_type);
+
 PostResult decode_post(std::string_view content_type, std::string_view body,
                        std::optional<std::string_view> author = std::nullopt);
 

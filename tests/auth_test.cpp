@@ -565,6 +565,24 @@ TEST(Auth, EachTokenGetsItsExactAnswerOnPostAndOnTheStream) {
 
 // ---- 2. the author ----
 
+// A client that waits for 100 Continue before sending its body learns of a missing or bad token
+// at once, before it sends the body (RFC 9110 10.1.1); with a good one, it is asked for it.
+TEST(Auth, AnExpectingPostWithoutAValidTokenIsRefusedBeforeItsBody) {
+  ServerProcess server(hs_server_args());
+  std::string body = R"({"text":"waits for 100"})";
+  auto head_of = [&](const std::string& auth) {
+    Client c(server.port());
+    EXPECT_TRUE(c.send("POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                       auth + "Content-Length: " + std::to_string(body.size()) +
+                       "\r\nExpect: 100-continue\r\n\r\n"));
+    auto h = c.read_head();
+    return h ? h->status : 0;
+  };
+  EXPECT_EQ(head_of(""), 401);
+  EXPECT_EQ(head_of("Authorization: Bearer not.a.token\r\n"), 401);
+  EXPECT_EQ(head_of(bearer(hs256(claims()))), 100);
+}
+
 TEST(Auth, TheAuthorIsTheTokensNameWhateverTheBodySays) {
   ServerProcess server(hs_server_args());
   std::string alice =

@@ -229,6 +229,22 @@ TEST(Core, ChunkedBodyAndExpectContinue) {
   r = e.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 201);
+
+  // A POST refused from its headers gets its final answer instead of 100 Continue, and the
+  // connection closes (the body is never read).
+  for (auto [headers, status] : std::vector<std::pair<std::string, int>>{
+           {"Content-Type: text/plain\r\n", 415},
+           {"Content-Type: application/json\r\nOrigin: https://evil.example\r\n", 403}}) {
+    Client refused(server.port());
+    ASSERT_TRUE(refused.send("POST /messages HTTP/1.1\r\nHost: x\r\n" + headers +
+                             "Content-Length: " + std::to_string(body.size()) +
+                             "\r\nExpect: 100-continue\r\n\r\n"));
+    auto answer = refused.read_response();
+    ASSERT_TRUE(answer) << headers;
+    EXPECT_EQ(answer->status, status) << headers;
+    EXPECT_EQ(answer->header("connection"), "close");
+    EXPECT_TRUE(refused.wait_closed());
+  }
 }
 
 struct ErrorCase {
