@@ -515,6 +515,7 @@ function openStream() {
   // A room this stream adds had nothing for it to miss: a reset for it on the first connection
   // only says the room kept less than what followed the resume id.
   let fresh = new Set(names.filter((n) => !streamRooms.has(n)));
+  let refusal = '';  // why the server refused this stream for now, until it delivers again
   // Resume from the last id the stream delivered; the server replays what followed in every
   // room of the stream, or sends `reset` for a room that no longer reaches back that far.
   const es = new EventSource(`/events?${query}&lastEventId=${streamId}`);
@@ -528,6 +529,7 @@ function openStream() {
   const forward = (kind) => ours((e) => {
     let data;
     try { data = JSON.parse(e.data); } catch (_) { return; }
+    refusal = '';
     ownerEvent(kind, data);
   });
   es.onmessage = forward('message');
@@ -537,6 +539,14 @@ function openStream() {
     if (!fresh.has(roomOf(data))) ownerEvent('reset', data);
   }));
   es.addEventListener('presence', forward('presence'));
+  // Refused for now (the server is busy, or this address holds too many streams): say why; the
+  // EventSource comes back by itself after the retry time the server gave.
+  es.addEventListener('refused', ours((e) => {
+    let data = {};
+    try { data = JSON.parse(e.data); } catch (_) { /* the reason is optional */ }
+    refusal = typeof data.reason === 'string' ? data.reason : 'busy';
+    ownerEvent('status', { text: `waiting: ${refusal}`, cls: 'reconnecting' });
+  }));
   // The token that opened the stream ran out: the server ends the stream and would refuse it
   // again. No reconnecting; every tab is told.
   es.addEventListener('expired', ours((e) => {
@@ -556,7 +566,7 @@ function openStream() {
       (auth.on ? checkSession() : Promise.resolve(true)).then((again) => {
         if (again && owner && !source) retryTimer = setTimeout(openStream, 3000);
       });
-    } else {
+    } else if (!refusal) {
       ownerEvent('status', { text: navigator.onLine ? 'reconnecting…' : 'offline', cls: 'reconnecting' });
     }
   });
@@ -633,7 +643,25 @@ function onChannel(e) {
   else if (kind === 'name') applyName(data);
   else if (kind === 'hello') { if (owner) relay('state', snapshot(data)); }
   else if (kind === 'state') adopt(data);
+  else if (kind === 'auth') recheckAuth();
   else onEvent(kind, data);
+}
+
+const authKey = (a) => JSON.stringify([a.on, a.name, a.rooms, a.read, a.public, a.presented, a.expired]);
+
+// A tab opened after signing in (or in again) knows first, since the cookie is shared: it says so,
+// and every tab asks /me again; the leader reopens the stream for the rooms now readable.
+async function recheckAuth() {
+  const now = await fetchMe();
+  if (!now || authKey(now) === authKey(auth)) return;
+  auth = now;
+  if (auth.on) me = auth.name;
+  renderAuth();
+  renderRooms();
+  if (!owner) return;
+  if (source) source.close();  // opened with the old sign-in: its reader's name and rooms
+  source = null;
+  openStream();
 }
 
 // ---- rooms: join, leave, view ----------------------------------------------------------------------
@@ -814,6 +842,7 @@ $('composer').addEventListener('submit', async (e) => {
   let error = length > MAX_TEXT_CHARS ? `A message is at most ${MAX_TEXT_CHARS} characters (this one has ${length}).` : null;
   if (!error) {
     $('send').disabled = box.disabled = true;
+    list.scrollTop = list.scrollHeight;  // whoever sends wants to see it arrive
     error = await send(text, current);
     $('send').disabled = box.disabled = false;
   }
@@ -849,6 +878,7 @@ $('new-messages').addEventListener('click', () => {
   }
   // Listen to the leader before fetching history, so nothing posted meanwhile falls between.
   if (channel) channel.onmessage = onChannel;
+  relay('auth');  // the other tabs (the leader among them) may still have an older sign-in
   view(hashRoom(), false);
   // The newest id of any room first, then the room in view's history: everything up to that id
   // is history (fetched when a room is viewed), so the stream starts there and replays nothing

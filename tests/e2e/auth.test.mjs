@@ -121,6 +121,28 @@ test('public rooms are read without signing in, and only those are streamed', as
   }
 });
 
+test('signing in while another tab holds the stream: every tab gets its rooms live', async () => {
+  const key = jwtKey();
+  const server = await startServer(['--post-rate', '0', '--jwt-key', key, '--public-rooms', 'lobby']);
+  const token = makeToken(key, { sub: 'dana', name: 'Dana', rooms: ['*'] });
+  try {
+    const context = await browser.newContext();
+    const first = await openSigned(context, server.url, '/#lobby');  // not signed in: the leader
+    await eventually(async () => (await first.textContent('#status')) === 'connected', 'the lobby stream');
+    await context.addCookies([{ name: 'sse_chat_token', value: token, url: server.url }]);
+    const second = await openSigned(context, server.url, '/#team-a');  // signed in
+    assert.equal(await second.textContent('#who'), 'Signed in as Dana');
+    await eventually(async () => (await first.textContent('#who')) === 'Signed in as Dana', 'the first tab signed in too');
+    // The leader's stream now carries team-a: a message there reaches the tab that shows it.
+    await eventually(async () => {
+      if (await postAs(server.url, token, 'live in team-a', { room: 'team-a' }) !== 201) return false;
+      return (await texts(second)).includes('live in team-a');
+    }, 'the live message in team-a');
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('read-only rooms offer no composer; rooms the token cannot read are neither joined nor streamed', async () => {
   const key = jwtKey();
   const server = await startServer(['--post-rate', '0', '--jwt-key', key]);
