@@ -63,7 +63,8 @@ std::optional<std::string> parse_stream_query(std::string_view query, size_t max
 
 // Where a stream resumes: after the Last-Event-ID header, else ?lastEventId=; nullopt: live only.
 std::optional<uint64_t> resume_point(const Request& req, StreamQuery& query) {
-  if (req.has_last_event_id) query.last_event_id = ascii::trim_ows(req.last_event_id);
+  if (req.has_last_event_id) query.last_event_id = req.last_event_id;
+  if (query.last_event_id) query.last_event_id = ascii::trim_ows(*query.last_event_id);
   if (!req.has_last_event_id && (!query.last_event_id || query.last_event_id->empty()))
     return std::nullopt;
   // An id this server never issued is treated as unknown: the client gets a reset, not silence.
@@ -310,7 +311,11 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   if (!broker_.warm()) return conn.close("warming up");
   std::optional<uint64_t> last_id = resume_point(req, query);
   // Refused for now, a stream comes back from where it is, or from its rooms' newest message.
-  uint64_t resume_from = last_id.value_or(hub_.newest_of(query.rooms));
+  // (An id that is no id comes back as 0: from there every kept message replays, as after the
+  // reset it would get; echoing the stand-in UINT64_MAX would hand out an id never issued.)
+  uint64_t resume_from = !last_id                 ? hub_.newest_of(query.rooms)
+                         : *last_id == UINT64_MAX ? 0
+                                                  : *last_id;
   // Only who may post to every room it reads may make rooms at the cost of others' kept
   // messages (as posting does); a reader, with a token or without, only where that forgets none.
   bool may_forget_kept =
@@ -483,7 +488,14 @@ std::optional<http::Response> ChatRoutes::refuse_post(const Connection& conn, co
 
 // RFC 9110 10.1.1: a client that waits for 100 Continue is refused before it sends the body.
 bool ChatRoutes::refuse_before_body(Connection& conn, Request& req) {
-  if (req.path != "/messages" || req.method != Method::Post) return false;
+  bool posts_message = req.path == "/messages" && req.method == Method::Post;
+  if (!posts_message && req.method != Method::Get && req.method != Method::Head) {
+    // No other route takes a body (405, 404, a preflight): answered now, without it.
+    req.keep_alive = false;  // the body it would have sent is never read
+    handle_request(conn, req);
+    return true;
+  }
+  if (!posts_message) return false;
   policy_.identify(conn, req);
   auto refusal = refuse_post(conn, req, authenticate(req));
   if (!refusal) return false;

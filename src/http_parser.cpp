@@ -188,6 +188,8 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s.header_lines_ = 0;
   s.host_headers_ = 0;
   s.authorization_headers_ = 0;
+  s.origin_headers_ = 0;
+  s.content_type_headers_ = 0;
   s.headers_done_ = false;
   s.raw_bytes_ = 0;
   s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
@@ -236,6 +238,7 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
 const char* RequestParser::store_header() {
   Request& r = request_;
   if (ascii::iequals(field_, "content-type")) {
+    if (++content_type_headers_ > 1) return "more than one Content-Type header";
     r.content_type = value_;
   } else if (ascii::iequals(field_, "last-event-id")) {
     // Which of two ids to resume from is anybody's guess; an empty one is no id (as the query's).
@@ -255,6 +258,8 @@ const char* RequestParser::store_header() {
     if (!r.accept.empty()) r.accept += ", ";
     r.accept += value_;
   } else if (ascii::iequals(field_, "origin")) {
+    // A proxy that appended one would have the check read the other.
+    if (++origin_headers_ > 1) return "more than one Origin header";
     r.origin = value_;
   } else if (ascii::iequals(field_, "authorization")) {
     r.authorization = value_;
@@ -275,7 +280,7 @@ const char* RequestParser::store_header() {
     if (!r.forwarded.empty()) r.forwarded += ", ";
     r.forwarded += value_;
   } else if (ascii::iequals(field_, "expect")) {
-    expect_continue_ = ascii::iequals(value_, "100-continue");
+    expect_continue_ = expect_continue_ || ascii::iequals(value_, "100-continue");
   }
   return nullptr;
 }

@@ -96,6 +96,8 @@ class RequestParser {
   size_t header_lines_ = 0;
   int host_headers_ = 0;
   int authorization_headers_ = 0;
+  int origin_headers_ = 0;
+  int content_type_headers_ = 0;
   std::string transfer_encoding_;       // every Transfer-Encoding line, joined with ','
   bool has_transfer_encoding_ = false;  // even an empty one
   bool headers_done_ = false;           // what follows are chunked trailers, never taken as headers

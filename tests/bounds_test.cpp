@@ -166,6 +166,15 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
   ASSERT_TRUE(resuming_reader.next());
   EXPECT_FALSE(resuming_reader.next());
   EXPECT_EQ(resuming_reader.last_event_id(), "0");
+  // One whose id is no id is sent back from 0 (every kept message), never with a made-up id.
+  Client unknown(server.port());
+  ASSERT_TRUE(
+      unknown.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                   "Last-Event-ID: abc\r\n\r\n"));
+  ASSERT_TRUE(unknown.read_head());
+  SseReader unknown_reader(unknown);
+  ASSERT_TRUE(unknown_reader.next());
+  EXPECT_EQ(unknown_reader.last_event_id(), "0");
   // Any other client gets 429 with Retry-After.
   Client curl(server.port());
   auto r = curl.get("/events");

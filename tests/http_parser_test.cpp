@@ -212,6 +212,9 @@ TEST(HttpParser, Errors) {
       {"GET / HTTP/1.1\r\nHost: x\r\nFoo Bar: y\r\n\r\n", 400},  // and inside a name
       {"GET / HTTP/1.1\r\nHost: a b/c@@\r\n\r\n", 400},
       {"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n", 400},
+      // Which of two would count is anybody's guess (a proxy may have appended one).
+      {"POST / HTTP/1.1\r\nHost: x\r\nOrigin: http://a\r\nOrigin: http://x\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
       // An empty coding is not "no coding": never framed by Content-Length instead.
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 2\r\n\r\n{}", 400},

@@ -230,21 +230,36 @@ TEST(Core, ChunkedBodyAndExpectContinue) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 201);
 
-  // A POST refused from its headers gets its final answer instead of 100 Continue, and the
+  // A request refused from its headers gets its final answer instead of 100 Continue, and the
   // connection closes (the body is never read).
-  for (auto [headers, status] : std::vector<std::pair<std::string, int>>{
-           {"Content-Type: text/plain\r\n", 415},
-           {"Content-Type: application/json\r\nOrigin: https://evil.example\r\n", 403}}) {
+  struct Refused {
+    std::string line, headers;
+    int status;
+  };
+  for (const Refused& c : std::vector<Refused>{
+           {"POST /messages", "Content-Type: text/plain\r\n", 415},
+           {"POST /messages", "Content-Type: application/json\r\nOrigin: https://evil.example\r\n",
+            403},
+           {"POST /events", "Content-Type: application/json\r\n", 405},
+           {"PUT /messages", "Content-Type: application/json\r\n", 405},
+           {"POST /nowhere", "Content-Type: application/json\r\n", 404}}) {
     Client refused(server.port());
-    ASSERT_TRUE(refused.send("POST /messages HTTP/1.1\r\nHost: x\r\n" + headers +
-                             "Content-Length: " + std::to_string(body.size()) +
-                             "\r\nExpect: 100-continue\r\n\r\n"));
+    ASSERT_TRUE(refused.send(c.line + " HTTP/1.1\r\nHost: x\r\n" + c.headers + "Content-Length: " +
+                             std::to_string(body.size()) + "\r\nExpect: 100-continue\r\n\r\n"));
     auto answer = refused.read_response();
-    ASSERT_TRUE(answer) << headers;
-    EXPECT_EQ(answer->status, status) << headers;
+    ASSERT_TRUE(answer) << c.line;
+    EXPECT_EQ(answer->status, c.status) << c.line << " " << c.headers;
     EXPECT_EQ(answer->header("connection"), "close");
     EXPECT_TRUE(refused.wait_closed());
   }
+  // One 100-continue among several Expect headers is still asked for.
+  Client twice(server.port());
+  ASSERT_TRUE(twice.send(
+      "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\nExpect: 100-continue\r\nExpect: x-other\r\n\r\n"));
+  auto asked = twice.read_head();
+  ASSERT_TRUE(asked);
+  EXPECT_EQ(asked->status, 100);
 }
 
 struct ErrorCase {
