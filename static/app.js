@@ -15,6 +15,7 @@ const MAX_ROOMS = 32;          // the most rooms one stream may carry
 const KEEP_PER_ROOM = 1000;    // messages kept in memory per room
 const ROOMS_KEY = 'sse-chat-rooms';
 const NAME_KEY = 'sse-chat-name';
+const SEEN_KEY = 'sse-chat-seen';  // per room, the newest id this browser has shown
 // The server's limits (src/message.h), in characters (code points), as it counts them: not in
 // UTF-16 units as maxlength would, which would cut a text of emoji at half the limit.
 const MAX_NAME_CHARS = 32;
@@ -37,6 +38,44 @@ let status = { text: 'connecting…', cls: '' };
 // patterns) or not ({ on, name: '', reason, public, expired }), when only the public rooms may be
 // read (none if the browser sends a token the server refuses: it refuses everything then).
 let auth = { on: false };
+
+// How far each room was read, kept across visits: what came since is unread when the page opens.
+const seenAtLoad = readSeen();
+let seenSaveTimer = 0;
+
+function readSeen() {
+  try {
+    const seen = JSON.parse(localStorage.getItem(SEEN_KEY) || '{}');
+    return seen && typeof seen === 'object' ? seen : {};
+  } catch (_) {
+    return {};
+  }
+}
+
+function saveSeenSoon() {
+  if (seenSaveTimer) return;
+  seenSaveTimer = setTimeout(() => {
+    seenSaveTimer = 0;
+    const seen = readSeen();  // another tab's rooms too
+    for (const [name, r] of rooms) if (joined.has(name)) seen[name] = Math.max(Number(seen[name]) || 0, r.seenThrough);
+    for (const name of Object.keys(seen)) if (!joined.has(name)) delete seen[name];
+    localStorage.setItem(SEEN_KEY, JSON.stringify(seen));
+  }, 1000);
+}
+
+// The joined rooms that got messages since this browser last showed them (as GET /rooms says):
+// those messages are loaded and counted as unread.
+async function loadUnread() {
+  for (const d of directory) {
+    const seen = Number(seenAtLoad[d.room]) || 0;
+    if (!joined.has(d.room) || d.room === current || !seen || !(Number(d.last_id) > seen) || !mayRead(d.room)) continue;
+    const res = await fetch(`/messages?room=${encodeURIComponent(d.room)}&since=${seen}&limit=100`, { cache: 'no-store' });
+    if (!res.ok) continue;
+    for (const msg of await res.json()) receive({ ...msg, room: msg.room || d.room }, false);
+    markSeen(room(d.room), seen);
+  }
+  renderRooms();
+}
 
 function room(name) {
   let r = rooms.get(name);
@@ -296,6 +335,7 @@ function showRoom() {
   const r = room(current);
   r.unread = 0;
   for (const id of r.messages.keys()) r.seenThrough = Math.max(r.seenThrough, id);
+  saveSeenSoon();
   list.replaceChildren();
   for (const msg of [...r.messages.values()].sort((a, b) => a.id - b.id)) renderMessage(msg);
   list.scrollTop = list.scrollHeight;
@@ -333,6 +373,7 @@ function receive(msg, live) {
   }
   if (name === current) {
     r.seenThrough = Math.max(r.seenThrough, msg.id);
+    saveSeenSoon();
     renderMessage(msg);
   } else if (live && msg.id > r.seenThrough && msg.user !== me) {
     // What a room kept from before it was joined is replayed when the stream adds it: not unread.
@@ -684,6 +725,7 @@ function applyJoin(name) {
 
 function markSeen(r, id) {
   r.seenThrough = Math.max(r.seenThrough, id);
+  saveSeenSoon();
   const fresh = [...r.messages.values()].filter((m) => m.id > r.seenThrough && m.user !== me);
   r.unread = r === rooms.get(current) ? 0 : fresh.length;
 }
@@ -716,10 +758,11 @@ function joinProblem(name) {
   return mayRead(name) ? null : notReadable(name);
 }
 
+// Room names are lowercase: "/#Team-A" is #team-a, as a name typed in the box is.
 function hashRoom() {
   let name = location.hash.slice(1);
   try { name = decodeURIComponent(name); } catch (_) { /* shown as typed */ }
-  return name || DEFAULT_ROOM;
+  return name.toLowerCase() || DEFAULT_ROOM;
 }
 
 // Puts `name` in view, joining it if need be (so a link to /#room opens it).
@@ -731,6 +774,7 @@ function view(name, load = true) {
     history.replaceState(null, '', '#' + name);
   } else {
     showRoomError('');
+    if (location.hash && location.hash !== '#' + name) history.replaceState(null, '', '#' + name);
   }
   current = name;
   if (!joined.has(name)) joinRoom(name);
@@ -822,7 +866,7 @@ $('rename').addEventListener('click', () => {
 
 $('room-form').addEventListener('submit', (e) => {
   e.preventDefault();
-  const name = $('room-name').value.trim().replace(/^#/, '');
+  const name = $('room-name').value.trim().replace(/^#/, '').toLowerCase();
   const problem = joinProblem(name);
   showRoomError(problem);
   if (problem) return;
@@ -887,5 +931,6 @@ $('new-messages').addEventListener('click', () => {
   const loaded = await loadHistory(current).catch(() => 0);  // the stream replays what it can
   streamId = Math.max(streamId, newest, loaded);
   connect();
+  loadUnread().catch(() => {});
   setInterval(() => loadDirectory().catch(() => {}), 30000);
 })();

@@ -83,6 +83,30 @@ test('messages in the other rooms are counted as unread until the room is opened
   }
 });
 
+test('what came while the page was closed is unread when it opens again', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const context = await browser.newContext();
+    let alice = await join(context, server.url, 'alice', '/#Team-C');  // names are lowercase
+    assert.equal(await viewing(alice), '#team-c');
+    assert.equal(new URL(alice.url()).hash, '#team-c');
+    assert.equal(await post(server.url, 'bob', 'seen', { room: 'team-c' }), 201);
+    await eventually(async () => sameList(await texts(alice), ['seen']), 'the message seen');
+    await clickRoom(alice, 'general');
+    await new Promise((r) => setTimeout(r, 1500));  // how far each room was read is saved
+    await alice.close();
+    for (const t of ['while', 'away']) assert.equal(await post(server.url, 'bob', t, { room: 'team-c' }), 201);
+    assert.equal(await post(server.url, 'alice', 'mine from elsewhere', { room: 'team-c' }), 201);
+    alice = await context.newPage();
+    await alice.goto(server.url + '/');
+    await eventually(async () => await unread(alice, 'team-c') === 2, 'two unread in team-c');
+    await clickRoom(alice, 'team-c');
+    await eventually(async () => sameList(await texts(alice), ['seen', 'while', 'away', 'mine from elsewhere']), 'all of team-c');
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('a link to /#room opens that room, and joined rooms are remembered', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
@@ -113,7 +137,7 @@ test('a link to /#room opens that room, and joined rooms are remembered', async 
     assert.equal(await viewing(bad), '#general');
     assert.match(await bad.textContent('#room-error'), /not a room name/);
     assert.deepEqual(await joinedRooms(bad), ['general']);
-    for (const name of ['Team-A', 'team a', 'x'.repeat(65), 'café']) {
+    for (const name of ['Team:A', 'team a', 'x'.repeat(65), 'café']) {
       await bad.fill('#room-name', name);
       await bad.press('#room-name', 'Enter');
       await bad.waitForSelector('#room-error:not([hidden])');
