@@ -157,24 +157,22 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
   ASSERT_TRUE(reader.retry_ms());
   EXPECT_GE(*reader.retry_ms(), 10000);    // ...after saying when to come back
   EXPECT_EQ(reader.last_event_id(), "1");  // and from where: the newest message then
-  Client resuming(server.port());          // one that had an id is sent back with it
-  ASSERT_TRUE(
-      resuming.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-                    "Last-Event-ID: 0\r\n\r\n"));
-  ASSERT_TRUE(resuming.read_head());
-  SseReader resuming_reader(resuming);
-  ASSERT_TRUE(resuming_reader.next());
-  EXPECT_FALSE(resuming_reader.next());
-  EXPECT_EQ(resuming_reader.last_event_id(), "0");
-  // One whose id is no id is sent back from 0 (every kept message), never with a made-up id.
-  Client unknown(server.port());
-  ASSERT_TRUE(
-      unknown.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-                   "Last-Event-ID: abc\r\n\r\n"));
-  ASSERT_TRUE(unknown.read_head());
-  SseReader unknown_reader(unknown);
-  ASSERT_TRUE(unknown_reader.next());
-  EXPECT_EQ(unknown_reader.last_event_id(), "0");
+  // One that had an id is sent back with it; one whose id is no id from 0 (every kept message),
+  // never with a made-up id.
+  auto sent_back_from = [&](const std::string& last_event_id) {
+    Client resuming(server.port());
+    EXPECT_TRUE(
+        resuming.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                      "Last-Event-ID: " +
+                      last_event_id + "\r\n\r\n"));
+    EXPECT_TRUE(resuming.read_head());
+    SseReader resuming_reader(resuming);
+    EXPECT_TRUE(resuming_reader.next());
+    EXPECT_FALSE(resuming_reader.next());
+    return resuming_reader.last_event_id();
+  };
+  EXPECT_EQ(sent_back_from("0"), "0");
+  EXPECT_EQ(sent_back_from("abc"), "0");
   // Any other client gets 429 with Retry-After.
   Client curl(server.port());
   auto r = curl.get("/events");
