@@ -695,6 +695,7 @@ const authKey = (a) => JSON.stringify([a.on, a.name, a.rooms, a.read, a.public, 
 async function recheckAuth() {
   const now = await fetchMe();
   if (!now || authKey(now) === authKey(auth)) return;
+  if (auth.expired && !now.name) return;  // still signed out: "your session expired" stays
   auth = now;
   if (auth.on) me = auth.name;
   renderAuth();
