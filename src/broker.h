@@ -45,6 +45,15 @@ struct PublishResult {
 };
 using PublishDone = std::function<void(const PublishResult&)>;
 
+// Which of a room's kept messages a page holds (GET /messages): with `after`, the first `limit`
+// whose ids are above it, paging forward; without, the newest `limit`; either way only ids below
+// `before` when it is given, so a page before the oldest one has pages back.
+struct PageRange {
+  std::optional<uint64_t> after;
+  std::optional<uint64_t> before;
+  size_t limit = 100;
+};
+
 // Kept messages, oldest first, as the frames streams were sent.
 using HistoryDone = std::function<void(std::vector<FrameRef>)>;
 
@@ -94,9 +103,8 @@ class CommitSink {
   using KeptVisitor = std::function<void(uint64_t id, std::string_view room, const FrameRef&)>;
   virtual void for_each_kept(const KeptVisitor& visit) const = 0;
 
-  // The first `limit` kept messages of `room` with id > `after`, or without `after` the newest.
-  virtual std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
-                                          size_t limit) const = 0;
+  // The kept messages of `room` within `range`, oldest first.
+  virtual std::vector<FrameRef> kept_page(std::string_view room, const PageRange& range) const = 0;
 
   // Floors: how far back each room's kept messages no longer reach (what was dropped or forgotten
   // is gone: a stream resuming from before it gets a reset). Storage that drops messages writes
@@ -147,10 +155,8 @@ class Broker {
   // Commits `draft`; `done` runs later on the loop.
   virtual void publish(Draft draft, PublishDone done) = 0;
 
-  // The first `limit` kept messages of `room` with id > `after`, or without `after` the newest
-  // `limit`.
-  virtual void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
-                            HistoryDone done) = 0;
+  // The kept messages of `room` within `range`, oldest first.
+  virtual void read_history(std::string room, PageRange range, HistoryDone done) = 0;
 
   // Whether storage keeps messages the node's memory does not (storage shared by several nodes):
   // a stream resuming from before a room's memory then reads them with read_backfill().

@@ -565,17 +565,18 @@ bool ChatRoutes::nonce_used_otherwise(const std::string& room, const std::string
 void ChatRoutes::list_messages(Connection& conn, Request& req) {
   auto pairs = form::parse(req.query);
   if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
-  if (auto repeated = repeated_parameter(*pairs, {"room", "since", "limit"}))
+  if (auto repeated = repeated_parameter(*pairs, {"room", "since", "before", "limit"}))
     return policy_.reply(conn, req, http::error(400, *repeated));
-  std::optional<uint64_t> since;
+  PageRange range;
   std::optional<std::string> limit_value;
   std::string room(kDefaultRoom);
   for (auto& [key, value] : *pairs) {
-    if (key == "since") {
-      since = parse_u64(value);
-      if (!since)
+    if (key == "since" || key == "before") {
+      auto id = parse_u64(value);
+      if (!id || (key == "before" && *id == 0))
         return policy_.reply(conn, req,
-                             http::error(400, "since must be a message id (a whole number)"));
+                             http::error(400, key + " must be a message id (a whole number)"));
+      (key == "since" ? range.after : range.before) = id;
     } else if (key == "limit") {
       limit_value = std::move(value);
     } else if (key == "room") {
@@ -586,12 +587,13 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
   }
   auto limit = parse_limit(limit_value);
   if (!limit) return policy_.reply(conn, req, http::error(400, kBadLimit));
+  range.limit = *limit;
   if (auto refusal = check_read(authenticate(req), {room}))
     return policy_.reply(conn, req, std::move(*refusal));
   uint64_t ticket = hold(conn);
-  bool newest = !since;
+  bool newest = !range.after;
   broker_.read_history(
-      std::move(room), since, *limit,
+      std::move(room), range,
       [this, ticket, newest, ctx = policy_.context_of(req)](std::vector<FrameRef> frames) {
         finish(ticket, ctx, history_page(frames, newest));
       });

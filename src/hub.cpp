@@ -253,15 +253,17 @@ void Hub::for_each_kept(const KeptVisitor& visit) const {
   }
 }
 
-std::vector<FrameRef> Hub::kept_page(std::string_view room_name, std::optional<uint64_t> after,
-                                     size_t limit) const {
+std::vector<FrameRef> Hub::kept_page(std::string_view room_name, const PageRange& range) const {
   std::vector<FrameRef> frames;
   const Room* room = find(room_name);
   if (!room) return frames;
   const auto& history = room->history_;
-  size_t begin = history.size() - std::min(limit, history.size());
-  if (after) begin = *after == UINT64_MAX ? history.size() : room->position_of(*after + 1);
-  size_t end = std::min(history.size(), begin + limit);
+  size_t end = range.before ? room->position_of(*range.before) : history.size();
+  size_t begin = end - std::min(range.limit, end);
+  if (range.after) {
+    begin = *range.after == UINT64_MAX ? history.size() : room->position_of(*range.after + 1);
+    end = std::max(begin, std::min(end, begin + range.limit));
+  }
   frames.reserve(end - begin);
   for (size_t i = begin; i < end; ++i) frames.push_back(history[i].frame);
   return frames;

@@ -66,8 +66,7 @@ class Hub final : public CommitSink {
   void on_committed(uint64_t id, std::string_view room, const FrameRef& frame,
                     bool restored) override;
   void for_each_kept(const KeptVisitor& visit) const override;
-  std::vector<FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
-                                  size_t limit) const override;
+  std::vector<FrameRef> kept_page(std::string_view room, const PageRange& range) const override;
   // Visits the floor of every room the hub does not otherwise know (neither made nor remembered as
   // forgotten) as the room "", to be given back through restore_base(); then the rooms' floors,
   // then the forgotten names', oldest forgotten first.

@@ -280,9 +280,8 @@ std::vector<JournalRecord> LocalBroker::window_records() const {
   return records;
 }
 
-void LocalBroker::read_history(std::string room, std::optional<uint64_t> after, size_t limit,
-                               HistoryDone done) {
-  reactor_.defer([done = std::move(done), frames = sink_.kept_page(room, after, limit)]() mutable {
+void LocalBroker::read_history(std::string room, PageRange range, HistoryDone done) {
+  reactor_.defer([done = std::move(done), frames = sink_.kept_page(room, range)]() mutable {
     done(std::move(frames));
   });
 }

@@ -39,8 +39,7 @@ class LocalBroker final : public Broker {
 
   bool start(std::string& error) override;
   void publish(Draft draft, PublishDone done) override;
-  void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
-                    HistoryDone done) override;
+  void read_history(std::string room, PageRange range, HistoryDone done) override;
   // Memory holds all this node keeps: nothing more to read.
   void read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
                      size_t max_bytes, BackfillDone done) override;

@@ -787,17 +787,18 @@ PublishResult RedisBroker::publish_result(redisReply* r) {
 
 // Pages the room's stream in Redis; while Redis cannot answer, the node's memory (the window
 // every node keeps) answers instead.
-void RedisBroker::read_history(std::string room, std::optional<uint64_t> after, size_t limit,
-                               HistoryDone done) {
-  std::string count = std::to_string(limit);
+void RedisBroker::read_history(std::string room, PageRange range, HistoryDone done) {
+  std::string count = std::to_string(range.limit);
   std::string stream = key("room:" + room);
-  std::string from = after ? "(" + std::to_string(*after) + "-0" : "";
-  bool newest = !after;
+  // Exclusive ends ("(<id>-0"): entry ids are the message ids.
+  std::string from = range.after ? "(" + std::to_string(*range.after) + "-0" : "-";
+  std::string to = range.before ? "(" + std::to_string(*range.before) + "-0" : "+";
+  bool newest = !range.after;
   std::vector<std::string_view> argv =
-      newest ? std::vector<std::string_view>{"XREVRANGE", stream, "+", "-", "COUNT", count}
-             : std::vector<std::string_view>{"XRANGE", stream, from, "+", "COUNT", count};
-  auto from_memory = [this, room, after, limit, done, alive = alive_] {
-    if (*alive) done(sink_.kept_page(room, after, limit));
+      newest ? std::vector<std::string_view>{"XREVRANGE", stream, to, from, "COUNT", count}
+             : std::vector<std::string_view>{"XRANGE", stream, from, to, "COUNT", count};
+  auto from_memory = [this, room, range, done, alive = alive_] {
+    if (*alive) done(sink_.kept_page(room, range));
   };
   auto on_reply = [done, newest, from_memory, alive = alive_](redisReply* r) {
     if (!*alive) return;  // the broker is going

@@ -59,8 +59,7 @@ class RedisBroker final : public Broker {
   bool start(std::string& error) override;
   void publish(Draft draft, PublishDone done) override;
   // Pages the room's stream in Redis.
-  void read_history(std::string room, std::optional<uint64_t> after, size_t limit,
-                    HistoryDone done) override;
+  void read_history(std::string room, PageRange range, HistoryDone done) override;
   bool keeps_more_than_memory() const override { return true; }
   // Reads the room's stream in Redis, with the entry after `after` to see that nothing between
   // is missing (its prev).

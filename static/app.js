@@ -346,6 +346,32 @@ function showRoom() {
   renderPresence();
   renderRooms();
   renderComposer();
+  renderOlder();
+}
+
+// "Load older messages": the page shows a room's newest 100 and pages back from its oldest, as
+// far as the room keeps and this tab holds (KEEP_PER_ROOM).
+function renderOlder() {
+  const r = room(current);
+  $('older').hidden = r.olderDone || r.messages.size === 0 || r.messages.size + 100 > KEEP_PER_ROOM;
+}
+
+async function loadOlder() {
+  const name = current;
+  const r = room(name);
+  const oldest = Math.min(...r.messages.keys());
+  if (!Number.isFinite(oldest)) return;
+  const res = await fetch(`/messages?room=${encodeURIComponent(name)}&before=${oldest}&limit=100`, { cache: 'no-store' });
+  if (!res.ok) return;
+  const page = await res.json();
+  if (name !== current) return;
+  const pillHidden = $('new-messages').hidden;
+  const fromBottom = list.scrollHeight - list.scrollTop;  // keeps what was in view where it was
+  for (const msg of page) receive({ ...msg, room: msg.room || name }, false);
+  list.scrollTop = list.scrollHeight - fromBottom;
+  $('new-messages').hidden = pillHidden;  // older messages are not new ones
+  r.olderDone = page.length < 100;
+  renderOlder();
 }
 
 function showRoomError(text) {
@@ -474,11 +500,14 @@ async function loadHistory(name) {
   const res = await fetch(`/messages?room=${encodeURIComponent(name)}&limit=100`, { cache: 'no-store' });
   if (!res.ok) throw new Error('history ' + res.status);
   let newest = 0;
-  for (const msg of await res.json()) {
+  const page = await res.json();
+  for (const msg of page) {
     receive({ ...msg, room: msg.room || name }, false);
     newest = Math.max(newest, msg.id);
   }
+  if (rooms.has(name) && page.length < 100) rooms.get(name).olderDone = true;  // all it keeps
   if (carried && rooms.has(name)) rooms.get(name).synced = true;
+  if (name === current) renderOlder();
   return newest;
 }
 
@@ -905,6 +934,7 @@ $('text').addEventListener('keydown', (e) => {
 });
 
 list.addEventListener('scroll', () => { if (atBottom()) $('new-messages').hidden = true; });
+$('older').addEventListener('click', () => loadOlder().catch(() => {}));
 $('new-messages').addEventListener('click', () => {
   list.scrollTop = list.scrollHeight;
   $('new-messages').hidden = true;

@@ -115,6 +115,13 @@ TEST(History, GetMessagesPages) {
   EXPECT_TRUE(full->body.starts_with(
       "[{\"id\":1,\"room\":\"general\",\"user\":\"u\",\"text\":\"m0\",\"ts\":"))
       << full->body;
+  // Paging back: the newest before an id, or a range between two.
+  EXPECT_EQ(ids_in(c.get("/messages?before=21&limit=5")->body), range(16, 20));
+  EXPECT_EQ(ids_in(c.get("/messages?before=3")->body), range(1, 2));
+  EXPECT_EQ(ids_in(c.get("/messages?since=10&before=14")->body), range(11, 13));
+  EXPECT_EQ(c.get("/messages?before=1")->body, "[]");
+  EXPECT_EQ(c.get("/messages?before=0")->status, 400);
+  EXPECT_EQ(c.get("/messages?before=x")->status, 400);
   EXPECT_EQ(c.get("/messages?limit=0")->status, 400);
   EXPECT_EQ(c.get("/messages?since=abc")->status, 400);
   EXPECT_EQ(c.get("/messages?limit=-1")->status, 400);

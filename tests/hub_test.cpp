@@ -370,7 +370,7 @@ TEST(Hub, TheByteBoundDropsTheGloballyOldestFirst) {
   EXPECT_EQ(kept, (std::vector<uint64_t>{3, 4, 5, 6, 7}));
   EXPECT_EQ(hub.find("b")->dropped_through(), 2u);
   EXPECT_EQ(hub.find("a")->dropped_through(), 1u);
-  EXPECT_EQ(hub.kept_page("a", std::nullopt, 10).size(), 2u);  // 3, 6
+  EXPECT_EQ(hub.kept_page("a", {std::nullopt, std::nullopt, 10}).size(), 2u);  // 3, 6
 }
 
 TEST(Hub, PastMaxRoomsTheRoomIdleLongestIsForgotten) {
@@ -474,9 +474,10 @@ TEST(Hub, PagesOneRoom) {
   Hub hub(options(100));
   Poster p(hub);
   for (const char* room : {"a", "b", "a", "a", "b"}) p.post(room);
-  auto page_ids = [&](std::optional<uint64_t> after, size_t limit) {
+  auto page_ids = [&](std::optional<uint64_t> after, size_t limit,
+                      std::optional<uint64_t> before = std::nullopt) {
     std::vector<uint64_t> out;
-    for (const FrameRef& f : hub.kept_page("a", after, limit))
+    for (const FrameRef& f : hub.kept_page("a", {after, before, limit}))
       out.push_back(sse::frame_id(*f.get()));
     return out;
   };
@@ -484,7 +485,13 @@ TEST(Hub, PagesOneRoom) {
   EXPECT_EQ(page_ids(0, 2), (std::vector<uint64_t>{1, 3}));
   EXPECT_EQ(page_ids(3, 10), (std::vector<uint64_t>{4}));
   EXPECT_EQ(page_ids(UINT64_MAX, 10), (std::vector<uint64_t>{}));
-  EXPECT_TRUE(hub.kept_page("nope", 0, 10).empty());
+  // Pages back: the newest below `before`, or the first after `after` below it.
+  EXPECT_EQ(page_ids(std::nullopt, 2, 4), (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(page_ids(std::nullopt, 1, 4), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(page_ids(std::nullopt, 5, 1), (std::vector<uint64_t>{}));
+  EXPECT_EQ(page_ids(1, 5, 4), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(page_ids(3, 5, 2), (std::vector<uint64_t>{}));
+  EXPECT_TRUE(hub.kept_page("nope", {0, std::nullopt, 10}).empty());
 }
 
 TEST(Hub, RestoredMessagesAreKeptNotDelivered) {

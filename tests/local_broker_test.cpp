@@ -406,7 +406,7 @@ TEST(LocalBroker, JournalOfThePreviousFormatsStillLoads) {
   f.start();
   EXPECT_EQ(f.sink.restored_ids, ids({1, 2, 3}));
   EXPECT_EQ(f.sink.rooms, (std::vector<std::string>{"general", "general", "general"}));
-  auto page = f.sink.kept_page("general", 2, 1);
+  auto page = f.sink.kept_page("general", {2, std::nullopt, 1});
   ASSERT_EQ(page.size(), 1u);
   EXPECT_EQ(sse::frame_json(*page[0].get()),
             R"({"id":3,"room":"general","user":"alice","text":"old","ts":0})");

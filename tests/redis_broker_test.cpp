@@ -340,19 +340,24 @@ TEST(RedisBroker, HistoryPagesComeFromRedis) {
   std::vector<uint64_t> ids;
   for (int i = 0; i < 10; ++i) ids.push_back(c.post(c.a, "h", "", "team-a").id);
   c.post(c.a, "elsewhere");
-  auto page = [&](std::optional<uint64_t> after, size_t limit) {
+  auto page = [&](std::optional<uint64_t> after, size_t limit,
+                  std::optional<uint64_t> before = std::nullopt) {
     std::vector<uint64_t> out;
     bool done = false;
-    c.b.broker->read_history("team-a", after, limit, [&](std::vector<sse::FrameRef> frames) {
-      for (auto& f : frames) out.push_back(sse::frame_id(*f.get()));
-      done = true;
-    });
+    c.b.broker->read_history("team-a", {after, before, limit},
+                             [&](std::vector<sse::FrameRef> frames) {
+                               for (auto& f : frames) out.push_back(sse::frame_id(*f.get()));
+                               done = true;
+                             });
     run_until(c.reactor, [&] { return done; });
     return out;
   };
   EXPECT_EQ(page(std::nullopt, 3), std::vector<uint64_t>(ids.end() - 3, ids.end()));
   EXPECT_EQ(page(ids[1], 4), std::vector<uint64_t>(ids.begin() + 2, ids.begin() + 6));
   EXPECT_TRUE(page(ids.back(), 10).empty());
+  // Back from an id: the newest below it; and a range between two.
+  EXPECT_EQ(page(std::nullopt, 3, ids[5]), std::vector<uint64_t>(ids.begin() + 2, ids.begin() + 5));
+  EXPECT_EQ(page(ids[1], 10, ids[4]), std::vector<uint64_t>(ids.begin() + 2, ids.begin() + 4));
 }
 
 // A node that starts after messages were posted holds them in memory before it says it is
@@ -375,7 +380,7 @@ TEST(RedisBroker, ANewNodeWarmsUpFromRedisBeforeItIsReady) {
   EXPECT_TRUE(std::is_sorted(late.restored_ids.begin(), late.restored_ids.end()));
   auto kept = [&](const std::string& room) {
     std::vector<uint64_t> out;
-    for (auto& f : late.hub.kept_page(room, std::nullopt, 100))
+    for (auto& f : late.hub.kept_page(room, {std::nullopt, std::nullopt, 100}))
       out.push_back(sse::frame_id(*f.get()));
     return out;
   };

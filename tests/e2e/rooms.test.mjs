@@ -107,6 +107,23 @@ test('what came while the page was closed is unread when it opens again', async 
   }
 });
 
+test('older messages than the newest 100 are a click away', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    for (let i = 0; i < 130; i++) assert.equal(await post(server.url, 'bob', `m${i}`, { room: 'busy' }), 201);
+    const page = await join(await browser.newContext(), server.url, 'carol', '/#busy');
+    await eventually(async () => (await texts(page)).length === 100, 'the newest 100');
+    assert.equal((await texts(page))[0], 'm30');
+    await page.click('#older');
+    await eventually(async () => (await texts(page)).length === 130, 'all 130');
+    assert.deepEqual((await texts(page)).slice(0, 2), ['m0', 'm1']);
+    assert.equal(await page.isVisible('#older'), false);  // nothing older is kept
+    assert.equal(await page.isVisible('#new-messages'), false);
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('a link to /#room opens that room, and joined rooms are remembered', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {

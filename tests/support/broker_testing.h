@@ -102,10 +102,11 @@ class BrokerFixture {
                                 const std::string& room = "general") {
     std::vector<uint64_t> ids;
     bool done = false;
-    broker->read_history(room, after, limit, [&](std::vector<sse::FrameRef> frames) {
-      for (auto& f : frames) ids.push_back(sse::frame_id(*f.get()));
-      done = true;
-    });
+    broker->read_history(room, {after, std::nullopt, limit},
+                         [&](std::vector<sse::FrameRef> frames) {
+                           for (auto& f : frames) ids.push_back(sse::frame_id(*f.get()));
+                           done = true;
+                         });
     EXPECT_TRUE(run_until([&] { return done; }));
     return ids;
   }

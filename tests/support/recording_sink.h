@@ -29,9 +29,9 @@ struct RecordingSink : sse::CommitSink {
     hub.on_committed(id, room, frame, was_restored);
   }
   void for_each_kept(const KeptVisitor& visit) const override { hub.for_each_kept(visit); }
-  std::vector<sse::FrameRef> kept_page(std::string_view room, std::optional<uint64_t> after,
-                                       size_t limit) const override {
-    return hub.kept_page(room, after, limit);
+  std::vector<sse::FrameRef> kept_page(std::string_view room,
+                                       const sse::PageRange& range) const override {
+    return hub.kept_page(room, range);
   }
   void for_each_floor(const FloorVisitor& visit) const override { hub.for_each_floor(visit); }
   void restore_floor(std::string_view room, uint64_t through) override {
