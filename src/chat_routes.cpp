@@ -71,11 +71,9 @@ std::optional<uint64_t> resume_point(const Request& req, StreamQuery& query) {
   return parse_u64(*query.last_event_id).value_or(UINT64_MAX);
 }
 
-using QueryPairs = std::vector<std::pair<std::string, std::string>>;
-
 // A listing's parameter given twice: which one counts is anybody's guess (a proxy in front may
 // have checked the other), so it is refused with the name of the parameter.
-std::optional<std::string> repeated_parameter(const QueryPairs& pairs,
+std::optional<std::string> repeated_parameter(const form::Pairs& pairs,
                                               std::initializer_list<std::string_view> keys) {
   for (std::string_view key : keys)
     if (std::count_if(pairs.begin(), pairs.end(), [key](auto& p) { return p.first == key; }) > 1)
@@ -166,15 +164,6 @@ http::Response nonce_reused(uint64_t id) {
                               std::to_string(id) + "); use a new nonce for a new message");
 }
 
-// 401: a token is needed here and none (`presented` false) or no valid one was presented.
-http::Response unauthorized(std::string_view reason, bool presented) {
-  http::Response r = http::error(401, reason);
-  r.headers.emplace_back("WWW-Authenticate",
-                         presented ? R"(Bearer realm="sse-chat", error="invalid_token")"
-                                   : R"(Bearer realm="sse-chat")");
-  return r;
-}
-
 // 403: a valid token that does not cover what is asked.
 http::Response forbidden(std::string_view reason) {
   http::Response r = http::error(403, reason);
@@ -241,13 +230,13 @@ std::optional<http::Response> ChatRoutes::check_read(const Authentication& auth,
                                                      const std::vector<std::string>& rooms) {
   if (auth.kind == Authentication::Invalid) {
     metrics_.count_rejected("unauthorized");
-    return unauthorized(auth.reason, true);
+    return http::unauthorized(auth.reason, true);
   }
   for (const std::string& room : rooms) {
     if (access_.may_read(auth.who(), room)) continue;
     if (!auth.who()) {
       metrics_.count_rejected("unauthorized");
-      return unauthorized(std::string(kSignInNeeded) + " to read room " + room, false);
+      return http::unauthorized(std::string(kSignInNeeded) + " to read room " + room, false);
     }
     metrics_.count_rejected("forbidden");
     return forbidden("your token does not allow reading room " + room);
@@ -476,7 +465,7 @@ std::optional<http::Response> ChatRoutes::refuse_post(const Connection& conn, co
   if (access_.enabled() && !auth.who()) {
     metrics_.count_rejected("unauthorized");
     bool presented = auth.kind == Authentication::Invalid;
-    return unauthorized(presented ? auth.reason : kSignInNeeded, presented);
+    return http::unauthorized(presented ? auth.reason : kSignInNeeded, presented);
   }
   if (auto refusal = policy_.check_sender(conn, req)) return refusal;
   if (auto unsupported = unsupported_media_type(req.content_type)) {
@@ -606,12 +595,12 @@ void ChatRoutes::list_rooms(Connection& conn, Request& req) {
   if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
   if (auto repeated = repeated_parameter(*pairs, {"limit"}))
     return policy_.reply(conn, req, http::error(400, *repeated));
-  auto limit = parse_limit(form::query_value(req.query, "limit"));
+  auto limit = parse_limit(form::query_value(*pairs, "limit"));
   if (!limit) return policy_.reply(conn, req, http::error(400, kBadLimit));
   Authentication auth = authenticate(req);
   if (auth.kind == Authentication::Invalid) {
     metrics_.count_rejected("unauthorized");
-    return policy_.reply(conn, req, unauthorized(auth.reason, true));
+    return policy_.reply(conn, req, http::unauthorized(auth.reason, true));
   }
   auto readable = [&](const Room& room) { return access_.may_read(auth.who(), room.name()); };
   http::Response r;
@@ -647,7 +636,7 @@ void ChatRoutes::serve_me(Connection& conn, Request& req) {
   const Identity* who = auth.who();
   if (!who) {
     bool presented = auth.kind == Authentication::Invalid;
-    r = unauthorized(presented ? auth.reason : kSignInNeeded, presented);
+    r = http::unauthorized(presented ? auth.reason : kSignInNeeded, presented);
     r.body.pop_back();  // {"error":".."} gains the public rooms
     r.body += ",\"public\":";
     append_patterns(r.body, access_.public_rooms());

@@ -33,7 +33,7 @@ std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space
   return out;
 }
 
-std::optional<std::vector<std::pair<std::string, std::string>>> parse(std::string_view body) {
+std::optional<Pairs> parse(std::string_view body) {
   std::vector<std::pair<std::string, std::string>> pairs;
   while (!body.empty()) {
     size_t amp = body.find('&');
@@ -51,8 +51,11 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse(std::strin
 
 std::optional<std::string> query_value(std::string_view query, std::string_view key) {
   auto pairs = parse(query);
-  if (!pairs) return std::nullopt;
-  for (auto& [k, v] : *pairs)
+  return pairs ? query_value(*pairs, key) : std::nullopt;
+}
+
+std::optional<std::string> query_value(const Pairs& pairs, std::string_view key) {
+  for (auto& [k, v] : pairs)
     if (k == key) return v;
   return std::nullopt;
 }

@@ -147,13 +147,8 @@ std::optional<http::Response> HttpPolicy::check_sender(const Connection& conn,
   }
   if (!has_publish_token(req)) {
     metrics_.count_rejected("unauthorized");
-    http::Response r = http::error(401, "a valid publish token is required");
     auto token = bearer_token(req.authorization);
-    r.headers.emplace_back("WWW-Authenticate",
-                           token && !token->empty()
-                               ? R"(Bearer realm="sse-chat", error="invalid_token")"
-                               : R"(Bearer realm="sse-chat")");
-    return r;
+    return http::unauthorized("a valid publish token is required", token && !token->empty());
   }
   return std::nullopt;
 }

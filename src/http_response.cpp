@@ -124,4 +124,12 @@ Response error(int status, std::string_view reason) {
   return r;
 }
 
+Response unauthorized(std::string_view reason, bool presented) {
+  Response r = error(401, reason);
+  r.headers.emplace_back("WWW-Authenticate",
+                         presented ? R"(Bearer realm="sse-chat", error="invalid_token")"
+                                   : R"(Bearer realm="sse-chat")");
+  return r;
+}
+
 }  // namespace sse::http

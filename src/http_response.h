@@ -42,6 +42,10 @@ size_t content_length(const Response& r);
 // {"error":"<reason>"} with the given status.
 Response error(int status, std::string_view reason);
 
+// 401: a token is needed here and none (`presented` false) or no valid one was presented
+// (RFC 6750 3.1: only then error="invalid_token").
+Response unauthorized(std::string_view reason, bool presented);
+
 // The CORS headers that let a page of `origin` read this answer, the headers a client acts on
 // (Retry-After, WWW-Authenticate) included.
 void allow_origin(Response& r, std::string_view origin);
