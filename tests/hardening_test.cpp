@@ -148,13 +148,10 @@ TEST(Hardening, CrossSiteOriginTokenAndCors) {
   // (a proxy's `Host $host:$server_port`); a trusted proxy's X-Forwarded-Host names the site.
   auto post_as = [&](const std::string& host, const std::string& origin,
                      const std::string& extra = "") {
-    Client raw(server.port());
-    raw.send("POST /messages HTTP/1.1\r\nHost: " + host + "\r\nOrigin: " + origin +
-             "\r\nAuthorization: Bearer s3cret\r\n" + extra +
-             "Content-Type: application/json\r\nContent-Length: " + std::to_string(kBody.size()) +
-             "\r\n\r\n" + kBody);
-    auto r = raw.read_response();
-    return r ? r->status : 0;
+    return post_status(
+        server.port(), "/messages",
+        "Host: " + host + "\r\nOrigin: " + origin + "\r\nAuthorization: Bearer s3cret\r\n" + extra,
+        kBody);
   };
   EXPECT_EQ(post_as("chat.example.com:443", "https://chat.example.com"), 201);
   EXPECT_EQ(post_as("Chat.Example.com", "https://chat.example.com"), 201);

@@ -349,6 +349,17 @@ uint64_t post_message(uint16_t port, const std::string& user, const std::string&
   return json_id(r->body);
 }
 
+int post_status(uint16_t port, const std::string& target, const std::string& headers,
+                const std::string& body) {
+  Client c(port);
+  if (!c.send("POST " + target + " HTTP/1.1\r\n" + headers +
+              "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+              "\r\n\r\n" + body))
+    return 0;
+  auto r = c.read_response();
+  return r ? r->status : 0;
+}
+
 std::vector<uint64_t> ids_in(const std::string& json_array) {
   std::vector<uint64_t> ids;
   size_t p = 0;

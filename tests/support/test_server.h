@@ -130,6 +130,11 @@ struct Subscription {
 // POSTs {"user":..,"text":..} and returns the id from the 201 (0 on failure).
 uint64_t post_message(uint16_t port, const std::string& user, const std::string& text);
 
+// POSTs a JSON `body` to `target` with `headers` (each line ending in CRLF; Host among them) on
+// a connection of its own; the answer's status (0 when none came).
+int post_status(uint16_t port, const std::string& target, const std::string& headers,
+                const std::string& body);
+
 // The value of an unlabelled metric from GET /metrics (UINT64_MAX if absent or unreachable).
 uint64_t metric(uint16_t port, const std::string& name);
 
