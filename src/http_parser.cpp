@@ -102,6 +102,24 @@ bool split_target(std::string_view url, Request& r) {
   return true;
 }
 
+constexpr size_t kLongestMethod = 32;  // longer than any method worth naming
+
+enum class MethodVerdict { Unknown, NotYetKnown, NotAMethod };
+
+// RFC 9110 9.1: a request line that starts with a well-formed method the server does not know
+// asks for something not implemented (501); anything else that llhttp calls a bad method is not
+// HTTP at all (400). Which it is shows at the line's first space.
+MethodVerdict judge_method(std::string_view head) {
+  size_t start = head.find_first_not_of("\r\n");  // empty lines before a request are allowed
+  if (start != std::string_view::npos) head.remove_prefix(start);
+  size_t end = head.find_first_not_of(
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~");
+  if (end == std::string_view::npos) {
+    return head.size() < kLongestMethod ? MethodVerdict::NotYetKnown : MethodVerdict::NotAMethod;
+  }
+  return end > 0 && head[end] == ' ' ? MethodVerdict::Unknown : MethodVerdict::NotAMethod;
+}
+
 }  // namespace
 
 RequestParser::RequestParser(const HttpLimits& limits) : limits_(limits) {
@@ -125,12 +143,18 @@ RequestParser::RequestParser(const HttpLimits& limits) : limits_(limits) {
 }
 
 RequestParser::Result RequestParser::feed(const char* data, size_t len) {
+  keep_line_head(data, len);
+  if (method_pending_) return method_error(len);
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
   if (err == HPE_OK && !within_raw_limits(len)) return {Event::Error, len};
   if (err == HPE_OK) return {Event::NeedMore, len};
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
     size_t consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
     return {Event::RequestReady, consumed};
+  }
+  if (error_reason_.empty() && err == HPE_INVALID_METHOD) {
+    method_pending_ = true;
+    return method_error(len);
   }
   if (error_reason_.empty()) {
     error_status_ = 400;
@@ -159,7 +183,30 @@ bool RequestParser::within_raw_limits(size_t fed) {
   return true;
 }
 
+// llhttp stops at the first character no method it knows has: what follows tells a method it does
+// not know from garbage, so the error waits for it.
+RequestParser::Result RequestParser::method_error(size_t fed) {
+  switch (judge_method(line_head_)) {
+    case MethodVerdict::NotYetKnown:
+      return {Event::NeedMore, fed};
+    case MethodVerdict::Unknown:
+      fail(501, "request method not implemented");
+      break;
+    case MethodVerdict::NotAMethod:
+      fail(400, "malformed HTTP request: invalid method");
+      break;
+  }
+  return {Event::Error, fed};
+}
+
+void RequestParser::keep_line_head(const char* data, size_t len) {
+  if (line_head_.size() < kLongestMethod) {
+    line_head_.append(data, std::min(len, kLongestMethod - line_head_.size()));
+  }
+}
+
 void RequestParser::next_request() {
+  line_head_.clear();
   if (llhttp_get_errno(&parser_) == HPE_PAUSED_UPGRADE) {
     llhttp_resume_after_upgrade(&parser_);
   } else {

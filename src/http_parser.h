@@ -84,6 +84,8 @@ class RequestParser {
   int fail(int status, const char* reason);
   bool within_raw_limits(size_t fed);
   bool count_header_bytes(size_t len);
+  void keep_line_head(const char* data, size_t len);
+  Result method_error(size_t fed);
   const char* store_header();  // nullptr, or why the header makes the request malformed
 
   llhttp_t parser_;
@@ -109,6 +111,10 @@ class RequestParser {
   bool started_ = false;
   int error_status_ = 400;
   std::string error_reason_;
+  // The first bytes of the request, for the one error llhttp cannot describe: it stops at the
+  // first character no method it knows has, so "FOO / HTTP/1.1" (501) and garbage (400) look alike.
+  std::string line_head_;
+  bool method_pending_ = false;  // llhttp refused the method; waiting to see what it was
 };
 
 }  // namespace sse
