@@ -102,13 +102,28 @@ bool split_target(std::string_view url, Request& r) {
   return true;
 }
 
-constexpr size_t kLongestMethod = 32;  // longer than any method worth naming
+constexpr size_t kLongestMethod = 32;             // longer than any method worth naming
+constexpr size_t kLineHead = kLongestMethod + 9;  // and " https://"
 
 enum class MethodVerdict { Unknown, NotYetKnown, NotAMethod };
 
-// RFC 9110 9.1: a request line that starts with a well-formed method the server does not know
-// asks for something not implemented (501); anything else that llhttp calls a bad method is not
-// HTTP at all (400). Which it is shows at the line's first space.
+// How a request target starts (RFC 9112 3.2): origin-form "/", asterisk-form, or an absolute
+// http(s) URI; nullopt while `target` is still too short to tell.
+std::optional<bool> starts_a_target(std::string_view target) {
+  if (target.empty()) return std::nullopt;
+  if (target[0] == '/' || target[0] == '*') return true;
+  for (std::string_view scheme : {"http://", "https://"}) {
+    size_t n = std::min(target.size(), scheme.size());
+    if (!ascii::iequals(target.substr(0, n), scheme.substr(0, n))) continue;
+    if (n < scheme.size()) return std::nullopt;
+    return true;
+  }
+  return false;
+}
+
+// RFC 9110 9.1: a request line that starts with a well-formed method the server does not know,
+// followed by a request target, asks for something not implemented (501); anything else llhttp
+// calls a bad method is not HTTP at all (400).
 MethodVerdict judge_method(std::string_view head) {
   size_t start = head.find_first_not_of("\r\n");  // empty lines before a request are allowed
   if (start != std::string_view::npos) head.remove_prefix(start);
@@ -117,7 +132,12 @@ MethodVerdict judge_method(std::string_view head) {
   if (end == std::string_view::npos) {
     return head.size() < kLongestMethod ? MethodVerdict::NotYetKnown : MethodVerdict::NotAMethod;
   }
-  return end > 0 && head[end] == ' ' ? MethodVerdict::Unknown : MethodVerdict::NotAMethod;
+  if (end == 0 || end >= kLongestMethod || head[end] != ' ') return MethodVerdict::NotAMethod;
+  std::optional<bool> target = starts_a_target(head.substr(end + 1));
+  if (!target) {
+    return head.size() < kLineHead ? MethodVerdict::NotYetKnown : MethodVerdict::NotAMethod;
+  }
+  return *target ? MethodVerdict::Unknown : MethodVerdict::NotAMethod;
 }
 
 }  // namespace
@@ -200,8 +220,8 @@ RequestParser::Result RequestParser::method_error(size_t fed) {
 }
 
 void RequestParser::keep_line_head(const char* data, size_t len) {
-  if (line_head_.size() < kLongestMethod) {
-    line_head_.append(data, std::min(len, kLongestMethod - line_head_.size()));
+  if (line_head_.size() < kLineHead) {
+    line_head_.append(data, std::min(len, kLineHead - line_head_.size()));
   }
 }
 

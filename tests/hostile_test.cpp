@@ -158,6 +158,8 @@ TEST(Hostile, EveryInputGetsItsStatusAndHonestClientsLoseNothing) {
       {"backslash traversal", get("/..\\..\\etc\\passwd"), {404}},
       {"wrong method", "PATCH /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", {405}},
       {"wrong method where there is a page", "DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {405}},
+      {"a method nobody implements", "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", {501, kClosed}},
+      {"a lowercase method", "get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {501, kClosed}},
       {"any method where nothing is",
        "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
        {404}},

@@ -237,17 +237,22 @@ TEST(HttpParser, Errors) {
 // RFC 9110 9.1: a method nobody implements here is 501, whatever the split of the input; a
 // request line that starts with no method at all (a TLS hello, a bare word) stays a 400.
 TEST(HttpParser, AnUnknownMethodIsNotImplemented) {
-  const std::string brew = "BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n";
-  for (size_t split = 0; split <= brew.size(); ++split) {
-    SCOPED_TRACE(split);
-    EXPECT_EQ(parse_chunks({brew.substr(0, split), brew.substr(split)}).error_status, 501);
+  for (std::string brew :
+       {"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", "BREW HTTPS://x/pot HTTP/1.1\r\nHost: x\r\n\r\n",
+        "BREW * HTTP/1.1\r\nHost: x\r\n\r\n"}) {
+    for (size_t split = 0; split <= brew.size(); ++split) {
+      SCOPED_TRACE(brew.substr(0, 12) + " split at " + std::to_string(split));
+      EXPECT_EQ(parse_chunks({brew.substr(0, split), brew.substr(split)}).error_status, 501);
+    }
   }
   Outcome after = parse_chunks({"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\nget / HTTP/1.1\r\n\r\n"});
   EXPECT_EQ(after.requests.size(), 1u);
   EXPECT_EQ(after.error_status, 501);  // methods are case-sensitive
   for (std::string bad :
        {std::string("\x16\x03\x01\x02\x00\x01\x00"), std::string("GARBAGE\r\n\r\n"),
-        std::string("GE(T / HTTP/1.1\r\n\r\n"), std::string(" GET / HTTP/1.1\r\n\r\n")}) {
+        std::string("GE(T / HTTP/1.1\r\n\r\n"), std::string(" GET / HTTP/1.1\r\n\r\n"),
+        std::string("garbage after the body\r\n\r\n"), std::string("XGET  / HTTP/1.1\r\n\r\n"),
+        std::string("BREW htt:/x HTTP/1.1\r\n\r\n")}) {
     SCOPED_TRACE(bad);
     EXPECT_EQ(parse_chunks({bad}).error_status, 400);
   }
