@@ -89,7 +89,7 @@ bool Access::configure(const Config& config, std::string& error) {
       return false;
     }
   }
-  if (config.jwt_key.empty()) {
+  if (config.jwt_keys.empty()) {
     if (!config.public_rooms.empty() || !config.jwt_issuer.empty() ||
         !config.jwt_audience.empty()) {
       error = "--public-rooms, --jwt-issuer and --jwt-audience need --jwt-key";
@@ -101,20 +101,48 @@ bool Access::configure(const Config& config, std::string& error) {
     error = "--publish-token and --jwt-key cannot be used together (tokens replace it)";
     return false;
   }
+  if (!reload_keys(config, error)) return false;
+  issuer_ = config.jwt_issuer;
+  audience_ = config.jwt_audience;
+  return true;
+}
+
+bool Access::reload_keys(const Config& config, std::string& error) {
+  if (config.jwt_keys.empty()) return true;
   auto alg = jwt::parse_alg(config.jwt_alg);
   if (!alg) {
     error = "bad --jwt-alg: " + config.jwt_alg + " (HS256, HS384, HS512, RS256 or ES256)";
     return false;
   }
-  std::string why;
-  key_ = jwt::Key::load(config.jwt_key, *alg, false, why);
-  if (!key_) {
-    error = "bad --jwt-key: " + why;
-    return false;
+  std::vector<std::unique_ptr<jwt::Key>> keys;
+  for (const std::string& path : config.jwt_keys) {
+    std::string why;
+    keys.push_back(jwt::Key::load(path, *alg, false, why));
+    if (!keys.back()) {
+      error = "bad --jwt-key: " + why;
+      return false;
+    }
   }
-  issuer_ = config.jwt_issuer;
-  audience_ = config.jwt_audience;
+  keys_ = std::move(keys);
   return true;
+}
+
+bool Access::has_key(uint64_t id) const {
+  return std::any_of(keys_.begin(), keys_.end(), [id](const auto& k) { return k->id() == id; });
+}
+
+// Every key in turn: during a rotation tokens of the old key and the new are both valid. A refusal
+// says why the first key refused (the others differ only in the signature).
+jwt::Checked Access::verify(std::string_view token, uint64_t& key_id) const {
+  jwt::Checked first = keys_.front()->verify(token);
+  key_id = keys_.front()->id();
+  for (size_t i = 1; !first.payload && i < keys_.size(); ++i) {
+    jwt::Checked other = keys_[i]->verify(token);
+    if (!other.payload) continue;
+    key_id = keys_[i]->id();
+    return other;
+  }
+  return first;
 }
 
 Authentication Access::authenticate(std::string_view authorization, std::string_view cookie,
@@ -132,7 +160,8 @@ Authentication Access::authenticate(std::string_view authorization, std::string_
 
 Authentication Access::check_token(std::string_view token, int64_t now_s) const {
   if (!enabled()) return refuse("tokens are off");
-  jwt::Checked checked = key_->verify(token);
+  uint64_t key_id = 0;
+  jwt::Checked checked = verify(token, key_id);
   if (!checked.payload) return refuse(std::move(checked.reason));
   static simdjson::dom::parser parser;
   simdjson::dom::element doc;
@@ -145,6 +174,7 @@ Authentication Access::check_token(std::string_view token, int64_t now_s) const 
   Authentication a;
   a.kind = Authentication::Valid;
   Identity& id = a.identity;
+  id.key_id = key_id;
   if (auto err = read_bearer(claims, id)) return refuse(*err);
   if (auto err = read_lifetime(claims, now_s, id)) return refuse(*err);
   if (auto err = check_issuer_and_audience(claims)) return refuse(*err);

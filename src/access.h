@@ -39,6 +39,7 @@ struct Identity {
   RoomPatterns rooms;   // may read and post
   RoomPatterns read;    // may read only
   int64_t expires_s = 0;
+  uint64_t key_id = 0;  // the key that verified the token (jwt::Key::id)
 
   bool may_read(std::string_view room) const { return rooms.matches(room) || read.matches(room); }
   bool may_post(std::string_view room) const { return rooms.matches(room); }
@@ -60,7 +61,13 @@ class Access {
  public:
   // Loads --jwt-key for --jwt-alg and reads --public-rooms; false with `error` when they do not.
   bool configure(const Config& config, std::string& error);
-  bool enabled() const { return key_ != nullptr; }
+  bool enabled() const { return !keys_.empty(); }
+  // SIGHUP: reads the key files again (rotation). False + `error`, keeping the keys in use, when
+  // any of them no longer loads.
+  bool reload_keys(const Config& config, std::string& error);
+  size_t key_count() const { return keys_.size(); }
+  // Whether tokens verified by key `id` are still accepted.
+  bool has_key(uint64_t id) const;
 
   // The token of a request: `Authorization: Bearer T`, else the sse_chat_token cookie (never the
   // URL), checked at `now_s` (Unix seconds).
@@ -82,8 +89,9 @@ class Access {
   static std::optional<std::string> read_lifetime(const simdjson::dom::object& claims,
                                                   int64_t now_s, Identity& id);
   std::optional<std::string> check_issuer_and_audience(const simdjson::dom::object& claims) const;
+  jwt::Checked verify(std::string_view token, uint64_t& key_id) const;
 
-  std::unique_ptr<jwt::Key> key_;
+  std::vector<std::unique_ptr<jwt::Key>> keys_;
   std::string issuer_;
   std::string audience_;
   RoomPatterns public_rooms_;

@@ -329,7 +329,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
       policy_.open_stream(conn, req, last_id ? std::nullopt : std::optional(resume_from)));
   if (const Identity* who = auth.who()) {  // a stream never outlives its token
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
-    conn.expire_at(reactor_.now_ms() + left_ms);
+    conn.expire_at(reactor_.now_ms() + left_ms, who->key_id);
   }
   if (!short_rooms.empty()) {
     PendingResume resume;

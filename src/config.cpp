@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <utility>
 
 #include "ascii.h"
 
@@ -216,9 +217,24 @@ const std::vector<Option>& options() {
                     &Config::cors_origin),
       string_option("publish-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on POST",
                     &Config::publish_token),
-      string_option("jwt-key", "FILE",
-                    "turn signed tokens on: the HS secret, or the PEM public key for RS256/ES256",
-                    &Config::jwt_key),
+      {"jwt-key", "FILE",
+       "turn signed tokens on: the HS secret, or the PEM public key for RS256/ES256 (repeatable: "
+       "tokens signed with any are accepted; SIGHUP reads the files again)",
+       [](Config& c) {
+         std::string s;
+         for (auto& p : c.jwt_keys) s += (s.empty() ? "" : ",") + p;
+         return s;
+       },
+       [](Config& c, const std::string& v) {
+         size_t start = 0;
+         while (start <= v.size()) {
+           size_t end = v.find(',', start);
+           if (end == std::string::npos) end = v.size();
+           if (end > start) c.jwt_keys.push_back(v.substr(start, end - start));
+           start = end + 1;
+         }
+         return true;
+       }},
       string_option("jwt-alg", "HS256|HS384|HS512|RS256|ES256",
                     "the one algorithm tokens must be signed with", &Config::jwt_alg),
       string_option("jwt-issuer", "ISS", "when set, tokens must carry this iss",
@@ -329,6 +345,9 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     if (!o.set(out, env))
       return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env};
   }
+  // Keys on the command line replace the environment's: a key nobody meant to keep must not stay
+  // accepted because it was set somewhere else.
+  std::vector<std::string> env_jwt_keys = std::exchange(out.jwt_keys, {});
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") return {ParseOutcome::Help, help_text()};
@@ -353,6 +372,7 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
       return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
                                        " (expected " + expected_value(*o) + ")"};
   }
+  if (out.jwt_keys.empty()) out.jwt_keys = std::move(env_jwt_keys);
   return {};
 }
 

@@ -54,8 +54,9 @@ struct Config {
   std::vector<std::string> trusted_proxies;
   std::string cors_origin;
   std::string publish_token;
-  // Signed tokens (access.h): off unless jwt_key names a key file.
-  std::string jwt_key;
+  // Signed tokens (access.h): off unless jwt_keys names a key file. A token signed with any of
+  // them is accepted (rotation: the new key first, the old one until its tokens have run out).
+  std::vector<std::string> jwt_keys;
   std::string jwt_alg = "HS256";
   std::string jwt_issuer;
   std::string jwt_audience;

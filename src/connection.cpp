@@ -369,18 +369,22 @@ void Connection::check_timeouts(int64_t now_ms) {
         close("linger timeout");
       return;
     case State::Stream:
-      if (expires_at_ms_ != 0 && now_ms >= expires_at_ms_) expire();
+      if (expires_at_ms_ != 0 && now_ms >= expires_at_ms_) expire(kExpiredEvent);
       return;
     case State::Closed:
       return;
   }
 }
 
-void Connection::expire() {
+void Connection::withdraw_token() {
+  if (state_ == State::Stream && expires_at_ms_ != 0) expire(kKeyWithdrawnEvent);
+}
+
+void Connection::expire(std::string_view event) {
   expires_at_ms_ = 0;
   subscription_.reset();   // nothing more of its rooms; presence sees it leave
   out_.keep_front_only();  // nor what was queued but not sent: the token no longer covers it
-  send_bytes(kExpiredEvent);
+  send_bytes(event);
   finish_after_flush();
   host_.mark_dirty(*this);
 }

@@ -51,7 +51,14 @@ class Connection final : public EventHandler, public Sink {
                  std::optional<uint64_t> last_event_id, std::vector<Backfill> backfills = {});
   // Ends the stream at `deadline_ms` (the reactor's clock) with `event: expired`: a stream never
   // outlives the token that opened it.
-  void expire_at(int64_t deadline_ms) { expires_at_ms_ = deadline_ms; }
+  // `key_id` names the key that signed it (jwt::Key::id).
+  void expire_at(int64_t deadline_ms, uint64_t key_id) {
+    expires_at_ms_ = deadline_ms;
+    token_key_id_ = key_id;
+  }
+  uint64_t token_key_id() const { return token_key_id_; }  // 0: no token
+  // Ends the stream now: the key that signed its token is no longer accepted.
+  void withdraw_token();
   // Holds request processing while the host answers the current request later (a POST waiting
   // for the broker); release() after queueing that answer resumes pipelined requests.
   void hold() { held_ = true; }
@@ -102,7 +109,7 @@ class Connection final : public EventHandler, public Sink {
   void feed(const char* data, size_t len);
   void ask_for_body();
   void begin_linger();
-  void expire();
+  void expire(std::string_view event);
   void reject_and_close(int status, std::string_view reason);
   void resume_parsing();
   void finish_if_peer_done();
@@ -138,7 +145,8 @@ class Connection final : public EventHandler, public Sink {
   int64_t kernel_unsent_ = 0;  // SIOCOUTQ at the last check
   int64_t linger_started_ms_ = 0;
   int64_t expires_at_ms_ = 0;  // 0: never
-  bool served_ = false;        // a request has completed on this connection
+  uint64_t token_key_id_ = 0;
+  bool served_ = false;  // a request has completed on this connection
   std::string_view close_reason_;
 };
 

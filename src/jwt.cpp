@@ -249,10 +249,15 @@ struct Key::Impl {
   std::string secret;  // HS*
   PkeyPtr pkey;        // RS256, ES256
   bool can_sign = false;
+  uint64_t id = 0;
 };
 
 Key::Key(Alg alg, std::unique_ptr<Impl> impl) : alg_(alg), impl_(std::move(impl)) {}
 Key::~Key() = default;
+
+uint64_t Key::id() const {
+  return impl_->id;
+}
 
 std::unique_ptr<Key> Key::load(const std::string& path, Alg alg, bool private_key,
                                std::string& error) {
@@ -295,6 +300,7 @@ std::unique_ptr<Key> Key::from_bytes(std::string_view bytes, Alg alg, bool priva
     }
     impl->can_sign = private_key;
   }
+  impl->id = std::hash<std::string_view>{}(bytes) | 1;
   return std::unique_ptr<Key>(new Key(alg, std::move(impl)));
 }
 

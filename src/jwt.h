@@ -5,6 +5,7 @@
 // signature work. The signature work is OpenSSL's.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +46,8 @@ class Key {
   Key& operator=(const Key&) = delete;
 
   Alg alg() const { return alg_; }
+  // The same for the same key bytes (a key file read again unchanged), never 0.
+  uint64_t id() const;
   Checked verify(std::string_view token) const;
   // header.payload.signature for `payload_json`, with the header {"alg":…,"typ":"JWT"}.
   std::string sign(std::string_view payload_json) const;

@@ -88,7 +88,10 @@ int main(int argc, char** argv) {
   // Before any thread exists (the journal's syncer), so every thread inherits the blocked mask
   // and SIGTERM reaches the loop instead of killing the process from another thread.
   reactor.on_signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
-    if (sig == SIGHUP) return sse::log::reopen_files();
+    if (sig == SIGHUP) {
+      sse::log::reopen_files();
+      return server.reload_keys();
+    }
     sd_notify(0, "STOPPING=1");
     server.begin_shutdown();
   });

@@ -136,6 +136,22 @@ void Server::send_heartbeats() {
   });
 }
 
+// SIGHUP: the key files are read again. A stream whose token's key is no longer among them ends
+// with `event: expired`, as at its token's exp: withdrawing a key withdraws what it signed.
+void Server::reload_keys() {
+  if (!access_.enabled()) return;
+  std::string error;
+  if (!access_.reload_keys(config_, error))
+    return log::error("token keys not reloaded; the ones in use stay", "error", error);
+  size_t ended = 0;
+  registry_.for_each([&](Connection& c) {
+    if (c.token_key_id() == 0 || access_.has_key(c.token_key_id())) return;
+    c.withdraw_token();
+    ++ended;
+  });
+  log::info("token keys reloaded", "keys", access_.key_count(), "streams_ended", ended);
+}
+
 void Server::begin_shutdown() {
   if (draining_) return;
   draining_ = true;

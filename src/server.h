@@ -34,6 +34,8 @@ class Server {
   // SIGTERM: stop accepting, answer requests in progress, flush what subscribers have, close
   // streams, then stop the reactor.
   void begin_shutdown();
+  // SIGHUP: reads the token key files again.
+  void reload_keys();
 
  private:
   bool after_dispatch();

@@ -57,6 +57,9 @@ std::string presence_event(std::string_view room, uint64_t online,
 // reconnect with that token gets 401.
 inline constexpr std::string_view kExpiredEvent =
     "event: expired\ndata: {\"reason\":\"token expired\"}\n\n";
+// The same when the key that signed the token is no longer accepted (a rotation, on SIGHUP).
+inline constexpr std::string_view kKeyWithdrawnEvent =
+    "event: expired\ndata: {\"reason\":\"token key withdrawn\"}\n\n";
 
 // ": ping\n\n", a comment that keeps proxies from timing out an idle stream.
 inline constexpr std::string_view kPingComment = ": ping\n\n";

@@ -60,6 +60,8 @@ std::optional<std::string> split_patterns(std::string_view list, std::vector<std
 
 std::optional<std::string> parse_args(int argc, char** argv, TokenRequest& t) {
   t.key_file = env_or("SSE_CHAT_JWT_KEY", "");
+  t.key_file =
+      t.key_file.substr(0, t.key_file.find(','));  // the server's list: sign with the first
   t.alg = env_or("SSE_CHAT_JWT_ALG", t.alg);
   t.issuer = env_or("SSE_CHAT_JWT_ISSUER", "");
   t.audience = env_or("SSE_CHAT_JWT_AUDIENCE", "");

@@ -1119,6 +1119,53 @@ TEST(Auth, WithTokensOffEverythingIsAsBefore) {
   EXPECT_EQ(room_names(rooms.body), (std::set<std::string>{"ops", "general"}));
 }
 
+// Key rotation: the server accepts tokens of every --jwt-key; SIGHUP reads the files again. A key
+// whose file changed no longer verifies anything, and the streams its tokens opened end with
+// `event: expired` at once; the other key's streams go on. A file that no longer loads keeps the
+// keys in use (and says so in the log).
+TEST(Auth, SighupRotatesTheKeysAndEndsTheStreamsOfAWithdrawnOne) {
+  std::string dir = make_temp_dir();
+  std::string current = dir + "/current.key", previous = dir + "/previous.key";
+  write_file(current, kSecret);
+  write_file(previous, kOtherSecret);
+  ServerProcess server({"--jwt-key", current, "--jwt-key", previous, "--jwt-issuer", kIssuer,
+                        "--jwt-audience", kAudience});
+  std::string by_current = hs256(claims());
+  std::string by_previous = hs256(claims(), kOtherSecret);
+  Stream kept(server.port(), "?room=general", bearer(by_current));
+  Stream withdrawn(server.port(), "?room=general", bearer(by_previous));
+  ASSERT_EQ(kept.head.status, 200) << kept.head.body;
+  ASSERT_EQ(withdrawn.head.status, 200) << withdrawn.head.body;
+  expect_answer(post_to(server.port(), "general", "both keys", bearer(by_previous)), created(),
+                "a POST with the second key's token");
+
+  const std::string next_secret = "the next secret, rotated in: 0123456789abcdefghijklmnopqrstuv";
+  write_file(previous, next_secret);
+  ASSERT_EQ(kill(server.pid(), SIGHUP), 0);
+  auto ended = withdrawn.next_of("expired");
+  ASSERT_TRUE(ended) << "the withdrawn key's stream did not end";
+  EXPECT_EQ(ended->data, R"({"reason":"token key withdrawn"})");
+  EXPECT_TRUE(withdrawn.client.wait_closed());
+  expect_answer(post_to(server.port(), "general", "old key", bearer(by_previous)),
+                invalid("token signature is not valid"), "a POST with the withdrawn key's token");
+  auto p =
+      post_to(server.port(), "general", "after rotation", bearer(hs256(claims(), next_secret)));
+  expect_answer(p, created(), "a POST with the new key's token");
+  auto delivered = kept.reader.next_message();  // the first key's stream saw both messages
+  ASSERT_TRUE(delivered);
+  delivered = kept.reader.next_message();
+  ASSERT_TRUE(delivered);
+  EXPECT_EQ(delivered->id, std::to_string(json_id(p.body)));
+
+  write_file(previous, "too short");
+  ASSERT_EQ(kill(server.pid(), SIGHUP), 0);
+  for (int i = 0; i < 200 && server.log().find("keys not reloaded") == std::string::npos; ++i)
+    usleep(50 * 1000);
+  EXPECT_NE(server.log().find("keys not reloaded"), std::string::npos) << server.log();
+  expect_answer(post_to(server.port(), "general", "still", bearer(hs256(claims(), next_secret))),
+                created(), "the keys in use stay when a file no longer loads");
+}
+
 // ---- 10. configurations the server refuses to start with ----
 
 TEST(Auth, BadTokenConfigurationsRefuseToStart) {

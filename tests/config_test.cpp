@@ -86,3 +86,16 @@ TEST(Config, SwitchesFromTheEnvironmentAreOnOffOrAnError) {
   }
   unsetenv("SSE_CHAT_NO_JOURNAL");
 }
+
+// Token keys: repeatable, a comma-separated list in the environment, and keys on the command line
+// replace the environment's (a forgotten key must not stay accepted beside the ones given).
+TEST(Config, TokenKeysAreAListTheCommandLineReplaces) {
+  setenv("SSE_CHAT_JWT_KEY", "/etc/a.key,/etc/b.key", 1);
+  sse::Config from_env;
+  ASSERT_EQ(parse({}, from_env).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(from_env.jwt_keys, (std::vector<std::string>{"/etc/a.key", "/etc/b.key"}));
+  sse::Config given;
+  ASSERT_EQ(parse({"--jwt-key", "/k/new", "--jwt-key=/k/old"}, given).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(given.jwt_keys, (std::vector<std::string>{"/k/new", "/k/old"}));
+  unsetenv("SSE_CHAT_JWT_KEY");
+}

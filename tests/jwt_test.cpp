@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -933,7 +934,7 @@ class AccessTest : public ::testing::Test {
   bool configure(const std::function<void(Config&)>& edit, Access& access,
                  std::string* error_out = nullptr) {
     Config config;
-    config.jwt_key = secret_file_.path();
+    config.jwt_keys = {secret_file_.path()};
     if (edit) edit(config);
     std::string error;
     bool ok = access.configure(config, error);
@@ -1337,32 +1338,32 @@ TEST_F(AccessTest, ConfigureRefusals) {
   refused([](Config& c) { c.public_rooms = {"Lobby"}; }, "--public-rooms");
   refused([](Config& c) { c.public_rooms = {"lobby", "a*b"}; }, "--public-rooms");
   refused([](Config& c) { c.public_rooms = {""}; }, "--public-rooms");
-  refused([](Config& c) { c.jwt_key = "/nonexistent/jwt_test/key"; }, "--jwt-key");
+  refused([](Config& c) { c.jwt_keys = {"/nonexistent/jwt_test/key"}; }, "--jwt-key");
   refused([](Config& c) { c.jwt_alg = "HS384"; }, "--jwt-key");  // 32 bytes: too short
   refused([](Config& c) { c.jwt_alg = "RS256"; }, "--jwt-key");  // not a PEM
   refused([](Config& c) { c.jwt_alg = "ES256"; }, "--jwt-key");
   // Without --jwt-key: public rooms, issuer and audience mean nothing and are refused.
   refused(
       [](Config& c) {
-        c.jwt_key.clear();
+        c.jwt_keys.clear();
         c.public_rooms = {"lobby"};
       },
       "--jwt-key");
   refused(
       [](Config& c) {
-        c.jwt_key.clear();
+        c.jwt_keys.clear();
         c.jwt_issuer = "me";
       },
       "--jwt-key");
   refused(
       [](Config& c) {
-        c.jwt_key.clear();
+        c.jwt_keys.clear();
         c.jwt_audience = "chat";
       },
       "--jwt-key");
   refused(
       [](Config& c) {
-        c.jwt_key.clear();
+        c.jwt_keys.clear();
         c.public_rooms = {"Bad"};
       },
       "--public-rooms");
@@ -1382,6 +1383,48 @@ TEST_F(AccessTest, ConfigureRefusals) {
   EXPECT_TRUE(configure([&](Config& c) { c.public_rooms = many; }, ok));
 }
 
+// Rotation: tokens of every listed key are valid, each names the key that verified it, and
+// reading the files again (SIGHUP) drops a key whose file changed, keeping the keys in use when a
+// file no longer loads.
+TEST_F(AccessTest, SeveralKeysAndReadingThemAgain) {
+  const std::string other_secret = "fedcba9876543210fedcba9876543210";
+  TempFile other(other_secret);
+  Config config;
+  config.jwt_keys = {secret_file_.path(), other.path()};
+  Access access;
+  std::string error;
+  ASSERT_TRUE(access.configure(config, error)) << error;
+  EXPECT_EQ(access.key_count(), 2u);
+  auto old_signer = must_key(other_secret, Alg::HS256, true);
+  Authentication first = check(claims(""), &access);
+  Authentication second = access.check_token(old_signer->sign(claims("")), kNow);
+  ASSERT_EQ(first.kind, Authentication::Valid) << first.reason;
+  ASSERT_EQ(second.kind, Authentication::Valid) << second.reason;
+  EXPECT_NE(first.identity.key_id, second.identity.key_id);
+  EXPECT_TRUE(access.has_key(first.identity.key_id));
+  EXPECT_TRUE(access.has_key(second.identity.key_id));
+  auto stranger = must_key(kSecret64, Alg::HS256, true);
+  EXPECT_EQ(access.check_token(stranger->sign(claims("")), kNow).reason,
+            "token signature is not valid");
+
+  // The second file now holds a new secret: its old tokens are refused, the first key's stay.
+  const std::string new_secret = "00112233445566778899aabbccddeeff";
+  { std::ofstream(other.path(), std::ios::trunc) << new_secret; }
+  ASSERT_TRUE(access.reload_keys(config, error)) << error;
+  EXPECT_EQ(access.check_token(old_signer->sign(claims("")), kNow).kind, Authentication::Invalid);
+  EXPECT_FALSE(access.has_key(second.identity.key_id));
+  EXPECT_TRUE(access.has_key(first.identity.key_id));  // the same bytes: the same key
+  auto new_signer = must_key(new_secret, Alg::HS256, true);
+  EXPECT_EQ(access.check_token(new_signer->sign(claims("")), kNow).kind, Authentication::Valid);
+
+  // A file that no longer loads keeps every key in use.
+  { std::ofstream(other.path(), std::ios::trunc) << "short"; }
+  EXPECT_FALSE(access.reload_keys(config, error));
+  EXPECT_NE(error.find("--jwt-key"), std::string::npos) << error;
+  EXPECT_EQ(access.check_token(new_signer->sign(claims("")), kNow).kind, Authentication::Valid);
+  EXPECT_EQ(access.key_count(), 2u);
+}
+
 TEST_F(AccessTest, AsymmetricKeysFromFiles) {
   const KeyPairs& k = pairs();
   const std::tuple<Alg, std::string, std::string> cases[] = {
@@ -1391,7 +1434,7 @@ TEST_F(AccessTest, AsymmetricKeysFromFiles) {
     TempFile file(pub);
     Access access;
     Config config;
-    config.jwt_key = file.path();
+    config.jwt_keys = {file.path()};
     config.jwt_alg = std::string(sse::jwt::alg_name(alg));
     std::string error;
     ASSERT_TRUE(access.configure(config, error)) << error;

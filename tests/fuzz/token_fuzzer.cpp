@@ -27,7 +27,7 @@ const sse::Access& access() {
     std::string path = "/tmp/token_fuzzer_" + std::to_string(getpid()) + ".key";
     std::ofstream(path) << "0123456789abcdef0123456789abcdef-fuzz";
     sse::Config config;
-    config.jwt_key = path;
+    config.jwt_keys = {path};
     config.public_rooms = {"lobby"};
     sse::Access access;
     std::string error;
