@@ -83,7 +83,11 @@ std::string retry_and_id(uint32_t retry_ms, uint64_t id) {
 }  // namespace
 
 std::string opening_event(uint32_t retry_ms, uint64_t id) {
-  return retry_and_id(retry_ms, id) + '\n';
+  std::string out = retry_and_id(retry_ms, id);
+  out += "event: ready\ndata: {\"newest\":";
+  json::append_uint(out, id);
+  out += "}\n\n";
+  return out;
 }
 
 std::string refused_event(std::string_view reason, uint32_t retry_ms, uint64_t id) {

@@ -36,8 +36,10 @@ uint64_t frame_id(const Frame& frame);
 // "retry: <ms>\n\n": opens every stream.
 std::string retry_event(uint32_t retry_ms);
 
-// "retry: <ms>\nid: <id>\n\n": opens a stream that resumes from nowhere, so that its client has
-// an id to come back with even if it loses the stream before any message.
+// "retry: <ms>\nid: <id>\nevent: ready\ndata: {"newest":<id>}\n\n": opens a stream that resumes
+// from nowhere, so that its client has an id to come back with even if it loses the stream before
+// any message. An event with data, not an id alone: npm `eventsource` 3 and 4 (and other clients
+// built on eventsource-parser) take an id only from an event they dispatch.
 std::string opening_event(uint32_t retry_ms, uint64_t id);
 
 // "retry: <ms>\nid: <id>\nevent: refused\ndata: {"reason":..,"retry":<ms>}\n\n": a stream

@@ -83,7 +83,7 @@ TEST(Core, StreamHeadAndFormat) {
   EXPECT_LE(retry, 4500);
   // A stream that resumes from nowhere is told where it starts: nothing is posted yet.
   EXPECT_EQ(c.buffer().substr(0, c.buffer().find("\n\n") + 2),
-            "retry: " + std::to_string(retry) + "\nid: 0\n\n");
+            "retry: " + std::to_string(retry) + "\nid: 0\nevent: ready\ndata: {\"newest\":0}\n\n");
   ASSERT_NE(post_message(server.port(), "bob", "hi \\u2028 \\\"there\\\""), 0u);
   SseReader reader(c);
   std::optional<SseEvent> ev = reader.next_message();
@@ -111,6 +111,39 @@ TEST(Core, AStreamOpenedFromNowhereResumesFromWhereItStarted) {
   EXPECT_EQ(opened_at, "1");
   ASSERT_EQ(post_message(server.port(), "u", "while away"), 2u);
   Subscription back(server.port(), opened_at);
+  ASSERT_TRUE(back.ok);
+  auto ev = back.reader.next_message();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, "2");
+}
+
+// Clients built on eventsource-parser (npm `eventsource` 3 and 4) take an id only from an event
+// they dispatch, one with data: the opening id comes with such an event (`ready`), so they too
+// come back from where the stream started and miss nothing posted while they were away.
+TEST(Core, TheOpeningIdComesWithAnEventThatHasData) {
+  ServerProcess server;
+  ASSERT_EQ(post_message(server.port(), "u", "before"), 1u);
+  std::string taken;
+  {
+    Client c(server.port());
+    ASSERT_TRUE(c.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(c.read_head());
+    std::string& buf = c.buffer();
+    while (taken.empty()) {  // blocks, as such a client reads them, up to the first with data
+      size_t end;
+      while ((end = buf.find("\n\n")) == std::string::npos) ASSERT_TRUE(c.fill());
+      std::string block = "\n" + buf.substr(0, end) + "\n";
+      buf.erase(0, end + 2);
+      if (block.find("\ndata: ") == std::string::npos) continue;
+      EXPECT_NE(block.find("\nevent: ready\ndata: {\"newest\":1}\n"), std::string::npos) << block;
+      size_t id = block.find("\nid: ");
+      ASSERT_NE(id, std::string::npos) << "the first event dispatched has no id: " << block;
+      taken = block.substr(id + 5, block.find('\n', id + 5) - id - 5);
+    }
+  }
+  EXPECT_EQ(taken, "1");
+  ASSERT_EQ(post_message(server.port(), "u", "while away"), 2u);
+  Subscription back(server.port(), taken);
   ASSERT_TRUE(back.ok);
   auto ev = back.reader.next_message();
   ASSERT_TRUE(ev);

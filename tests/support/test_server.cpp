@@ -294,7 +294,7 @@ std::optional<SseEvent> SseReader::next() {
         has_data = true;
       }
     }
-    if (has_data) return ev;
+    if (has_data && ev.event != "ready") return ev;  // the opening: its id is remembered
   }
 }
 

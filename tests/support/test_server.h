@@ -101,7 +101,8 @@ struct SseEvent {
 class SseReader {
  public:
   explicit SseReader(Client& client) : client_(client) {}
-  // Next dispatched event (comments and retry-only blocks are skipped but remembered).
+  // Next dispatched event (comments, retry-only blocks and the opening `ready` event are skipped
+  // but remembered).
   std::optional<SseEvent> next();
   // Next chat message (default event type), skipping presence and reset events.
   std::optional<SseEvent> next_message();
