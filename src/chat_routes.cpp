@@ -292,6 +292,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     r.unframed_body = true;
     r.headers.emplace_back("Cache-Control", "no-cache");
     r.headers.emplace_back("X-Accel-Buffering", "no");
+    if (!req.http10) r.headers.emplace_back("Transfer-Encoding", "chunked");
     return policy_.reply(conn, req, std::move(r));
   }
   // Draining, or a node still reading what Redis keeps: an EventSource reconnects (here later,
@@ -325,8 +326,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   }
   if (auto refusal = policy_.admit_stream(conn, query.rooms))
     return policy_.refuse_stream(conn, req, *refusal, resume_from);
-  conn.start_stream(
-      policy_.open_stream(conn, req, last_id ? std::nullopt : std::optional(resume_from)));
+  policy_.open_stream(conn, req, last_id ? std::nullopt : std::optional(resume_from));
   if (const Identity* who = auth.who()) {  // a stream never outlives its token
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
     conn.expire_at(reactor_.now_ms() + left_ms, who->key_id);

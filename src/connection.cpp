@@ -190,7 +190,9 @@ bool Connection::deliver(const FrameRef& frame) {
   // Past its token's exp a stream takes nothing more; the next timeout check ends it.
   if (expires_at_ms_ != 0 && host_.now_ms() >= expires_at_ms_) return true;
   const ConnectionSettings& cfg = host_.settings();
-  if (out_.size() >= cfg.queue_frames || !fits_bytes(frame->size()) || !out_.push(frame)) {
+  auto [begin, end] = stream_span(*frame.get());
+  if (out_.size() >= cfg.queue_frames || !fits_bytes(end - begin) ||
+      !out_.push(frame, begin, end)) {
     ++host_.metrics().slow_consumers;
     close("slow consumer");
     return false;
@@ -199,12 +201,26 @@ bool Connection::deliver(const FrameRef& frame) {
   return true;
 }
 
-void Connection::start_stream(std::string_view opening) {
+std::pair<size_t, size_t> Connection::stream_span(const Frame& frame) const {
+  if (chunked_) return {0, frame.size()};
+  return event_span(frame);
+}
+
+void Connection::send_event(std::string_view event) {
+  if (event.empty()) return;  // an empty chunk would end the stream
+  FrameRef frame = stream_frame(event);
+  auto [begin, end] = stream_span(*frame.get());
+  enqueue(frame, begin, end);
+}
+
+void Connection::start_stream(std::string_view head, std::string_view opening, bool chunked) {
   state_ = State::Stream;
+  chunked_ = chunked;
   parser_.reset();
   pending_input_.clear();
   pending_input_.shrink_to_fit();
-  send_bytes(opening);
+  send_bytes(head);
+  send_event(opening);
   update_interest();
 }
 
@@ -324,6 +340,7 @@ void Connection::drain() {
 }
 
 void Connection::finish_after_flush() {
+  if (state_ == State::Stream && chunked_ && !finishing_) send_bytes(kLastChunk);  // a clean end
   finishing_ = true;
   pending_input_.clear();
 }
@@ -384,7 +401,7 @@ void Connection::expire(std::string_view event) {
   expires_at_ms_ = 0;
   subscription_.reset();   // nothing more of its rooms; presence sees it leave
   out_.keep_front_only();  // nor what was queued but not sent: the token no longer covers it
-  send_bytes(event);
+  send_event(event);
   finish_after_flush();
   host_.mark_dirty(*this);
 }

@@ -37,15 +37,17 @@ class Connection final : public EventHandler, public Sink {
 
   void on_event(uint32_t events) override;
 
-  // Sink: a frame for the stream; a full queue closes the connection (slow consumer).
+  // Sink: a stream frame (sse.h) for the stream; a full queue closes the connection (slow
+  // consumer).
   bool deliver(const FrameRef& frame) override;
   size_t free_slots() const override;
 
   // Queues one HTTP response (closing after it when r.close).
   void respond(const http::Response& r);
   void send_bytes(std::string_view bytes);
-  // Turns this connection into an event stream that starts with `opening` (the response head).
-  void start_stream(std::string_view opening);
+  // Turns this connection into an event stream that starts with `head` (the response head) and the
+  // event `opening`; `chunked`: its events go out as the chunks stream frames are (HTTP/1.1).
+  void start_stream(std::string_view head, std::string_view opening, bool chunked);
   // Streams `rooms` (as Hub::subscribe, reading as `user`); false when the hub cannot open them.
   bool subscribe(Hub& hub, const std::vector<std::string>& rooms, std::string user,
                  std::optional<uint64_t> last_event_id, std::vector<Backfill> backfills = {});
@@ -110,6 +112,9 @@ class Connection final : public EventHandler, public Sink {
   void ask_for_body();
   void begin_linger();
   void expire(std::string_view event);
+  // What of a stream frame this stream sends: the chunk, or the event alone (HTTP/1.0).
+  std::pair<size_t, size_t> stream_span(const Frame& frame) const;
+  void send_event(std::string_view event);
   void reject_and_close(int status, std::string_view reason);
   void resume_parsing();
   void finish_if_peer_done();
@@ -146,7 +151,8 @@ class Connection final : public EventHandler, public Sink {
   int64_t linger_started_ms_ = 0;
   int64_t expires_at_ms_ = 0;  // 0: never
   uint64_t token_key_id_ = 0;
-  bool served_ = false;  // a request has completed on this connection
+  bool chunked_ = false;  // a stream whose events go out as chunks
+  bool served_ = false;   // a request has completed on this connection
   std::string_view close_reason_;
 };
 

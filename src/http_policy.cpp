@@ -212,21 +212,22 @@ void HttpPolicy::set_address_share(uint32_t share) {
   if (!config_.max_streams_per_ip) limits_.streams.set_max(share);
 }
 
-std::string HttpPolicy::open_stream(Connection& conn, const Request& req,
-                                    std::optional<uint64_t> fresh_from) {
-  std::string opening(http::kStreamHead);
-  opening += http::date_header();
-  opening += req.keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
+void HttpPolicy::open_stream(Connection& conn, const Request& req,
+                             std::optional<uint64_t> fresh_from) {
+  std::string head(http::kStreamHead);
+  head += http::date_header();
+  head += req.keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
+  if (!req.http10) head += "Transfer-Encoding: chunked\r\n";
   if (context_of(req).cors) {
-    opening += "Access-Control-Allow-Origin: " + config_.cors_origin +
-               "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n";
+    head += "Access-Control-Allow-Origin: " + config_.cors_origin +
+            "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n";
   }
-  opening += "\r\n";
-  opening += fresh_from ? opening_event(retry_with_jitter(), *fresh_from)
-                        : retry_event(retry_with_jitter());
+  head += "\r\n";
+  std::string opening = fresh_from ? opening_event(retry_with_jitter(), *fresh_from)
+                                   : retry_event(retry_with_jitter());
   metrics_.count_response(200);
   log_access(conn.client_ip, req.method_name, req.path, 200, 0);
-  return opening;
+  conn.start_stream(head, opening, !req.http10);  // last: the request goes with the parser
 }
 
 uint32_t HttpPolicy::retry_with_jitter() {

@@ -77,9 +77,10 @@ class HttpPolicy {
   // connections is known.
   void set_address_share(uint32_t share);
   bool trusted_proxy(const net::IpAddress& peer) const { return limits_.trusted(peer); }
-  // The response head, CORS headers and retry field that open a stream; counted and logged.
-  // `fresh_from`: a stream that resumes from nowhere starts after this id, and says so (id:).
-  std::string open_stream(Connection& conn, const Request& req, std::optional<uint64_t> fresh_from);
+  // Starts `conn`'s stream with the response head (chunked for HTTP/1.1, CORS headers) and the
+  // retry field; counted and logged. `fresh_from`: a stream that resumes from nowhere starts after
+  // this id, and says so (id:).
+  void open_stream(Connection& conn, const Request& req, std::optional<uint64_t> fresh_from);
 
   void on_closed(Connection& conn);
   // Forgets rate buckets that have refilled.

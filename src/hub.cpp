@@ -456,7 +456,7 @@ bool Hub::queue_reset(Subscription& sub, Subscription::Member& member) {
   uint64_t oldest = room.oldest_kept();
   if (member.backfill_at < member.backfill.size())
     oldest = std::min(oldest, member.backfill[member.backfill_at].id);
-  return sub.sink().deliver(FrameRef(reset_event(room.name(), oldest, room.last_id())));
+  return sub.sink().deliver(stream_frame(reset_event(room.name(), oldest, room.last_id())));
 }
 
 void Hub::refill(Subscription& sub) {
@@ -572,7 +572,7 @@ void Hub::send_room_presence(Room& room, const std::vector<std::string_view>& lo
     if (users.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
     users.push_back(user);
   }
-  FrameRef frame(presence_event(room.name(), room.online(), users));
+  FrameRef frame = stream_frame(presence_event(room.name(), room.online(), users));
   for (const Room::Seat& seat : room.seats_)
     if (seat.sub->sink().free_slots() > 1) (void)seat.sub->sink().deliver(frame);
 }

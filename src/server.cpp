@@ -63,7 +63,7 @@ Server::Server(Reactor& reactor, const Config& config)
           *broker_, hub_, access_, policy_, metrics_, config.static_dir,
           config.max_rooms_per_stream, [this] { return registry_.size(); }, reactor),
       registry_(reactor, metrics_, connection_settings(config), routes_),
-      ping_frame_(kPingComment) {}
+      ping_frame_(stream_frame(kPingComment)) {}
 
 Server::~Server() = default;
 
@@ -77,6 +77,7 @@ bool Server::start(std::string& error, int inherited_fd) {
   };
   if (!policy_.validate(error) || !access_.configure(config_, error) || !broker_->start(error))
     return false;
+  release_free_heap();  // reading the journal back took memory that running does not keep
   int fd = inherited_fd;
   listener_inherited_ = inherited_fd >= 0;
   if (fd < 0) {

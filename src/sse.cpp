@@ -37,25 +37,47 @@ std::string json_with_room(std::string_view old_json, std::string_view room) {
   return out;
 }
 
-FrameRef message_frame(uint64_t id, std::string_view json) {
+FrameRef stream_frame(std::string_view event) {
+  char size[20];
+  auto [end, ec] = std::to_chars(size, size + sizeof size, event.size(), 16);
   std::string out;
-  out.reserve(json.size() + 32);
-  out += "id: ";
-  json::append_uint(out, id);
-  out += kDataPrefix;
-  out += json;
-  out += "\n\n";
+  out.reserve(event.size() + 24);
+  out.append(size, end);
+  out += "\r\n";
+  out += event;
+  out += "\r\n";
   return FrameRef(out);
+}
+
+std::pair<size_t, size_t> event_span(const Frame& frame) {
+  std::string_view bytes = frame.bytes();
+  return {bytes.find('\n') + 1, bytes.size() - 2};
+}
+
+std::string_view frame_event(const Frame& frame) {
+  auto [begin, end] = event_span(frame);
+  return frame.bytes().substr(begin, end - begin);
+}
+
+FrameRef message_frame(uint64_t id, std::string_view json) {
+  std::string event;
+  event.reserve(json.size() + 32);
+  event += "id: ";
+  json::append_uint(event, id);
+  event += kDataPrefix;
+  event += json;
+  event += "\n\n";
+  return stream_frame(event);
 }
 
 std::string_view frame_json(const Frame& frame) {
   std::string_view bytes = frame.bytes();
   size_t start = bytes.find(kDataPrefix) + kDataPrefix.size();
-  return bytes.substr(start, bytes.size() - 2 - start);
+  return bytes.substr(start, event_span(frame).second - 2 - start);
 }
 
 uint64_t frame_id(const Frame& frame) {
-  std::string_view bytes = frame.bytes().substr(4);  // after "id: "
+  std::string_view bytes = frame.bytes().substr(event_span(frame).first + 4);  // after "id: "
   uint64_t id = 0;
   std::from_chars(bytes.data(), bytes.data() + bytes.size(), id);
   return id;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "frame.h"
@@ -24,7 +25,20 @@ std::string message_json(const StoredMessage& m);
 // A message written before rooms existed ({"id":42,"user":…}) as one of `room`.
 std::string json_with_room(std::string_view old_json, std::string_view room);
 
-// "id: 42\ndata: <json>\n\n": the one frame every subscriber and the history share.
+// A frame a stream sends: one event as one chunk of HTTP/1.1's chunked coding, "<hex length>\r\n
+// <event>\r\n", framed once and shared like the event itself. Clients that read a body without a
+// length in fixed blocks (Python's requests and urllib3) take each chunk as it comes, so every
+// event arrives at once; an HTTP/1.0 stream gets the event alone (event_span).
+FrameRef stream_frame(std::string_view event);
+// Where the event is inside a stream frame: [first, second) of its bytes.
+std::pair<size_t, size_t> event_span(const Frame& frame);
+// The event a stream frame carries, without its chunk framing.
+std::string_view frame_event(const Frame& frame);
+// "0\r\n\r\n": the end of a chunked stream the server closes on purpose.
+inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+// The stream frame of "id: 42\ndata: <json>\n\n": the one frame every subscriber and the history
+// share.
 FrameRef message_frame(uint64_t id, std::string_view json);
 
 // The JSON payload inside a frame made by message_frame.
@@ -63,7 +77,9 @@ inline constexpr std::string_view kExpiredEvent =
 inline constexpr std::string_view kKeyWithdrawnEvent =
     "event: expired\ndata: {\"reason\":\"token key withdrawn\"}\n\n";
 
-// ": ping\n\n", a comment that keeps proxies from timing out an idle stream.
-inline constexpr std::string_view kPingComment = ": ping\n\n";
+// ": ping\n", a comment that keeps proxies from timing out an idle stream.
+// A line, not a block: a blank line after it would make some clients (httpx-sse) dispatch an empty
+// message, so it ends with the next event's block.
+inline constexpr std::string_view kPingComment = ": ping\n";
 
 }  // namespace sse

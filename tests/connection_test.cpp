@@ -208,11 +208,11 @@ TEST(Connection, FullStreamQueueClosesTheSlowConsumer) {
   FakeHost host;
   host.settings_.queue_frames = 4;
   Pair p(host);
-  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n", "retry: 1\n\n", true);
   sse::FrameRef frame("data: x\n\n");
   int accepted = 0;
   while (p.conn->deliver(frame)) ++accepted;
-  EXPECT_EQ(accepted, 3);  // the head took one of the four slots
+  EXPECT_EQ(accepted, 2);  // the head and the opening event took two of the four slots
   EXPECT_TRUE(p.conn->closed());
   EXPECT_EQ(host.metrics_.slow_consumers, 1u);
   EXPECT_EQ(host.reaped.size(), 1u);
@@ -331,7 +331,7 @@ TEST(Connection, OutputThatMakesNoProgressIsClosedAfterTheSendTimeout) {
   FakeHost host;
   host.settings_.send_timeout_ms = 30000;
   Pair p(host);
-  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n", "retry: 1\n\n", true);
   ASSERT_TRUE(p.conn->deliver(sse::FrameRef("data: x\n\n")));  // queued, never flushed
   int64_t now = host.clock_ms;
   p.conn->check_timeouts(now + 29000);
@@ -343,14 +343,14 @@ TEST(Connection, OutputThatMakesNoProgressIsClosedAfterTheSendTimeout) {
   // Written to the kernel is not read by the client: a reader that stopped reading in a quiet
   // room has nothing queued here, only in its socket, and is closed all the same.
   Pair stopped(host);
-  stopped.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  stopped.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n", "retry: 1\n\n", true);
   host.flush_writers();
   stopped.conn->check_timeouts(now + 1000);
   stopped.conn->check_timeouts(now + 30001);
   EXPECT_TRUE(stopped.conn->closed());
 
   Pair reader(host);
-  reader.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n");
+  reader.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n", "retry: 1\n\n", true);
   host.flush_writers();
   reader.conn->check_timeouts(now + 1000);
   reader.received();  // the client takes it

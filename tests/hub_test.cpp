@@ -20,7 +20,7 @@ struct FakeStream : sse::Sink {
       : capacity(cap), sub(hub, *this, std::move(user)) {}
   bool deliver(const FrameRef& f) override {
     if (got.size() - drained >= capacity) return false;
-    got.push_back(std::string(f.bytes()));
+    got.push_back(std::string(sse::frame_event(*f.get())));
     return true;
   }
   size_t free_slots() const override { return capacity - (got.size() - drained); }

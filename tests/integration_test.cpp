@@ -75,7 +75,7 @@ TEST(Core, StreamHeadAndFormat) {
   EXPECT_EQ(head->header("cache-control"), "no-cache");
   EXPECT_EQ(head->header("x-accel-buffering"), "no");
   EXPECT_EQ(head->header("content-length"), "");
-  EXPECT_EQ(head->header("transfer-encoding"), "");
+  EXPECT_EQ(head->header("transfer-encoding"), "chunked");  // each event one chunk
   while (c.buffer().find("\n\n") == std::string::npos) ASSERT_TRUE(c.fill());
   ASSERT_TRUE(c.buffer().starts_with("retry: "));
   int retry = std::stoi(c.buffer().substr(7));

@@ -37,7 +37,11 @@ TEST(Sse, MessageFrameIsOneEventWithIdAndJsonData) {
   EXPECT_EQ(json,
             R"({"id":42,"room":"team-a","user":"alice","text":"hello\nworld","ts":1764072000123})");
   sse::FrameRef frame = sse::message_frame(42, json);
-  EXPECT_EQ(frame.bytes(), "id: 42\ndata: " + json + "\n\n");
+  std::string event = "id: 42\ndata: " + json + "\n\n";
+  EXPECT_EQ(sse::frame_event(*frame.get()), event);
+  // One chunk of the chunked coding: its length in hex, the event, CRLF.
+  EXPECT_EQ(frame.bytes(), "60\r\n" + event + "\r\n");
+  EXPECT_EQ(event.size(), 0x60u);
   EXPECT_EQ(sse::frame_json(*frame.get()), json);
   EXPECT_EQ(sse::frame_id(*frame.get()), 42u);
 }

@@ -113,7 +113,7 @@ std::vector<uint64_t> ids(std::initializer_list<uint64_t> list) {
 // A stream's sink that keeps every frame it is given.
 struct KeepingSink : sse::Sink {
   bool deliver(const FrameRef& frame) override {
-    frames.emplace_back(frame.bytes());
+    frames.emplace_back(sse::frame_event(*frame.get()));
     return true;
   }
   size_t free_slots() const override { return 1000; }

@@ -463,7 +463,7 @@ namespace {
 struct Collecting : sse::Sink {
   std::vector<std::string> frames;
   bool deliver(const sse::FrameRef& f) override {
-    frames.emplace_back(f.bytes());
+    frames.emplace_back(sse::frame_event(*f.get()));
     return true;
   }
   size_t free_slots() const override { return 1000; }

@@ -156,7 +156,14 @@ Client::~Client() {
   close();
 }
 
-Client::Client(Client&& other) noexcept : fd_(other.fd_), buf_(std::move(other.buf_)) {
+Client::Client(Client&& other) noexcept
+    : fd_(other.fd_),
+      buf_(std::move(other.buf_)),
+      chunked_(other.chunked_),
+      raw_(std::move(other.raw_)),
+      chunk_left_(other.chunk_left_),
+      chunk_crlf_(other.chunk_crlf_),
+      last_chunk_seen_(other.last_chunk_seen_) {
   other.fd_ = -1;
 }
 
@@ -180,11 +187,53 @@ bool Client::fill() {
   char tmp[65536];
   ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
   if (n <= 0) return false;
-  buf_.append(tmp, static_cast<size_t>(n));
+  if (!chunked_) {
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  }
+  raw_.append(tmp, static_cast<size_t>(n));
+  dechunk();
   return true;
 }
 
+// Undoes the chunked coding as it arrives; a malformed one fails the test that reads it.
+void Client::dechunk() {
+  while (!last_chunk_seen_) {
+    if (chunk_left_ > 0) {
+      size_t n = std::min(chunk_left_, raw_.size());
+      buf_.append(raw_, 0, n);
+      raw_.erase(0, n);
+      chunk_left_ -= n;
+      if (chunk_left_ > 0) return;
+      chunk_crlf_ = true;
+    }
+    if (chunk_crlf_) {
+      if (raw_.size() < 2) return;
+      if (raw_.compare(0, 2, "\r\n") != 0) throw std::runtime_error("chunk data not ended by CRLF");
+      raw_.erase(0, 2);
+      chunk_crlf_ = false;
+    }
+    size_t eol = raw_.find("\r\n");
+    if (eol == std::string::npos) return;
+    size_t size = std::stoul(raw_.substr(0, eol), nullptr, 16);
+    raw_.erase(0, eol + 2);
+    if (size == 0) last_chunk_seen_ = true;
+    chunk_left_ = size;
+  }
+}
+
 std::optional<HttpResponse> Client::read_head() {
+  auto r = parse_head();
+  if (r && r->header("transfer-encoding") == "chunked") {  // a stream's body, from here on
+    chunked_ = true;
+    raw_ = std::move(buf_);
+    buf_.clear();
+    dechunk();
+  }
+  return r;
+}
+
+std::optional<HttpResponse> Client::parse_head() {
   size_t end;
   while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
     if (!fill()) return std::nullopt;
@@ -211,7 +260,7 @@ std::optional<HttpResponse> Client::read_head() {
 
 std::optional<HttpResponse> Client::read_response(bool head) {
   for (;;) {
-    auto r = read_head();
+    auto r = parse_head();
     if (!r) return std::nullopt;
     if (r->status == 100) continue;  // interim response
     if (!head) {

@@ -82,12 +82,23 @@ class Client {
                                         const std::string& extra_headers = "");
   std::optional<HttpResponse> post_form(const std::string& body);
 
+  // What was read of the body (of a chunked stream: its chunks' data, as any HTTP client sees it).
   std::string& buffer() { return buf_; }
   bool fill();  // reads more into buf_; false on EOF/error
+  // A chunked body ended with its last chunk (a stream the server closed on purpose).
+  bool body_ended() const { return last_chunk_seen_; }
 
  private:
+  std::optional<HttpResponse> parse_head();
+  void dechunk();
+
   int fd_ = -1;
   std::string buf_;
+  bool chunked_ = false;  // set by read_head for a chunked body
+  std::string raw_;       // chunked bytes not decoded yet
+  size_t chunk_left_ = 0;
+  bool chunk_crlf_ = false;  // the CRLF after a chunk's data is next
+  bool last_chunk_seen_ = false;
 };
 
 struct SseEvent {
