@@ -24,6 +24,7 @@ constexpr uint32_t kMagicV2 = 0x32455353;     // "SSE2": two-byte nonce length
 constexpr uint32_t kMagic = 0x33455353;       // "SSE3": two-byte nonce length, room
 constexpr uint32_t kMagicFloor = 0x46455353;  // "SSEF": what the file no longer holds
 constexpr size_t kHeader = 12;
+constexpr size_t kMinRecordBytes = kHeader + 8;  // every record has its header and an id
 constexpr size_t kMaxBody = 1 << 20;
 
 void put_u16(std::string& out, uint16_t v) {
@@ -261,13 +262,15 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
   std::vector<JournalRecord> records;
   damaged = false;
   size_t pos = 0;
-  uint64_t last_id = 0;  // of the last message (floors are not in id order)
+  uint64_t last_id = 0;     // of the last message (floors are not in id order)
+  uint64_t high_water = 0;  // the highest id any record says was issued
   while (pos < bytes.size()) {
     uint64_t min_id = last_id + 1;
     JournalRecord r;
     size_t len = 0;
     if (record_at(bytes, pos, min_id, r, len)) {
       if (!r.floor) last_id = r.id;
+      high_water = std::max(high_water, r.id);
       records.push_back(std::move(r));
       pos += len;
       continue;
@@ -277,8 +280,15 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
     while (next < bytes.size() && !record_at(bytes, next, min_id, r, len)) ++next;
     std::string after = last_id == 0 ? "the start" : "id " + std::to_string(last_id);
     if (next >= bytes.size()) {
+      // Whether a crash tore an unacknowledged write or something damaged acknowledged records
+      // cannot be told apart, so the ids the cut bytes could have held (each record takes at
+      // least kMinRecordBytes) are never given again, and every room resets a stream that
+      // resumes from before them.
+      uint64_t through = high_water + (bytes.size() - pos) / kMinRecordBytes + 1;
       warnings.push_back("journal tail torn or corrupt: cut " + std::to_string(bytes.size() - pos) +
-                         " bytes after " + after);
+                         " bytes after " + after + "; ids up to " + std::to_string(through) +
+                         " are not given again");
+      records.push_back(floor_record(through, "", through));
       break;
     }
     uint64_t lost = r.floor ? 0 : r.id - min_id;
@@ -346,6 +356,7 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
   }
   bool damaged = false;
   std::vector<JournalRecord> records = decode_records(bytes, load.warnings, damaged);
+  std::string().swap(bytes);  // the records hold everything now: not both at once
   load.records = records.size();
   for (const JournalRecord& r : records) load.last_id = std::max(load.last_id, r.id);
   if (damaged && !j->rewrite(records, true, error)) return nullptr;
@@ -412,6 +423,12 @@ std::optional<std::string> Journal::check_file() {
   if (file_ino_ == 0 && file_dev_ == 0) return check_linked(fd_);
   if (path_leads_to(path_, file_dev_, file_ino_)) return std::nullopt;
   return std::string(kJournalMovedAway);
+}
+
+std::optional<std::string> Journal::check_lock() {
+  std::string error;
+  if (take_lock(error)) return std::nullopt;
+  return error;
 }
 
 void Journal::remember_file() {

@@ -139,6 +139,9 @@ class Journal {
 
   // Why the file can no longer be trusted (removed, moved or replaced), or nullopt.
   std::optional<std::string> check_file();
+  // Takes the lock again if its file was removed (a "stale lock" cleared by hand); why it cannot
+  // (another sse-chat took it meanwhile), or nullopt.
+  std::optional<std::string> check_lock();
   // Cuts the file back to `size` bytes (records that were refused after a failure).
   bool truncate_to(uint64_t size);
 

@@ -224,6 +224,8 @@ void LocalBroker::tick() {
       fail(*error);
     } else if (auto removed = journal_->check_file()) {
       fail(*removed);  // found even when nobody posts, before a restart could start from nothing
+    } else if (auto taken = journal_->check_lock()) {
+      fail(*taken);  // another server writes here: acknowledging would hand out its ids twice
     }
   }
   if (!failure_.empty()) try_recover();
@@ -298,7 +300,10 @@ void LocalBroker::room_forgotten(std::string_view room, uint64_t through) {
   uint64_t seq = 0;
   std::string error;
   if (!journal_->append(floor_record(next_id_ - 1, std::string(room), through), seq, error))
-    fail(error);
+    return fail(error);
+  // Streams alone make and forget rooms, each forgetting a record: without a POST the journal
+  // must still be compacted.
+  compact_if_needed();
 }
 
 std::optional<std::string> LocalBroker::unavailable() const {

@@ -3,6 +3,7 @@
 // failures that need injection, such as EIO from fdatasync, are driven in local_broker_test.)
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <set>
@@ -126,4 +127,24 @@ TEST(Durability, AFileSizeLimitAnswers503InsteadOfKillingTheServer) {
   server.stop(SIGKILL);
   ServerProcess restarted({"--data-dir", dir}, false);
   EXPECT_EQ(kept_ids(restarted.port()), acknowledged);
+}
+
+// A lock file cleared by hand ("stale lock") is taken again within a second, so a second server
+// started on the same data directory afterwards is still refused instead of handing out the
+// same ids as the first.
+TEST(Durability, ARemovedLockFileIsTakenAgain) {
+  std::string dir = make_temp_dir();
+  ServerProcess first({"--data-dir", dir}, false);
+  ASSERT_EQ(post_message(first.port(), "alice", "before"), 1u);
+  ASSERT_TRUE(std::filesystem::remove(dir + "/lock"));
+  for (int i = 0; i < 200 && !std::filesystem::exists(dir + "/lock"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(std::filesystem::exists(dir + "/lock"));
+  // `timeout` ends a second server that wrongly started (exit 124); a refused one exits 1.
+  std::string command = "timeout 10 " + binary_path() + " --listen 127.0.0.1:0 --data-dir " + dir +
+                        " > /dev/null 2>&1";
+  int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_EQ(post_message(first.port(), "alice", "after"), 2u);  // the first goes on
 }

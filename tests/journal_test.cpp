@@ -13,6 +13,13 @@ std::string three_records() {
          encode_record({2, "a\x1fn", "team-a", R"({"id":2})"}) +
          encode_record({3, "", "general", R"({"id":3})"});
 }
+// The messages' ids, floors left out.
+std::vector<uint64_t> message_ids(const std::vector<JournalRecord>& rs) {
+  std::vector<uint64_t> out;
+  for (auto& r : rs)
+    if (!r.floor) out.push_back(r.id);
+  return out;
+}
 std::vector<uint64_t> ids(const std::vector<JournalRecord>& rs) {
   std::vector<uint64_t> out;
   for (auto& r : rs) out.push_back(r.id);
@@ -64,7 +71,8 @@ TEST(JournalCodec, ARecordWhoseRoomIsNotARoomNameIsDamage) {
   bool damaged;
   auto rs = decode_records(encode_record({1, "", "general", "{}"}) + bad, warnings, damaged);
   EXPECT_TRUE(damaged);
-  EXPECT_EQ(ids(rs), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(message_ids(rs), (std::vector<uint64_t>{1}));
+  EXPECT_TRUE(rs.back().floor && rs.back().through >= 2);  // id 2 is not given again
 }
 
 TEST(JournalCodec, EveryTruncationKeepsTheWholeRecordsBeforeIt) {
@@ -78,7 +86,12 @@ TEST(JournalCodec, EveryTruncationKeepsTheWholeRecordsBeforeIt) {
     if (cut >= first) {
       EXPECT_GE(rs.size(), 1u) << cut;
     }
-    for (size_t i = 0; i < rs.size(); ++i) EXPECT_EQ(rs[i].id, i + 1);
+    std::vector<uint64_t> kept = message_ids(rs);
+    for (size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(kept[i], i + 1);
+    if (damaged) {  // whatever was cut: its ids are floored
+      ASSERT_TRUE(rs.back().floor) << cut;
+      EXPECT_GT(rs.back().through, kept.size()) << cut;
+    }
   }
 }
 
@@ -87,7 +100,8 @@ TEST(JournalCodec, GarbageTailIsCut) {
   bool damaged;
   auto rs = decode_records(three_records() + "\x01garbage\xff\xfe", warnings, damaged);
   EXPECT_TRUE(damaged);
-  EXPECT_EQ(ids(rs), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(message_ids(rs), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(rs.back().through, 4u);  // 10 bytes hold no record, but may have begun id 4
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("cut"), std::string::npos);
 }
@@ -133,12 +147,32 @@ TEST(JournalCodec, DamageBeforeAFloorFloorsEveryRoomThroughItsHighWater) {
   EXPECT_EQ(rs[3].id, 8u);
 }
 
-// A cut tail is what a crash mid-write leaves: nothing after it was ever acknowledged.
-TEST(JournalCodec, ACutTailAddsNoFloor) {
+// A cut tail may be a crash's torn write or acknowledged records damaged: which cannot be told, so
+// the ids the cut bytes could have held (each record takes at least 20 bytes) are floored, never
+// given again, and a stream resuming from before them is reset rather than silently short.
+TEST(JournalCodec, ACutTailFloorsTheIdsItCouldHaveHeld) {
   std::string all = three_records();
-  std::vector<std::string> warnings;
-  bool damaged;
-  auto rs = decode_records(all.substr(0, all.size() - 3), warnings, damaged);
-  EXPECT_TRUE(damaged);
-  EXPECT_EQ(ids(rs), (std::vector<uint64_t>{1, 2}));
+  size_t second = encode_record({2, "a\x1fn", "team-a", R"({"id":2})"}).size();
+  size_t third = encode_record({3, "", "general", R"({"id":3})"}).size();
+  struct Case {
+    std::string bytes;
+    uint64_t through;  // the last intact id, plus what the cut bytes could hold, plus one
+  } cases[] = {
+      {all.substr(0, all.size() - 3), 2 + (third - 3) / 20 + 1},  // torn
+      {all.substr(0, all.size() - third) + std::string(third, '\0'), 2 + third / 20 + 1},
+      {all.substr(0, all.size() - third - 1), 1 + (second - 1) / 20 + 1},  // and more
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.through);
+    std::vector<std::string> warnings;
+    bool damaged;
+    auto rs = decode_records(c.bytes, warnings, damaged);
+    EXPECT_TRUE(damaged);
+    ASSERT_FALSE(rs.empty());
+    EXPECT_TRUE(rs.back().floor);
+    EXPECT_EQ(rs.back().room, "");
+    EXPECT_EQ(rs.back().through, c.through);
+    EXPECT_EQ(rs.back().id, c.through);
+    EXPECT_GE(c.through, 3u);  // the lost id 3 is never issued again
+  }
 }
