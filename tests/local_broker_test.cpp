@@ -618,3 +618,18 @@ TEST(LocalBroker, TheFloorOfForgottenNamesSurvivesCompactionAndARestart) {
   ASSERT_FALSE(sink.frames.empty());
   EXPECT_TRUE(sink.frames[0].starts_with("event: reset\n")) << sink.frames[0];
 }
+
+// Streams alone make and forget rooms, each forgetting a record in the journal: with no POST at
+// all, the journal is still compacted and stays near --journal-max-bytes.
+TEST(LocalBroker, ForgottenRoomsAloneDoNotGrowTheJournalWithoutBound) {
+  std::string dir = journal_temp_dir();
+  Fixture f(broker_options(dir, FsyncPolicy::Never, nullptr, /*max_bytes=*/4096));
+  f.start();
+  uint64_t largest = 0;
+  for (int i = 0; i < 5000; ++i) {
+    f.broker->room_forgotten("room-" + std::to_string(i), 0);
+    largest = std::max(largest, f.broker->stats().storage_bytes);
+  }
+  EXPECT_FALSE(f.broker->unavailable());
+  EXPECT_LE(largest, 2 * 4096u + 256);  // 5000 records would take about 200 KB
+}
