@@ -89,6 +89,29 @@ Option double_option(const char* name, const char* help, double Config::*field) 
           [field](Config& c, const std::string& v) { return parse_double(v, c.*field); }};
 }
 
+// A repeatable option whose value is also a list (split at any of `separators`): every element
+// is added. Shown joined with commas, or `none_shown` when empty.
+Option list_option(const char* name, const char* value, const char* help,
+                   std::vector<std::string> Config::*field, const char* separators,
+                   const char* none_shown) {
+  return {name, value, help,
+          [field, none_shown](Config& c) {
+            std::string s;
+            for (auto& p : c.*field) s += (s.empty() ? "" : ",") + p;
+            return s.empty() ? std::string(none_shown) : s;
+          },
+          [field, separators](Config& c, const std::string& v) {
+            size_t start = 0;
+            while (start <= v.size()) {
+              size_t end = v.find_first_of(separators, start);
+              if (end == std::string::npos) end = v.size();
+              if (end > start) (c.*field).push_back(v.substr(start, end - start));
+              start = end + 1;
+            }
+            return true;
+          }};
+}
+
 Option string_option(const char* name, const char* value, const char* help,
                      std::string Config::*field) {
   return {name, value, help, [field](Config& c) { return c.*field; },
@@ -217,47 +240,19 @@ const std::vector<Option>& options() {
                     &Config::cors_origin),
       string_option("publish-token", "TOKEN", "require 'Authorization: Bearer TOKEN' on POST",
                     &Config::publish_token),
-      {"jwt-key", "FILE",
-       "turn signed tokens on: the HS secret, or the PEM public key for RS256/ES256 (repeatable: "
-       "tokens signed with any are accepted; SIGHUP reads the files again)",
-       [](Config& c) {
-         std::string s;
-         for (auto& p : c.jwt_keys) s += (s.empty() ? "" : ",") + p;
-         return s;
-       },
-       [](Config& c, const std::string& v) {
-         size_t start = 0;
-         while (start <= v.size()) {
-           size_t end = v.find(',', start);
-           if (end == std::string::npos) end = v.size();
-           if (end > start) c.jwt_keys.push_back(v.substr(start, end - start));
-           start = end + 1;
-         }
-         return true;
-       }},
+      list_option("jwt-key", "FILE",
+                  "turn signed tokens on: the HS secret, or the PEM public key for RS256/ES256 "
+                  "(repeatable: tokens signed with any are accepted; SIGHUP reads the files again)",
+                  &Config::jwt_keys, ",", ""),
       string_option("jwt-alg", "HS256|HS384|HS512|RS256|ES256",
                     "the one algorithm tokens must be signed with", &Config::jwt_alg),
       string_option("jwt-issuer", "ISS", "when set, tokens must carry this iss",
                     &Config::jwt_issuer),
       string_option("jwt-audience", "AUD", "when set, tokens must carry this aud",
                     &Config::jwt_audience),
-      {"public-rooms", "PATTERN,...",
-       "rooms anyone may read without a token (name, prefix*, or *; repeatable)",
-       [](Config& c) {
-         std::string s;
-         for (auto& p : c.public_rooms) s += (s.empty() ? "" : ",") + p;
-         return s.empty() ? std::string("none") : s;
-       },
-       [](Config& c, const std::string& v) {
-         size_t start = 0;
-         while (start <= v.size()) {
-           size_t end = v.find_first_of(", ", start);
-           if (end == std::string::npos) end = v.size();
-           if (end > start) c.public_rooms.push_back(v.substr(start, end - start));
-           start = end + 1;
-         }
-         return true;
-       }},
+      list_option("public-rooms", "PATTERN,...",
+                  "rooms anyone may read without a token (name, prefix*, or *; repeatable)",
+                  &Config::public_rooms, ", ", "none"),
       uint_option("shutdown-timeout", "seconds to flush subscribers on SIGTERM",
                   &Config::shutdown_timeout_s),
       string_option("log-file", "PATH",
