@@ -24,10 +24,14 @@ void check(bool ok) {
 void check_frame(const sse::ChatInput& in) {
   std::string json = sse::message_json({7, in.room, in.user, in.text, 1764072000123});
   sse::FrameRef frame = sse::message_frame(7, json);
-  std::string_view bytes = frame.bytes();
-  // One event: "id: 7\ndata: <json>\n\n", and no other line break anywhere.
+  // One chunk ("<hex length>\r\n<event>\r\n") of one event: "id: 7\ndata: <json>\n\n", and no
+  // other line break anywhere.
+  std::string_view bytes = sse::frame_event(*frame.get());
   check(bytes.substr(0, 13) == "id: 7\ndata: {");
   check(bytes.find('\n', 13) == bytes.size() - 2);
+  std::string_view chunk = frame.bytes();
+  check(chunk.ends_with("\r\n") &&
+        std::stoul(std::string(chunk.substr(0, chunk.find('\r'))), nullptr, 16) == bytes.size());
   check(sse::frame_json(*frame.get()) == json);
   check(sse::utf8::is_valid(json));
   static simdjson::dom::parser parser;
@@ -71,7 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (r.event == sse::RequestParser::Event::Error) {
         int s = parser.error_status();
         check(s == 400 || s == 413 || s == 414 || s == 431 ||
-              s == 501);  // 501: a coding not chunked
+              s == 501);  // 501: a coding not chunked, a method not known
         goto journal;
       }
       if (r.event == sse::RequestParser::Event::NeedMore) break;
