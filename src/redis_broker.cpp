@@ -337,8 +337,9 @@ struct RedisBroker::Warmup {
     std::string room;
     FrameRef frame;
   };
-  uint64_t since = 0;  // the data set's first id (0: none yet)
-  size_t rooms = 0;    // rooms read
+  uint64_t since = 0;    // the data set's first id (0: none yet)
+  uint64_t dropped = 0;  // the newest id of a room Redis dropped
+  size_t rooms = 0;      // rooms read
   std::vector<Message> messages;
   std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
 };
@@ -391,6 +392,9 @@ void RedisBroker::maybe_warm() {
   cmd_.command({"GET", key("since")}, [warm, alive = alive_](redisReply* r) {
     if (*alive && r && r->type != REDIS_REPLY_ERROR) warm->since = number_of(text_of(r));
   });  // when the link went, so do the reads below, and the warm-up is tried again
+  cmd_.command({"GET", key("dropped")}, [warm, alive = alive_](redisReply* r) {
+    if (*alive && r && r->type != REDIS_REPLY_ERROR) warm->dropped = number_of(text_of(r));
+  });
   std::string upto = std::to_string(last_seen_) + "-0";
   std::string history = std::to_string(options_.history_per_room);
   auto range = [this, upto, history](const std::string& room) {
@@ -420,6 +424,8 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
   // Redis may keep rooms beyond the most active max_rooms read here.
   if (warm.rooms >= options_.max_rooms) sink_.not_restored_through(last_seen_);
+  // Rooms Redis dropped may have had messages up to this.
+  if (warm.dropped > 0) sink_.not_restored_through(std::min(warm.dropped, last_seen_));
   sink_.restored();
   log::info("warmed up from Redis", "messages", warm.messages.size(), "last_id", last_seen_);
   warm.messages.clear();
@@ -727,12 +733,27 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
   assert(json.starts_with("{\"id\":0,"));
   json.replace(6, 1, "%ID%");
   std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
-  auto args = std::make_shared<std::vector<std::string>>(std::vector<std::string>{
-      "7", key("seq"), key("log"), key("room:" + draft.room),
-      key("nonce:" + owner + '\x1f' + draft.nonce), key("rooms"), key("since"), key("history"),
-      draft.room, std::to_string(std::max(last_seen_, last_given_)), json,
-      std::to_string(options_.history_per_room), std::to_string(options_.log_length),
-      std::to_string(options_.nonce_ttl_s), draft.nonce.empty() ? "0" : "1", publish_deadline()});
+  auto args = std::make_shared<std::vector<std::string>>(
+      std::vector<std::string>{"9",
+                               key("seq"),
+                               key("log"),
+                               key("room:" + draft.room),
+                               key("nonce:" + owner + '\x1f' + draft.nonce),
+                               key("rooms"),
+                               key("since"),
+                               key("history"),
+                               key("max-rooms"),
+                               key("dropped"),
+                               draft.room,
+                               std::to_string(std::max(last_seen_, last_given_)),
+                               json,
+                               std::to_string(options_.history_per_room),
+                               std::to_string(options_.log_length),
+                               std::to_string(options_.nonce_ttl_s),
+                               draft.nonce.empty() ? "0" : "1",
+                               publish_deadline(),
+                               std::to_string(options_.max_rooms),
+                               key("room:")});
   eval_publish(std::move(args), true, std::move(done));
 }
 
@@ -825,6 +846,8 @@ struct RedisBroker::BackfillRead {
   bool answered = false;  // the data set's first id and the first entry were read
   bool lost_in_range = false;
   uint64_t since = 0;
+  uint64_t dropped = 0;  // the newest id of a room Redis dropped
+  bool listed = false;   // the room is in {p}:rooms: not dropped
   std::optional<Entry> first;
   BackfillDone done;
 };
@@ -854,7 +877,15 @@ void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t throu
     read->answered = true;
     if (r->elements > 0) read->first = entry_of(r->element[0]);
   };
+  auto on_dropped = [read, alive = alive_](redisReply* r) {
+    if (*alive && r && r->type != REDIS_REPLY_ERROR) read->dropped = number_of(text_of(r));
+  };
+  auto on_listed = [read, alive = alive_](redisReply* r) {
+    if (*alive && r) read->listed = r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_ERROR;
+  };
   bool sent = cmd_.up() && cmd_.command({"GET", key("since")}, std::move(on_since)) &&
+              cmd_.command({"GET", key("dropped")}, std::move(on_dropped)) &&
+              cmd_.command({"ZSCORE", key("rooms"), read->fill.room}, std::move(on_listed)) &&
               cmd_.command({"XRANGE", read->stream, read->after_bound, "+", "COUNT", "1"},
                            std::move(on_first));
   if (!sent) return reactor_.defer([read] { read->done(std::move(read->fill)); });
@@ -899,7 +930,8 @@ void RedisBroker::finish_backfill(BackfillRead& read) {
     std::erase_if(fill.messages, [&](const KeptFrame& m) { return m.id <= lost_through_; });
   const std::optional<Entry>& first = read.first;
   bool data_set_reaches = read.since == 0 || read.after + 1 >= read.since;
-  bool from_start = !first || first->prev <= read.after;
+  // Without an entry after `after`, a room Redis dropped may have had some.
+  bool from_start = first ? first->prev <= read.after : read.listed || read.after >= read.dropped;
   bool none_missing = fill.messages.empty() ? !first || first->id > fill.through
                                             : first && fill.messages.front().id == first->id;
   fill.complete =

@@ -13,6 +13,10 @@
 //   {p}:rooms        sorted set: room name -> its newest id (warming a node, filling a gap)
 //   {p}:history      the longest per-room history of any node that posted: room streams are
 //                    trimmed to it, so a node with a shorter --history does not trim the others'
+//   {p}:max-rooms    the largest --max-rooms of any node that posted: past it, the rooms posted
+//                    to longest ago are dropped from {p}:rooms with their streams
+//   {p}:dropped      the newest id a dropped room had: a room without a stream (or one made
+//                    again, whose first entry's prev says so) may have had messages up to it
 //   {p}:nonce:<key>  the id an idempotent POST got, for a day
 // Stream entry ids are the message ids, so a node reads the one ordered log from the last id it
 // has (XREAD … STREAMS {p}:log <id>-0).
@@ -23,11 +27,13 @@
 namespace sse::redis_scripts {
 
 // KEYS: seq, log, room stream, nonce key (when the POST has no nonce, a placeholder in the slot
-// that is not touched), rooms, since, history.
+// that is not touched), rooms, since, history, max-rooms, dropped.
 // ARGV: room, floor (the highest id the calling node has seen: ids never go below it), the
 // message JSON, which starts {"id":%ID% (the first "%ID%" becomes the id, so a text that contains
 // one is left alone), the room's history length, the log's length, the nonce TTL in seconds,
-// has_nonce ("1"/"0"), the deadline (Redis's clock, microseconds; "0": none).
+// has_nonce ("1"/"0"), the deadline (Redis's clock, microseconds; "0": none), the node's
+// --max-rooms, the prefix of room stream keys ("{p}:room:"). Dropped rooms' streams are named from
+// that prefix: every key shares the {p} hash slot.
 // Returns {id, 1 when new | 0 when the nonce was seen before (id is the original)}, or {0, 2}
 // when Redis runs it after the deadline: it stored nothing (a node gives up on a command long
 // after its deadline, so a POST answered 503 because Redis was stuck is not stored later, when
@@ -76,6 +82,10 @@ if id >= 9007199254740992 then return redis.error_reply('ids ran past 2^53') end
 local keep = tonumber(ARGV[4])
 local longest = tonumber(redis.call('GET', KEYS[7]) or '')
 if longest and longest > keep then keep = longest end
+local limit = tonumber(ARGV[9])
+local widest = tonumber(redis.call('GET', KEYS[8]) or '')
+if widest and widest > limit then limit = widest end
+local dropped = tonumber(redis.call('GET', KEYS[9]) or '0') or 0
 local rooms_type = redis.call('TYPE', KEYS[5])['ok']
 if rooms_type ~= 'zset' and rooms_type ~= 'none' then
   return redis.error_reply(KEYS[5] .. ' is not a sorted set')
@@ -88,9 +98,24 @@ local entry = text .. '-0'
 local json = string.gsub(ARGV[3], '%%ID%%', text, 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], entry, 'room', ARGV[1], 'json', json,
            'prev', string.format('%d', prev))
+-- A room without a stream may have been dropped: its first entry says what it may have lost.
+local room_floor = room_prev
+if room_prev == 0 and dropped < id then room_floor = dropped end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, entry, 'json', json,
-           'prev', string.format('%d', room_prev))
+           'prev', string.format('%d', room_floor))
 redis.call('ZADD', KEYS[5], id, ARGV[1])
+-- At most the largest --max-rooms of any node: the rooms posted to longest ago go, streams and all.
+if not widest or limit > widest then redis.call('SET', KEYS[8], limit) end
+local over = redis.call('ZCARD', KEYS[5]) - limit
+if over > 0 then
+  local gone = redis.call('ZPOPMIN', KEYS[5], over)
+  for i = 1, #gone, 2 do
+    redis.call('DEL', ARGV[10] .. gone[i])
+    local last = tonumber(gone[i + 1])
+    if last > dropped then dropped = last end
+  end
+  redis.call('SET', KEYS[9], string.format('%d', dropped))
+end
 if ARGV[7] == '1' then redis.call('SET', KEYS[4], id, 'EX', ARGV[6]) end
 return {id, 1}
 )lua";

@@ -208,15 +208,35 @@ struct Published {
 
 Published publish(Fixture& f, const std::string& room, const std::string& text,
                   const std::string& nonce = "", long long floor = 0, int history = 1000,
-                  const std::string& deadline = "0") {
+                  const std::string& deadline = "0", int max_rooms = 10000) {
   std::string json = R"({"id":%ID%,"room":")" + room + R"(","text":")" + text + R"("})";
   std::string room_key = "{c}:room:" + room, nonce_key = "{c}:nonce:" + nonce;
   std::string floor_text = std::to_string(floor), history_text = std::to_string(history);
+  std::string max_rooms_text = std::to_string(max_rooms);
   Published out;
   bool answered = false;
-  f.link.command({"EVAL", sse::redis_scripts::kPublish, "7", "{c}:seq", "{c}:log", room_key,
-                  nonce_key, "{c}:rooms", "{c}:since", "{c}:history", room, floor_text, json,
-                  history_text, "100000", "86400", nonce.empty() ? "0" : "1", deadline},
+  f.link.command({"EVAL",
+                  sse::redis_scripts::kPublish,
+                  "9",
+                  "{c}:seq",
+                  "{c}:log",
+                  room_key,
+                  nonce_key,
+                  "{c}:rooms",
+                  "{c}:since",
+                  "{c}:history",
+                  "{c}:max-rooms",
+                  "{c}:dropped",
+                  room,
+                  floor_text,
+                  json,
+                  history_text,
+                  "100000",
+                  "86400",
+                  nonce.empty() ? "0" : "1",
+                  deadline,
+                  max_rooms_text,
+                  "{c}:room:"},
                  [&](redisReply* r) {
                    answered = true;
                    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
@@ -343,6 +363,28 @@ TEST(RedisPublishScript, RoomStreamsKeepTheLongestHistoryOfAnyNode) {
   EXPECT_EQ(redis.cli({"GET", "{c}:history"}), "1000");
 }
 
+// Redis keeps at most the largest --max-rooms of any node that posted: past it the room posted to
+// longest ago goes with its stream, and what it may have held is the floor of a room that has no
+// stream, or whose stream is made again.
+TEST(RedisPublishScript, RoomsPastTheLargestMaxRoomsAreDroppedWithTheirStreams) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  long long a = publish(f, "a", "1", "", 0, 1000, "0", 3).id;
+  publish(f, "b", "2", "", 0, 1000, "0", 2);  // a node with a smaller limit: the largest counts
+  publish(f, "c", "3", "", 0, 1000, "0", 2);
+  EXPECT_EQ(redis.cli({"ZCARD", "{c}:rooms"}), "3");
+  long long d = publish(f, "d", "4", "", 0, 1000, "0", 2).id;
+  EXPECT_EQ(redis.cli({"ZCARD", "{c}:rooms"}), "3");
+  EXPECT_EQ(redis.cli({"EXISTS", "{c}:room:a"}), "0");
+  EXPECT_EQ(redis.cli({"GET", "{c}:dropped"}), std::to_string(a));
+  EXPECT_EQ(redis.cli({"GET", "{c}:max-rooms"}), "3");
+  long long again = publish(f, "a", "5", "", 0, 1000, "0", 3).id;  // drops b
+  EXPECT_GT(again, d);
+  std::string first = redis.cli({"XRANGE", "{c}:room:a", "-", "+"});
+  EXPECT_NE(first.find("prev\n" + std::to_string(a)), std::string::npos) << first;
+}
+
 // Run after its deadline (Redis was stuck with the command in its socket, and the node gave up):
 // nothing is stored, so the 503 the node answered stays true.
 TEST(RedisPublishScript, RunAfterItsDeadlineItStoresNothing) {
@@ -377,9 +419,28 @@ TEST(RedisPublishScript, OddDataIsCheckedBeforeAnyWrite) {
   redis.cli({"SET", "{c}:rooms", "not a sorted set"});
   bool answered = false;
   std::string error;
-  f.link.command({"EVAL", sse::redis_scripts::kPublish, "7", "{c}:seq", "{c}:log",
-                  "{c}:room:general", "{c}:nonce:x", "{c}:rooms", "{c}:since", "{c}:history",
-                  "general", "0", R"({"id":%ID%})", "1000", "100000", "86400", "0", "0"},
+  f.link.command({"EVAL",
+                  sse::redis_scripts::kPublish,
+                  "9",
+                  "{c}:seq",
+                  "{c}:log",
+                  "{c}:room:general",
+                  "{c}:nonce:x",
+                  "{c}:rooms",
+                  "{c}:since",
+                  "{c}:history",
+                  "{c}:max-rooms",
+                  "{c}:dropped",
+                  "general",
+                  "0",
+                  R"({"id":%ID%})",
+                  "1000",
+                  "100000",
+                  "86400",
+                  "0",
+                  "0",
+                  "10000",
+                  "{c}:room:"},
                  [&](redisReply* r) {
                    answered = true;
                    if (r && r->type == REDIS_REPLY_ERROR) error = r->str;

@@ -1225,3 +1225,21 @@ TEST(RedisNodes, EveryNodeCountsReadersItDoesNotHave) {
   EXPECT_TRUE(eventually([&] { return listed_online(c->port(), "lobby") == 1; }, 30s))
       << listed_online(c->port(), "lobby");
 }
+
+// Redis keeps at most the largest --max-rooms of any node: the room posted to longest ago goes
+// with its stream. A stream that resumes it from before its messages, on a node that no longer
+// has it in memory either, hears `reset`: never silence over messages Redis dropped.
+TEST(RedisNodes, ARoomRedisDroppedIsResetNotSilentlyEmpty) {
+  RedisServer redis;
+  auto node = start_node(redis, {"--max-rooms", "2"});
+  Posted first = post(node->port(), "a", "gone");
+  ASSERT_EQ(first.status, 201) << first.body;
+  for (const char* room : {"b", "c"}) ASSERT_EQ(post(node->port(), room, "x").status, 201);
+  EXPECT_EQ(redis.cli({"EXISTS", "{sse-chat}:room:a"}), "0");  // dropped: rooms a, b, c > 2
+  auto resumed = open_stream(node->port(), "?room=a", std::to_string(first.id - 1));
+  ASSERT_TRUE(resumed->ok);
+  ASSERT_TRUE(resumed->wait([](const Stream& s) { return !s.events().empty(); }, 20s));
+  std::vector<Got> got = resumed->events();
+  EXPECT_EQ(got.front().event, "reset") << got.front().data;
+  EXPECT_TRUE(resumed->ids().empty());  // nothing of room a is kept anywhere
+}
