@@ -180,13 +180,14 @@ void Connection::enqueue(const FrameRef& frame, size_t begin, size_t end) {
 // paced by the socket and never pushes a stream over --max-queued-bytes; live messages may use the
 // other half.
 size_t Connection::free_slots() const {
+  if (finishing_) return 0;  // a stream that is ending takes no more (its last chunk is queued)
   if (out_.pending_bytes() >= host_.settings().max_queued_bytes / 2) return 0;
   size_t limit = host_.settings().queue_frames;
   return out_.size() >= limit ? 0 : limit - out_.size();
 }
 
 bool Connection::deliver(const FrameRef& frame) {
-  if (state_ != State::Stream) return true;  // closing: nothing more to send
+  if (state_ != State::Stream || finishing_) return true;  // ending: nothing more to send
   // Past its token's exp a stream takes nothing more; the next timeout check ends it.
   if (expires_at_ms_ != 0 && host_.now_ms() >= expires_at_ms_) return true;
   const ConnectionSettings& cfg = host_.settings();
@@ -260,7 +261,7 @@ void Connection::flush() {
 
 size_t Connection::prepare_write(iovec* iov, size_t max_iov) {
   if (closed()) return 0;
-  if (state_ == State::Stream && subscription_) subscription_->refill();
+  if (state_ == State::Stream && subscription_ && !finishing_) subscription_->refill();
   if (closed()) return 0;
   return out_.fill_iovec(iov, max_iov);
 }
@@ -399,6 +400,7 @@ void Connection::withdraw_token() {
 
 void Connection::expire(std::string_view event) {
   expires_at_ms_ = 0;
+  if (finishing_) return;  // already ending (a drain): its last chunk is queued
   subscription_.reset();   // nothing more of its rooms; presence sees it leave
   out_.keep_front_only();  // nor what was queued but not sent: the token no longer covers it
   send_event(event);

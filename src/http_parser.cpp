@@ -220,6 +220,10 @@ RequestParser::Result RequestParser::method_error(size_t fed) {
 }
 
 void RequestParser::keep_line_head(const char* data, size_t len) {
+  while (line_head_.empty() && len > 0 && (*data == '\r' || *data == '\n')) {
+    ++data;  // empty lines before a request: not part of what is kept
+    --len;
+  }
   if (line_head_.size() < kLineHead) {
     line_head_.append(data, std::min(len, kLineHead - line_head_.size()));
   }

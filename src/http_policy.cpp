@@ -216,7 +216,8 @@ void HttpPolicy::open_stream(Connection& conn, const Request& req,
                              std::optional<uint64_t> fresh_from) {
   std::string head(http::kStreamHead);
   head += http::date_header();
-  head += req.keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
+  // HTTP/1.0 has no chunks: its stream's body ends only when the connection does.
+  head += req.keep_alive && !req.http10 ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
   if (!req.http10) head += "Transfer-Encoding: chunked\r\n";
   if (context_of(req).cors) {
     head += "Access-Control-Allow-Origin: " + config_.cors_origin +

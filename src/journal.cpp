@@ -431,6 +431,13 @@ std::optional<std::string> Journal::check_lock() {
   return error;
 }
 
+std::optional<std::string> Journal::check_size() {
+  struct stat st;
+  if (fd_ < 0 || fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) >= size_)
+    return std::nullopt;
+  return "journal file was cut to " + std::to_string(st.st_size) + " bytes by another process";
+}
+
 void Journal::remember_file() {
   struct stat st;
   bool known = fd_ >= 0 && fstat(fd_, &st) == 0;

@@ -142,6 +142,9 @@ class Journal {
   // Takes the lock again if its file was removed (a "stale lock" cleared by hand); why it cannot
   // (another sse-chat took it meanwhile), or nullopt.
   std::optional<std::string> check_lock();
+  // Whether something else cut the file in place (`: > journal`, logrotate's copytruncate): the
+  // path and inode are the same, only the records are gone.
+  std::optional<std::string> check_size();
   // Cuts the file back to `size` bytes (records that were refused after a failure).
   bool truncate_to(uint64_t size);
 

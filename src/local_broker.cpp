@@ -226,6 +226,8 @@ void LocalBroker::tick() {
       fail(*removed);  // found even when nobody posts, before a restart could start from nothing
     } else if (auto taken = journal_->check_lock()) {
       fail(*taken);  // another server writes here: acknowledging would hand out its ids twice
+    } else if (auto cut = journal_->check_size()) {
+      fail(*cut);  // recovery writes back what memory keeps before a restart could lose it
     }
   }
   if (!failure_.empty()) try_recover();
@@ -302,8 +304,11 @@ void LocalBroker::room_forgotten(std::string_view room, uint64_t through) {
   if (!journal_->append(floor_record(next_id_ - 1, std::string(room), through), seq, error))
     return fail(error);
   // Streams alone make and forget rooms, each forgetting a record: without a POST the journal
-  // must still be compacted.
-  compact_if_needed();
+  // must still be compacted. Not now: a room is forgotten while a message is being committed,
+  // and until it is, the rewrite would leave it out.
+  reactor_.defer([alive = std::weak_ptr<LocalBroker*>(self_)] {
+    if (auto self = alive.lock()) (*self)->compact_if_needed();
+  });
 }
 
 std::optional<std::string> LocalBroker::unavailable() const {

@@ -883,11 +883,12 @@ void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t throu
   auto on_listed = [read, alive = alive_](redisReply* r) {
     if (*alive && r) read->listed = r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_ERROR;
   };
+  // In this order, so that a room dropped between the reads is seen dropped by the later ones.
   bool sent = cmd_.up() && cmd_.command({"GET", key("since")}, std::move(on_since)) &&
-              cmd_.command({"GET", key("dropped")}, std::move(on_dropped)) &&
-              cmd_.command({"ZSCORE", key("rooms"), read->fill.room}, std::move(on_listed)) &&
               cmd_.command({"XRANGE", read->stream, read->after_bound, "+", "COUNT", "1"},
-                           std::move(on_first));
+                           std::move(on_first)) &&
+              cmd_.command({"ZSCORE", key("rooms"), read->fill.room}, std::move(on_listed)) &&
+              cmd_.command({"GET", key("dropped")}, std::move(on_dropped));
   if (!sent) return reactor_.defer([read] { read->done(std::move(read->fill)); });
   read_backfill_page(read, std::to_string(through) + "-0");
 }

@@ -110,6 +110,8 @@ local over = redis.call('ZCARD', KEYS[5]) - limit
 if over > 0 then
   local gone = redis.call('ZPOPMIN', KEYS[5], over)
   for i = 1, #gone, 2 do
+    -- A key not in KEYS (which room goes is known only here): it shares the {p} hash slot, so
+    -- one node or one cluster shard holds it with the rest.
     redis.call('DEL', ARGV[10] .. gone[i])
     local last = tonumber(gone[i + 1])
     if last > dropped then dropped = last end
