@@ -95,6 +95,17 @@ TEST(Core, StreamHeadAndFormat) {
       << ev->raw;
 }
 
+// Message 2 is posted while a client that left after message 1 is away; coming back with
+// `last_id` it gets message 2 first.
+void expect_back_with_what_was_posted_away(uint16_t port, const std::string& last_id) {
+  ASSERT_EQ(post_message(port, "u", "while away"), 2u);
+  Subscription back(port, last_id);
+  ASSERT_TRUE(back.ok);
+  auto ev = back.reader.next_message();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->id, "2");
+}
+
 // An EventSource that loses its stream before any message came comes back with the id the
 // stream opened with, and misses nothing posted while it was away.
 TEST(Core, AStreamOpenedFromNowhereResumesFromWhereItStarted) {
@@ -109,12 +120,7 @@ TEST(Core, AStreamOpenedFromNowhereResumesFromWhereItStarted) {
     opened_at = fresh.reader.last_event_id();
   }
   EXPECT_EQ(opened_at, "1");
-  ASSERT_EQ(post_message(server.port(), "u", "while away"), 2u);
-  Subscription back(server.port(), opened_at);
-  ASSERT_TRUE(back.ok);
-  auto ev = back.reader.next_message();
-  ASSERT_TRUE(ev);
-  EXPECT_EQ(ev->id, "2");
+  expect_back_with_what_was_posted_away(server.port(), opened_at);
 }
 
 // Clients built on eventsource-parser (npm `eventsource` 3 and 4) take an id only from an event
@@ -142,12 +148,7 @@ TEST(Core, TheOpeningIdComesWithAnEventThatHasData) {
     }
   }
   EXPECT_EQ(taken, "1");
-  ASSERT_EQ(post_message(server.port(), "u", "while away"), 2u);
-  Subscription back(server.port(), taken);
-  ASSERT_TRUE(back.ok);
-  auto ev = back.reader.next_message();
-  ASSERT_TRUE(ev);
-  EXPECT_EQ(ev->id, "2");
+  expect_back_with_what_was_posted_away(server.port(), taken);
 }
 
 TEST(Core, FormPostAndUnicode) {
