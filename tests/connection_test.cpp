@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "sse.h"
+
 using sse::Connection;
 using sse::Request;
 
@@ -397,4 +399,21 @@ TEST(Connection, AHangUpWhilePausedDoesNotReadMore) {
     got += p.received();
   }
   EXPECT_EQ(bodies(got).size(), 3000u) << p.conn->close_reason();
+}
+
+// A chunked stream that ends on purpose (a drain) ends with the last chunk, and nothing follows
+// it: a frame delivered or a ping sent afterwards is dropped, not written past the end of the
+// body (a keep-alive client would read it as the next response).
+TEST(Connection, NothingFollowsTheLastChunkOfAStreamThatEnds) {
+  FakeHost host;
+  Pair p(host);
+  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n", "retry: 1\n\n", true);
+  p.conn->drain();
+  EXPECT_EQ(p.conn->free_slots(), 0u);
+  EXPECT_TRUE(p.conn->deliver(sse::stream_frame("data: late\n\n")));
+  host.flush_writers();
+  std::string wire = p.received();
+  ASSERT_TRUE(wire.ends_with("0\r\n\r\n")) << wire;
+  EXPECT_EQ(wire.find("late"), std::string::npos) << wire;
+  EXPECT_EQ(wire.find("0\r\n\r\n"), wire.size() - 5) << wire;
 }
