@@ -124,9 +124,8 @@ std::optional<bool> starts_a_target(std::string_view target) {
 // RFC 9110 9.1: a request line that starts with a well-formed method the server does not know,
 // followed by a request target, asks for something not implemented (501); anything else llhttp
 // calls a bad method is not HTTP at all (400).
+// `head` starts after the empty lines a request may follow (keep_line_head drops them).
 MethodVerdict judge_method(std::string_view head) {
-  size_t start = head.find_first_not_of("\r\n");  // empty lines before a request are allowed
-  if (start != std::string_view::npos) head.remove_prefix(start);
   size_t end = head.find_first_not_of(
       "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~");
   if (end == std::string_view::npos) {
