@@ -60,6 +60,16 @@ uint64_t number_of(std::string_view text) {
   return n;
 }
 
+// A reply handler for a GET of a counter ({p}:since, {p}:dropped): its value into `owner`'s
+// `field` (which stays 0 on an error or a missing key), unless the broker is gone.
+template <class Owner>
+RedisLink::ReplyFn number_into(std::shared_ptr<Owner> owner, uint64_t Owner::*field,
+                               std::shared_ptr<bool> alive) {
+  return [owner = std::move(owner), field, alive = std::move(alive)](redisReply* r) {
+    if (*alive && r && r->type != REDIS_REPLY_ERROR) (*owner).*field = number_of(text_of(r));
+  };
+}
+
 // An entry of a stream reply: [id, [field, value, …]].
 struct Entry {
   uint64_t id = 0;
@@ -389,12 +399,9 @@ void RedisBroker::maybe_warm() {
   if (!have_start_ || warmed_ || warming_ || !cmd_.up()) return;
   warming_ = true;
   auto warm = std::make_shared<Warmup>();
-  cmd_.command({"GET", key("since")}, [warm, alive = alive_](redisReply* r) {
-    if (*alive && r && r->type != REDIS_REPLY_ERROR) warm->since = number_of(text_of(r));
-  });  // when the link went, so do the reads below, and the warm-up is tried again
-  cmd_.command({"GET", key("dropped")}, [warm, alive = alive_](redisReply* r) {
-    if (*alive && r && r->type != REDIS_REPLY_ERROR) warm->dropped = number_of(text_of(r));
-  });
+  // When the link went, so do the reads below, and the warm-up is tried again.
+  cmd_.command({"GET", key("since")}, number_into(warm, &Warmup::since, alive_));
+  cmd_.command({"GET", key("dropped")}, number_into(warm, &Warmup::dropped, alive_));
   std::string upto = std::to_string(last_seen_) + "-0";
   std::string history = std::to_string(options_.history_per_room);
   auto range = [this, upto, history](const std::string& room) {
@@ -869,26 +876,22 @@ void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t throu
   // What this node read and Redis lost since may have been in the range: Redis cannot say.
   read->lost_in_range = after < lost_through_ && through > lost_after_;
   read->done = std::move(done);
-  auto on_since = [read, alive = alive_](redisReply* r) {
-    if (*alive && r && r->type != REDIS_REPLY_ERROR) read->since = number_of(text_of(r));
-  };
   auto on_first = [read, alive = alive_](redisReply* r) {
     if (!*alive || !r || r->type != REDIS_REPLY_ARRAY) return;
     read->answered = true;
     if (r->elements > 0) read->first = entry_of(r->element[0]);
   };
-  auto on_dropped = [read, alive = alive_](redisReply* r) {
-    if (*alive && r && r->type != REDIS_REPLY_ERROR) read->dropped = number_of(text_of(r));
-  };
   auto on_listed = [read, alive = alive_](redisReply* r) {
     if (*alive && r) read->listed = r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_ERROR;
   };
   // In this order, so that a room dropped between the reads is seen dropped by the later ones.
-  bool sent = cmd_.up() && cmd_.command({"GET", key("since")}, std::move(on_since)) &&
-              cmd_.command({"XRANGE", read->stream, read->after_bound, "+", "COUNT", "1"},
-                           std::move(on_first)) &&
-              cmd_.command({"ZSCORE", key("rooms"), read->fill.room}, std::move(on_listed)) &&
-              cmd_.command({"GET", key("dropped")}, std::move(on_dropped));
+  bool sent =
+      cmd_.up() &&
+      cmd_.command({"GET", key("since")}, number_into(read, &BackfillRead::since, alive_)) &&
+      cmd_.command({"XRANGE", read->stream, read->after_bound, "+", "COUNT", "1"},
+                   std::move(on_first)) &&
+      cmd_.command({"ZSCORE", key("rooms"), read->fill.room}, std::move(on_listed)) &&
+      cmd_.command({"GET", key("dropped")}, number_into(read, &BackfillRead::dropped, alive_));
   if (!sent) return reactor_.defer([read] { read->done(std::move(read->fill)); });
   read_backfill_page(read, std::to_string(through) + "-0");
 }
