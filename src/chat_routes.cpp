@@ -286,15 +286,8 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     return policy_.reply(conn, req, std::move(*refusal));
   // With tokens on, a reader's name is its token's, never what the query says.
   if (const Identity* who = auth.who()) query.user = who->name;
-  if (req.method == Method::Head) {  // the stream's head, through the same reply path as any
-    http::Response r;
-    r.content_type = "text/event-stream";
-    r.unframed_body = true;
-    r.headers.emplace_back("Cache-Control", "no-cache");
-    r.headers.emplace_back("X-Accel-Buffering", "no");
-    if (!req.http10) r.headers.emplace_back("Transfer-Encoding", "chunked");
-    return policy_.reply(conn, req, std::move(r));
-  }
+  if (req.method == Method::Head)  // the stream's head, through the same reply path as any
+    return policy_.reply(conn, req, http::stream_head(req.http10));
   // Draining, or a node still reading what Redis keeps: an EventSource reconnects (here later,
   // or elsewhere) on a closed connection, where any answer but 200 would make it give up.
   if (policy_.draining()) return conn.close("draining");

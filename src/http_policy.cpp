@@ -214,16 +214,12 @@ void HttpPolicy::set_address_share(uint32_t share) {
 
 void HttpPolicy::open_stream(Connection& conn, const Request& req,
                              std::optional<uint64_t> fresh_from) {
-  std::string head(http::kStreamHead);
-  head += http::date_header();
-  // HTTP/1.0 has no chunks: its stream's body ends only when the connection does.
-  head += req.keep_alive && !req.http10 ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
-  if (!req.http10) head += "Transfer-Encoding: chunked\r\n";
-  if (context_of(req).cors) {
-    head += "Access-Control-Allow-Origin: " + config_.cors_origin +
-            "\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n";
-  }
-  head += "\r\n";
+  http::Response r = http::stream_head(req.http10);
+  // The client's own choice said back; HTTP/1.0's stream ends only when the connection does.
+  r.keep_alive = req.keep_alive && !req.http10;
+  r.close = !r.keep_alive;
+  if (context_of(req).cors) http::allow_origin(r, config_.cors_origin);
+  std::string head = http::serialize(r);
   std::string opening = fresh_from ? opening_event(retry_with_jitter(), *fresh_from)
                                    : retry_event(retry_with_jitter());
   metrics_.count_response(200);

@@ -117,6 +117,16 @@ void allow_origin(Response& r, std::string_view origin) {
   r.headers.emplace_back("Vary", "Origin");
 }
 
+Response stream_head(bool http10) {
+  Response r;
+  r.content_type = "text/event-stream";
+  r.unframed_body = true;
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.headers.emplace_back("X-Accel-Buffering", "no");
+  if (!http10) r.headers.emplace_back("Transfer-Encoding", "chunked");
+  return r;
+}
+
 Response error(int status, std::string_view reason) {
   Response r;
   r.status = status;

@@ -53,13 +53,9 @@ void allow_origin(Response& r, std::string_view origin);
 // Sent before the body of a request with "Expect: 100-continue".
 inline constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
-// The head of every event stream: no Content-Length and no chunking, the body ends with the
-// connection. X-Accel-Buffering stops nginx from buffering the stream. The Connection header is
-// the client's own choice said back (keep-alive, unless it asked to close).
-inline constexpr std::string_view kStreamHead =
-    "HTTP/1.1 200 OK\r\n"
-    "Content-Type: text/event-stream\r\n"
-    "Cache-Control: no-cache\r\n"
-    "X-Accel-Buffering: no\r\n";  // then Date, Connection, CORS and the blank line
+// The head of every event stream, for GET and HEAD alike: chunked on HTTP/1.1; HTTP/1.0 has no
+// chunks, so there the body ends only with the connection. X-Accel-Buffering stops nginx from
+// buffering the stream.
+Response stream_head(bool http10);
 
 }  // namespace sse::http

@@ -167,6 +167,29 @@ TEST(Http11, HeadOfTheStreamGoesThroughTheReplyPath) {
   EXPECT_EQ(next->body, "ok\n");
 }
 
+// HEAD /events says what GET /events would: the same framing (chunked, or for HTTP/1.0 a body
+// that ends with the connection), type and CORS headers.
+TEST(Http11, HeadOfTheStreamIsTheHeadOfTheStream) {
+  ServerProcess server({"--cors-origin", "http://app.example"});
+  for (std::string version : {"HTTP/1.1", "HTTP/1.0"}) {
+    auto head_of = [&](std::string method) {
+      Client c(server.port());
+      EXPECT_TRUE(c.send(method + " /events " + version +
+                         "\r\nHost: 127.0.0.1\r\nOrigin: http://app.example\r\n\r\n"));
+      auto r = method == "HEAD" ? c.read_response(/*head=*/true) : c.read_head();
+      EXPECT_TRUE(r) << method << version;
+      auto headers = r ? r->headers : decltype(r->headers){};
+      headers.erase("date");
+      headers.erase("connection");
+      return headers;
+    };
+    auto got = head_of("GET");
+    EXPECT_EQ(head_of("HEAD"), got) << version;
+    EXPECT_EQ(got.count("transfer-encoding"), version == "HTTP/1.1" ? 1u : 0u) << version;
+    EXPECT_EQ(got.count("access-control-allow-origin"), 1u) << version;
+  }
+}
+
 namespace {
 
 // Seconds between an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") and now; -1 when malformed.
