@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -172,6 +173,89 @@ std::string parent_of(const std::string& dir) {
 
 // errno as text, safe from any thread (the syncer reports errors too). Runtime reasons name no
 // paths: they reach clients in 503 answers; the log line carries the data directory.
+// The journal read-only in memory, its pages let go behind the reader: start-up holds a megabyte
+// of the file at a time, not the whole file beside the messages made of it.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0) return;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+      void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p != MAP_FAILED) {
+        base_ = static_cast<const char*>(p);
+        size_ = static_cast<size_t>(st.st_size);
+        madvise(p, size_, MADV_SEQUENTIAL);
+      }
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (base_) munmap(const_cast<char*>(base_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::string_view bytes() const { return {base_, size_}; }
+  // Pages wholly before `p` leave the process (read again from the page cache if touched), a
+  // megabyte at a time.
+  void release_before(const char* p) {
+    size_t upto = static_cast<size_t>(p - base_) / kReleaseStep * kReleaseStep;
+    if (upto <= released_) return;
+    release({base_ + released_, upto - released_});
+    released_ = upto;
+  }
+  // The pages wholly inside `range`, a part of bytes().
+  void release(std::string_view range) {
+    uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    uintptr_t begin = (reinterpret_cast<uintptr_t>(range.data()) + page - 1) / page * page;
+    uintptr_t end = (reinterpret_cast<uintptr_t>(range.data()) + range.size()) / page * page;
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+
+ private:
+  static constexpr size_t kReleaseStep = 1 << 20;
+  const char* base_ = nullptr;
+  size_t size_ = 0;
+  size_t released_ = 0;
+};
+
+// What a damaged journal is rewritten as: the file's runs of good records, copied as they are,
+// and the floors that stand for what was skipped, in file order.
+class Salvage {
+ public:
+  void add(std::string_view file, const JournalRecord& r, std::string_view encoded) {
+    if (encoded.empty()) {
+      pieces_.push_back({0, 0, encode_record(r)});
+      return;
+    }
+    size_t begin = static_cast<size_t>(encoded.data() - file.data());
+    if (!pieces_.empty() && pieces_.back().floor.empty() && pieces_.back().end == begin)
+      pieces_.back().end += encoded.size();
+    else
+      pieces_.push_back({begin, begin + encoded.size(), {}});
+  }
+  // The new file's bytes, in parts of at most a megabyte (views of `file`, or of the floors).
+  std::vector<std::string_view> parts(std::string_view file) const {
+    std::vector<std::string_view> out;
+    for (const Piece& p : pieces_) {
+      if (!p.floor.empty()) out.emplace_back(p.floor);
+      for (size_t at = p.begin; at < p.end; at += kPart)
+        out.push_back(file.substr(at, std::min(kPart, p.end - at)));
+    }
+    return out;
+  }
+
+ private:
+  static constexpr size_t kPart = 1 << 20;
+  struct Piece {
+    size_t begin, end;  // of a run of good records
+    std::string floor;  // or an encoded floor
+  };
+  std::vector<Piece> pieces_;
+};
+
 std::string errno_text(const std::string& what) {
   return what + ": " + std::system_category().message(errno);
 }
@@ -260,6 +344,13 @@ std::string encode_record_v1(const JournalRecord& r) {
 std::vector<JournalRecord> decode_records(std::string_view bytes,
                                           std::vector<std::string>& warnings, bool& damaged) {
   std::vector<JournalRecord> records;
+  decode_records(bytes, warnings, damaged,
+                 [&](JournalRecord&& r, std::string_view) { records.push_back(std::move(r)); });
+  return records;
+}
+
+void decode_records(std::string_view bytes, std::vector<std::string>& warnings, bool& damaged,
+                    const RecordVisitor& visit) {
   damaged = false;
   size_t pos = 0;
   uint64_t last_id = 0;     // of the last message (floors are not in id order)
@@ -271,7 +362,7 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
     if (record_at(bytes, pos, min_id, r, len)) {
       if (!r.floor) last_id = r.id;
       high_water = std::max(high_water, r.id);
-      records.push_back(std::move(r));
+      visit(std::move(r), bytes.substr(pos, len));
       pos += len;
       continue;
     }
@@ -288,7 +379,7 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
       warnings.push_back("journal tail torn or corrupt: cut " + std::to_string(bytes.size() - pos) +
                          " bytes after " + after + "; ids up to " + std::to_string(through) +
                          " are not given again");
-      records.push_back(floor_record(through, "", through));
+      visit(floor_record(through, "", through), {});
       break;
     }
     uint64_t lost = r.floor ? 0 : r.id - min_id;
@@ -296,10 +387,9 @@ std::vector<JournalRecord> decode_records(std::string_view bytes,
                        after + "; " + std::to_string(lost) + " message(s) lost before id " +
                        std::to_string(r.id));
     if (uint64_t through = hole_floor(r); through > 0)
-      records.push_back(floor_record(through, "", through));
+      visit(floor_record(through, "", through), {});
     pos = next;
   }
-  return records;
 }
 
 Journal::Journal(const Options& options)
@@ -347,20 +437,22 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
   }
   if (created) j->io_.sync_dir(parent_of(j->dir_));
   if (!j->take_lock(error)) return nullptr;
-  std::string bytes;
-  if (int fd = ::open(j->path_.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
-    char buf[1 << 16];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) bytes.append(buf, static_cast<size_t>(n));
-    ::close(fd);
-  }
+  // Each record is handed on as it is read; a damaged file is rewritten afterwards from its good
+  // bytes (before anything is served: a failure stops the start).
+  MappedFile file(j->path_);
+  Salvage salvage;
   bool damaged = false;
-  std::vector<JournalRecord> records = decode_records(bytes, load.warnings, damaged);
-  std::string().swap(bytes);  // the records hold everything now: not both at once
-  load.records = records.size();
-  for (const JournalRecord& r : records) load.last_id = std::max(load.last_id, r.id);
-  if (damaged && !j->rewrite(records, true, error)) return nullptr;
-  for (JournalRecord& r : records) on_record(std::move(r));
+  decode_records(file.bytes(), load.warnings, damaged,
+                 [&](JournalRecord&& r, std::string_view encoded) {
+                   ++load.records;
+                   load.last_id = std::max(load.last_id, r.id);
+                   salvage.add(file.bytes(), r, encoded);
+                   on_record(std::move(r));
+                   if (!encoded.empty()) file.release_before(encoded.data());
+                 });
+  if (damaged && !j->write_file(salvage.parts(file.bytes()), true, error,
+                                [&](std::string_view part) { file.release(part); }))
+    return nullptr;
   if (j->fd_ < 0) {
     // A new file's name must reach the disk too before anything in it counts as durable.
     if (access(j->path_.c_str(), F_OK) != 0) ++j->renames_;
@@ -524,14 +616,27 @@ void Journal::sync_loop() {
 // one appends use from then on, so there is no reopen that could fail after the rename.
 bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
                       std::vector<uint64_t>* starts) {
+  std::string bytes = encode_records(records, 0, starts);
+  std::string_view part = bytes;
+  return write_file({&part, 1}, sync_now, error);
+}
+
+bool Journal::write_file(std::span<const std::string_view> parts, bool sync_now, std::string& error,
+                         const std::function<void(std::string_view)>& written) {
   std::string tmp = path_ + ".tmp";
   int fd = io_.open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) {
     error = errno_text("cannot create the new journal file");
     return false;
   }
-  std::string bytes = encode_records(records, 0, starts);
-  bool ok = write_all(io_, fd, bytes);
+  bool ok = true;
+  uint64_t size = 0;
+  for (std::string_view part : parts) {
+    ok = write_all(io_, fd, part);
+    if (!ok) break;
+    size += part.size();
+    if (written) written(part);
+  }
   if (!ok) error = errno_text("cannot write the new journal file");
   // The new file is synced before it replaces a journal that may already be on disk: otherwise a
   // crash right after the rename could leave an empty file where every message was.
@@ -539,7 +644,7 @@ bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now, 
     ok = false;
     error = errno_text("cannot sync the new journal file");
   }
-  if (ok) ok = swap_in(tmp, fd, bytes.size(), error);
+  if (ok) ok = swap_in(tmp, fd, size, error);
   if (!ok) {
     ::close(fd);
     unlink(tmp.c_str());

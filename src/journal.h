@@ -78,6 +78,11 @@ std::string encode_record_v2(const JournalRecord& r);
 // skipped in the middle become a floor without a room through the newest id they can have held.
 std::vector<JournalRecord> decode_records(std::string_view bytes,
                                           std::vector<std::string>& warnings, bool& damaged);
+// The same, one record at a time: `visit` gets each record and the bytes it was read from (empty
+// for a floor standing for damaged bytes).
+using RecordVisitor = std::function<void(JournalRecord&&, std::string_view encoded)>;
+void decode_records(std::string_view bytes, std::vector<std::string>& warnings, bool& damaged,
+                    const RecordVisitor& visit);
 
 // The system calls the journal makes, replaceable so tests can inject disk failures.
 // datasync() runs on the syncer thread: an override must be thread-safe.
@@ -157,6 +162,10 @@ class Journal {
   std::optional<std::string> check_linked(int fd);
   void remember_file();
   bool swap_in(const std::string& tmp, int fd, uint64_t size, std::string& error);
+  // rewrite() of bytes already encoded, `parts` one after the other; `written` hears of each part
+  // once it is in the new file.
+  bool write_file(std::span<const std::string_view> parts, bool sync_now, std::string& error,
+                  const std::function<void(std::string_view)>& written = nullptr);
   void notify();
   void sync_loop();
 

@@ -1,7 +1,11 @@
 #include "journal.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
 
 using sse::decode_records;
 using sse::encode_record;
@@ -175,4 +179,64 @@ TEST(JournalCodec, ACutTailFloorsTheIdsItCouldHaveHeld) {
     EXPECT_EQ(rs.back().id, c.through);
     EXPECT_GE(c.through, 3u);  // the lost id 3 is never issued again
   }
+}
+
+namespace {
+
+// A line of /proc/self/status ("VmHWM", "VmRSS") in KiB.
+long status_kib(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  return -1;
+}
+
+}  // namespace
+
+// Start-up hands each record on as it reads it: the process holds the records, not the file's
+// bytes beside them (it held both, so its peak was twice the journal).
+TEST(JournalFile, LoadingHoldsTheRecordsNotTheFileBesideThem) {
+  char tmpl[] = "/tmp/sse-journal-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  constexpr uint64_t kRecords = 48000;
+  std::string json = R"({"text":")" + std::string(1000, 'x') + "\"}";
+  size_t file_bytes = 0;
+  {
+    std::ofstream out(dir + "/journal", std::ios::binary);
+    for (uint64_t id = 1; id <= kRecords; ++id) {
+      std::string record = encode_record({id, "", "general", json});
+      file_bytes += record.size();
+      out << record;
+    }
+  }
+  // The peak growth of the process while `fill` runs, in bytes.
+  auto peak_growth = [](auto&& fill) {
+    malloc_trim(0);
+    std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM starts again from VmRSS
+    long before_kib = status_kib("VmRSS");
+    fill();
+    return (status_kib("VmHWM") - before_kib) * 1024;
+  };
+  std::vector<JournalRecord> kept;
+  kept.reserve(kRecords);
+  long records_alone = peak_growth([&] {
+    for (uint64_t id = 1; id <= kRecords; ++id) kept.push_back({id, "", "general", json});
+  });
+  kept.clear();
+  std::unique_ptr<sse::Journal> journal;
+  long loading = peak_growth([&] {
+    sse::JournalLoad load;
+    std::string error;
+    journal = sse::Journal::open(
+        {dir, sse::FsyncPolicy::Never, nullptr},
+        [&](JournalRecord&& r) { kept.push_back(std::move(r)); }, load, error);
+    ASSERT_TRUE(journal) << error;
+  });
+  EXPECT_EQ(kept.size(), kRecords);
+  EXPECT_GT(records_alone, static_cast<long>(file_bytes) * 9 / 10);
+  EXPECT_LT(loading, records_alone + static_cast<long>(file_bytes) / 2)
+      << "records alone " << records_alone << ", file " << file_bytes;
+  journal.reset();
+  std::filesystem::remove_all(dir);
 }
