@@ -622,7 +622,9 @@ void ChatRoutes::serve_me(Connection& conn, Request& req) {
   http::Response r;
   r.headers.emplace_back("Cache-Control", "no-store");
   if (!access_.enabled()) {
-    r.body = R"({"auth":false})";
+    r.body = R"({"auth":false)";
+    append_stream_limit(r.body);
+    r.body += '}';
     return policy_.reply(conn, req, std::move(r));
   }
   Authentication auth = authenticate(req);
@@ -633,6 +635,7 @@ void ChatRoutes::serve_me(Connection& conn, Request& req) {
     r.body.pop_back();  // {"error":".."} gains the public rooms
     r.body += ",\"public\":";
     append_patterns(r.body, access_.public_rooms());
+    append_stream_limit(r.body);
     r.body += '}';
     return policy_.reply(conn, req, std::move(r));
   }
@@ -648,8 +651,16 @@ void ChatRoutes::serve_me(Connection& conn, Request& req) {
   append_patterns(r.body, access_.public_rooms());
   r.body += ",\"exp\":";
   json::append_uint(r.body, static_cast<uint64_t>(std::max<int64_t>(who->expires_s, 0)));
+  append_stream_limit(r.body);
   r.body += '}';
   policy_.reply(conn, req, std::move(r));
+}
+
+// The most rooms one stream may read here, for the page: it joins no more than its stream can
+// carry.
+void ChatRoutes::append_stream_limit(std::string& body) const {
+  body += ",\"max_rooms_per_stream\":";
+  json::append_uint(body, std::min(max_rooms_per_stream_, hub_.max_rooms()));
 }
 
 void ChatRoutes::serve_health(Connection& conn, Request& req) {

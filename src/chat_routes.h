@@ -71,6 +71,7 @@ class ChatRoutes final : public RequestHandler {
   void refuse_method(Connection& conn, Request& req);
   void serve_metrics(Connection& conn, Request& req);
   void serve_me(Connection& conn, Request& req);
+  void append_stream_limit(std::string& body) const;
 
   // The request's token, checked now.
   Authentication authenticate(const Request& req) const;

@@ -11,7 +11,7 @@ const narrow = window.matchMedia('(max-width: 640px)');
 // room goes; it cannot be left.
 const ROOM_NAME = /^[a-z0-9._-]{1,64}$/;
 const DEFAULT_ROOM = 'general';
-const MAX_ROOMS = 32;          // the most rooms one stream may carry
+const SAVED_ROOMS = 1024;      // the most joined rooms read back from localStorage
 const KEEP_PER_ROOM = 1000;    // messages kept in memory per room
 const ROOMS_KEY = 'sse-chat-rooms';
 const NAME_KEY = 'sse-chat-name';
@@ -25,6 +25,7 @@ const MAX_TEXT_CHARS = 2000;
 // reset notice, and whether its history was loaded while the stream already carried it (then
 // nothing can be missing).
 const rooms = new Map();
+let maxRooms = 32;             // the most rooms one stream may carry: the server's, from /me
 let joined = readJoined();     // rooms this browser is in, shared by its tabs through localStorage
 let current = DEFAULT_ROOM;    // the room in view (the URL fragment)
 let me = localStorage.getItem(NAME_KEY) || '';
@@ -120,6 +121,7 @@ async function fetchMe() {
   try { res = await fetch('/me', { cache: 'no-store' }); } catch (_) { return null; }
   let body = {};
   try { body = await res.json(); } catch (_) { /* not JSON */ }
+  if (Number.isInteger(body.max_rooms_per_stream) && body.max_rooms_per_stream > 0) maxRooms = body.max_rooms_per_stream;
   if (res.ok && body.auth === true && typeof body.name === 'string') return signedIn(body);
   if (res.status !== 401) return res.ok && body.auth === false ? { on: false } : null;
   const presented = /invalid_token/.test(res.headers.get('WWW-Authenticate') || '');
@@ -130,16 +132,29 @@ const notReadable = (name) => (auth.name
   ? `You may not read #${name}: your sign-in does not include it.`
   : `Sign in to read #${name}.`);
 
-const TOO_MANY = `You are in ${MAX_ROOMS} rooms, the most one stream can carry: leave one first.`;
+const tooMany = () => `You are in ${maxRooms} rooms, the most one stream can carry here: leave one first.`;
 
 function readJoined() {
   let names = [];
   try { names = JSON.parse(localStorage.getItem(ROOMS_KEY) || '[]'); } catch (_) { /* start over */ }
   const set = new Set([DEFAULT_ROOM]);
   for (const name of Array.isArray(names) ? names : []) {
-    if (typeof name === 'string' && ROOM_NAME.test(name) && set.size < MAX_ROOMS) set.add(name);
+    if (typeof name === 'string' && ROOM_NAME.test(name) && set.size < SAVED_ROOMS) set.add(name);
   }
   return set;
+}
+
+// Leaves the joined rooms one stream here cannot carry (a server that allows fewer than this
+// browser joined elsewhere, which would refuse the whole stream): general and `keep` stay, then the
+// others in the order they were joined. Returns the rooms left.
+function fitJoined(keep) {
+  if (joined.size <= maxRooms) return [];
+  const order = [DEFAULT_ROOM, ...(joined.has(keep) ? [keep] : []), ...joined];
+  const fits = new Set(order.filter((name, i) => order.indexOf(name) === i).slice(0, maxRooms));
+  const left = [...joined].filter((name) => !fits.has(name));
+  joined = fits;
+  saveJoined();
+  return left;
 }
 
 function saveJoined() {
@@ -696,7 +711,7 @@ function adopt(state) {
   adopted = true;
   const before = JSON.stringify([...joined]);
   joined = new Set([DEFAULT_ROOM]);
-  for (const name of state.rooms) if (ROOM_NAME.test(name) && joined.size < MAX_ROOMS) joined.add(name);
+  for (const name of state.rooms) if (ROOM_NAME.test(name) && joined.size < maxRooms) joined.add(name);
   if (!joined.has(current)) joinRoom(current);  // the leader has not heard of it yet
   if (JSON.stringify([...joined]) !== before) saveJoined();
   for (const p of state.presence) if (joined.has(roomOf(p))) room(roomOf(p)).presence = p;
@@ -738,7 +753,7 @@ async function recheckAuth() {
 // ---- rooms: join, leave, view ----------------------------------------------------------------------
 
 function applyJoin(name) {
-  if (typeof name !== 'string' || !ROOM_NAME.test(name) || joined.has(name) || joined.size >= MAX_ROOMS) return;
+  if (typeof name !== 'string' || !ROOM_NAME.test(name) || joined.has(name) || joined.size >= maxRooms) return;
   joined.add(name);
   markSeen(room(name), knownNewest);
   saveJoined();
@@ -784,7 +799,7 @@ function leaveRoom(name) {
 function joinProblem(name) {
   const invalid = roomError(name);
   if (invalid || joined.has(name)) return invalid;
-  if (joined.size >= MAX_ROOMS) return TOO_MANY;
+  if (joined.size >= maxRooms) return tooMany();
   return mayRead(name) ? null : notReadable(name);
 }
 
@@ -945,6 +960,7 @@ $('new-messages').addEventListener('click', () => {
   // rooms are read and posted to.
   auth = (await fetchMe()) || { on: false };
   if (auth.on) me = auth.name;
+  const left = fitJoined(hashRoom());
   renderAuth();
   if (!auth.on && me) setName(me);
   else if (!auth.on) {
@@ -955,6 +971,7 @@ $('new-messages').addEventListener('click', () => {
   if (channel) channel.onmessage = onChannel;
   relay('auth');  // the other tabs (the leader among them) may still have an older sign-in
   view(hashRoom(), false);
+  if (left.length) showRoomError(`This server carries at most ${maxRooms} rooms on one stream: left ${left.map((n) => '#' + n).join(', ')}.`);
   // The newest id of any room first, then the room in view's history: everything up to that id
   // is history (fetched when a room is viewed), so the stream starts there and replays nothing
   // older in the other rooms.

@@ -989,12 +989,13 @@ TEST(Auth, RoomsMessagesAndMeFollowTheReadRules) {
 
   // GET /me: the bearer, its rooms and the public ones.
   const std::string pub = R"("public":["lobby","pub-*"])";
+  const std::string kLimit = R"(,"max_rooms_per_stream":32)";
   std::string alice_exp = field(b64url_decode(split(alice).payload), "exp");
   auto me = get(port, "/me", bearer(alice));
   EXPECT_EQ(me.status, 200);
   EXPECT_EQ(me.body, R"({"auth":true,"sub":"alice","name":"Alice","rooms":["general","team-*"],)"
                      R"("read":["announce"],)" +
-                         pub + ",\"exp\":" + alice_exp + "}");
+                         pub + ",\"exp\":" + alice_exp + kLimit + "}");
   EXPECT_EQ(me.header("cache-control"), "no-store");
   std::string carol = mint({"--jwt-key", keys().secret, "--sub", "carol", "--rooms", "general",
                             "--jwt-issuer", kIssuer, "--jwt-audience", kAudience, "--ttl", "600"});
@@ -1005,19 +1006,19 @@ TEST(Auth, RoomsMessagesAndMeFollowTheReadRules) {
   EXPECT_EQ(me_carol.status, 200);
   EXPECT_EQ(me_carol.body, R"({"auth":true,"sub":"carol","name":"carol","rooms":["general"],)"
                            R"("read":[],)" +
-                               pub + ",\"exp\":" + std::to_string(carol_exp) + "}");
+                               pub + ",\"exp\":" + std::to_string(carol_exp) + kLimit + "}");
 
   auto anon = get(port, "/me");
   EXPECT_EQ(anon.status, 401);
   EXPECT_EQ(anon.header("www-authenticate"), R"(Bearer realm="sse-chat")");
-  EXPECT_EQ(anon.body, "{\"error\":" + json_string(kSignIn) + "," + pub + "}");
+  EXPECT_EQ(anon.body, "{\"error\":" + json_string(kSignIn) + "," + pub + kLimit + "}");
   auto bad = get(port, "/me", bearer(expired));
   EXPECT_EQ(bad.status, 401);
   EXPECT_EQ(bad.header("www-authenticate"), R"(Bearer realm="sse-chat", error="invalid_token")");
-  EXPECT_EQ(bad.body, R"({"error":"token expired",)" + pub + "}");
+  EXPECT_EQ(bad.body, R"({"error":"token expired",)" + pub + kLimit + "}");
   auto forged = get(port, "/me", bearer(hs256(claims(), kOtherSecret)));
   EXPECT_EQ(forged.status, 401);
-  EXPECT_EQ(forged.body, R"({"error":"token signature is not valid",)" + pub + "}");
+  EXPECT_EQ(forged.body, R"({"error":"token signature is not valid",)" + pub + kLimit + "}");
 }
 
 // ---- 7. presence ----
@@ -1088,10 +1089,10 @@ TEST(Auth, WithTokensOffEverythingIsAsBefore) {
   uint16_t port = server.port();
   auto me = get(port, "/me");
   EXPECT_EQ(me.status, 200);
-  EXPECT_EQ(me.body, R"({"auth":false})");
+  EXPECT_EQ(me.body, R"({"auth":false,"max_rooms_per_stream":32})");
   auto me_garbage = get(port, "/me", bearer("garbage"));
   EXPECT_EQ(me_garbage.status, 200);
-  EXPECT_EQ(me_garbage.body, R"({"auth":false})");
+  EXPECT_EQ(me_garbage.body, R"({"auth":false,"max_rooms_per_stream":32})");
 
   std::string some_token = hs256(claims());
   std::string junk = bearer("not.a.token") + cookie("sse_chat_token=junk");

@@ -537,6 +537,27 @@ TEST(Rooms, IdsAreNeverReusedWhenTheNewestRoomWasForgotten) {
   EXPECT_EQ(post_id(again.port(), "a"), 3u);
 }
 
+// GET /me tells a page how many rooms one stream may read here: the smaller of
+// --max-rooms-per-stream and --max-rooms, and a stream of one more is refused.
+TEST(Rooms, MeSaysHowManyRoomsAStreamMayRead) {
+  for (auto [args, most] : std::vector<std::pair<std::vector<std::string>, int>>{
+           {{"--max-rooms-per-stream", "3"}, 3}, {{"--max-rooms", "2"}, 2}}) {
+    ServerProcess server(args);
+    Client c(server.port());
+    auto me = c.get("/me");
+    ASSERT_TRUE(me);
+    EXPECT_EQ(me->body, R"({"auth":false,"max_rooms_per_stream":)" + std::to_string(most) + "}");
+    std::string query = "/events?room=r0";
+    for (int i = 1; i < most; ++i) query += "&room=r" + std::to_string(i);
+    Client fits(server.port());
+    ASSERT_TRUE(fits.send("GET " + query + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto head = fits.read_head();
+    ASSERT_TRUE(head);
+    EXPECT_EQ(head->status, 200);
+    EXPECT_EQ(c.get(query + "&room=one-more", "Accept: text/event-stream\r\n")->status, 400);
+  }
+}
+
 TEST(Rooms, HeadMalformedQueriesAndImpossibleStreamsAreRefusedPlainly) {
   ServerProcess server({"--max-rooms", "2"});
   Client c(server.port());

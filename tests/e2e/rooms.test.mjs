@@ -175,6 +175,37 @@ test('a link to /#room opens that room, and joined rooms are remembered', async 
   }
 });
 
+test('a page joins no more rooms than the server lets one stream carry', async () => {
+  const server = await startServer(['--post-rate', '0', '--max-rooms-per-stream', '3']);
+  try {
+    // Rooms joined on a server that allowed more: the page keeps what fits and says what it left.
+    const context = await browser.newContext();
+    await context.addInitScript(() => {
+      if (!localStorage.getItem('sse-chat-rooms')) {
+        localStorage.setItem('sse-chat-rooms', JSON.stringify(['general', 'r1', 'r2', 'r3', 'r4']));
+      }
+    });
+    const page = await join(context, server.url, 'dave', '/#r3');
+    assert.equal(await viewing(page), '#r3');
+    assert.deepEqual(await joinedRooms(page), ['general', 'r1', 'r3']);
+    assert.match(await page.textContent('#room-error'), /at most 3 rooms.*#r2, #r4/);
+    // The stream carries the rooms kept, so their messages arrive.
+    assert.equal(await post(server.url, 'bob', 'in r3', { room: 'r3' }), 201);
+    await eventually(async () => sameList(await texts(page), ['in r3']), 'the live message in r3');
+    assert.equal(await post(server.url, 'bob', 'in r1', { room: 'r1' }), 201);
+    await eventually(async () => await unread(page, 'r1') === 1, "r1's message");
+    // A fourth room is refused with the server's number, and nothing stops.
+    await page.fill('#room-name', 'r5');
+    await page.press('#room-name', 'Enter');
+    await eventually(async () => /You are in 3 rooms/.test(await page.textContent('#room-error')), 'the refusal');
+    assert.deepEqual(await joinedRooms(page), ['general', 'r1', 'r3']);
+    assert.equal(await post(server.url, 'bob', 'still here', { room: 'r3' }), 201);
+    await eventually(async () => sameList(await texts(page), ['in r3', 'still here']), 'the stream still live');
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('three tabs in three rooms still share one stream', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
