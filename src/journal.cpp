@@ -616,9 +616,15 @@ void Journal::sync_loop() {
 // one appends use from then on, so there is no reopen that could fail after the rename.
 bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
                       std::vector<uint64_t>* starts) {
-  std::string bytes = encode_records(records, 0, starts);
+  std::vector<uint64_t> at;
+  std::string bytes = encode_records(records, 0, &at);
   std::string_view part = bytes;
-  return write_file({&part, 1}, sync_now, error);
+  uint64_t renames_before = renames_;  // changed only on this thread
+  bool ok = write_file({&part, 1}, sync_now, error);
+  // Once the new file is in use, even when syncing its directory then failed, its offsets are the
+  // ones a cut after a failure needs.
+  if (starts && renames_ != renames_before) *starts = std::move(at);
+  return ok;
 }
 
 bool Journal::write_file(std::span<const std::string_view> parts, bool sync_now, std::string& error,

@@ -124,7 +124,8 @@ class Journal {
 
   // Replaces the file with `records`: a new file, synced, renamed over the old one; then the
   // directory is synced here with `sync_now`, else by the syncer in its next round.
-  // `starts`, when given, gets where each record starts in the new file.
+  // `starts`, when given, gets where each record starts in the new file, once that file is in use
+  // (also when syncing the directory then failed).
   bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
                std::vector<uint64_t>* starts = nullptr);
 

@@ -252,12 +252,15 @@ void LocalBroker::compact_if_needed() {
   if (!journal_ || !failure_.empty() || journal_->size_bytes() <= compact_at_) return;
   std::string error;
   std::vector<uint64_t> starts;
-  if (!journal_->rewrite(window_records(), journal_->policy() == FsyncPolicy::Always, error,
-                         &starts))
-    return fail("journal compaction failed: " + error);
-  // The messages waiting for the disk are the new file's last records: where they start now.
-  size_t first_pending = starts.size() - pending_.size();
-  for (size_t i = 0; i < pending_.size(); ++i) pending_[i].offset = starts[first_pending + i];
+  bool ok = journal_->rewrite(window_records(), journal_->policy() == FsyncPolicy::Always, error,
+                              &starts);
+  // Once the new file is in use (even if syncing its directory then failed), the messages waiting
+  // for the disk are its last records: where they start now, so a failure cuts only them.
+  if (!starts.empty()) {
+    size_t first_pending = starts.size() - pending_.size();
+    for (size_t i = 0; i < pending_.size(); ++i) pending_[i].offset = starts[first_pending + i];
+  }
+  if (!ok) return fail("journal compaction failed: " + error);
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
 }
 

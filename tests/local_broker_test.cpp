@@ -38,11 +38,13 @@ struct FaultyIo : sse::JournalIo {
   std::atomic<int> rename_errno{0};
   std::atomic<int> open_tmp_errno{0};
   std::atomic<bool> hold_datasync{false};  // the syncer thread's datasync waits while true
-  std::atomic<int> syncer_waiting{0};      // datasync calls of the syncer that are being held
+  std::atomic<int> syncer_passes{-1};  // >= 0: the syncer's datasync waits for a pass, and takes it
+  std::atomic<int> syncer_waiting{0};  // datasync calls of the syncer that are being held
   std::thread::id loop_thread = std::this_thread::get_id();
   std::atomic<int> datasync_calls{0};
   std::atomic<int> rename_calls{0};
   std::atomic<int> sync_dir_calls{0};
+  std::atomic<int> sync_dir_errno{0};
   std::mutex synced_dirs_mu;
   std::vector<std::string> synced_dirs;  // every directory synced, in order
   std::atomic<int> write_calls{0};
@@ -69,6 +71,14 @@ struct FaultyIo : sse::JournalIo {
       while (hold_datasync) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       --syncer_waiting;
     }
+    if (std::this_thread::get_id() != loop_thread && syncer_passes >= 0) {
+      ++syncer_waiting;
+      for (int passes = syncer_passes; passes >= 0; passes = syncer_passes) {
+        if (passes > 0 && syncer_passes.compare_exchange_weak(passes, passes - 1)) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      --syncer_waiting;
+    }
     ++datasync_calls;
     if (int e = datasync_errno.load()) {
       errno = e;
@@ -78,6 +88,10 @@ struct FaultyIo : sse::JournalIo {
   }
   int sync_dir(const std::string& dir) override {
     ++sync_dir_calls;
+    if (int e = sync_dir_errno.load()) {
+      errno = e;
+      return -1;
+    }
     {
       std::lock_guard<std::mutex> lock(synced_dirs_mu);
       synced_dirs.push_back(dir);
@@ -267,6 +281,35 @@ TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
   EXPECT_EQ(f.history(), ids({1, after.id}));
   f.broker.reset();
   EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+}
+
+// Under --fsync always a compaction syncs the directory after the rename; when that fails, the
+// messages still waiting for the disk are cut from the new file, where their records now are (the
+// old file's offsets cut into what was acknowledged).
+TEST(LocalBroker, AFailedDirectorySyncAfterCompactionCutsOnlyTheRefused) {
+  std::string dir = journal_temp_dir();
+  FaultyIo io;
+  std::string text(1500, 'x');
+  {
+    Fixture f(broker_options(dir, FsyncPolicy::Always, &io, /*max_bytes=*/200));
+    f.start();
+    EXPECT_EQ(f.publish_and_wait("a").status, Status::Created);
+    EXPECT_EQ(f.publish_and_wait("b").status, Status::Created);
+    io.syncer_passes = 0;  // what is written now waits for the disk
+    auto first = f.publish(text + "1");
+    f.reactor.run_deferred();
+    while (io.syncer_waiting == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    auto second = f.publish(text + "2");  // written while the first one's sync is under way
+    f.reactor.run_deferred();
+    io.sync_dir_errno = EIO;
+    io.syncer_passes = 1;  // the first is synced, committed, and the journal compacted
+    ASSERT_TRUE(f.run_until([&] { return first->done && second->done; }));
+    EXPECT_EQ(first->result.status, Status::Created);
+    EXPECT_EQ(second->result.status, Status::Unavailable);
+    io.sync_dir_errno = 0;
+    io.syncer_passes = -1;
+  }
+  EXPECT_EQ(ids_after_restart(dir), ids({1, 2, 3}));  // a crash before any recovery
 }
 
 TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
