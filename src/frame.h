@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 #include <string_view>
 #include <utility>
@@ -15,11 +16,18 @@ namespace sse {
 
 class Frame {
  public:
-  // Copies `bytes` into a new frame whose count is 1, owned by the returned FrameRef.
-  static Frame* create(std::string_view bytes) {
-    void* mem = ::operator new(sizeof(Frame) + bytes.size());
-    auto* frame = new (mem) Frame(bytes.size());
-    if (!bytes.empty()) std::memcpy(frame->data_, bytes.data(), bytes.size());
+  // Copies `parts`, one after the other, into a new frame whose count is 1, owned by the returned
+  // FrameRef.
+  static Frame* create(std::initializer_list<std::string_view> parts) {
+    size_t size = 0;
+    for (std::string_view part : parts) size += part.size();
+    void* mem = ::operator new(sizeof(Frame) + size);
+    auto* frame = new (mem) Frame(size);
+    char* at = frame->data_;
+    for (std::string_view part : parts) {
+      if (!part.empty()) std::memcpy(at, part.data(), part.size());
+      at += part.size();
+    }
     return frame;
   }
 
@@ -48,7 +56,8 @@ class Frame {
 class FrameRef {
  public:
   FrameRef() = default;
-  explicit FrameRef(std::string_view bytes) : frame_(Frame::create(bytes)) {}
+  explicit FrameRef(std::string_view bytes) : frame_(Frame::create({bytes})) {}
+  explicit FrameRef(std::initializer_list<std::string_view> parts) : frame_(Frame::create(parts)) {}
   FrameRef(const FrameRef& other) : frame_(other.frame_) {
     if (frame_) frame_->retain();
   }

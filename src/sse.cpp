@@ -38,15 +38,9 @@ std::string json_with_room(std::string_view old_json, std::string_view room) {
 }
 
 FrameRef stream_frame(std::string_view event) {
-  char size[20];
+  char size[16];
   auto [end, ec] = std::to_chars(size, size + sizeof size, event.size(), 16);
-  std::string out;
-  out.reserve(event.size() + 24);
-  out.append(size, end);
-  out += "\r\n";
-  out += event;
-  out += "\r\n";
-  return FrameRef(out);
+  return FrameRef({{size, end}, "\r\n", event, "\r\n"});
 }
 
 std::pair<size_t, size_t> event_span(const Frame& frame) {
@@ -59,15 +53,15 @@ std::string_view frame_event(const Frame& frame) {
   return frame.bytes().substr(begin, end - begin);
 }
 
+// The chunk of stream_frame() built straight into the frame: the JSON is copied once.
 FrameRef message_frame(uint64_t id, std::string_view json) {
-  std::string event;
-  event.reserve(json.size() + 32);
-  event += "id: ";
-  json::append_uint(event, id);
-  event += kDataPrefix;
-  event += json;
-  event += "\n\n";
-  return stream_frame(event);
+  char id_text[20];
+  auto [id_end, id_ec] = std::to_chars(id_text, id_text + sizeof id_text, id);
+  std::string_view id_part(id_text, id_end);
+  size_t event_size = 4 + id_part.size() + kDataPrefix.size() + json.size() + 2;
+  char size[16];
+  auto [size_end, size_ec] = std::to_chars(size, size + sizeof size, event_size, 16);
+  return FrameRef({{size, size_end}, "\r\nid: ", id_part, kDataPrefix, json, "\n\n\r\n"});
 }
 
 std::string_view frame_json(const Frame& frame) {
