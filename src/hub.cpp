@@ -74,8 +74,12 @@ uint64_t Hub::take_floor(const std::string& name) {
 }
 
 Hub::KeptLookup Hub::kept_message(std::string_view name, uint64_t id) const {
+  if (id >= next_id_) return {};  // not committed here yet
   const Room* room = find(name);
-  if (!room || id <= room->dropped_through() || id > room->last_id()) return {};
+  // A room that never reached `id`, and did not lose what reached it, never had the message.
+  if (!room) return {floor_for(name) < id, nullptr};
+  if (id <= room->dropped_through()) return {};
+  if (id > room->last_id()) return {true, nullptr};
   size_t at = room->position_of(id);
   const auto& kept = room->history();
   bool here = at < kept.size() && kept[at].id == id;

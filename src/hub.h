@@ -123,8 +123,8 @@ class Hub final : public CommitSink {
 
   const Room* find(std::string_view name) const;
   // Message `id` as room `name` keeps it; `known` false when the hub cannot tell whether the room
-  // had it (no such room, or the id is no longer or not yet kept): else a missing frame means the
-  // message was not of that room.
+  // had it (the id is not committed here yet, or the room no longer keeps it): else a missing
+  // frame means the message was not of that room.
   struct KeptLookup {
     bool known = false;
     const FrameRef* frame = nullptr;

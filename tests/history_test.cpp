@@ -174,6 +174,9 @@ TEST(History, NonceMakesPostIdempotent) {
 TEST(History, ANonceReusedForAnotherMessageIs422) {
   ServerProcess server;
   Client c(server.port());
+  Client quiet(server.port());  // a room made before id 1, and read, so it has no message
+  ASSERT_TRUE(quiet.send("GET /events?room=quiet HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(quiet.read_head());
   ASSERT_EQ(c.post_json(R"({"user":"al","text":"lunch?","room":"a","nonce":"n-1"})")->status, 201);
   ASSERT_EQ(c.post_json(R"({"user":"al","text":"other","room":"b"})")->status, 201);  // id 2
   ASSERT_EQ(c.post_json(R"({"user":"al","text":"other"})")->status, 201);  // id 3, general
@@ -184,13 +187,19 @@ TEST(History, ANonceReusedForAnotherMessageIs422) {
   EXPECT_EQ(json_id(same->body), 1u);
   for (const char* body : {R"({"user":"al","text":"dinner?","room":"a","nonce":"n-1"})",
                            R"({"user":"al","text":"lunch?","room":"b","nonce":"n-1"})",
-                           R"({"user":"al","text":"lunch?","nonce":"n-1"})"}) {
+                           R"({"user":"al","text":"lunch?","nonce":"n-1"})",
+                           // a room that does not exist (yet), or has no message after id 1
+                           R"({"user":"al","text":"lunch?","room":"fresh","nonce":"n-1"})",
+                           R"({"user":"al","text":"lunch?","room":"quiet","nonce":"n-1"})"}) {
     auto reused = c.post_json(body);
     ASSERT_TRUE(reused);
     EXPECT_EQ(reused->status, 422) << body;
     EXPECT_NE(reused->body.find("(id 1)"), std::string::npos) << reused->body;
   }
   EXPECT_EQ(kept_ids(server.port()), range(3, 3));  // general's: nothing was posted again
+  auto rooms = c.get("/rooms");
+  ASSERT_TRUE(rooms);
+  EXPECT_EQ(rooms->body.find("fresh"), std::string::npos) << rooms->body;
 }
 
 TEST(History, HeartbeatOnAnIdleStream) {
