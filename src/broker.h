@@ -127,6 +127,12 @@ class CommitSink {
   // Storage lost messages of `room` up to `through` before this sink was given them: streams of
   // the room that still needed them get a reset now, then go on.
   virtual void lose_through(std::string_view room, uint64_t through) = 0;
+  // Storage may have lost messages up to `through` of rooms it cannot name (it lost its data, or
+  // dropped rooms): in every room but `except` (whose messages storage still has) a stream that
+  // still needed them gets a reset now, then what memory keeps; a resume from before them gets a
+  // reset too, and so do rooms made from now on.
+  virtual void lose_everywhere_through(uint64_t through,
+                                       const std::vector<std::string>& except) = 0;
 
   // Readers of `room` on other nodes (sorted distinct names): presence counts them too, and a
   // room this node does not know is made (while there is room under --max-rooms) to list it.

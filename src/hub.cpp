@@ -328,11 +328,32 @@ void Hub::lose_through(std::string_view room_name, uint64_t through) {
     return remember_forgotten(std::string(room_name), std::max(floor_for(room_name), through));
   drop_through(*room, through);
   set_last_id(*room, std::max(room->last_id_, through));
-  std::vector<Room::Seat> seats = room->seats_;  // a sink may close (and leave) as it fills
+  reset_behind(*room, through);
+}
+
+// The floor rises above what memory keeps (as restore_base() does), which stays: after its reset a
+// stream replays it.
+void Hub::lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) {
+  raise_unmade_floors(through);
+  std::vector<std::string> names;
+  for (const auto& [name, room] : rooms_)
+    if (std::find(except.begin(), except.end(), name) == except.end()) names.push_back(name);
+  for (const std::string& name : names) {
+    Room* room = find_mutable(name);  // a stream closing as it fills may forget a room
+    if (!room) continue;
+    room->dropped_through_ = std::max(room->dropped_through_, through);
+    reset_behind(*room, through);
+  }
+}
+
+// Streams of `room` that still needed messages up to `through` catch up again, through refill's
+// reset for the room.
+void Hub::reset_behind(Room& room, uint64_t through) {
+  std::vector<Room::Seat> seats = room.seats_;  // a sink may close (and leave) as it fills
   for (const Room::Seat& seat : seats) {
     Subscription& sub = *seat.sub;
     if (!sub.live_ || sub.next_id_ > through) continue;
-    sub.live_ = false;  // catches up again, through refill's reset for this room
+    sub.live_ = false;
     refill(sub);
   }
 }

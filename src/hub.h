@@ -80,6 +80,7 @@ class Hub final : public CommitSink {
   void restore_base(uint64_t last_id, uint64_t lost_through) override;
   void not_restored_through(uint64_t through) override;
   void lose_through(std::string_view room, uint64_t through) override;
+  void lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) override;
   void set_remote_presence(std::string_view room, uint64_t online,
                            std::vector<std::string> names) override;
 
@@ -158,6 +159,7 @@ class Hub final : public CommitSink {
   uint64_t floor_for(std::string_view name) const;
   uint64_t take_floor(const std::string& name);
   void raise_unmade_floors(uint64_t through);
+  void reset_behind(Room& room, uint64_t through);
   void forget_oldest_idle();
   void drop_room(Room& room, uint64_t through);
   void forget(Room& room);

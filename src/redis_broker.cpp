@@ -485,9 +485,11 @@ bool RedisBroker::deliver_entries(redisReply* r) {
     if (entry->prev < last_seen_) {
       ++data_losses_;
       lost_after_ = std::min(lost_after_, entry->prev);
-      lost_through_ = std::max(lost_through_, last_seen_);
+      // Acknowledged messages this node had not read yet may be gone too, in any room.
+      lost_through_ = std::max(lost_through_, entry->id - 1);
       log::warn("the Redis log starts over below what this node read: Redis lost data", "last_read",
                 last_seen_, "next", entry->id);
+      sink_.lose_everywhere_through(entry->id - 1, {});
     }
     last_seen_ = entry->id;
     sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
@@ -501,6 +503,8 @@ struct RedisBroker::Fill {
   uint64_t through = 0;  // the last id missed
   std::vector<Warmup::Message> messages;
   std::vector<std::pair<std::string, uint64_t>> holes;  // room -> the newest id it lost
+  std::vector<std::string> read;  // rooms whose stream still had entries after `after`
+  uint64_t dropped = 0;           // the newest id of a room Redis dropped
 };
 
 // The log was trimmed past entries this node had not read (it was away for longer than the log
@@ -520,6 +524,7 @@ void RedisBroker::fill_gap(uint64_t through) {
     return std::vector<std::string>{"XRANGE", key("room:" + room), from, "+"};
   };
   auto each = [fill](const std::string& room, redisReply* e) {
+    if (e->elements > 0) fill->read.push_back(room);
     bool first = true;
     for (size_t k = 0; k < e->elements; ++k) {
       auto entry = entry_of(e->element[k]);
@@ -531,9 +536,20 @@ void RedisBroker::fill_gap(uint64_t through) {
         fill->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
     }
   };
-  read_rooms(
-      {"ZRANGEBYSCORE", key("rooms"), "(" + std::to_string(last_seen_), "+inf"}, range, each,
-      [this, fill] { finish_fill(*fill); }, [this] { filling_ = false; });
+  // After the streams: a room dropped meanwhile, its stream gone, is seen dropped here.
+  auto then_dropped = [this, fill] {
+    cmd_.command({"GET", key("dropped")}, [this, fill, alive = alive_](redisReply* r) {
+      if (!*alive) return;
+      if (!r || r->type == REDIS_REPLY_ERROR) {  // tick() reads the feed again, and fills again
+        filling_ = false;
+        return;
+      }
+      fill->dropped = number_of(text_of(r));
+      finish_fill(*fill);
+    });
+  };
+  read_rooms({"ZRANGEBYSCORE", key("rooms"), "(" + std::to_string(last_seen_), "+inf"}, range, each,
+             then_dropped, [this] { filling_ = false; });
 }
 
 void RedisBroker::finish_fill(Fill& fill) {
@@ -541,6 +557,10 @@ void RedisBroker::finish_fill(Fill& fill) {
             [](const auto& a, const auto& b) { return a.id < b.id; });
   for (const auto& [room, through] : fill.holes) sink_.lose_through(room, through);
   for (const auto& m : fill.messages) sink_.on_committed(m.id, m.room, m.frame, false);
+  // Rooms Redis dropped (with their streams) may have had messages in the gap: which ones is not
+  // known, so every room but those read gets a reset for them.
+  if (fill.dropped > fill.after)
+    sink_.lose_everywhere_through(std::min(fill.dropped, fill.through), fill.read);
   log::warn(
       "the Redis log was trimmed past entries this node had not read; filled them from the "
       "rooms' streams",

@@ -661,6 +661,34 @@ TEST(Hub, MessagesLostBeforeDeliveryResetTheLiveStreamsOfThatRoom) {
   EXPECT_EQ(hub.find("a")->history().size(), 1u);  // 1 went with what was lost
 }
 
+// Storage may have lost messages of rooms it cannot name: every room but those it still has
+// resets its streams that needed them, keeps what memory has (replayed after the reset), and a
+// room made from now on resets a resume from before them.
+TEST(Hub, MessagesLostInUnnamedRoomsResetEveryOtherRoomAndKeepMemory) {
+  Hub hub(options(100));
+  Poster p(hub);
+  p.post("a");  // 1
+  p.post("b");  // 2
+  FakeStream both(hub, 100), only_b(hub, 100);
+  hub.subscribe(both.sub, {"a", "b"}, std::nullopt);
+  hub.subscribe(only_b.sub, {"b"}, std::nullopt);
+  hub.lose_everywhere_through(5, {"b"});  // 3..5 may have been a's, or any room's but b's
+  p.next = 6;
+  p.post("a");  // 6
+  EXPECT_EQ(events(both, "reset"),
+            (std::vector<std::string>{R"({"room":"a","oldest":1,"newest":1})"}));
+  EXPECT_EQ(ids(both), (std::vector<uint64_t>{6}));
+  EXPECT_TRUE(only_b.got.empty());
+  EXPECT_EQ(hub.find("a")->history().size(), 2u);  // 1 is still kept
+  FakeStream resumed(hub, 100);
+  hub.subscribe(resumed.sub, {"a"}, 0);
+  EXPECT_EQ(events(resumed, "reset").size(), 1u);
+  EXPECT_EQ(ids(resumed), (std::vector<uint64_t>{1, 6}));
+  FakeStream fresh(hub, 100);
+  hub.subscribe(fresh.sub, {"fresh"}, 2);
+  EXPECT_EQ(events(fresh, "reset").size(), 1u);
+}
+
 // Past --max-rooms forgotten names, the oldest name drops out of the remembered set: its floor
 // then holds for every room the hub does not otherwise know, so the room made again with that
 // name still says its old messages are gone (a reset for a genuinely new room is harmless).

@@ -457,6 +457,72 @@ TEST(RedisBroker, AGapInTheLogIsFilledFromTheRoomsOrReset) {
   }
 }
 
+// A room Redis dropped (past the largest --max-rooms), stream and all, while the nodes' feeds were
+// away and the log was trimmed: the fill cannot read it, so it is floored at what a dropped room
+// had (its streams get a reset), not silently skipped. Rooms the fill read are not.
+TEST(RedisBroker, ARoomDroppedDuringAGapInTheLogIsReset) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  uint64_t first = c.post(c.a, "before", "", "dropped").id;
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
+  std::vector<std::string> feeds = clients_running(c.redis, "xread");
+  ASSERT_EQ(feeds.size(), 2u);
+  c.ticking = false;
+  for (const std::string& id : feeds) c.redis.cli({"CLIENT", "KILL", "ID", id});
+  Node poster(c.reactor, c.redis.url());
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !poster.broker->unavailable(); }));
+  uint64_t missed = c.post(poster, "in the gap", "", "dropped").id;
+  std::vector<uint64_t> kept;
+  for (int i = 0; i < 3; ++i) kept.push_back(c.post(poster, "k", "", "kept").id);
+  // What the publish script does to a room past the limit, and the log trimmed past `missed`.
+  ASSERT_EQ(c.redis.cli({"ZREM", "{t}:rooms", "dropped"}), "1");
+  ASSERT_EQ(c.redis.cli({"DEL", "{t}:room:dropped"}), "1");
+  ASSERT_EQ(c.redis.cli({"SET", "{t}:dropped", std::to_string(missed)}), "OK");
+  ASSERT_EQ(c.redis.cli({"XTRIM", "{t}:log", "MAXLEN", "1"}), "4");
+  c.ticking = true;
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 4 && c.b.live.size() == 4; }));
+  for (Node* n : {&c.a, &c.b}) {
+    EXPECT_EQ(n->live, (std::vector<uint64_t>{first, kept[0], kept[1], kept[2]}));
+    EXPECT_EQ(n->broker->stats().gaps_filled, 1u);
+    const sse::Room* dropped = n->hub.find("dropped");
+    ASSERT_TRUE(dropped);
+    EXPECT_EQ(dropped->dropped_through(), missed);  // a resume from before it hears a reset
+    EXPECT_EQ(dropped->history().size(), 1u);       // and then what memory keeps
+    EXPECT_EQ(n->hub.find("kept")->dropped_through(), 0u);
+  }
+}
+
+// Redis comes back empty while a node had not read the last acknowledged messages: they are gone
+// from Redis, in rooms nobody can name now, so every room's streams get a reset for them, and
+// what memory keeps stays.
+TEST(RedisBroker, MessagesRedisLostBeforeANodeReadThemAreAReset) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  uint64_t first = c.post(c.a, "before", "", "room").id;
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
+  std::vector<std::string> feeds = clients_running(c.redis, "xread");
+  ASSERT_EQ(feeds.size(), 2u);
+  c.ticking = false;
+  for (const std::string& id : feeds) c.redis.cli({"CLIENT", "KILL", "ID", id});
+  Node poster(c.reactor, c.redis.url());
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !poster.broker->unavailable(); }));
+  PublishResult unread = c.post(poster, "acknowledged, never read", "", "room");
+  ASSERT_EQ(unread.status, Status::Created);
+  c.redis.cli({"FLUSHALL"});
+  PublishResult after = c.post(poster, "after the loss", "", "other");
+  ASSERT_EQ(after.status, Status::Created);
+  c.ticking = true;
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 2 && c.b.live.size() == 2; }));
+  for (Node* n : {&c.a, &c.b}) {
+    EXPECT_EQ(n->live, (std::vector<uint64_t>{first, after.id}));
+    EXPECT_EQ(n->broker->stats().data_losses, 1u);
+    const sse::Room* room = n->hub.find("room");
+    ASSERT_TRUE(room);
+    EXPECT_GE(room->dropped_through(), unread.id);
+    EXPECT_EQ(room->history().size(), 1u);  // "before" is still kept
+  }
+}
+
 namespace {
 
 // A stream's sink that keeps every frame it is given.

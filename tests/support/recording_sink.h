@@ -49,6 +49,9 @@ struct RecordingSink : sse::CommitSink {
   void lose_through(std::string_view room, uint64_t through) override {
     hub.lose_through(room, through);
   }
+  void lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) override {
+    hub.lose_everywhere_through(through, except);
+  }
 };
 
 }  // namespace testing_support
