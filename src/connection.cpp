@@ -33,6 +33,9 @@ constexpr size_t kHttpReadBytes = 16 * 1024;  // read per call while parsing req
 constexpr int64_t kLingerIdleMs = 2000;
 constexpr int64_t kLingerMaxMs = 5000;
 constexpr size_t kMaxPendingInput = 64 * 1024;  // unparsed pipelined bytes kept per connection
+// An EventSource sends nothing once its stream is open: past this, a peer that keeps sending is
+// not reading a stream, and costs the loop a read per packet for as long as it likes.
+constexpr uint64_t kMaxStreamInput = 64 * 1024;
 
 }  // namespace
 
@@ -97,7 +100,9 @@ void Connection::on_readable() {
       feed(g_read_buffer, static_cast<size_t>(n));
     }
   }
-  // A stream or a lingering connection discards what the peer sends.
+  // A stream or a lingering connection discards what the peer sends (lingering has a deadline).
+  if (state_ == State::Stream && (stream_input_ += static_cast<uint64_t>(n)) > kMaxStreamInput)
+    close("stream peer sends too much");
 }
 
 void Connection::feed(const char* data, size_t len) {

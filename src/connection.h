@@ -146,6 +146,7 @@ class Connection final : public EventHandler, public Sink {
   int64_t last_write_ms_ = 0;
   int64_t last_progress_ms_ = 0;  // the client last took some output, or had nothing pending
   uint64_t bytes_written_ = 0;    // to the kernel, ever
+  uint64_t stream_input_ = 0;     // bytes a stream's peer sent after its request
   uint64_t written_at_check_ = 0;
   int64_t kernel_unsent_ = 0;  // SIOCOUTQ at the last check
   int64_t linger_started_ms_ = 0;

@@ -417,3 +417,21 @@ TEST(Connection, NothingFollowsTheLastChunkOfAStreamThatEnds) {
   EXPECT_EQ(wire.find("late"), std::string::npos) << wire;
   EXPECT_EQ(wire.find("0\r\n\r\n"), wire.size() - 5) << wire;
 }
+
+// A stream's peer that keeps sending is closed once it has sent a bound's worth (an EventSource
+// sends nothing); a few stray bytes are discarded and the stream goes on.
+TEST(Connection, AStreamWhosePeerKeepsSendingIsClosed) {
+  FakeHost host;
+  Pair p(host);
+  p.conn->start_stream("HTTP/1.1 200 OK\r\n\r\n", "retry: 1\n\n", true);
+  host.flush_writers();
+  p.send("\r\n\r\nstray");
+  p.conn->on_event(EPOLLIN);
+  EXPECT_EQ(p.conn->state(), Connection::State::Stream);
+  std::string junk(16 * 1024, 'x');
+  for (int i = 0; i < 8 && p.conn->state() == Connection::State::Stream; ++i) {
+    p.send(junk);
+    p.conn->on_event(EPOLLIN);
+  }
+  EXPECT_EQ(p.conn->state(), Connection::State::Closed);
+}
