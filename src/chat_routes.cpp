@@ -693,7 +693,8 @@ void ChatRoutes::serve_static(Connection& conn, Request& req) {
   if (!file) return policy_.reply(conn, req, http::error(404, "no such page: " + req.path));
   http::Response r;
   r.content_type = file->content_type;
-  r.body = std::move(file->body);
+  size_t size = file->body->size();
+  if (size > 0) r.parts.push_back({std::move(file->body), 0, size, /*shared=*/true});
   r.headers.emplace_back("Cache-Control", "no-cache");
   add_security_headers(r);
   policy_.reply(conn, req, std::move(r));

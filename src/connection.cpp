@@ -144,7 +144,8 @@ void Connection::respond(const http::Response& r) {
   if (out_.free_slots() < slices) return close("output queue full");
   send_bytes(http::serialize(r));
   if (!r.head_only)
-    for (const http::Response::Part& part : r.parts) enqueue(part.frame, part.begin, part.end);
+    for (const http::Response::Part& part : r.parts)
+      enqueue(part.frame, part.begin, part.end, !part.shared);
   if (r.close) finish_after_flush();
 }
 
@@ -175,9 +176,10 @@ void Connection::send_bytes(std::string_view bytes) {
   enqueue(frame, 0, frame->size());
 }
 
-void Connection::enqueue(const FrameRef& frame, size_t begin, size_t end) {
+void Connection::enqueue(const FrameRef& frame, size_t begin, size_t end, bool counted) {
   if (closed()) return;
-  if (!fits_bytes(end - begin) || !out_.push(frame, begin, end)) return close("output queue full");
+  if ((counted && !fits_bytes(end - begin)) || !out_.push(frame, begin, end))
+    return close("output queue full");
   host_.mark_dirty(*this);
 }
 

@@ -120,7 +120,8 @@ class Connection final : public EventHandler, public Sink {
   void finish_if_peer_done();
   bool client_is_reading(int64_t now_ms, int64_t timeout_ms);
   void update_interest();
-  void enqueue(const FrameRef& frame, size_t begin, size_t end);
+  // `counted`: held against --max-queued-bytes (all but a Response::Part that is shared).
+  void enqueue(const FrameRef& frame, size_t begin, size_t end, bool counted = true);
   void write_rounds(size_t& budget);
   bool apply_write(ssize_t result, size_t requested, size_t& budget);
   bool output_is_full() const;

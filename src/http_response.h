@@ -22,6 +22,9 @@ struct Response {
     FrameRef frame;
     size_t begin;
     size_t end;
+    // One copy for every answer that sends it (a static file): the connection holds a reference,
+    // not the bytes, so --max-queued-bytes does not count it.
+    bool shared = false;
   };
   std::vector<Part> parts;
   std::vector<std::pair<std::string_view, std::string>> headers;

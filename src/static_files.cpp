@@ -23,10 +23,10 @@ bool has_dot_dot_segment(std::string_view path) {
   return false;
 }
 
-std::optional<std::string> read_regular_file(const std::string& path) {
+// The file's bytes, and its stat as read (the version the bytes are).
+std::optional<std::string> read_regular_file(const std::string& path, struct stat& st) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return std::nullopt;
-  struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
     return std::nullopt;
@@ -105,12 +105,35 @@ bool StaticFiles::exists(std::string_view raw_path) const {
   return locate(raw_path).has_value();
 }
 
-std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) const {
+std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) {
   auto real = locate(raw_path);
   if (!real) return std::nullopt;
-  auto body = read_regular_file(*real);
-  if (!body) return std::nullopt;
-  return StaticFile{std::move(*body), content_type_for(*real)};
+  std::string_view type = content_type_for(*real);
+  struct stat now;
+  auto hit = cache_.find(*real);
+  if (hit != cache_.end() && stat(real->c_str(), &now) == 0) {
+    const Cached& c = hit->second;
+    if (c.dev == now.st_dev && c.ino == now.st_ino && c.size == now.st_size &&
+        c.mtime.tv_sec == now.st_mtim.tv_sec && c.mtime.tv_nsec == now.st_mtim.tv_nsec)
+      return StaticFile{c.body, type};
+  }
+  if (hit != cache_.end()) {
+    cached_bytes_ -= hit->second.body->size();
+    cache_.erase(hit);
+  }
+  struct stat st;
+  auto bytes = read_regular_file(*real, st);
+  if (!bytes) return std::nullopt;
+  FrameRef body(*bytes);
+  if (cached_bytes_ + bytes->size() > kMaxCachedBytes) {  // a new set of files: start over
+    cache_.clear();
+    cached_bytes_ = 0;
+  }
+  if (bytes->size() <= kMaxCachedBytes) {
+    cache_[*real] = {body, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+    cached_bytes_ += bytes->size();
+  }
+  return StaticFile{std::move(body), type};
 }
 
 }  // namespace sse

@@ -2,14 +2,20 @@
 // NUL or backslashes, and the resolved real path (symlinks followed) must stay inside the root.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+
+#include "frame.h"
 
 namespace sse {
 
 struct StaticFile {
-  std::string body;
+  FrameRef body;  // shared by every answer that sends this version of the file
   std::string_view content_type;
 };
 
@@ -19,8 +25,11 @@ class StaticFiles {
   explicit StaticFiles(const std::string& root);
   const std::string& root() const { return root_; }
 
-  // `raw_path` is the request path as sent ("/", "/app.js", "/%2e%2e/x").
-  std::optional<StaticFile> load(std::string_view raw_path) const;
+  // `raw_path` is the request path as sent ("/", "/app.js", "/%2e%2e/x"). A file is read once and
+  // kept while it stays the same (inode, size, mtime), so answers share one copy however many
+  // clients fetch it at once; at most kMaxCachedBytes are kept.
+  std::optional<StaticFile> load(std::string_view raw_path);
+  static constexpr uint64_t kMaxCachedBytes = 64ull << 20;
   // Whether load() would find a file, without reading it.
   bool exists(std::string_view raw_path) const;
 
@@ -31,6 +40,15 @@ class StaticFiles {
   // The real path of the regular file `raw_path` names inside the root.
   std::optional<std::string> locate(std::string_view raw_path) const;
   std::string root_;  // real path, no trailing slash
+  struct Cached {
+    FrameRef body;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+  };
+  std::unordered_map<std::string, Cached> cache_;  // by real path
+  uint64_t cached_bytes_ = 0;
 };
 
 }  // namespace sse

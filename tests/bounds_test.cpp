@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <thread>
@@ -255,4 +256,43 @@ TEST(Bounds, ReadersThatAskAndNeverReadCostBoundedMemory) {
   }
   std::printf("server RSS %lu KiB after the attack\n", static_cast<unsigned long>(after));
   EXPECT_LE(after, limit) << "RSS " << before << " -> " << during << " -> " << after << " KiB";
+}
+
+// A static file is read once and shared: clients that fetch a large one and never read cost a
+// reference each, not a copy; a file larger than --max-queued-bytes is still served whole.
+TEST(Bounds, StaticFilesAreSharedNotCopiedPerClient) {
+  LaunchOptions launch;
+  const char* asan = getenv("ASAN_OPTIONS");
+  launch.env.push_back(std::string("ASAN_OPTIONS=") + (asan ? asan : "") +
+                       ":quarantine_size_mb=0:thread_local_quarantine_size_kb=0");
+  char tmpl[] = "/tmp/sse-static-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  std::string big(3 << 20, 'b');
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + i / 4096 % 26);
+  std::ofstream(dir + "/big.bin", std::ios::binary) << big;
+  std::ofstream(dir + "/mid.bin", std::ios::binary) << big.substr(0, 1536 << 10);
+  ServerProcess server({"--static-dir", dir, "--max-queued-bytes", "2097152"}, true, launch);
+  uint16_t port = server.port();
+  {
+    Client c(port);
+    auto r = c.get("/big.bin");
+    EXPECT_TRUE(r && r->status == 200 && r->body == big) << (r ? r->body.size() : 0) << " bytes";
+  }
+  uint64_t before = rss_kib(server.pid());
+  constexpr int kClients = 200;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(port));
+    int small = 4096;
+    setsockopt(clients.back()->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    ASSERT_TRUE(clients.back()->send("GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n"));
+  }
+  Client probe(port);  // answered after all of them
+  ASSERT_TRUE(probe.get("/healthz"));
+  uint64_t during = rss_kib(server.pid());
+  std::printf("server RSS %lu KiB before, %lu KiB with %d readers of 1.5 MiB that never read\n",
+              static_cast<unsigned long>(before), static_cast<unsigned long>(during), kClients);
+  // A copy each would be 300 MiB.
+  EXPECT_LT(during - before, 64u * 1024) << "RSS grew from " << before << " to " << during;
+  std::filesystem::remove_all(dir);
 }
