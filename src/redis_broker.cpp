@@ -244,7 +244,16 @@ std::optional<std::string> RedisBroker::not_ready() const {
 // POSTs still go to Redis while it is out of memory: the first one it stores says it is not.
 std::optional<std::string> RedisBroker::unavailable() const {
   if (auto why = not_ready()) return why;
+  if (auto why = stuck()) return why;
   if (out_of_memory_) return std::string(kOutOfMemory);
+  return std::nullopt;
+}
+
+// Redis has left a command unanswered for a while: it may be stuck (the link is dropped once it
+// has been for kDeadlineMs); POSTs are refused, and /healthz says so, from now.
+std::optional<std::string> RedisBroker::stuck() const {
+  if (cmd_.oldest_wait_ms(monotonic_ms()) > kStaleAfterMs)
+    return std::string("Redis has not answered for over 3 s");
   return std::nullopt;
 }
 
@@ -750,9 +759,7 @@ BrokerStats RedisBroker::stats() const {
 void RedisBroker::publish(Draft draft, PublishDone done) {
   std::optional<std::string> why = not_ready();
   if (!why && cmd_.waiting() >= kMaxWaiting) why = "Redis is behind; try again later";
-  // Not another command for a Redis that has not answered for a while: it may be stuck.
-  if (!why && cmd_.oldest_wait_ms(monotonic_ms()) > kStaleAfterMs)
-    why = "Redis has not answered for over 3 s";
+  if (!why) why = stuck();  // not another command for a Redis that may be stuck
   if (why)
     return reactor_.defer([done = std::move(done), why = *why] { done(unavailable_result(why)); });
   // The id is Redis's to give: the JSON carries a slot for it ({"id":%ID%,…}).

@@ -92,6 +92,7 @@ class RedisBroker final : public Broker {
                   std::function<void()> done, std::function<void()> failed);
   // Why POSTs cannot be sent to Redis now (links, warm-up, script, clock), nullopt when they can.
   std::optional<std::string> not_ready() const;
+  std::optional<std::string> stuck() const;
   void load_script();
   void probe_clock();
   void take_clock_reading(int64_t redis_us, int64_t sent_us, int64_t received_us);

@@ -74,6 +74,14 @@ struct Posted {
   Clock::time_point answered;
 };
 
+// A POST of `text` to `room`, as sent.
+std::string post_request(const std::string& room, const std::string& text) {
+  std::string body = R"({"user":"pub","text":")" + text + R"(","room":")" + room + "\"}";
+  return "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: "
+         "application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 // One POST on a connection of its own (never a retry on a reused one: that could post twice).
 Posted post(uint16_t port, const std::string& room, const std::string& text,
             const std::string& user = "pub", const std::string& nonce = "") {
@@ -657,6 +665,16 @@ TEST(RedisNodes, AStuckRedisIsDetectedAndTheNodeRecovers) {
   ASSERT_EQ(first.status, 201) << first.body;
 
   redis.pause();
+  {
+    // Once a command has waited 3 s, POSTs are refused without being sent, and /healthz says so
+    // from then on, not only once the link is dropped (at 5 s).
+    Client waiting(b->port(), 30);
+    ASSERT_TRUE(waiting.send(post_request("alpha", "in-flight")));
+    std::this_thread::sleep_for(3500ms);  // the command is stale now
+    Posted refused = post(b->port(), "alpha", "refused-at-once");
+    EXPECT_EQ(refused.status, 503) << refused.body;
+    EXPECT_EQ(status_of(b->port(), "/healthz"), 503);
+  }
   Posted stuck = post(a->port(), "alpha", "while-stuck");
   EXPECT_EQ(stuck.status, 503) << stuck.body;
   EXPECT_FALSE(stuck.retry_after.empty());
