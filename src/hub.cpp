@@ -39,6 +39,18 @@ const Room* Hub::find(std::string_view name) const {
 
 // ---- rooms: making, forgetting ----
 
+// At most once every 10 s, with how many times it happened: another node's posts to new rooms can
+// make it happen for every message.
+void Hub::warn_over_max_rooms() {
+  ++over_max_rooms_;
+  auto now = std::chrono::steady_clock::now();
+  if (now - over_max_rooms_warned_ < std::chrono::seconds(10)) return;
+  log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1,
+            "times", over_max_rooms_);
+  over_max_rooms_warned_ = now;
+  over_max_rooms_ = 0;
+}
+
 // `may_forget`: false while restoring from storage, which replays what was forgotten itself.
 Room& Hub::open(const std::string& name, bool may_forget) {
   if (Room* room = find_mutable(name)) return *room;
@@ -47,7 +59,7 @@ Room& Hub::open(const std::string& name, bool may_forget) {
   uint64_t floor = take_floor(name);
   if (may_forget && rooms_.size() >= options_.max_rooms) forget_oldest_idle();
   if (may_forget && rooms_.size() >= options_.max_rooms)  // a commit's message must go somewhere
-    log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1);
+    warn_over_max_rooms();
   auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, floor));
   Room& room = *it->second;
   room.made_ = ++rooms_made_;

@@ -17,6 +17,7 @@
 //   - presence lists at most 100 names and 4 KiB of them per room.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -159,6 +160,7 @@ class Hub final : public CommitSink {
   uint64_t floor_for(std::string_view name) const;
   uint64_t take_floor(const std::string& name);
   void raise_unmade_floors(uint64_t through);
+  void warn_over_max_rooms();
   void reset_behind(Room& room, uint64_t through);
   void forget_oldest_idle();
   void drop_room(Room& room, uint64_t through);
@@ -211,6 +213,8 @@ class Hub final : public CommitSink {
   uint64_t unknown_floor_ = 0;
   bool restoring_ = false;  // between the first restore_*() call and restored()
   uint64_t rooms_made_ = 0;
+  uint64_t over_max_rooms_ = 0;  // rooms made past --max-rooms since the last warning
+  std::chrono::steady_clock::time_point over_max_rooms_warned_{};
   size_t streams_ = 0;
   HubStats stats_;
 };
