@@ -5,6 +5,8 @@
 
 #include <charconv>
 
+#include "form.h"
+
 namespace sse {
 namespace {
 
@@ -13,36 +15,84 @@ bool parse_int(std::string_view s, int& out) {
   return ec == std::errc{} && end == s.data() + s.size() && !s.empty();
 }
 
+// "[user][:password]" before a URL's '@', percent-escapes decoded.
+bool parse_userinfo(std::string_view auth, RedisEndpoint& e, std::string& error) {
+  size_t colon = auth.find(':');
+  auto user = form::percent_decode(auth.substr(0, colon), false);
+  auto password = form::percent_decode(
+      colon == std::string_view::npos ? std::string_view{} : auth.substr(colon + 1), false);
+  if (!user || !password) {
+    error = "a malformed %-escape in the Redis URL's user or password";
+    return false;
+  }
+  e.username = std::move(*user);
+  e.password = std::move(*password);
+  return true;
+}
+
+bool parse_db(std::string_view db, RedisEndpoint& e, std::string& error) {
+  if (!parse_int(db, e.db) || e.db < 0) {
+    error = "the Redis database must be a number";
+    return false;
+  }
+  return true;
+}
+
+// unix://[[user][:password]@]/path/to/socket[?db=N] (the query may also say password= and
+// user=, as other clients write them).
+std::optional<RedisEndpoint> parse_unix_url(std::string_view rest, std::string& error) {
+  RedisEndpoint e;
+  std::string_view query;
+  if (size_t mark = rest.find('?'); mark != std::string_view::npos) {
+    query = rest.substr(mark + 1);
+    rest = rest.substr(0, mark);
+  }
+  if (size_t at = rest.find('@'); at != std::string_view::npos && at < rest.find('/')) {
+    if (!parse_userinfo(rest.substr(0, at), e, error)) return std::nullopt;
+    rest = rest.substr(at + 1);
+  }
+  auto pairs = form::parse(query);
+  if (!pairs) {
+    error = "a malformed query in the Redis URL";
+    return std::nullopt;
+  }
+  for (auto& [key, value] : *pairs) {
+    if (key == "db") {
+      if (!parse_db(value, e, error)) return std::nullopt;
+    } else if (key == "password") {
+      e.password = std::move(value);
+    } else if (key == "user" || key == "username") {
+      e.username = std::move(value);
+    } else {
+      error = "a unix:// Redis URL takes db, password and user in its query, not " + key;
+      return std::nullopt;
+    }
+  }
+  e.unix_path = std::string(rest);
+  if (e.unix_path.empty() || e.unix_path[0] != '/') {
+    error = "a unix:// Redis URL needs an absolute socket path";
+    return std::nullopt;
+  }
+  return e;
+}
+
 }  // namespace
 
 std::optional<RedisEndpoint> parse_redis_url(std::string_view url, std::string& error) {
-  RedisEndpoint e;
-  if (url.starts_with("unix://")) {
-    e.unix_path = std::string(url.substr(7));
-    if (e.unix_path.empty() || e.unix_path[0] != '/') {
-      error = "a unix:// Redis URL needs an absolute socket path";
-      return std::nullopt;
-    }
-    return e;
-  }
+  if (url.starts_with("unix://")) return parse_unix_url(url.substr(7), error);
   if (!url.starts_with("redis://")) {
     error = "a Redis URL starts with redis:// or unix://";
     return std::nullopt;
   }
+  RedisEndpoint e;
   std::string_view rest = url.substr(8);
-  if (size_t at = rest.rfind('@'); at != std::string_view::npos) {  // [user]:password@
-    std::string_view auth = rest.substr(0, at);
-    size_t colon = auth.find(':');
-    e.username = std::string(auth.substr(0, colon));
-    e.password = colon == std::string_view::npos ? "" : std::string(auth.substr(colon + 1));
+  if (size_t at = rest.rfind('@'); at != std::string_view::npos) {  // [user][:password]@
+    if (!parse_userinfo(rest.substr(0, at), e, error)) return std::nullopt;
     rest = rest.substr(at + 1);
   }
   if (size_t slash = rest.find('/'); slash != std::string_view::npos) {
     std::string_view db = rest.substr(slash + 1);
-    if (!db.empty() && (!parse_int(db, e.db) || e.db < 0)) {
-      error = "the Redis database must be a number";
-      return std::nullopt;
-    }
+    if (!db.empty() && !parse_db(db, e, error)) return std::nullopt;
     rest = rest.substr(0, slash);
   }
   std::string_view host = rest, port;
@@ -163,10 +213,11 @@ bool RedisLink::connect(const RedisEndpoint& endpoint, std::string& error) {
       if (r && r->type == REDIS_REPLY_ERROR) lost(std::string(what) + ": " + r->str);
     };
   };
-  if (!endpoint.password.empty() && endpoint.username.empty())
-    command({"AUTH", endpoint.password}, refused("AUTH"));
-  else if (!endpoint.password.empty())
+  // A user without a password is an ACL user that needs none (nopass): AUTH names it anyway.
+  if (!endpoint.username.empty())
     command({"AUTH", endpoint.username, endpoint.password}, refused("AUTH"));
+  else if (!endpoint.password.empty())
+    command({"AUTH", endpoint.password}, refused("AUTH"));
   command({"SELECT", db}, [this](redisReply* r) {
     if (!r) return;
     if (r->type == REDIS_REPLY_ERROR) return lost(std::string("SELECT: ") + r->str);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <string>
 
@@ -91,6 +92,12 @@ TEST(RedisUrl, Table) {
       {"redis://[::1]", "::1", 6379, "", "", "", 0},
       {"redis://h/", "h", 6379, "", "", "", 0},
       {"unix:///run/redis/redis.sock", "", 6379, "/run/redis/redis.sock", "", "", 0},
+      {"redis://chat@h", "h", 6379, "", "chat", "", 0},
+      {"redis://chat:@h", "h", 6379, "", "chat", "", 0},
+      {"redis://:p%40ss%2Fx@h:1/3", "h", 1, "", "", "p@ss/x", 3},
+      {"unix://:pw@/run/r.sock?db=2", "", 6379, "/run/r.sock", "", "pw", 2},
+      {"unix://u:@/run/r.sock", "", 6379, "/run/r.sock", "u", "", 0},
+      {"unix:///run/r.sock?password=p%40ss&user=u&db=1", "", 6379, "/run/r.sock", "u", "p@ss", 1},
   };
   for (const Case& c : ok) {
     std::string error;
@@ -105,7 +112,8 @@ TEST(RedisUrl, Table) {
   }
   for (const char* bad :
        {"", "http://h", "redis://", "redis://h:0", "redis://h:65536", "redis://h:x", "redis://h/x",
-        "redis://[::1", "redis://[::1]x", "unix://relative.sock", "unix://"}) {
+        "redis://[::1", "redis://[::1]x", "unix://relative.sock", "unix://", "redis://:%zz@h",
+        "unix:///s?db=x", "unix:///s?colour=blue", "unix://:pw@"}) {
     std::string error;
     EXPECT_FALSE(sse::parse_redis_url(bad, error)) << bad;
     EXPECT_FALSE(error.empty()) << bad;
@@ -194,6 +202,34 @@ TEST(RedisLink, PasswordAndDatabaseFromTheUrl) {
   f.link.close();
   EXPECT_FALSE(f.link.up());
   EXPECT_FALSE(f.connect("redis://" + base));  // no password: the first command is refused
+}
+
+// Escapes in the password, an ACL user that needs no password, and a socket with a password and a
+// database.
+TEST(RedisLink, UsersEscapesAndSocketsFromTheUrl) {
+  char tmpl[] = "/tmp/sse-redis-sock-XXXXXX";
+  std::string sock = std::string(mkdtemp(tmpl)) + "/redis.sock";
+  RedisServer redis({"--requirepass", "p@ss w", "--unixsocket", sock});
+  std::string base = "127.0.0.1:" + std::to_string(redis.port());
+  Fixture f;
+  ASSERT_TRUE(f.connect("redis://:p%40ss%20w@" + base)) << f.down;
+  EXPECT_EQ(f.call({"ACL", "SETUSER", "chat", "on", "nopass", "~*", "&*", "+@all"}), "OK");
+  f.link.close();
+  for (std::string as_chat : {"redis://chat@" + base, "redis://chat:@" + base + "/1"}) {
+    ASSERT_TRUE(f.connect(as_chat)) << as_chat << ": " << f.down;
+    EXPECT_EQ(f.call({"ACL", "WHOAMI"}), "chat") << as_chat;
+    f.link.close();
+  }
+  ASSERT_TRUE(f.connect("unix://:p%40ss%20w@" + sock + "?db=2")) << f.down;
+  EXPECT_EQ(f.call({"SET", "where", "socket"}), "OK");
+  EXPECT_EQ(redis.cli({"-a", "p@ss w", "--no-auth-warning", "-n", "2", "GET", "where"}), "socket");
+  f.link.close();
+  ASSERT_TRUE(f.connect("unix://" + sock + "?password=p%40ss%20w&user=chat")) << f.down;
+  EXPECT_EQ(f.call({"ACL", "WHOAMI"}), "chat");
+  f.link.close();
+  EXPECT_FALSE(f.connect("unix://" + sock));  // no password: the first command is refused
+  redis.stop();
+  std::filesystem::remove_all(std::filesystem::path(sock).parent_path());
 }
 
 // ---- the publish script (src/redis_scripts.h), run against real Redis through the link ----
