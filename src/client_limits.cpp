@@ -89,13 +89,22 @@ bool ClientLimits::trusted(const net::IpAddress& ip) const {
 
 namespace {
 
+// The address a hop names: "[v6]:port", "[v6]", "v4:port" (some proxies add the port to
+// X-Forwarded-For too) or a bare address.
+std::string_view hop_address(std::string_view v) {
+  if (!v.empty() && v.front() == '[') return v.substr(1, v.find(']') - 1);
+  size_t colon = v.find(':');
+  if (colon != std::string_view::npos && colon == v.rfind(':')) return v.substr(0, colon);
+  return v;
+}
+
 // Addresses named by the header, nearest hop last.
 std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_view forwarded) {
   std::vector<std::string_view> hops;
   if (!xff.empty()) {
     while (!xff.empty()) {
       size_t comma = xff.find(',');
-      hops.push_back(ascii::trim_ows(xff.substr(0, comma)));
+      hops.push_back(hop_address(ascii::trim_ows(xff.substr(0, comma))));
       xff = comma == std::string_view::npos ? std::string_view{} : xff.substr(comma + 1);
     }
     return hops;
@@ -112,12 +121,7 @@ std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_v
       if (!ascii::iequals(pair.substr(0, 4), "for=")) continue;
       std::string_view v = pair.substr(4);
       if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-      if (!v.empty() && v.front() == '[') {
-        v = v.substr(1, v.find(']') - 1);
-      } else if (v.find(':') == v.rfind(':') && v.find(':') != std::string_view::npos) {
-        v = v.substr(0, v.find(':'));  // IPv4 with a port
-      }
-      hops.push_back(v);
+      hops.push_back(hop_address(v));
     }
   }
   return hops;

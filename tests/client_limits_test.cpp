@@ -46,6 +46,11 @@ TEST(ClientIp, ForwardedHeadersOnlyFromTrustedProxies) {
   EXPECT_EQ(limits.client_ip(proxy, "", "for=\"[2001:db8::1]:4711\";proto=https").to_string(),
             "2001:db8::1");
   EXPECT_EQ(limits.client_ip(proxy, "", "For=203.0.113.4:80").to_string(), "203.0.113.4");
+  // Some proxies put the port in X-Forwarded-For too.
+  EXPECT_EQ(limits.client_ip(proxy, "10.0.0.1:1234", "").to_string(), "10.0.0.1");
+  EXPECT_EQ(limits.client_ip(proxy, "[2001:db8::2]:443, 127.0.0.1:9", "").to_string(),
+            "2001:db8::2");
+  EXPECT_EQ(limits.client_ip(proxy, "2001:db8::3", "").to_string(), "2001:db8::3");
   EXPECT_EQ(limits.client_ip(stranger, "203.0.113.9", "").to_string(),
             "198.51.100.7");  // not trusted: ignored
 }
