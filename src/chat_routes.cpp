@@ -307,7 +307,12 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
                   [&](const std::string& r) { return access_.may_post(auth.who(), r); });
   if (!hub_.can_open(query.rooms, may_forget_kept)) {
     metrics_.count_rejected("too_many_rooms");
-    return policy_.refuse_stream(conn, req, {"too many rooms are being read", 5}, resume_from);
+    // Either every room is read, or only rooms that keep messages are free, and this reader may
+    // not forget those.
+    std::string why = hub_.can_open(query.rooms, true)
+                          ? "too many rooms keep messages; a new one is made only by who may post"
+                          : "too many rooms are being read";
+    return policy_.refuse_stream(conn, req, {std::move(why), 5}, resume_from);
   }
   // Rooms whose messages from before what memory keeps are read from shared storage first.
   std::vector<std::pair<std::string, uint64_t>> short_rooms;
