@@ -921,6 +921,13 @@ $('room-form').addEventListener('submit', (e) => {
 $('room-name').addEventListener('input', () => showRoomError(''));
 
 window.addEventListener('hashchange', () => view(hashRoom()));
+// Another tab of this browser showed a room's messages: they are read here too.
+window.addEventListener('storage', (e) => {
+  if (e.key !== SEEN_KEY) return;
+  const seen = readSeen();
+  for (const [name, r] of rooms) if ((Number(seen[name]) || 0) > r.seenThrough) markSeen(r, Number(seen[name]));
+  renderRooms();
+});
 
 $('composer').addEventListener('submit', async (e) => {
   e.preventDefault();
