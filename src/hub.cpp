@@ -346,7 +346,18 @@ void Hub::lose_through(std::string_view room_name, uint64_t through) {
 // The floor rises above what memory keeps (as restore_base() does), which stays: after its reset a
 // stream replays it.
 void Hub::lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) {
+  // Rooms storage still has keep their floor even when not made yet (the messages about to be
+  // committed make them): remembered with it, as a forgotten name would be.
+  std::vector<std::pair<std::string, uint64_t>> spared;
+  for (const std::string& name : except)
+    if (!find(name)) spared.emplace_back(name, floor_for(name));
   raise_unmade_floors(through);
+  for (auto& [name, floor] : spared) {
+    if (auto it = forgotten_.find(name); it != forgotten_.end())
+      it->second.through = floor;
+    else
+      remember_forgotten(name, floor);
+  }
   std::vector<std::string> names;
   for (const auto& [name, room] : rooms_)
     if (std::find(except.begin(), except.end(), name) == except.end()) names.push_back(name);

@@ -564,12 +564,14 @@ void RedisBroker::fill_gap(uint64_t through) {
 void RedisBroker::finish_fill(Fill& fill) {
   std::sort(fill.messages.begin(), fill.messages.end(),
             [](const auto& a, const auto& b) { return a.id < b.id; });
+  // Before the messages, as the streams stand where the gap began: one that reads such a room and
+  // another would otherwise be past the lost ids with the other room's messages, and never hear.
   for (const auto& [room, through] : fill.holes) sink_.lose_through(room, through);
-  for (const auto& m : fill.messages) sink_.on_committed(m.id, m.room, m.frame, false);
   // Rooms Redis dropped (with their streams) may have had messages in the gap: which ones is not
   // known, so every room but those read gets a reset for them.
   if (fill.dropped > fill.after)
     sink_.lose_everywhere_through(std::min(fill.dropped, fill.through), fill.read);
+  for (const auto& m : fill.messages) sink_.on_committed(m.id, m.room, m.frame, false);
   log::warn(
       "the Redis log was trimmed past entries this node had not read; filled them from the "
       "rooms' streams",

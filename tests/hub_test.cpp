@@ -687,6 +687,14 @@ TEST(Hub, MessagesLostInUnnamedRoomsResetEveryOtherRoomAndKeepMemory) {
   FakeStream fresh(hub, 100);
   hub.subscribe(fresh.sub, {"fresh"}, 2);
   EXPECT_EQ(events(fresh, "reset").size(), 1u);
+  // A room storage still has keeps its floor (5, from the loss above), made or not.
+  hub.lose_everywhere_through(8, {"c"});
+  p.next = 9;
+  p.post("c");  // 9
+  FakeStream of_c(hub, 100);
+  hub.subscribe(of_c.sub, {"c"}, 5);
+  EXPECT_TRUE(events(of_c, "reset").empty());
+  EXPECT_EQ(ids(of_c), (std::vector<uint64_t>{9}));
 }
 
 // Past --max-rooms forgotten names, the oldest name drops out of the remembered set: its floor

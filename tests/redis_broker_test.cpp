@@ -457,6 +457,25 @@ TEST(RedisBroker, AGapInTheLogIsFilledFromTheRoomsOrReset) {
   }
 }
 
+namespace {
+
+// A stream's sink that keeps every frame it is given.
+struct Collecting : sse::Sink {
+  std::vector<std::string> frames;
+  bool deliver(const sse::FrameRef& f) override {
+    frames.emplace_back(sse::frame_event(*f.get()));
+    return true;
+  }
+  size_t free_slots() const override { return 1000; }
+  std::string last_presence() const {
+    for (auto it = frames.rbegin(); it != frames.rend(); ++it)
+      if (it->starts_with("event: presence")) return *it;
+    return "";
+  }
+};
+
+}  // namespace
+
 // A room Redis dropped (past the largest --max-rooms), stream and all, while the nodes' feeds were
 // away and the log was trimmed: the fill cannot read it, so it is floored at what a dropped room
 // had (its streams get a reset), not silently skipped. Rooms the fill read are not.
@@ -465,6 +484,10 @@ TEST(RedisBroker, ARoomDroppedDuringAGapInTheLogIsReset) {
   ASSERT_TRUE(c.ready_at_start);
   uint64_t first = c.post(c.a, "before", "", "dropped").id;
   ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
+  // A stream of both rooms: the gap's messages of "kept" must not carry it past the reset.
+  Collecting frames;
+  sse::Subscription both(c.a.hub, frames, "");
+  ASSERT_TRUE(c.a.hub.subscribe(both, {"dropped", "kept"}, std::nullopt));
   std::vector<std::string> feeds = clients_running(c.redis, "xread");
   ASSERT_EQ(feeds.size(), 2u);
   c.ticking = false;
@@ -490,6 +513,12 @@ TEST(RedisBroker, ARoomDroppedDuringAGapInTheLogIsReset) {
     EXPECT_EQ(dropped->history().size(), 1u);       // and then what memory keeps
     EXPECT_EQ(n->hub.find("kept")->dropped_through(), 0u);
   }
+  std::vector<std::string> events;
+  for (const std::string& f : frames.frames)
+    if (!f.starts_with("event: presence")) events.push_back(f.substr(0, f.find('\n')));
+  ASSERT_EQ(events.size(), 4u);  // a reset for "dropped", then the three of "kept"
+  EXPECT_EQ(events[0], "event: reset");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(events[1 + i], "id: " + std::to_string(kept[i]));
 }
 
 // Redis comes back empty while a node had not read the last acknowledged messages: they are gone
@@ -522,25 +551,6 @@ TEST(RedisBroker, MessagesRedisLostBeforeANodeReadThemAreAReset) {
     EXPECT_EQ(room->history().size(), 1u);  // "before" is still kept
   }
 }
-
-namespace {
-
-// A stream's sink that keeps every frame it is given.
-struct Collecting : sse::Sink {
-  std::vector<std::string> frames;
-  bool deliver(const sse::FrameRef& f) override {
-    frames.emplace_back(sse::frame_event(*f.get()));
-    return true;
-  }
-  size_t free_slots() const override { return 1000; }
-  std::string last_presence() const {
-    for (auto it = frames.rbegin(); it != frames.rend(); ++it)
-      if (it->starts_with("event: presence")) return *it;
-    return "";
-  }
-};
-
-}  // namespace
 
 // Presence counts every node's readers: each node writes its own to Redis, reads the others'.
 TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
