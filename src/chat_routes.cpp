@@ -699,7 +699,7 @@ void ChatRoutes::serve_static(Connection& conn, Request& req) {
   http::Response r;
   r.content_type = file->content_type;
   size_t size = file->body->size();
-  if (size > 0) r.parts.push_back({std::move(file->body), 0, size, /*shared=*/true});
+  if (size > 0) r.parts.push_back({std::move(file->body), 0, size, file->shared});
   r.headers.emplace_back("Cache-Control", "no-cache");
   add_security_headers(r);
   policy_.reply(conn, req, std::move(r));

@@ -115,9 +115,9 @@ std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) {
     const Cached& c = hit->second;
     if (c.dev == now.st_dev && c.ino == now.st_ino && c.size == now.st_size &&
         c.mtime.tv_sec == now.st_mtim.tv_sec && c.mtime.tv_nsec == now.st_mtim.tv_nsec)
-      return StaticFile{c.body, type};
+      return StaticFile{c.body, type, true};
   }
-  if (hit != cache_.end()) {
+  if (hit != cache_.end()) {  // changed: answers under way keep the old copy until they are sent
     cached_bytes_ -= hit->second.body->size();
     cache_.erase(hit);
   }
@@ -125,15 +125,14 @@ std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) {
   auto bytes = read_regular_file(*real, st);
   if (!bytes) return std::nullopt;
   FrameRef body(*bytes);
-  if (cached_bytes_ + bytes->size() > kMaxCachedBytes) {  // a new set of files: start over
-    cache_.clear();
-    cached_bytes_ = 0;
-  }
-  if (bytes->size() <= kMaxCachedBytes) {
+  // Never evicted for another file: a copy evicted while answers still hold it would be shared
+  // no more, and each new read one more copy.
+  bool fits = cached_bytes_ + bytes->size() <= kMaxCachedBytes;
+  if (fits) {
     cache_[*real] = {body, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
     cached_bytes_ += bytes->size();
   }
-  return StaticFile{std::move(body), type};
+  return StaticFile{std::move(body), type, fits};
 }
 
 }  // namespace sse

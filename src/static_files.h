@@ -15,8 +15,9 @@
 namespace sse {
 
 struct StaticFile {
-  FrameRef body;  // shared by every answer that sends this version of the file
+  FrameRef body;
   std::string_view content_type;
+  bool shared;  // kept in the cache: every answer sends this one copy
 };
 
 class StaticFiles {
@@ -27,7 +28,8 @@ class StaticFiles {
 
   // `raw_path` is the request path as sent ("/", "/app.js", "/%2e%2e/x"). A file is read once and
   // kept while it stays the same (inode, size, mtime), so answers share one copy however many
-  // clients fetch it at once; at most kMaxCachedBytes are kept.
+  // clients fetch it at once; files are kept while they fit in kMaxCachedBytes (the rest are read
+  // for each request, a copy each).
   std::optional<StaticFile> load(std::string_view raw_path);
   static constexpr uint64_t kMaxCachedBytes = 64ull << 20;
   // Whether load() would find a file, without reading it.

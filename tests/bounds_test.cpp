@@ -294,5 +294,20 @@ TEST(Bounds, StaticFilesAreSharedNotCopiedPerClient) {
               static_cast<unsigned long>(before), static_cast<unsigned long>(during), kClients);
   // A copy each would be 300 MiB.
   EXPECT_LT(during - before, 64u * 1024) << "RSS grew from " << before << " to " << during;
+  // A file the cache cannot hold is a copy per answer, so it counts against --max-queued-bytes:
+  // readers that never read cannot pile up copies of it.
+  ASSERT_EQ(truncate((dir + "/huge.bin").c_str(), 0), -1);  // not there yet
+  std::ofstream(dir + "/huge.bin").close();
+  ASSERT_EQ(truncate((dir + "/huge.bin").c_str(), 65 << 20), 0);
+  std::vector<std::unique_ptr<Client>> greedy;
+  for (int i = 0; i < 12; ++i) {
+    greedy.push_back(std::make_unique<Client>(port));
+    int small = 4096;
+    setsockopt(greedy.back()->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    ASSERT_TRUE(greedy.back()->send("GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(Client(port).get("/healthz"));  // its answer was made (or refused) before this
+  }
+  uint64_t after_huge = rss_kib(server.pid());
+  EXPECT_LT(after_huge - during, 128u * 1024) << "RSS grew from " << during << " to " << after_huge;
   std::filesystem::remove_all(dir);
 }
