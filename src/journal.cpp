@@ -173,30 +173,43 @@ std::string parent_of(const std::string& dir) {
 
 // errno as text, safe from any thread (the syncer reports errors too). Runtime reasons name no
 // paths: they reach clients in 503 answers; the log line carries the data directory.
+std::string errno_text(const std::string& what) {
+  return what + ": " + std::system_category().message(errno);
+}
+
 // The journal read-only in memory, its pages let go behind the reader: start-up holds a megabyte
 // of the file at a time, not the whole file beside the messages made of it.
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno != ENOENT) error_ = errno_text("cannot open journal " + path);
+      return;
+    }
     struct stat st;
-    if (fd < 0) return;
-    if (fstat(fd, &st) == 0 && st.st_size > 0) {
-      void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    if (fstat(fd, &st) != 0) {
+      error_ = errno_text("cannot stat journal " + path);
+    } else if (st.st_size > 0) {
+      size_ = static_cast<size_t>(st.st_size);
+      void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p != MAP_FAILED) {
         base_ = static_cast<const char*>(p);
-        size_ = static_cast<size_t>(st.st_size);
         madvise(p, size_, MADV_SEQUENTIAL);
+      } else {
+        read_whole(fd, path);  // e.g. an address-space limit: all of it in memory, as before
       }
     }
     ::close(fd);
   }
   ~MappedFile() {
-    if (base_) munmap(const_cast<char*>(base_), size_);
+    if (base_ && copy_.empty()) munmap(const_cast<char*>(base_), size_);
   }
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
+  // Why the file could not be read ("" when it could, or does not exist).
+  const std::string& error() const { return error_; }
   std::string_view bytes() const { return {base_, size_}; }
   // Pages wholly before `p` leave the process (read again from the page cache if touched), a
   // megabyte at a time.
@@ -206,8 +219,10 @@ class MappedFile {
     release({base_ + released_, upto - released_});
     released_ = upto;
   }
-  // The pages wholly inside `range`, a part of bytes().
+  // The pages wholly inside `range`, a part of bytes() (nothing for a copy in memory: that would
+  // zero it).
   void release(std::string_view range) {
+    if (!copy_.empty()) return;
     uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
     uintptr_t begin = (reinterpret_cast<uintptr_t>(range.data()) + page - 1) / page * page;
     uintptr_t end = (reinterpret_cast<uintptr_t>(range.data()) + range.size()) / page * page;
@@ -215,10 +230,24 @@ class MappedFile {
   }
 
  private:
+  void read_whole(int fd, const std::string& path) {
+    copy_.resize(size_);
+    size_t got = 0;
+    ssize_t n = 0;
+    while (got < size_ && (n = ::read(fd, copy_.data() + got, size_ - got)) > 0)
+      got += static_cast<size_t>(n);
+    if (n < 0) error_ = errno_text("cannot read journal " + path);
+    size_ = got;
+    copy_.resize(got);
+    base_ = copy_.data();
+  }
+
   static constexpr size_t kReleaseStep = 1 << 20;
   const char* base_ = nullptr;
   size_t size_ = 0;
   size_t released_ = 0;
+  std::string copy_;  // the file, when it could not be mapped
+  std::string error_;
 };
 
 // What a damaged journal is rewritten as: the file's runs of good records, copied as they are,
@@ -255,10 +284,6 @@ class Salvage {
   };
   std::vector<Piece> pieces_;
 };
-
-std::string errno_text(const std::string& what) {
-  return what + ": " + std::system_category().message(errno);
-}
 
 }  // namespace
 
@@ -440,6 +465,10 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
   // Each record is handed on as it is read; a damaged file is rewritten afterwards from its good
   // bytes (before anything is served: a failure stops the start).
   MappedFile file(j->path_);
+  if (!file.error().empty()) {  // never start from nothing over a journal that exists
+    error = file.error();
+    return nullptr;
+  }
   Salvage salvage;
   bool damaged = false;
   decode_records(file.bytes(), load.warnings, damaged,
