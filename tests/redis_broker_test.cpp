@@ -51,6 +51,21 @@ struct Node : testing_support::RecordingSink {
   }
 };
 
+// The ids of the clients whose command is `cmd` (redis-cli CLIENT LIST).
+std::vector<std::string> clients_running(RedisServer& redis, const std::string& cmd) {
+  std::vector<std::string> ids;
+  std::string list = redis.cli({"CLIENT", "LIST"});
+  size_t at = 0;
+  while ((at = list.find("id=", at)) != std::string::npos) {
+    size_t end = list.find('\n', at);
+    std::string line = list.substr(at, end - at);
+    if (line.find(" cmd=" + cmd + " ") != std::string::npos)
+      ids.push_back(line.substr(3, line.find(' ') - 3));
+    at = end;
+  }
+  return ids;
+}
+
 struct Cluster {
   sse::Reactor reactor;
   RedisServer redis;
@@ -67,6 +82,13 @@ struct Cluster {
   }
   bool ready_at_start = false;
   bool ticking = true;  // false: the nodes' ticks (and so their reconnects) wait
+  // Cuts both nodes' feeds: they come back at a tick once `ticking` is true again.
+  void cut_feeds() {
+    std::vector<std::string> feeds = clients_running(redis, "xread");
+    ASSERT_EQ(feeds.size(), 2u);
+    ticking = false;
+    for (const std::string& id : feeds) redis.cli({"CLIENT", "KILL", "ID", id});
+  }
   bool ready() {
     return run_until(reactor, [&] { return !a.broker->unavailable() && !b.broker->unavailable(); });
   }
@@ -393,21 +415,6 @@ TEST(RedisBroker, ANewNodeWarmsUpFromRedisBeforeItIsReady) {
   EXPECT_EQ(late.live, std::vector<uint64_t>{next.id});
 }
 
-// The ids of the clients whose command is `cmd` (redis-cli CLIENT LIST).
-std::vector<std::string> clients_running(RedisServer& redis, const std::string& cmd) {
-  std::vector<std::string> ids;
-  std::string list = redis.cli({"CLIENT", "LIST"});
-  size_t at = 0;
-  while ((at = list.find("id=", at)) != std::string::npos) {
-    size_t end = list.find('\n', at);
-    std::string line = list.substr(at, end - at);
-    if (line.find(" cmd=" + cmd + " ") != std::string::npos)
-      ids.push_back(line.substr(3, line.find(' ') - 3));
-    at = end;
-  }
-  return ids;
-}
-
 // The log was trimmed past entries the nodes had not read yet (their feeds were cut off): they
 // fill the gap from the rooms' streams, in id order, before going on; a room whose own stream
 // lost some of them too gets a reset instead of a silent hole. A room's stream may keep more than
@@ -419,10 +426,7 @@ TEST(RedisBroker, AGapInTheLogIsFilledFromTheRoomsOrReset) {
   ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
   // Cut both feeds (they come back at a tick); a third node posts, and the log and one room are
   // trimmed behind their backs.
-  std::vector<std::string> feeds = clients_running(c.redis, "xread");
-  ASSERT_EQ(feeds.size(), 2u);
-  c.ticking = false;
-  for (const std::string& id : feeds) c.redis.cli({"CLIENT", "KILL", "ID", id});
+  c.cut_feeds();
   Node poster(c.reactor, c.redis.url());
   ASSERT_TRUE(run_until(c.reactor, [&] { return !poster.broker->unavailable(); }));
   std::vector<uint64_t> busy, general, quiet, gone;
@@ -488,10 +492,7 @@ TEST(RedisBroker, ARoomDroppedDuringAGapInTheLogIsReset) {
   Collecting frames;
   sse::Subscription both(c.a.hub, frames, "");
   ASSERT_TRUE(c.a.hub.subscribe(both, {"dropped", "kept"}, std::nullopt));
-  std::vector<std::string> feeds = clients_running(c.redis, "xread");
-  ASSERT_EQ(feeds.size(), 2u);
-  c.ticking = false;
-  for (const std::string& id : feeds) c.redis.cli({"CLIENT", "KILL", "ID", id});
+  c.cut_feeds();
   Node poster(c.reactor, c.redis.url());
   ASSERT_TRUE(run_until(c.reactor, [&] { return !poster.broker->unavailable(); }));
   uint64_t missed = c.post(poster, "in the gap", "", "dropped").id;
@@ -529,10 +530,7 @@ TEST(RedisBroker, MessagesRedisLostBeforeANodeReadThemAreAReset) {
   ASSERT_TRUE(c.ready_at_start);
   uint64_t first = c.post(c.a, "before", "", "room").id;
   ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
-  std::vector<std::string> feeds = clients_running(c.redis, "xread");
-  ASSERT_EQ(feeds.size(), 2u);
-  c.ticking = false;
-  for (const std::string& id : feeds) c.redis.cli({"CLIENT", "KILL", "ID", id});
+  c.cut_feeds();
   Node poster(c.reactor, c.redis.url());
   ASSERT_TRUE(run_until(c.reactor, [&] { return !poster.broker->unavailable(); }));
   PublishResult unread = c.post(poster, "acknowledged, never read", "", "room");
