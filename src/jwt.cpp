@@ -113,9 +113,29 @@ std::optional<std::string> base64_text(std::string_view text) {
   return out;
 }
 
+// Hex text (whitespace aside) decoded, or nullopt.
+std::optional<std::string> hex_text(std::string_view text) {
+  std::string out;
+  int high = -1;
+  for (char c : text) {
+    if (std::isspace(static_cast<unsigned char>(c))) continue;
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    int digit = std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (c | 0x20) - 'a' + 10;
+    if (high < 0) {
+      high = digit;
+    } else {
+      out += static_cast<char>(high << 4 | digit);
+      high = -1;
+    }
+  }
+  if (high >= 0 || out.empty()) return std::nullopt;
+  return out;
+}
+
 // A secret that is really a key or certificate is likely public: HS with it means anyone can
 // sign tokens. The usual slip is an RS256/ES256 key given without --jwt-alg, in any of the forms
-// keys come in: PEM, DER, a PEM body without armour, OpenSSH or RFC 4716 text, a JWK.
+// keys come in: PEM, DER (raw, or as base64, base64url or hex text), OpenSSH or RFC 4716 text, a
+// JWK.
 bool looks_like_a_key(std::string_view bytes) {
   std::string_view text = bytes.substr(std::min(bytes.size(), bytes.find_first_not_of(" \t\r\n")));
   if (bytes.find("-----BEGIN") != std::string_view::npos ||
@@ -125,8 +145,12 @@ bool looks_like_a_key(std::string_view bytes) {
     if (text.starts_with(openssh)) return true;
   if (text.starts_with('{') && text.find("\"kty\"") != std::string_view::npos) return true;
   if (is_one_der_sequence(bytes)) return true;
-  auto decoded = base64_text(bytes);
-  return decoded && is_one_der_sequence(*decoded);
+  std::string compact;
+  for (char c : bytes)
+    if (!std::isspace(static_cast<unsigned char>(c))) compact += c;
+  for (auto decoded : {base64_text(bytes), base64url::decode(compact), hex_text(bytes)})
+    if (decoded && is_one_der_sequence(*decoded)) return true;
+  return false;
 }
 
 // Why `key` does not suit `alg`, or "".

@@ -748,6 +748,17 @@ TEST(JwtAsymmetric, APublicKeyIsNeverAnHmacSecret) {
   }
 }
 
+// Lowercase hex text of `bytes`.
+std::string hex_of(const std::string& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
 // The other forms a public key or certificate comes in, given as an HS secret: a hostile probe
 // signed tokens with a PKCS#1 DER key, a DER certificate, an OpenSSH key and a JWK.
 TEST(JwtAsymmetric, NoFormOfAPublicKeyIsAnHmacSecret) {
@@ -775,7 +786,7 @@ TEST(JwtAsymmetric, NoFormOfAPublicKeyIsAnHmacSecret) {
     pos = end + 1;
   }
   for (const std::string& secret :
-       {pkcs1, x509, pkcs1 + "\n", armourless,
+       {pkcs1, x509, pkcs1 + "\n", armourless, b64::encode(pkcs1) + "\n", hex_of(x509),
         std::string("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7vbqajDhA3MvRswCy6hM8 me@host\n"),
         std::string("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABB\n"),
         std::string("---- BEGIN SSH2 PUBLIC KEY ----\nAAAAB3NzaC1yc2EAAAADAQABAAABAQC7vbqajDhA3\n"),
