@@ -133,6 +133,10 @@ class CommitSink {
   // reset too, and so do rooms made from now on.
   virtual void lose_everywhere_through(uint64_t through,
                                        const std::vector<std::string>& except) = 0;
+  // Storage lost messages up to `through` that this sink was never given, while its streams went
+  // on past them: every stream hears a reset for each of its rooms now, then goes on; a resume from
+  // before `through` hears one too.
+  virtual void lose_skipped(uint64_t through) = 0;
 
   // Readers of `room` on other nodes (sorted distinct names): presence counts them too, and a
   // room this node does not know is made (while there is room under --max-rooms) to list it.

@@ -369,6 +369,24 @@ void Hub::lose_everywhere_through(uint64_t through, const std::vector<std::strin
   }
 }
 
+void Hub::lose_skipped(uint64_t through) {
+  raise_unmade_floors(through);
+  std::vector<std::string> names;
+  for (const auto& [name, room] : rooms_) names.push_back(name);
+  for (const std::string& name : names) {
+    Room* room = find_mutable(name);
+    if (!room) continue;
+    room->dropped_through_ = std::max(room->dropped_through_, through);
+    std::vector<Room::Seat> seats = room->seats_;  // a sink may close (and leave) as it fills
+    for (const Room::Seat& seat : seats) {
+      Subscription& sub = *seat.sub;
+      sub.members_[seat.member].reset_owed = true;
+      sub.live_ = false;
+      refill(sub);
+    }
+  }
+}
+
 // Streams of `room` that still needed messages up to `through` catch up again, through refill's
 // reset for the room.
 void Hub::reset_behind(Room& room, uint64_t through) {

@@ -82,6 +82,7 @@ class Hub final : public CommitSink {
   void not_restored_through(uint64_t through) override;
   void lose_through(std::string_view room, uint64_t through) override;
   void lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) override;
+  void lose_skipped(uint64_t through) override;
   void set_remote_presence(std::string_view room, uint64_t online,
                            std::vector<std::string> names) override;
 

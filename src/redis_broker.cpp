@@ -26,6 +26,8 @@ constexpr int64_t kMaxRetryMs = 30000;
 constexpr int64_t kPresenceRefreshMs = 10000;  // a node's entries are written again this often
 constexpr int64_t kPresenceTtlMs = 30000;      // and count this long after (a node that died)
 constexpr std::string_view kPresenceLogLength = "10000";
+constexpr size_t kRecentEntries = 65536;  // log entries remembered to judge others' losses: 1 MiB
+constexpr size_t kMaxUnjudgedLosses = 100;
 // A clock reading whose round trip took longer than this (or than twice the one in use) is not
 // used: Redis was stalled or busy, so the reading is far less exact than the one kept.
 constexpr int64_t kClockRoundTripUs = 50000;
@@ -230,6 +232,7 @@ void RedisBroker::tick() {
   probe_memory();
   maybe_warm();
   read_feed();  // after a fill that could not run
+  read_losses();
   poll_presence();
   if (!cmd_.active() && reactor_.now_ms() >= cmd_backoff_.next_ms) connect(cmd_, cmd_backoff_);
   if (!feed_.active() && reactor_.now_ms() >= feed_backoff_.next_ms) connect(feed_, feed_backoff_);
@@ -356,9 +359,10 @@ struct RedisBroker::Warmup {
     std::string room;
     FrameRef frame;
   };
-  uint64_t since = 0;    // the data set's first id (0: none yet)
-  uint64_t dropped = 0;  // the newest id of a room Redis dropped
-  size_t rooms = 0;      // rooms read
+  uint64_t since = 0;               // the data set's first id (0: none yet)
+  uint64_t dropped = 0;             // the newest id of a room Redis dropped
+  std::string losses_from = "0-0";  // the newest entry of {p}:losses
+  size_t rooms = 0;                 // rooms read
   std::vector<Message> messages;
   std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
 };
@@ -411,6 +415,12 @@ void RedisBroker::maybe_warm() {
   // When the link went, so do the reads below, and the warm-up is tried again.
   cmd_.command({"GET", key("since")}, number_into(warm, &Warmup::since, alive_));
   cmd_.command({"GET", key("dropped")}, number_into(warm, &Warmup::dropped, alive_));
+  // Losses told of before are in what is read here: only those told of from now on matter.
+  cmd_.command({"XREVRANGE", key("losses"), "+", "-", "COUNT", "1"}, [warm](redisReply* r) {
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements > 0)
+      warm->losses_from = std::string(text_of(r->element[0]->element[0]));
+  });
   std::string upto = std::to_string(last_seen_) + "-0";
   std::string history = std::to_string(options_.history_per_room);
   auto range = [this, upto, history](const std::string& room) {
@@ -443,6 +453,7 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   // Rooms Redis dropped may have had messages up to this.
   if (warm.dropped > 0) sink_.not_restored_through(std::min(warm.dropped, last_seen_));
   sink_.restored();
+  losses_read_ = warm.losses_from;
   log::info("warmed up from Redis", "messages", warm.messages.size(), "last_id", last_seen_);
   warm.messages.clear();
   warming_ = false;
@@ -499,11 +510,75 @@ bool RedisBroker::deliver_entries(redisReply* r) {
       log::warn("the Redis log starts over below what this node read: Redis lost data", "last_read",
                 last_seen_, "next", entry->id);
       sink_.lose_everywhere_through(entry->id - 1, {});
+      tell_loss(entry->prev, last_seen_);
     }
     last_seen_ = entry->id;
+    recent_.emplace_back(entry->prev, entry->id);
+    if (recent_.size() > kRecentEntries) recent_.pop_front();
     sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
   }
   return true;
+}
+
+// Ids after `after` through `through` were read here and Redis no longer has them: the other nodes
+// are told, as one that never read them cannot tell (best effort: with the command link down, it
+// is not written).
+void RedisBroker::tell_loss(uint64_t after, uint64_t through) {
+  std::string from = std::to_string(after), to = std::to_string(through);
+  cmd_.command({"XADD", key("losses"), "MAXLEN", "~", "1000", "*", "after", from, "through", to},
+               [](redisReply*) {});
+}
+
+// Losses other nodes told of since the last read.
+void RedisBroker::read_losses() {
+  judge_losses();
+  if (losses_read_.empty() || reading_losses_ || !cmd_.up()) return;
+  reading_losses_ = true;
+  std::string after = "(" + losses_read_;
+  cmd_.command({"XRANGE", key("losses"), after, "+", "COUNT", "100"},
+               [this, alive = alive_](redisReply* r) {
+                 if (!*alive) return;
+                 reading_losses_ = false;
+                 if (!r || r->type != REDIS_REPLY_ARRAY) return;
+                 for (size_t i = 0; i < r->elements; ++i) {
+                   const redisReply* e = r->element[i];
+                   if (e->type != REDIS_REPLY_ARRAY || e->elements < 2) continue;
+                   losses_read_ = std::string(text_of(e->element[0]));
+                   if (unjudged_losses_.size() >= kMaxUnjudgedLosses) continue;
+                   unjudged_losses_.emplace_back(number_of(field_of(e->element[1], "after")),
+                                                 number_of(field_of(e->element[1], "through")));
+                 }
+                 judge_losses();
+               });
+}
+
+// A loss another node found that this node had not read itself, but read past: its streams went
+// on without the lost messages, so they hear a reset now.
+void RedisBroker::judge_losses() {
+  std::erase_if(unjudged_losses_, [this](const std::pair<uint64_t, uint64_t>& loss) {
+    auto [after, through] = loss;
+    if (through <= lost_through_) return true;  // found here too, or already judged
+    std::optional<bool> past = skipped(after, through);
+    if (!past) return false;  // nothing read beyond it yet: judged once something is
+    if (!*past) return true;
+    ++data_losses_;
+    lost_after_ = std::min(lost_after_, after);
+    lost_through_ = std::max(lost_through_, through);
+    log::warn("Redis lost messages this node never read (another node read them)", "after", after,
+              "through", through);
+    sink_.lose_skipped(through);
+    return true;
+  });
+}
+
+// Whether this node read an entry whose prev is at or below `after` and whose id is past
+// `through`: it was carried over the ids between. Unknown while it has read nothing past
+// `through`; when the entry that did is older than those remembered, yes.
+std::optional<bool> RedisBroker::skipped(uint64_t after, uint64_t through) const {
+  auto past = std::upper_bound(recent_.begin(), recent_.end(), through,
+                               [](uint64_t id, const auto& entry) { return id < entry.second; });
+  if (past == recent_.end()) return last_seen_ > through ? std::optional(true) : std::nullopt;
+  return past == recent_.begin() || past->first <= after;
 }
 
 // What filling a gap in the feed has gathered from the rooms' streams.

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -93,6 +94,10 @@ class RedisBroker final : public Broker {
   // Why POSTs cannot be sent to Redis now (links, warm-up, script, clock), nullopt when they can.
   std::optional<std::string> not_ready() const;
   std::optional<std::string> stuck() const;
+  void tell_loss(uint64_t after, uint64_t through);
+  void read_losses();
+  void judge_losses();
+  std::optional<bool> skipped(uint64_t after, uint64_t through) const;
   void load_script();
   void probe_clock();
   void take_clock_reading(int64_t redis_us, int64_t sent_us, int64_t received_us);
@@ -144,6 +149,14 @@ class RedisBroker final : public Broker {
   // read from Redis over them cannot tell they were there. One span, covering every such loss.
   uint64_t lost_after_ = UINT64_MAX;
   uint64_t lost_through_ = 0;
+  // Losses other nodes found ({p}:losses, an entry "after A through T" per loss a node saw): a
+  // node that never read the lost ids cannot tell otherwise. Read each tick, from the newest
+  // entry there when this node was warm; one this node cannot judge yet waits (at most 100).
+  std::string losses_read_;  // the id of the last entry read ("" until known)
+  bool reading_losses_ = false;
+  std::vector<std::pair<uint64_t, uint64_t>> unjudged_losses_;
+  // (prev, id) of the newest log entries read, oldest first: whether this node read past a loss.
+  std::deque<std::pair<uint64_t, uint64_t>> recent_;
   // Redis's clock minus ours (microseconds), from TIME on the command link (each idle second),
   // and the round trip of the reading it came from; unknown again when the link drops (the Redis
   // behind the next one may run on another machine).

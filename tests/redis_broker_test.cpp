@@ -76,12 +76,13 @@ struct Cluster {
     reactor.every(std::chrono::milliseconds(20), [] {});
     reactor.every(std::chrono::milliseconds(200), [this] {
       for (Node* n : {&a, &b})
-        if (n->broker && ticking) n->broker->tick();
+        if (n->broker && ticking && n != held) n->broker->tick();
     });
     ready_at_start = ready();
   }
   bool ready_at_start = false;
-  bool ticking = true;  // false: the nodes' ticks (and so their reconnects) wait
+  bool ticking = true;   // false: the nodes' ticks (and so their reconnects) wait
+  Node* held = nullptr;  // a node whose ticks wait
   // Cuts both nodes' feeds: they come back at a tick once `ticking` is true again.
   void cut_feeds() {
     std::vector<std::string> feeds = clients_running(redis, "xread");
@@ -520,6 +521,51 @@ TEST(RedisBroker, ARoomDroppedDuringAGapInTheLogIsReset) {
   ASSERT_EQ(events.size(), 4u);  // a reset for "dropped", then the three of "kept"
   EXPECT_EQ(events[0], "event: reset");
   for (int i = 0; i < 3; ++i) EXPECT_EQ(events[1 + i], "id: " + std::to_string(kept[i]));
+}
+
+// Redis restarted from an older AOF (or failed over to a lagging replica) lost the last messages:
+// the node that had read them finds the loss and tells the others through {p}:losses, so a node
+// that never read them, and whose streams went on past them, gives its streams a reset too.
+TEST(RedisBroker, ANodeThatNeverReadWhatRedisLostHearsOfItFromAnother) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  uint64_t pre = c.post(c.a, "before", "", "room").id;
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 1 && c.b.live.size() == 1; }));
+  Collecting frames;
+  sse::Subscription on_a(c.a.hub, frames, "");
+  ASSERT_TRUE(c.a.hub.subscribe(on_a, {"room"}, std::nullopt));
+  c.cut_feeds();
+  c.held = &c.a;  // b reads on, a does not
+  c.ticking = true;
+  Node poster(c.reactor, c.redis.url());
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !poster.broker->unavailable(); }));
+  PublishResult lost = c.post(poster, "read by b, then lost", "", "room");
+  ASSERT_EQ(lost.status, Status::Created);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.b.live.size() == 2; }));
+  // What an older AOF holds: the data set as it was before `lost`.
+  std::string entry = std::to_string(lost.id) + "-0";
+  ASSERT_EQ(c.redis.cli({"XDEL", "{t}:log", entry}), "1");
+  ASSERT_EQ(c.redis.cli({"XDEL", "{t}:room:room", entry}), "1");
+  ASSERT_EQ(c.redis.cli({"SET", "{t}:seq", std::to_string(pre)}), "OK");
+  ASSERT_EQ(c.redis.cli({"ZADD", "{t}:rooms", std::to_string(pre), "room"}), "0");
+  PublishResult after = c.post(poster, "after the restore", "", "room");
+  ASSERT_EQ(after.status, Status::Created);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.b.broker->stats().data_losses == 1; }));
+  c.held = nullptr;
+  ASSERT_TRUE(run_until(
+      c.reactor, [&] { return c.a.live.size() == 2 && c.a.broker->stats().data_losses == 1; }))
+      << c.a.live.size() << " " << c.a.broker->stats().data_losses << " "
+      << c.redis.cli({"XLEN", "{t}:losses"});
+  EXPECT_EQ(c.a.live, (std::vector<uint64_t>{pre, after.id}));
+  EXPECT_GE(c.a.hub.find("room")->dropped_through(), lost.id);
+  std::vector<std::string> events;
+  for (const std::string& f : frames.frames)
+    if (!f.starts_with("event: presence")) events.push_back(f.substr(0, f.find('\n')));
+  ASSERT_EQ(events.size(), 2u);  // the message after the restore, then the reset for the lost one
+  EXPECT_EQ(events[0], "id: " + std::to_string(after.id));
+  EXPECT_EQ(events[1], "event: reset");
+  // b found it itself, and does not count it twice.
+  EXPECT_EQ(c.b.broker->stats().data_losses, 1u);
 }
 
 // Redis comes back empty while a node had not read the last acknowledged messages: they are gone

@@ -52,6 +52,7 @@ struct RecordingSink : sse::CommitSink {
   void lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) override {
     hub.lose_everywhere_through(through, except);
   }
+  void lose_skipped(uint64_t through) override { hub.lose_skipped(through); }
 };
 
 }  // namespace testing_support
