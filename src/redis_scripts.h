@@ -18,6 +18,8 @@
 //   {p}:dropped      the newest id a dropped room had: a room without a stream (or one made
 //                    again, whose first entry's prev says so) may have had messages up to it
 //   {p}:nonce:<key>  the id an idempotent POST got, for a day
+//   {p}:losses       (written by nodes, not the script) a stream of losses a node found: ids
+//                    after `after` through `through` it read are gone from Redis
 // Stream entry ids are the message ids, so a node reads the one ordered log from the last id it
 // has (XREAD … STREAMS {p}:log <id>-0).
 #pragma once
