@@ -232,6 +232,7 @@ void RedisBroker::tick() {
   probe_memory();
   maybe_warm();
   read_feed();  // after a fill that could not run
+  tell_losses();
   read_losses();
   poll_presence();
   if (!cmd_.active() && reactor_.now_ms() >= cmd_backoff_.next_ms) connect(cmd_, cmd_backoff_);
@@ -510,7 +511,9 @@ bool RedisBroker::deliver_entries(redisReply* r) {
       log::warn("the Redis log starts over below what this node read: Redis lost data", "last_read",
                 last_seen_, "next", entry->id);
       sink_.lose_everywhere_through(entry->id - 1, {});
-      tell_loss(entry->prev, last_seen_);
+      if (untold_losses_.size() < kMaxUnjudgedLosses)
+        untold_losses_.emplace_back(entry->prev, last_seen_);
+      tell_losses();
     }
     last_seen_ = entry->id;
     recent_.emplace_back(entry->prev, entry->id);
@@ -521,12 +524,21 @@ bool RedisBroker::deliver_entries(redisReply* r) {
 }
 
 // Ids after `after` through `through` were read here and Redis no longer has them: the other nodes
-// are told, as one that never read them cannot tell (best effort: with the command link down, it
-// is not written).
-void RedisBroker::tell_loss(uint64_t after, uint64_t through) {
+// are told, as one that never read them cannot tell. One at a time, each until Redis took it (a
+// tick tries again while the command link is down).
+void RedisBroker::tell_losses() {
+  if (telling_ || untold_losses_.empty() || !cmd_.up()) return;
+  telling_ = true;
+  auto [after, through] = untold_losses_.front();
   std::string from = std::to_string(after), to = std::to_string(through);
   cmd_.command({"XADD", key("losses"), "MAXLEN", "~", "1000", "*", "after", from, "through", to},
-               [](redisReply*) {});
+               [this, alive = alive_](redisReply* r) {
+                 if (!*alive) return;
+                 telling_ = false;
+                 if (!r || r->type == REDIS_REPLY_ERROR) return;
+                 untold_losses_.erase(untold_losses_.begin());
+                 tell_losses();
+               });
 }
 
 // Losses other nodes told of since the last read.
@@ -561,9 +573,16 @@ void RedisBroker::judge_losses() {
     std::optional<bool> past = skipped(after, through);
     if (!past) return false;  // nothing read beyond it yet: judged once something is
     if (!*past) return true;
-    ++data_losses_;
+    // Another report of a loss already judged (a node that had read further): the streams had
+    // their reset; resumes from before its end get one too.
+    bool again = after < lost_through_;
     lost_after_ = std::min(lost_after_, after);
     lost_through_ = std::max(lost_through_, through);
+    if (again) {
+      sink_.lose_everywhere_through(through, {});
+      return true;
+    }
+    ++data_losses_;
     log::warn("Redis lost messages this node never read (another node read them)", "after", after,
               "through", through);
     sink_.lose_skipped(through);
@@ -654,6 +673,8 @@ void RedisBroker::finish_fill(Fill& fill) {
       "rooms_with_holes", fill.holes.size());
   ++gaps_filled_;
   last_seen_ = std::max(last_seen_, fill.through);
+  recent_.emplace_back(fill.after, fill.through);  // read past what the fill could not find too
+  if (recent_.size() > kRecentEntries) recent_.pop_front();
   filling_ = false;
   read_feed();
 }

@@ -94,7 +94,7 @@ class RedisBroker final : public Broker {
   // Why POSTs cannot be sent to Redis now (links, warm-up, script, clock), nullopt when they can.
   std::optional<std::string> not_ready() const;
   std::optional<std::string> stuck() const;
-  void tell_loss(uint64_t after, uint64_t through);
+  void tell_losses();
   void read_losses();
   void judge_losses();
   std::optional<bool> skipped(uint64_t after, uint64_t through) const;
@@ -155,6 +155,8 @@ class RedisBroker final : public Broker {
   std::string losses_read_;  // the id of the last entry read ("" until known)
   bool reading_losses_ = false;
   std::vector<std::pair<uint64_t, uint64_t>> unjudged_losses_;
+  std::vector<std::pair<uint64_t, uint64_t>> untold_losses_;  // found here, not yet written
+  bool telling_ = false;
   // (prev, id) of the newest log entries read, oldest first: whether this node read past a loss.
   std::deque<std::pair<uint64_t, uint64_t>> recent_;
   // Redis's clock minus ours (microseconds), from TIME on the command link (each idle second),

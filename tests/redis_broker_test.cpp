@@ -566,6 +566,20 @@ TEST(RedisBroker, ANodeThatNeverReadWhatRedisLostHearsOfItFromAnother) {
   EXPECT_EQ(events[1], "event: reset");
   // b found it itself, and does not count it twice.
   EXPECT_EQ(c.b.broker->stats().data_losses, 1u);
+  // Another report of the same loss (by a node that had read further): floors rise, no second
+  // reset, no second count.
+  c.redis.cli({"XADD", "{t}:losses", "*", "after", std::to_string(pre), "through",
+               std::to_string(lost.id + 1)});
+  ASSERT_TRUE(
+      run_until(c.reactor, [&] { return c.a.hub.find("room")->dropped_through() > lost.id; }));
+  PublishResult later = c.post(poster, "later", "", "room");
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 3; }));
+  EXPECT_EQ(c.a.broker->stats().data_losses, 1u);
+  EXPECT_EQ(frames.frames.back().substr(0, frames.frames.back().find('\n')),
+            "id: " + std::to_string(later.id));
+  size_t resets = 0;
+  for (const std::string& f : frames.frames) resets += f.starts_with("event: reset");
+  EXPECT_EQ(resets, 1u);
 }
 
 // Redis comes back empty while a node had not read the last acknowledged messages: they are gone
