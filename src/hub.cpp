@@ -340,12 +340,21 @@ void Hub::lose_through(std::string_view room_name, uint64_t through) {
     return remember_forgotten(std::string(room_name), std::max(floor_for(room_name), through));
   drop_through(*room, through);
   set_last_id(*room, std::max(room->last_id_, through));
-  reset_behind(*room, through);
+  reset_behind(*room, through, /*carried_past=*/false);
+}
+
+void Hub::lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) {
+  lose_in_every_room(through, except, /*carried_past=*/false);
+}
+
+void Hub::lose_skipped(uint64_t through) {
+  lose_in_every_room(through, {}, /*carried_past=*/true);
 }
 
 // The floor rises above what memory keeps (as restore_base() does), which stays: after its reset a
 // stream replays it.
-void Hub::lose_everywhere_through(uint64_t through, const std::vector<std::string>& except) {
+void Hub::lose_in_every_room(uint64_t through, const std::vector<std::string>& except,
+                             bool carried_past) {
   // Rooms storage still has keep their floor even when not made yet (the messages about to be
   // committed make them): remembered with it, as a forgotten name would be.
   std::vector<std::pair<std::string, uint64_t>> spared;
@@ -365,35 +374,20 @@ void Hub::lose_everywhere_through(uint64_t through, const std::vector<std::strin
     Room* room = find_mutable(name);  // a stream closing as it fills may forget a room
     if (!room) continue;
     room->dropped_through_ = std::max(room->dropped_through_, through);
-    reset_behind(*room, through);
+    reset_behind(*room, through, carried_past);
   }
 }
 
-void Hub::lose_skipped(uint64_t through) {
-  raise_unmade_floors(through);
-  std::vector<std::string> names;
-  for (const auto& [name, room] : rooms_) names.push_back(name);
-  for (const std::string& name : names) {
-    Room* room = find_mutable(name);
-    if (!room) continue;
-    room->dropped_through_ = std::max(room->dropped_through_, through);
-    std::vector<Room::Seat> seats = room->seats_;  // a sink may close (and leave) as it fills
-    for (const Room::Seat& seat : seats) {
-      Subscription& sub = *seat.sub;
-      sub.members_[seat.member].reset_owed = true;
-      sub.live_ = false;
-      refill(sub);
-    }
-  }
-}
-
-// Streams of `room` that still needed messages up to `through` catch up again, through refill's
-// reset for the room.
-void Hub::reset_behind(Room& room, uint64_t through) {
+// Streams of `room` that still needed messages up to `through` (with `carried_past`, every one:
+// each went on past them) catch up again, through refill's reset for the room.
+void Hub::reset_behind(Room& room, uint64_t through, bool carried_past) {
   std::vector<Room::Seat> seats = room.seats_;  // a sink may close (and leave) as it fills
   for (const Room::Seat& seat : seats) {
     Subscription& sub = *seat.sub;
-    if (!sub.live_ || sub.next_id_ > through) continue;
+    if (carried_past)
+      sub.members_[seat.member].reset_owed = true;
+    else if (!sub.live_ || sub.next_id_ > through)
+      continue;
     sub.live_ = false;
     refill(sub);
   }

@@ -162,7 +162,9 @@ class Hub final : public CommitSink {
   uint64_t take_floor(const std::string& name);
   void raise_unmade_floors(uint64_t through);
   void warn_over_max_rooms();
-  void reset_behind(Room& room, uint64_t through);
+  void lose_in_every_room(uint64_t through, const std::vector<std::string>& except,
+                          bool carried_past);
+  void reset_behind(Room& room, uint64_t through, bool carried_past);
   void forget_oldest_idle();
   void drop_room(Room& room, uint64_t through);
   void forget(Room& room);
