@@ -516,8 +516,7 @@ bool RedisBroker::deliver_entries(redisReply* r) {
       tell_losses();
     }
     last_seen_ = entry->id;
-    recent_.emplace_back(entry->prev, entry->id);
-    if (recent_.size() > kRecentEntries) recent_.pop_front();
+    remember_read(entry->prev, entry->id);
     sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
   }
   return true;
@@ -588,6 +587,11 @@ void RedisBroker::judge_losses() {
     sink_.lose_skipped(through);
     return true;
   });
+}
+
+void RedisBroker::remember_read(uint64_t prev, uint64_t id) {
+  recent_.emplace_back(prev, id);
+  if (recent_.size() > kRecentEntries) recent_.pop_front();
 }
 
 // Whether this node read an entry whose prev is at or below `after` and whose id is past
@@ -673,8 +677,7 @@ void RedisBroker::finish_fill(Fill& fill) {
       "rooms_with_holes", fill.holes.size());
   ++gaps_filled_;
   last_seen_ = std::max(last_seen_, fill.through);
-  recent_.emplace_back(fill.after, fill.through);  // read past what the fill could not find too
-  if (recent_.size() > kRecentEntries) recent_.pop_front();
+  remember_read(fill.after, fill.through);  // read past what the fill could not find too
   filling_ = false;
   read_feed();
 }

@@ -98,6 +98,8 @@ class RedisBroker final : public Broker {
   void read_losses();
   void judge_losses();
   std::optional<bool> skipped(uint64_t after, uint64_t through) const;
+  // Ids up to `id` were read, after `prev`: for skipped(), within kRecentEntries such spans.
+  void remember_read(uint64_t prev, uint64_t id);
   void load_script();
   void probe_clock();
   void take_clock_reading(int64_t redis_us, int64_t sent_us, int64_t received_us);
