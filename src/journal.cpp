@@ -195,6 +195,7 @@ class MappedFile {
       void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p != MAP_FAILED) {
         base_ = static_cast<const char*>(p);
+        mapped_ = true;
         madvise(p, size_, MADV_SEQUENTIAL);
       } else {
         read_whole(fd, path);  // e.g. an address-space limit: all of it in memory, as before
@@ -203,7 +204,7 @@ class MappedFile {
     ::close(fd);
   }
   ~MappedFile() {
-    if (base_ && copy_.empty()) munmap(const_cast<char*>(base_), size_);
+    if (mapped_) munmap(const_cast<char*>(base_), size_);
   }
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -222,7 +223,7 @@ class MappedFile {
   // The pages wholly inside `range`, a part of bytes() (nothing for a copy in memory: that would
   // zero it).
   void release(std::string_view range) {
-    if (!copy_.empty()) return;
+    if (!mapped_) return;
     uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
     uintptr_t begin = (reinterpret_cast<uintptr_t>(range.data()) + page - 1) / page * page;
     uintptr_t end = (reinterpret_cast<uintptr_t>(range.data()) + range.size()) / page * page;
@@ -246,6 +247,7 @@ class MappedFile {
   const char* base_ = nullptr;
   size_t size_ = 0;
   size_t released_ = 0;
+  bool mapped_ = false;
   std::string copy_;  // the file, when it could not be mapped
   std::string error_;
 };
