@@ -83,7 +83,8 @@ std::optional<std::string> StaticFiles::resolve_inside(const std::string& candid
   return real;
 }
 
-std::optional<std::string> StaticFiles::locate(std::string_view raw_path) const {
+std::optional<std::string> StaticFiles::locate(std::string_view raw_path,
+                                               struct stat* found) const {
   if (root_.empty()) return std::nullopt;
   auto decoded = form::percent_decode(raw_path, false);
   if (!decoded || decoded->empty() || decoded->front() != '/') return std::nullopt;
@@ -98,6 +99,7 @@ std::optional<std::string> StaticFiles::locate(std::string_view raw_path) const 
   if (real && stat(real->c_str(), &st) == 0 && S_ISDIR(st.st_mode))
     real = resolve_inside(*real + "/index.html");
   if (!real || stat(real->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  if (found) *found = st;
   return real;
 }
 
@@ -106,12 +108,12 @@ bool StaticFiles::exists(std::string_view raw_path) const {
 }
 
 std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) {
-  auto real = locate(raw_path);
+  struct stat now;
+  auto real = locate(raw_path, &now);
   if (!real) return std::nullopt;
   std::string_view type = content_type_for(*real);
-  struct stat now;
   auto hit = cache_.find(*real);
-  if (hit != cache_.end() && stat(real->c_str(), &now) == 0) {
+  if (hit != cache_.end()) {
     const Cached& c = hit->second;
     if (c.dev == now.st_dev && c.ino == now.st_ino && c.size == now.st_size &&
         c.mtime.tv_sec == now.st_mtim.tv_sec && c.mtime.tv_nsec == now.st_mtim.tv_nsec)

@@ -2,6 +2,7 @@
 // NUL or backslashes, and the resolved real path (symlinks followed) must stay inside the root.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -39,8 +40,9 @@ class StaticFiles {
 
  private:
   std::optional<std::string> resolve_inside(const std::string& candidate) const;
-  // The real path of the regular file `raw_path` names inside the root.
-  std::optional<std::string> locate(std::string_view raw_path) const;
+  // The real path of the regular file `raw_path` names inside the root; `found`, when given, gets
+  // its stat.
+  std::optional<std::string> locate(std::string_view raw_path, struct stat* found = nullptr) const;
   std::string root_;  // real path, no trailing slash
   struct Cached {
     FrameRef body;

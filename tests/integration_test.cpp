@@ -1,5 +1,6 @@
 // The core server over real sockets: broadcast, HTTP/1.1 behaviour, every error status, static
 // files, slow consumers and shutdown.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -362,6 +363,23 @@ TEST(Core, EveryErrorStatusAndTheServerKeepsServing) {
     ASSERT_TRUE(ev);
     EXPECT_EQ(ev->id, std::to_string(i));
   }
+}
+
+// A static file is read once and kept; once it changes (contents of the same size too, as its
+// modification time says), the next answer is the new file.
+TEST(Core, AChangedStaticFileIsServedAnew) {
+  std::string root = make_temp_dir();
+  std::ofstream(root + "/a.txt") << "one";
+  ServerProcess server({"--static-dir", root});
+  Client c(server.port());
+  EXPECT_EQ(c.get("/a.txt")->body, "one");
+  EXPECT_EQ(c.get("/a.txt")->body, "one");
+  std::ofstream(root + "/a.txt") << "two, longer";
+  EXPECT_EQ(c.get("/a.txt")->body, "two, longer");
+  std::ofstream(root + "/a.txt") << "six, longer";  // the same size
+  struct timespec times[2] = {{0, UTIME_OMIT}, {1577836800, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, (root + "/a.txt").c_str(), times, 0), 0);
+  EXPECT_EQ(c.get("/a.txt")->body, "six, longer");
 }
 
 TEST(Core, StaticFilesNeverLeaveTheRoot) {
