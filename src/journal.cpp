@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -419,6 +420,27 @@ void decode_records(std::string_view bytes, std::vector<std::string>& warnings, 
   }
 }
 
+// A compaction under way. The thread owns `records`, `round` and the file's writing while
+// `state` is Running; the loop owns the rest, and all of it once the thread is joined.
+struct Journal::Compaction {
+  enum State { Running, Written, Failed };
+  std::string tmp;
+  int fd = -1;
+  std::vector<JournalRecord> records;  // the first round's
+  std::string round;                   // a later round's: what was appended meanwhile
+  size_t starts_kept = 0;
+  std::vector<uint64_t> starts;  // of the last `starts_kept` records
+  uint64_t size = 0;             // written to the new file
+  uint64_t origin = 0;           // the journal's size when the compaction started
+  uint64_t appended_at = 0;      // where that offset is in the new file
+  std::string appended;          // appended to the journal, not handed to a round yet
+  int rounds = 0;
+  std::string error;
+  std::atomic<int> state{Running};
+  std::atomic<bool> cancel{false};
+  std::thread thread;
+};
+
 Journal::Journal(const Options& options)
     : dir_(options.dir),
       path_(dir_ + "/journal"),
@@ -426,6 +448,7 @@ Journal::Journal(const Options& options)
       io_(options.io ? *options.io : JournalIo::system()) {}
 
 Journal::~Journal() {
+  abandon_compaction();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -444,6 +467,8 @@ bool Journal::take_lock(std::string& error) {
   if (lock_fd_ >= 0 && fstat(lock_fd_, &held) == 0 && path_names(path, held)) return true;
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    // Another sse-chat took the directory from us: what it wrote must be read before ours.
+    if (fd >= 0 && lock_fd_ >= 0) lock_lost_ = true;
     if (fd >= 0) ::close(fd);
     error = "data dir " + dir_ + " is in use by another sse-chat (or not writable)";
     return false;
@@ -464,6 +489,8 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
   }
   if (created) j->io_.sync_dir(parent_of(j->dir_));
   if (!j->take_lock(error)) return nullptr;
+  // A rewrite a crash interrupted left its new file: a copy of the window, taking disk space.
+  for (const char* leftover : {".tmp", ".compact"}) unlink((j->path_ + leftover).c_str());
   // Each record is handed on as it is read; a damaged file is rewritten afterwards from its good
   // bytes (before anything is served: a failure stops the start).
   MappedFile file(j->path_);
@@ -496,10 +523,9 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
     j->size_ = fstat(j->fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
     j->remember_file();
   }
-  if (j->policy_ != FsyncPolicy::Never) {
-    j->notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  j->notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (j->policy_ != FsyncPolicy::Never)
     j->syncer_ = std::thread([raw = j.get()] { raw->sync_loop(); });
-  }
   return j;
 }
 
@@ -518,6 +544,7 @@ bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std:
     return false;
   }
   size_ += bytes.size();
+  if (compaction_) compaction_->appended += bytes;
   if (auto removed = check_file()) {
     error = *removed;
     return false;
@@ -569,6 +596,7 @@ void Journal::remember_file() {
 }
 
 bool Journal::truncate_to(uint64_t size) {
+  abandon_compaction();  // what it kept aside of the file no longer holds
   if (size > size_ || ftruncate(fd_, static_cast<off_t>(size)) != 0) return false;
   size_ = size;
   return true;
@@ -674,13 +702,23 @@ bool Journal::write_file(std::span<const std::string_view> parts, bool sync_now,
     size += part.size();
     if (written) written(part);
   }
-  if (!ok) error = errno_text("cannot write the new journal file");
+  if (!ok) {
+    error = errno_text("cannot write the new journal file");
+    ::close(fd);
+    unlink(tmp.c_str());
+    return false;
+  }
+  return install(tmp, fd, size, sync_now, error);
+}
+
+// Syncs the new file `tmp` (open as `fd`, `size` bytes written) and makes it the journal; then
+// the directory is synced here with `sync_now`, else by the syncer in its next round.
+bool Journal::install(const std::string& tmp, int fd, uint64_t size, bool sync_now,
+                      std::string& error) {
   // The new file is synced before it replaces a journal that may already be on disk: otherwise a
   // crash right after the rename could leave an empty file where every message was.
-  if (ok && io_.datasync(fd) != 0) {
-    ok = false;
-    error = errno_text("cannot sync the new journal file");
-  }
+  bool ok = io_.datasync(fd) == 0;
+  if (!ok) error = errno_text("cannot sync the new journal file");
   if (ok) ok = swap_in(tmp, fd, size, error);
   if (!ok) {
     ::close(fd);
@@ -701,6 +739,118 @@ bool Journal::write_file(std::span<const std::string_view> parts, bool sync_now,
   return !sync_now || dir_synced;
 }
 
+namespace {
+
+// Encodes and writes `records` a megabyte at a time, so the thread holds one encoded megabyte
+// beside them and a cancel is heard within one write.
+bool write_records(JournalIo& io, int fd, const std::vector<JournalRecord>& records,
+                   size_t starts_kept, std::vector<uint64_t>& starts, uint64_t& size,
+                   const std::atomic<bool>& cancel) {
+  constexpr size_t kChunk = 1 << 20;
+  std::string chunk;
+  size_t first_kept = records.size() - std::min(starts_kept, records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (i >= first_kept) starts.push_back(size + chunk.size());
+    chunk += encode_record(records[i]);
+    if (chunk.size() < kChunk && i + 1 < records.size()) continue;
+    if (cancel || !write_all(io, fd, chunk)) return false;
+    size += chunk.size();
+    chunk.clear();
+  }
+  return true;
+}
+
+}  // namespace
+
+void Journal::run_compaction_round(Compaction& c) {
+  bool ok;
+  if (c.rounds == 0) {
+    ok = write_records(io_, c.fd, c.records, c.starts_kept, c.starts, c.size, c.cancel);
+    std::vector<JournalRecord>().swap(c.records);
+  } else {
+    ok = !c.cancel && write_all(io_, c.fd, c.round);
+    if (ok) c.size += c.round.size();
+    std::string().swap(c.round);
+  }
+  if (!ok) c.error = errno_text("cannot write the new journal file");
+  // Each round ends on disk, so the loop syncs no more than the last round's appends.
+  if (ok && io_.datasync(c.fd) != 0) {
+    ok = false;
+    c.error = errno_text("cannot sync the new journal file");
+  }
+  c.state.store(ok ? Compaction::Written : Compaction::Failed, std::memory_order_release);
+  notify();
+}
+
+bool Journal::start_compaction(std::vector<JournalRecord> records, size_t starts_kept,
+                               std::string& error) {
+  assert(!compaction_);
+  auto c = std::make_unique<Compaction>();
+  c->tmp = path_ + ".compact";
+  c->fd = io_.open(c->tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
+  if (c->fd < 0) {
+    error = errno_text("cannot create the new journal file");
+    return false;
+  }
+  c->records = std::move(records);
+  c->starts_kept = starts_kept;
+  c->origin = size_;
+  c->thread = std::thread([this, raw = c.get()] { run_compaction_round(*raw); });
+  compaction_ = std::move(c);
+  return true;
+}
+
+bool Journal::compaction_written() const {
+  return compaction_ && compaction_->state.load(std::memory_order_acquire) != Compaction::Running;
+}
+
+Journal::CompactionEnd Journal::finish_compaction(bool sync_now) {
+  assert(compaction_written());
+  Compaction& c = *compaction_;
+  c.thread.join();
+  CompactionEnd end;
+  if (c.rounds == 0) c.appended_at = c.size;
+  if (c.state == Compaction::Failed) {
+    end.finished = true;
+    end.error = c.error;
+    abandon_compaction();
+    return end;
+  }
+  // Much appended meanwhile: the thread writes it too, and the loop only what comes during that.
+  if (c.appended.size() > kLoopTailBytes && c.rounds < 4) {
+    c.round = std::move(c.appended);
+    c.appended.clear();
+    ++c.rounds;
+    c.state = Compaction::Running;
+    c.thread = std::thread([this, raw = &c] { run_compaction_round(*raw); });
+    return end;
+  }
+  end.finished = true;
+  end.starts = std::move(c.starts);
+  end.origin = c.origin;
+  end.appended_at = c.appended_at;
+  std::unique_ptr<Compaction> done = std::move(compaction_);
+  uint64_t renames_before = renames_;  // changed only on this thread
+  if (!write_all(io_, c.fd, c.appended)) {
+    end.error = errno_text("cannot write the new journal file");
+    ::close(c.fd);
+    unlink(c.tmp.c_str());
+    return end;
+  }
+  install(c.tmp, c.fd, c.size + c.appended.size(), sync_now, end.error);
+  end.swapped = renames_ != renames_before;
+  return end;
+}
+
+void Journal::abandon_compaction() {
+  if (!compaction_) return;
+  compaction_->cancel = true;
+  if (compaction_->thread.joinable()) compaction_->thread.join();
+  ::close(compaction_->fd);
+  unlink(compaction_->tmp.c_str());
+  compaction_.reset();
+}
+
 // Renames the synced `tmp` (open as `fd`) over the journal and makes it the file in use, all under
 // the lock: a syncer round that started on the old file then sees `renames_` move and knows the
 // old file's being unlinked is no storage failure.
@@ -719,7 +869,10 @@ bool Journal::swap_in(const std::string& tmp, int fd, uint64_t size, std::string
   return true;
 }
 
-bool Journal::recover(const std::vector<JournalRecord>& records, std::string& error) {
+bool Journal::recover(const std::function<std::vector<JournalRecord>()>& window,
+                      const std::function<void(JournalRecord&&)>& written_by_another,
+                      std::string& error) {
+  abandon_compaction();
   bool created = false;
   if (!mkdir_p(dir_, created)) {
     error = errno_text("cannot create the data directory");
@@ -730,7 +883,19 @@ bool Journal::recover(const std::vector<JournalRecord>& records, std::string& er
     return false;
   }
   if (!take_lock(error)) return false;
-  if (!rewrite(records, true, error)) return false;
+  if (lock_lost_) {
+    MappedFile file(path_);
+    if (!file.error().empty()) {
+      error = file.error();
+      return false;
+    }
+    std::vector<std::string> warnings;
+    bool damaged = false;
+    decode_records(file.bytes(), warnings, damaged,
+                   [&](JournalRecord&& r, std::string_view) { written_by_another(std::move(r)); });
+    lock_lost_ = false;
+  }
+  if (!rewrite(window(), true, error)) return false;
   std::lock_guard<std::mutex> lock(mu_);
   sync_error_.clear();
   cv_.notify_one();

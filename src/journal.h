@@ -18,7 +18,8 @@
 // Start-up reads every record; a torn or corrupt tail is cut off, damage in the middle is skipped
 // to the next valid record and leaves a floor without a room in its place (its messages' rooms
 // are unknown); either way the file is rewritten clean and a warning says what was lost.
-// rewrite() replaces the file with a given window of records (compaction and recovery).
+// rewrite() replaces the file with a given window of records (recovery); a compaction does the
+// same on a background thread while appends go on (start_compaction()).
 //
 // Errors are reported, never swallowed: a failed write or a deleted file fails append(); a failed
 // fdatasync stops the durable sequence from advancing and is kept in SyncState::error until
@@ -85,7 +86,8 @@ void decode_records(std::string_view bytes, std::vector<std::string>& warnings, 
                     const RecordVisitor& visit);
 
 // The system calls the journal makes, replaceable so tests can inject disk failures.
-// datasync() runs on the syncer thread: an override must be thread-safe.
+// datasync() runs on the syncer thread, and open(), write() and datasync() on a compaction's
+// thread: an override must be thread-safe.
 class JournalIo {
  public:
   virtual ~JournalIo() = default;
@@ -129,12 +131,39 @@ class Journal {
   bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
                std::vector<uint64_t>* starts = nullptr);
 
-  // After a failure: recreates the data directory if it is gone, takes the lock again if its file
-  // was removed, rewrites `records` and syncs everything, and clears the sync error.
-  bool recover(const std::vector<JournalRecord>& records, std::string& error);
+  // Compaction without stalling the loop: a background thread writes `records` to a new file
+  // and syncs it, while appends go on to the journal and are kept aside as well. Once notified
+  // (notify_fd) and compaction_written(), finish_compaction() on the loop adds what was appended
+  // meanwhile (in more rounds on the thread while that is over kLoopTailBytes), syncs it and
+  // renames the new file over the journal. One at a time; a failure, truncate_to() or recover()
+  // abandons it. `starts_kept`: how many of the last records' new offsets to report.
+  static constexpr size_t kLoopTailBytes = 1 << 20;
+  bool start_compaction(std::vector<JournalRecord> records, size_t starts_kept, std::string& error);
+  bool compacting() const { return compaction_ != nullptr; }
+  bool compaction_written() const;
+  struct CompactionEnd {
+    bool finished = false;  // false: another round runs on the thread
+    bool swapped = false;   // the new file is in use (also when syncing its directory failed)
+    std::string error;      // empty: compacted
+    // Where records are in the new file once swapped: the last `starts_kept` records given, and
+    // what was appended since, which starts at `origin` of the old file and `appended_at` of
+    // the new one.
+    std::vector<uint64_t> starts;
+    uint64_t origin = 0;
+    uint64_t appended_at = 0;
+  };
+  CompactionEnd finish_compaction(bool sync_now);
+  void abandon_compaction();
 
-  // Readable (eventfd) when the durable sequence advanced under --fsync always, or a sync
-  // failed. -1 under --fsync never.
+  // After a failure: recreates the data directory if it is gone, takes the lock again if its file
+  // was removed, rewrites `window()` and syncs everything, and clears the sync error. When another
+  // sse-chat held the directory meanwhile, every record of the journal it leaves goes to
+  // `written_by_another` first (it may have acknowledged messages there).
+  bool recover(const std::function<std::vector<JournalRecord>()>& window,
+               const std::function<void(JournalRecord&&)>& written_by_another, std::string& error);
+
+  // Readable (eventfd) when the durable sequence advanced under --fsync always, a sync failed, or
+  // a compaction round ended.
   int notify_fd() const { return notify_fd_; }
   void drain_notifications();
   struct SyncState {
@@ -163,6 +192,9 @@ class Journal {
   std::optional<std::string> check_linked(int fd);
   void remember_file();
   bool swap_in(const std::string& tmp, int fd, uint64_t size, std::string& error);
+  struct Compaction;
+  void run_compaction_round(Compaction& c);
+  bool install(const std::string& tmp, int fd, uint64_t size, bool sync_now, std::string& error);
   // rewrite() of bytes already encoded, `parts` one after the other; `written` hears of each part
   // once it is in the new file.
   bool write_file(std::span<const std::string_view> parts, bool sync_now, std::string& error,
@@ -180,7 +212,8 @@ class Journal {
   dev_t file_dev_ = 0;
   ino_t file_ino_ = 0;
   int lock_fd_ = -1;
-  int notify_fd_ = -1;  // eventfd
+  bool lock_lost_ = false;  // another process held the lock since we last read the file
+  int notify_fd_ = -1;      // eventfd
   uint64_t size_ = 0;
 
   std::mutex mu_;  // guards fd_ swaps against the syncer, and the fields below
@@ -193,6 +226,7 @@ class Journal {
   std::string sync_error_;       // empty while syncs succeed
   bool stopping_ = false;
   std::thread syncer_;
+  std::unique_ptr<Compaction> compaction_;  // the one under way, owned by the loop
 };
 
 }  // namespace sse

@@ -191,6 +191,7 @@ void LocalBroker::on_journal_notice() {
     committed = true;
   }
   if (state.error) return fail(*state.error);
+  if (journal_->compaction_written()) finish_compaction();
   if (committed) compact_if_needed();
 }
 
@@ -202,6 +203,7 @@ void LocalBroker::fail(const std::string& reason) {
     log::error("journal failed; POSTs are refused until it recovers", "error", reason, "data_dir",
                options_.data_dir);
   failure_ = reason;
+  journal_->abandon_compaction();  // recovery writes everything anyway
   if (!pending_.empty() && !journal_->truncate_to(pending_.front().offset))
     log::warn("could not cut refused messages from the journal; recovery will", "data_dir",
               options_.data_dir);
@@ -238,7 +240,9 @@ void LocalBroker::tick() {
 void LocalBroker::try_recover() {
   if (!journal_) return;
   std::string error;
-  if (!journal_->recover(window_records(), error)) {
+  auto window = [this] { return window_records(); };
+  auto adopt = [this](JournalRecord&& r) { adopt_record(std::move(r)); };
+  if (!journal_->recover(window, adopt, error)) {
     log::debug("journal still failing", "error", error);
     return;
   }
@@ -248,20 +252,49 @@ void LocalBroker::try_recover() {
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
 }
 
+// Started here, written by the journal's thread while the loop goes on, finished when it says so.
+// A record of the journal another sse-chat wrote while it held the data directory: the ids it
+// gave past ours are messages it acknowledged, so they are committed here (and reach the streams)
+// before the journal is rewritten from memory; ids are never given again.
+void LocalBroker::adopt_record(JournalRecord&& r) {
+  if (r.id < next_id_) return;
+  next_id_ = r.id + 1;
+  if (r.floor) return;
+  log::warn("adopting a message another sse-chat acknowledged in this data directory", "id", r.id,
+            "room", r.room);
+  FrameRef frame = message_frame(r.id, r.json);
+  commit({r.id, std::move(r.nonce_key), std::move(r.room), std::move(frame)}, false);
+}
+
 void LocalBroker::compact_if_needed() {
-  if (!journal_ || !failure_.empty() || journal_->size_bytes() <= compact_at_) return;
+  if (!journal_ || !failure_.empty() || journal_->compacting() ||
+      journal_->size_bytes() <= compact_at_)
+    return;
   std::string error;
-  std::vector<uint64_t> starts;
-  bool ok = journal_->rewrite(window_records(), journal_->policy() == FsyncPolicy::Always, error,
-                              &starts);
-  // Once the new file is in use (even if syncing its directory then failed), the messages waiting
-  // for the disk are its last records: where they start now, so a failure cuts only them.
-  if (!starts.empty()) {
-    size_t first_pending = starts.size() - pending_.size();
-    for (size_t i = 0; i < pending_.size(); ++i) pending_[i].offset = starts[first_pending + i];
-  }
-  if (!ok) return fail("journal compaction failed: " + error);
+  if (!journal_->start_compaction(window_records(), pending_.size(), error))
+    fail("journal compaction failed: " + error);
+}
+
+void LocalBroker::finish_compaction() {
+  Journal::CompactionEnd end =
+      journal_->finish_compaction(journal_->policy() == FsyncPolicy::Always);
+  if (!end.finished) return;
+  if (end.swapped) move_pending_offsets(end);
+  if (!end.error.empty()) return fail("journal compaction failed: " + end.error);
   compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
+}
+
+// Once the new file is in use (even if syncing its directory then failed), a failure must cut
+// the messages waiting for the disk where their records are now: those that waited when the
+// compaction started are the last records it was given; those written since were appended to it
+// in the same order.
+void LocalBroker::move_pending_offsets(const Journal::CompactionEnd& end) {
+  size_t carried = 0;
+  while (carried < pending_.size() && pending_[carried].offset < end.origin) ++carried;
+  size_t first = end.starts.size() - carried;
+  for (size_t i = 0; i < pending_.size(); ++i)
+    pending_[i].offset =
+        i < carried ? end.starts[first + i] : end.appended_at + (pending_[i].offset - end.origin);
 }
 
 // The floors (the highest id issued with what every room the hub does not know lost, and how far

@@ -45,6 +45,8 @@ class LocalBroker final : public Broker {
                      size_t max_bytes, BackfillDone done) override;
   std::optional<std::string> unavailable() const override;
   bool idle() const override { return pending_.empty() && unwritten_.empty(); }
+  // A compaction's thread is writing the new file (the loop finishes it when told).
+  bool compacting() const { return journal_ && journal_->compacting(); }
   void tick() override;
   BrokerStats stats() const override;
   void room_forgotten(std::string_view room, uint64_t through) override;
@@ -80,7 +82,10 @@ class LocalBroker final : public Broker {
   void on_journal_notice();
   void fail(const std::string& reason);
   void try_recover();
+  void adopt_record(JournalRecord&& r);
   void compact_if_needed();
+  void finish_compaction();
+  void move_pending_offsets(const Journal::CompactionEnd& end);
   std::vector<JournalRecord> window_records() const;
 
   Reactor& reactor_;

@@ -48,7 +48,8 @@ struct FaultyIo : sse::JournalIo {
     return JournalIo::write(fd, data, len);
   }
   int datasync(int fd) override {
-    bool syncer = std::this_thread::get_id() != loop_thread;
+    bool syncer =
+        std::this_thread::get_id() != loop_thread && !testing_support::is_compaction_file(fd);
     if (hold_datasync && syncer) {
       ++syncer_waiting;
       while (hold_datasync && datasync_permits == 0)

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 using sse::decode_records;
 using sse::encode_record;
@@ -238,5 +239,94 @@ TEST(JournalFile, LoadingHoldsTheRecordsNotTheFileBesideThem) {
   EXPECT_LT(loading, records_alone + static_cast<long>(file_bytes) / 2)
       << "records alone " << records_alone << ", file " << file_bytes;
   journal.reset();
+  std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+std::string journal_dir() {
+  char tmpl[] = "/tmp/sse-journal-XXXXXX";
+  return mkdtemp(tmpl);
+}
+
+std::unique_ptr<sse::Journal> open_journal(const std::string& dir,
+                                           std::vector<JournalRecord>* read = nullptr) {
+  sse::JournalLoad load;
+  std::string error;
+  auto journal = sse::Journal::open(
+      {dir, sse::FsyncPolicy::EverySec, nullptr},
+      [&](JournalRecord&& r) {
+        if (read) read->push_back(std::move(r));
+      },
+      load, error);
+  EXPECT_TRUE(journal) << error;
+  return journal;
+}
+
+JournalRecord message(uint64_t id) {
+  return {id, "", "general", R"({"id":)" + std::to_string(id) + "}"};
+}
+
+}  // namespace
+
+// A rewrite a crash interrupted leaves its new file beside the journal: removed at the next start.
+TEST(JournalFile, ANewFileLeftByACrashIsRemovedAtStart) {
+  std::string dir = journal_dir();
+  for (const char* name : {"/journal.tmp", "/journal.compact"})
+    std::ofstream(dir + name) << std::string(4096, 'x');
+  auto journal = open_journal(dir);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/journal.tmp"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/journal.compact"));
+  journal.reset();
+  std::filesystem::remove_all(dir);
+}
+
+// A compaction writes the given records on its thread while appends go on; the new file holds them
+// followed by everything appended meanwhile, at the offsets finish_compaction() reports.
+TEST(JournalFile, ACompactionKeepsWhatWasAppendedMeanwhileAtTheOffsetsItReports) {
+  std::string dir = journal_dir();
+  auto journal = open_journal(dir);
+  uint64_t seq = 0;
+  std::string error;
+  for (uint64_t id = 1; id <= 100; ++id) ASSERT_TRUE(journal->append(message(id), seq, error));
+  std::vector<JournalRecord> window;
+  for (uint64_t id = 91; id <= 100; ++id) window.push_back(message(id));
+  ASSERT_TRUE(journal->start_compaction(window, 2, error)) << error;
+  uint64_t origin = journal->size_bytes();
+  std::vector<uint64_t> appended_at;
+  for (uint64_t id = 101; id <= 110; ++id) {
+    appended_at.push_back(journal->size_bytes());
+    ASSERT_TRUE(journal->append(message(id), seq, error));
+  }
+  while (!journal->compaction_written()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  sse::Journal::CompactionEnd end = journal->finish_compaction(false);
+  ASSERT_TRUE(end.finished);
+  ASSERT_TRUE(end.swapped);
+  EXPECT_EQ(end.error, "");
+  EXPECT_FALSE(journal->compacting());
+  EXPECT_EQ(end.origin, origin);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/journal.compact"));
+  ASSERT_TRUE(journal->append(message(111), seq, error));  // into the new file
+  journal.reset();
+
+  std::ifstream in(dir + "/journal", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  auto record_at = [&](uint64_t offset) {
+    std::vector<std::string> warnings;
+    bool damaged = false;
+    auto rs = decode_records(std::string_view(bytes).substr(offset), warnings, damaged);
+    return rs.empty() ? 0 : rs.front().id;
+  };
+  ASSERT_EQ(end.starts.size(), 2u);
+  EXPECT_EQ(record_at(end.starts[0]), 99u);
+  EXPECT_EQ(record_at(end.starts[1]), 100u);
+  for (size_t i = 0; i < appended_at.size(); ++i)
+    EXPECT_EQ(record_at(end.appended_at + (appended_at[i] - end.origin)), 101 + i);
+  std::vector<JournalRecord> read;
+  auto reopened = open_journal(dir, &read);
+  std::vector<uint64_t> expected;
+  for (uint64_t id = 91; id <= 111; ++id) expected.push_back(id);
+  EXPECT_EQ(ids(read), expected);
+  reopened.reset();
   std::filesystem::remove_all(dir);
 }
