@@ -123,7 +123,7 @@ std::optional<http::Response> HttpPolicy::preflight(const Request& req) const {
     return std::nullopt;
   http::Response r;
   r.status = 204;
-  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST");
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, HEAD, POST");
   r.headers.emplace_back("Access-Control-Allow-Headers",
                          "Content-Type, Authorization, Last-Event-ID");
   r.headers.emplace_back("Access-Control-Max-Age", "600");
@@ -221,7 +221,7 @@ void HttpPolicy::open_stream(Connection& conn, const Request& req,
   if (context_of(req).cors) http::allow_origin(r, config_.cors_origin);
   std::string head = http::serialize(r);
   std::string opening = fresh_from ? opening_event(retry_with_jitter(), *fresh_from)
-                                   : retry_event(retry_with_jitter());
+                                   : retry_line(retry_with_jitter());
   metrics_.count_response(200);
   log_access(conn.client_ip, req.method_name, req.path, 200, 0);
   conn.start_stream(head, opening, !req.http10);  // last: the request goes with the parser

@@ -77,10 +77,10 @@ uint64_t frame_id(const Frame& frame) {
   return id;
 }
 
-std::string retry_event(uint32_t retry_ms) {
+std::string retry_line(uint32_t retry_ms) {
   std::string out = "retry: ";
   json::append_uint(out, retry_ms);
-  out += "\n\n";
+  out += '\n';
   return out;
 }
 

@@ -47,8 +47,10 @@ std::string_view frame_json(const Frame& frame);
 // The id a frame made by message_frame carries.
 uint64_t frame_id(const Frame& frame);
 
-// "retry: <ms>\n\n": opens every stream.
-std::string retry_event(uint32_t retry_ms);
+// "retry: <ms>\n": opens a stream that resumes. A line, not a block of its own: it joins the
+// first event that follows, since a block with no data makes some clients (httpx-sse,
+// @microsoft/fetch-event-source) report an empty message.
+std::string retry_line(uint32_t retry_ms);
 
 // "retry: <ms>\nid: <id>\nevent: ready\ndata: {"newest":<id>}\n\n": opens a stream that resumes
 // from nowhere, so that its client has an id to come back with even if it loses the stream before

@@ -144,6 +144,7 @@ TEST(Http11, NoContentCarriesNoContentLength) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 204);
   EXPECT_EQ(r->headers.count("content-length"), 0u);
+  EXPECT_EQ(r->header("access-control-allow-methods"), "GET, HEAD, POST");
   ASSERT_TRUE(c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));  // framing holds
   auto next = c.read_response();
   ASSERT_TRUE(next);

@@ -529,3 +529,28 @@ TEST(Core, HelpAndVersion) {
   EXPECT_NE(pclose(p), 0);
   EXPECT_NE(out.find("unknown option --bogus"), std::string::npos);
 }
+
+// A resumed stream starts with its retry time as a line joined to the first event, never as a
+// block of its own: clients such as httpx-sse and @microsoft/fetch-event-source report an empty
+// message for a block without data, and one that parses every message's data then fails.
+TEST(Core, AResumedStreamOpensWithNoEmptyBlock) {
+  ServerProcess server({"--retry", "3000"});
+  ASSERT_EQ(post_message(server.port(), "u", "one"), 1u);
+  ASSERT_EQ(post_message(server.port(), "u", "two"), 2u);
+  for (std::string target : {"/events?lastEventId=1", "/events?lastEventId=2"}) {
+    Client c(server.port());
+    c.send("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_TRUE(c.read_head());
+    bool replays = target.ends_with("=1");
+    if (!replays) {
+      ASSERT_EQ(post_message(server.port(), "u", "three"), 3u);
+    }
+    while (c.buffer().find("\n\n") == std::string::npos) ASSERT_TRUE(c.fill());
+    std::string block = c.buffer().substr(0, c.buffer().find("\n\n") + 2);
+    ASSERT_TRUE(block.starts_with("retry: ")) << block;
+    std::string rest = block.substr(block.find('\n') + 1);
+    // Heartbeats may come between: comment lines, which join the block as well.
+    while (rest.starts_with(": ")) rest = rest.substr(rest.find('\n') + 1);
+    EXPECT_TRUE(rest.starts_with(replays ? "id: 2\ndata: {" : "id: 3\ndata: {")) << block;
+  }
+}

@@ -47,7 +47,7 @@ TEST(Sse, MessageFrameIsOneEventWithIdAndJsonData) {
 }
 
 TEST(Sse, ControlEvents) {
-  EXPECT_EQ(sse::retry_event(2000), "retry: 2000\n\n");
+  EXPECT_EQ(sse::retry_line(2000), "retry: 2000\n");
   EXPECT_EQ(sse::reset_event("a", 5, 9),
             "event: reset\ndata: {\"room\":\"a\",\"oldest\":5,\"newest\":9}\n\n");
   EXPECT_EQ(sse::presence_event("general", 3, {"alice", "bob"}),
