@@ -325,17 +325,22 @@ std::string encode_record(const JournalRecord& r) {
     body += r.room;
     return frame_record(kMagicFloor, body);
   }
+  return encode_message(r.id, r.nonce_key, r.room, r.json);
+}
+
+std::string encode_message(uint64_t id, std::string_view nonce_key, std::string_view room,
+                           std::string_view json) {
   // The broker refuses longer keys; cutting one would make it match another message's.
-  assert(r.nonce_key.size() <= kMaxNonceKeyBytes);
-  assert(!room_name_error(r.room));
+  assert(nonce_key.size() <= kMaxNonceKeyBytes);
+  assert(!room_name_error(room));
   std::string body;
-  body.reserve(11 + r.nonce_key.size() + r.room.size() + r.json.size());
-  put_u64(body, r.id);
-  put_u16(body, static_cast<uint16_t>(r.nonce_key.size()));
-  body += r.nonce_key;
-  body.push_back(static_cast<char>(r.room.size()));
-  body += r.room;
-  body += r.json;
+  body.reserve(11 + nonce_key.size() + room.size() + json.size());
+  put_u64(body, id);
+  put_u16(body, static_cast<uint16_t>(nonce_key.size()));
+  body += nonce_key;
+  body.push_back(static_cast<char>(room.size()));
+  body += room;
+  body += json;
   return frame_record(kMagic, body);
 }
 
@@ -420,14 +425,15 @@ void decode_records(std::string_view bytes, std::vector<std::string>& warnings, 
   }
 }
 
-// A compaction under way. The thread owns `records`, `round` and the file's writing while
-// `state` is Running; the loop owns the rest, and all of it once the thread is joined.
+// A compaction under way. While `state` is Running the thread reads `window` (whose frames only
+// the loop retains and releases) and owns `round` and the file's writing; the loop owns the rest,
+// and all of it once the thread is joined.
 struct Journal::Compaction {
   enum State { Running, Written, Failed };
   std::string tmp;
   int fd = -1;
-  std::vector<JournalRecord> records;  // the first round's
-  std::string round;                   // a later round's: what was appended meanwhile
+  CompactionWindow window;  // the first round's
+  std::string round;        // a later round's: what was appended meanwhile
   size_t starts_kept = 0;
   std::vector<uint64_t> starts;  // of the last `starts_kept` records
   uint64_t size = 0;             // written to the new file
@@ -741,32 +747,53 @@ bool Journal::install(const std::string& tmp, int fd, uint64_t size, bool sync_n
 
 namespace {
 
-// Encodes and writes `records` a megabyte at a time, so the thread holds one encoded megabyte
-// beside them and a cancel is heard within one write.
-bool write_records(JournalIo& io, int fd, const std::vector<JournalRecord>& records,
-                   size_t starts_kept, std::vector<uint64_t>& starts, uint64_t& size,
-                   const std::atomic<bool>& cancel) {
-  constexpr size_t kChunk = 1 << 20;
-  std::string chunk;
-  size_t first_kept = records.size() - std::min(starts_kept, records.size());
-  for (size_t i = 0; i < records.size(); ++i) {
-    if (i >= first_kept) starts.push_back(size + chunk.size());
-    chunk += encode_record(records[i]);
-    if (chunk.size() < kChunk && i + 1 < records.size()) continue;
-    if (cancel || !write_all(io, fd, chunk)) return false;
-    size += chunk.size();
-    chunk.clear();
+// Encodes and writes the window a megabyte at a time, so the thread holds one encoded megabyte and
+// a cancel is heard within one write.
+class ChunkWriter {
+ public:
+  ChunkWriter(JournalIo& io, int fd, uint64_t& size, const std::atomic<bool>& cancel)
+      : io_(io), fd_(fd), size_(size), cancel_(cancel) {}
+  uint64_t offset() const { return size_ + chunk_.size(); }
+  bool add(std::string encoded) {
+    chunk_ += encoded;
+    return chunk_.size() < kChunk || flush();
   }
-  return true;
-}
+  bool flush() {
+    if (cancel_ || !write_all(io_, fd_, chunk_)) return false;
+    size_ += chunk_.size();
+    chunk_.clear();
+    return true;
+  }
+
+ private:
+  static constexpr size_t kChunk = 1 << 20;
+  JournalIo& io_;
+  int fd_;
+  uint64_t& size_;
+  const std::atomic<bool>& cancel_;
+  std::string chunk_;
+};
 
 }  // namespace
+
+bool Journal::write_window(Compaction& c) {
+  ChunkWriter out(io_, c.fd, c.size, c.cancel);
+  for (const JournalRecord& floor : c.window.floors)
+    if (!out.add(encode_record(floor))) return false;
+  const auto& messages = c.window.messages;
+  size_t first_kept = messages.size() - std::min(c.starts_kept, messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (i >= first_kept) c.starts.push_back(out.offset());
+    const CompactionWindow::Message& m = messages[i];
+    if (!out.add(encode_message(m.id, m.nonce_key, m.room, m.json))) return false;
+  }
+  return out.flush();
+}
 
 void Journal::run_compaction_round(Compaction& c) {
   bool ok;
   if (c.rounds == 0) {
-    ok = write_records(io_, c.fd, c.records, c.starts_kept, c.starts, c.size, c.cancel);
-    std::vector<JournalRecord>().swap(c.records);
+    ok = write_window(c);
   } else {
     ok = !c.cancel && write_all(io_, c.fd, c.round);
     if (ok) c.size += c.round.size();
@@ -782,8 +809,7 @@ void Journal::run_compaction_round(Compaction& c) {
   notify();
 }
 
-bool Journal::start_compaction(std::vector<JournalRecord> records, size_t starts_kept,
-                               std::string& error) {
+bool Journal::start_compaction(CompactionWindow window, size_t starts_kept, std::string& error) {
   assert(!compaction_);
   auto c = std::make_unique<Compaction>();
   c->tmp = path_ + ".compact";
@@ -792,7 +818,7 @@ bool Journal::start_compaction(std::vector<JournalRecord> records, size_t starts
     error = errno_text("cannot create the new journal file");
     return false;
   }
-  c->records = std::move(records);
+  c->window = std::move(window);
   c->starts_kept = starts_kept;
   c->origin = size_;
   c->thread = std::thread([this, raw = c.get()] { run_compaction_round(*raw); });
@@ -809,7 +835,10 @@ Journal::CompactionEnd Journal::finish_compaction(bool sync_now) {
   Compaction& c = *compaction_;
   c.thread.join();
   CompactionEnd end;
-  if (c.rounds == 0) c.appended_at = c.size;
+  if (c.rounds == 0) {
+    c.appended_at = c.size;
+    c.window = {};  // the frames' counts are the loop's to change
+  }
   if (c.state == Compaction::Failed) {
     end.finished = true;
     end.error = c.error;

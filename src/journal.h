@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "config.h"
+#include "frame.h"
 
 namespace sse {
 
@@ -59,6 +60,21 @@ inline JournalRecord floor_record(uint64_t high_water, std::string room, uint64_
 
 inline constexpr size_t kMaxNonceKeyBytes = 65535;
 
+// What a compaction writes: the floors, then the messages, whose JSON stays in the frames they
+// were sent as. The loop keeps the frames (their counts are not atomic); the compaction's thread
+// only reads their bytes.
+struct CompactionWindow {
+  struct Message {
+    uint64_t id;
+    std::string nonce_key;
+    std::string room;
+    std::string_view json;  // in one of `frames`
+  };
+  std::vector<JournalRecord> floors;
+  std::vector<Message> messages;
+  std::vector<FrameRef> frames;
+};
+
 struct JournalLoad {
   size_t records = 0;
   uint64_t last_id = 0;
@@ -67,6 +83,8 @@ struct JournalLoad {
 
 // Encodes one record (exposed for tests and the fuzzer).
 std::string encode_record(const JournalRecord& r);
+std::string encode_message(uint64_t id, std::string_view nonce_key, std::string_view room,
+                           std::string_view json);
 // `records` one after the other; `starts`, when given, gets where each starts, counted from
 // `offset`.
 std::string encode_records(std::span<const JournalRecord> records, uint64_t offset,
@@ -131,21 +149,21 @@ class Journal {
   bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
                std::vector<uint64_t>* starts = nullptr);
 
-  // Compaction without stalling the loop: a background thread writes `records` to a new file
+  // Compaction without stalling the loop: a background thread writes `window` to a new file
   // and syncs it, while appends go on to the journal and are kept aside as well. Once notified
   // (notify_fd) and compaction_written(), finish_compaction() on the loop adds what was appended
   // meanwhile (in more rounds on the thread while that is over kLoopTailBytes), syncs it and
   // renames the new file over the journal. One at a time; a failure, truncate_to() or recover()
   // abandons it. `starts_kept`: how many of the last records' new offsets to report.
   static constexpr size_t kLoopTailBytes = 1 << 20;
-  bool start_compaction(std::vector<JournalRecord> records, size_t starts_kept, std::string& error);
+  bool start_compaction(CompactionWindow window, size_t starts_kept, std::string& error);
   bool compacting() const { return compaction_ != nullptr; }
   bool compaction_written() const;
   struct CompactionEnd {
     bool finished = false;  // false: another round runs on the thread
     bool swapped = false;   // the new file is in use (also when syncing its directory failed)
     std::string error;      // empty: compacted
-    // Where records are in the new file once swapped: the last `starts_kept` records given, and
+    // Where records are in the new file once swapped: the last `starts_kept` messages given, and
     // what was appended since, which starts at `origin` of the old file and `appended_at` of
     // the new one.
     std::vector<uint64_t> starts;
@@ -194,6 +212,7 @@ class Journal {
   bool swap_in(const std::string& tmp, int fd, uint64_t size, std::string& error);
   struct Compaction;
   void run_compaction_round(Compaction& c);
+  bool write_window(Compaction& c);
   bool install(const std::string& tmp, int fd, uint64_t size, bool sync_now, std::string& error);
   // rewrite() of bytes already encoded, `parts` one after the other; `written` hears of each part
   // once it is in the new file.

@@ -271,7 +271,7 @@ void LocalBroker::compact_if_needed() {
       journal_->size_bytes() <= compact_at_)
     return;
   std::string error;
-  if (!journal_->start_compaction(window_records(), pending_.size(), error))
+  if (!journal_->start_compaction(compaction_window(), pending_.size(), error))
     fail("journal compaction failed: " + error);
 }
 
@@ -297,10 +297,9 @@ void LocalBroker::move_pending_offsets(const Journal::CompactionEnd& end) {
         i < carried ? end.starts[first + i] : end.appended_at + (pending_[i].offset - end.origin);
 }
 
-// The floors (the highest id issued with what every room the hub does not know lost, and how far
-// back each room no longer reaches), what the hub keeps (with the nonces still remembered for
-// those messages), then what waits for the disk: everything a rewritten journal must hold.
-std::vector<JournalRecord> LocalBroker::window_records() const {
+// The floors: the highest id issued with what every room the hub does not know lost, and how far
+// back each room no longer reaches.
+std::vector<JournalRecord> LocalBroker::floor_records() const {
   std::vector<JournalRecord> records;
   records.push_back(floor_record(next_id_ - 1, "", 0));
   sink_.for_each_floor([&](std::string_view room, uint64_t through) {
@@ -309,15 +308,42 @@ std::vector<JournalRecord> LocalBroker::window_records() const {
     else
       records.push_back(floor_record(next_id_ - 1, std::string(room), through));
   });
+  return records;
+}
+
+// What the hub keeps (with the nonces still remembered for those messages), then what waits for
+// the disk: every message a rewritten journal must hold, in id order.
+void LocalBroker::for_each_window_message(const WindowVisitor& visit) const {
   auto nonce = nonce_order_.begin();
+  static const std::string kNoNonce;
   sink_.for_each_kept([&](uint64_t id, std::string_view room, const FrameRef& frame) {
     while (nonce != nonce_order_.end() && nonce->first < id) ++nonce;
     bool has_nonce = nonce != nonce_order_.end() && nonce->first == id;
-    records.push_back({id, has_nonce ? nonce->second : std::string(), std::string(room),
-                       std::string(frame_json(*frame.get()))});
+    visit(id, has_nonce ? nonce->second : kNoNonce, room, frame);
   });
-  for (const Pending& p : pending_) records.push_back(record_of(p.message));
+  for (const Pending& p : pending_)
+    visit(p.message.id, p.message.nonce_key, p.message.room, p.message.frame);
+}
+
+std::vector<JournalRecord> LocalBroker::window_records() const {
+  std::vector<JournalRecord> records = floor_records();
+  for_each_window_message([&](uint64_t id, const std::string& nonce_key, std::string_view room,
+                              const FrameRef& frame) {
+    records.push_back({id, nonce_key, std::string(room), std::string(frame_json(*frame.get()))});
+  });
   return records;
+}
+
+// The same, with each message's JSON left in its frame: the loop copies no message to compact.
+CompactionWindow LocalBroker::compaction_window() const {
+  CompactionWindow window;
+  window.floors = floor_records();
+  for_each_window_message(
+      [&](uint64_t id, const std::string& nonce_key, std::string_view room, const FrameRef& frame) {
+        window.messages.push_back({id, nonce_key, std::string(room), frame_json(*frame.get())});
+        window.frames.push_back(frame);
+      });
+  return window;
 }
 
 void LocalBroker::read_history(std::string room, PageRange range, HistoryDone done) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -86,7 +87,12 @@ class LocalBroker final : public Broker {
   void compact_if_needed();
   void finish_compaction();
   void move_pending_offsets(const Journal::CompactionEnd& end);
+  std::vector<JournalRecord> floor_records() const;
+  using WindowVisitor = std::function<void(uint64_t id, const std::string& nonce_key,
+                                           std::string_view room, const FrameRef& frame)>;
+  void for_each_window_message(const WindowVisitor& visit) const;
   std::vector<JournalRecord> window_records() const;
+  CompactionWindow compaction_window() const;
 
   Reactor& reactor_;
   CommitSink& sink_;

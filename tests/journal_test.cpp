@@ -289,9 +289,13 @@ TEST(JournalFile, ACompactionKeepsWhatWasAppendedMeanwhileAtTheOffsetsItReports)
   uint64_t seq = 0;
   std::string error;
   for (uint64_t id = 1; id <= 100; ++id) ASSERT_TRUE(journal->append(message(id), seq, error));
-  std::vector<JournalRecord> window;
-  for (uint64_t id = 91; id <= 100; ++id) window.push_back(message(id));
-  ASSERT_TRUE(journal->start_compaction(window, 2, error)) << error;
+  sse::CompactionWindow window;
+  window.floors.push_back(sse::floor_record(100, "", 90));
+  for (uint64_t id = 91; id <= 100; ++id) {  // the JSON stays in the frames
+    window.frames.emplace_back(message(id).json);
+    window.messages.push_back({id, "", "general", window.frames.back().get()->bytes()});
+  }
+  ASSERT_TRUE(journal->start_compaction(std::move(window), 2, error)) << error;
   uint64_t origin = journal->size_bytes();
   std::vector<uint64_t> appended_at;
   for (uint64_t id = 101; id <= 110; ++id) {
@@ -326,7 +330,11 @@ TEST(JournalFile, ACompactionKeepsWhatWasAppendedMeanwhileAtTheOffsetsItReports)
   auto reopened = open_journal(dir, &read);
   std::vector<uint64_t> expected;
   for (uint64_t id = 91; id <= 111; ++id) expected.push_back(id);
-  EXPECT_EQ(ids(read), expected);
+  EXPECT_EQ(message_ids(read), expected);
+  ASSERT_FALSE(read.empty());
+  EXPECT_TRUE(read.front().floor);
+  EXPECT_EQ(read.front().through, 90u);
+  EXPECT_EQ(read.back().json, message(111).json);
   reopened.reset();
   std::filesystem::remove_all(dir);
 }
