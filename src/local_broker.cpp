@@ -281,7 +281,11 @@ void LocalBroker::finish_compaction() {
   if (!end.finished) return;
   if (end.swapped) move_pending_offsets(end);
   if (!end.error.empty()) return fail("journal compaction failed: " + end.error);
-  compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
+  // Twice what the rewrite had to write, not what came meanwhile besides: the journal stays near
+  // that however much arrives during rewrites, and each rewrite follows at least as many bytes
+  // appended as it writes.
+  compact_at_ = std::max(options_.journal_max_bytes, end.appended_at * 2);
+  compact_if_needed();
 }
 
 // Once the new file is in use (even if syncing its directory then failed), a failure must cut

@@ -45,7 +45,9 @@ class LocalBroker final : public Broker {
   void read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
                      size_t max_bytes, BackfillDone done) override;
   std::optional<std::string> unavailable() const override;
-  bool idle() const override { return pending_.empty() && unwritten_.empty(); }
+  // A compaction under way counts: a graceful stop lets it finish rather than leave the journal
+  // at its longest.
+  bool idle() const override { return pending_.empty() && unwritten_.empty() && !compacting(); }
   // A compaction's thread is writing the new file (the loop finishes it when told).
   bool compacting() const { return journal_ && journal_->compacting(); }
   void tick() override;
