@@ -472,9 +472,10 @@ bool Journal::take_lock(std::string& error) {
   struct stat held;
   if (lock_fd_ >= 0 && fstat(lock_fd_, &held) == 0 && path_names(path, held)) return true;
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  // The lock we held was removed: another sse-chat may have held the directory since, even if it
+  // has gone again, so what the journal holds now must be read before ours is written over it.
+  if (lock_fd_ >= 0) lock_lost_ = true;
   if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    // Another sse-chat took the directory from us: what it wrote must be read before ours.
-    if (fd >= 0 && lock_fd_ >= 0) lock_lost_ = true;
     if (fd >= 0) ::close(fd);
     error = "data dir " + dir_ + " is in use by another sse-chat (or not writable)";
     return false;
@@ -530,6 +531,10 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
     j->remember_file();
   }
   j->notify_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (j->notify_fd_ < 0) {
+    error = errno_text("cannot create the journal's eventfd");
+    return nullptr;
+  }
   if (j->policy_ != FsyncPolicy::Never)
     j->syncer_ = std::thread([raw = j.get()] { raw->sync_loop(); });
   return j;
@@ -583,8 +588,10 @@ std::optional<std::string> Journal::check_file() {
 
 std::optional<std::string> Journal::check_lock() {
   std::string error;
-  if (take_lock(error)) return std::nullopt;
-  return error;
+  if (!take_lock(error)) return error;
+  if (lock_lost_)
+    return "the data directory's lock was removed: another sse-chat may have written here";
+  return std::nullopt;
 }
 
 std::optional<std::string> Journal::check_size() {
@@ -809,6 +816,16 @@ void Journal::run_compaction_round(Compaction& c) {
   notify();
 }
 
+bool Journal::launch_round(Compaction& c, std::string& error) {
+  try {
+    c.thread = std::thread([this, raw = &c] { run_compaction_round(*raw); });
+    return true;
+  } catch (const std::system_error& e) {
+    error = std::string("cannot start the compaction's thread: ") + e.what();
+    return false;
+  }
+}
+
 bool Journal::start_compaction(CompactionWindow window, size_t starts_kept, std::string& error) {
   assert(!compaction_);
   auto c = std::make_unique<Compaction>();
@@ -821,7 +838,11 @@ bool Journal::start_compaction(CompactionWindow window, size_t starts_kept, std:
   c->window = std::move(window);
   c->starts_kept = starts_kept;
   c->origin = size_;
-  c->thread = std::thread([this, raw = c.get()] { run_compaction_round(*raw); });
+  if (!launch_round(*c, error)) {
+    ::close(c->fd);
+    unlink(c->tmp.c_str());
+    return false;
+  }
   compaction_ = std::move(c);
   return true;
 }
@@ -851,7 +872,9 @@ Journal::CompactionEnd Journal::finish_compaction(bool sync_now) {
     c.appended.clear();
     ++c.rounds;
     c.state = Compaction::Running;
-    c.thread = std::thread([this, raw = &c] { run_compaction_round(*raw); });
+    if (launch_round(c, end.error)) return end;
+    end.finished = true;
+    abandon_compaction();
     return end;
   }
   end.finished = true;
@@ -898,9 +921,8 @@ bool Journal::swap_in(const std::string& tmp, int fd, uint64_t size, std::string
   return true;
 }
 
-bool Journal::recover(const std::function<std::vector<JournalRecord>()>& window,
-                      const std::function<void(JournalRecord&&)>& written_by_another,
-                      std::string& error) {
+bool Journal::prepare_recovery(const std::function<void(JournalRecord&&)>& written_by_another,
+                               std::string& error) {
   abandon_compaction();
   bool created = false;
   if (!mkdir_p(dir_, created)) {
@@ -924,11 +946,13 @@ bool Journal::recover(const std::function<std::vector<JournalRecord>()>& window,
                    [&](JournalRecord&& r, std::string_view) { written_by_another(std::move(r)); });
     lock_lost_ = false;
   }
-  if (!rewrite(window(), true, error)) return false;
+  return true;
+}
+
+void Journal::recovered() {
   std::lock_guard<std::mutex> lock(mu_);
   sync_error_.clear();
   cv_.notify_one();
-  return true;
 }
 
 }  // namespace sse

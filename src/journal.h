@@ -18,8 +18,8 @@
 // Start-up reads every record; a torn or corrupt tail is cut off, damage in the middle is skipped
 // to the next valid record and leaves a floor without a room in its place (its messages' rooms
 // are unknown); either way the file is rewritten clean and a warning says what was lost.
-// rewrite() replaces the file with a given window of records (recovery); a compaction does the
-// same on a background thread while appends go on (start_compaction()).
+// A compaction replaces the file with a given window of records on a background thread while
+// appends go on (start_compaction()); recovery after a failure is one too.
 //
 // Errors are reported, never swallowed: a failed write or a deleted file fails append(); a failed
 // fdatasync stops the durable sequence from advancing and is kept in SyncState::error until
@@ -173,12 +173,14 @@ class Journal {
   CompactionEnd finish_compaction(bool sync_now);
   void abandon_compaction();
 
-  // After a failure: recreates the data directory if it is gone, takes the lock again if its file
-  // was removed, rewrites `window()` and syncs everything, and clears the sync error. When another
-  // sse-chat held the directory meanwhile, every record of the journal it leaves goes to
-  // `written_by_another` first (it may have acknowledged messages there).
-  bool recover(const std::function<std::vector<JournalRecord>()>& window,
-               const std::function<void(JournalRecord&&)>& written_by_another, std::string& error);
+  // Recovery after a failure, in three steps: prepare_recovery() recreates the data directory if
+  // it is gone and takes the lock again if its file was removed (when another sse-chat held the
+  // directory meanwhile, every record of the journal it leaves goes to `written_by_another`: it
+  // may have acknowledged messages there); a compaction of everything memory keeps, finished with
+  // `sync_now`, replaces the journal; recovered() then clears the sync error.
+  bool prepare_recovery(const std::function<void(JournalRecord&&)>& written_by_another,
+                        std::string& error);
+  void recovered();
 
   // Readable (eventfd) when the durable sequence advanced under --fsync always, a sync failed, or
   // a compaction round ended.
@@ -213,6 +215,7 @@ class Journal {
   struct Compaction;
   void run_compaction_round(Compaction& c);
   bool write_window(Compaction& c);
+  bool launch_round(Compaction& c, std::string& error);
   bool install(const std::string& tmp, int fd, uint64_t size, bool sync_now, std::string& error);
   // rewrite() of bytes already encoded, `parts` one after the other; `written` hears of each part
   // once it is in the new file.

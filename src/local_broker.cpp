@@ -190,7 +190,8 @@ void LocalBroker::on_journal_notice() {
     answer_stored(id, p.waiting);
     committed = true;
   }
-  if (state.error) return fail(*state.error);
+  // A recovery under way replaces the file whose sync failed.
+  if (state.error && failure_.empty()) return fail(*state.error);
   if (journal_->compaction_written()) finish_compaction();
   if (committed) compact_if_needed();
 }
@@ -238,34 +239,28 @@ void LocalBroker::tick() {
 // The messages in memory are everything the journal must hold: writing them to a fresh file and
 // syncing it and the directory makes storage whole again, whatever failed.
 void LocalBroker::try_recover() {
-  if (!journal_) return;
+  if (!journal_ || journal_->compacting()) return;  // a recovery's rewrite is under way
   std::string error;
-  auto window = [this] { return window_records(); };
+  adopt_from_ = next_id_;
   auto adopt = [this](JournalRecord&& r) { adopt_record(std::move(r)); };
-  if (!journal_->recover(window, adopt, error)) {
+  if (!journal_->prepare_recovery(adopt, error) ||
+      !journal_->start_compaction(compaction_window(), 0, error))
     log::debug("journal still failing", "error", error);
-    return;
-  }
-  log::info("journal recovered; POSTs are accepted again", "last_id", last_committed_, "was",
-            failure_);
-  failure_.clear();
-  compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
 }
 
-// Started here, written by the journal's thread while the loop goes on, finished when it says so.
 // A record of the journal another sse-chat wrote while it held the data directory: the ids it
 // gave past ours are messages it acknowledged, so they are committed here (and reach the streams)
 // before the journal is rewritten from memory; ids are never given again.
 void LocalBroker::adopt_record(JournalRecord&& r) {
-  if (r.id < next_id_) return;
-  next_id_ = r.id + 1;
-  if (r.floor) return;
+  next_id_ = std::max(next_id_, r.id + 1);  // a floor's id: the highest the other one issued
+  if (r.floor || r.id < adopt_from_) return;
   log::warn("adopting a message another sse-chat acknowledged in this data directory", "id", r.id,
             "room", r.room);
   FrameRef frame = message_frame(r.id, r.json);
   commit({r.id, std::move(r.nonce_key), std::move(r.room), std::move(frame)}, false);
 }
 
+// Started here, written by the journal's thread while the loop goes on, finished when it says so.
 void LocalBroker::compact_if_needed() {
   if (!journal_ || !failure_.empty() || journal_->compacting() ||
       journal_->size_bytes() <= compact_at_)
@@ -275,12 +270,24 @@ void LocalBroker::compact_if_needed() {
     fail("journal compaction failed: " + error);
 }
 
+// While storage fails, the compaction under way is a recovery (a failure abandons any other): it
+// syncs everything before POSTs are accepted again.
 void LocalBroker::finish_compaction() {
+  bool recovering = !failure_.empty();
   Journal::CompactionEnd end =
-      journal_->finish_compaction(journal_->policy() == FsyncPolicy::Always);
+      journal_->finish_compaction(recovering || journal_->policy() == FsyncPolicy::Always);
   if (!end.finished) return;
   if (end.swapped) move_pending_offsets(end);
-  if (!end.error.empty()) return fail("journal compaction failed: " + end.error);
+  if (!end.error.empty()) {
+    if (recovering) return log::debug("journal still failing", "error", end.error);
+    return fail("journal compaction failed: " + end.error);
+  }
+  if (recovering) {
+    journal_->recovered();
+    log::info("journal recovered; POSTs are accepted again", "last_id", last_committed_, "was",
+              failure_);
+    failure_.clear();
+  }
   // Twice what the rewrite had to write, not what came meanwhile besides: the journal stays near
   // that however much arrives during rewrites, and each rewrite follows at least as many bytes
   // appended as it writes.
@@ -329,16 +336,7 @@ void LocalBroker::for_each_window_message(const WindowVisitor& visit) const {
     visit(p.message.id, p.message.nonce_key, p.message.room, p.message.frame);
 }
 
-std::vector<JournalRecord> LocalBroker::window_records() const {
-  std::vector<JournalRecord> records = floor_records();
-  for_each_window_message([&](uint64_t id, const std::string& nonce_key, std::string_view room,
-                              const FrameRef& frame) {
-    records.push_back({id, nonce_key, std::string(room), std::string(frame_json(*frame.get()))});
-  });
-  return records;
-}
-
-// The same, with each message's JSON left in its frame: the loop copies no message to compact.
+// The floors and every message, each message's JSON left in its frame: the loop copies none.
 CompactionWindow LocalBroker::compaction_window() const {
   CompactionWindow window;
   window.floors = floor_records();

@@ -93,7 +93,6 @@ class LocalBroker final : public Broker {
   using WindowVisitor = std::function<void(uint64_t id, const std::string& nonce_key,
                                            std::string_view room, const FrameRef& frame)>;
   void for_each_window_message(const WindowVisitor& visit) const;
-  std::vector<JournalRecord> window_records() const;
   CompactionWindow compaction_window() const;
 
   Reactor& reactor_;
@@ -108,7 +107,8 @@ class LocalBroker final : public Broker {
   uint64_t next_id_ = 1;
   uint64_t last_committed_ = 0;
   uint64_t compact_at_ = 0;
-  std::string failure_;  // empty while storage works
+  uint64_t adopt_from_ = 0;  // while recovering: ids from here on were not given by this server
+  std::string failure_;      // empty while storage works
   // Deferred calls hold it weakly: one left on the loop after the broker is gone does nothing.
   std::shared_ptr<LocalBroker*> self_ = std::make_shared<LocalBroker*>(this);
 };

@@ -222,7 +222,7 @@ TEST(GroupCommit, RemovedFileFoundByTheTickRefusesTheQueuedBatch) {
     auto b = f.publish("lost too");
     EXPECT_FALSE(f.broker->idle());
     std::filesystem::remove(dir + "/journal");
-    f.broker->tick();  // fails and, the directory being there, recovers at once
+    f.tick();  // fails and, the directory being there, recovers at once
     EXPECT_FALSE(f.broker->unavailable());
     auto after = f.publish("after the recovery", "n1");  // same iteration, nonce free again
     f.reactor.run_deferred();
@@ -402,7 +402,7 @@ TEST(GroupCommit, NonceAcrossUnwrittenPendingAndCommitted) {
     EXPECT_EQ(refused->result.status, Status::Unavailable);
     EXPECT_EQ(refused_too->result.status, Status::Unavailable);
     io.write_errno = 0;
-    f.broker->tick();
+    f.tick();
     ASSERT_FALSE(f.broker->unavailable());
     PublishResult again = f.publish_and_wait("y", "m");
     EXPECT_EQ(again.status, Status::Created);

@@ -208,7 +208,7 @@ TEST(LocalBroker, AFailedWriteRefusesTheWholeIteration) {
     EXPECT_EQ(b->result.status, Status::Unavailable);
     EXPECT_EQ(f.sink.live, ids({1}));
     io.write_errno = 0;
-    f.broker->tick();  // recovers
+    f.tick();  // recovers
     ASSERT_FALSE(f.broker->unavailable());
     auto retry = f.publish_and_wait("lost-1", "n1");  // the nonce was not used up
     EXPECT_EQ(retry.status, Status::Created);
@@ -280,10 +280,10 @@ TEST(LocalBroker, FailedFsyncUnderAlwaysIsNeverAcknowledged) {
   }
   ASSERT_TRUE(f.broker->unavailable());
   EXPECT_EQ(f.sink.live, ids({1}));  // nothing that failed was broadcast either
-  f.broker->tick();                  // the disk still fails: recovery fails too
+  f.tick();                          // the disk still fails: recovery fails too
   EXPECT_TRUE(f.broker->unavailable());
   io.datasync_errno = 0;
-  f.broker->tick();
+  f.tick();
   EXPECT_FALSE(f.broker->unavailable());
   PublishResult after = f.publish_and_wait("after");
   EXPECT_EQ(after.status, Status::Created);
@@ -334,7 +334,7 @@ TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
   EXPECT_NE(f.broker->unavailable()->find("fdatasync"), std::string::npos);
   EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
   io.datasync_errno = 0;
-  f.broker->tick();
+  f.tick();
   ASSERT_FALSE(f.broker->unavailable());
   PublishResult after = f.publish_and_wait("after");
   EXPECT_EQ(after.status, Status::Created);
@@ -360,11 +360,11 @@ TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
   int renames = io.rename_calls;
   for (int i = 0; i < 10; ++i) EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
   EXPECT_EQ(io.rename_calls, renames);  // refused POSTs do not retry the rewrite
-  f.broker->tick();
+  f.tick();
   EXPECT_EQ(io.rename_calls, renames + 1);  // the tick does, once
   EXPECT_TRUE(f.broker->unavailable());
   io.rename_errno = 0;
-  f.broker->tick();
+  f.tick();
   ASSERT_FALSE(f.broker->unavailable());
   PublishResult after = f.publish_and_wait("after");
   ASSERT_EQ(after.status, Status::Created);
@@ -409,7 +409,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsRefusedThenRecreated) {
   PublishResult refused = f.publish_and_wait("into the void");
   EXPECT_EQ(refused.status, Status::Unavailable);
   EXPECT_NE(refused.reason.find("removed"), std::string::npos) << refused.reason;
-  f.broker->tick();  // recreates the directory from what is in memory
+  f.tick();  // recreates the directory from what is in memory
   ASSERT_FALSE(f.broker->unavailable());
   PublishResult after = f.publish_and_wait("after");
   ASSERT_EQ(after.status, Status::Created);
@@ -428,8 +428,8 @@ TEST(LocalBroker, AJournalCutInPlaceIsFoundAndWrittenBack) {
   PublishResult b = f.publish_and_wait("b");
   ASSERT_EQ(b.status, Status::Created);
   ASSERT_EQ(truncate((dir + "/journal").c_str(), 0), 0);
-  f.broker->tick();  // finds it, and tries to recover at once
-  f.broker->tick();
+  f.tick();  // finds it, and tries to recover at once
+  f.tick();
   ASSERT_FALSE(f.broker->unavailable());
   PublishResult c = f.publish_and_wait("c");
   ASSERT_EQ(c.status, Status::Created);
@@ -555,7 +555,7 @@ TEST(LocalBroker, RecordSyncedIntoARemovedJournalIsRefused) {
   io.hold_datasync = false;
   ASSERT_TRUE(f.run_until([&] { return during->done; }));
   EXPECT_EQ(during->result.status, Status::Unavailable);
-  f.broker->tick();
+  f.tick();
   ASSERT_FALSE(f.broker->unavailable());
   f.broker.reset();
   EXPECT_EQ(ids_after_restart(dir), ids({1}));
@@ -569,7 +569,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsFoundWithoutAnyPost) {
     f.publish_and_wait("one");
     f.publish_and_wait("two");
     std::filesystem::remove_all(dir);
-    f.broker->tick();  // finds it and rebuilds it from memory at once
+    f.tick();  // finds it and rebuilds it from memory at once
     EXPECT_FALSE(f.broker->unavailable());
     EXPECT_TRUE(std::filesystem::exists(dir + "/journal"));
   }
@@ -635,7 +635,7 @@ TEST(LocalBroker, AJournalMovedAwayIsFoundAndRebuilt) {
         std::filesystem::rename(dir + "/journal.copy", dir + "/journal");
       }
       EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable) << how;
-      f.broker->tick();
+      f.tick();
       ASSERT_FALSE(f.broker->unavailable()) << how;
       EXPECT_EQ(f.publish_and_wait("three").status, Status::Created) << how;
     }
@@ -656,7 +656,7 @@ TEST(LocalBroker, TheHighestIdIssuedReachesTheHubAfterARestart) {
     sse::Subscription y(f.sink.hub, sink, "");
     ASSERT_TRUE(f.sink.hub.subscribe(y, {"y"}, std::nullopt));  // forgets x
     std::filesystem::remove_all(dir);
-    f.broker->tick();  // rewrites the journal from memory: floors, no message
+    f.tick();  // rewrites the journal from memory: floors, no message
     ASSERT_FALSE(f.broker->unavailable());
   }
   Fixture f(broker_options(dir, FsyncPolicy::EverySec), one_room);
@@ -821,7 +821,7 @@ TEST(LocalBroker, AFailureDuringACompactionAbandonsIt) {
     EXPECT_FALSE(f.broker->compacting());
     EXPECT_FALSE(std::filesystem::exists(dir + "/journal.compact"));
     io.write_errno = 0;
-    f.broker->tick();
+    f.tick();
     ASSERT_FALSE(f.broker->unavailable());
     PublishResult after = f.publish_and_wait("after");
     ASSERT_EQ(after.status, Status::Created);
@@ -846,10 +846,10 @@ TEST(LocalBroker, WhatAnotherServerAcknowledgedInTheDirectoryIsKeptByRecovery) {
     PublishResult r = b.publish_and_wait("from b", "nb", "team");
     ASSERT_EQ(r.status, Status::Created);
     by_b = r.id;
-    a.broker->tick();  // a finds the lock taken
+    a.tick();  // a finds the lock taken
     ASSERT_TRUE(a.broker->unavailable());
   }
-  a.broker->tick();  // b is gone: a takes the directory back
+  a.tick();  // b is gone: a takes the directory back
   ASSERT_FALSE(a.broker->unavailable());
   EXPECT_EQ(a.sink.live, ids({1, by_b}));  // b's message reached a's streams
   EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
@@ -860,4 +860,88 @@ TEST(LocalBroker, WhatAnotherServerAcknowledgedInTheDirectoryIsKeptByRecovery) {
   EXPECT_EQ(retry.id, by_b);
   a.broker.reset();
   EXPECT_EQ(ids_after_restart(dir), ids({1, by_b, next.id}));
+}
+
+// The same when the lock is removed, taken and given back between two ticks: the first server
+// cannot tell whether anyone wrote meanwhile, so it reads the journal before writing over it.
+TEST(LocalBroker, ALockRemovedAndGivenBackBetweenTicksIsReadBeforeWrittenOver) {
+  std::string dir = journal_temp_dir();
+  Fixture a(broker_options(dir, FsyncPolicy::EverySec));
+  a.start();
+  ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
+  std::filesystem::remove(dir + "/lock");
+  uint64_t by_b = 0;
+  {
+    Fixture b(broker_options(dir, FsyncPolicy::EverySec));
+    ASSERT_TRUE(b.start());
+    PublishResult r = b.publish_and_wait("from b", "nb", "team");
+    ASSERT_EQ(r.status, Status::Created);
+    by_b = r.id;
+  }
+  a.broker->tick();  // finds its lock gone: refuses until it has read what is there
+  EXPECT_TRUE(a.broker->unavailable());
+  a.tick();
+  ASSERT_FALSE(a.broker->unavailable());
+  EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
+  PublishResult next = a.publish_and_wait("from a again");
+  EXPECT_GT(next.id, by_b);
+  a.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, by_b, next.id}));
+}
+
+// The other server compacted its journal, which then starts with a floor carrying its highest id:
+// every message it acknowledged is still kept.
+TEST(LocalBroker, WhatAnotherServerAcknowledgedIsKeptAfterItCompacted) {
+  std::string dir = journal_temp_dir();
+  Fixture a(broker_options(dir, FsyncPolicy::EverySec));
+  a.start();
+  ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
+  std::filesystem::remove(dir + "/lock");
+  std::vector<uint64_t> by_b;
+  {
+    Fixture b(broker_options(dir, FsyncPolicy::EverySec, nullptr, /*max_bytes=*/300));
+    ASSERT_TRUE(b.start());
+    a.broker->tick();  // a finds the lock taken
+    ASSERT_TRUE(a.broker->unavailable());
+    for (int i = 0; i < 6; ++i) {
+      PublishResult r = b.publish_and_wait("from b, long enough to compact " + std::to_string(i),
+                                           "nb" + std::to_string(i), "team");
+      ASSERT_EQ(r.status, Status::Created);
+      by_b.push_back(r.id);
+    }
+  }
+  a.tick();  // b is gone: a takes the directory back
+  ASSERT_FALSE(a.broker->unavailable());
+  EXPECT_EQ(a.history(0, 10, "team"), by_b);
+  a.broker.reset();
+  std::vector<uint64_t> expected = {1};
+  expected.insert(expected.end(), by_b.begin(), by_b.end());
+  EXPECT_EQ(ids_after_restart(dir), expected);
+}
+
+// Recovery writes what memory keeps on the compaction's thread too: while that write is held, the
+// loop goes on (a POST is answered 503 at once), and POSTs are accepted once it is done.
+TEST(LocalBroker, RecoveryWritesOnTheCompactionThread) {
+  std::string dir = journal_temp_dir();
+  FaultyIo io;
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
+  f.start();
+  ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
+  io.write_errno = EIO;
+  ASSERT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
+  io.write_errno = 0;
+  io.hold_compaction_write = true;
+  f.broker->tick();  // starts the recovery, whose write waits
+  while (io.compaction_writes_held == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(f.broker->compacting());
+  auto during = f.publish("during");
+  ASSERT_TRUE(f.run_until([&] { return during->done; }));
+  EXPECT_EQ(during->result.status, Status::Unavailable);
+  f.broker->tick();  // a second tick does not start another
+  io.hold_compaction_write = false;
+  ASSERT_TRUE(f.run_until([&] { return !f.broker->unavailable(); }));
+  PublishResult after = f.publish_and_wait("after");
+  ASSERT_EQ(after.status, Status::Created);
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
 }

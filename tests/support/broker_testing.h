@@ -92,6 +92,11 @@ class BrokerFixture {
   bool run_until(const std::function<bool()>& cond, int timeout_ms = 20000) {
     return testing_support::run_until(reactor, cond, std::chrono::milliseconds(timeout_ms));
   }
+  // The once-a-second tick, and the recovery (or compaction) it starts run to their end.
+  void tick() {
+    broker->tick();
+    EXPECT_TRUE(run_until([&] { return !broker->compacting(); }));
+  }
   std::shared_ptr<PublishAnswer> publish(sse::Draft d) { return publish_to(*broker, std::move(d)); }
   std::shared_ptr<PublishAnswer> publish(const std::string& text, const std::string& nonce = "",
                                          const std::string& room = "general") {
