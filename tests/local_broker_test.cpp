@@ -832,61 +832,39 @@ TEST(LocalBroker, AFailureDuringACompactionAbandonsIt) {
 
 // The lock removed by hand, a second sse-chat takes the directory and acknowledges a message,
 // then stops: the first one, recovering, reads what it wrote before rewriting the journal from its
-// memory. That message is kept (and reaches its streams), and its id is never given again.
+// memory. That message is kept (and reaches its streams), and its id is never given again; also
+// when the lock was given back between two ticks (nobody can tell whether anyone wrote).
 TEST(LocalBroker, WhatAnotherServerAcknowledgedInTheDirectoryIsKeptByRecovery) {
-  std::string dir = journal_temp_dir();
-  Fixture a(broker_options(dir, FsyncPolicy::EverySec));
-  a.start();
-  ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
-  std::filesystem::remove(dir + "/lock");
-  uint64_t by_b = 0;
-  {
-    Fixture b(broker_options(dir, FsyncPolicy::EverySec));
-    ASSERT_TRUE(b.start());
-    PublishResult r = b.publish_and_wait("from b", "nb", "team");
-    ASSERT_EQ(r.status, Status::Created);
-    by_b = r.id;
-    a.tick();  // a finds the lock taken
-    ASSERT_TRUE(a.broker->unavailable());
+  for (bool seen_taken : {true, false}) {
+    SCOPED_TRACE(seen_taken ? "a tick found the lock taken" : "given back between two ticks");
+    std::string dir = journal_temp_dir();
+    Fixture a(broker_options(dir, FsyncPolicy::EverySec));
+    a.start();
+    ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
+    std::filesystem::remove(dir + "/lock");
+    uint64_t by_b = 0;
+    {
+      Fixture b(broker_options(dir, FsyncPolicy::EverySec));
+      ASSERT_TRUE(b.start());
+      PublishResult r = b.publish_and_wait("from b", "nb", "team");
+      ASSERT_EQ(r.status, Status::Created);
+      by_b = r.id;
+      if (seen_taken) a.tick();
+    }
+    if (!seen_taken) a.broker->tick();     // finds its lock gone
+    ASSERT_TRUE(a.broker->unavailable());  // refuses until it has read what is there
+    a.tick();                              // b is gone: a takes the directory back
+    ASSERT_FALSE(a.broker->unavailable());
+    EXPECT_EQ(a.sink.live, ids({1, by_b}));  // b's message reached a's streams
+    EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
+    PublishResult next = a.publish_and_wait("from a again");
+    EXPECT_GT(next.id, by_b);
+    PublishResult retry = a.publish_and_wait("from b", "nb", "team");
+    EXPECT_EQ(retry.status, Status::Duplicate);
+    EXPECT_EQ(retry.id, by_b);
+    a.broker.reset();
+    EXPECT_EQ(ids_after_restart(dir), ids({1, by_b, next.id}));
   }
-  a.tick();  // b is gone: a takes the directory back
-  ASSERT_FALSE(a.broker->unavailable());
-  EXPECT_EQ(a.sink.live, ids({1, by_b}));  // b's message reached a's streams
-  EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
-  PublishResult next = a.publish_and_wait("from a again");
-  EXPECT_GT(next.id, by_b);
-  PublishResult retry = a.publish_and_wait("from b", "nb", "team");
-  EXPECT_EQ(retry.status, Status::Duplicate);
-  EXPECT_EQ(retry.id, by_b);
-  a.broker.reset();
-  EXPECT_EQ(ids_after_restart(dir), ids({1, by_b, next.id}));
-}
-
-// The same when the lock is removed, taken and given back between two ticks: the first server
-// cannot tell whether anyone wrote meanwhile, so it reads the journal before writing over it.
-TEST(LocalBroker, ALockRemovedAndGivenBackBetweenTicksIsReadBeforeWrittenOver) {
-  std::string dir = journal_temp_dir();
-  Fixture a(broker_options(dir, FsyncPolicy::EverySec));
-  a.start();
-  ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
-  std::filesystem::remove(dir + "/lock");
-  uint64_t by_b = 0;
-  {
-    Fixture b(broker_options(dir, FsyncPolicy::EverySec));
-    ASSERT_TRUE(b.start());
-    PublishResult r = b.publish_and_wait("from b", "nb", "team");
-    ASSERT_EQ(r.status, Status::Created);
-    by_b = r.id;
-  }
-  a.broker->tick();  // finds its lock gone: refuses until it has read what is there
-  EXPECT_TRUE(a.broker->unavailable());
-  a.tick();
-  ASSERT_FALSE(a.broker->unavailable());
-  EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
-  PublishResult next = a.publish_and_wait("from a again");
-  EXPECT_GT(next.id, by_b);
-  a.broker.reset();
-  EXPECT_EQ(ids_after_restart(dir), ids({1, by_b, next.id}));
 }
 
 // The other server compacted its journal, which then starts with a floor carrying its highest id:
