@@ -535,8 +535,14 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
     error = errno_text("cannot create the journal's eventfd");
     return nullptr;
   }
-  if (j->policy_ != FsyncPolicy::Never)
-    j->syncer_ = std::thread([raw = j.get()] { raw->sync_loop(); });
+  if (j->policy_ != FsyncPolicy::Never) {
+    try {
+      j->syncer_ = std::thread([raw = j.get()] { raw->sync_loop(); });
+    } catch (const std::system_error& e) {
+      error = std::string("cannot start the journal's syncer: ") + e.what();
+      return nullptr;
+    }
+  }
   return j;
 }
 
@@ -549,9 +555,9 @@ bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std:
   std::string bytes = encode_records(records, size_, starts);
   if (!write_all(io_, fd_, bytes)) {
     error = errno_text("journal write failed");
-    // Never leave half a record behind for the next start to trip on.
-    if (ftruncate(fd_, static_cast<off_t>(size_)) != 0) { /* the loader cuts a torn tail anyway */
-    }
+    // Never leave half a record behind for the next start to trip on (the loader would cut a
+    // torn tail anyway, but whole refused records would stay).
+    if (ftruncate(fd_, static_cast<off_t>(size_)) != 0) refused_left_ = true;
     return false;
   }
   size_ += bytes.size();
@@ -610,7 +616,10 @@ void Journal::remember_file() {
 
 bool Journal::truncate_to(uint64_t size) {
   abandon_compaction();  // what it kept aside of the file no longer holds
-  if (size > size_ || ftruncate(fd_, static_cast<off_t>(size)) != 0) return false;
+  if (size > size_ || ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+    refused_left_ = true;
+    return false;
+  }
   size_ = size;
   return true;
 }
@@ -916,6 +925,7 @@ bool Journal::swap_in(const std::string& tmp, int fd, uint64_t size, std::string
   fd_ = fd;
   remember_file();
   size_ = size;
+  refused_left_ = false;
   ++appended_seq_;  // the new file counts as one write
   ++renames_;
   return true;
@@ -929,10 +939,13 @@ bool Journal::prepare_recovery(const std::function<void(JournalRecord&&)>& writt
     error = errno_text("cannot create the data directory");
     return false;
   }
-  if (created && io_.sync_dir(parent_of(dir_)) != 0) {
+  // Owed until it succeeds: the next attempt finds the directory there, not created.
+  parent_sync_owed_ = parent_sync_owed_ || created;
+  if (parent_sync_owed_ && io_.sync_dir(parent_of(dir_)) != 0) {
     error = errno_text("cannot sync the data directory's parent");
     return false;
   }
+  parent_sync_owed_ = false;
   if (!take_lock(error)) return false;
   if (lock_lost_) {
     MappedFile file(path_);

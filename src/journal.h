@@ -180,6 +180,9 @@ class Journal {
   // `sync_now`, replaces the journal; recovered() then clears the sync error.
   bool prepare_recovery(const std::function<void(JournalRecord&&)>& written_by_another,
                         std::string& error);
+  // Whether records of writes that failed (never acknowledged) may still be in the file: a cut
+  // after the failure failed too.
+  bool refused_left() const { return refused_left_; }
   void recovered();
 
   // Readable (eventfd) when the durable sequence advanced under --fsync always, a sync failed, or
@@ -234,8 +237,10 @@ class Journal {
   dev_t file_dev_ = 0;
   ino_t file_ino_ = 0;
   int lock_fd_ = -1;
-  bool lock_lost_ = false;  // another process held the lock since we last read the file
-  int notify_fd_ = -1;      // eventfd
+  bool lock_lost_ = false;         // another process held the lock since we last read the file
+  bool parent_sync_owed_ = false;  // the data directory was made again; its parent not synced yet
+  bool refused_left_ = false;      // records refused after a failure may still be in the file
+  int notify_fd_ = -1;             // eventfd
   uint64_t size_ = 0;
 
   std::mutex mu_;  // guards fd_ swaps against the syncer, and the fields below

@@ -241,11 +241,14 @@ void LocalBroker::tick() {
 void LocalBroker::try_recover() {
   if (!journal_ || journal_->compacting()) return;  // a recovery's rewrite is under way
   std::string error;
-  adopt_from_ = next_id_;
+  // Ids this server used up on refused POSTs may have been given by the other one too, unless
+  // those records may still be in the file.
+  adopt_from_ = journal_->refused_left() ? next_id_ : last_committed_ + 1;
   auto adopt = [this](JournalRecord&& r) { adopt_record(std::move(r)); };
   if (!journal_->prepare_recovery(adopt, error) ||
       !journal_->start_compaction(compaction_window(), 0, error))
-    log::debug("journal still failing", "error", error);
+    return log::debug("journal still failing", "error", error);
+  floors_after_recovery_ = false;  // the window has every floor so far
 }
 
 // A record of the journal another sse-chat wrote while it held the data directory: the ids it
@@ -253,11 +256,23 @@ void LocalBroker::try_recover() {
 // before the journal is rewritten from memory; ids are never given again.
 void LocalBroker::adopt_record(JournalRecord&& r) {
   next_id_ = std::max(next_id_, r.id + 1);  // a floor's id: the highest the other one issued
-  if (r.floor || r.id < adopt_from_) return;
+  if (r.floor || r.id < adopt_from_ || r.id <= last_committed_) return;
   log::warn("adopting a message another sse-chat acknowledged in this data directory", "id", r.id,
             "room", r.room);
   FrameRef frame = message_frame(r.id, r.json);
   commit({r.id, std::move(r.nonce_key), std::move(r.room), std::move(frame)}, false);
+}
+
+// Rooms forgotten while a recovery wrote its window: their floors follow it in the new file.
+bool LocalBroker::append_floors() {
+  uint64_t seq = 0;
+  std::string error;
+  if (!journal_->append(floor_records(), seq, error)) {
+    log::debug("journal still failing", "error", error);
+    return false;
+  }
+  floors_after_recovery_ = false;
+  return true;
 }
 
 // Started here, written by the journal's thread while the loop goes on, finished when it says so.
@@ -282,6 +297,7 @@ void LocalBroker::finish_compaction() {
     if (recovering) return log::debug("journal still failing", "error", end.error);
     return fail("journal compaction failed: " + end.error);
   }
+  if (recovering && floors_after_recovery_ && !append_floors()) return;
   if (recovering) {
     journal_->recovered();
     log::info("journal recovered; POSTs are accepted again", "last_id", last_committed_, "was",
@@ -362,7 +378,12 @@ void LocalBroker::read_backfill(std::string room, uint64_t /*after*/, uint64_t t
 }
 
 void LocalBroker::room_forgotten(std::string_view room, uint64_t through) {
-  if (!journal_ || !failure_.empty()) return;  // a recovery rewrites the floors anyway
+  if (!journal_) return;
+  if (!failure_.empty()) {
+    // The next recovery writes the floors; one under way has its window already.
+    floors_after_recovery_ = floors_after_recovery_ || journal_->compacting();
+    return;
+  }
   uint64_t seq = 0;
   std::string error;
   if (!journal_->append(floor_record(next_id_ - 1, std::string(room), through), seq, error))

@@ -86,6 +86,7 @@ class LocalBroker final : public Broker {
   void fail(const std::string& reason);
   void try_recover();
   void adopt_record(JournalRecord&& r);
+  bool append_floors();
   void compact_if_needed();
   void finish_compaction();
   void move_pending_offsets(const Journal::CompactionEnd& end);
@@ -107,8 +108,11 @@ class LocalBroker final : public Broker {
   uint64_t next_id_ = 1;
   uint64_t last_committed_ = 0;
   uint64_t compact_at_ = 0;
-  uint64_t adopt_from_ = 0;  // while recovering: ids from here on were not given by this server
-  std::string failure_;      // empty while storage works
+  uint64_t adopt_from_ = 0;
+  bool floors_after_recovery_ =
+      false;  // a room was forgotten while a recovery wrote  // while recovering: ids from here on
+              // were not given by this server
+  std::string failure_;  // empty while storage works
   // Deferred calls hold it weakly: one left on the loop after the broker is gone does nothing.
   std::shared_ptr<LocalBroker*> self_ = std::make_shared<LocalBroker*>(this);
 };

@@ -319,7 +319,9 @@ TEST(History, KillDashNineLosesNoAcknowledgedMessage) {
   Client c(restarted.port());
   auto r = c.get("/messages?since=0&limit=1000");
   ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body << restarted.log();
   std::vector<uint64_t> ids = ids_in(r->body);
+  ASSERT_GE(ids.size(), acked.size()) << restarted.log();
   std::set<uint64_t> unique(ids.begin(), ids.end());
   EXPECT_EQ(unique.size(), ids.size()) << "an id appears twice";
   for (auto& [id, text] : acked) {

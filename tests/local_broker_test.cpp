@@ -923,3 +923,119 @@ TEST(LocalBroker, RecoveryWritesOnTheCompactionThread) {
   f.broker.reset();
   EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
 }
+
+// An id this server used up on a refused POST was never given to anyone: the other sse-chat that
+// took the directory may have given it, and that message is kept too.
+TEST(LocalBroker, AnotherServersMessageOnAnIdThisOneRefusedIsKept) {
+  std::string dir = journal_temp_dir();
+  FaultyIo io;
+  Fixture a(broker_options(dir, FsyncPolicy::EverySec, &io));
+  a.start();
+  ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
+  io.write_errno = EIO;
+  ASSERT_EQ(a.publish_and_wait("refused").status, Status::Unavailable);  // id 2 used up
+  io.write_errno = 0;
+  std::filesystem::remove(dir + "/lock");
+  uint64_t by_b = 0;
+  {
+    Fixture b(broker_options(dir, FsyncPolicy::EverySec));
+    ASSERT_TRUE(b.start());
+    PublishResult r = b.publish_and_wait("from b", "nb", "team");
+    ASSERT_EQ(r.status, Status::Created);
+    by_b = r.id;
+  }
+  a.tick();
+  ASSERT_FALSE(a.broker->unavailable());
+  EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
+  EXPECT_GT(a.publish_and_wait("next").id, by_b);
+  a.broker.reset();
+  std::vector<uint64_t> restored = ids_after_restart(dir);
+  ASSERT_EQ(restored.size(), 3u);
+  EXPECT_EQ(restored[1], by_b);
+}
+
+// A room forgotten (--max-rooms) while a recovery writes its window: its floor follows the window
+// in the new journal, so the room's messages do not come back after a restart.
+TEST(LocalBroker, ARoomForgottenDuringARecoveryStaysForgotten) {
+  std::string dir = journal_temp_dir();
+  sse::HubOptions one_room{100, 1ull << 30, 1};
+  FaultyIo io;
+  {
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io), one_room);
+    f.start();
+    f.publish_and_wait("m", "", "x");
+    io.write_errno = EIO;
+    ASSERT_EQ(f.publish_and_wait("refused", "", "x").status, Status::Unavailable);
+    io.write_errno = 0;
+    io.hold_compaction_write = true;
+    f.broker->tick();  // the recovery's window, with x, is taken now
+    while (io.compaction_writes_held == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    KeepingSink sink;
+    sse::Subscription y(f.sink.hub, sink, "");
+    ASSERT_TRUE(f.sink.hub.subscribe(y, {"y"}, std::nullopt));  // forgets x
+    io.hold_compaction_write = false;
+    ASSERT_TRUE(f.run_until([&] { return !f.broker->compacting(); }));
+    ASSERT_FALSE(f.broker->unavailable());
+  }
+  Fixture g(broker_options(dir, FsyncPolicy::EverySec), one_room);
+  g.start();
+  EXPECT_TRUE(g.history(0, 10, "x").empty());
+}
+
+// The data directory made again by a recovery whose sync of its parent failed: the next attempt
+// still syncs the parent before accepting POSTs.
+TEST(LocalBroker, AParentSyncThatFailedIsOwedToTheNextRecovery) {
+  std::string parent = journal_temp_dir();
+  std::string dir = parent + "/data";
+  FaultyIo io;
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
+  f.start();
+  ASSERT_EQ(f.publish_and_wait("one").status, Status::Created);
+  std::filesystem::remove_all(dir);
+  io.sync_dir_errno = EIO;
+  f.tick();
+  ASSERT_TRUE(f.broker->unavailable());
+  ASSERT_TRUE(std::filesystem::exists(dir));
+  io.sync_dir_errno = 0;
+  {
+    std::lock_guard<std::mutex> lock(io.synced_dirs_mu);
+    io.synced_dirs.clear();
+  }
+  f.tick();
+  ASSERT_FALSE(f.broker->unavailable());
+  std::lock_guard<std::mutex> lock(io.synced_dirs_mu);
+  EXPECT_NE(std::find(io.synced_dirs.begin(), io.synced_dirs.end(), parent), io.synced_dirs.end());
+}
+
+// The lock removed, and another sse-chat coming and going while a recovery writes (its start
+// removes the recovery's file): the next recovery reads what it wrote.
+TEST(LocalBroker, AnotherServerDuringARecoveryWriteIsReadByTheNext) {
+  std::string dir = journal_temp_dir();
+  FaultyIo io;
+  Fixture a(broker_options(dir, FsyncPolicy::EverySec, &io));
+  a.start();
+  ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
+  io.datasync_errno = EIO;
+  ASSERT_TRUE(a.run_until([&] { return a.broker->unavailable().has_value(); }, 5000));
+  io.datasync_errno = 0;
+  io.hold_compaction_write = true;
+  a.broker->tick();
+  while (io.compaction_writes_held == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::filesystem::remove(dir + "/lock");
+  uint64_t by_b = 0;
+  {
+    Fixture b(broker_options(dir, FsyncPolicy::EverySec));
+    ASSERT_TRUE(b.start());
+    PublishResult r = b.publish_and_wait("from b", "nb", "team");
+    ASSERT_EQ(r.status, Status::Created);
+    by_b = r.id;
+  }
+  io.hold_compaction_write = false;
+  ASSERT_TRUE(a.run_until([&] { return !a.broker->compacting(); }));
+  a.tick();
+  ASSERT_FALSE(a.broker->unavailable());
+  EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
+  a.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, by_b}));
+}
