@@ -660,10 +660,10 @@ void Journal::sync_loop() {
     uint64_t target = appended_seq_;
     uint64_t renames = renames_;
     bool sync_dir = renames > renames_synced_;
-    // After a failure nothing is synced until recover() rewrites the file: Linux may have dropped
+    // After a failure nothing is synced until a recovery rewrites the file: Linux may have dropped
     // the pages that failed, so a later fdatasync that succeeds would prove nothing (fsyncgate).
     if (sync_error_.empty() && (target > synced_seq_ || sync_dir)) {
-      // A duplicate keeps the file open even if rewrite() swaps fd_ meanwhile; the lock is not
+      // A duplicate keeps the file open even if a compaction swaps fd_ meanwhile; the lock is not
       // held during the sync, so an append never waits for the disk.
       int fd = dup(fd_);
       lock.unlock();
@@ -693,21 +693,8 @@ void Journal::sync_loop() {
   }
 }
 
-// Writes `records` to a new file and renames it over the journal; the new file's descriptor is the
+// Writes `parts` to a new file and renames it over the journal; the new file's descriptor is the
 // one appends use from then on, so there is no reopen that could fail after the rename.
-bool Journal::rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
-                      std::vector<uint64_t>* starts) {
-  std::vector<uint64_t> at;
-  std::string bytes = encode_records(records, 0, &at);
-  std::string_view part = bytes;
-  uint64_t renames_before = renames_;  // changed only on this thread
-  bool ok = write_file({&part, 1}, sync_now, error);
-  // Once the new file is in use, even when syncing its directory then failed, its offsets are the
-  // ones a cut after a failure needs.
-  if (starts && renames_ != renames_before) *starts = std::move(at);
-  return ok;
-}
-
 bool Journal::write_file(std::span<const std::string_view> parts, bool sync_now, std::string& error,
                          const std::function<void(std::string_view)>& written) {
   std::string tmp = path_ + ".tmp";

@@ -142,13 +142,6 @@ class Journal {
   bool append(std::span<const JournalRecord> records, uint64_t& seq, std::string& error,
               std::vector<uint64_t>* starts = nullptr);
 
-  // Replaces the file with `records`: a new file, synced, renamed over the old one; then the
-  // directory is synced here with `sync_now`, else by the syncer in its next round.
-  // `starts`, when given, gets where each record starts in the new file, once that file is in use
-  // (also when syncing the directory then failed).
-  bool rewrite(const std::vector<JournalRecord>& records, bool sync_now, std::string& error,
-               std::vector<uint64_t>* starts = nullptr);
-
   // Compaction without stalling the loop: a background thread writes `window` to a new file
   // and syncs it, while appends go on to the journal and are kept aside as well. Once notified
   // (notify_fd) and compaction_written(), finish_compaction() on the loop adds what was appended
@@ -220,8 +213,9 @@ class Journal {
   bool write_window(Compaction& c);
   bool launch_round(Compaction& c, std::string& error);
   bool install(const std::string& tmp, int fd, uint64_t size, bool sync_now, std::string& error);
-  // rewrite() of bytes already encoded, `parts` one after the other; `written` hears of each part
-  // once it is in the new file.
+  // Replaces the file with `parts`, one after the other (a damaged journal's good runs at start):
+  // a new file, synced, renamed over the old one; `written` hears of each part once it is in the
+  // new file.
   bool write_file(std::span<const std::string_view> parts, bool sync_now, std::string& error,
                   const std::function<void(std::string_view)>& written = nullptr);
   void notify();
