@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -143,6 +144,28 @@ struct KeepingSink : sse::Sink {
   size_t free_slots() const override { return 1000; }
   std::vector<std::string> frames;
 };
+
+// The lock removed by hand, another sse-chat takes the directory, acknowledges `count` messages in
+// room team (text b_text(i), nonce "nb<i>") and stops; `while_held` runs while it holds the lock.
+// Their ids.
+std::string b_text(int i) {
+  return "from b, long enough to compact " + std::to_string(i);
+}
+std::vector<uint64_t> post_as_another_server(const std::string& dir, int count = 1,
+                                             uint64_t max_bytes = 64 << 20,
+                                             const std::function<void()>& while_held = nullptr) {
+  std::filesystem::remove(dir + "/lock");
+  Fixture b(broker_options(dir, FsyncPolicy::EverySec, nullptr, max_bytes));
+  EXPECT_TRUE(b.start());
+  std::vector<uint64_t> acknowledged;
+  for (int i = 0; i < count; ++i) {
+    PublishResult r = b.publish_and_wait(b_text(i), "nb" + std::to_string(i), "team");
+    EXPECT_EQ(r.status, Status::Created);
+    acknowledged.push_back(r.id);
+  }
+  if (while_held) while_held();
+  return acknowledged;
+}
 
 }  // namespace
 
@@ -841,16 +864,9 @@ TEST(LocalBroker, WhatAnotherServerAcknowledgedInTheDirectoryIsKeptByRecovery) {
     Fixture a(broker_options(dir, FsyncPolicy::EverySec));
     a.start();
     ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
-    std::filesystem::remove(dir + "/lock");
-    uint64_t by_b = 0;
-    {
-      Fixture b(broker_options(dir, FsyncPolicy::EverySec));
-      ASSERT_TRUE(b.start());
-      PublishResult r = b.publish_and_wait("from b", "nb", "team");
-      ASSERT_EQ(r.status, Status::Created);
-      by_b = r.id;
-      if (seen_taken) a.tick();
-    }
+    uint64_t by_b = post_as_another_server(dir, 1, 64 << 20, [&] {
+                      if (seen_taken) a.tick();
+                    }).front();
     if (!seen_taken) a.broker->tick();     // finds its lock gone
     ASSERT_TRUE(a.broker->unavailable());  // refuses until it has read what is there
     a.tick();                              // b is gone: a takes the directory back
@@ -859,7 +875,7 @@ TEST(LocalBroker, WhatAnotherServerAcknowledgedInTheDirectoryIsKeptByRecovery) {
     EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
     PublishResult next = a.publish_and_wait("from a again");
     EXPECT_GT(next.id, by_b);
-    PublishResult retry = a.publish_and_wait("from b", "nb", "team");
+    PublishResult retry = a.publish_and_wait(b_text(0), "nb0", "team");
     EXPECT_EQ(retry.status, Status::Duplicate);
     EXPECT_EQ(retry.id, by_b);
     a.broker.reset();
@@ -874,20 +890,10 @@ TEST(LocalBroker, WhatAnotherServerAcknowledgedIsKeptAfterItCompacted) {
   Fixture a(broker_options(dir, FsyncPolicy::EverySec));
   a.start();
   ASSERT_EQ(a.publish_and_wait("from a").id, 1u);
-  std::filesystem::remove(dir + "/lock");
-  std::vector<uint64_t> by_b;
-  {
-    Fixture b(broker_options(dir, FsyncPolicy::EverySec, nullptr, /*max_bytes=*/300));
-    ASSERT_TRUE(b.start());
+  std::vector<uint64_t> by_b = post_as_another_server(dir, 6, /*max_bytes=*/300, [&] {
     a.broker->tick();  // a finds the lock taken
-    ASSERT_TRUE(a.broker->unavailable());
-    for (int i = 0; i < 6; ++i) {
-      PublishResult r = b.publish_and_wait("from b, long enough to compact " + std::to_string(i),
-                                           "nb" + std::to_string(i), "team");
-      ASSERT_EQ(r.status, Status::Created);
-      by_b.push_back(r.id);
-    }
-  }
+    EXPECT_TRUE(a.broker->unavailable());
+  });
   a.tick();  // b is gone: a takes the directory back
   ASSERT_FALSE(a.broker->unavailable());
   EXPECT_EQ(a.history(0, 10, "team"), by_b);
@@ -935,15 +941,7 @@ TEST(LocalBroker, AnotherServersMessageOnAnIdThisOneRefusedIsKept) {
   io.write_errno = EIO;
   ASSERT_EQ(a.publish_and_wait("refused").status, Status::Unavailable);  // id 2 used up
   io.write_errno = 0;
-  std::filesystem::remove(dir + "/lock");
-  uint64_t by_b = 0;
-  {
-    Fixture b(broker_options(dir, FsyncPolicy::EverySec));
-    ASSERT_TRUE(b.start());
-    PublishResult r = b.publish_and_wait("from b", "nb", "team");
-    ASSERT_EQ(r.status, Status::Created);
-    by_b = r.id;
-  }
+  uint64_t by_b = post_as_another_server(dir).front();
   a.tick();
   ASSERT_FALSE(a.broker->unavailable());
   EXPECT_EQ(a.history(0, 10, "team"), ids({by_b}));
@@ -1022,15 +1020,7 @@ TEST(LocalBroker, AnotherServerDuringARecoveryWriteIsReadByTheNext) {
   io.hold_compaction_write = true;
   a.broker->tick();
   while (io.compaction_writes_held == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::filesystem::remove(dir + "/lock");
-  uint64_t by_b = 0;
-  {
-    Fixture b(broker_options(dir, FsyncPolicy::EverySec));
-    ASSERT_TRUE(b.start());
-    PublishResult r = b.publish_and_wait("from b", "nb", "team");
-    ASSERT_EQ(r.status, Status::Created);
-    by_b = r.id;
-  }
+  uint64_t by_b = post_as_another_server(dir).front();
   io.hold_compaction_write = false;
   ASSERT_TRUE(a.run_until([&] { return !a.broker->compacting(); }));
   a.tick();
