@@ -15,6 +15,10 @@ inline bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
+inline bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
 // Strips spaces and tabs from both ends.
 inline std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);

@@ -104,6 +104,52 @@ class Fields {
   bool seen_[kCount] = {};
 };
 
+// Length of the JSON number at the start of `s` (RFC 8259's grammar), 0 when none is there.
+size_t json_number_length(std::string_view s) {
+  size_t i = 0;
+  auto digits = [&] {
+    size_t from = i;
+    while (i < s.size() && ascii::is_digit(s[i])) ++i;
+    return i > from;
+  };
+  if (i < s.size() && s[i] == '-') ++i;
+  if (i < s.size() && s[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return 0;
+  }
+  if (i < s.size() && s[i] == '.' && (++i, !digits())) return 0;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digits()) return 0;
+  }
+  return i;
+}
+
+// The body with every number outside strings written as 0 (padded with spaces, so offsets stay).
+// simdjson refuses numbers beyond 64 bits or a double's range, which are valid JSON; no field
+// read here is a number, so what they are does not matter. A malformed number is left as it is.
+std::string zero_numbers(std::string_view body) {
+  std::string out(body);
+  bool in_string = false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    char c = out[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (size_t n = json_number_length(std::string_view(out).substr(i)); n > 0) {
+      out.replace(i, n, "0" + std::string(n - 1, ' '));
+      i += n - 1;
+    }
+  }
+  return out;
+}
+
 PostResult decode_json(std::string_view body, std::optional<std::string_view> author) {
   // One parser for the process: the loop is single-threaded, and reusing it avoids an allocation
   // per request. Depth is capped so hostile nesting is rejected cheaply.
@@ -113,8 +159,13 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
     return p;
   }();
   simdjson::dom::element doc;
-  if (parser.parse(body.data(), body.size(), true).get(doc) != simdjson::SUCCESS)
-    return bad("body is not valid JSON");
+  simdjson::error_code error = parser.parse(body.data(), body.size(), true).get(doc);
+  std::string zeroed;
+  if (error == simdjson::NUMBER_ERROR) {
+    zeroed = zero_numbers(body);
+    error = parser.parse(zeroed.data(), zeroed.size(), true).get(doc);
+  }
+  if (error != simdjson::SUCCESS) return bad("body is not valid JSON");
   simdjson::dom::object object;
   if (doc.get_object().get(object) != simdjson::SUCCESS)
     return bad("body must be a JSON object with \"user\" and \"text\"");
