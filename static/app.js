@@ -58,7 +58,11 @@ function saveSeenSoon() {
   seenSaveTimer = setTimeout(() => {
     seenSaveTimer = 0;
     const seen = readSeen();  // another tab's rooms too
-    for (const [name, r] of rooms) if (joined.has(name)) seen[name] = Math.max(Number(seen[name]) || 0, r.seenThrough);
+    // Only rooms this browser has shown: one shown while empty is read through 0 (all that comes is
+    // unread), one never shown has no entry (what it kept from before is not).
+    for (const [name, r] of rooms) {
+      if (joined.has(name) && (r.shown || Object.hasOwn(seen, name))) seen[name] = Math.max(Number(seen[name]) || 0, r.seenThrough);
+    }
     for (const name of Object.keys(seen)) if (!joined.has(name)) delete seen[name];
     localStorage.setItem(SEEN_KEY, JSON.stringify(seen));
   }, 1000);
@@ -68,8 +72,9 @@ function saveSeenSoon() {
 // those messages are loaded and counted as unread.
 async function loadUnread() {
   for (const d of directory) {
+    if (!Object.hasOwn(seenAtLoad, d.room)) continue;  // never shown here
     const seen = Number(seenAtLoad[d.room]) || 0;
-    if (!joined.has(d.room) || d.room === current || !seen || !(Number(d.last_id) > seen) || !mayRead(d.room)) continue;
+    if (!joined.has(d.room) || d.room === current || !(Number(d.last_id) > seen) || !mayRead(d.room)) continue;
     const res = await fetch(`/messages?room=${encodeURIComponent(d.room)}&since=${seen}&limit=100`, { cache: 'no-store' });
     if (!res.ok) continue;
     for (const msg of await res.json()) receive({ ...msg, room: msg.room || d.room }, false);
@@ -81,7 +86,7 @@ async function loadUnread() {
 function room(name) {
   let r = rooms.get(name);
   if (!r) {
-    r = { messages: new Map(), unread: 0, seenThrough: 0, presence: null, notice: '', synced: false };
+    r = { messages: new Map(), unread: 0, seenThrough: 0, shown: false, presence: null, notice: '', synced: false };
     rooms.set(name, r);
   }
   return r;
@@ -349,6 +354,7 @@ function renderRooms() {
 function showRoom() {
   const r = room(current);
   r.unread = 0;
+  r.shown = true;
   for (const id of r.messages.keys()) r.seenThrough = Math.max(r.seenThrough, id);
   saveSeenSoon();
   list.replaceChildren();

@@ -83,6 +83,26 @@ test('messages in the other rooms are counted as unread until the room is opened
   }
 });
 
+test('a room read while it was empty counts what came while the page was closed', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const context = await browser.newContext();
+    let alice = await join(context, server.url, 'alice', '/#team-e');
+    await clickRoom(alice, 'general');
+    assert.equal(await post(server.url, 'bob', 'one', { room: 'team-e' }), 201);
+    await eventually(async () => await unread(alice, 'team-e') === 1, 'one unread in team-e');
+    const saved = () => alice.evaluate(() => JSON.parse(localStorage.getItem('sse-chat-seen') || '{}'));
+    await eventually(async () => 'team-e' in await saved(), 'how far team-e was read is saved');
+    await alice.close();
+    assert.equal(await post(server.url, 'bob', 'two', { room: 'team-e' }), 201);
+    alice = await context.newPage();
+    await alice.goto(server.url + '/');
+    await eventually(async () => await unread(alice, 'team-e') === 2, 'two unread in team-e');
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('a room read in one tab is read in the others', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
