@@ -104,6 +104,9 @@ class Fields {
   bool seen_[kCount] = {};
 };
 
+// Arrays and objects inside one another, the body's own object counting as one.
+constexpr size_t kMaxJsonDepth = 32;
+
 // Length of the JSON number at the start of `s` (RFC 8259's grammar), 0 when none is there.
 size_t json_number_length(std::string_view s) {
   size_t i = 0;
@@ -155,7 +158,8 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
   // per request. Depth is capped so hostile nesting is rejected cheaply.
   static simdjson::dom::parser parser = [] {
     simdjson::dom::parser p;
-    if (p.allocate(64 * 1024, 32) != simdjson::SUCCESS) std::abort();  // out of memory at start-up
+    if (p.allocate(64 * 1024, kMaxJsonDepth) != simdjson::SUCCESS)
+      std::abort();  // out of memory at start-up
     return p;
   }();
   simdjson::dom::element doc;
@@ -165,6 +169,8 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
     zeroed = zero_numbers(body);
     error = parser.parse(zeroed.data(), zeroed.size(), true).get(doc);
   }
+  if (error == simdjson::DEPTH_ERROR)
+    return bad("body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   if (error != simdjson::SUCCESS) return bad("body is not valid JSON");
   simdjson::dom::object object;
   if (doc.get_object().get(object) != simdjson::SUCCESS)
