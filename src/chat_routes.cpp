@@ -286,8 +286,11 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     return policy_.reply(conn, req, std::move(*refusal));
   // With tokens on, a reader's name is its token's, never what the query says.
   if (const Identity* who = auth.who()) query.user = who->name;
-  if (req.method == Method::Head)  // the stream's head, through the same reply path as any
-    return policy_.reply(conn, req, http::stream_head(req.http10));
+  if (req.method == Method::Head) {  // the stream's head, through the same reply path as any
+    http::Response head = http::stream_head(req.http10);
+    head.keep_alive = true;  // said, as the stream says it (unless the connection closes)
+    return policy_.reply(conn, req, std::move(head));
+  }
   // Draining, or a node still reading what Redis keeps: an EventSource reconnects (here later,
   // or elsewhere) on a closed connection, where any answer but 200 would make it give up.
   if (policy_.draining()) return conn.close("draining");

@@ -93,7 +93,7 @@ void HttpPolicy::reply(Connection& conn, const Request& req, http::Response r) {
 
 void HttpPolicy::reply(Connection& conn, const ReplyContext& ctx, http::Response r) {
   if (!ctx.keep_alive || draining_) r.close = true;
-  r.keep_alive = ctx.http10 && !r.close;
+  r.keep_alive = (r.keep_alive || ctx.http10) && !r.close;
   if (ctx.head) r.head_only = true;
   if (ctx.cors) http::allow_origin(r, config_.cors_origin);
   metrics_.count_response(r.status);
