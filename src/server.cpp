@@ -107,7 +107,6 @@ bool Server::start(std::string& error, int inherited_fd) {
 
   reactor_.after_dispatch([this] { return after_dispatch(); });
   reactor_.every(std::chrono::seconds(1), [this] { every_second(); });
-  reactor_.every(std::chrono::seconds(config_.heartbeat_s), [this] { send_heartbeats(); });
   reactor_.on_iteration = [this](int64_t us) { metrics_.observe_loop_busy(us); };
   return true;
 }
@@ -122,15 +121,18 @@ void Server::every_second() {
   registry_.tick();
   broker_->tick();
   hub_.send_presence();
+  send_heartbeats();
   if (++ticks_ % 10 == 0) policy_.prune();
   if (heap_trim_.on_tick({registry_.take_high_water(), registry_.size(),
                           hub_.kept_bytes() + hub_.backfill_bytes()}))
     log::info("returned free memory to the system", "connections", registry_.size());
 }
 
+// Looked at every second, so a stream's ping comes within half a second of `--heartbeat` after
+// what it was sent last (a timer of its own period would leave up to twice that between them).
 void Server::send_heartbeats() {
   int64_t now = reactor_.now_ms();
-  int64_t idle_ms = int64_t{config_.heartbeat_s} * 1000 - 100;
+  int64_t idle_ms = int64_t{config_.heartbeat_s} * 1000 - 500;
   registry_.for_each([&](Connection& c) {
     if (c.is_stream() && now - c.last_write_ms() >= idle_ms && c.free_slots() > 1)
       (void)c.deliver(ping_frame_);

@@ -212,6 +212,23 @@ TEST(History, HeartbeatOnAnIdleStream) {
   EXPECT_EQ(c.buffer().find(": ping\n\n"), std::string::npos);
 }
 
+// The first ping comes about --heartbeat after the stream's opening, whatever the phase of the
+// server's clock when it opened (each stream opens 0.4–1.4 s after a ping the server sent), not
+// up to twice that.
+TEST(History, FirstHeartbeatComesAfterOneHeartbeat) {
+  ServerProcess server({"--heartbeat", "2"});
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(i == 0 ? 0 : 500 * i - 100));
+    Client c(server.port());
+    auto opened = std::chrono::steady_clock::now();
+    c.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_TRUE(c.read_head());
+    while (c.buffer().find(": ping\n") == std::string::npos) ASSERT_TRUE(c.fill());
+    auto waited = std::chrono::steady_clock::now() - opened;
+    EXPECT_LT(waited, std::chrono::milliseconds(3300)) << "stream " << i;
+  }
+}
+
 TEST(History, SubscribersReconnectingAtManyPointsSeeExactlyThePostedSequence) {
   ServerProcess server;
   const int total = 400;
