@@ -150,6 +150,7 @@ RequestParser::RequestParser(const HttpLimits& limits) : limits_(limits) {
     st.on_header_value = on_header_value;
     st.on_header_value_complete = on_header_value_complete;
     st.on_headers_complete = on_headers_complete;
+    st.on_chunk_header = on_chunk_header;
     st.on_body = on_body;
     st.on_message_complete = on_message_complete;
     return st;
@@ -408,6 +409,14 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
     return s.fail(413, "request body too large");
   s.in_body_ = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) &&
                !(p->flags & F_CONTENT_LENGTH && p->content_length == 0);
+  return 0;
+}
+
+// A chunk that would take the body past the limit is refused from its size line, before its data.
+int RequestParser::on_chunk_header(llhttp_t* p) {
+  RequestParser& s = self(p);
+  if (p->content_length > s.limits_.max_body - s.request_.body.size())
+    return s.fail(413, "request body too large");
   return 0;
 }
 

@@ -199,6 +199,10 @@ TEST(HttpParser, Errors) {
       {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n"
        "12345678\r\n",
        413},
+      // A chunk's size line that would take the body past the limit: refused before its data.
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n", 413},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n6\r\n", 413},
+      {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n", 413},
       {"GET / HTTP/1.1\r\n\r\n", 400},                        // no Host
       {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},  // two
       {"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400},
@@ -232,6 +236,17 @@ TEST(HttpParser, Errors) {
     SCOPED_TRACE(c.input.substr(0, 60));
     EXPECT_EQ(parse_chunks({c.input}, small).error_status, c.status);
   }
+}
+
+TEST(HttpParser, ChunksUpToTheBodyLimitAreRead) {
+  HttpLimits small;
+  small.max_body = 10;
+  Outcome o = parse_chunks({"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                            "chunked\r\n\r\n4\r\n1234\r\n6\r\n567890\r\n0\r\n\r\n"},
+                           small);
+  EXPECT_EQ(o.error_status, 0);
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "1234567890");
 }
 
 // RFC 9110 9.1: a method nobody implements here is 501, whatever the split of the input; a
