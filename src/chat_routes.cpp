@@ -297,11 +297,11 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   if (!broker_.warm()) return conn.close("warming up");
   std::optional<uint64_t> last_id = resume_point(req, query);
   // Refused for now, a stream comes back from where it is, or from its rooms' newest message.
-  // (An id that is no id comes back as 0: from there every kept message replays, as after the
-  // reset it would get; echoing the stand-in UINT64_MAX would hand out an id never issued.)
-  uint64_t resume_from = !last_id                 ? hub_.newest_of(query.rooms)
-                         : *last_id == UINT64_MAX ? 0
-                                                  : *last_id;
+  // (An id that is no id is not said back: the client keeps it and gets its reset when admitted;
+  // echoing the stand-in UINT64_MAX would hand out an id never issued.)
+  std::optional<uint64_t> resume_from = !last_id ? std::optional(hub_.newest_of(query.rooms))
+                                        : *last_id == UINT64_MAX ? std::nullopt
+                                                                 : last_id;
   // Only who may post to every room it reads may make rooms at the cost of others' kept
   // messages (as posting does); a reader, with a token or without, only where that forgets none.
   bool may_forget_kept =

@@ -194,7 +194,7 @@ std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(
 }
 
 void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
-                               uint64_t resume_from) {
+                               std::optional<uint64_t> resume_from) {
   if (req.accept.find("text/event-stream") == std::string::npos)
     return reply(conn, req, too_many(refusal.reason + "; retry later", refusal.retry_after_s));
   http::Response r;

@@ -72,7 +72,7 @@ class HttpPolicy {
   // misses nothing posted meanwhile) with an `event: refused` saying why, and ends; any other
   // client a 429 with Retry-After.
   void refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
-                     uint64_t resume_from);
+                     std::optional<uint64_t> resume_from);
   // The stream cap per address (--max-streams-per-ip auto) once one address's share of the
   // connections is known.
   void set_address_share(uint32_t share);

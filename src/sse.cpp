@@ -106,8 +106,8 @@ std::string opening_event(uint32_t retry_ms, uint64_t id) {
   return out;
 }
 
-std::string refused_event(std::string_view reason, uint32_t retry_ms, uint64_t id) {
-  std::string out = retry_and_id(retry_ms, id);
+std::string refused_event(std::string_view reason, uint32_t retry_ms, std::optional<uint64_t> id) {
+  std::string out = id ? retry_and_id(retry_ms, *id) : retry_line(retry_ms);
   out += "event: refused\ndata: {\"reason\":";
   json::append_string(out, reason);
   out += ",\"retry\":";
