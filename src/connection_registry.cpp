@@ -193,8 +193,20 @@ void ConnectionRegistry::reap_closed() {
   resume_accepting();
 }
 
+void ConnectionRegistry::hold_accepting() {
+  if (held_ || !accepting_) return;
+  held_ = true;
+  reactor_.modify(listener_->fd(), 0, listener_.get());
+}
+
+void ConnectionRegistry::release_accepting() {
+  if (!held_) return;
+  held_ = false;
+  if (accepting_ && !accept_paused_) reactor_.modify(listener_->fd(), EPOLLIN, listener_.get());
+}
+
 void ConnectionRegistry::resume_accepting() {
-  if (!accept_paused_ || !accepting_) return;
+  if (!accept_paused_ || !accepting_ || held_) return;
   accept_paused_ = false;
   reactor_.modify(listener_->fd(), EPOLLIN, listener_.get());
 }

@@ -55,6 +55,11 @@ class ConnectionRegistry final : public ConnectionHost {
   // After each batch of events: flush the writer set, free closed connections. True when
   // connections still have output for the next iteration.
   bool after_dispatch();
+  // Until released, connections wait in the listen backlog, answered once the server is ready (a
+  // node still connecting to Redis would only refuse them).
+  void hold_accepting();
+  void release_accepting();
+  bool holding() const { return held_; }
   // About once a second: request and keep-alive timeouts; accepting again after EMFILE.
   void tick();
   void for_each(const std::function<void(Connection&)>& visit);
@@ -92,6 +97,7 @@ class ConnectionRegistry final : public ConnectionHost {
   AddressCounts per_peer_{0};
   std::function<bool(const net::IpAddress&)> peer_exempt_;
   bool accept_paused_ = false;
+  bool held_ = false;
   bool accepting_ = false;
 
   Connection* head_ = nullptr;  // intrusive list of every open connection

@@ -98,6 +98,13 @@ bool Server::start(std::string& error, int inherited_fd) {
           ? config_.max_connections
           : static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
   registry_.listen(fd, max_connections);
+  // A node on Redis takes connections once warm: until then it could only refuse POSTs (503) and
+  // close streams, while a balancer or another --reuse-port node would have served them. Not for
+  // long, though: when Redis does not answer, its 503s say so.
+  if (!broker_->warm()) {
+    registry_.hold_accepting();
+    hold_until_ms_ = reactor_.now_ms() + kHoldUntilWarmMs;
+  }
   // One address's share: at most this many of its connections, and of its streams (auto).
   auto share = static_cast<uint32_t>(std::max<size_t>(1, max_connections / 4));
   registry_.limit_per_peer(
@@ -112,6 +119,10 @@ bool Server::start(std::string& error, int inherited_fd) {
 }
 
 bool Server::after_dispatch() {
+  if (registry_.holding() && (broker_->warm() || reactor_.now_ms() >= hold_until_ms_)) {
+    registry_.release_accepting();
+    log::info("accepting connections", "warm", broker_->warm());
+  }
   bool work_left = registry_.after_dispatch();
   if (draining_) finish_shutdown_if_done();
   return work_left;

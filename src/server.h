@@ -56,6 +56,8 @@ class Server {
   FrameRef ping_frame_;
   HeapTrim heap_trim_;
   uint64_t ticks_ = 0;
+  static constexpr int64_t kHoldUntilWarmMs = 5000;
+  int64_t hold_until_ms_ = 0;  // connections wait in the backlog until the broker is warm, or then
   bool draining_ = false;
   bool listener_inherited_ = false;  // systemd's (socket activation): left open for the next one
   int64_t drain_deadline_ms_ = 0;

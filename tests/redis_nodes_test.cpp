@@ -1112,6 +1112,31 @@ TEST(RedisNodes, TwoNodesShareOnePortWithReusePort) {
   EXPECT_TRUE(b.running());
 }
 
+// A node started while Redis does not answer yet takes connections only once warm: a POST sent
+// meanwhile waits in the backlog and is stored, instead of the 503 a node still connecting gives
+// (what a balancer sent to a restarting node got). Redis never answering: it answers after 5 s.
+TEST(RedisNodes, ANodeTakesConnectionsOnceWarm) {
+  RedisServer redis;
+  redis.pause();
+  ServerProcess node({"--redis", redis.url(), "--access-log", "-"});
+  std::thread wake([&] {
+    std::this_thread::sleep_for(1s);
+    redis.resume();
+  });
+  Posted early = post(node.port(), "general", "early");
+  wake.join();
+  EXPECT_EQ(early.status, 201) << early.body << node.log();
+  EXPECT_EQ(list_room(node.port(), "general").size(), 1u);
+
+  RedisServer gone;
+  gone.stop();
+  ServerProcess alone({"--redis", gone.url()});
+  Posted refused = post(alone.port(), "general", "nobody stores this");
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_FALSE(refused.retry_after.empty());
+  EXPECT_EQ(status_of(alone.port(), "/healthz"), 503);
+}
+
 // 9. Redis past its maxmemory (noeviction, the advised policy) refuses a publish's first write,
 // so the whole publish, before anything is stored: the POST is a 503 that says nothing was
 // stored, /healthz and ssechat_storage_up say storage fails (logged once); once Redis has room
