@@ -842,17 +842,18 @@ function newNonce() {
 async function send(text, to) {
   // With tokens on the server takes the author's name from the token.
   const body = JSON.stringify({ user: auth.on ? undefined : me, text, room: to, nonce: newNonce() });
-  // Retry a network failure or a 503 with the same nonce: the server answers the retry with the
-  // original id, so a message whose answer was lost is never posted twice.
+  // Retry a network failure, a 503 or a proxy's 502/504 (a node stopping or out of reach) with the
+  // same nonce: the server answers the retry with the original id, so a message whose answer was
+  // lost is never posted twice.
   for (let attempt = 0; ; attempt++) {
     try {
       const res = await fetch('/messages', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
       if (res.ok) return null;
       let reason = res.statusText;
       try { reason = (await res.json()).error || reason; } catch (_) { /* not JSON */ }
-      if (res.status === 503 && attempt < 4) {
-        // Storage is failing and nothing was stored: wait as told, retry with the same nonce.
-        const wait = Number(res.headers.get('Retry-After')) || 2;
+      if ([502, 503, 504].includes(res.status) && attempt < 4) {
+        // Storage is failing, or the proxy found no node: wait as told, retry with the same nonce.
+        const wait = Number(res.headers.get('Retry-After')) || (res.status === 503 ? 2 : 1);
         await new Promise((r) => setTimeout(r, Math.min(wait, 10) * 1000));
         continue;
       }

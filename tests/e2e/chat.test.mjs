@@ -166,6 +166,29 @@ test('a message sent while storage fails is retried and arrives once', async () 
   }
 });
 
+test('a message a proxy answered 502 is retried with the same nonce and arrives once', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const page = await join(await browser.newContext(), server.url, 'proxied');
+    const bodies = [];
+    // As nginx answers when the node it sent the POST to closed the connection (a rolling restart).
+    await page.route('**/messages', async (route) => {
+      if (route.request().method() !== 'POST') return route.continue();
+      bodies.push(route.request().postData());
+      if (bodies.length === 1) return route.fulfill({ status: 502, contentType: 'text/html', body: '<html>502 Bad Gateway</html>' });
+      return route.continue();
+    });
+    await say(page, 'through a restart');
+    await eventually(async () => (await texts(page)).includes('through a restart'), 'the retried message');
+    assert.equal(bodies.length, 2);
+    assert.equal(JSON.parse(bodies[0]).nonce, JSON.parse(bodies[1]).nonce);
+    assert.deepEqual(await roomTexts(server.url, 'general'), ['through a restart']);
+    assert.equal(await page.isVisible('#error'), false);
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('a plain EventSource refused for now comes back by itself', async () => {
   const server = await startServer(['--max-streams-per-ip', '1', '--post-rate', '0']);
   try {
