@@ -183,6 +183,11 @@ bool RedisBroker::start(std::string& error) {
     error = "the nonce TTL must be at least a second";
     return false;
   }
+  // "{}" is no hash tag: Redis Cluster would spread the keys the publish script writes together.
+  if (options_.prefix.empty()) {
+    error = "--redis-prefix must not be empty";
+    return false;
+  }
   if (!options_.url.empty()) {
     auto endpoint = parse_redis_url(options_.url, error);
     if (!endpoint || !resolve_host(*endpoint, error)) return false;

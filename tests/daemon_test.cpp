@@ -142,11 +142,11 @@ void verify_unit(const std::string& name, const std::string& verify_as,
 }  // namespace
 
 TEST(Daemon, UnitFilePassesSystemdAnalyzeVerify) {
-  verify_unit(
-      "sse-chat.service", "sse-chat.service",
-      {"Type=notify", "DynamicUser=yes", "StateDirectory=sse-chat\n", "NoNewPrivileges=yes",
-       "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-       "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LimitNOFILE=", "Restart=on-failure"});
+  verify_unit("sse-chat.service", "sse-chat.service",
+              {"Type=notify", "DynamicUser=yes", "StateDirectory=sse-chat\n", "NoNewPrivileges=yes",
+               "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+               "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+               "LimitNOFILE=", "Restart=on-failure", "StartLimitIntervalSec=0\n"});
 }
 
 // sse-chat@1, sse-chat@2, ...: nodes sharing Redis and one port.
@@ -157,7 +157,8 @@ TEST(Daemon, TemplateUnitFilePassesSystemdAnalyzeVerify) {
        "EnvironmentFile=-/etc/default/sse-chat\n", "EnvironmentFile=-/etc/sse-chat/redis.env\n",
        "EnvironmentFile=-/etc/sse-chat/node-%i.env\n", "NoNewPrivileges=yes",
        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-       "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LimitNOFILE=", "Restart=on-failure"});
+       "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LimitNOFILE=", "Restart=on-failure",
+       "StartLimitIntervalSec=0\n"});
 }
 
 TEST(Daemon, MetricsParseWithPrometheusClientAndMatchWhatHappened) {

@@ -121,6 +121,19 @@ struct Cluster {
 
 }  // namespace
 
+// An empty prefix makes "{}" keys, which are no hash tag: refused at start.
+TEST(RedisBroker, AnEmptyPrefixIsRefused) {
+  sse::Reactor reactor;
+  testing_support::RecordingSink sink({1000, 1ull << 30, 1000});
+  std::string error;
+  sse::RedisBrokerOptions o;
+  o.endpoint = *sse::parse_redis_url("redis://127.0.0.1:1", error);
+  o.prefix = "";
+  sse::RedisBroker broker(reactor, sink, o);
+  EXPECT_FALSE(broker.start(error));
+  EXPECT_NE(error.find("--redis-prefix"), std::string::npos) << error;
+}
+
 TEST(RedisBroker, EveryNodeGetsEveryMessageInIdOrderWithTheSameIds) {
   Cluster c;
   ASSERT_TRUE(c.ready_at_start);
