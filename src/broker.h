@@ -185,6 +185,10 @@ class Broker {
   // The sink has what storage keeps, so streams may open (a Redis node warms up first).
   virtual bool warm() const { return true; }
 
+  // The first id of storage's data set when ids below it were never given by it (0: none such):
+  // a client's id under it comes from a data set lost before this node could tell.
+  virtual uint64_t first_id() const { return 0; }
+
   // About once a second: retries failed storage, and the like.
   virtual void tick() = 0;
 

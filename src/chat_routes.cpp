@@ -71,6 +71,13 @@ std::optional<uint64_t> resume_point(const Request& req, StreamQuery& query) {
   return parse_u64(*query.last_event_id).value_or(UINT64_MAX);
 }
 
+// Below storage's first id but not 0 (nothing read yet), or the id just before it: given by a
+// data set storage no longer has, so as unknown as an id that never was.
+std::optional<uint64_t> known_or_unknown(std::optional<uint64_t> id, uint64_t first_id) {
+  if (id && *id > 0 && *id + 1 < first_id) return UINT64_MAX;
+  return id;
+}
+
 // A listing's parameter given twice: which one counts is anybody's guess (a proxy in front may
 // have checked the other), so it is refused with the name of the parameter.
 std::optional<std::string> repeated_parameter(const form::Pairs& pairs,
@@ -295,7 +302,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   // or elsewhere) on a closed connection, where any answer but 200 would make it give up.
   if (policy_.draining()) return conn.close("draining");
   if (!broker_.warm()) return conn.close("warming up");
-  std::optional<uint64_t> last_id = resume_point(req, query);
+  std::optional<uint64_t> last_id = known_or_unknown(resume_point(req, query), broker_.first_id());
   // Refused for now, a stream comes back from where it is, or from its rooms' newest message.
   // (An id that is no id is not said back: the client keeps it and gets its reset when admitted;
   // echoing the stand-in UINT64_MAX would hand out an id never issued.)

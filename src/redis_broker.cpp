@@ -451,7 +451,12 @@ void RedisBroker::maybe_warm() {
 void RedisBroker::finish_warmup(Warmup& warm) {
   std::sort(warm.messages.begin(), warm.messages.end(),
             [](const auto& a, const auto& b) { return a.id < b.id; });
-  sink_.restore_base(last_seen_, warm.since > 0 ? warm.since - 1 : 0);
+  // Ids below the data set's first may have been a lost data set's, but only a recorded loss says
+  // so: without one, every room starts clean (a resume from 0 replays all, with no reset), and a
+  // resume from such an id is one this data set never gave (ChatRoutes resets it everywhere).
+  first_id_ = warm.since;
+  bool lost_before = warm.losses_from != "0-0";
+  sink_.restore_base(last_seen_, lost_before && warm.since > 0 ? warm.since - 1 : 0);
   for (const auto& m : warm.messages) sink_.on_committed(m.id, m.room, m.frame, true);
   for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
   // Redis may keep rooms beyond the most active max_rooms read here.

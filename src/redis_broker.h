@@ -69,6 +69,7 @@ class RedisBroker final : public Broker {
   std::optional<std::string> unavailable() const override;
   bool idle() const override { return cmd_.waiting() == 0; }
   bool warm() const override { return warmed_; }
+  uint64_t first_id() const override { return first_id_; }
   // Once a second: deadlines, the idle PING, reconnects when their backoff is over.
   void tick() override;
   BrokerStats stats() const override;
@@ -138,6 +139,7 @@ class RedisBroker final : public Broker {
   std::string script_sha_;
   std::string last_error_;
   uint64_t last_seen_ = 0;   // the newest id given to the sink
+  uint64_t first_id_ = 0;    // {p}:since as warming up read it
   uint64_t last_given_ = 0;  // the newest id a POST here was answered with (the feed may lag)
   bool have_start_ = false;  // the feed knows the id it starts after (last_seen_)
   bool warming_ = false;

@@ -1032,6 +1032,29 @@ TEST(RedisNodes, AResumeOverMessagesRedisLostIsReset) {
   EXPECT_EQ(earlier->ids(), (std::vector<uint64_t>{ids[4], after.id}));
 }
 
+// A node started after messages were posted resumes from 0 as a node that saw them all does: every
+// message, no reset (Redis recorded no loss, so nothing came before the data set's first id). An
+// id below that first id was given by no data set this Redis has: reset, then every message.
+TEST(RedisNodes, AResumeFromZeroOnANodeStartedLaterIsNotReset) {
+  RedisServer redis;
+  auto first = start_node(redis);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(post(first->port(), "x", "m" + std::to_string(i)).id);
+  auto later = start_node(redis);
+  for (auto* node : {first.get(), later.get()}) {
+    auto resumed = open_stream(node->port(), "?room=x", "0");
+    ASSERT_TRUE(resumed->ok);
+    ASSERT_TRUE(resumed->wait_count(3, 10s)) << node->log();
+    EXPECT_EQ(resumed->ids(), ids);
+    for (const auto& e : resumed->events()) EXPECT_NE(e.event, "reset") << e.data;
+  }
+  auto foreign = open_stream(later->port(), "?room=x", std::to_string(ids[0] / 2));
+  ASSERT_TRUE(foreign->ok);
+  ASSERT_TRUE(foreign->wait_count(3, 10s));
+  EXPECT_EQ(foreign->events().front().event, "reset");
+  EXPECT_EQ(foreign->ids(), ids);
+}
+
 // 7. An idempotent POST retried on another node gets the original id (200), and is delivered
 // once.
 TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {
