@@ -107,8 +107,8 @@ class Fields {
 // Arrays and objects inside one another, the body's own object counting as one.
 constexpr size_t kMaxJsonDepth = 32;
 
-// Length of the JSON number at the start of `s` (RFC 8259's grammar), 0 when none is there.
-size_t json_number_length(std::string_view s) {
+// Whether `s` is one JSON number (RFC 8259's grammar), nothing before or after it.
+bool is_json_number(std::string_view s) {
   size_t i = 0;
   auto digits = [&] {
     size_t from = i;
@@ -119,36 +119,48 @@ size_t json_number_length(std::string_view s) {
   if (i < s.size() && s[i] == '0') {
     ++i;
   } else if (!digits()) {
-    return 0;
+    return false;
   }
-  if (i < s.size() && s[i] == '.' && (++i, !digits())) return 0;
+  if (i < s.size() && s[i] == '.' && (++i, !digits())) return false;
   if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
     ++i;
     if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
-    if (!digits()) return 0;
+    if (!digits()) return false;
   }
-  return i;
+  return i == s.size();
 }
 
-// The body with every number outside strings written as 0 (padded with spaces, so offsets stay).
-// simdjson refuses numbers beyond 64 bits or a double's range, which are valid JSON; no field
-// read here is a number, so what they are does not matter. A malformed number is left as it is.
+bool is_number_char(char c) {
+  return ascii::is_digit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+// The body with every number value outside strings written as 0 (padded with spaces, so offsets
+// stay). simdjson refuses numbers beyond 64 bits or a double's range, which are valid JSON; no
+// field read here is a number, so what they are does not matter. Only a well-formed number where a
+// value starts is replaced: anything else stays as it was, invalid. One pass: each run of number
+// characters is looked at once.
 std::string zero_numbers(std::string_view body) {
   std::string out(body);
   bool in_string = false;
+  char before = ',';  // the last character outside strings that is not whitespace
   for (size_t i = 0; i < out.size(); ++i) {
     char c = out[i];
     if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
+      if (c == '\\') ++i;
+      if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '-' || ascii::is_digit(c)) {
+      size_t end = i;
+      while (end < out.size() && is_number_char(out[end])) ++end;
+      std::string_view run(out.data() + i, end - i);
+      if ((before == ',' || before == ':' || before == '[') && is_json_number(run))
+        out.replace(i, run.size(), "0" + std::string(run.size() - 1, ' '));
+      i = end - 1;
     } else if (c == '"') {
       in_string = true;
-    } else if (size_t n = json_number_length(std::string_view(out).substr(i)); n > 0) {
-      out.replace(i, n, "0" + std::string(n - 1, ' '));
-      i += n - 1;
     }
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') before = c;
   }
   return out;
 }
@@ -165,7 +177,8 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
   simdjson::dom::element doc;
   simdjson::error_code error = parser.parse(body.data(), body.size(), true).get(doc);
   std::string zeroed;
-  if (error == simdjson::NUMBER_ERROR) {
+  // NUMBER_ERROR here (BIGINT_ERROR in later simdjson): any error but depth is tried again.
+  if (error != simdjson::SUCCESS && error != simdjson::DEPTH_ERROR) {
     zeroed = zero_numbers(body);
     error = parser.parse(zeroed.data(), zeroed.size(), true).get(doc);
   }
