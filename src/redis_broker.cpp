@@ -455,8 +455,8 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   // so: without one, every room starts clean (a resume from 0 replays all, with no reset), and a
   // resume from such an id is one this data set never gave (ChatRoutes resets it everywhere).
   first_id_ = warm.since;
-  bool lost_before = warm.losses_from != "0-0";
-  sink_.restore_base(last_seen_, lost_before && warm.since > 0 ? warm.since - 1 : 0);
+  losses_known_ = warm.losses_from != "0-0";
+  sink_.restore_base(last_seen_, losses_known_ && warm.since > 0 ? warm.since - 1 : 0);
   for (const auto& m : warm.messages) sink_.on_committed(m.id, m.room, m.frame, true);
   for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
   // Redis may keep rooms beyond the most active max_rooms read here.
@@ -515,6 +515,7 @@ bool RedisBroker::deliver_entries(redisReply* r) {
     }
     if (entry->prev < last_seen_) {
       ++data_losses_;
+      losses_known_ = true;
       lost_after_ = std::min(lost_after_, entry->prev);
       // Acknowledged messages this node had not read yet may be gone too, in any room.
       lost_through_ = std::max(lost_through_, entry->id - 1);
@@ -525,6 +526,8 @@ bool RedisBroker::deliver_entries(redisReply* r) {
         untold_losses_.emplace_back(entry->prev, last_seen_);
       tell_losses();
     }
+    // A node that started on an empty data set learns its first id from its first entry.
+    if (first_id_ == 0 && last_seen_ == 0 && entry->prev == 0) first_id_ = entry->id;
     last_seen_ = entry->id;
     remember_read(entry->prev, entry->id);
     sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
@@ -561,6 +564,7 @@ void RedisBroker::read_losses() {
                  if (!*alive) return;
                  reading_losses_ = false;
                  if (!r || r->type != REDIS_REPLY_ARRAY) return;
+                 losses_known_ |= r->elements > 0;
                  for (size_t i = 0; i < r->elements; ++i) {
                    const redisReply* e = r->element[i];
                    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2) continue;
@@ -1071,7 +1075,9 @@ void RedisBroker::finish_backfill(BackfillRead& read) {
   if (read.lost_in_range)
     std::erase_if(fill.messages, [&](const KeptFrame& m) { return m.id <= lost_through_; });
   const std::optional<Entry>& first = read.first;
-  bool data_set_reaches = read.since == 0 || read.after + 1 >= read.since;
+  // From 0 the data set reaches back to the start unless a loss was recorded (as warming up says).
+  bool data_set_reaches =
+      read.since == 0 || read.after + 1 >= read.since || (read.after == 0 && !losses_known_);
   // Without an entry after `after`, a room Redis dropped may have had some.
   bool from_start = first ? first->prev <= read.after : read.listed || read.after >= read.dropped;
   bool none_missing = fill.messages.empty() ? !first || first->id > fill.through

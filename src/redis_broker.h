@@ -138,10 +138,12 @@ class RedisBroker final : public Broker {
   uint64_t rng_;
   std::string script_sha_;
   std::string last_error_;
-  uint64_t last_seen_ = 0;   // the newest id given to the sink
-  uint64_t first_id_ = 0;    // {p}:since as warming up read it
-  uint64_t last_given_ = 0;  // the newest id a POST here was answered with (the feed may lag)
-  bool have_start_ = false;  // the feed knows the id it starts after (last_seen_)
+  uint64_t last_seen_ = 0;     // the newest id given to the sink
+  uint64_t first_id_ = 0;      // {p}:since as warming up read it, or the first entry a node on an
+                               // empty data set read
+  bool losses_known_ = false;  // Redis recorded a loss, or this node found one
+  uint64_t last_given_ = 0;    // the newest id a POST here was answered with (the feed may lag)
+  bool have_start_ = false;    // the feed knows the id it starts after (last_seen_)
   bool warming_ = false;
   bool warmed_ = false;  // the hub has what Redis kept; the feed may deliver
   bool reading_ = false;

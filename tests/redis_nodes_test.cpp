@@ -1055,6 +1055,46 @@ TEST(RedisNodes, AResumeFromZeroOnANodeStartedLaterIsNotReset) {
   EXPECT_EQ(foreign->ids(), ids);
 }
 
+// A room this node did not warm (more rooms than its --max-rooms) resumed from 0: read from Redis,
+// which recorded no loss, so it is complete from the start: no reset either.
+TEST(RedisNodes, AResumeFromZeroOfARoomReadFromRedisIsNotReset) {
+  RedisServer redis;
+  auto first = start_node(redis);
+  std::vector<uint64_t> ids;
+  for (std::string room : {"a", "b", "c"}) ids.push_back(post(first->port(), room, "m").id);
+  auto later = start_node(redis, {"--max-rooms", "2"});
+  auto resumed = open_stream(later->port(), "?room=a", "0");
+  ASSERT_TRUE(resumed->ok);
+  ASSERT_TRUE(resumed->wait_count(1, 10s));
+  for (const auto& e : resumed->events()) EXPECT_NE(e.event, "reset") << e.data;
+  EXPECT_EQ(resumed->ids(), std::vector<uint64_t>{ids[0]});
+}
+
+// Every node was down when Redis lost its data. A node started on the empty Redis learns the new
+// data set's first id from its first message: a client's id from the lost data set is reset
+// there, as on a node started after that message.
+TEST(RedisNodes, AnIdFromADataSetLostWhileNoNodeRanIsReset) {
+  RedisServer redis;
+  uint64_t old_id = 0;
+  {
+    auto gone = start_node(redis);
+    old_id = post(gone->port(), "x", "old").id;
+    ASSERT_NE(old_id, 0u);
+  }
+  ASSERT_EQ(redis.cli({"FLUSHALL"}), "OK");
+  auto early = start_node(redis);
+  Posted fresh = post(early->port(), "x", "new");
+  ASSERT_EQ(fresh.status, 201) << fresh.body;
+  auto late = start_node(redis);
+  for (auto* node : {early.get(), late.get()}) {
+    auto resumed = open_stream(node->port(), "?room=x", std::to_string(old_id));
+    ASSERT_TRUE(resumed->ok);
+    ASSERT_TRUE(resumed->wait_count(1, 10s)) << node->log();
+    EXPECT_EQ(resumed->events().front().event, "reset") << "node " << node->port();
+    EXPECT_EQ(resumed->ids(), std::vector<uint64_t>{fresh.id});
+  }
+}
+
 // 7. An idempotent POST retried on another node gets the original id (200), and is delivered
 // once.
 TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {
