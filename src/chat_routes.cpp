@@ -71,11 +71,23 @@ std::optional<uint64_t> resume_point(const Request& req, StreamQuery& query) {
   return parse_u64(*query.last_event_id).value_or(UINT64_MAX);
 }
 
-// Below storage's first id but not 0 (nothing read yet), or the id just before it: given by a
-// data set storage no longer has, so as unknown as an id that never was.
+// Below storage's first id, but neither 0 (nothing read yet) nor the id just before it: given by
+// a data set storage no longer has, so as unknown as an id that never was.
 std::optional<uint64_t> known_or_unknown(std::optional<uint64_t> id, uint64_t first_id) {
   if (id && *id > 0 && *id + 1 < first_id) return UINT64_MAX;
   return id;
+}
+
+// The id a stream refused for now comes back with: where it is, or its rooms' newest message. One
+// that is no id (unknown, UINT64_MAX) is said back as the client sent it, which it keeps anyway
+// (its reset comes when admitted), never as an id this server made up; unless an id: line cannot
+// carry it (then none).
+std::string refused_resume_id(std::optional<uint64_t> last_id, uint64_t newest,
+                              const std::optional<std::string>& sent) {
+  if (!last_id) return std::to_string(newest);
+  if (*last_id != UINT64_MAX) return std::to_string(*last_id);
+  if (!sent || sent->find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) return {};
+  return *sent;
 }
 
 // A listing's parameter given twice: which one counts is anybody's guess (a proxy in front may
@@ -303,12 +315,8 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
   if (policy_.draining()) return conn.close("draining");
   if (!broker_.warm()) return conn.close("warming up");
   std::optional<uint64_t> last_id = known_or_unknown(resume_point(req, query), broker_.first_id());
-  // Refused for now, a stream comes back from where it is, or from its rooms' newest message.
-  // (An id that is no id is not said back: the client keeps it and gets its reset when admitted;
-  // echoing the stand-in UINT64_MAX would hand out an id never issued.)
-  std::optional<uint64_t> resume_from = !last_id ? std::optional(hub_.newest_of(query.rooms))
-                                        : *last_id == UINT64_MAX ? std::nullopt
-                                                                 : last_id;
+  uint64_t newest = hub_.newest_of(query.rooms);
+  std::string resume_id = refused_resume_id(last_id, newest, query.last_event_id);
   // Only who may post to every room it reads may make rooms at the cost of others' kept
   // messages (as posting does); a reader, with a token or without, only where that forgets none.
   bool may_forget_kept =
@@ -322,7 +330,7 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     std::string why = hub_.can_open(query.rooms, true)
                           ? "too many rooms keep messages; a new one is made only by who may post"
                           : "too many rooms are being read";
-    return policy_.refuse_stream(conn, req, {std::move(why), 5}, resume_from);
+    return policy_.refuse_stream(conn, req, {std::move(why), 5}, resume_id);
   }
   // Rooms whose messages from before what memory keeps are read from shared storage first.
   std::vector<std::pair<std::string, uint64_t>> short_rooms;
@@ -330,11 +338,11 @@ void ChatRoutes::route_events(Connection& conn, Request& req) {
     short_rooms = hub_.rooms_short_of(query.rooms, *last_id);
   if (!short_rooms.empty() && !backfill_has_room()) {
     metrics_.count_rejected("backfill_busy");
-    return policy_.refuse_stream(conn, req, {"too many streams are catching up", 5}, resume_from);
+    return policy_.refuse_stream(conn, req, {"too many streams are catching up", 5}, resume_id);
   }
   if (auto refusal = policy_.admit_stream(conn, query.rooms))
-    return policy_.refuse_stream(conn, req, *refusal, resume_from);
-  policy_.open_stream(conn, req, last_id ? std::nullopt : std::optional(resume_from));
+    return policy_.refuse_stream(conn, req, *refusal, resume_id);
+  policy_.open_stream(conn, req, last_id ? std::nullopt : std::optional(newest));
   if (const Identity* who = auth.who()) {  // a stream never outlives its token
     int64_t left_ms = std::max<int64_t>(0, who->expires_s * 1000 - wall_clock_ms());
     conn.expire_at(reactor_.now_ms() + left_ms, who->key_id);

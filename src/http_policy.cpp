@@ -194,7 +194,7 @@ std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(
 }
 
 void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
-                               std::optional<uint64_t> resume_from) {
+                               std::string_view resume_id) {
   if (req.accept.find("text/event-stream") == std::string::npos)
     return reply(conn, req, too_many(refusal.reason + "; retry later", refusal.retry_after_s));
   http::Response r;
@@ -204,7 +204,7 @@ void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const Strea
   r.headers.emplace_back("Cache-Control", "no-cache");
   // Jittered, so the refused do not all come back in the same instant.
   uint32_t retry_ms = refusal.retry_after_s * 1000 + retry_with_jitter() % 1000;
-  r.body = refused_event(refusal.reason, retry_ms, resume_from);
+  r.body = refused_event(refusal.reason, retry_ms, resume_id);
   reply(conn, req, std::move(r));
 }
 

@@ -68,11 +68,11 @@ class HttpPolicy {
                                             const std::vector<std::string>& rooms);
   // Answers a refused stream so that its client comes back by itself: an EventSource (it sends
   // Accept: text/event-stream, and gives up for good on any status but 200) gets a 200 that only
-  // sets `retry:` and `id:` (`resume_from`: so that it comes back with that Last-Event-ID and
-  // misses nothing posted meanwhile) with an `event: refused` saying why, and ends; any other
-  // client a 429 with Retry-After.
+  // sets `retry:` and `id:` (`resume_id`: so that it comes back with that Last-Event-ID and
+  // misses nothing posted meanwhile; empty: no `id:`) with an `event: refused` saying why, and
+  // ends; any other client a 429 with Retry-After.
   void refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
-                     std::optional<uint64_t> resume_from);
+                     std::string_view resume_id);
   // The stream cap per address (--max-streams-per-ip auto) once one address's share of the
   // connections is known.
   void set_address_share(uint32_t share);

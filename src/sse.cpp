@@ -87,11 +87,10 @@ std::string retry_line(uint32_t retry_ms) {
 namespace {
 
 // "retry: <ms>\nid: <id>\n": the fields a block that tells a client where it stands starts with.
-std::string retry_and_id(uint32_t retry_ms, uint64_t id) {
-  std::string out = "retry: ";
-  json::append_uint(out, retry_ms);
-  out += "\nid: ";
-  json::append_uint(out, id);
+std::string retry_and_id(uint32_t retry_ms, std::string_view id) {
+  std::string out = retry_line(retry_ms);
+  out += "id: ";
+  out += id;
   out += '\n';
   return out;
 }
@@ -99,15 +98,15 @@ std::string retry_and_id(uint32_t retry_ms, uint64_t id) {
 }  // namespace
 
 std::string opening_event(uint32_t retry_ms, uint64_t id) {
-  std::string out = retry_and_id(retry_ms, id);
+  std::string out = retry_and_id(retry_ms, std::to_string(id));
   out += "event: ready\ndata: {\"newest\":";
   json::append_uint(out, id);
   out += "}\n\n";
   return out;
 }
 
-std::string refused_event(std::string_view reason, uint32_t retry_ms, std::optional<uint64_t> id) {
-  std::string out = id ? retry_and_id(retry_ms, *id) : retry_line(retry_ms);
+std::string refused_event(std::string_view reason, uint32_t retry_ms, std::string_view id) {
+  std::string out = id.empty() ? retry_line(retry_ms) : retry_and_id(retry_ms, id);
   out += "event: refused\ndata: {\"reason\":";
   json::append_string(out, reason);
   out += ",\"retry\":";

@@ -61,9 +61,9 @@ std::string opening_event(uint32_t retry_ms, uint64_t id);
 
 // "retry: <ms>\nid: <id>\nevent: refused\ndata: {"reason":..,"retry":<ms>}\n\n": a stream
 // refused for now comes back after <ms> from <id>. The id rides on an event with data, since some
-// clients (npm eventsource 3 and 4) take no id from a block without data. Without an id, no `id:`
-// line: the client keeps the one it came with.
-std::string refused_event(std::string_view reason, uint32_t retry_ms, std::optional<uint64_t> id);
+// clients (npm eventsource 3 and 4) take no id from a block without data. An empty <id>: no `id:`
+// line. <id> must hold no CR, LF or NUL.
+std::string refused_event(std::string_view reason, uint32_t retry_ms, std::string_view id);
 
 // "event: reset\ndata: {"room":..,"oldest":..,"newest":..}\n\n": `room` no longer keeps what a
 // stream still needed; it goes on from `oldest` (newest + 1 when nothing is kept).

@@ -158,8 +158,8 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
   ASSERT_TRUE(reader.retry_ms());
   EXPECT_GE(*reader.retry_ms(), 10000);    // ...after saying when to come back
   EXPECT_EQ(reader.last_event_id(), "1");  // and from where: the newest message then
-  // One that had an id is sent back with it; one whose id is no id gets no id (it keeps its own,
-  // and its reset when admitted), never a made-up one.
+  // One that had an id is sent back with it; one whose id is no id with what it sent (so it gets
+  // its reset when admitted), never with an id made up here.
   auto sent_back_from = [&](const std::string& last_event_id) {
     Client resuming(server.port());
     EXPECT_TRUE(
@@ -173,7 +173,8 @@ TEST(Bounds, AStreamRefusedForNowComesBackByItselfAndSpendsNothing) {
     return resuming_reader.last_event_id();
   };
   EXPECT_EQ(sent_back_from("0"), "0");
-  EXPECT_EQ(sent_back_from("abc"), "");  // no id: line at all
+  EXPECT_EQ(sent_back_from("abc"), "abc");
+  EXPECT_EQ(sent_back_from("99999999999999999999999"), "99999999999999999999999");
   // Any other client gets 429 with Retry-After.
   Client curl(server.port());
   auto r = curl.get("/events");
