@@ -169,7 +169,16 @@ const std::vector<Option>& options() {
                     "(redis://[[user]:password@]host[:port][/db] or unix:///path); the journal "
                     "is then off",
                     &Config::redis),
-      string_option("redis-prefix", "NAME", "the Redis keys are {NAME}:...", &Config::redis_prefix),
+      // {NAME} is the keys' hash tag: an empty one, or braces inside, would spread them over
+      // Redis Cluster's slots, and the publish script writes them together.
+      {"redis-prefix", "NAME", "the Redis keys are {NAME}:...",
+       [](Config& c) { return c.redis_prefix; },
+       [](Config& c, const std::string& v) {
+         if (v.empty() || v.find_first_of("{}") != std::string::npos) return false;
+         c.redis_prefix = v;
+         return true;
+       },
+       "a name without braces"},
       {"reuse-port", nullptr, "let several nodes listen on one port (SO_REUSEPORT)",
        [](Config& c) { return c.reuse_port ? "on" : "off"; },
        [](Config& c, const std::string&) {

@@ -184,8 +184,8 @@ bool RedisBroker::start(std::string& error) {
     return false;
   }
   // "{}" is no hash tag: Redis Cluster would spread the keys the publish script writes together.
-  if (options_.prefix.empty()) {
-    error = "--redis-prefix must not be empty";
+  if (options_.prefix.empty() || options_.prefix.find_first_of("{}") != std::string::npos) {
+    error = "--redis-prefix must be a name without braces";
     return false;
   }
   if (!options_.url.empty()) {

@@ -39,6 +39,19 @@ TEST(Config, BelowTheMinimumIsRefused) {
   EXPECT_EQ(parse({"--history", "0"}, config).kind, sse::ParseOutcome::Error);
 }
 
+// The prefix is the Redis keys' hash tag: empty or with braces it would not keep them in one slot.
+TEST(Config, ARedisPrefixIsANameWithoutBraces) {
+  for (const char* bad : {"", "}x", "a{b", "{c}"}) {
+    sse::Config config;
+    sse::ParseOutcome outcome = parse({"--redis-prefix", bad}, config);
+    EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error) << bad;
+    EXPECT_NE(outcome.message.find("without braces"), std::string::npos) << outcome.message;
+  }
+  sse::Config config;
+  EXPECT_EQ(parse({"--redis-prefix", "chat-2"}, config).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(config.redis_prefix, "chat-2");
+}
+
 // The room limits of #13 and the history's memory: 32 rooms a stream, 10,000 rooms, 256 MiB of kept
 // messages, both in what the server runs with and in what --help says.
 TEST(Config, RoomAndHistoryMemoryDefaults) {

@@ -132,6 +132,9 @@ TEST(RedisBroker, AnEmptyPrefixIsRefused) {
   sse::RedisBroker broker(reactor, sink, o);
   EXPECT_FALSE(broker.start(error));
   EXPECT_NE(error.find("--redis-prefix"), std::string::npos) << error;
+  o.prefix = "}x";
+  sse::RedisBroker braced(reactor, sink, o);
+  EXPECT_FALSE(braced.start(error));
 }
 
 TEST(RedisBroker, EveryNodeGetsEveryMessageInIdOrderWithTheSameIds) {
