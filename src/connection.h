@@ -95,6 +95,8 @@ class Connection final : public EventHandler, public Sink {
   int fd() const { return fd_; }
   const net::IpAddress& peer() const { return peer_; }
   int64_t last_write_ms() const { return last_write_ms_; }
+  // Nothing waits to be written (a stream that is idle, not one whose client stopped reading).
+  bool idle_output() const { return out_.empty(); }
   std::string_view close_reason() const { return close_reason_; }
 
   // Host bookkeeping.

@@ -95,6 +95,9 @@ int main(int argc, char** argv) {
     sd_notify(0, "STOPPING=1");
     server.begin_shutdown();
   });
+  // Ready once it takes connections: a node on Redis when it is warm, so that a rolling restart
+  // (systemctl restart, one node after another) waits for each.
+  server.on_ready = [] { sd_notify(0, "READY=1"); };
   std::string error;
   if (!server.start(error, inherited_listener())) {
     sse::log::error("cannot start", "error", error);
@@ -111,7 +114,6 @@ int main(int argc, char** argv) {
                  : config.journal      ? config.data_dir
                                        : std::string("memory only"),
                  "sends", server.sends_batched() ? "io_uring" : "writev");
-  sd_notify(0, "READY=1");
   reactor.run();
   sse::log::info("sse-chat stopped");
   return 0;

@@ -99,11 +99,13 @@ bool Server::start(std::string& error, int inherited_fd) {
           : static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
   registry_.listen(fd, max_connections);
   // A node on Redis takes connections once warm: until then it could only refuse POSTs (503) and
-  // close streams, while a balancer or another --reuse-port node would have served them. Not for
-  // long, though: when Redis does not answer, its 503s say so.
+  // close streams, which a balancer would have sent to a node that is up (with --reuse-port they
+  // only wait). Not for long, though: when Redis does not answer, its 503s say so.
   if (!broker_->warm()) {
     registry_.hold_accepting();
     hold_until_ms_ = reactor_.now_ms() + kHoldUntilWarmMs;
+  } else if (on_ready) {
+    on_ready();
   }
   // One address's share: at most this many of its connections, and of its streams (auto).
   auto share = static_cast<uint32_t>(std::max<size_t>(1, max_connections / 4));
@@ -119,13 +121,21 @@ bool Server::start(std::string& error, int inherited_fd) {
 }
 
 bool Server::after_dispatch() {
-  if (registry_.holding() && (broker_->warm() || reactor_.now_ms() >= hold_until_ms_)) {
-    registry_.release_accepting();
-    log::info("accepting connections", "warm", broker_->warm());
-  }
+  if (registry_.holding() && (broker_->warm() || reactor_.now_ms() >= hold_until_ms_))
+    stop_holding();
   bool work_left = registry_.after_dispatch();
   if (draining_) finish_shutdown_if_done();
   return work_left;
+}
+
+void Server::stop_holding() {
+  registry_.release_accepting();
+  if (draining_) return;
+  if (broker_->warm())
+    log::info("warm: accepting connections");
+  else
+    log::warn("accepting connections before Redis answered");
+  if (on_ready) on_ready();
 }
 
 void Server::every_second() {
@@ -145,7 +155,8 @@ void Server::send_heartbeats() {
   int64_t now = reactor_.now_ms();
   int64_t idle_ms = int64_t{config_.heartbeat_s} * 1000 - 500;
   registry_.for_each([&](Connection& c) {
-    if (c.is_stream() && now - c.last_write_ms() >= idle_ms && c.free_slots() > 1)
+    if (c.is_stream() && now - c.last_write_ms() >= idle_ms && c.idle_output() &&
+        c.free_slots() > 1)
       (void)c.deliver(ping_frame_);
   });
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,6 +29,9 @@ class Server {
 
   // Loads storage (rebuilding history), binds the listener (or adopts `inherited_fd`).
   bool start(std::string& error, int inherited_fd = -1);
+  // Runs once the server takes connections: at once, or for a node on Redis once it is warm (or
+  // has waited for that as long as it does). Set before start().
+  std::function<void()> on_ready;
   std::string address() const { return address_; }
   bool sends_batched() const { return registry_.sends_batched(); }
 
@@ -39,6 +43,7 @@ class Server {
 
  private:
   bool after_dispatch();
+  void stop_holding();
   void every_second();
   void send_heartbeats();
   void finish_shutdown_if_done();

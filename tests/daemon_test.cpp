@@ -38,35 +38,6 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-// A NOTIFY_SOCKET for the server to talk to, as systemd provides.
-class NotifySocket {
- public:
-  NotifySocket() : path_(make_temp_dir() + "/notify") {
-    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
-    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    timeval tv{20, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  ~NotifySocket() { close(fd_); }
-  std::string env() const { return "NOTIFY_SOCKET=" + path_; }
-  // Waits for a datagram containing `what`; false on timeout.
-  bool wait_for(const std::string& what) {
-    char buf[4096];
-    for (;;) {
-      ssize_t n = recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) return false;
-      if (std::string(buf, static_cast<size_t>(n)).find(what) != std::string::npos) return true;
-    }
-  }
-
- private:
-  std::string path_;
-  int fd_;
-};
-
 }  // namespace
 
 TEST(Daemon, NotifiesReadyWatchdogAndStopping) {

@@ -1181,7 +1181,9 @@ TEST(RedisNodes, TwoNodesShareOnePortWithReusePort) {
 TEST(RedisNodes, ANodeTakesConnectionsOnceWarm) {
   RedisServer redis;
   redis.pause();
-  ServerProcess node({"--redis", redis.url(), "--access-log", "-"});
+  NotifySocket notify;  // systemd hears READY=1 only then, so a rolling restart waits for it
+  ServerProcess node({"--redis", redis.url(), "--access-log", "-"}, true, {{notify.env()}});
+  EXPECT_FALSE(notify.wait_for("READY=1", 500));
   std::thread wake([&] {
     std::this_thread::sleep_for(1s);
     redis.resume();
@@ -1189,6 +1191,7 @@ TEST(RedisNodes, ANodeTakesConnectionsOnceWarm) {
   Posted early = post(node.port(), "general", "early");
   wake.join();
   EXPECT_EQ(early.status, 201) << early.body << node.log();
+  EXPECT_TRUE(notify.wait_for("READY=1"));
   EXPECT_EQ(list_room(node.port(), "general").size(), 1u);
 
   RedisServer gone;

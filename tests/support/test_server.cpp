@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,6 +122,33 @@ bool ServerProcess::running() {
     return false;
   }
   return true;
+}
+
+NotifySocket::NotifySocket() : path_(make_temp_dir() + "/notify") {
+  fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
+  bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+}
+
+NotifySocket::~NotifySocket() {
+  ::close(fd_);
+}
+
+bool NotifySocket::wait_for(const std::string& what, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  char buf[4096];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    if (std::string(buf, static_cast<size_t>(n)).find(what) != std::string::npos) return true;
+  }
 }
 
 int ServerProcess::stop(int sig) {

@@ -24,6 +24,21 @@ struct LaunchOptions {
   bool default_limits = false;   // keep the server's own rate and stream limits
 };
 
+// A NOTIFY_SOCKET for the server to talk to, as systemd provides.
+class NotifySocket {
+ public:
+  NotifySocket();
+  ~NotifySocket();
+  NotifySocket(const NotifySocket&) = delete;
+  std::string env() const { return "NOTIFY_SOCKET=" + path_; }
+  // Waits up to `timeout_ms` for a datagram containing `what`; false on timeout.
+  bool wait_for(const std::string& what, int timeout_ms = 20000);
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
 class ServerProcess {
  public:
   // Starts sse-chat with `args` (plus --listen 127.0.0.1:0 unless given); waits for its address.
