@@ -169,16 +169,7 @@ const std::vector<Option>& options() {
                     "(redis://[[user]:password@]host[:port][/db] or unix:///path); the journal "
                     "is then off",
                     &Config::redis),
-      // {NAME} is the keys' hash tag: an empty one, or braces inside, would spread them over
-      // Redis Cluster's slots, and the publish script writes them together.
-      {"redis-prefix", "NAME", "the Redis keys are {NAME}:...",
-       [](Config& c) { return c.redis_prefix; },
-       [](Config& c, const std::string& v) {
-         if (v.empty() || v.find_first_of("{}") != std::string::npos) return false;
-         c.redis_prefix = v;
-         return true;
-       },
-       "a name without braces"},
+      string_option("redis-prefix", "NAME", "the Redis keys are {NAME}:...", &Config::redis_prefix),
       {"reuse-port", nullptr, "let several nodes listen on one port (SO_REUSEPORT)",
        [](Config& c) { return c.reuse_port ? "on" : "off"; },
        [](Config& c, const std::string&) {
@@ -377,6 +368,12 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
                                        " (expected " + expected_value(*o) + ")"};
   }
   if (out.jwt_keys.empty()) out.jwt_keys = std::move(env_jwt_keys);
+  // {NAME} is the keys' hash tag: an empty one, or braces inside, would spread them over Redis
+  // Cluster's slots, and the publish script writes them together. Without --redis it is unused.
+  if (!out.redis.empty() &&
+      (out.redis_prefix.empty() || out.redis_prefix.find_first_of("{}") != std::string::npos))
+    return {ParseOutcome::Error, "bad value for --redis-prefix: " + out.redis_prefix +
+                                     " (expected a name without braces)"};
   return {};
 }
 

@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
 
   sse::Reactor reactor;
   sse::Server server(reactor, config);
+  static bool ready = false;  // READY=1 went to systemd
   // Before any thread exists (the journal's syncer), so every thread inherits the blocked mask
   // and SIGTERM reaches the loop instead of killing the process from another thread.
   reactor.on_signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
@@ -92,12 +93,17 @@ int main(int argc, char** argv) {
       sse::log::reopen_files();
       return server.reload_keys();
     }
-    sd_notify(0, "STOPPING=1");
+    // Stopped before it was ready (a node on Redis still warming up): said as one, or systemd
+    // would count an exit before READY=1 a failure and start it again.
+    sd_notify(0, ready ? "STOPPING=1" : "READY=1\nSTOPPING=1");
     server.begin_shutdown();
   });
   // Ready once it takes connections: a node on Redis when it is warm, so that a rolling restart
   // (systemctl restart, one node after another) waits for each.
-  server.on_ready = [] { sd_notify(0, "READY=1"); };
+  server.on_ready = [] {
+    ready = true;
+    sd_notify(0, "READY=1");
+  };
   std::string error;
   if (!server.start(error, inherited_listener())) {
     sse::log::error("cannot start", "error", error);

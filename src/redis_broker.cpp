@@ -1076,8 +1076,11 @@ void RedisBroker::finish_backfill(BackfillRead& read) {
     std::erase_if(fill.messages, [&](const KeptFrame& m) { return m.id <= lost_through_; });
   const std::optional<Entry>& first = read.first;
   // From 0 the data set reaches back to the start unless a loss was recorded (as warming up says).
-  bool data_set_reaches =
-      read.since == 0 || read.after + 1 >= read.since || (read.after == 0 && !losses_known_);
+  // No data set at all reaches back only for a node that has read nothing: after ids it read,
+  // Redis lost everything (FLUSHALL), though no entry has told it yet.
+  bool data_set_reaches = read.since == 0
+                              ? last_seen_ == 0
+                              : read.after + 1 >= read.since || (read.after == 0 && !losses_known_);
   // Without an entry after `after`, a room Redis dropped may have had some.
   bool from_start = first ? first->prev <= read.after : read.listed || read.after >= read.dropped;
   bool none_missing = fill.messages.empty() ? !first || first->id > fill.through

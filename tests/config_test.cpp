@@ -43,13 +43,18 @@ TEST(Config, BelowTheMinimumIsRefused) {
 TEST(Config, ARedisPrefixIsANameWithoutBraces) {
   for (const char* bad : {"", "}x", "a{b", "{c}"}) {
     sse::Config config;
-    sse::ParseOutcome outcome = parse({"--redis-prefix", bad}, config);
+    sse::ParseOutcome outcome = parse({"--redis", "redis://r", "--redis-prefix", bad}, config);
     EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error) << bad;
     EXPECT_NE(outcome.message.find("without braces"), std::string::npos) << outcome.message;
   }
   sse::Config config;
-  EXPECT_EQ(parse({"--redis-prefix", "chat-2"}, config).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(parse({"--redis", "redis://r", "--redis-prefix", "chat-2"}, config).kind,
+            sse::ParseOutcome::Run);
   EXPECT_EQ(config.redis_prefix, "chat-2");
+  // Without Redis the prefix is not used: an empty one (SSE_CHAT_REDIS_PREFIX= in a shared
+  // settings file) is no reason to refuse to start.
+  sse::Config local;
+  EXPECT_EQ(parse({"--redis-prefix", ""}, local).kind, sse::ParseOutcome::Run);
 }
 
 // The room limits of #13 and the history's memory: 32 rooms a stream, 10,000 rooms, 256 MiB of kept

@@ -1055,6 +1055,27 @@ TEST(RedisNodes, AResumeFromZeroOnANodeStartedLaterIsNotReset) {
   EXPECT_EQ(foreign->ids(), ids);
 }
 
+// Redis emptied (FLUSHALL) and nothing posted since, so no entry has told the node: a resume
+// that needs what memory no longer keeps finds no data set at all in Redis, which after ids the
+// node read means they are lost: reset, not silence.
+TEST(RedisNodes, AResumeIntoAnEmptiedRedisIsReset) {
+  RedisServer redis;
+  auto node = start_node(redis, {"--history", "2"});
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(post(node->port(), "x", "m" + std::to_string(i)).id);
+  {
+    auto read = open_stream(node->port(), "?room=x", std::to_string(ids[3]));
+    ASSERT_TRUE(read->ok);
+    ASSERT_TRUE(read->wait_count(1, 10s));  // the node has read all five
+  }
+  ASSERT_EQ(redis.cli({"FLUSHALL"}), "OK");
+  auto resumed = open_stream(node->port(), "?room=x", std::to_string(ids[0]));
+  ASSERT_TRUE(resumed->ok);
+  ASSERT_TRUE(resumed->wait_count(2, 10s));
+  EXPECT_EQ(resumed->events().front().event, "reset") << ids[1] << " and " << ids[2] << " missed";
+  EXPECT_EQ(resumed->ids(), (std::vector<uint64_t>{ids[3], ids[4]}));
+}
+
 // A room this node did not warm (more rooms than its --max-rooms) resumed from 0: read from Redis,
 // which recorded no loss, so it is complete from the start: no reset either.
 TEST(RedisNodes, AResumeFromZeroOfARoomReadFromRedisIsNotReset) {
