@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "ascii.h"
+#include "redis_scripts.h"
 
 namespace sse {
 namespace {
@@ -368,10 +369,8 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
                                        " (expected " + expected_value(*o) + ")"};
   }
   if (out.jwt_keys.empty()) out.jwt_keys = std::move(env_jwt_keys);
-  // {NAME} is the keys' hash tag: an empty one, or braces inside, would spread them over Redis
-  // Cluster's slots, and the publish script writes them together. Without --redis it is unused.
-  if (!out.redis.empty() &&
-      (out.redis_prefix.empty() || out.redis_prefix.find_first_of("{}") != std::string::npos))
+  // Without --redis the prefix is unused.
+  if (!out.redis.empty() && !redis_scripts::is_key_prefix(out.redis_prefix))
     return {ParseOutcome::Error, "bad value for --redis-prefix: " + out.redis_prefix +
                                      " (expected a name without braces)"};
   return {};

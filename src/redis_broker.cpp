@@ -183,8 +183,7 @@ bool RedisBroker::start(std::string& error) {
     error = "the nonce TTL must be at least a second";
     return false;
   }
-  // "{}" is no hash tag: Redis Cluster would spread the keys the publish script writes together.
-  if (options_.prefix.empty() || options_.prefix.find_first_of("{}") != std::string::npos) {
+  if (!redis_scripts::is_key_prefix(options_.prefix)) {
     error = "--redis-prefix must be a name without braces";
     return false;
   }

@@ -28,6 +28,12 @@
 
 namespace sse::redis_scripts {
 
+// Whether `prefix` makes {prefix} a hash tag: an empty one, or braces inside, would spread the keys
+// over Redis Cluster's slots, and the publish script writes them together.
+inline bool is_key_prefix(std::string_view prefix) {
+  return !prefix.empty() && prefix.find_first_of("{}") == std::string_view::npos;
+}
+
 // KEYS: seq, log, room stream, nonce key (when the POST has no nonce, a placeholder in the slot
 // that is not touched), rooms, since, history, max-rooms, dropped.
 // ARGV: room, floor (the highest id the calling node has seen: ids never go below it), the
