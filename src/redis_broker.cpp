@@ -236,6 +236,7 @@ void RedisBroker::tick() {
   probe_memory();
   maybe_warm();
   read_feed();  // after a fill that could not run
+  learn_first_id();
   tell_losses();
   read_losses();
   poll_presence();
@@ -532,6 +533,17 @@ bool RedisBroker::deliver_entries(redisReply* r) {
     sink_.on_committed(entry->id, entry->room, message_frame(entry->id, entry->json), false);
   }
   return true;
+}
+
+// A node that started on an empty data set learns its first id from the entry with prev 0; one
+// whose first read was a gap fill never sees that entry, so it asks Redis ({p}:since) instead.
+void RedisBroker::learn_first_id() {
+  if (first_id_ != 0 || last_seen_ == 0 || asking_first_id_ || !warmed_ || !cmd_.up()) return;
+  asking_first_id_ = cmd_.command({"GET", key("since")}, [this, alive = alive_](redisReply* r) {
+    if (!*alive) return;
+    asking_first_id_ = false;
+    if (r && r->type != REDIS_REPLY_ERROR && first_id_ == 0) first_id_ = number_of(text_of(r));
+  });
 }
 
 // Ids after `after` through `through` were read here and Redis no longer has them: the other nodes

@@ -95,6 +95,7 @@ class RedisBroker final : public Broker {
   // Why POSTs cannot be sent to Redis now (links, warm-up, script, clock), nullopt when they can.
   std::optional<std::string> not_ready() const;
   std::optional<std::string> stuck() const;
+  void learn_first_id();
   void tell_losses();
   void read_losses();
   void judge_losses();
@@ -138,9 +139,10 @@ class RedisBroker final : public Broker {
   uint64_t rng_;
   std::string script_sha_;
   std::string last_error_;
-  uint64_t last_seen_ = 0;     // the newest id given to the sink
-  uint64_t first_id_ = 0;      // {p}:since as warming up read it, or the first entry a node on an
-                               // empty data set read
+  uint64_t last_seen_ = 0;  // the newest id given to the sink
+  uint64_t first_id_ = 0;   // {p}:since as warming up read it, or the first entry a node on an
+                            // empty data set read (or, after a gap fill, {p}:since again)
+  bool asking_first_id_ = false;
   bool losses_known_ = false;  // Redis recorded a loss, or this node found one
   uint64_t last_given_ = 0;    // the newest id a POST here was answered with (the feed may lag)
   bool have_start_ = false;    // the feed knows the id it starts after (last_seen_)

@@ -489,6 +489,30 @@ TEST(RedisBroker, AGapInTheLogIsFilledFromTheRoomsOrReset) {
   }
 }
 
+// Nodes that started on an empty data set and whose first read is a gap fill never see the entry
+// with prev 0: they learn the data set's first id from Redis, so a resume from an id this data
+// set never gave is still told apart.
+TEST(RedisBroker, ANodeWhoseFirstReadIsAGapFillLearnsTheFirstId) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return clients_running(c.redis, "xread").size() == 2; }));
+  c.cut_feeds();
+  auto poster = c.third_node();
+  std::vector<uint64_t> posted;
+  for (int i = 0; i < 6; ++i) posted.push_back(c.post(*poster, "m", "", "general").id);
+  ASSERT_EQ(c.redis.cli({"XTRIM", "{t}:log", "MAXLEN", "2"}), "4");
+  c.ticking = true;
+  ASSERT_TRUE(run_until(c.reactor, [&] {
+    return c.a.live.size() >= posted.size() && c.b.live.size() >= posted.size();
+  }));
+  for (Node* n : {&c.a, &c.b}) {
+    EXPECT_EQ(n->live, posted);
+    EXPECT_EQ(n->broker->stats().gaps_filled, 1u);
+    ASSERT_TRUE(run_until(c.reactor, [&] { return n->broker->first_id() != 0; }));
+    EXPECT_EQ(n->broker->first_id(), posted.front());
+  }
+}
+
 namespace {
 
 // A stream's sink that keeps every frame it is given.
