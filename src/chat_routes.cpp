@@ -715,10 +715,17 @@ void ChatRoutes::serve_static(Connection& conn, Request& req) {
   auto file = static_files_.load(req.path);
   if (!file) return policy_.reply(conn, req, http::error(404, "no such page: " + req.path));
   http::Response r;
+  // no-cache: a browser asks each time, and a copy it has is confirmed with a 304.
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.headers.emplace_back("ETag", file->etag);
+  r.headers.emplace_back("Last-Modified", http::imf_fixdate(file->modified));
+  if (file->not_modified(req.if_none_match, req.if_modified_since)) {
+    r.status = 304;
+    return policy_.reply(conn, req, std::move(r));
+  }
   r.content_type = file->content_type;
   size_t size = file->body->size();
   if (size > 0) r.parts.push_back({std::move(file->body), 0, size, file->shared});
-  r.headers.emplace_back("Cache-Control", "no-cache");
   add_security_headers(r);
   policy_.reply(conn, req, std::move(r));
 }

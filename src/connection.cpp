@@ -167,7 +167,7 @@ void Connection::reject_and_close(int status, std::string_view reason) {
   // A page of the allowed origin learns why (413 for a body over --max-body, say) instead of
   // seeing a network error, when the headers that say where it comes from were read.
   const std::string& cors = host_.settings().cors_origin;
-  if (!cors.empty() && parser_ && parser_->request().origin == cors) http::allow_origin(r, cors);
+  http::cors_headers(r, cors, !cors.empty() && parser_ && parser_->request().origin == cors);
   respond(r);
 }
 

@@ -350,6 +350,11 @@ const char* RequestParser::store_header() {
   } else if (ascii::iequals(field_, "forwarded")) {
     if (!r.forwarded.empty()) r.forwarded += ", ";
     r.forwarded += value_;
+  } else if (ascii::iequals(field_, "if-none-match")) {
+    if (!r.if_none_match.empty()) r.if_none_match += ", ";
+    r.if_none_match += value_;
+  } else if (ascii::iequals(field_, "if-modified-since")) {
+    r.if_modified_since = value_;
   } else if (ascii::iequals(field_, "expect")) {
     expect_continue_ = expect_continue_ || ascii::iequals(value_, "100-continue");
   }

@@ -24,9 +24,11 @@ struct Request {
   std::string host;
   std::string authorization;
   std::string cookie;
-  std::string forwarded_for;   // X-Forwarded-For
-  std::string forwarded;       // Forwarded (RFC 7239)
-  std::string forwarded_host;  // X-Forwarded-Host (the nearest proxy's: the last entry)
+  std::string forwarded_for;      // X-Forwarded-For
+  std::string forwarded;          // Forwarded (RFC 7239)
+  std::string forwarded_host;     // X-Forwarded-Host (the nearest proxy's: the last entry)
+  std::string if_none_match;      // every If-None-Match header's list, joined
+  std::string if_modified_since;  // the last one
   std::string body;
   bool has_last_event_id = false;
   bool keep_alive = true;

@@ -95,7 +95,7 @@ void HttpPolicy::reply(Connection& conn, const ReplyContext& ctx, http::Response
   if (!ctx.keep_alive || draining_) r.close = true;
   r.keep_alive = (r.keep_alive || ctx.http10) && !r.close;
   if (ctx.head) r.head_only = true;
-  if (ctx.cors) http::allow_origin(r, config_.cors_origin);
+  http::cors_headers(r, config_.cors_origin, ctx.cors);
   metrics_.count_response(r.status);
   log_access(conn.client_ip, ctx.method, ctx.path, r.status, r.body.size());
   conn.respond(r);
@@ -110,10 +110,16 @@ void HttpPolicy::log_access(const net::IpAddress& client, std::string_view metho
   log::access(line);
 }
 
+// Every resource also answers OPTIONS (RFC 9110 9.3.7): with its methods, which is what a 405
+// names too.
 void HttpPolicy::method_not_allowed(Connection& conn, const Request& req, std::string_view allow) {
-  http::Response r = http::error(
-      405, "method " + req.method_name + " is not allowed here; use " + std::string(allow));
-  r.headers.emplace_back("Allow", std::string(allow));
+  std::string methods = std::string(allow) + ", OPTIONS";
+  http::Response r;
+  if (req.method_name == "OPTIONS")
+    r.status = 204;
+  else
+    r = http::error(405, "method " + req.method_name + " is not allowed here; use " + methods);
+  r.headers.emplace_back("Allow", methods);
   reply(conn, req, std::move(r));
 }
 
@@ -218,7 +224,7 @@ void HttpPolicy::open_stream(Connection& conn, const Request& req,
   // The client's own choice said back; HTTP/1.0's stream ends only when the connection does.
   r.keep_alive = req.keep_alive && !req.http10;
   r.close = !r.keep_alive;
-  if (context_of(req).cors) http::allow_origin(r, config_.cors_origin);
+  http::cors_headers(r, config_.cors_origin, context_of(req).cors);
   std::string head = http::serialize(r);
   std::string opening = fresh_from ? opening_event(retry_with_jitter(), *fresh_from)
                                    : retry_line(retry_with_jitter());

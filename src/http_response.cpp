@@ -51,20 +51,25 @@ std::string_view reason_phrase(int status) {
   }
 }
 
+std::string imf_fixdate(time_t t) {
+  struct tm utc;
+  gmtime_r(&t, &utc);
+  char text[40];
+  size_t length = std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &utc);
+  return {text, length};
+}
+
 std::string_view date_header() {
   // Formatted once a second: RFC 9110 6.6.1 asks an origin server with a clock for Date on every
   // answer, and caches and clients use it to judge freshness.
   static thread_local time_t formatted_at = -1;
-  static thread_local char line[64];
-  static thread_local size_t length = 0;
+  static thread_local std::string line;
   time_t now = std::time(nullptr);
   if (now != formatted_at) {
-    struct tm utc;
-    gmtime_r(&now, &utc);
-    length = std::strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &utc);
+    line = "Date: " + imf_fixdate(now) + "\r\n";
     formatted_at = now;
   }
-  return {line, length};
+  return line;
 }
 
 std::string serialize(const Response& r) {
@@ -76,8 +81,9 @@ std::string serialize(const Response& r) {
   out += reason_phrase(r.status);
   out += "\r\n";
   out += date_header();
-  // RFC 9110 8.6 and 15.3.5: a 204 carries no Content-Length (and no content to type).
-  bool no_content = r.status == 204;
+  // RFC 9110 8.6, 15.3.5, 15.4.5: a 204 carries no Content-Length (and no content to type); a
+  // 304's would have to be the unsent file's, which its validators already stand for.
+  bool no_content = r.status == 204 || r.status == 304;
   if (!no_content) {
     out += "Content-Type: ";
     out += r.content_type;
@@ -110,11 +116,15 @@ size_t content_length(const Response& r) {
   return n;
 }
 
-void allow_origin(Response& r, std::string_view origin) {
-  r.headers.emplace_back("Access-Control-Allow-Origin", std::string(origin));
+void cors_headers(Response& r, std::string_view allowed, bool from_allowed) {
+  if (allowed.empty()) return;
+  // The answer depends on Origin, also when the request sent none: a cache must not give that
+  // copy to the allowed site's page.
+  r.headers.emplace_back("Vary", "Origin");
+  if (!from_allowed) return;
+  r.headers.emplace_back("Access-Control-Allow-Origin", std::string(allowed));
   r.headers.emplace_back("Access-Control-Allow-Credentials", "true");
   r.headers.emplace_back("Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate");
-  r.headers.emplace_back("Vary", "Origin");
 }
 
 Response stream_head(bool http10) {
@@ -131,6 +141,9 @@ Response error(int status, std::string_view reason) {
   Response r;
   r.status = status;
   r.body = json::error_body(reason);
+  // What a POST may send instead (Accept-Post, as W3C LDP defines it).
+  if (status == 415)
+    r.headers.emplace_back("Accept-Post", "application/json, application/x-www-form-urlencoded");
   return r;
 }
 

@@ -1,6 +1,7 @@
 // HTTP/1.1 response serialisation: status line, the headers every answer carries, the body.
 #pragma once
 
+#include <ctime>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,9 @@ struct Response {
                                // connection
 };
 
+// "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 5.6.7).
+std::string imf_fixdate(time_t t);
+
 // "Date: <IMF-fixdate>\r\n" for the current second.
 std::string_view date_header();
 
@@ -49,9 +53,10 @@ Response error(int status, std::string_view reason);
 // (RFC 6750 3.1: only then error="invalid_token").
 Response unauthorized(std::string_view reason, bool presented);
 
-// The CORS headers that let a page of `origin` read this answer, the headers a client acts on
-// (Retry-After, WWW-Authenticate) included.
-void allow_origin(Response& r, std::string_view origin);
+// With CORS on (`allowed` is the --cors-origin): Vary: Origin, and for a request from `allowed`
+// the headers that let its page read this answer, the ones a client acts on (Retry-After,
+// WWW-Authenticate) included.
+void cors_headers(Response& r, std::string_view allowed, bool from_allowed);
 
 // Sent before the body of a request with "Expect: 100-continue".
 inline constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";

@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <cmath>
 #include <cstdio>
 
 namespace sse {
@@ -17,9 +18,11 @@ void family(std::string& out, const char* name, const char* type, const char* he
   out += '\n';
 }
 
+// Counts as integers; fractions (seconds) to nine significant digits, not 2.4929999999999999.
 void sample(std::string& out, const std::string& name, double value) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, " %.17g\n", value);
+  bool whole = std::fabs(value) < 1e18 && value == std::trunc(value);
+  std::snprintf(buf, sizeof buf, whole ? " %.0f\n" : " %.9g\n", value);
   out += name;
   out += buf;
 }
@@ -46,7 +49,38 @@ const char* reason_for(int status) {
   }
 }
 
+constexpr const char* kReasons[] = {"bad_request",
+                                    "timeout",
+                                    "body_too_large",
+                                    "uri_too_long",
+                                    "headers_too_large",
+                                    "other",
+                                    "backfill_busy",
+                                    "connections_per_ip",
+                                    "cross_origin",
+                                    "fd_exhausted",
+                                    "forbidden",
+                                    "invalid_message",
+                                    "invalid_stream",
+                                    "max_connections",
+                                    "nonce_reused",
+                                    "post_rate",
+                                    "room_reads_per_ip",
+                                    "storage_unavailable",
+                                    "streams_per_ip",
+                                    "subscribe_rate",
+                                    "too_many_rooms",
+                                    "unauthorized",
+                                    "unsupported_media_type"};
+constexpr int kUsualCodes[] = {200, 201, 204, 304, 400, 401, 403, 404,
+                               405, 408, 413, 415, 422, 429, 431, 503};
+
 }  // namespace
+
+Metrics::Metrics() {
+  for (const char* reason : kReasons) rejected_by_reason[reason] = 0;
+  for (int code : kUsualCodes) responses_by_code[code] = 0;
+}
 
 void Metrics::count_rejection(int status) {
   count_rejected(reason_for(status));

@@ -12,6 +12,8 @@
 namespace sse {
 
 struct Metrics {
+  // Every reason and the usual codes start at 0, so that a rate() over them says 0, not "no data".
+  Metrics();
   uint64_t connections_accepted = 0;
   uint64_t bytes_sent = 0;
   uint64_t slow_consumers = 0;

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 
+#include "ascii.h"
 #include "form.h"
 
 namespace sse {
@@ -43,7 +45,45 @@ std::optional<std::string> read_regular_file(const std::string& path, struct sta
   return body;
 }
 
+std::string entity_tag(ino_t ino, off_t size, const struct timespec& mtime) {
+  char tag[96];
+  std::snprintf(tag, sizeof tag, "\"%llx-%llx-%llx.%lx\"", static_cast<unsigned long long>(ino),
+                static_cast<unsigned long long>(size),
+                static_cast<unsigned long long>(mtime.tv_sec),
+                static_cast<unsigned long>(mtime.tv_nsec));
+  return tag;
+}
+
+// An IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"); nullopt for anything else, which RFC 9110
+// 13.1.3 says to ignore.
+std::optional<time_t> http_date(std::string_view text) {
+  std::string copy(text);
+  struct tm utc {};
+  const char* end = strptime(copy.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &utc);
+  if (!end || *end != '\0') return std::nullopt;
+  return timegm(&utc);
+}
+
 }  // namespace
+
+bool StaticFile::not_modified(std::string_view if_none_match,
+                              std::string_view if_modified_since) const {
+  if (!if_none_match.empty()) {
+    // A list of entity tags, or "*"; compared weakly (a W/ prefix does not matter).
+    size_t start = 0;
+    while (start < if_none_match.size()) {
+      size_t end = if_none_match.find(',', start);
+      if (end == std::string_view::npos) end = if_none_match.size();
+      std::string_view tag = ascii::trim_ows(if_none_match.substr(start, end - start));
+      if (tag.starts_with("W/")) tag.remove_prefix(2);
+      if (tag == "*" || tag == etag) return true;
+      start = end + 1;
+    }
+    return false;
+  }
+  auto since = http_date(ascii::trim_ows(if_modified_since));
+  return since && modified <= *since;
+}
 
 StaticFiles::StaticFiles(const std::string& root) {
   char resolved[PATH_MAX];
@@ -117,7 +157,7 @@ std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) {
     const Cached& c = hit->second;
     if (c.dev == now.st_dev && c.ino == now.st_ino && c.size == now.st_size &&
         c.mtime.tv_sec == now.st_mtim.tv_sec && c.mtime.tv_nsec == now.st_mtim.tv_nsec)
-      return StaticFile{c.body, type, true};
+      return StaticFile{c.body, type, true, entity_tag(c.ino, c.size, c.mtime), c.mtime.tv_sec};
   }
   if (hit != cache_.end()) {  // changed: answers under way keep the old copy until they are sent
     cached_bytes_ -= hit->second.body->size();
@@ -134,7 +174,8 @@ std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) {
     cache_[*real] = {body, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
     cached_bytes_ += bytes->size();
   }
-  return StaticFile{std::move(body), type, fits};
+  return StaticFile{std::move(body), type, fits, entity_tag(st.st_ino, st.st_size, st.st_mtim),
+                    st.st_mtim.tv_sec};
 }
 
 }  // namespace sse

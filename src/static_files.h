@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <ctime>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,7 +19,13 @@ namespace sse {
 struct StaticFile {
   FrameRef body;
   std::string_view content_type;
-  bool shared;  // kept in the cache: every answer sends this one copy
+  bool shared;       // kept in the cache: every answer sends this one copy
+  std::string etag;  // "inode-size-mtime", quoted: changes whenever the file may have
+  time_t modified;   // its mtime, for Last-Modified
+
+  // RFC 9110 13.1.2, 13.1.3: whether a GET with these validators may be answered 304. A client's
+  // If-None-Match decides when it sends one; If-Modified-Since counts only without it.
+  bool not_modified(std::string_view if_none_match, std::string_view if_modified_since) const;
 };
 
 class StaticFiles {

@@ -88,7 +88,7 @@ std::optional<std::string> parse_args(int argc, char** argv, TokenRequest& t) {
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), t.ttl_s);
       if (ec != std::errc{} || end != value.data() + value.size() || t.ttl_s == 0 ||
           t.ttl_s > kMaxTtlS)
-        return "--ttl must be a whole number of seconds, at most ten years";
+        return "--ttl must be a whole number of seconds, from 1 to ten years";
     } else {
       return "unknown option " + std::string(flag);
     }

@@ -178,6 +178,15 @@ for k in sorted(values):
   EXPECT_TRUE(has("ssechat_slow_consumer_disconnects_total 0")) << out;
   EXPECT_NE(out.find("ssechat_event_loop_busy_seconds_count "), std::string::npos) << out;
   EXPECT_NE(out.find("ssechat_uptime_seconds "), std::string::npos) << out;
+  // Series that nothing has counted yet are there, at 0, so rate() says 0 rather than nothing.
+  EXPECT_TRUE(has("ssechat_rejected_total{reason=post_rate} 0")) << out;
+  EXPECT_TRUE(has("ssechat_http_requests_total{code=429} 0")) << out;
+  // Seconds to nine significant digits at most (not 2.4929999999999999), counts as integers.
+  size_t at = r->body.find("\nssechat_uptime_seconds ");
+  ASSERT_NE(at, std::string::npos);
+  std::string uptime = r->body.substr(at + 24, r->body.find('\n', at + 1) - at - 24);
+  EXPECT_LE(uptime.size(), 10u) << uptime;
+  EXPECT_NE(r->body.find("\nssechat_messages_total 3\n"), std::string::npos) << r->body;
 }
 
 TEST(Daemon, SigtermDeliversEverythingAcknowledgedThenRestartResumesWithoutGap) {

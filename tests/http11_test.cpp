@@ -168,6 +168,60 @@ TEST(Http11, HeadOfTheStreamGoesThroughTheReplyPath) {
   EXPECT_EQ(next->body, "ok\n");
 }
 
+// OPTIONS on a resource says its methods (RFC 9110 9.3.7), the ones a 405 there names.
+TEST(Http11, EveryResourceAnswersOptionsWithItsMethods) {
+  ServerProcess server;
+  Client c(server.port());
+  for (const auto& [path, allow] : std::vector<std::pair<std::string, std::string>>{
+           {"/messages", "GET, HEAD, POST, OPTIONS"},
+           {"/events", "GET, HEAD, OPTIONS"},
+           {"/", "GET, HEAD, OPTIONS"},
+           {"/rooms", "GET, HEAD, OPTIONS"}}) {
+    ASSERT_TRUE(c.send("OPTIONS " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+    auto r = c.read_head();
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 204) << path;
+    EXPECT_EQ(r->header("allow"), allow) << path;
+  }
+  ASSERT_TRUE(c.send("OPTIONS /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  auto missing = c.read_response();
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  auto next = c.get("/healthz");  // framing holds
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body, "ok\n");
+}
+
+// With CORS on, an answer depends on Origin even when the request sent none (a shared cache must
+// not give that copy to the allowed site's page); with CORS off, nothing varies.
+TEST(Http11, WithCorsOnEveryAnswerVariesByOrigin) {
+  ServerProcess cors({"--cors-origin", "http://app.example", "--max-body", "64"});
+  ServerProcess plain;
+  auto head = [](int port, const std::string& request) {
+    Client c(port);
+    EXPECT_TRUE(c.send(request));
+    auto r = c.read_head();
+    EXPECT_TRUE(r) << request;
+    return r ? *r : HttpResponse{};
+  };
+  const std::string origin = "Origin: http://app.example\r\n";
+  for (std::string path : {"/", "/healthz", "/messages", "/events"}) {
+    std::string get = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    auto bare = head(cors.port(), get + "\r\n");
+    EXPECT_EQ(bare.header("vary"), "Origin") << path;
+    EXPECT_EQ(bare.headers.count("access-control-allow-origin"), 0u) << path;
+    auto from_site = head(cors.port(), get + origin + "\r\n");
+    EXPECT_EQ(from_site.header("vary"), "Origin") << path;
+    EXPECT_EQ(from_site.header("access-control-allow-origin"), "http://app.example") << path;
+    EXPECT_EQ(head(plain.port(), get + origin + "\r\n").headers.count("vary"), 0u) << path;
+  }
+  auto too_large = head(cors.port(),
+                        "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                        "application/json\r\nContent-Length: 99\r\n\r\n");
+  EXPECT_EQ(too_large.status, 413);
+  EXPECT_EQ(too_large.header("vary"), "Origin");
+}
+
 // HEAD /events says what GET /events would: the same framing (chunked, or for HTTP/1.0 a body
 // that ends with the connection), type and CORS headers.
 TEST(Http11, HeadOfTheStreamIsTheHeadOfTheStream) {

@@ -321,22 +321,23 @@ TEST(Core, EveryErrorStatusAndTheServerKeepsServing) {
       {"malformed request", "BLAH\r\n\r\n", 400},
       {"unknown path", "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n", 404},
       {"wrong method on messages", "DELETE /messages HTTP/1.1\r\nHost: x\r\n\r\n", 405, "allow",
-       "GET, HEAD, POST"},
+       "GET, HEAD, POST, OPTIONS"},
       {"wrong method on events", "POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-       405, "allow", "GET, HEAD"},
+       405, "allow", "GET, HEAD, OPTIONS"},
       {"wrong method where no page is",
        "PUT /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: "
        "0\r\n\r\n",
        404},
       {"asterisk-form outside OPTIONS", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
       {"wrong method on a page", "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405,
-       "allow", "GET, HEAD"},
+       "allow", "GET, HEAD, OPTIONS"},
       {"body over the limit", post("application/json", std::string(2000, ' ')), 413},
       {"declared length over the limit",
        "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
        "99999999\r\n\r\n",
        413},
-      {"text/plain", post("text/plain", "hello"), 415},
+      {"text/plain", post("text/plain", "hello"), 415, "accept-post",
+       "application/json, application/x-www-form-urlencoded"},
       {"url too long", "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
       {"headers too large",
        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'b') + "\r\n\r\n", 431},
@@ -380,6 +381,52 @@ TEST(Core, AChangedStaticFileIsServedAnew) {
   struct timespec times[2] = {{0, UTIME_OMIT}, {1577836800, 0}};
   ASSERT_EQ(utimensat(AT_FDCWD, (root + "/a.txt").c_str(), times, 0), 0);
   EXPECT_EQ(c.get("/a.txt")->body, "six, longer");
+}
+
+// A browser confirms the copy it has (Cache-Control: no-cache) with the ETag or the date it was
+// given: 304 and no body while the file is the same, the new file once it changed. If-None-Match
+// decides when sent (RFC 9110 13.2.2), compared weakly; If-Modified-Since counts only without it.
+TEST(Core, AStaticFileAsBrowsersRevalidateIt) {
+  std::string root = make_temp_dir();
+  std::ofstream(root + "/a.txt") << "one";
+  ServerProcess server({"--static-dir", root});
+  Client c(server.port());
+  auto first = c.get("/a.txt");
+  ASSERT_TRUE(first);
+  std::string etag = first->header("etag"), modified = first->header("last-modified");
+  ASSERT_TRUE(etag.size() > 2 && etag.front() == '"' && etag.back() == '"') << etag;
+  ASSERT_FALSE(modified.empty());
+  auto conditional = [&](const std::string& headers) {
+    EXPECT_TRUE(c.send("GET /a.txt HTTP/1.1\r\nHost: x\r\n" + headers + "\r\n"));
+    auto r = c.read_response();
+    EXPECT_TRUE(r) << headers;
+    return r ? *r : HttpResponse{};
+  };
+  for (const std::string& same : std::vector<std::string>{
+           "If-None-Match: " + etag, "If-None-Match: W/" + etag, "If-None-Match: \"x\", " + etag,
+           "If-None-Match: *", "If-Modified-Since: " + modified,
+           "If-Modified-Since: Fri, 31 Dec 2100 23:59:59 GMT"}) {
+    HttpResponse r = conditional(same + "\r\n");
+    EXPECT_EQ(r.status, 304) << same;
+    EXPECT_EQ(r.body, "") << same;
+    EXPECT_EQ(r.headers.count("content-length"), 0u) << same;
+    EXPECT_EQ(r.header("etag"), etag) << same;
+  }
+  for (const std::string& other : std::vector<std::string>{
+           "If-None-Match: \"x\"", "If-None-Match: \"x\"\r\nIf-Modified-Since: " + modified,
+           "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT", "If-Modified-Since: yesterday"}) {
+    HttpResponse r = conditional(other + "\r\n");
+    EXPECT_EQ(r.status, 200) << other;
+    EXPECT_EQ(r.body, "one") << other;  // the framing held through the 304s
+  }
+  std::ofstream(root + "/a.txt") << "two";  // the same size
+  struct timespec times[2] = {{0, UTIME_OMIT}, {1577836800, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, (root + "/a.txt").c_str(), times, 0), 0);
+  HttpResponse changed = conditional("If-None-Match: " + etag + "\r\n");
+  EXPECT_EQ(changed.status, 200);
+  EXPECT_EQ(changed.body, "two");
+  EXPECT_NE(changed.header("etag"), etag);
+  EXPECT_EQ(changed.header("last-modified"), "Wed, 01 Jan 2020 00:00:00 GMT");
 }
 
 TEST(Core, StaticFilesNeverLeaveTheRoot) {
