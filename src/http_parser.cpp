@@ -176,11 +176,21 @@ RequestParser::Result RequestParser::feed(const char* data, size_t len) {
     method_pending_ = true;
     return method_error(len);
   }
-  if (error_reason_.empty()) {
-    error_status_ = 400;
-    error_reason_ = std::string("malformed HTTP request: ") + llhttp_get_error_reason(&parser_);
-  }
+  if (error_reason_.empty()) refuse_as_llhttp_did(err);
   return {Event::Error, len};
+}
+
+// A version that is well-formed but not 1.x (HTTP/3.0, or HTTP/2's preface, PRI * HTTP/2.0, from
+// a client that assumed this server speaks it) is 505 (RFC 9110 15.6.6); anything else 400.
+void RequestParser::refuse_as_llhttp_did(llhttp_errno_t err) {
+  std::string_view why = llhttp_get_error_reason(&parser_);
+  if (err == HPE_PAUSED_H2_UPGRADE)
+    fail(505, "HTTP/2 is not spoken here without TLS: use HTTP/1.1");
+  else if (err == HPE_INVALID_VERSION && why == "Invalid HTTP version")
+    fail(505, "HTTP version not supported: use HTTP/1.1");
+  else
+    fail(400, "malformed HTTP request: ");
+  if (error_status_ == 400) error_reason_ += why;
 }
 
 // The callbacks see names, values and data, not the bytes around them (leading whitespace,
@@ -384,8 +394,9 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   // This server never switches protocols: Upgrade (an h2c offer, a WebSocket) is ignored and the
   // request answered as HTTP/1.1, and the connection goes on parsing HTTP/1.1 after it.
   p->upgrade = 0;
+  if (llhttp_get_http_major(p) == 0) return s.fail(400, "malformed HTTP request: no HTTP version");
   if (llhttp_get_http_major(p) != 1)
-    return s.fail(400, "HTTP/1.0 or HTTP/1.1 required");  // no HTTP/0.9
+    return s.fail(505, "HTTP version not supported: use HTTP/1.1");  // HTTP/2.0
   r.http10 = llhttp_get_http_minor(p) == 0;
   if (r.http10) {
     // RFC 9110 10.1.1: a 1.0 client's Expect is ignored (it could not read a 100 Continue), and

@@ -89,6 +89,7 @@ class RequestParser {
   bool count_header_bytes(size_t len);
   void keep_line_head(const char* data, size_t len);
   Result method_error(size_t fed);
+  void refuse_as_llhttp_did(llhttp_errno_t err);
   const char* store_header();  // nullptr, or why the header makes the request malformed
 
   llhttp_t parser_;

@@ -188,7 +188,12 @@ TEST(HttpParser, Errors) {
   } cases[] = {
       {"GARBAGE\r\n\r\n", 400},
       {"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400},
-      {"GET / HTTP/9.9\r\n\r\n", 400},
+      // RFC 9110 15.6.6: a version that is well-formed but not 1.x is 505; a malformed one 400.
+      {"GET / HTTP/9.9\r\n\r\n", 505},
+      {"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+      {"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505},
+      {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},  // HTTP/2's preface
+      {"GET / HTTP/1.x\r\nHost: x\r\n\r\n", 400},
       {"GET /\x01 HTTP/1.1\r\n\r\n", 400},
       {"GET * HTTP/1.1\r\n\r\n", 400},
       {"GET /\r\n\r\n", 400},  // HTTP/0.9

@@ -74,8 +74,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       chunk.remove_prefix(r.consumed);
       if (r.event == sse::RequestParser::Event::Error) {
         int s = parser.error_status();
-        check(s == 400 || s == 413 || s == 414 || s == 431 ||
-              s == 501);  // 501: a coding not chunked, a method not known
+        // 501: a coding not chunked, a method not known; 505: a version not 1.x
+        check(s == 400 || s == 413 || s == 414 || s == 431 || s == 501 || s == 505);
         goto journal;
       }
       if (r.event == sse::RequestParser::Event::NeedMore) break;
