@@ -203,17 +203,43 @@ void append_patterns(std::string& out, const RoomPatterns& patterns) {
   out += ']';
 }
 
+// What a static path that has no file to send gets.
+http::Response static_miss(StaticFiles::Miss miss, const Request& req) {
+  switch (miss) {
+    case StaticFiles::Miss::Directory: {
+      // As a web server does: the page's relative links need the trailing slash.
+      http::Response r;
+      r.status = 301;
+      std::string location = req.path + "/" + (req.query.empty() ? "" : "?" + req.query);
+      r.content_type = "text/plain; charset=utf-8";
+      r.body = "moved to " + location + "\n";
+      r.headers.emplace_back("Location", std::move(location));
+      return r;
+    }
+    case StaticFiles::Miss::TooLarge:
+      return http::error(500, "file too large to serve: over 64 MiB");
+    case StaticFiles::Miss::NoRoom: {
+      http::Response r = http::error(503, "the static file cache is full: try again");
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
+    case StaticFiles::Miss::NotFound:
+      break;
+  }
+  return http::error(404, "no such page: " + req.path);
+}
+
 }  // namespace
 
 ChatRoutes::ChatRoutes(Broker& broker, Hub& hub, const Access& access, HttpPolicy& policy,
-                       Metrics& metrics, const std::string& static_dir, size_t max_rooms_per_stream,
+                       Metrics& metrics, StaticFiles& static_files, size_t max_rooms_per_stream,
                        std::function<size_t()> open_connections, Reactor& reactor)
     : broker_(broker),
       hub_(hub),
       access_(access),
       policy_(policy),
       metrics_(metrics),
-      static_files_(static_dir),
+      static_files_(static_files),
       max_rooms_per_stream_(max_rooms_per_stream),
       open_connections_(std::move(open_connections)),
       reactor_(reactor),
@@ -712,20 +738,22 @@ void ChatRoutes::refuse_method(Connection& conn, Request& req) {
 }
 
 void ChatRoutes::serve_static(Connection& conn, Request& req) {
-  auto file = static_files_.load(req.path);
-  if (!file) return policy_.reply(conn, req, http::error(404, "no such page: " + req.path));
+  StaticFiles::Lookup found = static_files_.load(req.path);
+  if (auto* miss = std::get_if<StaticFiles::Miss>(&found))
+    return policy_.reply(conn, req, static_miss(*miss, req));
+  StaticFile& file = std::get<StaticFile>(found);
   http::Response r;
   // no-cache: a browser asks each time, and a copy it has is confirmed with a 304.
   r.headers.emplace_back("Cache-Control", "no-cache");
-  r.headers.emplace_back("ETag", file->etag);
-  r.headers.emplace_back("Last-Modified", http::imf_fixdate(file->modified));
-  if (file->not_modified(req.if_none_match, req.if_modified_since)) {
+  r.headers.emplace_back("ETag", file.etag);
+  r.headers.emplace_back("Last-Modified", http::imf_fixdate(file.modified));
+  if (file.not_modified(req.if_none_match, req.if_modified_since)) {
     r.status = 304;
     return policy_.reply(conn, req, std::move(r));
   }
-  r.content_type = file->content_type;
-  size_t size = file->body->size();
-  if (size > 0) r.parts.push_back({std::move(file->body), 0, size, file->shared});
+  r.content_type = file.content_type;
+  size_t size = file.body->size();
+  if (size > 0) r.parts.push_back({std::move(file.body), 0, size, file.shared});
   add_security_headers(r);
   policy_.reply(conn, req, std::move(r));
 }

@@ -21,7 +21,7 @@ namespace sse {
 class ChatRoutes final : public RequestHandler {
  public:
   ChatRoutes(Broker& broker, Hub& hub, const Access& access, HttpPolicy& policy, Metrics& metrics,
-             const std::string& static_dir, size_t max_rooms_per_stream,
+             StaticFiles& static_files, size_t max_rooms_per_stream,
              std::function<size_t()> open_connections, Reactor& reactor);
 
   void handle_request(Connection& conn, Request& req) override;
@@ -92,7 +92,7 @@ class ChatRoutes final : public RequestHandler {
   const Access& access_;
   HttpPolicy& policy_;
   Metrics& metrics_;
-  StaticFiles static_files_;
+  StaticFiles& static_files_;
   size_t max_rooms_per_stream_;
   std::function<size_t()> open_connections_;
   Reactor& reactor_;

@@ -14,6 +14,8 @@ std::string_view reason_phrase(int status) {
       return "Created";
     case 204:
       return "No Content";
+    case 301:
+      return "Moved Permanently";
     case 304:
       return "Not Modified";
     case 400:
@@ -143,6 +145,7 @@ Response error(int status, std::string_view reason) {
   Response r;
   r.status = status;
   r.body = json::error_body(reason);
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
   // What a POST may send instead (Accept-Post, as W3C LDP defines it).
   if (status == 415)
     r.headers.emplace_back("Accept-Post", "application/json, application/x-www-form-urlencoded");

@@ -59,9 +59,10 @@ Server::Server(Reactor& reactor, const Config& config)
       hub_(hub_options(config)),
       broker_(make_broker(reactor, hub_, config)),
       policy_(config_, reactor, metrics_),
+      static_files_(config.static_dir, config.max_queued_bytes),
       routes_(
-          *broker_, hub_, access_, policy_, metrics_, config.static_dir,
-          config.max_rooms_per_stream, [this] { return registry_.size(); }, reactor),
+          *broker_, hub_, access_, policy_, metrics_, static_files_, config.max_rooms_per_stream,
+          [this] { return registry_.size(); }, reactor),
       registry_(reactor, metrics_, connection_settings(config), routes_),
       ping_frame_(stream_frame(kPingComment)) {}
 

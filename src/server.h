@@ -19,6 +19,7 @@
 #include "hub.h"
 #include "metrics.h"
 #include "reactor.h"
+#include "static_files.h"
 
 namespace sse {
 
@@ -55,6 +56,7 @@ class Server {
   std::unique_ptr<Broker> broker_;
   Access access_;
   HttpPolicy policy_;
+  StaticFiles static_files_;
   ChatRoutes routes_;
   ConnectionRegistry registry_;  // last: its connections hold subscriptions to hub_
   std::string address_;

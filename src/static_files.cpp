@@ -1,48 +1,58 @@
 #include "static_files.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <climits>
+#include <cerrno>
 #include <cstdio>
-#include <cstdlib>
+#include <optional>
+#include <utility>
 
 #include "ascii.h"
 #include "form.h"
+#include "log.h"
 
 namespace sse {
 namespace {
 
-bool has_dot_dot_segment(std::string_view path) {
+// No "." or ".." segment, and no hidden names (".env", ".git/"): what a directory keeps beside
+// its pages is not for the web.
+bool has_dot_segment(std::string_view path) {
   size_t start = 0;
   while (start <= path.size()) {
     size_t end = path.find('/', start);
     if (end == std::string_view::npos) end = path.size();
-    if (path.substr(start, end - start) == "..") return true;
+    if (end > start && path[start] == '.') return true;
     start = end + 1;
   }
   return false;
 }
 
-// The file's bytes, and its stat as read (the version the bytes are).
-std::optional<std::string> read_regular_file(const std::string& path, struct stat& st) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return std::nullopt;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return std::nullopt;
-  }
-  std::string body(static_cast<size_t>(st.st_size), '\0');
+// Up to `size` bytes of the file (fewer when it was cut meanwhile).
+std::string read_all(int fd, size_t size) {
+  std::string body(size, '\0');
   size_t got = 0;
-  while (got < body.size()) {
-    ssize_t n = read(fd, body.data() + got, body.size() - got);
+  while (got < size) {
+    ssize_t n = read(fd, body.data() + got, size - got);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<size_t>(n);
   }
-  close(fd);
   body.resize(got);
   return body;
+}
+
+template <class Version>
+bool same_version(const Version& kept, const struct stat& now) {
+  return kept.dev == now.st_dev && kept.ino == now.st_ino && kept.size == now.st_size &&
+         kept.mtime.tv_sec == now.st_mtim.tv_sec && kept.mtime.tv_nsec == now.st_mtim.tv_nsec;
+}
+
+bool ends_with_icase(std::string_view text, std::string_view suffix) {
+  return text.size() >= suffix.size() &&
+         ascii::iequals(text.substr(text.size() - suffix.size()), suffix);
 }
 
 std::string entity_tag(ino_t ino, off_t size, const struct timespec& mtime) {
@@ -85,9 +95,13 @@ bool StaticFile::not_modified(std::string_view if_none_match,
   return since && modified <= *since;
 }
 
-StaticFiles::StaticFiles(const std::string& root) {
-  char resolved[PATH_MAX];
-  if (!root.empty() && realpath(root.c_str(), resolved)) root_ = resolved;
+StaticFiles::StaticFiles(const std::string& root, size_t max_copy_bytes)
+    : max_copy_bytes_(max_copy_bytes) {
+  if (!root.empty()) root_fd_ = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+StaticFiles::~StaticFiles() {
+  if (root_fd_ >= 0) close(root_fd_);
 }
 
 std::string_view StaticFiles::content_type_for(std::string_view path) {
@@ -97,85 +111,131 @@ std::string_view StaticFiles::content_type_for(std::string_view path) {
   static constexpr Entry kTypes[] = {
       {".html", "text/html; charset=utf-8"},
       {".js", "text/javascript; charset=utf-8"},
+      {".mjs", "text/javascript; charset=utf-8"},
       {".css", "text/css; charset=utf-8"},
       {".json", "application/json"},
+      {".map", "application/json"},
       {".svg", "image/svg+xml"},
       {".png", "image/png"},
       {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".gif", "image/gif"},
+      {".webp", "image/webp"},
+      {".avif", "image/avif"},
       {".ico", "image/x-icon"},
       {".txt", "text/plain; charset=utf-8"},
+      {".xml", "application/xml"},
+      {".pdf", "application/pdf"},
+      {".wasm", "application/wasm"},
       {".webmanifest", "application/manifest+json"},
       {".woff2", "font/woff2"},
+      {".woff", "font/woff"},
+      {".ttf", "font/ttf"},
+      {".otf", "font/otf"},
+      {".mp3", "audio/mpeg"},
+      {".ogg", "audio/ogg"},
+      {".mp4", "video/mp4"},
+      {".webm", "video/webm"},
   };
   for (const Entry& e : kTypes)
-    if (path.ends_with(e.ext)) return e.type;
+    if (ends_with_icase(path, e.ext)) return e.type;
   return "application/octet-stream";
 }
 
-// The real path of `candidate` (symlinks followed), if it lies inside the root.
-std::optional<std::string> StaticFiles::resolve_inside(const std::string& candidate) const {
-  char resolved[PATH_MAX];
-  if (!realpath(candidate.c_str(), resolved)) return std::nullopt;
-  std::string real = resolved;
-  if (real.size() <= root_.size() || real.compare(0, root_.size(), root_) != 0 ||
-      real[root_.size()] != '/')
-    return std::nullopt;
-  return real;
+// The kernel resolves the path beneath the root in one step: a symlink that leads out (absolute,
+// or with enough ".."), or a directory swapped for one while the request is served, fails.
+int StaticFiles::open_relative(const std::string& path, uint64_t flags) const {
+  struct open_how how {};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(syscall(SYS_openat2, root_fd_, path.c_str(), &how, sizeof how));
+  if (fd < 0 && errno == ENOSYS) {
+    static bool said = false;
+    if (!std::exchange(said, true)) log::error("static files need openat2 (Linux 5.6 or later)");
+  }
+  return fd;
 }
 
-std::optional<std::string> StaticFiles::locate(std::string_view raw_path,
-                                               struct stat* found) const {
-  if (root_.empty()) return std::nullopt;
+std::variant<StaticFiles::Opened, StaticFiles::Miss> StaticFiles::open_beneath(
+    std::string_view raw_path) const {
+  if (root_fd_ < 0) return Miss::NotFound;
   auto decoded = form::percent_decode(raw_path, false);
-  if (!decoded || decoded->empty() || decoded->front() != '/') return std::nullopt;
-  const std::string& path = *decoded;
-  if (path.find('\0') != std::string::npos || path.find('\\') != std::string::npos ||
-      has_dot_dot_segment(path))
-    return std::nullopt;
-  std::string candidate = root_ + path;
-  if (candidate.back() == '/') candidate += "index.html";
-  auto real = resolve_inside(candidate);
-  struct stat st;
-  if (real && stat(real->c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-    real = resolve_inside(*real + "/index.html");
-  if (!real || stat(real->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
-  if (found) *found = st;
-  return real;
+  if (!decoded || decoded->empty() || decoded->front() != '/') return Miss::NotFound;
+  if (decoded->find('\0') != std::string::npos || decoded->find('\\') != std::string::npos ||
+      has_dot_segment(*decoded))
+    return Miss::NotFound;
+  Opened o;
+  o.path = decoded->substr(1);  // relative to the root ("//etc" stays absolute, and fails)
+  bool names_directory = o.path.empty() || o.path.back() == '/';
+  if (names_directory) o.path += "index.html";
+  // Non-blocking, so that a FIFO put there cannot hold the loop; no controlling terminal.
+  o.fd = open_relative(o.path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+  if (o.fd < 0) return Miss::NotFound;
+  if (fstat(o.fd, &o.st) == 0 && S_ISREG(o.st.st_mode)) return o;
+  bool directory = S_ISDIR(o.st.st_mode) && !names_directory;
+  close(o.fd);
+  return directory ? Miss::Directory : Miss::NotFound;
 }
 
 bool StaticFiles::exists(std::string_view raw_path) const {
-  return locate(raw_path).has_value();
+  auto opened = open_beneath(raw_path);
+  if (auto* o = std::get_if<Opened>(&opened)) close(o->fd);
+  return !std::holds_alternative<Miss>(opened) || std::get<Miss>(opened) != Miss::NotFound;
 }
 
-std::optional<StaticFile> StaticFiles::load(std::string_view raw_path) {
-  struct stat now;
-  auto real = locate(raw_path, &now);
-  if (!real) return std::nullopt;
-  std::string_view type = content_type_for(*real);
-  auto hit = cache_.find(*real);
-  if (hit != cache_.end()) {
+StaticFiles::Lookup StaticFiles::load(std::string_view raw_path) {
+  auto opened = open_beneath(raw_path);
+  if (auto* miss = std::get_if<Miss>(&opened)) return *miss;
+  Opened& o = std::get<Opened>(opened);
+  std::string_view type = content_type_for(o.path);
+  auto hit = cache_.find(o.path);
+  if (hit != cache_.end() && same_version(hit->second, o.st)) {
+    close(o.fd);
     const Cached& c = hit->second;
-    if (c.dev == now.st_dev && c.ino == now.st_ino && c.size == now.st_size &&
-        c.mtime.tv_sec == now.st_mtim.tv_sec && c.mtime.tv_nsec == now.st_mtim.tv_nsec)
-      return StaticFile{c.body, type, true, entity_tag(c.ino, c.size, c.mtime), c.mtime.tv_sec};
+    return StaticFile{c.body, type, true, entity_tag(c.ino, c.size, c.mtime), c.mtime.tv_sec};
   }
   if (hit != cache_.end()) {  // changed: answers under way keep the old copy until they are sent
     cached_bytes_ -= hit->second.body->size();
     cache_.erase(hit);
   }
-  struct stat st;
-  auto bytes = read_regular_file(*real, st);
-  if (!bytes) return std::nullopt;
-  FrameRef body(*bytes);
-  // Never evicted for another file: a copy evicted while answers still hold it would be shared
-  // no more, and each new read one more copy.
-  bool fits = cached_bytes_ + bytes->size() <= kMaxCachedBytes;
-  if (fits) {
-    cache_[*real] = {body, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
-    cached_bytes_ += bytes->size();
+  uint64_t size = static_cast<uint64_t>(o.st.st_size);
+  bool fits = size <= kMaxFileBytes && make_room(size);
+  if (!fits && (size > kMaxFileBytes || size > max_copy_bytes_)) {
+    close(o.fd);
+    return size > kMaxFileBytes ? Miss::TooLarge : Miss::NoRoom;
   }
-  return StaticFile{std::move(body), type, fits, entity_tag(st.st_ino, st.st_size, st.st_mtim),
-                    st.st_mtim.tv_sec};
+  FrameRef body(read_all(o.fd, size));
+  close(o.fd);
+  // Never evicted for another file while it is current: a copy evicted while answers still hold
+  // it would be shared no more, and each new read one more copy.
+  if (fits) {
+    cache_[o.path] = {body, o.st.st_dev, o.st.st_ino, o.st.st_size, o.st.st_mtim};
+    cached_bytes_ += body->size();
+  }
+  return StaticFile{std::move(body), type, fits,
+                    entity_tag(o.st.st_ino, o.st.st_size, o.st.st_mtim), o.st.st_mtim.tv_sec};
+}
+
+// Kept files deleted or changed since are never asked for again under their version: they go
+// when a new file needs the room (looked at once a second at most, as each look opens them all).
+bool StaticFiles::make_room(uint64_t bytes) {
+  if (cached_bytes_ + bytes <= kMaxCachedBytes) return true;
+  time_t now = std::time(nullptr);
+  if (now == last_sweep_) return false;
+  last_sweep_ = now;
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    struct stat st;
+    int fd = open_relative(it->first, O_PATH);
+    bool current = fd >= 0 && fstat(fd, &st) == 0 && same_version(it->second, st);
+    if (fd >= 0) close(fd);
+    if (current) {
+      ++it;
+      continue;
+    }
+    cached_bytes_ -= it->second.body->size();
+    it = cache_.erase(it);
+  }
+  return cached_bytes_ + bytes <= kMaxCachedBytes;
 }
 
 }  // namespace sse

@@ -1,5 +1,6 @@
 // Serves files below one directory and nothing outside it: the decoded path may not contain "..",
-// NUL or backslashes, and the resolved real path (symlinks followed) must stay inside the root.
+// NUL, backslashes or a segment starting with '.', and the kernel opens it beneath the root
+// (openat2 RESOLVE_BENEATH), so no symlink, however it is swapped in meanwhile, leads out.
 #pragma once
 
 #include <sys/stat.h>
@@ -7,10 +8,10 @@
 
 #include <cstdint>
 #include <ctime>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <variant>
 
 #include "frame.h"
 
@@ -30,27 +31,49 @@ struct StaticFile {
 
 class StaticFiles {
  public:
-  // `root` must exist; an empty root serves nothing.
-  explicit StaticFiles(const std::string& root);
-  const std::string& root() const { return root_; }
+  // Why there is no file to send.
+  enum class Miss {
+    NotFound,
+    Directory,  // a directory named without its trailing slash: redirect there
+    TooLarge,   // over kMaxFileBytes
+    NoRoom,     // the cache is full of files still in use and a copy would be over max_copy_bytes
+  };
+  using Lookup = std::variant<StaticFile, Miss>;
+
+  // `root` must exist; an empty root serves nothing. A file the cache cannot keep is a copy per
+  // answer, which the connection counts against `max_copy_bytes` (--max-queued-bytes).
+  StaticFiles(const std::string& root, size_t max_copy_bytes);
+  ~StaticFiles();
+  StaticFiles(const StaticFiles&) = delete;
+  StaticFiles& operator=(const StaticFiles&) = delete;
 
   // `raw_path` is the request path as sent ("/", "/app.js", "/%2e%2e/x"). A file is read once and
   // kept while it stays the same (inode, size, mtime), so answers share one copy however many
-  // clients fetch it at once; files are kept while they fit in kMaxCachedBytes (the rest are read
-  // for each request, a copy each).
-  std::optional<StaticFile> load(std::string_view raw_path);
+  // clients fetch it at once; files are kept while they fit in kMaxCachedBytes, and the copies of
+  // files deleted or changed since are let go when a new one does not fit.
+  Lookup load(std::string_view raw_path);
   static constexpr uint64_t kMaxCachedBytes = 64ull << 20;
+  // Read on the loop, so bounded: a larger file is refused rather than stalling every client.
+  static constexpr uint64_t kMaxFileBytes = kMaxCachedBytes;
   // Whether load() would find a file, without reading it.
   bool exists(std::string_view raw_path) const;
 
   static std::string_view content_type_for(std::string_view path);
 
  private:
-  std::optional<std::string> resolve_inside(const std::string& candidate) const;
-  // The real path of the regular file `raw_path` names inside the root; `found`, when given, gets
-  // its stat.
-  std::optional<std::string> locate(std::string_view raw_path, struct stat* found = nullptr) const;
-  std::string root_;  // real path, no trailing slash
+  struct Opened {
+    int fd = -1;
+    std::string path;  // relative to the root, as opened
+    struct stat st {};
+  };
+  // Opens the regular file (or a directory's index.html) `raw_path` names beneath the root.
+  std::variant<Opened, Miss> open_beneath(std::string_view raw_path) const;
+  int open_relative(const std::string& path, uint64_t flags) const;
+  // Lets go of kept files that are gone or changed; true when `bytes` more then fit.
+  bool make_room(uint64_t bytes);
+
+  int root_fd_ = -1;
+  size_t max_copy_bytes_;
   struct Cached {
     FrameRef body;
     dev_t dev;
@@ -58,8 +81,9 @@ class StaticFiles {
     off_t size;
     struct timespec mtime;
   };
-  std::unordered_map<std::string, Cached> cache_;  // by real path
+  std::unordered_map<std::string, Cached> cache_;  // by path relative to the root
   uint64_t cached_bytes_ = 0;
+  time_t last_sweep_ = 0;
 };
 
 }  // namespace sse
