@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "ascii.h"
+#include "json_numbers.h"
 #include "message.h"
 #include "room_name.h"
 
@@ -165,8 +166,15 @@ Authentication Access::check_token(std::string_view token, int64_t now_s) const 
   if (!checked.payload) return refuse(std::move(checked.reason));
   static simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  if (parser.parse(*checked.payload).get(doc) != simdjson::SUCCESS)
-    return refuse("token claims are not valid JSON");
+  simdjson::error_code error = parser.parse(*checked.payload).get(doc);
+  // A claim we do not read may hold a number beyond 64 bits (a large numeric id): valid JSON. The
+  // claims read (exp, nbf, iat) keep their values unless they are such numbers themselves.
+  std::string tamed;
+  if (error != simdjson::SUCCESS && error != simdjson::DEPTH_ERROR) {
+    tamed = json::zero_unreadable_numbers(*checked.payload);
+    error = parser.parse(tamed).get(doc);
+  }
+  if (error != simdjson::SUCCESS) return refuse("token claims are not valid JSON");
   simdjson::dom::object claims;
   if (doc.get_object().get(claims) != simdjson::SUCCESS)
     return refuse("token claims are not a JSON object");

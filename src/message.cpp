@@ -7,6 +7,7 @@
 
 #include "ascii.h"
 #include "form.h"
+#include "json_numbers.h"
 #include "room_name.h"
 #include "utf8.h"
 
@@ -107,64 +108,6 @@ class Fields {
 // Arrays and objects inside one another, the body's own object counting as one.
 constexpr size_t kMaxJsonDepth = 32;
 
-// Whether `s` is one JSON number (RFC 8259's grammar), nothing before or after it.
-bool is_json_number(std::string_view s) {
-  size_t i = 0;
-  auto digits = [&] {
-    size_t from = i;
-    while (i < s.size() && ascii::is_digit(s[i])) ++i;
-    return i > from;
-  };
-  if (i < s.size() && s[i] == '-') ++i;
-  if (i < s.size() && s[i] == '0') {
-    ++i;
-  } else if (!digits()) {
-    return false;
-  }
-  if (i < s.size() && s[i] == '.' && (++i, !digits())) return false;
-  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
-    ++i;
-    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
-    if (!digits()) return false;
-  }
-  return i == s.size();
-}
-
-bool is_number_char(char c) {
-  return ascii::is_digit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
-}
-
-// The body with every number value outside strings written as 0 (padded with spaces, so offsets
-// stay). simdjson refuses numbers beyond 64 bits or a double's range, which are valid JSON; no
-// field read here is a number, so what they are does not matter. Only a well-formed number where a
-// value starts is replaced: anything else stays as it was, invalid. One pass: each run of number
-// characters is looked at once.
-std::string zero_numbers(std::string_view body) {
-  std::string out(body);
-  bool in_string = false;
-  char before = ',';  // the last character outside strings that is not whitespace
-  for (size_t i = 0; i < out.size(); ++i) {
-    char c = out[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '-' || ascii::is_digit(c)) {
-      size_t end = i;
-      while (end < out.size() && is_number_char(out[end])) ++end;
-      std::string_view run(out.data() + i, end - i);
-      if ((before == ',' || before == ':' || before == '[') && is_json_number(run))
-        out.replace(i, run.size(), "0" + std::string(run.size() - 1, ' '));
-      i = end - 1;
-    } else if (c == '"') {
-      in_string = true;
-    }
-    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') before = c;
-  }
-  return out;
-}
-
 PostResult decode_json(std::string_view body, std::optional<std::string_view> author) {
   // One parser for the process: the loop is single-threaded, and reusing it avoids an allocation
   // per request. Depth is capped so hostile nesting is rejected cheaply.
@@ -177,9 +120,10 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
   simdjson::dom::element doc;
   simdjson::error_code error = parser.parse(body.data(), body.size(), true).get(doc);
   std::string zeroed;
-  // NUMBER_ERROR here (BIGINT_ERROR in later simdjson): any error but depth is tried again.
+  // NUMBER_ERROR here (BIGINT_ERROR in later simdjson): any error but depth is tried again. No
+  // field read here is a number, so what such a number was does not matter.
   if (error != simdjson::SUCCESS && error != simdjson::DEPTH_ERROR) {
-    zeroed = zero_numbers(body);
+    zeroed = json::zero_unreadable_numbers(body);
     error = parser.parse(zeroed.data(), zeroed.size(), true).get(doc);
   }
   if (error == simdjson::DEPTH_ERROR)

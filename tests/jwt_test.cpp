@@ -977,6 +977,10 @@ TEST_F(AccessTest, ClaimsTable) {
       {"valid", claims(R"("rooms":["general"])"), true, "u1"},
       {"no rooms", claims(""), true, "u1"},
       {"unknown claims ignored", claims(R"("iat":1,"jti":"x","foo":{"a":[1]})"), true, "u1"},
+      // Valid JSON that simdjson cannot hold (a large numeric id): ignored like any other claim.
+      {"unknown claim beyond 64 bits", claims(R"("big":18446744073709551621,"f":1e400)"), true,
+       "u1"},
+      {"exp beyond 64 bits", R"({"sub":"u1","exp":18446744073709551621})", false, "expired"},
       {"exp past", R"({"sub":"u1","exp":)" + std::to_string(kNow - 1) + "}", false, "expired"},
       {"exp long past", R"({"sub":"u1","exp":0})", false, "expired"},
       {"exp negative", R"({"sub":"u1","exp":-5})", false, "expired"},
