@@ -44,13 +44,15 @@ let auth = { on: false };
 const seenAtLoad = readSeen();
 let seenSaveTimer = 0;
 
+// A Map, not the parsed object: every valid room name must work as a key, "__proto__" too (on a
+// plain object, assigning it sets the prototype and stores nothing).
 function readSeen() {
+  const seen = new Map();
   try {
-    const seen = JSON.parse(localStorage.getItem(SEEN_KEY) || '{}');
-    return seen && typeof seen === 'object' ? seen : {};
-  } catch (_) {
-    return {};
-  }
+    const saved = JSON.parse(localStorage.getItem(SEEN_KEY) || '{}');
+    if (saved && typeof saved === 'object') for (const [name, id] of Object.entries(saved)) seen.set(name, Number(id) || 0);
+  } catch (_) { /* start over */ }
+  return seen;
 }
 
 function saveSeenSoon() {
@@ -61,10 +63,11 @@ function saveSeenSoon() {
     // Only rooms this browser has shown: one shown while empty is read through 0 (all that comes is
     // unread), one never shown has no entry (what it kept from before is not).
     for (const [name, r] of rooms) {
-      if (joined.has(name) && (r.shown || Object.hasOwn(seen, name))) seen[name] = Math.max(Number(seen[name]) || 0, r.seenThrough);
+      if (joined.has(name) && (r.shown || seen.has(name))) seen.set(name, Math.max(seen.get(name) || 0, r.seenThrough));
     }
-    for (const name of Object.keys(seen)) if (!joined.has(name)) delete seen[name];
-    localStorage.setItem(SEEN_KEY, JSON.stringify(seen));
+    for (const name of seen.keys()) if (!joined.has(name)) seen.delete(name);
+    // fromEntries defines "__proto__" as a key of its own, which JSON.stringify then writes.
+    localStorage.setItem(SEEN_KEY, JSON.stringify(Object.fromEntries(seen)));
   }, 1000);
 }
 
@@ -72,8 +75,8 @@ function saveSeenSoon() {
 // those messages are loaded and counted as unread.
 async function loadUnread() {
   for (const d of directory) {
-    if (!Object.hasOwn(seenAtLoad, d.room)) continue;  // never shown here
-    const seen = Number(seenAtLoad[d.room]) || 0;
+    if (!seenAtLoad.has(d.room)) continue;  // never shown here
+    const seen = seenAtLoad.get(d.room);
     if (!joined.has(d.room) || d.room === current || !(Number(d.last_id) > seen) || !mayRead(d.room)) continue;
     const res = await fetch(`/messages?room=${encodeURIComponent(d.room)}&since=${seen}&limit=100`, { cache: 'no-store' });
     if (!res.ok) continue;
@@ -95,13 +98,24 @@ function room(name) {
 // A server without rooms sends messages and events without one: they are general's.
 const roomOf = (data) => (data && typeof data.room === 'string' ? data.room : DEFAULT_ROOM);
 
+// Why `name` is no room name, or null: a string, or parts for showRoomError when it quotes the name.
 function roomError(name) {
   if (name === '') return 'Type a room name.';
   if (!ROOM_NAME.test(name)) {
-    const shown = name.length > 70 ? name.slice(0, 64) + '…' : name;
-    return `“${shown}” is not a room name: use 1–64 characters, lowercase letters a–z, digits, “-”, “_” or “.”.`;
+    const chars = [...name];
+    const shown = chars.length > 70 ? chars.slice(0, 64).join('') + '…' : name;
+    return ['“', isolated(shown), '” is not a room name: use 1–64 characters, lowercase letters a–z, digits, “-”, “_” or “.”.'];
   }
   return null;
+}
+
+// Text someone else chose (a link's fragment), in an element of its own: bidi controls in it
+// cannot reorder the sentence around it. An element, not U+2068…U+2069, since a U+2069 in the text
+// would end that isolate early.
+function isolated(text) {
+  const el = document.createElement('bdi');
+  el.textContent = text;
+  return el;
 }
 
 // Room patterns as the server reads them (src/access.h): a room, a prefix ending in `*`, or `*`.
@@ -183,8 +197,9 @@ function groupWithPrevious(li) {
   li.classList.toggle('grouped', Boolean(prev) && prev.dataset.user === li.dataset.user);
 }
 
-function renderMessage(msg) {
-  const stick = atBottom();
+const timeFormat = new Intl.DateTimeFormat([], { hour: '2-digit', minute: '2-digit' });  // made once: costly
+
+function messageItem(msg) {
   const li = document.createElement('li');
   li.className = 'message' + (msg.user === me ? ' mine' : '');
   li.dataset.id = String(msg.id);
@@ -201,21 +216,86 @@ function renderMessage(msg) {
   const time = document.createElement('time');
   const when = new Date(msg.ts);
   time.dateTime = when.toISOString();
-  time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  time.textContent = timeFormat.format(when);
   meta.append(author, time);
   const text = document.createElement('span');
   text.className = 'text';
   text.dir = 'auto';
   text.textContent = msg.text;
   li.append(meta, text);
-  // History and relayed messages can arrive out of order: keep the list sorted by id.
+  return li;
+}
+
+// The first item of the list with an id above `id` (null: none).
+function firstAfter(id) {
   let later = null;
-  for (let el = list.lastElementChild; el && Number(el.dataset.id) > msg.id; el = el.previousElementSibling) later = el;
-  list.insertBefore(li, later);
-  groupWithPrevious(li);
-  if (later) groupWithPrevious(later);
+  for (let el = list.lastElementChild; el && Number(el.dataset.id) > id; el = el.previousElementSibling) later = el;
+  return later;
+}
+
+// Puts `batch` (sorted by id) in the list, which stays sorted by id: what is newer than all it
+// shows is appended in one fragment; history and relayed messages can come out of order and are
+// inserted where they belong. Touches no layout. Returns whether any was appended at the end.
+function placeMessages(batch) {
+  const newest = list.lastElementChild ? Number(list.lastElementChild.dataset.id) : -Infinity;
+  const tail = document.createDocumentFragment();
+  const items = batch.map((msg) => {
+    const li = messageItem(msg);
+    if (msg.id > newest) tail.append(li);
+    else list.insertBefore(li, firstAfter(msg.id));
+    return li;
+  });
+  const appended = tail.childElementCount > 0;
+  list.append(tail);
+  for (const li of items) {
+    groupWithPrevious(li);
+    if (li.nextElementSibling) groupWithPrevious(li.nextElementSibling);
+  }
+  return appended;
+}
+
+// Messages of the room in view are drawn together once per frame, not one by one: reading the
+// scroll position after each append forced a layout per message, and a burst of thousands froze
+// the tab. Layout is read once per batch.
+let unrendered = [];           // messages of the room in view not drawn yet
+
+function renderSoon(msg) {
+  unrendered.push(msg);
+  onceSoon(renderPending);
+}
+
+function renderPending() {
+  const r = room(current);
+  // Only what the room in view still keeps: a reset, a room change or the cap may have dropped some.
+  const batch = unrendered.filter((msg) => r.messages.get(msg.id) === msg).sort((a, b) => a.id - b.id);
+  unrendered = [];
+  if (!batch.length && !evicted(r, list.firstElementChild)) return;
+  const stick = atBottom();  // before anything changes: was the reader at the bottom?
+  dropEvicted(r);
+  const appended = placeMessages(batch);
   if (stick) list.scrollTop = list.scrollHeight;
-  else $('new-messages').hidden = false;
+  else if (appended) $('new-messages').hidden = false;
+}
+
+const evicted = (r, li) => Boolean(li) && !r.messages.has(Number(li.dataset.id));
+
+// Removes the items of messages the room no longer keeps (KEEP_PER_ROOM): the oldest, at the top.
+function dropEvicted(r) {
+  if (!evicted(r, list.firstElementChild)) return;
+  while (evicted(r, list.firstElementChild)) list.firstElementChild.remove();
+  if (list.firstElementChild) groupWithPrevious(list.firstElementChild);
+}
+
+// Runs `fn` once at the next frame, however often it is asked for meanwhile; a hidden tab gets no
+// frames, so a timer stands in for it there.
+const scheduled = new Set();
+
+function onceSoon(fn) {
+  if (scheduled.has(fn)) return;
+  scheduled.add(fn);
+  const run = () => { if (scheduled.delete(fn)) fn(); };
+  requestAnimationFrame(run);
+  setTimeout(run, 250);
 }
 
 function showNotice(text) {
@@ -358,7 +438,8 @@ function showRoom() {
   for (const id of r.messages.keys()) r.seenThrough = Math.max(r.seenThrough, id);
   saveSeenSoon();
   list.replaceChildren();
-  for (const msg of [...r.messages.values()].sort((a, b) => a.id - b.id)) renderMessage(msg);
+  unrendered = [];  // all of them are drawn now
+  placeMessages([...r.messages.values()].sort((a, b) => a.id - b.id));
   list.scrollTop = list.scrollHeight;
   $('new-messages').hidden = true;
   $('room-title').textContent = '#' + current;
@@ -380,7 +461,7 @@ function renderOlder() {
 async function loadOlder() {
   const name = current;
   const r = room(name);
-  const oldest = Math.min(...r.messages.keys());
+  const oldest = oldestId(r);
   if (!Number.isFinite(oldest)) return;
   const res = await fetch(`/messages?room=${encodeURIComponent(name)}&before=${oldest}&limit=100`, { cache: 'no-store' });
   if (!res.ok) return;
@@ -389,15 +470,17 @@ async function loadOlder() {
   const pillHidden = $('new-messages').hidden;
   const fromBottom = list.scrollHeight - list.scrollTop;  // keeps what was in view where it was
   for (const msg of page) receive({ ...msg, room: msg.room || name }, false);
+  renderPending();  // now, not at the next frame: the view is put back where it was below
   list.scrollTop = list.scrollHeight - fromBottom;
   $('new-messages').hidden = pillHidden;  // older messages are not new ones
   r.olderDone = page.length < 100;
   renderOlder();
 }
 
-function showRoomError(text) {
-  $('room-error').textContent = text || '';
-  $('room-error').hidden = !text;
+// `problem`: a string, or the parts roomError gives (with the name isolated).
+function showRoomError(problem) {
+  $('room-error').replaceChildren(...(Array.isArray(problem) ? problem : [problem || '']));
+  $('room-error').hidden = !problem;
 }
 
 // ---- messages and events -----------------------------------------------------------------------
@@ -413,20 +496,22 @@ function receive(msg, live) {
   const r = room(name);
   if (r.messages.has(msg.id)) return;  // a replay, a relay and a history page may overlap
   r.messages.set(msg.id, msg);
-  if (r.messages.size > KEEP_PER_ROOM) {
-    const oldest = Math.min(...r.messages.keys());
-    r.messages.delete(oldest);
-    if (name === current) list.querySelector(`li[data-id="${oldest}"]`)?.remove();
-  }
+  if (r.messages.size > KEEP_PER_ROOM) r.messages.delete(oldestId(r));  // its item goes at the next frame
   if (name === current) {
     r.seenThrough = Math.max(r.seenThrough, msg.id);
     saveSeenSoon();
-    renderMessage(msg);
+    renderSoon(msg);
   } else if (live && msg.id > r.seenThrough && msg.user !== me) {
     // What a room kept from before it was joined is replayed when the stream adds it: not unread.
     r.unread++;
-    renderRooms();
+    onceSoon(renderRooms);  // once per frame, however many come
   }
+}
+
+function oldestId(r) {
+  let oldest = Infinity;
+  for (const id of r.messages.keys()) if (id < oldest) oldest = id;
+  return oldest;
 }
 
 // The stream says the server no longer has all of a room from where the stream resumed: of that
@@ -839,35 +924,72 @@ function newNonce() {
   return (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).slice(0, 64);
 }
 
+// The message last sent whose fate is not known yet ({ text, room, nonce }): sending the same text
+// to the same room again reuses its nonce, so if the server stored it after all (only its answer
+// was lost) it answers with the original id instead of storing a copy. Forgotten once an answer
+// says whether it was stored.
+let unsettled = null;
+
+function nonceFor(text, to) {
+  if (!unsettled || unsettled.text !== text || unsettled.room !== to) unsettled = { text, room: to, nonce: newNonce() };
+  return unsettled.nonce;
+}
+
+const RETRY_NOTE = 'press Enter to retry; it will not be posted twice.';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Posts a message; null once stored, else what to tell the person.
 async function send(text, to) {
   // With tokens on the server takes the author's name from the token.
-  const body = JSON.stringify({ user: auth.on ? undefined : me, text, room: to, nonce: newNonce() });
+  const body = JSON.stringify({ user: auth.on ? undefined : me, text, room: to, nonce: nonceFor(text, to) });
   // Retry a network failure, a 503 or a proxy's 502/504 (a node stopping or out of reach) with the
   // same nonce: the server answers the retry with the original id, so a message whose answer was
   // lost is never posted twice.
   for (let attempt = 0; ; attempt++) {
+    let res;
     try {
-      const res = await fetch('/messages', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
-      if (res.ok) return null;
-      let reason = res.statusText;
-      try { reason = (await res.json()).error || reason; } catch (_) { /* not JSON */ }
-      if ([502, 503, 504].includes(res.status) && attempt < 4) {
-        // Storage is failing, or the proxy found no node: wait as told, retry with the same nonce.
-        const wait = Number(res.headers.get('Retry-After')) || (res.status === 503 ? 2 : 1);
-        await new Promise((r) => setTimeout(r, Math.min(wait, 10) * 1000));
-        continue;
-      }
-      if (res.status === 401 && auth.on) checkSession();  // ends the session if it ran out
-      if (res.status === 429) {
-        const wait = res.headers.get('Retry-After');
-        return `Slow down: ${reason}` + (wait ? ` (try again in ${wait}s)` : '');
-      }
-      return reason;
-    } catch (err) {
-      if (attempt >= 4) return 'Could not reach the server; your message was not sent.';
-      await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+      res = await fetch('/messages', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+    } catch (_) {
+      // No answer: the server may have stored it all the same.
+      if (attempt >= 4) return `Could not reach the server; your message may not have been sent — ${RETRY_NOTE}`;
+      showSending('Could not reach the server, retrying…');
+      await sleep(500 * (attempt + 1));
+      continue;
     }
+    if (res.status < 500) unsettled = null;  // stored, or refused: either way settled
+    if (res.ok) return null;
+    let reason = res.statusText;
+    try { reason = (await res.json()).error || reason; } catch (_) { /* not JSON */ }
+    if ([502, 503, 504].includes(res.status)) {
+      if (attempt >= 4) return gaveUp(res.status, reason);
+      // Storage is failing, or the proxy found no node: wait as told, retry with the same nonce.
+      showSending(res.status === 503 ? `Server busy (${reason}), retrying…` : 'Server unreachable, retrying…');
+      const wait = Number(res.headers.get('Retry-After')) || (res.status === 503 ? 2 : 1);
+      await sleep(Math.min(wait, 10) * 1000);
+      continue;
+    }
+    return refusedReason(res, reason);
   }
+}
+
+// After the last retry: a 503 says the server did not store it; a proxy's 502/504 cannot tell.
+function gaveUp(status, reason) {
+  if (status === 503 && !/may have stored/.test(reason)) return `Not sent: ${reason} — ${RETRY_NOTE}`;
+  return `The server did not answer (${reason}); your message may not have been sent — ${RETRY_NOTE}`;
+}
+
+// What to say about a 4xx answer: the message was not stored.
+function refusedReason(res, reason) {
+  if (res.status === 401 && auth.on) checkSession();  // ends the session if it ran out
+  if (res.status !== 429) return reason;
+  const wait = res.headers.get('Retry-After');
+  return `Slow down: ${reason}` + (wait ? ` (try again in ${wait}s)` : '');
+}
+
+// While a send is retried: says so, so a disabled box is not a mystery ('' clears it).
+function showSending(text) {
+  $('send-status').textContent = text;
+  $('send-status').hidden = !text;
 }
 
 // ---- nickname -----------------------------------------------------------------------------------------
@@ -932,7 +1054,7 @@ window.addEventListener('hashchange', () => view(hashRoom()));
 window.addEventListener('storage', (e) => {
   if (e.key !== SEEN_KEY) return;
   const seen = readSeen();
-  for (const [name, r] of rooms) if ((Number(seen[name]) || 0) > r.seenThrough) markSeen(r, Number(seen[name]));
+  for (const [name, r] of rooms) if ((seen.get(name) || 0) > r.seenThrough) markSeen(r, seen.get(name));
   renderRooms();
 });
 
@@ -947,6 +1069,7 @@ $('composer').addEventListener('submit', async (e) => {
     $('send').disabled = box.disabled = true;
     list.scrollTop = list.scrollHeight;  // whoever sends wants to see it arrive
     error = await send(text, current);
+    showSending('');
     $('send').disabled = box.disabled = false;
   }
   $('error').hidden = !error;
