@@ -55,11 +55,14 @@ bool LocalBroker::start(std::string& error) {
   for (const std::string& w : load.warnings) log::warn(w, "data_dir", options_.data_dir);
   log::info("journal loaded", "records", load.records, "last_id", load.last_id, "data_dir",
             options_.data_dir);
-  compact_at_ = std::max(options_.journal_max_bytes, journal_->size_bytes() * 2);
+  // No rewrite has happened in this process yet: the bound is --journal-max-bytes. (Twice the
+  // file as loaded let a server restarted more often than its journal doubled never compact.)
+  compact_at_ = options_.journal_max_bytes;
   if (journal_->notify_fd() >= 0) {
     watcher_ = std::make_unique<JournalWatcher>(*this);
     reactor_.add(journal_->notify_fd(), EPOLLIN, watcher_.get());
   }
+  compact_if_needed();
   return true;
 }
 
