@@ -167,11 +167,11 @@ Authentication Access::check_token(std::string_view token, int64_t now_s) const 
   static simdjson::dom::parser parser;
   simdjson::dom::element doc;
   simdjson::error_code error = parser.parse(*checked.payload).get(doc);
-  // A claim we do not read may hold a number beyond 64 bits (a large numeric id): valid JSON. The
-  // claims read (exp, nbf, iat) keep their values unless they are such numbers themselves.
+  // A claim we do not read may hold a number beyond 64 bits (a large numeric id): valid JSON. Such
+  // a number in exp or nbf reads as ±1e308, as far in the future (or past) as it meant.
   std::string tamed;
   if (error != simdjson::SUCCESS && error != simdjson::DEPTH_ERROR) {
-    tamed = json::zero_unreadable_numbers(*checked.payload);
+    tamed = json::tame_unreadable_numbers(*checked.payload);
     error = parser.parse(tamed).get(doc);
   }
   if (error != simdjson::SUCCESS) return refuse("token claims are not valid JSON");

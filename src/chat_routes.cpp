@@ -213,6 +213,7 @@ http::Response static_miss(StaticFiles::Miss miss, const Request& req) {
       std::string location = req.path + "/" + (req.query.empty() ? "" : "?" + req.query);
       r.content_type = "text/plain; charset=utf-8";
       r.body = "moved to " + location + "\n";
+      r.headers.emplace_back("X-Content-Type-Options", "nosniff");
       r.headers.emplace_back("Location", std::move(location));
       return r;
     }

@@ -50,9 +50,18 @@ bool simdjson_reads(std::string_view number) {
   return std::from_chars(number.data(), end, v).ec == std::errc{};
 }
 
+// What an unreadable number becomes: the largest double of its sign, so that a claim read as a
+// time (exp, nbf) keeps its meaning (far in the future or past). Any such number has at least as
+// many characters ("2e308", 20 digits beyond 64 bits), padded with spaces so offsets stay.
+std::string stand_in(std::string_view number) {
+  std::string_view largest = number.front() == '-' ? "-1e308" : "1e308";
+  if (number.size() < largest.size()) return "0" + std::string(number.size() - 1, ' ');
+  return std::string(largest) + std::string(number.size() - largest.size(), ' ');
+}
+
 }  // namespace
 
-std::string zero_unreadable_numbers(std::string_view text) {
+std::string tame_unreadable_numbers(std::string_view text) {
   std::string out(text);
   bool in_string = false;
   char before = ',';  // the last character outside strings that is not whitespace
@@ -69,7 +78,7 @@ std::string zero_unreadable_numbers(std::string_view text) {
       std::string_view run(out.data() + i, end - i);
       if ((before == ',' || before == ':' || before == '[') && is_json_number(run) &&
           !simdjson_reads(run))
-        out.replace(i, run.size(), "0" + std::string(run.size() - 1, ' '));
+        out.replace(i, run.size(), stand_in(run));
       i = end - 1;
     } else if (c == '"') {
       in_string = true;

@@ -123,7 +123,7 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
   // NUMBER_ERROR here (BIGINT_ERROR in later simdjson): any error but depth is tried again. No
   // field read here is a number, so what such a number was does not matter.
   if (error != simdjson::SUCCESS && error != simdjson::DEPTH_ERROR) {
-    zeroed = json::zero_unreadable_numbers(body);
+    zeroed = json::tame_unreadable_numbers(body);
     error = parser.parse(zeroed.data(), zeroed.size(), true).get(doc);
   }
   if (error == simdjson::DEPTH_ERROR)

@@ -44,6 +44,10 @@ const char* reason_for(int status) {
       return "uri_too_long";
     case 431:
       return "headers_too_large";
+    case 501:
+      return "not_implemented";
+    case 505:
+      return "version_not_supported";
     default:
       return "other";
   }
@@ -55,6 +59,8 @@ constexpr const char* kReasons[] = {"bad_request",
                                     "uri_too_long",
                                     "headers_too_large",
                                     "other",
+                                    "not_implemented",
+                                    "version_not_supported",
                                     "backfill_busy",
                                     "connections_per_ip",
                                     "cross_origin",

@@ -5,10 +5,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "ascii.h"
 #include "form.h"
@@ -19,12 +22,15 @@ namespace {
 
 // No "." or ".." segment, and no hidden names (".env", ".git/"): what a directory keeps beside
 // its pages is not for the web.
+// (/.well-known/ aside: RFC 8615's place for what a site says about itself, security.txt or an
+// ACME challenge).
 bool has_dot_segment(std::string_view path) {
   size_t start = 0;
   while (start <= path.size()) {
     size_t end = path.find('/', start);
     if (end == std::string_view::npos) end = path.size();
-    if (end > start && path[start] == '.') return true;
+    bool well_known = start == 1 && path.substr(start, end - start) == ".well-known";
+    if (end > start && path[start] == '.' && !well_known) return true;
     start = end + 1;
   }
   return false;
@@ -46,8 +52,8 @@ std::string read_all(int fd, size_t size) {
 
 template <class Version>
 bool same_version(const Version& kept, const struct stat& now) {
-  return kept.dev == now.st_dev && kept.ino == now.st_ino && kept.size == now.st_size &&
-         kept.mtime.tv_sec == now.st_mtim.tv_sec && kept.mtime.tv_nsec == now.st_mtim.tv_nsec;
+  return kept.size == now.st_size && kept.mtime.tv_sec == now.st_mtim.tv_sec &&
+         kept.mtime.tv_nsec == now.st_mtim.tv_nsec;
 }
 
 bool ends_with_icase(std::string_view text, std::string_view suffix) {
@@ -91,13 +97,40 @@ bool StaticFile::not_modified(std::string_view if_none_match,
     }
     return false;
   }
+  // A date in the future is no valid one (RFC 9110 13.1.3).
   auto since = http_date(ascii::trim_ows(if_modified_since));
-  return since && modified <= *since;
+  return since && *since <= std::time(nullptr) && modified <= *since;
 }
 
 StaticFiles::StaticFiles(const std::string& root, size_t max_copy_bytes)
-    : max_copy_bytes_(max_copy_bytes) {
-  if (!root.empty()) root_fd_ = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    : root_(root), max_copy_bytes_(max_copy_bytes) {
+  if (root_.empty()) return;
+  open_root();
+  int probe = open_relative(".", O_PATH);
+  if (probe < 0)
+    log::error("static files cannot be served: openat2 failed", "dir", root_, "error",
+               std::strerror(errno));
+  else
+    close(probe);
+}
+
+void StaticFiles::open_root() {
+  int fd = open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (root_fd_ >= 0) close(root_fd_);
+  root_fd_ = fd;
+  fstat(root_fd_, &root_st_);
+}
+
+// A deploy that renames a new directory into place is followed, at most a second later.
+void StaticFiles::follow_root() {
+  time_t now = std::time(nullptr);
+  if (root_.empty() || now == root_checked_) return;
+  root_checked_ = now;
+  struct stat st;
+  if (stat(root_.c_str(), &st) == 0 &&
+      (root_fd_ < 0 || st.st_dev != root_st_.st_dev || st.st_ino != root_st_.st_ino))
+    open_root();
 }
 
 StaticFiles::~StaticFiles() {
@@ -148,16 +181,12 @@ int StaticFiles::open_relative(const std::string& path, uint64_t flags) const {
   struct open_how how {};
   how.flags = flags | O_CLOEXEC;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-  int fd = static_cast<int>(syscall(SYS_openat2, root_fd_, path.c_str(), &how, sizeof how));
-  if (fd < 0 && errno == ENOSYS) {
-    static bool said = false;
-    if (!std::exchange(said, true)) log::error("static files need openat2 (Linux 5.6 or later)");
-  }
-  return fd;
+  return static_cast<int>(syscall(SYS_openat2, root_fd_, path.c_str(), &how, sizeof how));
 }
 
 std::variant<StaticFiles::Opened, StaticFiles::Miss> StaticFiles::open_beneath(
-    std::string_view raw_path) const {
+    std::string_view raw_path) {
+  follow_root();
   if (root_fd_ < 0) return Miss::NotFound;
   auto decoded = form::percent_decode(raw_path, false);
   if (!decoded || decoded->empty() || decoded->front() != '/') return Miss::NotFound;
@@ -177,7 +206,7 @@ std::variant<StaticFiles::Opened, StaticFiles::Miss> StaticFiles::open_beneath(
   return directory ? Miss::Directory : Miss::NotFound;
 }
 
-bool StaticFiles::exists(std::string_view raw_path) const {
+bool StaticFiles::exists(std::string_view raw_path) {
   auto opened = open_beneath(raw_path);
   if (auto* o = std::get_if<Opened>(&opened)) close(o->fd);
   return !std::holds_alternative<Miss>(opened) || std::get<Miss>(opened) != Miss::NotFound;
@@ -188,16 +217,15 @@ StaticFiles::Lookup StaticFiles::load(std::string_view raw_path) {
   if (auto* miss = std::get_if<Miss>(&opened)) return *miss;
   Opened& o = std::get<Opened>(opened);
   std::string_view type = content_type_for(o.path);
-  auto hit = cache_.find(o.path);
+  FileId id{o.st.st_dev, o.st.st_ino};
+  auto hit = cache_.find(id);
   if (hit != cache_.end() && same_version(hit->second, o.st)) {
     close(o.fd);
-    const Cached& c = hit->second;
-    return StaticFile{c.body, type, true, entity_tag(c.ino, c.size, c.mtime), c.mtime.tv_sec};
+    Cached& c = hit->second;
+    c.last_used = ++uses_;
+    return StaticFile{c.body, type, true, entity_tag(id.ino, c.size, c.mtime), c.mtime.tv_sec};
   }
-  if (hit != cache_.end()) {  // changed: answers under way keep the old copy until they are sent
-    cached_bytes_ -= hit->second.body->size();
-    cache_.erase(hit);
-  }
+  if (hit != cache_.end()) forget(hit);  // changed: answers under way keep the old copy
   uint64_t size = static_cast<uint64_t>(o.st.st_size);
   bool fits = size <= kMaxFileBytes && make_room(size);
   if (!fits && (size > kMaxFileBytes || size > max_copy_bytes_)) {
@@ -206,36 +234,35 @@ StaticFiles::Lookup StaticFiles::load(std::string_view raw_path) {
   }
   FrameRef body(read_all(o.fd, size));
   close(o.fd);
-  // Never evicted for another file while it is current: a copy evicted while answers still hold
-  // it would be shared no more, and each new read one more copy.
   if (fits) {
-    cache_[o.path] = {body, o.st.st_dev, o.st.st_ino, o.st.st_size, o.st.st_mtim};
-    cached_bytes_ += body->size();
+    cache_[id] = {body, o.st.st_size, o.st.st_mtim, ++uses_};
+    cached_bytes_ += body->size() + kEntryBytes;
   }
-  return StaticFile{std::move(body), type, fits,
-                    entity_tag(o.st.st_ino, o.st.st_size, o.st.st_mtim), o.st.st_mtim.tv_sec};
+  return StaticFile{std::move(body), type, fits, entity_tag(id.ino, o.st.st_size, o.st.st_mtim),
+                    o.st.st_mtim.tv_sec};
 }
 
-// Kept files deleted or changed since are never asked for again under their version: they go
-// when a new file needs the room (looked at once a second at most, as each look opens them all).
+void StaticFiles::forget(std::unordered_map<FileId, Cached, FileIdHash>::iterator it) {
+  cached_bytes_ -= it->second.body->size() + kEntryBytes;
+  cache_.erase(it);
+}
+
+// Room is made from copies no answer holds, least recently used first (files deleted or changed
+// since are never used again, so they go first): a copy evicted while answers still hold it would
+// be shared no more, and each new read one more copy.
 bool StaticFiles::make_room(uint64_t bytes) {
-  if (cached_bytes_ + bytes <= kMaxCachedBytes) return true;
-  time_t now = std::time(nullptr);
-  if (now == last_sweep_) return false;
-  last_sweep_ = now;
-  for (auto it = cache_.begin(); it != cache_.end();) {
-    struct stat st;
-    int fd = open_relative(it->first, O_PATH);
-    bool current = fd >= 0 && fstat(fd, &st) == 0 && same_version(it->second, st);
-    if (fd >= 0) close(fd);
-    if (current) {
-      ++it;
-      continue;
-    }
-    cached_bytes_ -= it->second.body->size();
-    it = cache_.erase(it);
+  auto fits = [&] { return cached_bytes_ + bytes + kEntryBytes <= kMaxCachedBytes; };
+  if (fits()) return true;
+  std::vector<std::pair<uint64_t, FileId>> unused;
+  for (const auto& [id, c] : cache_)
+    if (c.body->refs() == 1) unused.emplace_back(c.last_used, id);
+  std::sort(unused.begin(), unused.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [used, id] : unused) {
+    if (fits()) break;
+    forget(cache_.find(id));
   }
-  return cached_bytes_ + bytes <= kMaxCachedBytes;
+  return fits();
 }
 
 }  // namespace sse

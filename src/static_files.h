@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -49,14 +50,14 @@ class StaticFiles {
 
   // `raw_path` is the request path as sent ("/", "/app.js", "/%2e%2e/x"). A file is read once and
   // kept while it stays the same (inode, size, mtime), so answers share one copy however many
-  // clients fetch it at once; files are kept while they fit in kMaxCachedBytes, and the copies of
-  // files deleted or changed since are let go when a new one does not fit.
+  // clients fetch it at once, whatever path names it; files are kept while they fit in
+  // kMaxCachedBytes, room being made from copies no answer holds, least recently used first.
   Lookup load(std::string_view raw_path);
   static constexpr uint64_t kMaxCachedBytes = 64ull << 20;
   // Read on the loop, so bounded: a larger file is refused rather than stalling every client.
   static constexpr uint64_t kMaxFileBytes = kMaxCachedBytes;
-  // Whether load() would find a file, without reading it.
-  bool exists(std::string_view raw_path) const;
+  // Whether load() would find something there, without reading it.
+  bool exists(std::string_view raw_path);
 
   static std::string_view content_type_for(std::string_view path);
 
@@ -66,24 +67,41 @@ class StaticFiles {
     std::string path;  // relative to the root, as opened
     struct stat st {};
   };
-  // Opens the regular file (or a directory's index.html) `raw_path` names beneath the root.
-  std::variant<Opened, Miss> open_beneath(std::string_view raw_path) const;
-  int open_relative(const std::string& path, uint64_t flags) const;
-  // Lets go of kept files that are gone or changed; true when `bytes` more then fit.
-  bool make_room(uint64_t bytes);
-
-  int root_fd_ = -1;
-  size_t max_copy_bytes_;
-  struct Cached {
-    FrameRef body;
+  struct FileId {
     dev_t dev;
     ino_t ino;
+    bool operator==(const FileId&) const = default;
+  };
+  struct FileIdHash {
+    size_t operator()(const FileId& f) const {
+      return std::hash<uint64_t>()(f.ino ^ (f.dev << 32));
+    }
+  };
+  struct Cached {
+    FrameRef body;
     off_t size;
     struct timespec mtime;
+    uint64_t last_used;
   };
-  std::unordered_map<std::string, Cached> cache_;  // by path relative to the root
+  static constexpr uint64_t kEntryBytes = 128;  // what an entry costs besides its copy
+
+  void open_root();
+  void follow_root();
+  // Opens the regular file (or a directory's index.html) `raw_path` names beneath the root.
+  std::variant<Opened, Miss> open_beneath(std::string_view raw_path);
+  int open_relative(const std::string& path, uint64_t flags) const;
+  void forget(std::unordered_map<FileId, Cached, FileIdHash>::iterator it);
+  // True when `bytes` more fit in the cache, once copies no answer holds made room if need be.
+  bool make_room(uint64_t bytes);
+
+  std::string root_;
+  int root_fd_ = -1;
+  struct stat root_st_ {};
+  time_t root_checked_ = 0;
+  size_t max_copy_bytes_;
+  std::unordered_map<FileId, Cached, FileIdHash> cache_;  // by the file itself
   uint64_t cached_bytes_ = 0;
-  time_t last_sweep_ = 0;
+  uint64_t uses_ = 0;
 };
 
 }  // namespace sse

@@ -929,9 +929,11 @@ function newNonce() {
 // was lost) it answers with the original id instead of storing a copy. Forgotten once an answer
 // says whether it was stored.
 let unsettled = null;
+const UNSETTLED_MS = 10 * 60 * 1000;  // a resend after that is a new message, not a retry
 
 function nonceFor(text, to) {
-  if (!unsettled || unsettled.text !== text || unsettled.room !== to) unsettled = { text, room: to, nonce: newNonce() };
+  const fresh = unsettled && unsettled.text === text && unsettled.room === to && Date.now() - unsettled.at < UNSETTLED_MS;
+  if (!fresh) unsettled = { text, room: to, nonce: newNonce(), at: Date.now() };
   return unsettled.nonce;
 }
 

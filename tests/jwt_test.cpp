@@ -980,7 +980,11 @@ TEST_F(AccessTest, ClaimsTable) {
       // Valid JSON that simdjson cannot hold (a large numeric id): ignored like any other claim.
       {"unknown claim beyond 64 bits", claims(R"("big":18446744073709551621,"f":1e400)"), true,
        "u1"},
-      {"exp beyond 64 bits", R"({"sub":"u1","exp":18446744073709551621})", false, "expired"},
+      {"exp beyond 64 bits", R"({"sub":"u1","exp":18446744073709551621})", true, "u1"},
+      {"exp beyond a double", R"({"sub":"u1","exp":1e400})", true, "u1"},
+      {"exp below a double", R"({"sub":"u1","exp":-1e400})", false, "expired"},
+      {"nbf beyond 64 bits", claims(R"("nbf":100000000000000000000000)"), false, "not valid yet"},
+      {"nbf beyond a double", claims(R"("nbf":1e400)"), false, "not valid yet"},
       {"exp past", R"({"sub":"u1","exp":)" + std::to_string(kNow - 1) + "}", false, "expired"},
       {"exp long past", R"({"sub":"u1","exp":0})", false, "expired"},
       {"exp negative", R"({"sub":"u1","exp":-5})", false, "expired"},

@@ -448,4 +448,12 @@ std::vector<uint64_t> ids_in(const std::string& json_array) {
   return ids;
 }
 
+bool eventually(const std::function<bool()>& holds) {
+  for (int tries = 0; tries < 250; ++tries) {
+    if (holds()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return holds();
+}
+
 }  // namespace testing_support

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -174,5 +175,9 @@ uint64_t json_id(const std::string& body);
 
 // The ids of the messages in a JSON array of messages (GET /messages), in order.
 std::vector<uint64_t> ids_in(const std::string& json_array);
+
+// Whether `holds` becomes true within 5 s, asked every 20 ms: for what the server does by itself
+// in its own time (a once-a-second check).
+bool eventually(const std::function<bool()>& holds);
 
 }  // namespace testing_support
