@@ -55,9 +55,10 @@ bool LocalBroker::start(std::string& error) {
   for (const std::string& w : load.warnings) log::warn(w, "data_dir", options_.data_dir);
   log::info("journal loaded", "records", load.records, "last_id", load.last_id, "data_dir",
             options_.data_dir);
-  // No rewrite has happened in this process yet: the bound is --journal-max-bytes. (Twice the
-  // file as loaded let a server restarted more often than its journal doubled never compact.)
-  compact_at_ = options_.journal_max_bytes;
+  // As if memory's window had just been rewritten: twice the file as loaded let a server restarted
+  // more often than its journal doubled never compact, and --journal-max-bytes alone would
+  // rewrite at every start a window larger than it.
+  compact_at_ = std::max(options_.journal_max_bytes, 2 * window_bytes());
   if (journal_->notify_fd() >= 0) {
     watcher_ = std::make_unique<JournalWatcher>(*this);
     reactor_.add(journal_->notify_fd(), EPOLLIN, watcher_.get());
@@ -356,6 +357,17 @@ void LocalBroker::for_each_window_message(const WindowVisitor& visit) const {
 }
 
 // The floors and every message, each message's JSON left in its frame: the loop copies none.
+// About what a rewrite of the window would write (each record's header, id, nonce and room
+// lengths in 32 bytes), without building it.
+uint64_t LocalBroker::window_bytes() const {
+  uint64_t bytes = 0;
+  for_each_window_message(
+      [&](uint64_t, const std::string& nonce_key, std::string_view room, const FrameRef& frame) {
+        bytes += 32 + nonce_key.size() + room.size() + frame_json(*frame.get()).size();
+      });
+  return bytes;
+}
+
 CompactionWindow LocalBroker::compaction_window() const {
   CompactionWindow window;
   window.floors = floor_records();

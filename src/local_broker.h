@@ -95,6 +95,7 @@ class LocalBroker final : public Broker {
                                            std::string_view room, const FrameRef& frame)>;
   void for_each_window_message(const WindowVisitor& visit) const;
   CompactionWindow compaction_window() const;
+  uint64_t window_bytes() const;
 
   Reactor& reactor_;
   CommitSink& sink_;

@@ -50,10 +50,8 @@ std::string read_all(int fd, size_t size) {
   return body;
 }
 
-template <class Version>
-bool same_version(const Version& kept, const struct stat& now) {
-  return kept.size == now.st_size && kept.mtime.tv_sec == now.st_mtim.tv_sec &&
-         kept.mtime.tv_nsec == now.st_mtim.tv_nsec;
+bool operator==(const struct timespec& a, const struct timespec& b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
 }
 
 bool ends_with_icase(std::string_view text, std::string_view suffix) {
@@ -61,14 +59,29 @@ bool ends_with_icase(std::string_view text, std::string_view suffix) {
          ascii::iequals(text.substr(text.size() - suffix.size()), suffix);
 }
 
-std::string entity_tag(ino_t ino, off_t size, const struct timespec& mtime) {
-  char tag[96];
-  std::snprintf(tag, sizeof tag, "\"%llx-%llx-%llx.%lx\"", static_cast<unsigned long long>(ino),
-                static_cast<unsigned long long>(size),
-                static_cast<unsigned long long>(mtime.tv_sec),
-                static_cast<unsigned long>(mtime.tv_nsec));
+}  // namespace
+
+StaticFiles::Version StaticFiles::version_of(const struct stat& st) {
+  return {st.st_size, st.st_mtim, st.st_ctim};
+}
+
+// ctime too: a freed inode given to a new file of the same size and mtime (cp -p, rsync -a, a
+// reproducible build) is another file, and its ctime says so.
+bool StaticFiles::Version::operator==(const Version& o) const {
+  return size == o.size && mtime == o.mtime && ctime == o.ctime;
+}
+
+std::string StaticFiles::entity_tag(ino_t ino, const Version& v) {
+  char tag[128];
+  std::snprintf(
+      tag, sizeof tag, "\"%llx-%llx-%llx.%lx-%llx.%lx\"", static_cast<unsigned long long>(ino),
+      static_cast<unsigned long long>(v.size), static_cast<unsigned long long>(v.mtime.tv_sec),
+      static_cast<unsigned long>(v.mtime.tv_nsec), static_cast<unsigned long long>(v.ctime.tv_sec),
+      static_cast<unsigned long>(v.ctime.tv_nsec));
   return tag;
 }
+
+namespace {
 
 // An IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"); nullopt for anything else, which RFC 9110
 // 13.1.3 says to ignore.
@@ -106,6 +119,10 @@ StaticFiles::StaticFiles(const std::string& root, size_t max_copy_bytes)
     : root_(root), max_copy_bytes_(max_copy_bytes) {
   if (root_.empty()) return;
   open_root();
+  if (root_fd_ < 0) {
+    log::warn("no static directory: pages are 404 until it exists", "dir", root_);
+    return;
+  }
   int probe = open_relative(".", O_PATH);
   if (probe < 0)
     log::error("static files cannot be served: openat2 failed", "dir", root_, "error",
@@ -218,12 +235,13 @@ StaticFiles::Lookup StaticFiles::load(std::string_view raw_path) {
   Opened& o = std::get<Opened>(opened);
   std::string_view type = content_type_for(o.path);
   FileId id{o.st.st_dev, o.st.st_ino};
+  Version version = version_of(o.st);
   auto hit = cache_.find(id);
-  if (hit != cache_.end() && same_version(hit->second, o.st)) {
+  if (hit != cache_.end() && hit->second.version == version) {
     close(o.fd);
     Cached& c = hit->second;
     c.last_used = ++uses_;
-    return StaticFile{c.body, type, true, entity_tag(id.ino, c.size, c.mtime), c.mtime.tv_sec};
+    return StaticFile{c.body, type, true, entity_tag(id.ino, version), version.mtime.tv_sec};
   }
   if (hit != cache_.end()) forget(hit);  // changed: answers under way keep the old copy
   uint64_t size = static_cast<uint64_t>(o.st.st_size);
@@ -235,11 +253,10 @@ StaticFiles::Lookup StaticFiles::load(std::string_view raw_path) {
   FrameRef body(read_all(o.fd, size));
   close(o.fd);
   if (fits) {
-    cache_[id] = {body, o.st.st_size, o.st.st_mtim, ++uses_};
+    cache_[id] = {body, version, ++uses_};
     cached_bytes_ += body->size() + kEntryBytes;
   }
-  return StaticFile{std::move(body), type, fits, entity_tag(id.ino, o.st.st_size, o.st.st_mtim),
-                    o.st.st_mtim.tv_sec};
+  return StaticFile{std::move(body), type, fits, entity_tag(id.ino, version), version.mtime.tv_sec};
 }
 
 void StaticFiles::forget(std::unordered_map<FileId, Cached, FileIdHash>::iterator it) {
@@ -254,8 +271,14 @@ bool StaticFiles::make_room(uint64_t bytes) {
   auto fits = [&] { return cached_bytes_ + bytes + kEntryBytes <= kMaxCachedBytes; };
   if (fits()) return true;
   std::vector<std::pair<uint64_t, FileId>> unused;
-  for (const auto& [id, c] : cache_)
-    if (c.body->refs() == 1) unused.emplace_back(c.last_used, id);
+  uint64_t freeable = 0;
+  for (const auto& [id, c] : cache_) {
+    if (c.body->refs() != 1) continue;
+    unused.emplace_back(c.last_used, id);
+    freeable += c.body->size() + kEntryBytes;
+  }
+  // Nothing is let go unless that makes the room: else the copies stay, for the next requests.
+  if (cached_bytes_ - freeable + bytes + kEntryBytes > kMaxCachedBytes) return false;
   std::sort(unused.begin(), unused.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& [used, id] : unused) {

@@ -55,7 +55,7 @@ class StaticFiles {
   Lookup load(std::string_view raw_path);
   static constexpr uint64_t kMaxCachedBytes = 64ull << 20;
   // Read on the loop, so bounded: a larger file is refused rather than stalling every client.
-  static constexpr uint64_t kMaxFileBytes = kMaxCachedBytes;
+  static constexpr uint64_t kMaxFileBytes = kMaxCachedBytes - 128;  // one entry's overhead
   // Whether load() would find something there, without reading it.
   bool exists(std::string_view raw_path);
 
@@ -77,13 +77,19 @@ class StaticFiles {
       return std::hash<uint64_t>()(f.ino ^ (f.dev << 32));
     }
   };
+  struct Version {
+    off_t size;
+    struct timespec mtime, ctime;
+    bool operator==(const Version& o) const;
+  };
+  static Version version_of(const struct stat& st);
+  static std::string entity_tag(ino_t ino, const Version& v);
   struct Cached {
     FrameRef body;
-    off_t size;
-    struct timespec mtime;
+    Version version;
     uint64_t last_used;
   };
-  static constexpr uint64_t kEntryBytes = 128;  // what an entry costs besides its copy
+  static constexpr uint64_t kEntryBytes = kMaxCachedBytes - kMaxFileBytes;  // besides its copy
 
   void open_root();
   void follow_root();

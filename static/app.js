@@ -929,11 +929,13 @@ function newNonce() {
 // was lost) it answers with the original id instead of storing a copy. Forgotten once an answer
 // says whether it was stored.
 let unsettled = null;
-const UNSETTLED_MS = 10 * 60 * 1000;  // a resend after that is a new message, not a retry
+const UNSETTLED_MS = 10 * 60 * 1000;  // since its last attempt: a resend after that is a new message
 
 function nonceFor(text, to) {
-  const fresh = unsettled && unsettled.text === text && unsettled.room === to && Date.now() - unsettled.at < UNSETTLED_MS;
-  if (!fresh) unsettled = { text, room: to, nonce: newNonce(), at: Date.now() };
+  const now = performance.now();  // monotonic: a clock set back or forward does not count
+  const fresh = unsettled && unsettled.text === text && unsettled.room === to && now - unsettled.at < UNSETTLED_MS;
+  if (!fresh) unsettled = { text, room: to, nonce: newNonce() };
+  unsettled.at = now;
   return unsettled.nonce;
 }
 

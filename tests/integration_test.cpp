@@ -382,6 +382,11 @@ TEST(Core, AChangedStaticFileIsServedAnew) {
   struct timespec times[2] = {{0, UTIME_OMIT}, {1577836800, 0}};
   ASSERT_EQ(utimensat(AT_FDCWD, (root + "/a.txt").c_str(), times, 0), 0);
   EXPECT_EQ(c.get("/a.txt")->body, "six, longer");
+  // The same size and the same modification time as the copy kept (cp -p, rsync -a, a reused
+  // inode): the change time still tells.
+  std::ofstream(root + "/a.txt") << "ten, longer";
+  ASSERT_EQ(utimensat(AT_FDCWD, (root + "/a.txt").c_str(), times, 0), 0);
+  EXPECT_EQ(c.get("/a.txt")->body, "ten, longer");
 }
 
 // A browser confirms the copy it has (Cache-Control: no-cache) with the ETag or the date it was

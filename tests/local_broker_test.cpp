@@ -460,6 +460,30 @@ TEST(LocalBroker, RestartsDoNotLetTheJournalOutgrowItsBound) {
   for (uintmax_t size : sizes) EXPECT_LE(size, 2 * max_bytes) << ::testing::PrintToString(sizes);
 }
 
+// A window larger than --journal-max-bytes is not rewritten at every start (with the defaults,
+// 256 MiB of history against a 64 MiB journal bound, each restart would rewrite and sync it all).
+TEST(LocalBroker, AWindowLargerThanTheBoundIsNotRewrittenAtEveryStart) {
+  std::string dir = journal_temp_dir();
+  {
+    Fixture f(broker_options(dir, FsyncPolicy::Never, nullptr, 512));
+    f.start();
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
+  }
+  auto inode = [&] {
+    struct stat st {};
+    EXPECT_EQ(stat((dir + "/journal").c_str(), &st), 0);
+    return st.st_ino;
+  };
+  ino_t before = inode();
+  for (int life = 0; life < 3; ++life) {
+    Fixture f(broker_options(dir, FsyncPolicy::Never, nullptr, 512));
+    f.start();
+    ASSERT_TRUE(f.run_until([&] { return !f.broker->compacting(); }));
+    EXPECT_EQ(f.history().size(), 20u);
+  }
+  EXPECT_EQ(inode(), before);
+}
+
 // A journal cut in place by another process (`: > journal`, logrotate's copytruncate) keeps its
 // path and inode; the once-a-second check sees it shorter than written, refuses, and recovery
 // writes back what memory keeps, so a restart still finds every acknowledged message.
