@@ -184,13 +184,14 @@ RequestParser::Result RequestParser::feed(const char* data, size_t len) {
 // a client that assumed this server speaks it) is 505 (RFC 9110 15.6.6); anything else 400.
 void RequestParser::refuse_as_llhttp_did(llhttp_errno_t err) {
   std::string_view why = llhttp_get_error_reason(&parser_);
-  if (err == HPE_PAUSED_H2_UPGRADE)
+  if (err == HPE_PAUSED_H2_UPGRADE) {
     fail(505, "HTTP/2 is not spoken here without TLS: use HTTP/1.1");
-  else if (err == HPE_INVALID_VERSION && why == "Invalid HTTP version")
+  } else if (err == HPE_INVALID_VERSION && why == "Invalid HTTP version") {
     fail(505, "HTTP version not supported: use HTTP/1.1");
-  else
-    fail(400, "malformed HTTP request: ");
-  if (error_status_ == 400) error_reason_ += why;
+  } else {
+    error_status_ = 400;
+    error_reason_ = "malformed HTTP request: " + std::string(why);
+  }
 }
 
 // The callbacks see names, values and data, not the bytes around them (leading whitespace,
