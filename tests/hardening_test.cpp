@@ -57,12 +57,8 @@ TEST(Hardening, StreamsPerIpAreCapped) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 429);
   subs.pop_back();  // one closes: its slot comes back
-  for (int tries = 0; tries < 100; ++tries) {
-    Subscription again(server.port());
-    if (again.ok) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  FAIL() << "the freed stream slot never came back";
+  EXPECT_TRUE(eventually([&] { return Subscription(server.port()).ok; }))
+      << "the freed stream slot never came back";
 }
 
 TEST(Hardening, SlowlorisGets408) {
@@ -202,13 +198,10 @@ TEST(Hardening, ConnectionsOverTheLimitAreClosedAndOthersServed) {
   Client over(server.port());
   EXPECT_FALSE(over.get("/healthz"));  // closed unanswered
   held.pop_back();
-  for (int tries = 0; tries < 100; ++tries) {
-    Client c(server.port());
-    auto r = c.get("/healthz");
-    if (r && r->status == 200) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  FAIL() << "a freed connection slot never came back";
+  EXPECT_TRUE(eventually([&] {
+    auto r = Client(server.port()).get("/healthz");
+    return r && r->status == 200;
+  })) << "a freed connection slot never came back";
 }
 
 namespace {
@@ -273,12 +266,7 @@ TEST(Hardening, OneAddressHoldsAQuarterOfTheConnectionsAtMost) {
       << metrics;
   close(held.back());  // a slot of its own comes back to the address
   held.pop_back();
-  bool back = false;
-  for (int tries = 0; tries < 100 && !back; ++tries) {
-    back = get_from("127.0.0.1", server.port(), "/healthz") == 200;
-    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_TRUE(back);
+  EXPECT_TRUE(eventually([&] { return get_from("127.0.0.1", server.port(), "/healthz") == 200; }));
   for (int fd : held) close(fd);
 
   ServerProcess behind_proxy({"--max-connections", "40", "--trusted-proxy", "127.0.0.1/32"});
@@ -322,12 +310,7 @@ TEST(Hardening, OneAddressReadsABoundedNumberOfRooms) {
   EXPECT_EQ(get_from("127.0.0.2", server.port(), "/events?room=e&room=f", &other), 200);
   if (other >= 0) close(other);
   streams_held.clear();  // the address's rooms come back as its streams close
-  bool back = false;
-  for (int tries = 0; tries < 100 && !back; ++tries) {
-    back = open_stream("?room=d&room=e&room=f&room=g") == 200;
-    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_TRUE(back);
+  EXPECT_TRUE(eventually([&] { return open_stream("?room=d&room=e&room=f&room=g") == 200; }));
   streams_held.clear();
 }
 
@@ -375,16 +358,11 @@ TEST(Hardening, OutOfDescriptorsNeitherSpinsNorDies) {
   EXPECT_LT(used, 0.5) << "the listener spins on EMFILE";
   EXPECT_TRUE(server.running());
   held.clear();  // descriptors come back: the server accepts and serves again
-  for (int tries = 0; tries < 100; ++tries) {
-    Client c(server.port(), 5);
-    auto r = c.get("/healthz");
-    if (r && r->status == 200) {
-      EXPECT_NE(metric(server.port(), "ssechat_rejected_total{reason=\"fd_exhausted\"}"), 0u);
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  FAIL() << "the server never served again after running out of descriptors";
+  ASSERT_TRUE(eventually([&] {
+    auto r = Client(server.port(), 5).get("/healthz");
+    return r && r->status == 200;
+  })) << "the server never served again after running out of descriptors";
+  EXPECT_NE(metric(server.port(), "ssechat_rejected_total{reason=\"fd_exhausted\"}"), 0u);
 }
 
 TEST(Hardening, SubscribeStormGets429WithRetryAfter) {

@@ -42,12 +42,10 @@ TEST_P(SendModes, FiftySubscribersReceiveTwoHundredMessagesCompleteAndInOrder) {
     ASSERT_TRUE(subs.back()->ok);
   }
   // Wait until the server counts all 50 before posting, so every one is live for message 1.
-  for (int tries = 0; tries < 200; ++tries) {
-    Client c(server.port());
-    auto m = c.get("/metrics");
-    if (m && m->body.find("ssechat_sse_clients 50\n") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  EXPECT_TRUE(eventually([&] {
+    auto m = Client(server.port()).get("/metrics");
+    return m && m->body.find("ssechat_sse_clients 50\n") != std::string::npos;
+  }));
   Client poster(server.port());
   for (int i = 1; i <= 200; ++i) {
     auto r = poster.post_json("{\"user\":\"alice\",\"text\":\"" + text_n(i) + "\"}");
