@@ -203,6 +203,12 @@ void append_patterns(std::string& out, const RoomPatterns& patterns) {
   out += ']';
 }
 
+http::Response busy_error(const std::string& reason) {
+  http::Response r = http::error(503, reason);
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
 // What a static path that has no file to send gets.
 http::Response static_miss(StaticFiles::Miss miss, const Request& req) {
   switch (miss) {
@@ -219,11 +225,10 @@ http::Response static_miss(StaticFiles::Miss miss, const Request& req) {
     }
     case StaticFiles::Miss::TooLarge:
       return http::error(500, "file too large to serve: over 64 MiB");
-    case StaticFiles::Miss::NoRoom: {
-      http::Response r = http::error(503, "the static file cache is full: try again");
-      r.headers.emplace_back("Retry-After", "1");
-      return r;
-    }
+    case StaticFiles::Miss::NoRoom:
+      return busy_error("the static file cache is full: try again");
+    case StaticFiles::Miss::Busy:
+      return busy_error("the server cannot open files for now: try again");
     case StaticFiles::Miss::NotFound:
       break;
   }

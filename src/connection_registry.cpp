@@ -72,6 +72,7 @@ void ConnectionRegistry::accept_ready() {
         // Out of descriptors: stop accepting until a connection closes or a second passes;
         // count it, do not spin.
         metrics_.count_rejected("fd_exhausted");
+        log_fd_exhausted();
         reactor_.modify(listener_->fd(), 0, listener_.get());
         accept_paused_ = true;
       }
@@ -203,6 +204,17 @@ void ConnectionRegistry::release_accepting() {
   if (!held_) return;
   held_ = false;
   if (accepting_ && !accept_paused_) reactor_.modify(listener_->fd(), EPOLLIN, listener_.get());
+}
+
+// Once a minute at most: a flood keeps hitting the limit, and the metric counts every time.
+void ConnectionRegistry::log_fd_exhausted() {
+  int64_t now = reactor_.now_ms();
+  if (fd_exhausted_logged_ms_ >= 0 && now - fd_exhausted_logged_ms_ < 60000) return;
+  fd_exhausted_logged_ms_ = now;
+  log::warn(
+      "out of file descriptors: new connections wait (raise the open-file limit or lower "
+      "--max-connections)",
+      "open_connections", count_);
 }
 
 void ConnectionRegistry::resume_accepting() {

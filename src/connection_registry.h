@@ -87,6 +87,7 @@ class ConnectionRegistry final : public ConnectionHost {
   void flush_batch(size_t from, size_t to);
   void reap_closed();
   void resume_accepting();
+  void log_fd_exhausted();
 
   Reactor& reactor_;
   Metrics& metrics_;
@@ -97,6 +98,7 @@ class ConnectionRegistry final : public ConnectionHost {
   AddressCounts per_peer_{0};
   std::function<bool(const net::IpAddress&)> peer_exempt_;
   bool accept_paused_ = false;
+  int64_t fd_exhausted_logged_ms_ = -1;  // when running out of descriptors was last logged
   bool held_ = false;
   bool accepting_ = false;
 

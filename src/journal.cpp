@@ -166,6 +166,15 @@ bool path_names(const std::string& path, const struct stat& file) {
 constexpr const char* kJournalMovedAway =
     "the journal file was removed or moved from the data directory";
 
+// Why the journal's path no longer names the file in use, from the errno of the failed lookup
+// (0 when the lookup found another file or none).
+std::string not_named_reason(int lookup_errno) {
+  if (lookup_errno == 0 || lookup_errno == ENOENT || lookup_errno == ENOTDIR)
+    return kJournalMovedAway;
+  return "cannot look up the journal file in the data directory: " +
+         std::system_category().message(lookup_errno);
+}
+
 std::string parent_of(const std::string& dir) {
   size_t slash = dir.find_last_of('/');
   if (slash == std::string::npos) return ".";
@@ -560,12 +569,16 @@ bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std:
     if (ftruncate(fd_, static_cast<off_t>(size_)) != 0) refused_left_ = true;
     return false;
   }
+  uint64_t start = size_;
   size_ += bytes.size();
-  if (compaction_) compaction_->appended += bytes;
   if (auto removed = check_file()) {
     error = *removed;
+    // Refused, so cut: a recovery that finds the path leading to this file again would take
+    // records past the last acknowledged id for another server's, and keep them.
+    truncate_to(start);
     return false;
   }
+  if (compaction_) compaction_->appended += bytes;
   std::lock_guard<std::mutex> lock(mu_);
   seq = ++appended_seq_;
   if (policy_ == FsyncPolicy::Always) {
@@ -581,15 +594,17 @@ bool Journal::append(std::span<const JournalRecord> records, uint64_t& seq, std:
 std::optional<std::string> Journal::check_linked(int fd) {
   struct stat open_file;
   if (fstat(fd, &open_file) != 0) return errno_text("cannot stat the journal");
-  if (!path_names(path_, open_file)) return std::string(kJournalMovedAway);
+  errno = 0;
+  if (!path_names(path_, open_file)) return not_named_reason(errno);
   return std::nullopt;
 }
 
 // check_linked(fd_) with one system call instead of two: the path against the file kept open.
 std::optional<std::string> Journal::check_file() {
   if (file_ino_ == 0 && file_dev_ == 0) return check_linked(fd_);
+  errno = 0;
   if (path_leads_to(path_, file_dev_, file_ino_)) return std::nullopt;
-  return std::string(kJournalMovedAway);
+  return not_named_reason(errno);
 }
 
 std::optional<std::string> Journal::check_lock() {
@@ -616,7 +631,11 @@ void Journal::remember_file() {
 
 bool Journal::truncate_to(uint64_t size) {
   abandon_compaction();  // what it kept aside of the file no longer holds
-  if (size > size_ || ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+  // Only while the file ends where this server's last write did: another process's records
+  // after it (the lock removed by hand) are not ours to cut.
+  struct stat st;
+  if (size > size_ || fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) != size_ ||
+      ftruncate(fd_, static_cast<off_t>(size)) != 0) {
     refused_left_ = true;
     return false;
   }
@@ -666,12 +685,19 @@ void Journal::sync_loop() {
       // A duplicate keeps the file open even if a compaction swaps fd_ meanwhile; the lock is not
       // held during the sync, so an append never waits for the disk.
       int fd = dup(fd_);
+      if (fd < 0) {
+        // Out of descriptors for a moment (a flood of connections): no disk failed, so it is no
+        // storage failure; try again shortly.
+        if (stop) return;
+        cv_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stopping_; });
+        continue;
+      }
       lock.unlock();
       std::string failure;
-      if (fd < 0 || io_.datasync(fd) != 0) failure = errno_text("fdatasync of the journal failed");
+      if (io_.datasync(fd) != 0) failure = errno_text("fdatasync of the journal failed");
       if (failure.empty())
         if (auto removed = check_linked(fd)) failure = *removed;
-      if (fd >= 0) ::close(fd);
+      ::close(fd);
       std::string dir_failure;
       if (sync_dir && io_.sync_dir(dir_) != 0)
         dir_failure = errno_text("fsync of the data directory failed");

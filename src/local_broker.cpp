@@ -6,6 +6,10 @@
 #include "sse.h"
 
 namespace sse {
+namespace {
+constexpr int64_t kFailedAgainSoonMs = 10000;  // a failure this soon after recovering backs off
+constexpr int64_t kMaxRecoveryDelayMs = 60000;
+}  // namespace
 
 LocalBrokerOptions local_broker_options(const Config& config) {
   LocalBrokerOptions o;
@@ -204,9 +208,7 @@ void LocalBroker::on_journal_notice() {
 // the reason; their records are cut from the journal (best effort: recovery rewrites it without
 // them anyway), so a restart before recovery does not bring back a message that was refused.
 void LocalBroker::fail(const std::string& reason) {
-  if (failure_.empty())
-    log::error("journal failed; POSTs are refused until it recovers", "error", reason, "data_dir",
-               options_.data_dir);
+  if (failure_.empty()) schedule_recovery(reason);
   failure_ = reason;
   journal_->abandon_compaction();  // recovery writes everything anyway
   if (!pending_.empty() && !journal_->truncate_to(pending_.front().offset))
@@ -216,6 +218,18 @@ void LocalBroker::fail(const std::string& reason) {
     for (Pending& p : *list) refuse(p, reason);
   pending_.clear();
   unwritten_.clear();
+}
+
+// At the next tick, unless storage failed again soon after it last recovered: then after 2 s,
+// doubled each time it does so again, up to a minute.
+void LocalBroker::schedule_recovery(const std::string& reason) {
+  int64_t now = reactor_.now_ms();
+  bool again_soon = recovered_at_ms_ >= 0 && now - recovered_at_ms_ < kFailedAgainSoonMs;
+  recovery_delay_ms_ =
+      again_soon ? std::clamp<int64_t>(recovery_delay_ms_ * 2, 2000, kMaxRecoveryDelayMs) : 0;
+  next_recovery_ms_ = now + recovery_delay_ms_;
+  log::error("journal failed; POSTs are refused until it recovers", "error", reason, "data_dir",
+             options_.data_dir, "next_attempt_in_s", recovery_delay_ms_ / 1000);
 }
 
 void LocalBroker::refuse(Pending& p, const std::string& reason) {
@@ -244,6 +258,7 @@ void LocalBroker::tick() {
 // syncing it and the directory makes storage whole again, whatever failed.
 void LocalBroker::try_recover() {
   if (!journal_ || journal_->compacting()) return;  // a recovery's rewrite is under way
+  if (reactor_.now_ms() < next_recovery_ms_) return;
   std::string error;
   // Ids this server used up on refused POSTs may have been given by the other one too, unless
   // those records may still be in the file.
@@ -304,6 +319,7 @@ void LocalBroker::finish_compaction() {
   if (recovering && floors_after_recovery_ && !append_floors()) return;
   if (recovering) {
     journal_->recovered();
+    recovered_at_ms_ = reactor_.now_ms();
     log::info("journal recovered; POSTs are accepted again", "last_id", last_committed_, "was",
               failure_);
     failure_.clear();

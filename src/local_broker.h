@@ -79,6 +79,7 @@ class LocalBroker final : public Broker {
   void answer_stored(uint64_t id, std::vector<PublishDone>& waiting);
   void write_unwritten();
   void refuse(Pending& message, const std::string& reason);
+  void schedule_recovery(const std::string& reason);
   bool join_duplicate(const std::string& nonce_key, PublishDone& done);
   void commit(Kept message, bool restored);
   void remember_nonce(uint64_t id, const std::string& nonce_key);
@@ -109,11 +110,14 @@ class LocalBroker final : public Broker {
   uint64_t next_id_ = 1;
   uint64_t last_committed_ = 0;
   uint64_t compact_at_ = 0;
-  uint64_t adopt_from_ = 0;
-  bool floors_after_recovery_ =
-      false;  // a room was forgotten while a recovery wrote  // while recovering: ids from here on
-              // were not given by this server
-  std::string failure_;  // empty while storage works
+  uint64_t adopt_from_ = 0;  // while recovering: ids from here on were not given by this server
+  bool floors_after_recovery_ = false;  // a room was forgotten while a recovery wrote
+  std::string failure_;                 // empty while storage works
+  // A fault that comes back as soon as storage recovers (a file size limit) is retried less and
+  // less often, so that the log and /healthz do not flap once a second.
+  int64_t recovered_at_ms_ = -1;
+  int64_t recovery_delay_ms_ = 0;
+  int64_t next_recovery_ms_ = 0;
   // Deferred calls hold it weakly: one left on the loop after the broker is gone does nothing.
   std::shared_ptr<LocalBroker*> self_ = std::make_shared<LocalBroker*>(this);
 };

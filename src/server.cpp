@@ -15,6 +15,20 @@ namespace {
 
 constexpr size_t kFdReserve = 32;  // descriptors kept for the journal, timers, logs
 
+// What the fd limit allows, raised as far as it goes: past it, connections would take the
+// descriptors the journal, static files and Redis need, and POSTs would fail for everyone.
+size_t connection_cap(size_t asked) {
+  long fd_limit = net::raise_fd_limit();
+  auto allowed = static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
+  if (asked == 0) return allowed;
+  if (asked > allowed)
+    log::warn(
+        "--max-connections is over what the open-file limit allows: lowered (raise the limit, "
+        "e.g. LimitNOFILE=, to allow more)",
+        "asked", asked, "using", allowed, "fd_limit", fd_limit);
+  return std::min(asked, allowed);
+}
+
 ConnectionSettings connection_settings(const Config& config) {
   ConnectionSettings s;
   s.http.max_body = config.max_body;
@@ -93,11 +107,7 @@ bool Server::start(std::string& error, int inherited_fd) {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
   address_ = net::local_address(fd);
-  long fd_limit = net::raise_fd_limit();
-  size_t max_connections =
-      config_.max_connections != 0
-          ? config_.max_connections
-          : static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
+  size_t max_connections = connection_cap(config_.max_connections);
   registry_.listen(fd, max_connections);
   // A node on Redis takes connections once warm: until then it could only refuse POSTs (503) and
   // close streams, which a balancer would have sent to a node that is up (with --reuse-port they

@@ -216,7 +216,8 @@ std::variant<StaticFiles::Opened, StaticFiles::Miss> StaticFiles::open_beneath(
   if (names_directory) o.path += "index.html";
   // Non-blocking, so that a FIFO put there cannot hold the loop; no controlling terminal.
   o.fd = open_relative(o.path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
-  if (o.fd < 0) return Miss::NotFound;
+  if (o.fd < 0)
+    return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? Miss::Busy : Miss::NotFound;
   if (fstat(o.fd, &o.st) == 0 && S_ISREG(o.st.st_mode)) return o;
   bool directory = S_ISDIR(o.st.st_mode) && !names_directory;
   close(o.fd);

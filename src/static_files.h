@@ -38,6 +38,7 @@ class StaticFiles {
     Directory,  // a directory named without its trailing slash: redirect there
     TooLarge,   // over kMaxFileBytes
     NoRoom,     // the cache is full of files still in use and a copy would be over max_copy_bytes
+    Busy,       // out of file descriptors or memory for now
   };
   using Lookup = std::variant<StaticFile, Miss>;
 

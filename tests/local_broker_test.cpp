@@ -50,6 +50,7 @@ struct FaultyIo : sse::JournalIo {
   std::vector<std::string> synced_dirs;  // every directory synced, in order
   std::atomic<int> write_calls{0};
   std::atomic<int> write_errno{0};
+  std::atomic<int> append_errno{0};                // fails the loop's appends to the journal only
   std::atomic<bool> hold_compaction_write{false};  // a compaction thread's writes wait while true
   std::atomic<int> compaction_writes_held{0};
 
@@ -70,6 +71,12 @@ struct FaultyIo : sse::JournalIo {
     ++write_calls;
     if (int e = write_errno.load()) {
       errno = e;
+      return -1;
+    }
+    int append_e = append_errno.load();
+    if (append_e && std::this_thread::get_id() == loop_thread &&
+        !testing_support::is_compaction_file(fd)) {
+      errno = append_e;
       return -1;
     }
     return JournalIo::write(fd, data, len);
@@ -708,6 +715,60 @@ TEST(LocalBroker, AJournalMovedAwayIsFoundAndRebuilt) {
     }
     EXPECT_EQ(ids_after_restart(dir), ids({1, 3})) << how;
   }
+}
+
+// A record written just before its path check failed is refused, and cut from the file: when the
+// path leads to the file again by the next tick, recovery must not take the refused record for
+// another server's and broadcast it. (A data directory made unreadable (`chmod 000`) and then
+// readable again does this to a server that is not root: the lock's lookup failed too, so the
+// lock counts as lost and the journal is read for what another server acknowledged. As root, the
+// directory moved away and back, and the lock removed, do the same.)
+TEST(LocalBroker, ARecordRefusedWhenItsPathFailedIsNotAdoptedOnceThePathIsBack) {
+  std::string dir = journal_temp_dir();
+  {
+    Fixture f(broker_options(dir, FsyncPolicy::EverySec));
+    f.start();
+    ASSERT_EQ(f.publish_and_wait("one").status, Status::Created);
+    std::filesystem::rename(dir, dir + ".away");
+    EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
+    std::filesystem::rename(dir + ".away", dir);
+    std::filesystem::remove(dir + "/lock");
+    f.tick();
+    ASSERT_FALSE(f.broker->unavailable());
+    EXPECT_EQ(f.sink.live, ids({1}));
+    EXPECT_EQ(f.publish_and_wait("three").status, Status::Created);
+  }
+  EXPECT_EQ(ids_after_restart(dir), ids({1, 3}));
+}
+
+// A fault that comes back as soon as storage recovers (a file size limit that the journal's
+// appends cross though its rewrite fits) backs off: the next recovery waits 2 s, then longer,
+// rather than flapping once a second in the log and in /healthz.
+TEST(LocalBroker, AFaultThatReturnsAtOnceAfterRecoveringBacksOff) {
+  std::string dir = journal_temp_dir();
+  FaultyIo io;
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
+  f.start();
+  ASSERT_EQ(f.publish_and_wait("kept").status, Status::Created);
+  io.append_errno = EFBIG;
+  EXPECT_EQ(f.publish_and_wait("refused").status, Status::Unavailable);
+  f.tick();  // a first failure is retried at the next tick: the rewrite fits, so it recovers
+  ASSERT_FALSE(f.broker->unavailable());
+  EXPECT_EQ(f.publish_and_wait("refused again").status, Status::Unavailable);
+  int64_t failed_again = f.reactor.now_ms();
+  f.tick();
+  f.tick();
+  EXPECT_TRUE(f.broker->unavailable()) << "recovered at once again: it flaps";
+  io.append_errno = 0;
+  ASSERT_TRUE(f.run_until([&] {
+    f.broker->tick();
+    return !f.broker->unavailable() && !f.broker->compacting();
+  }));
+  EXPECT_GE(f.reactor.now_ms() - failed_again, 2000);
+  PublishResult after = f.publish_and_wait("after");
+  EXPECT_EQ(after.status, Status::Created);
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
 }
 
 // The journal's floors name the highest id issued: after a restart the hub has it too, so a stream
