@@ -97,7 +97,8 @@ void HttpPolicy::reply(Connection& conn, const ReplyContext& ctx, http::Response
   if (ctx.head) r.head_only = true;
   http::cors_headers(r, config_.cors_origin, ctx.cors);
   metrics_.count_response(r.status);
-  log_access(conn.client_ip, ctx.method, ctx.path, r.status, r.body.size());
+  log_access(conn.client_ip, ctx.method, ctx.path, r.status,
+             r.head_only ? 0 : http::content_length(r));
   conn.respond(r);
 }
 

@@ -237,6 +237,23 @@ TEST(Daemon, LogFileAccessLogAndSighupReopen) {
   EXPECT_NE(read_file(log).find("time="), std::string::npos);
   EXPECT_NE(read_file(access).find("method=POST path=/messages status=201"), std::string::npos)
       << read_file(access);
+  // bytes= is the body sent, also when it goes out as slices of shared frames (a history page)
+  // or as a shared copy (a static file); none for HEAD.
+  Client reader(server.port());
+  auto page = reader.get("/messages");
+  ASSERT_TRUE(page && page->status == 200);
+  ASSERT_TRUE(reader.send("HEAD /messages HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto head = reader.read_response(true);
+  ASSERT_TRUE(head && head->status == 200);
+  ASSERT_TRUE(
+      eventually([&] { return read_file(access).find("method=HEAD") != std::string::npos; }));
+  EXPECT_NE(read_file(access).find("method=GET path=/messages status=200 bytes=" +
+                                   std::to_string(page->body.size()) + "\n"),
+            std::string::npos)
+      << read_file(access);
+  EXPECT_NE(read_file(access).find("method=HEAD path=/messages status=200 bytes=0\n"),
+            std::string::npos)
+      << read_file(access);
   // logrotate: move the file away, SIGHUP, and the server writes a fresh one.
   ASSERT_EQ(rename(access.c_str(), (access + ".1").c_str()), 0);
   kill(server.pid(), SIGHUP);
