@@ -80,18 +80,46 @@ std::optional<std::string> read_key_file(const std::string& path) {
   return bytes;
 }
 
-// Whether `bytes` are one DER SEQUENCE and nothing else (but white space): every key and
-// certificate format in DER (SubjectPublicKeyInfo, PKCS#1, X.509, PKCS#8) is one. Random bytes
-// almost never are.
-bool is_one_der_sequence(std::string_view bytes) {
+// Whether `bytes` start with a DER SEQUENCE: every key and certificate format in DER
+// (SubjectPublicKeyInfo, PKCS#1, X.509, PKCS#8) is one. Random bytes almost never are; followed by
+// anything but white space (a stray byte appended), it must be as long as the smallest key.
+bool starts_with_der_sequence(std::string_view bytes) {
   auto start = reinterpret_cast<const unsigned char*>(bytes.data());
   const unsigned char* p = start;
   ASN1_SEQUENCE_ANY* seq = d2i_ASN1_SEQUENCE_ANY(nullptr, &p, static_cast<long>(bytes.size()));
   if (!seq) return false;
   sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
-  // A line end that an editor or `echo` added is still the same key.
-  return bytes.find_first_not_of(" \t\r\n", static_cast<size_t>(p - start)) ==
-         std::string_view::npos;
+  auto length = static_cast<size_t>(p - start);
+  return length >= 64 || bytes.find_first_not_of(" \t\r\n", length) == std::string_view::npos;
+}
+
+// The SSH wire form of a public key, which an authorized_keys line carries as base64: a
+// length-prefixed algorithm name first.
+bool is_ssh_key_blob(std::string_view b) {
+  if (b.size() < 11) return false;
+  auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(b[i])); };
+  uint32_t n = byte(0) << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
+  if (n < 7 || n > 64 || n > b.size() - 4) return false;
+  std::string_view name = b.substr(4, n);
+  return name.starts_with("ssh-") || name.starts_with("ecdsa-sha2-") || name.starts_with("sk-");
+}
+
+// An uncompressed point on P-256 (0x04, x, y): an EC public key without its DER around it. A
+// random 65 bytes starting with 4 is on the curve with a chance of about 2^-256.
+bool is_p256_point(std::string_view b) {
+  if (b.size() != 65 || b[0] != 0x04) return false;
+  EC_GROUP* group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+  EC_POINT* point = group ? EC_POINT_new(group) : nullptr;
+  bool on_curve =
+      point && EC_POINT_oct2point(group, point, reinterpret_cast<const unsigned char*>(b.data()),
+                                  b.size(), nullptr) == 1;
+  EC_POINT_free(point);
+  EC_GROUP_free(group);
+  return on_curve;
+}
+
+bool is_key_bytes(std::string_view b) {
+  return starts_with_der_sequence(b) || is_ssh_key_blob(b) || is_p256_point(b);
 }
 
 // Standard base64 text (a PEM body without its armour) decoded, or nullopt.
@@ -113,12 +141,14 @@ std::optional<std::string> base64_text(std::string_view text) {
   return out;
 }
 
-// Hex text (whitespace aside) decoded, or nullopt.
+// Hex text decoded (white space, colons and a leading 0x aside, as tools print it), or nullopt.
 std::optional<std::string> hex_text(std::string_view text) {
+  text.remove_prefix(std::min(text.size(), text.find_first_not_of(" \t\r\n")));
+  if (text.starts_with("0x") || text.starts_with("0X")) text.remove_prefix(2);
   std::string out;
   int high = -1;
   for (char c : text) {
-    if (std::isspace(static_cast<unsigned char>(c))) continue;
+    if (std::isspace(static_cast<unsigned char>(c)) || c == ':') continue;
     if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
     int digit = std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (c | 0x20) - 'a' + 10;
     if (high < 0) {
@@ -133,23 +163,26 @@ std::optional<std::string> hex_text(std::string_view text) {
 }
 
 // A secret that is really a key or certificate is likely public: HS with it means anyone can
-// sign tokens. The usual slip is an RS256/ES256 key given without --jwt-alg, in any of the forms
-// keys come in: PEM, DER (raw, or as base64, base64url or hex text), OpenSSH or RFC 4716 text, a
-// JWK.
+// sign tokens. The usual slip is an RS256/ES256 key given without --jwt-alg, in the forms keys
+// come in: PEM, DER (raw, or as base64, base64url or hex text), OpenSSH or RFC 4716 text (or the
+// base64 key of an authorized_keys line), OpenSSL's -text printout, a JWK, a bare EC point. (A
+// bare RSA modulus is random bytes to look at: no check can tell it from a secret.)
 bool looks_like_a_key(std::string_view bytes) {
   std::string_view text = bytes.substr(std::min(bytes.size(), bytes.find_first_not_of(" \t\r\n")));
-  if (bytes.find("-----BEGIN") != std::string_view::npos ||
-      bytes.find("---- BEGIN") != std::string_view::npos)
-    return true;
+  for (std::string_view marker : {"-----BEGIN", "---- BEGIN", "Public-Key:", "Modulus:",
+                                  "ASN1 OID:", "Subject Public Key Info:"})
+    if (bytes.find(marker) != std::string_view::npos) return true;
   for (std::string_view openssh : {"ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"})
     if (text.starts_with(openssh)) return true;
-  if (text.starts_with('{') && text.find("\"kty\"") != std::string_view::npos) return true;
-  if (is_one_der_sequence(bytes)) return true;
+  if (text.starts_with('{'))  // a JWK or JWK Set, its "kty" left out or not
+    for (std::string_view member : {"\"kty\"", "\"n\"", "\"crv\"", "\"x5c\""})
+      if (text.find(member) != std::string_view::npos) return true;
+  if (is_key_bytes(bytes)) return true;
   std::string compact;
   for (char c : bytes)
     if (!std::isspace(static_cast<unsigned char>(c))) compact += c;
   for (auto decoded : {base64_text(bytes), base64url::decode(compact), hex_text(bytes)})
-    if (decoded && is_one_der_sequence(*decoded)) return true;
+    if (decoded && is_key_bytes(*decoded)) return true;
   return false;
 }
 

@@ -795,13 +795,33 @@ TEST(JwtAsymmetric, NoFormOfAPublicKeyIsAnHmacSecret) {
     SCOPED_TRACE(secret.substr(0, 40));
     EXPECT_NE(refusal(secret, Alg::HS256, false).find("RS256 or ES256"), std::string::npos);
   }
+  // What a second probe still got through: the base64 key of an authorized_keys line alone,
+  // OpenSSL's -text printout, hex with colons or 0x, DER with a stray byte after it, and an EC
+  // key's bare point (raw, base64, hex).
+  PkeyPtr ec = ec_key("P-256");
+  ASSERT_TRUE(ec);
+  std::string spki = der(i2d_PUBKEY, ec.get());
+  ASSERT_EQ(spki.size(), 91u);
+  std::string point = spki.substr(26);  // P-256's SubjectPublicKeyInfo ends with the 65-byte point
+  std::string colons;
+  for (size_t i = 0; i < pkcs1.size(); ++i) colons += (i ? ":" : "") + hex_of(pkcs1.substr(i, 1));
+  for (const std::string& secret :
+       {std::string("AAAAB3NzaC1yc2EAAAADAQABAAABAQC7vbqajDhA3MvRswCy6hM8\n"),
+        std::string("Public-Key: (2048 bit)\nModulus:\n    00:bb:bd:ba:9a:8c:38:40:dc:cb:d1\n"),
+        std::string("Public-Key: (256 bit)\npub:\n    04:5c:1f\nASN1 OID: prime256v1\n"), colons,
+        "0x" + hex_of(x509), pkcs1 + std::string(1, '\0'), point, b64::encode(point), hex_of(point),
+        std::string(R"({"n":"u72-moo4QNzL0bMAsuoTPEyX3bjGq9ZQb9M0h3G6wb5Wg","e":"AQAB"})")}) {
+    SCOPED_TRACE(hex_of(secret.substr(0, 20)));
+    EXPECT_NE(refusal(secret, Alg::HS256, false).find("RS256 or ES256"), std::string::npos);
+  }
   // Secrets as people make them are no keys: random bytes, and random bytes in base64.
   unsigned char random[48];
   ASSERT_EQ(RAND_bytes(random, sizeof random), 1);
   std::string raw(reinterpret_cast<char*>(random), sizeof random);
   std::string b64(64, '\0');
   EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()), random, sizeof random);
-  for (const std::string& secret : {raw, b64, b64 + "\n"})
+  std::string random_point = std::string(1, '\x04') + raw + raw.substr(0, 16);  // 65, not a point
+  for (const std::string& secret : {raw, b64, b64 + "\n", hex_of(raw), random_point})
     EXPECT_TRUE(must_key(secret, Alg::HS256, false));
 }
 
