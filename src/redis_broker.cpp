@@ -205,7 +205,8 @@ void RedisBroker::connect(RedisLink& link, Backoff& backoff) {
 // The next attempt after a jittered, doubling delay (0.5 s up to 30 s), so nodes that lost Redis
 // together do not all come back in the same instant.
 void RedisBroker::link_down(RedisLink& link, Backoff& backoff, const std::string& why) {
-  if (last_error_.empty()) log::warn("Redis unavailable", "reason", why);
+  if (why != last_logged_error_) log::warn("Redis unavailable", "reason", why);
+  last_logged_error_ = why;
   ++reconnects_;
   last_error_ = "Redis unavailable: " + why;
   if (&link == &cmd_) {
@@ -234,6 +235,7 @@ void RedisBroker::tick() {
   }
   if (cmd_.up() && cmd_.waiting() == 0) probe_clock();  // and a liveness probe
   probe_memory();
+  retry_setup();
   maybe_warm();
   read_feed();  // after a fill that could not run
   learn_first_id();
@@ -247,13 +249,22 @@ void RedisBroker::tick() {
 std::optional<std::string> RedisBroker::not_ready() const {
   if (cmd_.up() && feed_.up() && warmed_ && !script_sha_.empty() && clock_known_)
     return std::nullopt;
+  if (auto why = refusal()) return why;
   return last_error_.empty() ? std::string("connecting to Redis") : last_error_;
+}
+
+// A BUSY or LOADING reply that came lately, and nothing taken since.
+std::optional<std::string> RedisBroker::refusal() const {
+  if (refused_at_ms_ < 0 || reactor_.now_ms() - refused_at_ms_ > kRefusalMemoryMs)
+    return std::nullopt;
+  return "Redis refuses commands for now (" + refusing_ + "); nothing was stored";
 }
 
 // POSTs still go to Redis while it is out of memory: the first one it stores says it is not.
 std::optional<std::string> RedisBroker::unavailable() const {
   if (auto why = not_ready()) return why;
   if (auto why = stuck()) return why;
+  if (auto why = refusal()) return why;
   if (out_of_memory_) return std::string(kOutOfMemory);
   return std::nullopt;
 }
@@ -271,7 +282,9 @@ std::optional<std::string> RedisBroker::stuck() const {
 void RedisBroker::probe_clock() {
   int64_t sent_us = monotonic_us();
   cmd_.command({"TIME"}, [this, sent_us, alive = alive_](redisReply* r) {
-    if (!*alive || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+    if (!*alive || note_refusal(r) || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+      return;
+    refused_at_ms_ = -1;  // it takes commands again
     int64_t redis_us = static_cast<int64_t>(number_of(text_of(r->element[0]))) * 1000000 +
                        static_cast<int64_t>(number_of(text_of(r->element[1])));
     take_clock_reading(redis_us, sent_us, monotonic_us());
@@ -332,14 +345,42 @@ void RedisBroker::note_if_back() {
   if (last_error_.empty() || not_ready()) return;
   log::info("Redis available again");
   last_error_.clear();
+  last_logged_error_.clear();
 }
 
 void RedisBroker::load_script() {
-  cmd_.command({"SCRIPT", "LOAD", redis_scripts::kPublish}, [this](redisReply* r) {
-    if (!r || r->type != REDIS_REPLY_STRING) return;
-    script_sha_ = std::string(text_of(r));
-    note_if_back();
-  });
+  loading_script_ = cmd_.command({"SCRIPT", "LOAD", redis_scripts::kPublish},
+                                 [this, alive = alive_](redisReply* r) {
+                                   if (!*alive) return;
+                                   loading_script_ = false;
+                                   note_refusal(r);
+                                   if (!r || r->type != REDIS_REPLY_STRING) return;
+                                   script_sha_ = std::string(text_of(r));
+                                   note_if_back();
+                                 });
+}
+
+// The steps a link takes once when it comes up, each tick again while one was refused (Redis
+// answers LOADING to everything until it has read its data set after a restart).
+void RedisBroker::retry_setup() {
+  if (cmd_.up() && script_sha_.empty() && !loading_script_) load_script();
+  if (feed_.up() && !have_start_ && !finding_start_) find_start();
+}
+
+// A reply that refuses every command for now: noted (logged once a streak), so that /healthz and
+// POSTs say so until Redis takes commands again. False for any other reply.
+bool RedisBroker::note_refusal(redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ERROR) return false;
+  std::string_view error = text_of(r);
+  if (!error.starts_with("BUSY") && !error.starts_with("LOADING")) return false;
+  int64_t now = reactor_.now_ms();
+  if (refusal_logged_ms_ < 0 || now - refusal_logged_ms_ > 60000) {
+    log::warn("Redis refuses commands for now: POSTs are refused", "error", error);
+    refusal_logged_ms_ = now;
+  }
+  refusing_ = std::string(error.substr(0, 200));
+  refused_at_ms_ = now;
+  return true;
 }
 
 // The feed starts where the log ends now (what came before, the warm-up reads from the rooms'
@@ -350,16 +391,21 @@ void RedisBroker::find_start() {
     note_if_back();
     return read_feed();
   }
-  feed_.command({"XREVRANGE", key("log"), "+", "-", "COUNT", "1"}, [this](redisReply* r) {
-    if (!r || r->type != REDIS_REPLY_ARRAY) return;
-    if (r->elements > 0) last_seen_ = id_of(r->element[0]);
-    have_start_ = true;
-    maybe_warm();
-  });
+  finding_start_ = feed_.command({"XREVRANGE", key("log"), "+", "-", "COUNT", "1"},
+                                 [this, alive = alive_](redisReply* r) {
+                                   if (!*alive) return;
+                                   finding_start_ = false;
+                                   note_refusal(r);
+                                   if (!r || r->type != REDIS_REPLY_ARRAY) return;
+                                   if (r->elements > 0) last_seen_ = id_of(r->element[0]);
+                                   have_start_ = true;
+                                   maybe_warm();
+                                 });
 }
 
 // What warming up has gathered: every warmed room's newest messages up to the feed's start.
 struct RedisBroker::Warmup {
+  bool refused = false;  // a read got an error (Redis still loading, say): warm up again later
   struct Message {
     uint64_t id;
     std::string room;
@@ -419,10 +465,17 @@ void RedisBroker::maybe_warm() {
   warming_ = true;
   auto warm = std::make_shared<Warmup>();
   // When the link went, so do the reads below, and the warm-up is tried again.
-  cmd_.command({"GET", key("since")}, number_into(warm, &Warmup::since, alive_));
-  cmd_.command({"GET", key("dropped")}, number_into(warm, &Warmup::dropped, alive_));
+  auto counter = [warm](uint64_t Warmup::*field) {
+    return [warm, field](redisReply* r) {
+      if (r && r->type == REDIS_REPLY_ERROR) warm->refused = true;
+      if (r && r->type != REDIS_REPLY_ERROR) (*warm).*field = number_of(text_of(r));
+    };
+  };
+  cmd_.command({"GET", key("since")}, counter(&Warmup::since));
+  cmd_.command({"GET", key("dropped")}, counter(&Warmup::dropped));
   // Losses told of before are in what is read here: only those told of from now on matter.
   cmd_.command({"XREVRANGE", key("losses"), "+", "-", "COUNT", "1"}, [warm](redisReply* r) {
+    if (r && r->type == REDIS_REPLY_ERROR) warm->refused = true;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
         r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements > 0)
       warm->losses_from = std::string(text_of(r->element[0]->element[0]));
@@ -445,7 +498,11 @@ void RedisBroker::maybe_warm() {
   };
   read_rooms(
       {"ZREVRANGE", key("rooms"), "0", std::to_string(options_.max_rooms - 1)}, range, each,
-      [this, warm] { finish_warmup(*warm); }, [this] { warming_ = false; });
+      [this, warm] {
+        if (!warm->refused) return finish_warmup(*warm);
+        warming_ = false;  // the next tick tries again
+      },
+      [this] { warming_ = false; });
 }
 
 void RedisBroker::finish_warmup(Warmup& warm) {
@@ -484,7 +541,8 @@ void RedisBroker::read_feed() {
                       if (!r)
                         return;  // the link went down: find_start() reads again from last_seen_
                       if (r->type == REDIS_REPLY_ERROR) {  // tick() tries again, not a busy loop
-                        log::warn("reading the Redis log failed", "error", text_of(r));
+                        if (!note_refusal(r))
+                          log::warn("reading the Redis log failed", "error", text_of(r));
                         return;
                       }
                       // At a gap, the fill reads on when it is done (or tick(), if it could not
@@ -951,6 +1009,10 @@ PublishResult RedisBroker::publish_result(redisReply* r) {
     note_memory(true, text_of(r));
     return unavailable_result(std::string(kOutOfMemory) + "; nothing was stored");
   }
+  // Refused before the script ran.
+  if (note_refusal(r))
+    return unavailable_result("Redis refuses commands for now (" + refusing_ +
+                              "); nothing was stored");
   // Another error from inside the script (odd data under our keys) may come after it wrote:
   // Redis does not undo a script's writes.
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
@@ -963,6 +1025,7 @@ PublishResult RedisBroker::publish_result(redisReply* r) {
   last_given_ = std::max(last_given_, id);
   if (r->element[1]->integer != 1) return {PublishResult::Status::Duplicate, id, {}};
   note_memory(false, {});  // it wrote
+  refused_at_ms_ = -1;
   return {PublishResult::Status::Created, id, {}};
 }
 

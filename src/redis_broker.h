@@ -51,6 +51,9 @@ class RedisBroker final : public Broker {
   // A publish script that Redis runs later than this after it was sent stores nothing: well
   // before kDeadlineMs, so a POST the node gave up on (503) does not turn up later.
   static constexpr int64_t kStaleAfterMs = 3000;
+  // A BUSY or LOADING reply counts this long, unless a command goes through first (the clock
+  // probe asks each second).
+  static constexpr int64_t kRefusalMemoryMs = 2000;
 
   RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions options);
   ~RedisBroker() override;  // what still waits for Redis is dropped unanswered
@@ -95,6 +98,7 @@ class RedisBroker final : public Broker {
   // Why POSTs cannot be sent to Redis now (links, warm-up, script, clock), nullopt when they can.
   std::optional<std::string> not_ready() const;
   std::optional<std::string> stuck() const;
+  std::optional<std::string> refusal() const;
   void learn_first_id();
   void tell_losses();
   void read_losses();
@@ -103,6 +107,8 @@ class RedisBroker final : public Broker {
   // Ids up to `id` were read, after `prev`: for skipped(), within kRecentEntries such spans.
   void remember_read(uint64_t prev, uint64_t id);
   void load_script();
+  bool note_refusal(struct redisReply* r);
+  void retry_setup();
   void probe_clock();
   void take_clock_reading(int64_t redis_us, int64_t sent_us, int64_t received_us);
   std::string publish_deadline() const;
@@ -138,14 +144,22 @@ class RedisBroker final : public Broker {
   RedisBrokerOptions options_;
   uint64_t rng_;
   std::string script_sha_;
+  bool loading_script_ = false;  // SCRIPT LOAD sent, not answered
   std::string last_error_;
-  uint64_t last_seen_ = 0;  // the newest id given to the sink
-  uint64_t first_id_ = 0;   // {p}:since as warming up read it, or the first entry a node on an
-                            // empty data set read (or, after a gap fill, {p}:since again)
+  std::string last_logged_error_;  // each new reason of one outage is logged once
+  // Redis answers, but refuses every command for now (BUSY: another client's script runs long;
+  // LOADING: it is reading its data set after a restart): its reply and when it last came.
+  std::string refusing_;
+  int64_t refused_at_ms_ = -1;
+  int64_t refusal_logged_ms_ = -1;  // once a minute at most
+  uint64_t last_seen_ = 0;          // the newest id given to the sink
+  uint64_t first_id_ = 0;  // {p}:since as warming up read it, or the first entry a node on an
+                           // empty data set read (or, after a gap fill, {p}:since again)
   bool asking_first_id_ = false;
   bool losses_known_ = false;  // Redis recorded a loss, or this node found one
   uint64_t last_given_ = 0;    // the newest id a POST here was answered with (the feed may lag)
   bool have_start_ = false;    // the feed knows the id it starts after (last_seen_)
+  bool finding_start_ = false;
   bool warming_ = false;
   bool warmed_ = false;  // the hub has what Redis kept; the feed may deliver
   bool reading_ = false;

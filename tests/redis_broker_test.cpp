@@ -72,7 +72,8 @@ struct Cluster {
   size_t history;
   Node a{reactor, redis.url(), history};
   Node b{reactor, redis.url(), history};
-  explicit Cluster(size_t history_per_room = 1000) : history(history_per_room) {
+  explicit Cluster(size_t history_per_room = 1000, std::vector<std::string> redis_args = {})
+      : redis(std::move(redis_args)), history(history_per_room) {
     reactor.every(std::chrono::milliseconds(20), [] {});
     reactor.every(std::chrono::milliseconds(200), [this] {
       for (Node* n : {&a, &b})
@@ -372,6 +373,57 @@ TEST(RedisBroker, ALostScriptIsLoadedAgain) {
   PublishResult r = c.post(c.a, "two");
   EXPECT_EQ(r.status, Status::Created) << r.reason;
   EXPECT_EQ(c.post(c.a, "three").status, Status::Created);
+}
+
+// Another client's script running long makes Redis answer BUSY to every command: nothing is
+// stored, the POST's 503 says so (not "it may have stored"), and the node says it is unavailable
+// (so /healthz does) until Redis takes commands again.
+TEST(RedisBroker, ARedisBusyWithAnotherClientsScriptRefusesPostsAndSaysSo) {
+  Cluster c(1000, {"--busy-reply-threshold", "100"});
+  ASSERT_TRUE(c.ready_at_start);
+  std::thread busy([&] {
+    c.redis.cli({"EVAL",
+                 "local t = redis.call('TIME')[1] + 0 "
+                 "while redis.call('TIME')[1] + 0 < t + 3 do end",
+                 "0"});
+  });
+  ASSERT_TRUE(run_until(c.reactor, [&] {
+    auto why = c.a.broker->unavailable();
+    return why && why->find("BUSY") != std::string::npos;
+  }));
+  PublishResult during = c.post(c.a, "while busy");
+  EXPECT_EQ(during.status, Status::Unavailable);
+  EXPECT_NE(during.reason.find("nothing was stored"), std::string::npos) << during.reason;
+  busy.join();
+  ASSERT_TRUE(c.ready());
+  EXPECT_EQ(c.post(c.a, "after").status, Status::Created);
+  EXPECT_EQ(c.redis.cli({"XLEN", "{t}:log"}), "1");
+}
+
+// Redis restarted with a data set that takes a while to read answers LOADING to every command
+// meanwhile. The nodes reconnect during it: they must not take those answers as final (the script
+// never loaded and the feed never found its start, so every POST got 503 for good), but try again
+// each tick and serve once Redis has read its data.
+TEST(RedisBroker, NodesServeAgainOnceARestartedRedisHasLoadedItsData) {
+  // 1,000 µs per key read (2,000 keys: 2 s), answering clients every KiB read meanwhile.
+  Cluster c(1000, {"--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"});
+  ASSERT_TRUE(c.ready_at_start);
+  PublishResult before = c.post(c.a, "before");
+  ASSERT_EQ(before.status, Status::Created);
+  c.redis.cli({"EVAL", "for i = 1, 2000 do redis.call('SET', 'filler:' .. i, i) end", "0"});
+  ASSERT_EQ(c.redis.cli({"SAVE"}), "OK");
+  c.redis.stop(9);
+  c.redis.start(/*until_loaded=*/false);
+  ASSERT_TRUE(c.redis.cli({"PING"}).starts_with("LOADING")) << "loaded too fast to test";
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.redis.cli({"PING"}) == "PONG"; }));
+  ASSERT_TRUE(c.ready()) << c.a.broker->unavailable().value_or("");
+  PublishResult after = c.post(c.b, "after");
+  ASSERT_EQ(after.status, Status::Created) << after.reason;
+  EXPECT_GT(after.id, before.id);
+  ASSERT_TRUE(run_until(c.reactor, [&] {
+    return std::count(c.a.live.begin(), c.a.live.end(), after.id) == 1 &&
+           std::count(c.b.live.begin(), c.b.live.end(), after.id) == 1;
+  }));
 }
 
 // A broker that goes away with POSTs waiting answers none of them (their owner is going too).

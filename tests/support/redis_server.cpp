@@ -59,7 +59,7 @@ RedisServer::~RedisServer() {
   stop(9);
 }
 
-void RedisServer::start() {
+void RedisServer::start(bool until_loaded) {
   pid_ = fork();
   if (pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
@@ -87,6 +87,7 @@ void RedisServer::start() {
   for (int i = 0; i < 200; ++i) {  // until it answers (or died)
     std::string pong = cli({"PING"});
     if (pong == "PONG" || pong.starts_with("NOAUTH")) return;  // up (with --requirepass: locked)
+    if (!until_loaded && pong.starts_with("LOADING")) return;
     if (waitpid(pid_, nullptr, WNOHANG) == pid_) {  // died (its port was taken): reaped
       pid_ = -1;
       break;

@@ -24,9 +24,11 @@ class RedisServer {
   const std::string& dir() const { return dir_; }
 
   void stop(int sig = 15);  // and wait for it
-  void start();             // again, same port, directory and arguments
-  void pause();             // SIGSTOP: open but stuck
-  void resume();            // SIGCONT
+  // Again, same port, directory and arguments; with `until_loaded` false, returns as soon as it
+  // answers, maybe LOADING (still reading its data set).
+  void start(bool until_loaded = true);
+  void pause();   // SIGSTOP: open but stuck
+  void resume();  // SIGCONT
   // One command through redis-cli (tests' own view of the data); its output, trimmed.
   std::string cli(const std::vector<std::string>& args) const;
 
