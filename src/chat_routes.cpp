@@ -576,27 +576,40 @@ void ChatRoutes::post_message(Connection& conn, Request& req) {
                    ctx = policy_.context_of(req)](const PublishResult& result) {
                     if (result.status == PublishResult::Status::Unavailable)
                       metrics_.count_rejected("storage_unavailable");
-                    if (sent && result.status == PublishResult::Status::Duplicate &&
-                        nonce_used_otherwise(sent->first, sent->second, result.id)) {
-                      metrics_.count_rejected("nonce_reused");
-                      return finish(ticket, ctx, nonce_reused(result.id));
-                    }
+                    if (sent && result.status == PublishResult::Status::Duplicate)
+                      return answer_retry(ticket, ctx, sent->first, sent->second, result);
                     finish(ticket, ctx, publish_answer(result));
                   });
 }
 
-// Whether message `id`, which a nonce's first POST got, is surely not `text` in `room`: a client
-// that reuses a nonce for another message learns it (422) instead of the message being lost
-// behind a 200. Judged from what this node keeps; a message it cannot see counts as the same.
-bool ChatRoutes::nonce_used_otherwise(const std::string& room, const std::string& text,
-                                      uint64_t id) const {
-  Hub::KeptLookup kept = hub_.kept_message(room, id);
-  if (!kept.known) return false;
-  if (!kept.frame) return true;  // the room keeps the ids around it: another room's message
+namespace {
+// Whether `frame` is a message whose text is `text`.
+bool says(const Frame& frame, const std::string& text) {
   std::string said = ",\"text\":";
   json::append_string(said, text);
   said += ",\"ts\":";
-  return frame_json(*kept.frame->get()).find(said) == std::string_view::npos;
+  return frame_json(frame).find(said) != std::string_view::npos;
+}
+}  // namespace
+
+// A nonce's retry got the id its first POST was given: 422 when that message is surely not
+// `text` in `room`, so that a client reusing a nonce for another message learns it instead of
+// the message being lost behind a 200. Judged from what this node keeps; when it no longer keeps
+// (or never saw) the message, from the room's history in storage (with Redis, its stream there
+// may reach further back); a message nobody can show counts as the same.
+void ChatRoutes::answer_retry(uint64_t ticket, const ReplyContext& ctx, const std::string& room,
+                              const std::string& text, const PublishResult& result) {
+  auto answer = [this, ticket, ctx, result](bool other) {
+    if (other) metrics_.count_rejected("nonce_reused");
+    finish(ticket, ctx, other ? nonce_reused(result.id) : publish_answer(result));
+  };
+  Hub::KeptLookup kept = hub_.kept_message(room, result.id);
+  // A room that keeps the ids around it and not this one: another room's message.
+  if (kept.known) return answer(!kept.frame || !says(*kept.frame->get(), text));
+  PageRange only{result.id - 1, result.id + 1, 1};
+  broker_.read_history(room, only, [answer, text](std::vector<FrameRef> page) {
+    answer(!page.empty() && !says(*page.front().get(), text));
+  });
 }
 
 void ChatRoutes::list_messages(Connection& conn, Request& req) {

@@ -62,7 +62,8 @@ class ChatRoutes final : public RequestHandler {
   void post_message(Connection& conn, Request& req);
   std::optional<http::Response> refuse_post(const Connection& conn, const Request& req,
                                             const Authentication& auth);
-  bool nonce_used_otherwise(const std::string& room, const std::string& text, uint64_t id) const;
+  void answer_retry(uint64_t ticket, const ReplyContext& ctx, const std::string& room,
+                    const std::string& text, const PublishResult& result);
   void list_messages(Connection& conn, Request& req);
   void list_rooms(Connection& conn, Request& req);
   void serve_health(Connection& conn, Request& req);

@@ -1151,6 +1151,24 @@ TEST(RedisNodes, TheSameNonceOnAnotherNodeGetsTheOriginalId) {
   EXPECT_EQ(ids_of(kept), (std::vector<uint64_t>{first.id, other.id, last.id}));
 }
 
+// A node whose memory no longer keeps the nonce's message (--history 2) judges a reuse from the
+// room's stream in Redis, which still has it: 422 for another text, 200 for the same.
+TEST(RedisNodes, ANonceReusedForAnotherTextIsJudgedFromRedisPastTheNodesMemory) {
+  RedisServer redis;
+  auto node = start_node(redis, {"--history", "2"});
+  Posted first = post(node->port(), "r", "original", "ann", "n1");
+  ASSERT_EQ(first.status, 201) << first.body;
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(post(node->port(), "r", "more").status, 201);
+  auto listed = list_room(node->port(), "r");  // paged from Redis (XADD MAXLEN ~ keeps it)
+  ASSERT_FALSE(listed.empty());
+  ASSERT_EQ(listed.front().id, first.id) << "Redis no longer has it";
+  Posted same = post(node->port(), "r", "original", "ann", "n1");
+  EXPECT_EQ(same.status, 200) << same.body;
+  EXPECT_EQ(same.id, first.id);
+  Posted reused = post(node->port(), "r", "DIFFERENT", "ann", "n1");
+  EXPECT_EQ(reused.status, 422) << reused.body;
+}
+
 // 8. --reuse-port: a second node listens on the first one's port; both run, both answer
 // requests to that port (each logs the requests it answered), and the port answers on once the
 // first one is gone.
