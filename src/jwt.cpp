@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <simdjson.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -80,17 +81,36 @@ std::optional<std::string> read_key_file(const std::string& path) {
   return bytes;
 }
 
-// Whether `bytes` start with a DER SEQUENCE: every key and certificate format in DER
-// (SubjectPublicKeyInfo, PKCS#1, X.509, PKCS#8) is one. Random bytes almost never are; followed by
-// anything but white space (a stray byte appended), it must be as long as the smallest key.
-bool starts_with_der_sequence(std::string_view bytes) {
+// Whether `bytes` are one DER SEQUENCE and nothing else (but white space): every key and
+// certificate format in DER (SubjectPublicKeyInfo, PKCS#1, X.509, PKCS#8) is one. Random bytes
+// almost never are.
+bool is_one_der_sequence(std::string_view bytes) {
   auto start = reinterpret_cast<const unsigned char*>(bytes.data());
   const unsigned char* p = start;
   ASN1_SEQUENCE_ANY* seq = d2i_ASN1_SEQUENCE_ANY(nullptr, &p, static_cast<long>(bytes.size()));
   if (!seq) return false;
   sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
-  auto length = static_cast<size_t>(p - start);
-  return length >= 64 || bytes.find_first_not_of(" \t\r\n", length) == std::string_view::npos;
+  // A line end that an editor or `echo` added is still the same key.
+  return bytes.find_first_not_of(" \t\r\n", static_cast<size_t>(p - start)) ==
+         std::string_view::npos;
+}
+
+// Whether `bytes` start with a key or certificate in DER, whatever follows (a stray byte
+// appended). Parsed as one, not only as a SEQUENCE: text that happens to start like one (a '0'
+// and a letter) is no key.
+bool starts_with_der_key(std::string_view bytes) {
+  auto start = reinterpret_cast<const unsigned char*>(bytes.data());
+  auto length = static_cast<long>(bytes.size());
+  const unsigned char* p = start;
+  if (EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, length)) return EVP_PKEY_free(key), true;
+  p = start;
+  if (X509* cert = d2i_X509(nullptr, &p, length)) return X509_free(cert), true;
+  p = start;
+  if (EVP_PKEY* key = d2i_PublicKey(EVP_PKEY_RSA, nullptr, &p, length))  // PKCS#1
+    return EVP_PKEY_free(key), true;
+  p = start;
+  if (EVP_PKEY* key = d2i_AutoPrivateKey(nullptr, &p, length)) return EVP_PKEY_free(key), true;
+  return false;
 }
 
 // The SSH wire form of a public key, which an authorized_keys line carries as base64: a
@@ -119,7 +139,7 @@ bool is_p256_point(std::string_view b) {
 }
 
 bool is_key_bytes(std::string_view b) {
-  return starts_with_der_sequence(b) || is_ssh_key_blob(b) || is_p256_point(b);
+  return is_one_der_sequence(b) || starts_with_der_key(b) || is_ssh_key_blob(b) || is_p256_point(b);
 }
 
 // Standard base64 text (a PEM body without its armour) decoded, or nullopt.

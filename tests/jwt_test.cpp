@@ -820,6 +820,11 @@ TEST(JwtAsymmetric, NoFormOfAPublicKeyIsAnHmacSecret) {
   std::string raw(reinterpret_cast<char*>(random), sizeof random);
   std::string b64(64, '\0');
   EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()), random, sizeof random);
+  // Nor is hex text that happens to start like a DER SEQUENCE: a review found `openssl rand
+  // -hex 64` refused once in 1,700 by a check that took any long SEQUENCE prefix for a key. Here a
+  // SEQUENCE of one 68-byte OCTET STRING, then more hex: a key would parse, this does not.
+  std::string looks_like_der = "30460444" + std::string(136, 'a') + hex_of(raw.substr(0, 16));
+  EXPECT_TRUE(must_key(looks_like_der, Alg::HS512, false));
   std::string random_point = std::string(1, '\x04') + raw + raw.substr(0, 16);  // 65, not a point
   for (const std::string& secret : {raw, b64, b64 + "\n", hex_of(raw), random_point})
     EXPECT_TRUE(must_key(secret, Alg::HS256, false));
