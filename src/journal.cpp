@@ -666,6 +666,7 @@ Journal::SyncState Journal::sync_state() {
 
 void Journal::sync_loop() {
   std::unique_lock<std::mutex> lock(mu_);
+  std::chrono::steady_clock::time_point out_of_fds_since{};
   for (;;) {
     if (policy_ == FsyncPolicy::Always) {
       cv_.wait(lock, [this] {
@@ -685,19 +686,27 @@ void Journal::sync_loop() {
       // A duplicate keeps the file open even if a compaction swaps fd_ meanwhile; the lock is not
       // held during the sync, so an append never waits for the disk.
       int fd = dup(fd_);
-      if (fd < 0) {
+      int dup_errno = errno;
+      auto now = std::chrono::steady_clock::now();
+      bool out_of_fds = fd < 0 && (dup_errno == EMFILE || dup_errno == ENFILE);
+      if (!out_of_fds) out_of_fds_since = {};
+      if (out_of_fds && out_of_fds_since == std::chrono::steady_clock::time_point{})
+        out_of_fds_since = now;
+      if (out_of_fds && now - out_of_fds_since < std::chrono::seconds(5) && !stop) {
         // Out of descriptors for a moment (a flood of connections): no disk failed, so it is no
-        // storage failure; try again shortly.
-        if (stop) return;
+        // storage failure yet; try again shortly (POSTs waiting for the disk wait 5 s at most).
         cv_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stopping_; });
         continue;
       }
       lock.unlock();
       std::string failure;
-      if (io_.datasync(fd) != 0) failure = errno_text("fdatasync of the journal failed");
+      if (fd < 0)
+        failure = (errno = dup_errno, errno_text("no descriptor to sync the journal with"));
+      else if (io_.datasync(fd) != 0)
+        failure = errno_text("fdatasync of the journal failed");
       if (failure.empty())
         if (auto removed = check_linked(fd)) failure = *removed;
-      ::close(fd);
+      if (fd >= 0) ::close(fd);
       std::string dir_failure;
       if (sync_dir && io_.sync_dir(dir_) != 0)
         dir_failure = errno_text("fsync of the data directory failed");

@@ -135,6 +135,13 @@ bool out_of_memory_error(const redisReply* r) {
           text_of(r).find("OOM command not allowed") != std::string_view::npos);
 }
 
+// Redis refusing every command for now: another client's script runs long ("BUSY Redis is busy
+// running a script…"; not BUSYKEY or BUSYGROUP), or it is reading its data set ("LOADING …").
+bool refuses_for_now(const redisReply* r) {
+  return r && r->type == REDIS_REPLY_ERROR &&
+         (text_of(r).starts_with("BUSY ") || text_of(r).starts_with("LOADING "));
+}
+
 // 64 bits from the kernel's random source.
 uint64_t random_u64() {
   std::random_device source;
@@ -235,6 +242,7 @@ void RedisBroker::tick() {
   }
   if (cmd_.up() && cmd_.waiting() == 0) probe_clock();  // and a liveness probe
   probe_memory();
+  probe_refusal();
   retry_setup();
   maybe_warm();
   read_feed();  // after a fill that could not run
@@ -282,9 +290,9 @@ std::optional<std::string> RedisBroker::stuck() const {
 void RedisBroker::probe_clock() {
   int64_t sent_us = monotonic_us();
   cmd_.command({"TIME"}, [this, sent_us, alive = alive_](redisReply* r) {
+    // Answered during LOADING too: it says nothing of whether Redis takes commands again.
     if (!*alive || note_refusal(r) || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
       return;
-    refused_at_ms_ = -1;  // it takes commands again
     int64_t redis_us = static_cast<int64_t>(number_of(text_of(r->element[0]))) * 1000000 +
                        static_cast<int64_t>(number_of(text_of(r->element[1])));
     take_clock_reading(redis_us, sent_us, monotonic_us());
@@ -340,6 +348,17 @@ void RedisBroker::probe_memory() {
                                  });
 }
 
+// While Redis refuses commands, each tick: a read it refuses as it refuses a publish, so the node
+// learns when it takes them again (and /healthz says so) even when no POST comes.
+void RedisBroker::probe_refusal() {
+  if (refused_at_ms_ < 0 || probing_refusal_ || !cmd_.up()) return;
+  probing_refusal_ = cmd_.command({"EXISTS", key("since")}, [this, alive = alive_](redisReply* r) {
+    if (!*alive) return;
+    probing_refusal_ = false;
+    if (!note_refusal(r) && r && r->type != REDIS_REPLY_ERROR) refused_at_ms_ = -1;
+  });
+}
+
 // Once both links are up again (and the node warm), the next outage is logged again.
 void RedisBroker::note_if_back() {
   if (last_error_.empty() || not_ready()) return;
@@ -370,13 +389,14 @@ void RedisBroker::retry_setup() {
 // A reply that refuses every command for now: noted (logged once a streak), so that /healthz and
 // POSTs say so until Redis takes commands again. False for any other reply.
 bool RedisBroker::note_refusal(redisReply* r) {
-  if (!r || r->type != REDIS_REPLY_ERROR) return false;
+  if (!refuses_for_now(r)) return false;
   std::string_view error = text_of(r);
-  if (!error.starts_with("BUSY") && !error.starts_with("LOADING")) return false;
   int64_t now = reactor_.now_ms();
-  if (refusal_logged_ms_ < 0 || now - refusal_logged_ms_ > 60000) {
+  std::string_view kind = error.substr(0, error.find(' '));
+  if (kind != refusal_logged_kind_ || now - refusal_logged_ms_ > 60000) {
     log::warn("Redis refuses commands for now: POSTs are refused", "error", error);
     refusal_logged_ms_ = now;
+    refusal_logged_kind_ = std::string(kind);
   }
   refusing_ = std::string(error.substr(0, 200));
   refused_at_ms_ = now;
@@ -467,7 +487,7 @@ void RedisBroker::maybe_warm() {
   // When the link went, so do the reads below, and the warm-up is tried again.
   auto counter = [warm](uint64_t Warmup::*field) {
     return [warm, field](redisReply* r) {
-      if (r && r->type == REDIS_REPLY_ERROR) warm->refused = true;
+      if (refuses_for_now(r)) warm->refused = true;
       if (r && r->type != REDIS_REPLY_ERROR) (*warm).*field = number_of(text_of(r));
     };
   };
@@ -475,7 +495,7 @@ void RedisBroker::maybe_warm() {
   cmd_.command({"GET", key("dropped")}, counter(&Warmup::dropped));
   // Losses told of before are in what is read here: only those told of from now on matter.
   cmd_.command({"XREVRANGE", key("losses"), "+", "-", "COUNT", "1"}, [warm](redisReply* r) {
-    if (r && r->type == REDIS_REPLY_ERROR) warm->refused = true;
+    if (refuses_for_now(r)) warm->refused = true;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
         r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements > 0)
       warm->losses_from = std::string(text_of(r->element[0]->element[0]));

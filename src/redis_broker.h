@@ -51,8 +51,8 @@ class RedisBroker final : public Broker {
   // A publish script that Redis runs later than this after it was sent stores nothing: well
   // before kDeadlineMs, so a POST the node gave up on (503) does not turn up later.
   static constexpr int64_t kStaleAfterMs = 3000;
-  // A BUSY or LOADING reply counts this long, unless a command goes through first (the clock
-  // probe asks each second).
+  // A BUSY or LOADING reply counts this long, unless a command goes through first (a probe asks
+  // each second while it counts).
   static constexpr int64_t kRefusalMemoryMs = 2000;
 
   RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions options);
@@ -108,6 +108,7 @@ class RedisBroker final : public Broker {
   void remember_read(uint64_t prev, uint64_t id);
   void load_script();
   bool note_refusal(struct redisReply* r);
+  void probe_refusal();
   void retry_setup();
   void probe_clock();
   void take_clock_reading(int64_t redis_us, int64_t sent_us, int64_t received_us);
@@ -151,10 +152,12 @@ class RedisBroker final : public Broker {
   // LOADING: it is reading its data set after a restart): its reply and when it last came.
   std::string refusing_;
   int64_t refused_at_ms_ = -1;
-  int64_t refusal_logged_ms_ = -1;  // once a minute at most
-  uint64_t last_seen_ = 0;          // the newest id given to the sink
-  uint64_t first_id_ = 0;  // {p}:since as warming up read it, or the first entry a node on an
-                           // empty data set read (or, after a gap fill, {p}:since again)
+  int64_t refusal_logged_ms_ = -1;  // once a minute at most, and when the kind changes
+  std::string refusal_logged_kind_;
+  bool probing_refusal_ = false;
+  uint64_t last_seen_ = 0;  // the newest id given to the sink
+  uint64_t first_id_ = 0;   // {p}:since as warming up read it, or the first entry a node on an
+                            // empty data set read (or, after a gap fill, {p}:since again)
   bool asking_first_id_ = false;
   bool losses_known_ = false;  // Redis recorded a loss, or this node found one
   uint64_t last_given_ = 0;    // the newest id a POST here was answered with (the feed may lag)

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -765,6 +766,38 @@ TEST(LocalBroker, AFaultThatReturnsAtOnceAfterRecoveringBacksOff) {
     return !f.broker->unavailable() && !f.broker->compacting();
   }));
   EXPECT_GE(f.reactor.now_ms() - failed_again, 2000);
+  PublishResult after = f.publish_and_wait("after");
+  EXPECT_EQ(after.status, Status::Created);
+  f.broker.reset();
+  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+}
+
+// Out of descriptors, the syncer cannot take its own handle on the journal to sync it: a POST
+// waiting for the disk (--fsync always) waits a few seconds for one, then gets 503 rather than
+// waiting for good, and storage recovers once there are descriptors again.
+TEST(LocalBroker, NoDescriptorToSyncWithRefusesWithinSecondsThenRecovers) {
+  std::string dir = journal_temp_dir();
+  Fixture f(broker_options(dir, FsyncPolicy::Always));
+  f.start();
+  ASSERT_EQ(f.publish_and_wait("before").status, Status::Created);
+  rlimit was{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &was), 0);
+  rlimit low = was;
+  low.rlim_cur = std::min<rlim_t>(was.rlim_cur, 1024);  // however high the limit, few to fill
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> held;
+  for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+  EXPECT_EQ(errno, EMFILE);
+  auto during = f.publish("during");
+  bool answered = f.run_until([&] { return during->done; }, 15000);
+  for (int fd : held) close(fd);
+  setrlimit(RLIMIT_NOFILE, &was);
+  ASSERT_TRUE(answered) << "a POST waited for the disk with no bound";
+  EXPECT_EQ(during->result.status, Status::Unavailable);
+  EXPECT_NE(during->result.reason.find("no descriptor"), std::string::npos)
+      << during->result.reason;
+  f.tick();
+  ASSERT_FALSE(f.broker->unavailable());
   PublishResult after = f.publish_and_wait("after");
   EXPECT_EQ(after.status, Status::Created);
   f.broker.reset();

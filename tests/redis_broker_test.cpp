@@ -400,6 +400,18 @@ TEST(RedisBroker, ARedisBusyWithAnotherClientsScriptRefusesPostsAndSaysSo) {
   EXPECT_EQ(c.redis.cli({"XLEN", "{t}:log"}), "1");
 }
 
+// Only a refusal for now (BUSY, LOADING) makes a warm-up start over: odd data under a key it
+// reads (another type, say) is read as before, not retried forever with the node never ready.
+TEST(RedisBroker, OddDataUnderAKeyDoesNotKeepANodeFromWarmingUp) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  ASSERT_EQ(c.post(c.a, "one").status, Status::Created);
+  c.redis.cli({"DEL", "{t}:dropped"});
+  ASSERT_EQ(c.redis.cli({"HSET", "{t}:dropped", "a", "1"}), "1");
+  auto late = c.third_node();
+  EXPECT_FALSE(late->broker->unavailable());
+}
+
 // Redis restarted with a data set that takes a while to read answers LOADING to every command
 // meanwhile. The nodes reconnect during it: they must not take those answers as final (the script
 // never loaded and the feed never found its start, so every POST got 503 for good), but try again
