@@ -175,6 +175,17 @@ std::vector<uint64_t> post_as_another_server(const std::string& dir, int count =
   return acknowledged;
 }
 
+// Storage works again: a POST is stored, and a restart finds `kept` (the ids acknowledged before)
+// and that one, nothing else.
+void expect_posting_again_and_kept_after_restart(Fixture& f, const std::string& dir,
+                                                 std::vector<uint64_t> kept) {
+  PublishResult after = f.publish_and_wait("after");
+  ASSERT_EQ(after.status, Status::Created);
+  f.broker.reset();
+  kept.push_back(after.id);
+  EXPECT_EQ(ids_after_restart(dir), kept);
+}
+
 }  // namespace
 
 TEST(LocalBroker, AnswersLaterOnTheLoopNeverInsideTheCall) {
@@ -367,10 +378,7 @@ TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
   io.datasync_errno = 0;
   f.tick();
   ASSERT_FALSE(f.broker->unavailable());
-  PublishResult after = f.publish_and_wait("after");
-  EXPECT_EQ(after.status, Status::Created);
-  f.broker.reset();
-  EXPECT_EQ(ids_after_restart(dir), ids({1, 2, after.id}));
+  expect_posting_again_and_kept_after_restart(f, dir, {1, 2});
 }
 
 TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
@@ -442,10 +450,7 @@ TEST(LocalBroker, RemovedDataDirectoryIsRefusedThenRecreated) {
   EXPECT_NE(refused.reason.find("removed"), std::string::npos) << refused.reason;
   f.tick();  // recreates the directory from what is in memory
   ASSERT_FALSE(f.broker->unavailable());
-  PublishResult after = f.publish_and_wait("after");
-  ASSERT_EQ(after.status, Status::Created);
-  f.broker.reset();
-  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+  expect_posting_again_and_kept_after_restart(f, dir, {1});
 }
 
 // A server restarted more often than its journal doubles still keeps it near --journal-max-bytes:
@@ -766,10 +771,7 @@ TEST(LocalBroker, AFaultThatReturnsAtOnceAfterRecoveringBacksOff) {
     return !f.broker->unavailable() && !f.broker->compacting();
   }));
   EXPECT_GE(f.reactor.now_ms() - failed_again, 2000);
-  PublishResult after = f.publish_and_wait("after");
-  EXPECT_EQ(after.status, Status::Created);
-  f.broker.reset();
-  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+  expect_posting_again_and_kept_after_restart(f, dir, {1});
 }
 
 // Out of descriptors, the syncer cannot take its own handle on the journal to sync it: a POST
@@ -798,10 +800,7 @@ TEST(LocalBroker, NoDescriptorToSyncWithRefusesWithinSecondsThenRecovers) {
       << during->result.reason;
   f.tick();
   ASSERT_FALSE(f.broker->unavailable());
-  PublishResult after = f.publish_and_wait("after");
-  EXPECT_EQ(after.status, Status::Created);
-  f.broker.reset();
-  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+  expect_posting_again_and_kept_after_restart(f, dir, {1});
 }
 
 // The journal's floors name the highest id issued: after a restart the hub has it too, so a stream
@@ -1062,10 +1061,7 @@ TEST(LocalBroker, RecoveryWritesOnTheCompactionThread) {
   f.broker->tick();  // a second tick does not start another
   io.hold_compaction_write = false;
   ASSERT_TRUE(f.run_until([&] { return !f.broker->unavailable(); }));
-  PublishResult after = f.publish_and_wait("after");
-  ASSERT_EQ(after.status, Status::Created);
-  f.broker.reset();
-  EXPECT_EQ(ids_after_restart(dir), ids({1, after.id}));
+  expect_posting_again_and_kept_after_restart(f, dir, {1});
 }
 
 // An id this server used up on a refused POST was never given to anyone: the other sse-chat that
