@@ -1030,9 +1030,7 @@ PublishResult RedisBroker::publish_result(redisReply* r) {
     return unavailable_result(std::string(kOutOfMemory) + "; nothing was stored");
   }
   // Refused before the script ran.
-  if (note_refusal(r))
-    return unavailable_result("Redis refuses commands for now (" + refusing_ +
-                              "); nothing was stored");
+  if (note_refusal(r)) return unavailable_result(*refusal());
   // Another error from inside the script (odd data under our keys) may come after it wrote:
   // Redis does not undo a script's writes.
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
