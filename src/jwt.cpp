@@ -102,6 +102,12 @@ bool starts_with_der_key(std::string_view bytes) {
   auto start = reinterpret_cast<const unsigned char*>(bytes.data());
   auto length = static_cast<long>(bytes.size());
   const unsigned char* p = start;
+  // Cheap first: a SEQUENCE as long as the smallest key (OpenSSL's decoders take milliseconds).
+  ASN1_SEQUENCE_ANY* seq = d2i_ASN1_SEQUENCE_ANY(nullptr, &p, length);
+  if (!seq) return false;
+  sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+  if (p - start < 64) return false;
+  p = start;
   if (EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, length)) return EVP_PKEY_free(key), true;
   p = start;
   if (X509* cert = d2i_X509(nullptr, &p, length)) return X509_free(cert), true;

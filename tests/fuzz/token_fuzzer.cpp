@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "access.h"
@@ -59,9 +60,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
     case 1: {  // claims behind a valid signature
-      std::string error;
-      auto key = sse::jwt::Key::from_bytes("0123456789abcdef0123456789abcdef-fuzz",
-                                           sse::jwt::Alg::HS256, true, error);
+      static std::unique_ptr<sse::jwt::Key> key = [] {
+        std::string error;
+        return sse::jwt::Key::from_bytes("0123456789abcdef0123456789abcdef-fuzz",
+                                         sse::jwt::Alg::HS256, true, error);
+      }();
       check(key != nullptr);
       sse::Authentication auth = access().check_token(key->sign(input), kNow);
       check_identity(auth);
