@@ -166,10 +166,8 @@ http::Response text_response(int status, std::string body) {
 http::Response publish_answer(const PublishResult& result) {
   using Status = PublishResult::Status;
   if (result.status == Status::Unavailable) {
-    http::Response r = http::error(
-        503, "the message could not be stored (" + result.reason + "); try again later");
-    r.headers.emplace_back("Retry-After", "2");
-    return r;
+    return http::retry_later(
+        503, "the message could not be stored (" + result.reason + "); try again later", 2);
   }
   http::Response r;
   r.status = result.status == Status::Created ? 201 : 200;
@@ -203,12 +201,6 @@ void append_patterns(std::string& out, const RoomPatterns& patterns) {
   out += ']';
 }
 
-http::Response busy_error(const std::string& reason) {
-  http::Response r = http::error(503, reason);
-  r.headers.emplace_back("Retry-After", "1");
-  return r;
-}
-
 // What a static path that has no file to send gets.
 http::Response static_miss(StaticFiles::Miss miss, const Request& req) {
   switch (miss) {
@@ -226,9 +218,9 @@ http::Response static_miss(StaticFiles::Miss miss, const Request& req) {
     case StaticFiles::Miss::TooLarge:
       return http::error(500, "file too large to serve: over 64 MiB");
     case StaticFiles::Miss::NoRoom:
-      return busy_error("the static file cache is full: try again");
+      return http::retry_later(503, "the static file cache is full: try again", 1);
     case StaticFiles::Miss::Busy:
-      return busy_error("the server cannot open files for now: try again");
+      return http::retry_later(503, "the server cannot open files for now: try again", 1);
     case StaticFiles::Miss::NotFound:
       break;
   }
@@ -562,9 +554,8 @@ void ChatRoutes::post_message(Connection& conn, Request& req) {
   }
   if (!hub_.can_open({input.room})) {
     metrics_.count_rejected("too_many_rooms");
-    http::Response r = http::error(503, "too many rooms are in use; try again later");
-    r.headers.emplace_back("Retry-After", "5");
-    return policy_.reply(conn, req, std::move(r));
+    return policy_.reply(conn, req,
+                         http::retry_later(503, "too many rooms are in use; try again later", 5));
   }
   uint64_t ticket = hold(conn);
   // A retry must be the same message: what the nonce's first POST said, to check it against.

@@ -45,12 +45,6 @@ std::vector<Cidr> parse_trusted(const std::vector<std::string>& texts) {
   return out;
 }
 
-http::Response too_many(std::string_view reason, uint32_t retry_after_s) {
-  http::Response r = http::error(429, reason);
-  r.headers.emplace_back("Retry-After", std::to_string(retry_after_s));
-  return r;
-}
-
 }  // namespace
 
 HttpPolicy::HttpPolicy(const Config& config, Reactor& reactor, Metrics& metrics)
@@ -168,7 +162,7 @@ std::optional<http::Response> HttpPolicy::take_post_budget(Connection& conn,
                                                             retry_after);
   if (!taken) {
     metrics_.count_rejected("post_rate");
-    return too_many("you are sending messages too fast; wait a moment", retry_after);
+    return http::retry_later(429, "you are sending messages too fast; wait a moment", retry_after);
   }
   return std::nullopt;
 }
@@ -203,7 +197,8 @@ std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(
 void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
                                std::string_view resume_id) {
   if (req.accept.find("text/event-stream") == std::string::npos)
-    return reply(conn, req, too_many(refusal.reason + "; retry later", refusal.retry_after_s));
+    return reply(conn, req,
+                 http::retry_later(429, refusal.reason + "; retry later", refusal.retry_after_s));
   http::Response r;
   r.content_type = "text/event-stream";
   r.unframed_body = true;

@@ -152,6 +152,12 @@ Response error(int status, std::string_view reason) {
   return r;
 }
 
+Response retry_later(int status, std::string_view reason, uint32_t retry_after_s) {
+  Response r = error(status, reason);
+  r.headers.emplace_back("Retry-After", std::to_string(retry_after_s));
+  return r;
+}
+
 Response unauthorized(std::string_view reason, bool presented) {
   Response r = error(401, reason);
   r.headers.emplace_back("WWW-Authenticate",

@@ -1,6 +1,7 @@
 // HTTP/1.1 response serialisation: status line, the headers every answer carries, the body.
 #pragma once
 
+#include <cstdint>
 #include <ctime>
 #include <string>
 #include <string_view>
@@ -48,6 +49,8 @@ size_t content_length(const Response& r);
 
 // {"error":"<reason>"} with the given status.
 Response error(int status, std::string_view reason);
+// error(), and when to ask again (429, 503).
+Response retry_later(int status, std::string_view reason, uint32_t retry_after_s);
 
 // 401: a token is needed here and none (`presented` false) or no valid one was presented
 // (RFC 6750 3.1: only then error="invalid_token").
