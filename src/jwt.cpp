@@ -81,32 +81,22 @@ std::optional<std::string> read_key_file(const std::string& path) {
   return bytes;
 }
 
-// Whether `bytes` are one DER SEQUENCE and nothing else (but white space): every key and
-// certificate format in DER (SubjectPublicKeyInfo, PKCS#1, X.509, PKCS#8) is one. Random bytes
-// almost never are.
-bool is_one_der_sequence(std::string_view bytes) {
-  auto start = reinterpret_cast<const unsigned char*>(bytes.data());
-  const unsigned char* p = start;
-  ASN1_SEQUENCE_ANY* seq = d2i_ASN1_SEQUENCE_ANY(nullptr, &p, static_cast<long>(bytes.size()));
-  if (!seq) return false;
-  sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
-  // A line end that an editor or `echo` added is still the same key.
-  return bytes.find_first_not_of(" \t\r\n", static_cast<size_t>(p - start)) ==
-         std::string_view::npos;
-}
-
-// Whether `bytes` start with a key or certificate in DER, whatever follows (a stray byte
-// appended). Parsed as one, not only as a SEQUENCE: text that happens to start like one (a '0'
-// and a letter) is no key.
-bool starts_with_der_key(std::string_view bytes) {
+// Whether `bytes` are a key or certificate in DER. Every DER format of them (SubjectPublicKeyInfo,
+// PKCS#1, X.509, PKCS#8) is one SEQUENCE, which random bytes almost never are: followed by nothing
+// but white space (a line end an editor or `echo` added), that says enough. Followed by more (a
+// stray byte appended), it must parse as a key or certificate: text that happens to start like a
+// SEQUENCE (a '0' and a letter) is no key.
+bool is_der_key(std::string_view bytes) {
   auto start = reinterpret_cast<const unsigned char*>(bytes.data());
   auto length = static_cast<long>(bytes.size());
   const unsigned char* p = start;
-  // Cheap first: a SEQUENCE as long as the smallest key (OpenSSL's decoders take milliseconds).
   ASN1_SEQUENCE_ANY* seq = d2i_ASN1_SEQUENCE_ANY(nullptr, &p, length);
   if (!seq) return false;
   sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
-  if (p - start < 64) return false;
+  auto used = static_cast<size_t>(p - start);
+  if (bytes.find_first_not_of(" \t\r\n", used) == std::string_view::npos) return true;
+  // OpenSSL's decoders take milliseconds: only for a SEQUENCE as long as the smallest key.
+  if (used < 64) return false;
   p = start;
   if (EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, length)) return EVP_PKEY_free(key), true;
   p = start;
@@ -145,7 +135,7 @@ bool is_p256_point(std::string_view b) {
 }
 
 bool is_key_bytes(std::string_view b) {
-  return is_one_der_sequence(b) || starts_with_der_key(b) || is_ssh_key_blob(b) || is_p256_point(b);
+  return is_der_key(b) || is_ssh_key_blob(b) || is_p256_point(b);
 }
 
 // Standard base64 text (a PEM body without its armour) decoded, or nullopt.
