@@ -110,6 +110,9 @@ bool record_at(std::string_view bytes, size_t pos, uint64_t min_id, JournalRecor
   if (id < min_id || min_body + nonce_len > body_len) return false;
   out.id = id;
   out.nonce_key.assign(body.substr(min_body, nonce_len));
+  // "SSEC" writers cut longer keys to 255 bytes: such a key may stand for many nonces, and a
+  // new message taken for a retry of another would be lost, so it is not remembered.
+  if (magic == kMagicV1 && nonce_len == 255) out.nonce_key.clear();
   if (!read_room_and_json(magic, body, min_body + nonce_len, out)) return false;
   length = kHeader + body_len;
   return true;

@@ -64,6 +64,21 @@ TEST(JournalCodec, RecordsFromBeforeRoomsBelongToGeneral) {
   EXPECT_EQ(rs[2].room, "team-a");
 }
 
+// The oldest writer kept only a key's first 255 bytes: two nonces that differ after them would
+// look alike, so a full-length key from it names no nonce (a retry gets a new id, never another's).
+TEST(JournalCodec, AnOldKeyThatMayHaveBeenCutIsNotRemembered) {
+  std::string json = R"({"id":1,"user":"a","text":"b","ts":5})";
+  std::string cut(300, 'n'), whole(254, 'n');
+  std::vector<std::string> warnings;
+  bool damaged;
+  auto rs = decode_records(
+      sse::encode_record_v1({1, cut, "", json}) + sse::encode_record_v1({2, whole, "", json}),
+      warnings, damaged);
+  ASSERT_EQ(ids(rs), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(rs[0].nonce_key, "");
+  EXPECT_EQ(rs[1].nonce_key, whole);
+}
+
 TEST(JournalCodec, ARecordWhoseRoomIsNotARoomNameIsDamage) {
   std::string bad = encode_record({2, "", "general", R"({"id":2})"});
   size_t room_at = 12 + 8 + 2 + 1;  // header, id, nonce length (0), room length
