@@ -9,6 +9,8 @@
 namespace sse {
 
 std::optional<Cidr> parse_cidr(std::string_view text) {
+  // A Unix socket's peers have no address: they are all "::", which no TCP peer can be.
+  if (text == "unix") return Cidr{net::IpAddress{}, 128};
   size_t slash = text.find('/');
   auto ip = net::parse_ip(text.substr(0, slash));
   if (!ip) return std::nullopt;

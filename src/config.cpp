@@ -188,7 +188,7 @@ const std::vector<Option>& options() {
       uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
                   &Config::heartbeat_s, 1),
       uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter",
-                  &Config::retry_ms),
+                  &Config::retry_ms, 0, kMaxRetryMs),
       uint_option("client-queue",
                   "frames queued per connection before it is closed as a slow consumer",
                   &Config::client_queue, 8),
@@ -226,16 +226,10 @@ const std::vector<Option>& options() {
                     &Config::subscribe_rate),
       double_option("subscribe-burst", "new streams a client IP may open at once",
                     &Config::subscribe_burst),
-      {"trusted-proxy", "CIDR", "proxy whose X-Forwarded-For/Forwarded is believed (repeatable)",
-       [](Config& c) {
-         std::string s;
-         for (auto& p : c.trusted_proxies) s += (s.empty() ? "" : ",") + p;
-         return s.empty() ? std::string("none") : s;
-       },
-       [](Config& c, const std::string& v) {
-         c.trusted_proxies.push_back(v);
-         return true;
-       }},
+      list_option("trusted-proxy", "CIDR",
+                  "proxy whose X-Forwarded-For/Forwarded is believed (repeatable, or a list; "
+                  "'unix' for the peers of a Unix socket)",
+                  &Config::trusted_proxies, ", ", "none"),
       string_option("cors-origin", "ORIGIN",
                     "the one cross-site origin allowed (CORS off when empty)",
                     &Config::cors_origin),
@@ -311,12 +305,26 @@ namespace {
 
 // An environment variable that turns a switch on (true) or leaves it off (false), as systemd's
 // boolean settings spell them; nullopt for anything else.
+constexpr const char* kSwitchValues = "1, true, yes or on; 0, false, no or off";
+
 std::optional<bool> switch_value(std::string_view env) {
   for (std::string_view on : {"1", "true", "yes", "on"})
     if (ascii::iequals(env, on)) return true;
   for (std::string_view off : {"0", "false", "no", "off", ""})
     if (ascii::iequals(env, off)) return false;
   return std::nullopt;
+}
+
+// A key or token given as nothing (an unset shell variable, an empty line of an environment
+// file) would leave the server open to anyone: refused rather than taken for "off".
+bool said_something(const Option& o, const std::string& value) {
+  std::string_view name = o.name;
+  if (name != "jwt-key" && name != "publish-token") return true;
+  return value.find_first_not_of(", ") != std::string::npos;
+}
+
+std::string nothing_said(const std::string& name) {
+  return name + " is empty: leave it out to run without it (an empty one would let anyone in)";
 }
 
 }  // namespace
@@ -333,13 +341,14 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     if (!o.value) {  // a switch: on or off, and anything else is a mistake to say, not "off"
       auto on = switch_value(env);
       if (!on)
-        return {ParseOutcome::Error,
-                "bad value in " + env_name(o.name) + ": " + env +
-                    " (expected 1, true, yes or on; 0, false, no, off or empty)"};
+        return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env +
+                                         " (expected " + kSwitchValues + " or empty)"};
       if (!*on) continue;
     }
+    if (!said_something(o, env)) return {ParseOutcome::Error, nothing_said(env_name(o.name))};
     if (!o.set(out, env))
-      return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env};
+      return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env + " (expected " +
+                                       expected_value(o) + ")"};
   }
   // Keys on the command line replace the environment's: a key nobody meant to keep must not stay
   // accepted because it was set somewhere else.
@@ -360,10 +369,19 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     }
     const Option* o = find(arg);
     if (!o) return {ParseOutcome::Error, "unknown option --" + std::string(arg) + " (see --help)"};
+    if (!o->value && inline_value) {  // --no-journal=false leaves the journal on
+      auto on = switch_value(value);
+      if (!on || value.empty())
+        return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
+                                         " (expected " + kSwitchValues + ")"};
+      if (!*on) continue;
+    }
     if (o->value && !inline_value) {
       if (i + 1 >= argc) return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
       value = argv[++i];
     }
+    if (!said_something(*o, value))
+      return {ParseOutcome::Error, nothing_said("--" + std::string(arg))};
     if (!o->set(out, value))
       return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
                                        " (expected " + expected_value(*o) + ")"};

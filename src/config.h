@@ -11,6 +11,9 @@ namespace sse {
 
 enum class FsyncPolicy { Always, EverySec, Never };
 
+// EventSource's reconnect delay at most (an hour): more, with its jitter, would not fit 32 bits.
+constexpr uint32_t kMaxRetryMs = 3'600'000;
+
 struct Config {
   std::string listen = "127.0.0.1:8080";
   std::string static_dir;                  // default: ./static, else the installed share directory

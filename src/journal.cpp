@@ -487,9 +487,13 @@ bool Journal::take_lock(std::string& error) {
   // The lock we held was removed: another sse-chat may have held the directory since, even if it
   // has gone again, so what the journal holds now must be read before ours is written over it.
   if (lock_fd_ >= 0) lock_lost_ = true;
-  if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    if (fd >= 0) ::close(fd);
-    error = "data dir " + dir_ + " is in use by another sse-chat (or not writable)";
+  if (fd < 0) {
+    error = errno_text("cannot open the lock file in data dir " + dir_);
+    return false;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    error = "data dir " + dir_ + " is in use by another sse-chat";
     return false;
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);

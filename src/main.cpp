@@ -1,5 +1,6 @@
 // sse-chat: parse the configuration, open the journal and the listener, run the loop.
 #include <signal.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -32,11 +33,18 @@ std::string default_static_dir() {
   return SSE_CHAT_STATIC_DIR;
 }
 
-// A listening socket handed over by systemd (socket activation), or -1.
-int inherited_listener() {
+// A listening socket handed over by systemd (socket activation), or -1; -2 with `error` when what
+// was handed over cannot be accepted on (a datagram socket, one not listening: Accept=yes).
+int inherited_listener(std::string& error) {
   int n = sd_listen_fds(1);
   if (n <= 0) return -1;
   if (n > 1) sse::log::warn("more than one socket passed; using the first", "count", n);
+  if (sd_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+    error =
+        "the socket systemd passed is not a listening stream socket (ListenStream=, "
+        "Accept=no)";
+    return -2;
+  }
   return SD_LISTEN_FDS_START;
 }
 
@@ -77,7 +85,7 @@ int main(int argc, char** argv) {
   if (!sse::log::set_file(config.log_file, log_error) ||
       !sse::log::set_access_file(config.access_log, log_error)) {
     std::fprintf(stderr, "sse-chat: %s\n", log_error.c_str());
-    return 1;
+    return 2;
   }
   if (config.static_dir.empty()) config.static_dir = default_static_dir();
   signal(SIGPIPE, SIG_IGN);
@@ -104,15 +112,25 @@ int main(int argc, char** argv) {
     ready = true;
     sd_notify(0, "READY=1");
   };
+  // Exit status 2 for what only a change of configuration mends: systemd does not start it again.
   std::string error;
-  if (!server.start(error, inherited_listener())) {
+  int listener = inherited_listener(error);
+  if (listener == -2 || !server.configure(error, listener >= 0)) {
+    sse::log::error("bad configuration", "error", error);
+    return 2;
+  }
+  if (!server.start(error, listener)) {
     sse::log::error("cannot start", "error", error);
     return 1;
   }
   start_watchdog(reactor);
 
   // The address on stdout, alone on a line, so scripts and tests can use --listen with port 0.
-  std::printf("listening on http://%s/\n", server.address().c_str());
+  const std::string& address = server.address();
+  if (address.starts_with("unix:"))
+    std::printf("listening on %s\n", address.c_str());
+  else
+    std::printf("listening on http://%s/\n", address.c_str());
   std::fflush(stdout);
   sse::log::info("sse-chat started", "version", SSE_CHAT_VERSION, "address", server.address(),
                  "static_dir", config.static_dir, "storage",

@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstddef>
 #include <cstring>
 
 namespace sse::net {
@@ -81,6 +83,13 @@ std::string local_address(int fd) {
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) return "?";
   char host[INET6_ADDRSTRLEN] = "?";
   uint16_t port = 0;
+  if (addr.ss_family == AF_UNIX) {  // systemd's ListenStream=/run/...; '@' starts an abstract name
+    auto* un = reinterpret_cast<sockaddr_un*>(&addr);
+    size_t n = len - offsetof(sockaddr_un, sun_path);
+    std::string path(un->sun_path, n);
+    if (!path.empty() && path[0] == '\0') path[0] = '@';
+    return "unix:" + path.substr(0, path.find('\0'));
+  }
   if (addr.ss_family == AF_INET) {
     auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
     inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);

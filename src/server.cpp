@@ -8,6 +8,7 @@
 #include "log.h"
 #include "net.h"
 #include "redis_broker.h"
+#include "redis_link.h"
 #include "sse.h"
 
 namespace sse {
@@ -82,7 +83,23 @@ Server::Server(Reactor& reactor, const Config& config)
 
 Server::~Server() = default;
 
+bool Server::configure(std::string& error, bool listener_inherited) {
+  if (!policy_.validate(error) || !access_.configure(config_, error)) return false;
+  if (!listener_inherited && !net::parse_endpoint(config_.listen)) {
+    error = "bad --listen address: " + config_.listen + " (expected HOST:PORT)";
+    return false;
+  }
+  if (config_.redis.empty() && config_.reuse_port) {
+    error = "--reuse-port needs --redis: nodes sharing a port would each keep a chat of their own";
+    return false;
+  }
+  if (!config_.redis.empty() && !parse_redis_url(config_.redis, error)) return false;
+  configured_ = true;
+  return true;
+}
+
 bool Server::start(std::string& error, int inherited_fd) {
+  if (!configured_ && !configure(error, inherited_fd >= 0)) return false;
   hub_.on_forgotten = [this](std::string_view room, uint64_t through) {
     broker_->room_forgotten(room, through);
   };
@@ -90,23 +107,21 @@ bool Server::start(std::string& error, int inherited_fd) {
                             const std::vector<std::string_view>& names) {
     broker_->presence_changed(room, online, names);
   };
-  if (!policy_.validate(error) || !access_.configure(config_, error) || !broker_->start(error))
-    return false;
+  if (!broker_->start(error)) return false;
   release_free_heap();  // reading the journal back took memory that running does not keep
   int fd = inherited_fd;
   listener_inherited_ = inherited_fd >= 0;
   if (fd < 0) {
-    auto endpoint = net::parse_endpoint(config_.listen);
-    if (!endpoint) {
-      error = "bad --listen address: " + config_.listen;
-      return false;
-    }
-    fd = net::listen_tcp(*endpoint, error, config_.reuse_port);
+    fd = net::listen_tcp(*net::parse_endpoint(config_.listen), error, config_.reuse_port);
     if (fd < 0) return false;
   } else {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
   address_ = net::local_address(fd);
+  if (address_.starts_with("unix:") && !policy_.trusted_proxy(net::IpAddress{}))
+    log::warn(
+        "on a Unix socket every client counts as one address for the per-IP limits; "
+        "--trusted-proxy unix believes the proxy's X-Forwarded-For");
   size_t max_connections = connection_cap(config_.max_connections);
   registry_.listen(fd, max_connections);
   // A node on Redis takes connections once warm: until then it could only refuse POSTs (503) and

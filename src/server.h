@@ -28,12 +28,16 @@ class Server {
   Server(Reactor& reactor, const Config& config);
   ~Server();
 
-  // Loads storage (rebuilding history), binds the listener (or adopts `inherited_fd`).
+  // What the configuration alone decides (values, key files, how options combine): false with
+  // `error` when it could never run as given, before anything is loaded or bound.
+  bool configure(std::string& error, bool listener_inherited = false);
+  // Loads storage (rebuilding history), binds the listener (or adopts `inherited_fd`). Calls
+  // configure() first unless it ran.
   bool start(std::string& error, int inherited_fd = -1);
   // Runs once the server takes connections: at once, or for a node on Redis once it is warm (or
   // has waited for that as long as it does). Set before start().
   std::function<void()> on_ready;
-  std::string address() const { return address_; }
+  const std::string& address() const { return address_; }
   bool sends_batched() const { return registry_.sends_batched(); }
 
   // SIGTERM: stop accepting, answer requests in progress, flush what subscribers have, close
@@ -65,6 +69,7 @@ class Server {
   uint64_t ticks_ = 0;
   static constexpr int64_t kHoldUntilWarmMs = 5000;
   int64_t hold_until_ms_ = 0;  // connections wait in the backlog until the broker is warm, or then
+  bool configured_ = false;
   bool draining_ = false;
   bool listener_inherited_ = false;  // systemd's (socket activation): left open for the next one
   int64_t drain_deadline_ms_ = 0;

@@ -117,3 +117,41 @@ TEST(Config, TokenKeysAreAListTheCommandLineReplaces) {
   EXPECT_EQ(given.jwt_keys, (std::vector<std::string>{"/k/new", "/k/old"}));
   unsetenv("SSE_CHAT_JWT_KEY");
 }
+
+TEST(Config, SwitchesOnTheCommandLineSayOnOrOff) {
+  sse::Config kept, off;
+  ASSERT_EQ(parse({"--no-journal=false"}, kept).kind, sse::ParseOutcome::Run);
+  EXPECT_TRUE(kept.journal);
+  ASSERT_EQ(parse({"--no-journal=yes"}, off).kind, sse::ParseOutcome::Run);
+  EXPECT_FALSE(off.journal);
+  for (const char* bad : {"--no-journal=", "--no-journal=2", "--reuse-port=maybe"}) {
+    sse::Config config;
+    EXPECT_EQ(parse({bad}, config).kind, sse::ParseOutcome::Error) << bad;
+  }
+}
+
+// An empty key or token is a mistake (an unset variable), not "off": refused, never open.
+TEST(Config, AnEmptyKeyOrTokenIsRefused) {
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {"--jwt-key", ""}, {"--jwt-key", ","}, {"--publish-token="}}) {
+    sse::Config config;
+    auto outcome = parse(args, config);
+    EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error) << args[0];
+    EXPECT_NE(outcome.message.find("empty"), std::string::npos) << outcome.message;
+  }
+  setenv("SSE_CHAT_PUBLISH_TOKEN", "", 1);
+  sse::Config config;
+  EXPECT_EQ(parse({}, config).kind, sse::ParseOutcome::Error);
+  unsetenv("SSE_CHAT_PUBLISH_TOKEN");
+}
+
+TEST(Config, TrustedProxiesAreAListAndRetryFitsWithItsJitter) {
+  setenv("SSE_CHAT_TRUSTED_PROXY", "127.0.0.1/32, ::1", 1);
+  sse::Config config;
+  ASSERT_EQ(parse({"--trusted-proxy", "unix"}, config).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(config.trusted_proxies, (std::vector<std::string>{"127.0.0.1/32", "::1", "unix"}));
+  unsetenv("SSE_CHAT_TRUSTED_PROXY");
+  sse::Config retry;
+  EXPECT_EQ(parse({"--retry", "3600001"}, retry).kind, sse::ParseOutcome::Error);
+  EXPECT_EQ(parse({"--retry", "3600000"}, retry).kind, sse::ParseOutcome::Run);
+}

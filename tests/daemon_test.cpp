@@ -10,6 +10,7 @@
 
 #include <climits>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <sstream>
@@ -74,6 +75,119 @@ TEST(Daemon, SocketActivationServesOnTheInheritedListener) {
   auto r = waiting.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+  close(fd);
+}
+
+namespace {
+
+// Starts sse-chat expecting it to refuse to; its exit status and log.
+std::pair<int, std::string> refused_start(std::vector<std::string> args, LaunchOptions launch) {
+  launch.may_refuse = true;
+  ServerProcess server(std::move(args), false, launch);
+  EXPECT_EQ(server.port(), 0) << "it started";
+  int status = server.stop(SIGKILL);
+  return {status, server.log()};
+}
+
+// One request over the Unix socket at `path` (Connection: close), the whole answer.
+std::string unix_request(const std::string& path, const std::string& request) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  std::string answer;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) answer.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return answer;
+}
+
+}  // namespace
+
+// Exit status 2 is what the units do not start again each second: a setting that only an edit
+// mends gives it, and before the data directory is touched.
+TEST(Daemon, ASettingOnlyAnEditMendsExitsWithStatusTwoBeforeTheDataDirectoryIsTouched) {
+  std::string dir = make_temp_dir(), data = dir + "/data", key = dir + "/key";
+  std::ofstream(key) << std::string(40, 'k');
+  const std::vector<std::vector<std::string>> bad = {
+      {"--listen", "foo"},
+      {"--listen", "127.0.0.1:80800"},
+      {"--trusted-proxy", "10.0.0.0/33"},
+      {"--reuse-port"},  // without --redis: nodes on one port, each its own chat
+      {"--jwt-key", ""},
+      {"--publish-token="},
+      {"--no-journal=maybe"},
+      {"--retry", "4000000000"},
+      {"--jwt-key", key, "--jwt-alg", "hs256"},
+      {"--jwt-key", dir + "/missing"},
+      {"--public-rooms", "lobby"},  // without --jwt-key
+      {"--redis", "http://localhost"},
+      {"--log-file", dir + "/no/such/dir/log"},
+  };
+  for (std::vector<std::string> args : bad) {
+    std::string said = args[0] + " " + (args.size() > 1 ? args[1] : "");
+    args.insert(args.end(), {"--data-dir", data});
+    auto [status, log] = refused_start(args, {});
+    EXPECT_EQ(status, 2) << said << "\n" << log;
+    EXPECT_FALSE(std::filesystem::exists(data)) << said;
+  }
+  // A switch says on or off: --no-journal=false keeps the journal.
+  {
+    ServerProcess server({"--no-journal=false", "--data-dir", data}, false);
+    EXPECT_EQ(post_message(server.port(), "a", "kept"), 1u);
+  }
+  ServerProcess again({"--data-dir", data}, false);
+  EXPECT_EQ(post_message(again.port(), "a", "after a restart"), 2u);
+}
+
+// What systemd hands over but cannot be accepted on (Accept=yes passes a connection; a datagram
+// socket; one never listened on) is refused at start: the loop would spin on it.
+TEST(Daemon, AnInheritedSocketThatDoesNotListenIsRefused) {
+  for (int type : {SOCK_DGRAM, SOCK_STREAM}) {
+    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    auto [status, log] = refused_start({"--no-journal"}, {{}, fd});
+    EXPECT_EQ(status, 2) << log;
+    EXPECT_NE(log.find("not a listening stream socket"), std::string::npos) << log;
+    close(fd);
+  }
+}
+
+// On a Unix socket (ListenStream=/run/...) the address printed is its path, and every client
+// counts as one address unless --trusted-proxy unix believes the proxy's X-Forwarded-For.
+TEST(Daemon, AUnixSocketFromSystemdServesAndItsProxyCanBeTrusted) {
+  std::string path = make_temp_dir() + "/sock";
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 16), 0);
+  auto post_from = [&](const std::string& client) {
+    std::string body = R"({"user":"a","text":"hi"})";
+    std::string answer = unix_request(
+        path,
+        "POST /messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nX-Forwarded-For: " +
+            client + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    return answer.substr(0, answer.find("\r\n"));
+  };
+  std::vector<std::string> limits = {"--no-journal", "--post-rate", "1", "--post-burst", "1"};
+  {
+    ServerProcess untrusted(limits, false, {{}, fd});
+    EXPECT_EQ(post_from("10.0.0.1"), "HTTP/1.1 201 Created");
+    EXPECT_EQ(post_from("10.0.0.2"), "HTTP/1.1 429 Too Many Requests");  // one address for all
+    EXPECT_EQ(untrusted.stop(SIGTERM), 0);
+    EXPECT_NE(untrusted.log().find("--trusted-proxy unix"), std::string::npos);
+  }
+  limits.insert(limits.end(), {"--trusted-proxy", "unix"});
+  ServerProcess trusted(limits, false, {{}, fd});
+  EXPECT_EQ(post_from("10.0.0.1"), "HTTP/1.1 201 Created");
+  EXPECT_EQ(post_from("10.0.0.1"), "HTTP/1.1 429 Too Many Requests");
+  EXPECT_EQ(post_from("10.0.0.2"), "HTTP/1.1 201 Created");
   close(fd);
 }
 

@@ -103,10 +103,17 @@ ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_jour
   close(out_pipe[0]);
   size_t colon = line.rfind(':');
   if (line.find("listening on") == std::string::npos || colon == std::string::npos) {
+    if (launch.may_refuse) {  // it closed its stdout: it has exited or is about to
+      int status = 0;
+      waitpid(pid_, &status, 0);
+      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return;
+    }
     stop(SIGKILL);
     throw std::runtime_error("server did not start: " + line + "\n" + log());
   }
-  port_ = static_cast<uint16_t>(std::stoi(line.substr(colon + 1)));
+  if (line.find("listening on unix:") == std::string::npos)  // a Unix socket has no port
+    port_ = static_cast<uint16_t>(std::stoi(line.substr(colon + 1)));
 }
 
 ServerProcess::~ServerProcess() {

@@ -23,6 +23,7 @@ struct LaunchOptions {
   int max_fds = 0;               // RLIMIT_NOFILE (soft and hard) for the server, 0: inherited
   long max_file_bytes = 0;       // RLIMIT_FSIZE for the server, 0: inherited
   bool default_limits = false;   // keep the server's own rate and stream limits
+  bool may_refuse = false;  // an exit before listening is no error: port() is 0, stop() its status
 };
 
 // A NOTIFY_SOCKET for the server to talk to, as systemd provides.
