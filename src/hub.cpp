@@ -42,13 +42,9 @@ const Room* Hub::find(std::string_view name) const {
 // At most once every 10 s, with how many times it happened: another node's posts to new rooms can
 // make it happen for every message.
 void Hub::warn_over_max_rooms() {
-  ++over_max_rooms_;
-  auto now = std::chrono::steady_clock::now();
-  if (now - over_max_rooms_warned_ < std::chrono::seconds(10)) return;
-  log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1,
-            "times", over_max_rooms_);
-  over_max_rooms_warned_ = now;
-  over_max_rooms_ = 0;
+  if (over_max_rooms_log_.allow())
+    log::warn("more rooms than --max-rooms, every one of them read", "rooms", rooms_.size() + 1,
+              "times", over_max_rooms_log_.times());
 }
 
 // `may_forget`: false while restoring from storage, which replays what was forgotten itself.
@@ -132,8 +128,9 @@ void Hub::forget_oldest_idle() {
 
 void Hub::forget(Room& room) {
   ++stats_.rooms_forgotten;
-  log::info("room forgotten (--max-rooms)", "room", room.name(), "last_id", room.last_id(), "rooms",
-            rooms_.size() - 1);
+  if (forgotten_log_.allow())
+    log::info("room forgotten (--max-rooms)", "room", room.name(), "last_id", room.last_id(),
+              "rooms", rooms_.size() - 1, "forgotten_since_last_line", forgotten_log_.times());
   uint64_t through = room.gone_through();
   if (on_forgotten) on_forgotten(room.name(), through);
   drop_room(room, through);

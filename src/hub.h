@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "broker.h"
+#include "log.h"
 #include "room.h"
 #include "subscription.h"
 
@@ -216,8 +217,8 @@ class Hub final : public CommitSink {
   uint64_t unknown_floor_ = 0;
   bool restoring_ = false;  // between the first restore_*() call and restored()
   uint64_t rooms_made_ = 0;
-  uint64_t over_max_rooms_ = 0;  // rooms made past --max-rooms since the last warning
-  std::chrono::steady_clock::time_point over_max_rooms_warned_{};
+  log::Throttle over_max_rooms_log_{std::chrono::seconds(10)};
+  log::Throttle forgotten_log_{std::chrono::seconds(60)};  // streams alone can forget rooms
   size_t streams_ = 0;
   HubStats stats_;
 };

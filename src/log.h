@@ -1,9 +1,12 @@
 // One line per event on stderr as "level=info msg=... key=value" (journald adds the time).
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace sse::log {
 
@@ -52,6 +55,30 @@ void emit(Level level, std::string_view msg, const KV&... kv) {
   append_pairs(os, kv...);
   write_line(level, os.str());
 }
+
+// At most one line a `period` for something a client can make happen again and again: the times
+// in between are counted, and the next line says how many there were.
+class Throttle {
+ public:
+  explicit Throttle(std::chrono::seconds period) : period_(period) {}
+  // True when a line may be written now; times() is then how many it stands for (itself included).
+  bool allow() {
+    auto now = std::chrono::steady_clock::now();
+    ++pending_;
+    if (written_ && now - last_ < period_) return false;
+    written_ = true;
+    last_ = now;
+    times_ = std::exchange(pending_, 0);
+    return true;
+  }
+  uint64_t times() const { return times_; }
+
+ private:
+  std::chrono::seconds period_;
+  std::chrono::steady_clock::time_point last_{};
+  bool written_ = false;
+  uint64_t pending_ = 0, times_ = 0;
+};
 
 template <typename... KV>
 void debug(std::string_view msg, const KV&... kv) {

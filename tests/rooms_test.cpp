@@ -448,6 +448,10 @@ TEST(Rooms, PastMaxRoomsTheIdleLongestIsForgottenAndItsStreamsAreReset) {
 
   Subscription back(server.port(), std::to_string(a - 1), "?room=a");  // forgets b
   ASSERT_TRUE(back.ok);
+  // Counted each time, logged once a minute: streams alone can make rooms be forgotten.
+  EXPECT_EQ(metric(server.port(), "ssechat_rooms_forgotten_total"), 2u);
+  std::string log = server.log();
+  EXPECT_EQ(log.find("room forgotten", log.find("room forgotten") + 1), std::string::npos) << log;
   auto reset = back.reader.next();
   ASSERT_TRUE(reset);
   EXPECT_EQ(reset->event, "reset");
