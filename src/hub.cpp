@@ -500,7 +500,7 @@ void Hub::leave(Subscription& sub) {
       if (--it->second == 0) room.names_.erase(it);
     }
     mark_presence(room);
-    if (room.seats_.empty()) mark_idle(room);
+    if (room.seats_.empty() && room.remote_online_ == 0) mark_idle(room);
   }
   sub.members_.clear();
 }
@@ -599,6 +599,11 @@ void Hub::set_remote_presence(std::string_view room_name, uint64_t online,
   room->remote_online_ = online;
   room->remote_names_ = std::move(names);
   mark_presence(*room);
+  // Read on another node: not this node's to forget either (Redis keeps it for that reader).
+  if (online > 0)
+    mark_busy(*room);
+  else if (room->seats_.empty() && !room->idle_in_)
+    mark_idle(*room);
 }
 
 void Hub::send_presence() {

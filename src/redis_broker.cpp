@@ -972,7 +972,7 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
   json.replace(6, 1, "%ID%");
   std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
   auto args = std::make_shared<std::vector<std::string>>(
-      std::vector<std::string>{"9",
+      std::vector<std::string>{"10",
                                key("seq"),
                                key("log"),
                                key("room:" + draft.room),
@@ -982,6 +982,7 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
                                key("history"),
                                key("max-rooms"),
                                key("dropped"),
+                               key("presence-rooms"),
                                draft.room,
                                std::to_string(std::max(last_seen_, last_given_)),
                                json,

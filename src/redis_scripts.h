@@ -35,7 +35,7 @@ inline bool is_key_prefix(std::string_view prefix) {
 }
 
 // KEYS: seq, log, room stream, nonce key (when the POST has no nonce, a placeholder in the slot
-// that is not touched), rooms, since, history, max-rooms, dropped.
+// that is not touched), rooms, since, history, max-rooms, dropped, presence-rooms.
 // ARGV: room, floor (the highest id the calling node has seen: ids never go below it), the
 // message JSON, which starts {"id":%ID% (the first "%ID%" becomes the id, so a text that contains
 // one is left alone), the room's history length, the log's length, the nonce TTL in seconds,
@@ -112,17 +112,27 @@ if room_prev == 0 and dropped < id then room_floor = dropped end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, entry, 'json', json,
            'prev', string.format('%d', room_floor))
 redis.call('ZADD', KEYS[5], id, ARGV[1])
--- At most the largest --max-rooms of any node: the rooms posted to longest ago go, streams and all.
+-- At most the largest --max-rooms of any node: of the rooms nobody reads on any node (whose
+-- presence has expired), those posted to longest ago go, streams and all. The look is bounded:
+-- past it the set stays over its limit until a later POST finds rooms nobody reads.
 if not widest or limit > widest then redis.call('SET', KEYS[8], limit) end
 local over = redis.call('ZCARD', KEYS[5]) - limit
 if over > 0 then
-  local gone = redis.call('ZPOPMIN', KEYS[5], over)
-  for i = 1, #gone, 2 do
-    -- A key not in KEYS (which room goes is known only here): it shares the {p} hash slot, so
-    -- one node or one cluster shard holds it with the rest.
-    redis.call('DEL', ARGV[10] .. gone[i])
-    local last = tonumber(gone[i + 1])
-    if last > dropped then dropped = last end
+  local now_ms = math.floor(now / 1000)
+  local oldest = redis.call('ZRANGE', KEYS[5], 0, over + 63, 'WITHSCORES')
+  for i = 1, #oldest, 2 do
+    if over == 0 then break end
+    local room = oldest[i]
+    local read_until = tonumber(redis.call('ZSCORE', KEYS[10], room) or '0') or 0
+    if room ~= ARGV[1] and read_until <= now_ms then
+      redis.call('ZREM', KEYS[5], room)
+      -- A key not in KEYS (which room goes is known only here): it shares the {p} hash slot,
+      -- so one node or one cluster shard holds it with the rest.
+      redis.call('DEL', ARGV[10] .. room)
+      local last = tonumber(oldest[i + 1])
+      if last > dropped then dropped = last end
+      over = over - 1
+    end
   end
   redis.call('SET', KEYS[9], string.format('%d', dropped))
 end

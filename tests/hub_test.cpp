@@ -407,6 +407,24 @@ TEST(Hub, PastMaxRoomsTheRoomIdleLongestIsForgotten) {
   EXPECT_EQ(hub.find("fresh")->subscriber_count(), 1u);
 }
 
+// With several nodes, a room read on another is read: this node keeps it too, as Redis does.
+TEST(Hub, ARoomReadOnAnotherNodeIsNotForgotten) {
+  Hub hub(options(100, 1ull << 30, 2));
+  Poster p(hub);
+  p.post("there");  // 1
+  p.post("here");   // 2
+  hub.set_remote_presence("there", 1, {"bob"});
+  p.post("new");  // 3: "there" is idle longest here, but read there
+  EXPECT_NE(hub.find("there"), nullptr);
+  EXPECT_EQ(hub.find("here"), nullptr);
+  hub.set_remote_presence("there", 0, {});  // its reader left: idle from now
+  p.post("newer");                          // 4: forgets "new", idle since 3
+  EXPECT_EQ(hub.find("new"), nullptr);
+  p.post("newest");  // 5: forgets "there"
+  EXPECT_EQ(hub.find("there"), nullptr);
+  EXPECT_NE(hub.find("newer"), nullptr);
+}
+
 TEST(Hub, ARoomAskedForIsNotForgottenToMakeSpaceForAnotherOfTheSameStream) {
   Hub hub(options(100, 1ull << 30, 2));
   Poster p(hub);

@@ -253,7 +253,7 @@ Published publish(Fixture& f, const std::string& room, const std::string& text,
   bool answered = false;
   f.link.command({"EVAL",
                   sse::redis_scripts::kPublish,
-                  "9",
+                  "10",
                   "{c}:seq",
                   "{c}:log",
                   room_key,
@@ -263,6 +263,7 @@ Published publish(Fixture& f, const std::string& room, const std::string& text,
                   "{c}:history",
                   "{c}:max-rooms",
                   "{c}:dropped",
+                  "{c}:presence-rooms",
                   room,
                   floor_text,
                   json,
@@ -421,6 +422,31 @@ TEST(RedisPublishScript, RoomsPastTheLargestMaxRoomsAreDroppedWithTheirStreams) 
   EXPECT_NE(first.find("prev\n" + std::to_string(a)), std::string::npos) << first;
 }
 
+// A room someone reads on any node (its presence has not expired) is never the one dropped: the
+// room posted to longest ago among the others goes; with every other room read, none does.
+TEST(RedisPublishScript, ARoomSomeoneReadsIsNotDropped) {
+  RedisServer redis;
+  Fixture f;
+  ASSERT_TRUE(f.connect(redis.url())) << f.down;
+  std::string later = std::to_string(redis_micros(redis) / 1000 + 60000);
+  std::string gone = std::to_string(redis_micros(redis) / 1000 - 1000);
+  publish(f, "a", "1", "", 0, 1000, "0", 2);
+  publish(f, "b", "2", "", 0, 1000, "0", 2);
+  redis.cli({"ZADD", "{c}:presence-rooms", later, "a"});  // read on some node
+  redis.cli({"ZADD", "{c}:presence-rooms", gone, "b"});   // was read, no longer
+  publish(f, "c", "3", "", 0, 1000, "0", 2);
+  EXPECT_EQ(redis.cli({"EXISTS", "{c}:room:a"}), "1");
+  EXPECT_EQ(redis.cli({"EXISTS", "{c}:room:b"}), "0");
+  redis.cli({"ZADD", "{c}:presence-rooms", later, "c"});
+  publish(f, "d", "4", "", 0, 1000, "0", 2);  // a and c are read: over the limit for now
+  EXPECT_EQ(redis.cli({"ZCARD", "{c}:rooms"}), "3");
+  EXPECT_EQ(redis.cli({"EXISTS", "{c}:room:d"}), "1");
+  redis.cli({"ZADD", "{c}:presence-rooms", "XX", gone, "a"});  // no longer read
+  publish(f, "d", "5", "", 0, 1000, "0", 2);
+  EXPECT_EQ(redis.cli({"ZCARD", "{c}:rooms"}), "2");
+  EXPECT_EQ(redis.cli({"EXISTS", "{c}:room:a"}), "0");
+}
+
 // Run after its deadline (Redis was stuck with the command in its socket, and the node gave up):
 // nothing is stored, so the 503 the node answered stays true.
 TEST(RedisPublishScript, RunAfterItsDeadlineItStoresNothing) {
@@ -457,7 +483,7 @@ TEST(RedisPublishScript, OddDataIsCheckedBeforeAnyWrite) {
   std::string error;
   f.link.command({"EVAL",
                   sse::redis_scripts::kPublish,
-                  "9",
+                  "10",
                   "{c}:seq",
                   "{c}:log",
                   "{c}:room:general",
@@ -467,6 +493,7 @@ TEST(RedisPublishScript, OddDataIsCheckedBeforeAnyWrite) {
                   "{c}:history",
                   "{c}:max-rooms",
                   "{c}:dropped",
+                  "{c}:presence-rooms",
                   "general",
                   "0",
                   R"({"id":%ID%})",
