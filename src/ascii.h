@@ -15,6 +15,14 @@ inline bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
+// Whether `needle` occurs in `hay`, case aside (a media type in an Accept list).
+inline bool icontains(std::string_view hay, std::string_view needle) {
+  if (needle.size() > hay.size()) return false;
+  for (size_t i = 0; i + needle.size() <= hay.size(); ++i)
+    if (iequals(hay.substr(i, needle.size()), needle)) return true;
+  return false;
+}
+
 inline bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }

@@ -245,7 +245,6 @@ ChatRoutes::ChatRoutes(Broker& broker, Hub& hub, const Access& access, HttpPolic
 
 void ChatRoutes::handle_request(Connection& conn, Request& req) {
   policy_.identify(conn, req);
-  if (auto preflight = policy_.preflight(req)) return policy_.reply(conn, req, *preflight);
   const std::string& path = req.path;
   if (path == "*") return describe_server(conn, req);
   if (path == "/events") return route_events(conn, req);

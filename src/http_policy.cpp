@@ -106,29 +106,22 @@ void HttpPolicy::log_access(const net::IpAddress& client, std::string_view metho
 }
 
 // Every resource also answers OPTIONS (RFC 9110 9.3.7): with its methods, which is what a 405
-// names too.
+// names too; from --cors-origin that is the CORS preflight, allowing those methods there.
 void HttpPolicy::method_not_allowed(Connection& conn, const Request& req, std::string_view allow) {
   std::string methods = std::string(allow) + ", OPTIONS";
   http::Response r;
-  if (req.method_name == "OPTIONS")
+  if (req.method_name == "OPTIONS") {
     r.status = 204;
-  else
+    if (!config_.cors_origin.empty() && req.origin == config_.cors_origin) {
+      r.headers.emplace_back("Access-Control-Allow-Methods", allow);
+      r.headers.emplace_back("Access-Control-Allow-Headers",
+                             "Content-Type, Authorization, Last-Event-ID");
+      r.headers.emplace_back("Access-Control-Max-Age", "600");
+    }
+  } else
     r = http::error(405, "method " + req.method_name + " is not allowed here; use " + methods);
   r.headers.emplace_back("Allow", methods);
   reply(conn, req, std::move(r));
-}
-
-std::optional<http::Response> HttpPolicy::preflight(const Request& req) const {
-  if (req.method_name != "OPTIONS" || config_.cors_origin.empty() ||
-      req.origin != config_.cors_origin)
-    return std::nullopt;
-  http::Response r;
-  r.status = 204;
-  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, HEAD, POST");
-  r.headers.emplace_back("Access-Control-Allow-Headers",
-                         "Content-Type, Authorization, Last-Event-ID");
-  r.headers.emplace_back("Access-Control-Max-Age", "600");
-  return r;
 }
 
 bool HttpPolicy::has_publish_token(const Request& req) const {
@@ -196,7 +189,7 @@ std::optional<HttpPolicy::StreamRefusal> HttpPolicy::admit_stream(
 
 void HttpPolicy::refuse_stream(Connection& conn, const Request& req, const StreamRefusal& refusal,
                                std::string_view resume_id) {
-  if (req.accept.find("text/event-stream") == std::string::npos)
+  if (!ascii::icontains(req.accept, "text/event-stream"))
     return reply(conn, req,
                  http::retry_later(429, refusal.reason + "; retry later", refusal.retry_after_s));
   http::Response r;

@@ -46,8 +46,6 @@ class HttpPolicy {
   void reply(Connection& conn, const Request& req, http::Response r);
   void method_not_allowed(Connection& conn, const Request& req, std::string_view allow);
 
-  // The answer to a CORS preflight from --cors-origin, or nullopt when this is not one.
-  std::optional<http::Response> preflight(const Request& req) const;
   // Whether the request carries --publish-token when one is set (else true).
   bool has_publish_token(const Request& req) const;
   // Why this POST's sender may not post (403 another site, 401 no publish token), or nullopt;

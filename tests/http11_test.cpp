@@ -172,11 +172,11 @@ TEST(Http11, HeadOfTheStreamGoesThroughTheReplyPath) {
 TEST(Http11, EveryResourceAnswersOptionsWithItsMethods) {
   ServerProcess server;
   Client c(server.port());
-  for (const auto& [path, allow] : std::vector<std::pair<std::string, std::string>>{
-           {"/messages", "GET, HEAD, POST, OPTIONS"},
-           {"/events", "GET, HEAD, OPTIONS"},
-           {"/", "GET, HEAD, OPTIONS"},
-           {"/rooms", "GET, HEAD, OPTIONS"}}) {
+  for (const auto& [path, allow] :
+       std::vector<std::pair<std::string, std::string>>{{"/messages", "GET, HEAD, POST, OPTIONS"},
+                                                        {"/events", "GET, HEAD, OPTIONS"},
+                                                        {"/", "GET, HEAD, OPTIONS"},
+                                                        {"/rooms", "GET, HEAD, OPTIONS"}}) {
     ASSERT_TRUE(c.send("OPTIONS " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
     auto r = c.read_head();
     ASSERT_TRUE(r) << path;
@@ -190,6 +190,42 @@ TEST(Http11, EveryResourceAnswersOptionsWithItsMethods) {
   auto next = c.get("/healthz");  // framing holds
   ASSERT_TRUE(next);
   EXPECT_EQ(next->body, "ok\n");
+}
+
+// A preflight from the allowed origin is the resource's OPTIONS: its methods, 404 where nothing is.
+TEST(Http11, APreflightAllowsWhatTheResourceDoesAndNothingWhereNothingIs) {
+  ServerProcess server({"--cors-origin", "http://app.example"});
+  Client c(server.port());
+  auto preflight = [&](const std::string& path) {
+    EXPECT_TRUE(c.send("OPTIONS " + path +
+                       " HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://app.example\r\n"
+                       "Access-Control-Request-Method: GET\r\n\r\n"));
+    return c.read_response(/*head=*/true);
+  };
+  auto events = preflight("/events");
+  ASSERT_TRUE(events);
+  EXPECT_EQ(events->status, 204);
+  EXPECT_EQ(events->header("allow"), "GET, HEAD, OPTIONS");
+  EXPECT_EQ(events->header("access-control-allow-methods"), "GET, HEAD");
+  auto nowhere = preflight("/nowhere");
+  ASSERT_TRUE(nowhere);
+  EXPECT_EQ(nowhere->status, 404);
+  EXPECT_EQ(nowhere->header("access-control-allow-methods"), "");
+}
+
+// A media type is case-insensitive: an EventSource's Accept in capitals still gets the refusal an
+// EventSource retries (200 with event: refused), not a 429 that would end it.
+TEST(Http11, AStreamRefusalReadsAcceptCaseInsensitively) {
+  ServerProcess server({"--max-streams-per-ip", "1", "--subscribe-rate", "0"});
+  Subscription first(server.port());
+  ASSERT_TRUE(first.ok);
+  Client c(server.port());
+  ASSERT_TRUE(
+      c.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: TEXT/EVENT-STREAM\r\n\r\n"));
+  auto r = c.read_head();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("content-type"), "text/event-stream");
 }
 
 // With CORS on, an answer depends on Origin even when the request sent none (a shared cache must
