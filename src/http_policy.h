@@ -83,10 +83,11 @@ class HttpPolicy {
   void on_closed(Connection& conn);
   // Forgets rate buckets that have refilled.
   void prune();
-
- private:
+  // One access-log line (when there is an access log).
   void log_access(const net::IpAddress& client, std::string_view method, std::string_view path,
                   int status, size_t bytes);
+
+ private:
   uint32_t retry_with_jitter();
 
   const Config& config_;

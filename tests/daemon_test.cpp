@@ -368,6 +368,20 @@ TEST(Daemon, LogFileAccessLogAndSighupReopen) {
   EXPECT_NE(read_file(access).find("method=HEAD path=/messages status=200 bytes=0\n"),
             std::string::npos)
       << read_file(access);
+  // Requests refused before routing are logged too: what was read of the request line, or "-".
+  Client bad(server.port());
+  ASSERT_TRUE(bad.send("POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"));
+  auto refused = bad.read_response();
+  ASSERT_TRUE(refused && refused->status == 413);
+  Client garbage(server.port());
+  ASSERT_TRUE(garbage.send("\x01\x02 nonsense\r\n\r\n"));
+  auto nonsense = garbage.read_response();
+  ASSERT_TRUE(nonsense && nonsense->status == 400);
+  ASSERT_TRUE(eventually([&] {
+    std::string lines = read_file(access);
+    return lines.find("method=POST path=/messages status=413") != std::string::npos &&
+           lines.find("method=- path=- status=400") != std::string::npos;
+  })) << read_file(access);
   // logrotate: move the file away, SIGHUP, and the server writes a fresh one.
   ASSERT_EQ(rename(access.c_str(), (access + ".1").c_str()), 0);
   kill(server.pid(), SIGHUP);
