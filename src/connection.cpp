@@ -406,8 +406,10 @@ void Connection::check_timeouts(int64_t now_ms) {
   }
 }
 
-void Connection::withdraw_token() {
-  if (state_ == State::Stream && expires_at_ms_ != 0) expire(kKeyWithdrawnEvent);
+bool Connection::withdraw_token() {
+  if (state_ != State::Stream || expires_at_ms_ == 0) return false;
+  expire(kKeyWithdrawnEvent);
+  return true;
 }
 
 void Connection::expire(std::string_view event) {

@@ -59,8 +59,9 @@ class Connection final : public EventHandler, public Sink {
     token_key_id_ = key_id;
   }
   uint64_t token_key_id() const { return token_key_id_; }  // 0: no token
-  // Ends the stream now: the key that signed its token is no longer accepted.
-  void withdraw_token();
+  // Ends the stream now: the key that signed its token is no longer accepted. False when there
+  // was no stream to end (or it had ended already).
+  bool withdraw_token();
   // Holds request processing while the host answers the current request later (a POST waiting
   // for the broker); release() after queueing that answer resumes pipelined requests.
   void hold() { held_ = true; }

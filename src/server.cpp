@@ -196,9 +196,7 @@ void Server::reload_keys() {
     return log::error("token keys not reloaded; the ones in use stay", "error", error);
   size_t ended = 0;
   registry_.for_each([&](Connection& c) {
-    if (c.token_key_id() == 0 || access_.has_key(c.token_key_id())) return;
-    c.withdraw_token();
-    ++ended;
+    if (c.token_key_id() != 0 && !access_.has_key(c.token_key_id()) && c.withdraw_token()) ++ended;
   });
   log::info("token keys reloaded", "keys", access_.key_count(), "streams_ended", ended);
 }

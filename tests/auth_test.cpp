@@ -1135,6 +1135,20 @@ TEST(Auth, SighupRotatesTheKeysAndEndsTheStreamsOfAWithdrawnOne) {
   auto ended = withdrawn.next_of("expired");
   ASSERT_TRUE(ended) << "the withdrawn key's stream did not end";
   EXPECT_EQ(ended->data, R"({"reason":"token key withdrawn"})");
+  // A stream ended is counted once, though it lingers until its client closes.
+  auto reloads = [&] {
+    std::string log = server.log();
+    size_t n = 0;
+    for (size_t at = log.find("token keys reloaded"); at != std::string::npos;
+         at = log.find("token keys reloaded", at + 1))
+      ++n;
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return reloads() == 1; }));
+  EXPECT_NE(server.log().find("streams_ended=1"), std::string::npos) << server.log();
+  ASSERT_EQ(kill(server.pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually([&] { return reloads() == 2; }));
+  EXPECT_NE(server.log().find("streams_ended=0"), std::string::npos) << server.log();
   EXPECT_TRUE(withdrawn.client.wait_closed());
   expect_answer(post_to(server.port(), "general", "old key", bearer(by_previous)),
                 invalid("token signature is not valid"), "a POST with the withdrawn key's token");
