@@ -83,14 +83,19 @@ std::string StaticFiles::entity_tag(ino_t ino, const Version& v) {
 
 namespace {
 
-// An IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"); nullopt for anything else, which RFC 9110
-// 13.1.3 says to ignore.
+// An HTTP-date in any of its three forms (RFC 9110 5.6.7: a recipient reads all of them), the
+// IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT", the RFC 850 "Sunday, 06-Nov-94 08:49:37 GMT" and
+// asctime's "Sun Nov  6 08:49:37 1994"; nullopt for anything else, which RFC 9110 13.1.3 says
+// to ignore.
 std::optional<time_t> http_date(std::string_view text) {
   std::string copy(text);
-  struct tm utc {};
-  const char* end = strptime(copy.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &utc);
-  if (!end || *end != '\0') return std::nullopt;
-  return timegm(&utc);
+  for (const char* form :
+       {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    struct tm utc {};
+    const char* end = strptime(copy.c_str(), form, &utc);
+    if (end && *end == '\0') return timegm(&utc);
+  }
+  return std::nullopt;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -406,9 +407,19 @@ TEST(Core, AStaticFileAsBrowsersRevalidateIt) {
     EXPECT_TRUE(r) << headers;
     return r ? *r : HttpResponse{};
   };
+  // The same instant in the two obsolete forms a recipient must read too (RFC 9110 5.6.7).
+  auto as = [&](const char* form) {
+    struct tm utc {};
+    strptime(modified.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &utc);
+    char out[64];
+    strftime(out, sizeof out, form, &utc);
+    return std::string(out);
+  };
   for (const std::string& same : std::vector<std::string>{
            "If-None-Match: " + etag, "If-None-Match: W/" + etag, "If-None-Match: \"x\", " + etag,
-           "If-None-Match: *", "If-Modified-Since: " + modified}) {
+           "If-None-Match: *", "If-Modified-Since: " + modified,
+           "If-Modified-Since: " + as("%A, %d-%b-%y %H:%M:%S GMT"),
+           "If-Modified-Since: " + as("%a %b %e %H:%M:%S %Y")}) {
     HttpResponse r = conditional(same + "\r\n");
     EXPECT_EQ(r.status, 304) << same;
     EXPECT_EQ(r.body, "") << same;
