@@ -209,6 +209,9 @@ void Server::begin_shutdown() {
   log::info("shutting down", "connections", registry_.size(), "streams", hub_.stream_count());
   registry_.stop_accepting_and_drain(!listener_inherited_);
   broker_->withdraw_presence();
+  // The deadline is looked at each tenth of a second: an idle loop would wake only for the next
+  // tick, up to a second past --shutdown-timeout.
+  reactor_.every(std::chrono::milliseconds(100), [this] { finish_shutdown_if_done(); });
   finish_shutdown_if_done();
 }
 
