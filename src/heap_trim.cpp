@@ -20,8 +20,12 @@ namespace sse {
 bool HeapTrim::on_tick(const HeapLoad& load) {
   peak_connections_ = std::max(peak_connections_, load.connections);
   peak_kept_ = std::max(peak_kept_, load.kept_bytes);
+  // Not while connections are still closing: a trim halfway down would leave the rest of the
+  // fall, less than the margin from there, kept for good.
+  bool settled = load.connections_now >= last_connections_now_;
+  last_connections_now_ = load.connections_now;
   if (++ticks_since_trim_ < kMinTicksBetween) return false;  // the peaks wait for the next one
-  bool trim = fell(peak_connections_, load.connections_now, kConnectionDrop) ||
+  bool trim = (settled && fell(peak_connections_, load.connections_now, kConnectionDrop)) ||
               fell(peak_kept_, load.kept_bytes, kKeptDrop);
   if (!trim) return false;
   release_free_heap();

@@ -4,8 +4,9 @@
 // glibc keeps what is freed in its free lists, so after thousands of connections (an attack, a
 // reconnect storm) or a burst of rooms the process would stay at that peak's RSS for good. The
 // server reports what it holds once a second; when that fell to half or less of its high-water
-// mark since the last trim, by a margin worth a system call per free block, the free pages go
-// back (malloc_trim) — once, not on every tick, since a trim walks the allocator's free lists.
+// mark since the last trim, by a margin worth a system call per free block, and connections are no
+// longer closing, the free pages go back (malloc_trim) — once, not on every tick, since a trim
+// walks the allocator's free lists.
 
 #include <cstddef>
 #include <cstdint>
@@ -36,6 +37,7 @@ class HeapTrim {
   }
 
   size_t peak_connections_ = 0;
+  size_t last_connections_now_ = 0;  // at the tick before
   uint64_t peak_kept_ = 0;
   int ticks_since_trim_ = kMinTicksBetween;
   uint64_t trims_ = 0;

@@ -15,9 +15,21 @@ TEST(HeapTrim, TrimsOnceWhenConnectionsFallToHalfByAMargin) {
   HeapTrim trim;
   EXPECT_FALSE(trim.on_tick(connections(2000, 2000)));
   EXPECT_FALSE(trim.on_tick(connections(2000, 1200)));  // not yet half
-  EXPECT_TRUE(trim.on_tick(connections(1200, 900)));    // the peak is remembered across ticks
+  EXPECT_FALSE(trim.on_tick(connections(1200, 900)));   // half, but still falling
+  EXPECT_TRUE(trim.on_tick(connections(900, 900)));     // the peak is remembered across ticks
   EXPECT_FALSE(trim.on_tick(connections(900, 900)));    // once: the mark starts again at 900
   EXPECT_FALSE(trim.on_tick(connections(900, 500)));    // from 900: not yet half
+  EXPECT_EQ(trim.trims(), 1u);
+}
+
+// A fall over several seconds is trimmed once it stops, whole: a trim halfway down (at 400 of
+// 1,000) would have left the last 400 closed connections' memory kept, 400 -> 200 being no margin.
+TEST(HeapTrim, AFallIsTrimmedOnceItHasStopped) {
+  HeapTrim trim;
+  EXPECT_FALSE(trim.on_tick(connections(1000, 1000)));
+  EXPECT_FALSE(trim.on_tick(connections(1000, 400)));
+  EXPECT_FALSE(trim.on_tick(connections(400, 200)));
+  EXPECT_TRUE(trim.on_tick(connections(200, 200)));
   EXPECT_EQ(trim.trims(), 1u);
 }
 
