@@ -98,6 +98,9 @@ local rooms_type = redis.call('TYPE', KEYS[5])['ok']
 if rooms_type ~= 'zset' and rooms_type ~= 'none' then
   return redis.error_reply(KEYS[5] .. ' is not a sorted set')
 end
+-- Presence written by nodes; odd data there only means nobody is known to read (no error after
+-- the writes below).
+local presence_readable = redis.call('TYPE', KEYS[10])['ok'] == 'zset'
 redis.call('SET', KEYS[1], id)
 if fresh_set then redis.call('SET', KEYS[6], id) end
 if not longest or keep > longest then redis.call('SET', KEYS[7], keep) end
@@ -113,17 +116,21 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, entry, 'json', json,
            'prev', string.format('%d', room_floor))
 redis.call('ZADD', KEYS[5], id, ARGV[1])
 -- At most the largest --max-rooms of any node: of the rooms nobody reads on any node (whose
--- presence has expired), those posted to longest ago go, streams and all. The look is bounded:
--- past it the set stays over its limit until a later POST finds rooms nobody reads.
+-- presence has expired), those posted to longest ago go, streams and all. Only the 32 posted to
+-- longest ago are looked at (each POST, while over): when they are all read, none goes, and the
+-- set stays over its limit until a later POST finds one nobody reads.
 if not widest or limit > widest then redis.call('SET', KEYS[8], limit) end
 local over = redis.call('ZCARD', KEYS[5]) - limit
 if over > 0 then
   local now_ms = math.floor(now / 1000)
-  local oldest = redis.call('ZRANGE', KEYS[5], 0, over + 63, 'WITHSCORES')
+  local oldest = redis.call('ZRANGE', KEYS[5], 0, 31, 'WITHSCORES')
   for i = 1, #oldest, 2 do
     if over == 0 then break end
     local room = oldest[i]
-    local read_until = tonumber(redis.call('ZSCORE', KEYS[10], room) or '0') or 0
+    local read_until = 0
+    if presence_readable then
+      read_until = tonumber(redis.call('ZSCORE', KEYS[10], room) or '0') or 0
+    end
     if room ~= ARGV[1] and read_until <= now_ms then
       redis.call('ZREM', KEYS[5], room)
       -- A key not in KEYS (which room goes is known only here): it shares the {p} hash slot,

@@ -445,6 +445,12 @@ TEST(RedisPublishScript, ARoomSomeoneReadsIsNotDropped) {
   publish(f, "d", "5", "", 0, 1000, "0", 2);
   EXPECT_EQ(redis.cli({"ZCARD", "{c}:rooms"}), "2");
   EXPECT_EQ(redis.cli({"EXISTS", "{c}:room:a"}), "0");
+  // Odd data where presence is kept: nobody is known to read, and the POST is stored whole.
+  redis.cli({"DEL", "{c}:presence-rooms"});
+  redis.cli({"SET", "{c}:presence-rooms", "not a sorted set"});
+  EXPECT_TRUE(publish(f, "e", "6", "", 0, 1000, "0", 2).fresh);
+  EXPECT_EQ(redis.cli({"ZCARD", "{c}:rooms"}), "2");
+  EXPECT_EQ(redis.cli({"EXISTS", "{c}:room:c"}), "0");
 }
 
 // Run after its deadline (Redis was stuck with the command in its socket, and the node gave up):
