@@ -258,6 +258,13 @@ void ChatRoutes::handle_request(Connection& conn, Request& req) {
   serve_static(conn, req);
 }
 
+// Its client is the request's own (behind a proxy, from its forwarding headers), not the one of a
+// request before it on the same connection.
+void ChatRoutes::on_rejected(const Connection& conn, const Request* req, int status, size_t bytes) {
+  if (!req) return policy_.log_access(conn.peer(), "-", "-", status, bytes);
+  policy_.log_access(policy_.client_of(conn, *req), req->method_name, req->path, status, bytes);
+}
+
 void ChatRoutes::on_closed(Connection& conn) {
   policy_.on_closed(conn);
   if (conn.waiting_ticket != 0) waiting_.erase(conn.waiting_ticket);

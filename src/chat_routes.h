@@ -26,10 +26,7 @@ class ChatRoutes final : public RequestHandler {
 
   void handle_request(Connection& conn, Request& req) override;
   bool refuse_before_body(Connection& conn, Request& req) override;
-  void on_rejected(const Connection& conn, std::string_view method, std::string_view path,
-                   int status, size_t bytes) override {
-    policy_.log_access(conn.client_ip, method, path, status, bytes);
-  }
+  void on_rejected(const Connection& conn, const Request* req, int status, size_t bytes) override;
   void on_closed(Connection& conn) override;
 
   // Requests still waiting for the broker's answer.

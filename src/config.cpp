@@ -142,8 +142,8 @@ const std::vector<Option>& options() {
       string_option("data-dir", "DIR", "where the journal lives", &Config::data_dir),
       {"no-journal", nullptr, "keep messages in memory only (lost on restart)",
        [](Config& c) { return c.journal ? "off" : "on"; },
-       [](Config& c, const std::string&) {
-         c.journal = false;
+       [](Config& c, const std::string& on) {
+         c.journal = on != "1";
          return true;
        }},
       {"fsync", "always|everysec|never", "when the journal is flushed to disk",
@@ -173,16 +173,16 @@ const std::vector<Option>& options() {
       string_option("redis-prefix", "NAME", "the Redis keys are {NAME}:...", &Config::redis_prefix),
       {"reuse-port", nullptr, "let several nodes listen on one port (SO_REUSEPORT)",
        [](Config& c) { return c.reuse_port ? "on" : "off"; },
-       [](Config& c, const std::string&) {
-         c.reuse_port = true;
+       [](Config& c, const std::string& on) {
+         c.reuse_port = on == "1";
          return true;
        }},
       {"no-io-uring", nullptr,
        "write each connection with its own writev instead of one io_uring submission per loop "
        "iteration",
        [](Config& c) { return c.io_uring ? "off" : "on"; },
-       [](Config& c, const std::string&) {
-         c.io_uring = false;
+       [](Config& c, const std::string& on) {
+         c.io_uring = on != "1";
          return true;
        }},
       uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
@@ -335,18 +335,24 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     std::string first = state;
     out.data_dir = first.substr(0, first.find(':'));
   }
+  // An empty key or token in the environment is an error unless the command line gives one.
+  std::string said_empty;
   for (const Option& o : options()) {
     const char* env = std::getenv(env_name(o.name).c_str());
     if (!env) continue;
+    std::string value = env;
     if (!o.value) {  // a switch: on or off, and anything else is a mistake to say, not "off"
       auto on = switch_value(env);
       if (!on)
         return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env +
                                          " (expected " + kSwitchValues + " or empty)"};
-      if (!*on) continue;
+      value = *on ? "1" : "0";
     }
-    if (!said_something(o, env)) return {ParseOutcome::Error, nothing_said(env_name(o.name))};
-    if (!o.set(out, env))
+    if (!said_something(o, env)) {
+      if (said_empty.empty()) said_empty = env_name(o.name);
+      continue;
+    }
+    if (!o.set(out, value))
       return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env + " (expected " +
                                        expected_value(o) + ")"};
   }
@@ -369,12 +375,12 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     }
     const Option* o = find(arg);
     if (!o) return {ParseOutcome::Error, "unknown option --" + std::string(arg) + " (see --help)"};
-    if (!o->value && inline_value) {  // --no-journal=false leaves the journal on
-      auto on = switch_value(value);
-      if (!on || value.empty())
+    if (!o->value) {  // --no-journal=false turns it off, whatever the environment said
+      auto on = inline_value ? switch_value(value) : std::optional<bool>(true);
+      if (!on || (inline_value && value.empty()))
         return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
                                          " (expected " + kSwitchValues + ")"};
-      if (!*on) continue;
+      value = *on ? "1" : "0";
     }
     if (o->value && !inline_value) {
       if (i + 1 >= argc) return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
@@ -387,6 +393,8 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
                                        " (expected " + expected_value(*o) + ")"};
   }
   if (out.jwt_keys.empty()) out.jwt_keys = std::move(env_jwt_keys);
+  if (!said_empty.empty() && out.jwt_keys.empty() && out.publish_token.empty())
+    return {ParseOutcome::Error, nothing_said(said_empty)};
   // Without --redis the prefix is unused.
   if (!out.redis.empty() && !redis_scripts::is_key_prefix(out.redis_prefix))
     return {ParseOutcome::Error, "bad value for --redis-prefix: " + out.redis_prefix +

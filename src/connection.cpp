@@ -168,11 +168,10 @@ void Connection::reject_and_close(int status, std::string_view reason) {
   // seeing a network error, when the headers that say where it comes from were read.
   const std::string& cors = host_.settings().cors_origin;
   http::cors_headers(r, cors, !cors.empty() && parser_ && parser_->request().origin == cors);
-  // What was read of the request line, if that much was (a line too long or malformed: "-").
+  // The request, when its head was read and checked whole (else its fields are partial).
   const Request* req = parser_ ? &parser_->request() : nullptr;
-  bool named = req && !req->method_name.empty() && !req->path.empty();
-  host_.on_rejected(*this, named ? std::string_view(req->method_name) : "-",
-                    named ? std::string_view(req->path) : "-", status, r.body.size());
+  bool whole = req && !req->method_name.empty() && !req->path.empty();
+  host_.on_rejected(*this, whole ? req : nullptr, status, r.body.size());
   respond(r);
 }
 

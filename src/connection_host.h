@@ -34,9 +34,10 @@ class ConnectionHost {
   // A request whose client waits for 100 Continue: true when it was refused now (the answer
   // closes the connection), false to have the body sent.
   virtual bool refuse_before_body(Connection&, Request&) { return false; }
-  // A request refused before routing (malformed, too large, too slow): for the access log.
-  virtual void on_rejected(const Connection&, std::string_view /*method*/,
-                           std::string_view /*path*/, int /*status*/, size_t /*bytes*/) {}
+  // A request refused before routing (malformed, too large, too slow), for the access log;
+  // `req` when its head was read whole (method, path and forwarding headers known), else null.
+  virtual void on_rejected(const Connection&, const Request* /*req*/, int /*status*/,
+                           size_t /*bytes*/) {}
   // `conn` has output queued: flush it once after this batch of events.
   virtual void mark_dirty(Connection& conn) = 0;
   // `conn` closed itself: free it after this batch of events.

@@ -26,9 +26,10 @@ class RequestHandler {
   // A request whose client waits for 100 Continue, its headers read: true when it was refused
   // now (the answer closes the connection), false to have the body sent.
   virtual bool refuse_before_body(Connection&, Request&) { return false; }
-  // A request refused before routing (malformed, too large, too slow): for the access log.
-  virtual void on_rejected(const Connection&, std::string_view /*method*/,
-                           std::string_view /*path*/, int /*status*/, size_t /*bytes*/) {}
+  // A request refused before routing (malformed, too large, too slow), for the access log;
+  // `req` when its head was read whole (method, path and forwarding headers known), else null.
+  virtual void on_rejected(const Connection&, const Request* /*req*/, int /*status*/,
+                           size_t /*bytes*/) {}
   // `conn` is about to be freed: drop every reference to it.
   virtual void on_closed(Connection& conn) = 0;
 };
@@ -48,9 +49,8 @@ class ConnectionRegistry final : public ConnectionHost {
   // ConnectionHost.
   void handle_request(Connection& conn, Request& req) override;
   bool refuse_before_body(Connection& conn, Request& req) override;
-  void on_rejected(const Connection& conn, std::string_view method, std::string_view path,
-                   int status, size_t bytes) override {
-    handler_.on_rejected(conn, method, path, status, bytes);
+  void on_rejected(const Connection& conn, const Request* req, int status, size_t bytes) override {
+    handler_.on_rejected(conn, req, status, bytes);
   }
   void mark_dirty(Connection& conn) override;
   void schedule_reap(Connection& conn) override;

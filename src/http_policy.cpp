@@ -69,7 +69,7 @@ bool HttpPolicy::validate(std::string& error) const {
 }
 
 void HttpPolicy::identify(Connection& conn, const Request& req) const {
-  conn.client_ip = limits_.client_ip(conn.peer(), req.forwarded_for, req.forwarded);
+  conn.client_ip = client_of(conn, req);
 }
 
 ReplyContext HttpPolicy::context_of(const Request& req) const {

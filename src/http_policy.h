@@ -83,6 +83,10 @@ class HttpPolicy {
   void on_closed(Connection& conn);
   // Forgets rate buckets that have refilled.
   void prune();
+  // Who sent `req`: its peer, or behind a trusted proxy the client its headers name.
+  net::IpAddress client_of(const Connection& conn, const Request& req) const {
+    return limits_.client_ip(conn.peer(), req.forwarded_for, req.forwarded);
+  }
   // One access-log line (when there is an access log).
   void log_access(const net::IpAddress& client, std::string_view method, std::string_view path,
                   int status, size_t bytes);

@@ -155,3 +155,20 @@ TEST(Config, TrustedProxiesAreAListAndRetryFitsWithItsJitter) {
   EXPECT_EQ(parse({"--retry", "3600001"}, retry).kind, sse::ParseOutcome::Error);
   EXPECT_EQ(parse({"--retry", "3600000"}, retry).kind, sse::ParseOutcome::Run);
 }
+
+// The command line wins over the environment, also to turn a switch off or to give the key an
+// empty variable left out.
+TEST(Config, TheCommandLineOverridesTheEnvironmentBothWays) {
+  setenv("SSE_CHAT_NO_JOURNAL", "1", 1);
+  sse::Config journal_on;
+  ASSERT_EQ(parse({"--no-journal=false"}, journal_on).kind, sse::ParseOutcome::Run);
+  EXPECT_TRUE(journal_on.journal);
+  unsetenv("SSE_CHAT_NO_JOURNAL");
+  setenv("SSE_CHAT_JWT_KEY", "", 1);
+  sse::Config keyed;
+  ASSERT_EQ(parse({"--jwt-key", "/k"}, keyed).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(keyed.jwt_keys, (std::vector<std::string>{"/k"}));
+  sse::Config open;
+  EXPECT_EQ(parse({}, open).kind, sse::ParseOutcome::Error);
+  unsetenv("SSE_CHAT_JWT_KEY");
+}

@@ -345,7 +345,8 @@ TEST(Daemon, HealthzAndEnvironmentConfiguration) {
 TEST(Daemon, LogFileAccessLogAndSighupReopen) {
   std::string dir = make_temp_dir();
   std::string log = dir + "/sse.log", access = dir + "/access.log";
-  ServerProcess server({"--log-file", log, "--access-log", access});
+  ServerProcess server(
+      {"--log-file", log, "--access-log", access, "--trusted-proxy", "127.0.0.1/32"});
   ASSERT_NE(post_message(server.port(), "l", "logged"), 0u);
   EXPECT_NE(read_file(log).find("msg=\"sse-chat started\""), std::string::npos);
   EXPECT_NE(read_file(log).find("time="), std::string::npos);
@@ -369,8 +370,12 @@ TEST(Daemon, LogFileAccessLogAndSighupReopen) {
             std::string::npos)
       << read_file(access);
   // Requests refused before routing are logged too: what was read of the request line, or "-".
-  Client bad(server.port());
-  ASSERT_TRUE(bad.send("POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"));
+  Client bad(server.port());  // a proxy's connection: each request its own client
+  auto before = bad.get("/healthz", "X-Forwarded-For: 198.51.100.1\r\n");
+  ASSERT_TRUE(before && before->status == 200);
+  ASSERT_TRUE(
+      bad.send("POST /messages HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n"
+               "Content-Length: 99999999\r\n\r\n"));
   auto refused = bad.read_response();
   ASSERT_TRUE(refused && refused->status == 413);
   Client garbage(server.port());
@@ -379,7 +384,8 @@ TEST(Daemon, LogFileAccessLogAndSighupReopen) {
   ASSERT_TRUE(nonsense && nonsense->status == 400);
   ASSERT_TRUE(eventually([&] {
     std::string lines = read_file(access);
-    return lines.find("method=POST path=/messages status=413") != std::string::npos &&
+    return lines.find("client=203.0.113.9 method=POST path=/messages status=413") !=
+               std::string::npos &&
            lines.find("method=- path=- status=400") != std::string::npos;
   })) << read_file(access);
   // logrotate: move the file away, SIGHUP, and the server writes a fresh one.
