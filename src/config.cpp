@@ -303,10 +303,10 @@ std::string help_text() {
 
 namespace {
 
-// An environment variable that turns a switch on (true) or leaves it off (false), as systemd's
-// boolean settings spell them; nullopt for anything else.
 constexpr const char* kSwitchValues = "1, true, yes or on; 0, false, no or off";
 
+// A value that turns a switch on (true) or off (false), as systemd's boolean settings spell
+// them (empty is off); nullopt for anything else.
 std::optional<bool> switch_value(std::string_view env) {
   for (std::string_view on : {"1", "true", "yes", "on"})
     if (ascii::iequals(env, on)) return true;
