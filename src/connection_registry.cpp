@@ -208,13 +208,11 @@ void ConnectionRegistry::release_accepting() {
 
 // Once a minute at most: a flood keeps hitting the limit, and the metric counts every time.
 void ConnectionRegistry::log_fd_exhausted() {
-  int64_t now = reactor_.now_ms();
-  if (fd_exhausted_logged_ms_ >= 0 && now - fd_exhausted_logged_ms_ < 60000) return;
-  fd_exhausted_logged_ms_ = now;
+  if (!fd_exhausted_log_.allow()) return;
   log::warn(
       "out of file descriptors: new connections wait (raise the open-file limit or lower "
       "--max-connections)",
-      "open_connections", count_);
+      "open_connections", count_, "times", fd_exhausted_log_.times());
 }
 
 void ConnectionRegistry::resume_accepting() {

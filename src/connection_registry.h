@@ -14,6 +14,7 @@
 #include "client_limits.h"
 #include "connection.h"
 #include "connection_host.h"
+#include "log.h"
 #include "metrics.h"
 #include "reactor.h"
 
@@ -105,7 +106,7 @@ class ConnectionRegistry final : public ConnectionHost {
   AddressCounts per_peer_{0};
   std::function<bool(const net::IpAddress&)> peer_exempt_;
   bool accept_paused_ = false;
-  int64_t fd_exhausted_logged_ms_ = -1;  // when running out of descriptors was last logged
+  log::Throttle fd_exhausted_log_{std::chrono::seconds(60)};
   bool held_ = false;
   bool accepting_ = false;
 
