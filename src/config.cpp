@@ -113,6 +113,17 @@ Option list_option(const char* name, const char* value, const char* help,
           }};
 }
 
+// A switch, given its value by the parser as "1" (on) or "0" (off): on sets `field` to
+// `field_when_on` (a "no-…" switch turns its field off).
+Option switch_option(const char* name, const char* help, bool Config::*field, bool field_when_on) {
+  return {name, nullptr, help,
+          [field, field_when_on](Config& c) { return c.*field == field_when_on ? "on" : "off"; },
+          [field, field_when_on](Config& c, const std::string& on) {
+            c.*field = (on == "1") == field_when_on;
+            return true;
+          }};
+}
+
 Option string_option(const char* name, const char* value, const char* help,
                      std::string Config::*field) {
   return {name, value, help, [field](Config& c) { return c.*field; },
@@ -140,12 +151,8 @@ const std::vector<Option>& options() {
       uint_option("max-rooms-per-stream", "rooms one GET /events may read",
                   &Config::max_rooms_per_stream, 1),
       string_option("data-dir", "DIR", "where the journal lives", &Config::data_dir),
-      {"no-journal", nullptr, "keep messages in memory only (lost on restart)",
-       [](Config& c) { return c.journal ? "off" : "on"; },
-       [](Config& c, const std::string& on) {
-         c.journal = on != "1";
-         return true;
-       }},
+      switch_option("no-journal", "keep messages in memory only (lost on restart)",
+                    &Config::journal, false),
       {"fsync", "always|everysec|never", "when the journal is flushed to disk",
        [](Config& c) {
          return c.fsync == FsyncPolicy::Always  ? "always"
@@ -171,20 +178,12 @@ const std::vector<Option>& options() {
                     "is then off",
                     &Config::redis),
       string_option("redis-prefix", "NAME", "the Redis keys are {NAME}:...", &Config::redis_prefix),
-      {"reuse-port", nullptr, "let several nodes listen on one port (SO_REUSEPORT)",
-       [](Config& c) { return c.reuse_port ? "on" : "off"; },
-       [](Config& c, const std::string& on) {
-         c.reuse_port = on == "1";
-         return true;
-       }},
-      {"no-io-uring", nullptr,
-       "write each connection with its own writev instead of one io_uring submission per loop "
-       "iteration",
-       [](Config& c) { return c.io_uring ? "off" : "on"; },
-       [](Config& c, const std::string& on) {
-         c.io_uring = on != "1";
-         return true;
-       }},
+      switch_option("reuse-port", "let several nodes listen on one port (SO_REUSEPORT)",
+                    &Config::reuse_port, true),
+      switch_option("no-io-uring",
+                    "write each connection with its own writev instead of one io_uring "
+                    "submission per loop iteration",
+                    &Config::io_uring, false),
       uint_option("heartbeat", "seconds between ': ping' comments on an idle stream",
                   &Config::heartbeat_s, 1),
       uint_option("retry", "reconnect delay (ms) sent to EventSource, plus per-connection jitter",
