@@ -117,6 +117,8 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
       std::abort();  // out of memory at start-up
     return p;
   }();
+  // RFC 8259 8.1 lets a parser ignore a byte order mark; some Windows tools still send one.
+  if (body.starts_with("\xEF\xBB\xBF")) body.remove_prefix(3);
   simdjson::dom::element doc;
   simdjson::error_code error = parser.parse(body.data(), body.size(), true).get(doc);
   std::string zeroed;
