@@ -517,7 +517,9 @@ bool Hub::queue_reset(Subscription& sub, Subscription::Member& member) {
 }
 
 void Hub::refill(Subscription& sub) {
-  if (sub.live_ || !sub.joined_) return;
+  if (!sub.joined_) return;
+  send_owed_presence(sub);
+  if (sub.live_) return;
   for (Subscription::Member& member : sub.members_) {
     // What it still needed of this room fell out of history: say so before going on.
     const Room& room = *member.room;
@@ -583,6 +585,17 @@ void Hub::pass_backfill(Subscription::Member& member, uint64_t next_id) {
 
 // ---- presence ----
 
+namespace {
+
+// This node's readers' distinct names, sorted.
+std::vector<std::string_view> local_names(const Room& room) {
+  std::vector<std::string_view> names;
+  for (const auto& [user, count] : room.names()) names.push_back(user);
+  return names;
+}
+
+}  // namespace
+
 void Hub::mark_presence(Room& room) {
   if (room.presence_dirty_) return;
   room.presence_dirty_ = true;
@@ -613,17 +626,25 @@ void Hub::send_presence() {
     Room* room = find_mutable(name);
     if (!room || !room->presence_dirty_) continue;  // forgotten (and maybe made again) meanwhile
     room->presence_dirty_ = false;
-    std::vector<std::string_view> local;
-    for (const auto& [user, count] : room->names_) local.push_back(user);
+    std::vector<std::string_view> local = local_names(*room);
     if (on_presence) on_presence(room->name(), room->seats_.size(), local);
     if (room->seats_.empty()) continue;
     send_room_presence(*room, local);
   }
 }
 
+void Hub::send_room_presence(Room& room, const std::vector<std::string_view>& local) {
+  FrameRef frame = presence_frame(room, local);
+  for (const Room::Seat& seat : room.seats_) {
+    Subscription::Member& member = seat.sub->members_[seat.member];
+    member.presence_owed = seat.sub->sink().free_slots() <= 1;
+    if (!member.presence_owed) (void)seat.sub->sink().deliver(frame);
+  }
+}
+
 // `event: presence` with every node's readers: their count, and their distinct names (sorted,
 // at most kMaxPresenceNames and kMaxPresenceNameBytes of them).
-void Hub::send_room_presence(Room& room, const std::vector<std::string_view>& local) {
+FrameRef Hub::presence_frame(const Room& room, const std::vector<std::string_view>& local) const {
   std::vector<std::string_view> all;
   std::set_union(local.begin(), local.end(), room.remote_names_.begin(), room.remote_names_.end(),
                  std::back_inserter(all));
@@ -634,9 +655,16 @@ void Hub::send_room_presence(Room& room, const std::vector<std::string_view>& lo
     if (users.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
     users.push_back(user);
   }
-  FrameRef frame = stream_frame(presence_event(room.name(), room.online(), users));
-  for (const Room::Seat& seat : room.seats_)
-    if (seat.sub->sink().free_slots() > 1) (void)seat.sub->sink().deliver(frame);
+  return stream_frame(presence_event(room.name(), room.online(), users));
+}
+
+// What a full queue kept from this stream: each such room's presence as it is now.
+void Hub::send_owed_presence(Subscription& sub) {
+  for (Subscription::Member& member : sub.members_) {
+    if (!member.presence_owed || sub.sink().free_slots() <= 1) continue;
+    member.presence_owed = false;
+    (void)sub.sink().deliver(presence_frame(*member.room, local_names(*member.room)));
+  }
 }
 
 }  // namespace sse

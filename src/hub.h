@@ -180,6 +180,8 @@ class Hub final : public CommitSink {
   void mark_busy(Room& room);
   void mark_presence(Room& room);
   void send_room_presence(Room& room, const std::vector<std::string_view>& local);
+  FrameRef presence_frame(const Room& room, const std::vector<std::string_view>& local) const;
+  void send_owed_presence(Subscription& sub);
   size_t idle_count() const { return idle_.size() + idle_empty_.size(); }
   bool queue_reset(Subscription& sub, Subscription::Member& member);
   void take_backfill(Subscription& sub, Backfill& backfill);

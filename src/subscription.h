@@ -41,6 +41,9 @@ class Subscription {
     // the messages up to there.
     uint64_t reset_through = 0;
     bool reset_owed = false;  // a reset to send before anything more of this room
+    // The room's readers changed while this stream's queue was full: it gets the room's presence
+    // as it is once the queue has room again (else its list of who is online would stay stale).
+    bool presence_owed = false;
     // Messages of the room from before what memory keeps, read from storage for this stream
     // (ids ascending), and how many of them it has had.
     std::vector<KeptFrame> backfill;

@@ -462,6 +462,33 @@ TEST(Hub, PresenceListsDistinctNamesOncePerChange) {
   EXPECT_EQ(events(bob, "presence").size(), 3u);  // general did not change
 }
 
+// A stream whose queue is full when its room's readers change gets the room's presence as it is
+// once it has room again (it was skipped for good, so its list of who is online stayed stale).
+TEST(Hub, APresenceAFullQueueMissedComesOnceItDrains) {
+  Hub hub(options(100));
+  Poster p(hub);
+  FakeStream slow(hub, 3, "slow");
+  hub.subscribe(slow.sub, {"team", "general"}, std::nullopt);
+  hub.send_presence();
+  slow.drain_all();
+  p.post("general");
+  p.post("general");  // one slot left: presence needs two
+  auto bob = std::make_unique<FakeStream>(hub, 100, "bob");
+  hub.subscribe(bob->sub, {"team"}, std::nullopt);
+  hub.send_presence();
+  bob.reset();
+  FakeStream carol(hub, 100, "carol");
+  hub.subscribe(carol.sub, {"team"}, std::nullopt);
+  hub.send_presence();
+  EXPECT_EQ(events(slow, "presence").size(), 2u);  // its first two, nothing since
+  slow.drain_all();
+  EXPECT_EQ(events(slow, "presence").back(),
+            R"({"room":"team","online":2,"users":["carol","slow"]})");
+  EXPECT_EQ(events(slow, "presence").size(), 3u);  // the room as it is, once; general unchanged
+  slow.drain_all();
+  EXPECT_EQ(events(slow, "presence").size(), 3u);
+}
+
 TEST(Hub, LeavingKeepsTheOthersOfEveryRoom) {
   Hub hub(options(10));
   Poster p(hub);
