@@ -53,7 +53,10 @@ Room& Hub::open(const std::string& name, bool may_forget) {
   // Its floor before any room is forgotten for it: a forgotten name dropping out then raises the
   // floor of the rooms still unknown, not of this one.
   uint64_t floor = take_floor(name);
-  if (may_forget && rooms_.size() >= options_.max_rooms) forget_oldest_idle();
+  // A while: a POST checked can_open() before its commit, and a stream may take the idle room it
+  // counted on meanwhile; the room is made anyway, and the excess goes at the next one made.
+  while (may_forget && rooms_.size() >= options_.max_rooms && idle_count() > 0)
+    forget_oldest_idle();
   if (may_forget && rooms_.size() >= options_.max_rooms)  // a commit's message must go somewhere
     warn_over_max_rooms();
   auto [it, inserted] = rooms_.emplace(name, std::make_unique<Room>(name, floor));

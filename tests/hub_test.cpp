@@ -407,6 +407,31 @@ TEST(Hub, PastMaxRoomsTheRoomIdleLongestIsForgotten) {
   EXPECT_EQ(hub.find("fresh")->subscriber_count(), 1u);
 }
 
+// A POST checks can_open() before its commit; a stream that takes the last idle room meanwhile
+// leaves the commit nothing to forget. The room is made anyway, and the excess goes at the next
+// room made (it stayed above --max-rooms for good).
+TEST(Hub, ARoomMadePastMaxRoomsInARaceIsMadeUpForAtTheNext) {
+  Hub hub(options(100, 1ull << 30, 3));
+  Poster p(hub);
+  p.post("r1");
+  p.post("r2");
+  p.post("idle");
+  FakeStream a(hub, 100), b(hub, 100);
+  hub.subscribe(a.sub, {"r1"}, std::nullopt);
+  hub.subscribe(b.sub, {"r2"}, std::nullopt);
+  EXPECT_TRUE(hub.can_open({"new1"}));  // the POST's check: "idle" can go
+  auto late = std::make_unique<FakeStream>(hub, 100);
+  hub.subscribe(late->sub, {"idle"}, std::nullopt);
+  p.post("new1");  // its commit
+  EXPECT_EQ(hub.room_count(), 4u);
+  late.reset();
+  p.post("new2");
+  EXPECT_EQ(hub.room_count(), 3u);
+  EXPECT_NE(hub.find("r1"), nullptr);
+  EXPECT_NE(hub.find("r2"), nullptr);
+  EXPECT_NE(hub.find("new2"), nullptr);
+}
+
 // With several nodes, a room read on another is read: this node keeps it too, as Redis does.
 TEST(Hub, ARoomReadOnAnotherNodeIsNotForgotten) {
   Hub hub(options(100, 1ull << 30, 2));
