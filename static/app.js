@@ -13,6 +13,7 @@ const ROOM_NAME = /^[a-z0-9._-]{1,64}$/;
 const DEFAULT_ROOM = 'general';
 const SAVED_ROOMS = 1024;      // the most joined rooms read back from localStorage
 const KEEP_PER_ROOM = 1000;    // messages kept in memory per room
+const PAGE = 100;              // messages a room opens with, and a "Load older messages" adds
 const ROOMS_KEY = 'sse-chat-rooms';
 const NAME_KEY = 'sse-chat-name';
 const SEEN_KEY = 'sse-chat-seen';  // per room, the newest id this browser has shown
@@ -89,7 +90,8 @@ async function loadUnread() {
 function room(name) {
   let r = rooms.get(name);
   if (!r) {
-    r = { messages: new Map(), unread: 0, seenThrough: 0, shown: false, presence: null, notice: '', synced: false };
+    r = { messages: new Map(), unread: 0, seenThrough: 0, shown: false, presence: null, notice: '', synced: false,
+      capped: false, capThrough: Infinity };
     rooms.set(name, r);
   }
   return r;
@@ -455,7 +457,7 @@ function showRoom() {
 // far as the room keeps and this tab holds (KEEP_PER_ROOM).
 function renderOlder() {
   const r = room(current);
-  $('older').hidden = r.olderDone || r.messages.size === 0 || r.messages.size + 100 > KEEP_PER_ROOM;
+  $('older').hidden = r.olderDone || r.messages.size === 0 || r.messages.size + PAGE > KEEP_PER_ROOM;
 }
 
 async function loadOlder() {
@@ -463,7 +465,8 @@ async function loadOlder() {
   const r = room(name);
   const oldest = oldestId(r);
   if (!Number.isFinite(oldest)) return;
-  const res = await fetch(`/messages?room=${encodeURIComponent(name)}&before=${oldest}&limit=100`, { cache: 'no-store' });
+  r.capped = false;  // asked for: older messages stay
+  const res = await fetch(`/messages?room=${encodeURIComponent(name)}&before=${oldest}&limit=${PAGE}`, { cache: 'no-store' });
   if (!res.ok) return;
   const page = await res.json();
   if (name !== current) return;
@@ -473,7 +476,7 @@ async function loadOlder() {
   renderPending();  // now, not at the next frame: the view is put back where it was below
   list.scrollTop = list.scrollHeight - fromBottom;
   $('new-messages').hidden = pillHidden;  // older messages are not new ones
-  r.olderDone = page.length < 100;
+  r.olderDone = page.length < PAGE;
   renderOlder();
 }
 
@@ -497,6 +500,7 @@ function receive(msg, live) {
   if (r.messages.has(msg.id)) return;  // a replay, a relay and a history page may overlap
   r.messages.set(msg.id, msg);
   if (r.messages.size > KEEP_PER_ROOM) r.messages.delete(oldestId(r));  // its item goes at the next frame
+  if (r.capped) keepNewestPage(r, msg.id);
   if (name === current) {
     r.seenThrough = Math.max(r.seenThrough, msg.id);
     saveSeenSoon();
@@ -505,6 +509,18 @@ function receive(msg, live) {
     // What a room kept from before it was joined is replayed when the stream adds it: not unread.
     r.unread++;
     onceSoon(renderRooms);  // once per frame, however many come
+  }
+}
+
+// A room joined while the page is open is replayed from the stream's last id, which may be far
+// behind in that room: like a room opened afresh, it shows the newest PAGE of what it had when it
+// was joined (up to `capThrough`, its last id then), the older ones a click away.
+function keepNewestPage(r, id) {
+  if (id > r.capThrough) {
+    r.capped = false;
+  } else if (r.messages.size > PAGE) {
+    r.messages.delete(oldestId(r));
+    r.olderDone = false;
   }
 }
 
@@ -603,7 +619,7 @@ function onStreamOpen(names) {
 async function loadHistory(name) {
   if (!mayRead(name)) return 0;  // the server would refuse it
   const carried = streamRooms.has(name);  // from here on the stream delivers what follows
-  const res = await fetch(`/messages?room=${encodeURIComponent(name)}&limit=100`, { cache: 'no-store' });
+  const res = await fetch(`/messages?room=${encodeURIComponent(name)}&limit=${PAGE}`, { cache: 'no-store' });
   if (!res.ok) throw new Error('history ' + res.status);
   let newest = 0;
   const page = await res.json();
@@ -611,7 +627,7 @@ async function loadHistory(name) {
     receive({ ...msg, room: msg.room || name }, false);
     newest = Math.max(newest, msg.id);
   }
-  if (rooms.has(name) && page.length < 100) rooms.get(name).olderDone = true;  // all it keeps
+  if (rooms.has(name) && page.length < PAGE) rooms.get(name).olderDone = true;  // all it keeps
   if (carried && rooms.has(name)) rooms.get(name).synced = true;
   if (name === current) renderOlder();
   return newest;
@@ -846,6 +862,7 @@ async function recheckAuth() {
 function applyJoin(name) {
   if (typeof name !== 'string' || !ROOM_NAME.test(name) || joined.has(name) || joined.size >= maxRooms) return;
   joined.add(name);
+  room(name).capped = true;
   markSeen(room(name), knownNewest);
   saveJoined();
   renderRooms();
@@ -854,7 +871,10 @@ function applyJoin(name) {
   // the last id the stream had) and this tab may not know how far the room had got.
   loadDirectory().then((newest) => {
     const entry = directory.find((d) => d.room === name);
-    if (rooms.has(name)) markSeen(rooms.get(name), entry ? Number(entry.last_id) || 0 : newest);
+    const lastId = entry ? Number(entry.last_id) || 0 : newest;
+    if (!rooms.has(name)) return;
+    markSeen(rooms.get(name), lastId);
+    rooms.get(name).capThrough = lastId;
     renderRooms();
   }).catch(() => {});
 }

@@ -170,6 +170,31 @@ test('older messages than the newest 100 are a click away', async () => {
   }
 });
 
+// Joining reopens the stream from its last id, which replays all the new room kept since: the
+// room still opens with its newest 100, as it does at a page's first load (it drew them all).
+test('a room joined while the page is open shows its newest 100 too', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const page = await join(await browser.newContext(), server.url, 'carol');
+    assert.equal(await post(server.url, 'bob', 'hello'), 201);
+    await eventually(async () => (await texts(page)).includes('hello'), 'hello');
+    for (let i = 0; i < 130; i++) assert.equal(await post(server.url, 'bob', `m${i}`, { room: 'busy' }), 201);
+    await goRoom(page, 'busy');
+    await eventually(async () => (await texts(page)).at(-1) === 'm129', 'the newest of busy');
+    await new Promise((resolve) => setTimeout(resolve, 300));  // any replay still arriving
+    assert.equal((await texts(page)).length, 100);
+    assert.equal((await texts(page))[0], 'm30');
+    await page.click('#older');
+    await eventually(async () => (await texts(page)).length === 130, 'all 130');
+    assert.equal(await page.isVisible('#older'), false);
+    assert.equal(await post(server.url, 'bob', 'after', { room: 'busy' }), 201);
+    await eventually(async () => (await texts(page)).length === 131, 'a new message besides them');
+    assert.deepEqual((await texts(page)).slice(0, 1), ['m0']);
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('a link to /#room opens that room, and joined rooms are remembered', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
