@@ -54,9 +54,9 @@ class StaticFiles {
   // clients fetch it at once, whatever path names it; files are kept while they fit in
   // kMaxCachedBytes, room being made from copies no answer holds, least recently used first.
   Lookup load(std::string_view raw_path);
-  static constexpr uint64_t kMaxCachedBytes = 64ull << 20;
   // Read on the loop, so bounded: a larger file is refused rather than stalling every client.
-  static constexpr uint64_t kMaxFileBytes = kMaxCachedBytes - 128;  // one entry's overhead
+  static constexpr uint64_t kMaxFileBytes = 64ull << 20;
+  static constexpr uint64_t kMaxCachedBytes = kMaxFileBytes + 128;  // the largest, with its entry
   // Whether load() would find something there, without reading it.
   bool exists(std::string_view raw_path);
 

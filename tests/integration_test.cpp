@@ -543,6 +543,13 @@ TEST(Core, AStaticFileTooLargeIsRefusedAndTheServerGoesOn) {
       ASSERT_TRUE(r) << method << path;
       EXPECT_EQ(r->status, 500) << method << path;
     }
+  Client c(server.port());  // 64 MiB itself is served
+  sparse_file(root + "/limit.bin", off_t{64} << 20);
+  ASSERT_TRUE(c.send("HEAD /limit.bin HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto limit = c.read_response(true);
+  ASSERT_TRUE(limit);
+  EXPECT_EQ(limit->status, 200);
+  EXPECT_EQ(limit->header("content-length"), std::to_string(64 << 20));
   EXPECT_EQ(Client(server.port()).get("/healthz")->body, "ok\n");
 }
 
