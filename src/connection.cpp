@@ -87,6 +87,7 @@ void Connection::on_readable() {
     return close("read error");
   }
   int64_t now = host_.now_ms();
+  bool was_stream = state_ == State::Stream;
   if (state_ == State::Lingering) last_activity_ms_ = now;
   if (state_ == State::Http && !finishing_) {
     if (!parser_->mid_request()) request_started_ms_ = now;
@@ -101,8 +102,12 @@ void Connection::on_readable() {
     }
   }
   // A stream or a lingering connection discards what the peer sends (lingering has a deadline).
-  if (state_ == State::Stream && (stream_input_ += static_cast<uint64_t>(n)) > kMaxStreamInput)
-    close("stream peer sends too much");
+  if (was_stream) count_stream_input(static_cast<size_t>(n));
+}
+
+// What a stream's peer sent after its request, which nothing reads: bounded.
+void Connection::count_stream_input(size_t bytes) {
+  if ((stream_input_ += bytes) > kMaxStreamInput) close("stream peer sends too much");
 }
 
 void Connection::feed(const char* data, size_t len) {
@@ -117,7 +122,8 @@ void Connection::feed(const char* data, size_t len) {
       return;
     }
     host_.handle_request(*this, parser_->request());
-    if (state_ != State::Http) return;  // became a stream or closed: the rest is not ours to parse
+    if (state_ == State::Stream) return count_stream_input(len);  // sent after the request
+    if (state_ != State::Http) return;  // closed: the rest is not ours to parse
     parser_->next_request();
     // The keep-alive clock restarts when a request completes, not on any byte: bare CRLFs between
     // requests (which llhttp skips) must not keep an idle connection open forever.

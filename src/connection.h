@@ -112,6 +112,7 @@ class Connection final : public EventHandler, public Sink {
  private:
   void on_readable();
   void feed(const char* data, size_t len);
+  void count_stream_input(size_t bytes);
   void ask_for_body();
   void begin_linger();
   void expire(std::string_view event);

@@ -23,6 +23,8 @@ class FakeHost : public sse::ConnectionHost {
 
   void handle_request(Connection& conn, Request& req) override {
     handled.push_back(req.path);
+    if (req.path == "/events")
+      return conn.start_stream("HTTP/1.1 200 OK\r\n\r\n", "retry: 1\n\n", true);
     if (hold_next) {
       hold_next = false;
       conn.hold();
@@ -433,5 +435,17 @@ TEST(Connection, AStreamWhosePeerKeepsSendingIsClosed) {
     p.send(junk);
     p.conn->on_event(EPOLLIN);
   }
+  EXPECT_EQ(p.conn->state(), Connection::State::Closed);
+}
+
+// The bound counts what follows the request, not the request (read with the first of it).
+TEST(Connection, AStreamsPeerMaySendTheWholeBoundAfterItsRequest) {
+  FakeHost host;
+  Pair p(host);
+  p.send(get("/events") + std::string(64 * 1024, 'x'));
+  for (int i = 0; i < 4; ++i) p.conn->on_event(EPOLLIN);
+  EXPECT_EQ(p.conn->state(), Connection::State::Stream);
+  p.send("x");
+  p.conn->on_event(EPOLLIN);
   EXPECT_EQ(p.conn->state(), Connection::State::Closed);
 }
