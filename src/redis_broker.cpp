@@ -164,6 +164,7 @@ RedisBroker::RedisBroker(Reactor& reactor, CommitSink& sink, RedisBrokerOptions 
   node_id_ = id;
   cmd_.on_up = [this] {
     cmd_backoff_ = {};
+    presence_refresh_ms_ = 0;  // what changed while Redis was away, written at the next tick
     probe_clock();
     load_script();
     maybe_warm();
@@ -230,12 +231,14 @@ void RedisBroker::link_down(RedisLink& link, Backoff& backoff, const std::string
 
 void RedisBroker::tick() {
   int64_t now = monotonic_ms();
-  // A link that is open but stuck (a paused or wedged Redis) is found by its oldest command.
-  if (cmd_.up() && cmd_.oldest_wait_ms(now) > kDeadlineMs) {
+  // A link that is open but stuck (a paused or wedged Redis) is found by its oldest command; one
+  // still connecting by its AUTH or SELECT, queued when the attempt began (a connect or handshake
+  // that a partition swallowed would otherwise wait for the kernel's TCP timeout, many minutes).
+  if (cmd_.active() && cmd_.oldest_wait_ms(now) > kDeadlineMs) {
     cmd_.close();  // the POSTs waiting on it get 503
     link_down(cmd_, cmd_backoff_, "no answer for 5 s");
   }
-  if (feed_.up() && feed_.oldest_wait_ms(now) > kDeadlineMs + 5000) {  // XREAD blocks 5 s itself
+  if (feed_.active() && feed_.oldest_wait_ms(now) > kDeadlineMs + 5000) {  // XREAD blocks 5 s
     feed_.close();
     reading_ = false;
     link_down(feed_, feed_backoff_, "the log read got no answer");
@@ -439,47 +442,75 @@ struct RedisBroker::Warmup {
   std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
 };
 
-// Lists rooms with `list` (a command answering room names), then reads each with `range(room)`,
-// pipelined on the command link: `each(room, entries)` for every answer, then `done()` after the
-// last. When any answer is missing (the link went), `failed()` instead, once, and nothing more.
+// Room reads under way: what is left to send, and what waits for an answer.
+struct RedisBroker::RoomReads {
+  RangeFor range;
+  EachRoom each;
+  std::function<void()> done;
+  std::function<void()> failed;
+  std::vector<std::string> rooms;
+  size_t next = 0;       // the next room to ask for
+  size_t in_flight = 0;  // asked for, not answered
+  bool over = false;     // done() or failed() was called
+};
+
+// Lists rooms with `list` (a command answering room names), then reads each with `range(room)` on
+// the command link, kRoomReadWindow at a time: `each(room, entries)` for every answer, then
+// `done()` after the last. When any answer is missing (the link went), `failed()` instead, once,
+// and nothing more. A window, not every room at once: the link's deadline counts from its oldest
+// unanswered command, and 10,000 rooms of 1,000 messages take Redis far longer than that to send.
 void RedisBroker::read_rooms(std::vector<std::string> list, RangeFor range, EachRoom each,
                              std::function<void()> done, std::function<void()> failed) {
-  struct Pending {
-    size_t waiting = 1;
-    bool failed = false;
-  };
-  auto pending = std::make_shared<Pending>();
-  auto fail = [pending, failed] {
-    if (!pending->failed) failed();
-    pending->failed = true;
-  };
-  auto answered = [pending, done] {
-    if (--pending->waiting == 0) done();
-  };
+  auto reads = std::make_shared<RoomReads>();
+  reads->range = std::move(range);
+  reads->each = std::move(each);
+  reads->done = std::move(done);
+  reads->failed = std::move(failed);
   std::vector<std::string_view> argv(list.begin(), list.end());
-  cmd_.command(argv, [=, this, alive = alive_](redisReply* r) {
-    if (!*alive || pending->failed) return;
-    if (!r || r->type != REDIS_REPLY_ARRAY) return fail();
+  bool sent = cmd_.command(argv, [this, reads, alive = alive_](redisReply* r) {
+    if (!*alive) return;
+    if (!r || r->type != REDIS_REPLY_ARRAY) return fail_room_reads(*reads);
     for (size_t i = 0; i < r->elements; ++i) {
       std::string room(text_of(r->element[i]));
-      if (room_name_error(room)) continue;
-      ++pending->waiting;
-      std::vector<std::string> args = range(room);
-      cmd_.command(std::vector<std::string_view>(args.begin(), args.end()), [=](redisReply* e) {
-        if (!*alive || pending->failed) return;
-        if (!e || e->type != REDIS_REPLY_ARRAY) return fail();
-        each(room, e);
-        answered();
-      });
+      if (!room_name_error(room)) reads->rooms.push_back(std::move(room));
     }
-    answered();
+    send_room_reads(reads);
   });
+  if (!sent) fail_room_reads(*reads);
+}
+
+void RedisBroker::send_room_reads(const std::shared_ptr<RoomReads>& reads) {
+  while (!reads->over && reads->in_flight < kRoomReadWindow && reads->next < reads->rooms.size()) {
+    const std::string& room = reads->rooms[reads->next++];
+    std::vector<std::string> args = reads->range(room);
+    ++reads->in_flight;
+    bool sent = cmd_.command(std::vector<std::string_view>(args.begin(), args.end()),
+                             [this, reads, room, alive = alive_](redisReply* e) {
+                               if (!*alive || reads->over) return;
+                               if (!e || e->type != REDIS_REPLY_ARRAY)
+                                 return fail_room_reads(*reads);
+                               reads->each(room, e);
+                               --reads->in_flight;
+                               send_room_reads(reads);
+                             });
+    if (!sent) return fail_room_reads(*reads);
+  }
+  if (!reads->over && reads->in_flight == 0 && reads->next == reads->rooms.size()) {
+    reads->over = true;
+    reads->done();
+  }
+}
+
+void RedisBroker::fail_room_reads(RoomReads& reads) {
+  if (reads.over) return;
+  reads.over = true;
+  reads.failed();
 }
 
 // Once per process, before streams open: the newest `history_per_room` messages of the most
 // recently active `max_rooms` rooms, up to where the feed starts, as the journal's restore does.
-// Pipelined on the command link; memory: at most max_rooms × history_per_room messages, which
-// the hub then bounds.
+// Read a window of rooms at a time on the command link; memory: at most max_rooms ×
+// history_per_room messages, which the hub then bounds.
 void RedisBroker::maybe_warm() {
   if (!have_start_ || warmed_ || warming_ || !cmd_.up()) return;
   warming_ = true;
@@ -802,7 +833,8 @@ void RedisBroker::presence_changed(std::string_view room_name, uint64_t online,
   if (it == presence_.end() && online == 0) return;
   presence_[room] = std::move(now);
   write_presence(room, true);
-  if (online == 0) presence_.erase(room);
+  // A leave Redis has not heard of (its link is down) stays, for the next refresh to write.
+  if (online == 0 && cmd_.up()) presence_.erase(room);
 }
 
 void RedisBroker::withdraw_presence() {
@@ -893,7 +925,8 @@ void RedisBroker::poll_presence() {
 
 void RedisBroker::refresh_presence() {
   presence_refresh_ms_ = reactor_.now_ms() + kPresenceRefreshMs;
-  for (const auto& [room, mine] : presence_) write_presence(room, false);
+  for (const auto& [room, mine] : presence_) write_presence(room, mine.online == 0);
+  std::erase_if(presence_, [](const auto& entry) { return entry.second.online == 0; });
   presence_rereads_.assign(remote_rooms_.begin(), remote_rooms_.end());
   presence_reread_slice_ = presence_rereads_.size() / (kPresenceRefreshMs / 1000 - 1) + 1;
   cmd_.command({"ZREMRANGEBYSCORE", key("presence-rooms"), "-inf",

@@ -47,6 +47,7 @@ struct RedisBrokerOptions {
 class RedisBroker final : public Broker {
  public:
   static constexpr size_t kMaxWaiting = 10000;
+  static constexpr size_t kRoomReadWindow = 16;  // room reads a warm-up or gap fill has waiting
   static constexpr int64_t kDeadlineMs = 5000;
   // A publish script that Redis runs later than this after it was sent stores nothing: well
   // before kDeadlineMs, so a POST the node gave up on (503) does not turn up later.
@@ -93,8 +94,11 @@ class RedisBroker final : public Broker {
   struct Fill;
   using RangeFor = std::function<std::vector<std::string>(const std::string& room)>;
   using EachRoom = std::function<void(const std::string& room, struct redisReply* entries)>;
+  struct RoomReads;
   void read_rooms(std::vector<std::string> list, RangeFor range, EachRoom each,
                   std::function<void()> done, std::function<void()> failed);
+  void send_room_reads(const std::shared_ptr<RoomReads>& reads);
+  void fail_room_reads(RoomReads& reads);
   // Why POSTs cannot be sent to Redis now (links, warm-up, script, clock), nullopt when they can.
   std::optional<std::string> not_ready() const;
   std::optional<std::string> stuck() const;

@@ -294,14 +294,24 @@ class AnswerHoldingProxy {
   }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
   void hold_answers() { hold_ = true; }
+  // The first `n` connections never get an answer (a partition that swallows them).
+  void black_hole_first(int n) { black_holes_ = n; }
+  // Holds every answer from when a command containing `text` has been passed on; counts how
+  // many commands containing it were passed on.
+  void hold_after(std::string text) {
+    hold_after_ = std::move(text);
+    hold_after_set_ = true;
+  }
+  int passed_on() const { return passed_on_; }
 
  private:
   void run() {
     while (!stop_) {
       std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
-      for (auto [client, redis] : pairs_) {
-        fds.push_back({client, POLLIN, 0});
-        fds.push_back({redis, static_cast<short>(hold_ ? 0 : POLLIN), 0});
+      for (size_t k = 0; k < pairs_.size(); ++k) {
+        bool held = hold_ || static_cast<int>(k) < black_holes_;
+        fds.push_back({pairs_[k].first, POLLIN, 0});
+        fds.push_back({pairs_[k].second, static_cast<short>(held ? 0 : POLLIN), 0});
       }
       if (poll(fds.data(), fds.size(), 20) <= 0) continue;
       if (fds[0].revents & POLLIN) accept_one();
@@ -311,7 +321,9 @@ class AnswerHoldingProxy {
         bool from_client = (i - 1) % 2 == 0;
         char buf[65536];
         ssize_t n = read(fds[i].fd, buf, sizeof buf);
-        if (n > 0) (void)!write(from_client ? redis : client, buf, static_cast<size_t>(n));
+        if (n <= 0) continue;
+        (void)!write(from_client ? redis : client, buf, static_cast<size_t>(n));
+        if (from_client && hold_after_set_) count_passed_on(std::string_view(buf, n));
       }
     }
   }
@@ -329,8 +341,23 @@ class AnswerHoldingProxy {
     pairs_.emplace_back(client, redis);
   }
 
+  // Commands are counted in the bytes passed on, which a read may split anywhere: the tail of
+  // the last read is looked at again with the next.
+  void count_passed_on(std::string_view bytes) {
+    std::string seen = tail_ + std::string(bytes);
+    for (size_t at = 0; (at = seen.find(hold_after_, at)) != std::string::npos; at += 1) {
+      if (at + hold_after_.size() <= tail_.size()) continue;  // counted with the last read
+      ++passed_on_;
+      hold_ = true;
+    }
+    tail_ = seen.substr(seen.size() - std::min(seen.size(), hold_after_.size() - 1));
+  }
+
   uint16_t redis_port_;
   uint16_t port_ = 0;
+  std::atomic<int> black_holes_{0}, passed_on_{0};
+  std::string hold_after_, tail_;
+  std::atomic<bool> hold_after_set_{false};
   int listen_fd_ = -1;
   std::vector<std::pair<int, int>> pairs_;  // only the proxy's thread touches it while it runs
   std::atomic<bool> hold_{false}, stop_{false};
@@ -362,6 +389,49 @@ TEST(RedisBroker, AnAnswerThatNeverCameSaysTheMessageMayHaveBeenStored) {
   EXPECT_EQ(redis.cli({"XLEN", "{t}:log"}), "1");  // Redis did run it
   EXPECT_EQ(lost.reason.find("nothing was stored"), std::string::npos) << lost.reason;
   EXPECT_NE(lost.reason.find("may have stored"), std::string::npos) << lost.reason;
+}
+
+// A connection that a partition swallows while connecting (its AUTH/SELECT never answered) is
+// given up after the deadline like a stuck one, and the next attempt gets through (it waited for
+// the kernel's TCP timeout, many minutes, with every POST refused).
+TEST(RedisBroker, AConnectionStuckWhileConnectingIsGivenUp) {
+  sse::Reactor reactor;
+  RedisServer redis;
+  AnswerHoldingProxy proxy(redis.port());
+  proxy.black_hole_first(2);  // both links' first attempts
+  Node node(reactor, proxy.url());
+  reactor.every(std::chrono::milliseconds(200), [&] { node.broker->tick(); });
+  ASSERT_TRUE(run_until(
+      reactor, [&] { return !node.broker->unavailable(); }, std::chrono::seconds(30)));
+  EXPECT_GE(node.broker->stats().redis_reconnects, 2u);
+  PublishResult r{Status::Unavailable, 0, {}};
+  bool answered = false;
+  node.broker->publish({"general", "u", "through", "", ""}, [&](const PublishResult& got) {
+    r = got;
+    answered = true;
+  });
+  ASSERT_TRUE(run_until(reactor, [&] { return answered; }));
+  EXPECT_EQ(r.status, Status::Created);
+}
+
+// Warming up reads rooms a window at a time, not all at once: the link's deadline counts from its
+// oldest unanswered command, so 10,000 rooms of 1,000 messages asked for together ran past it, and
+// the node dropped the link and began again, for ever. Here Redis stops answering once the first
+// room read is sent: only the window's worth was asked for.
+TEST(RedisBroker, WarmingUpAsksForAWindowOfRoomsAtATime) {
+  sse::Reactor reactor;
+  RedisServer redis;
+  for (int i = 0; i < 100; ++i)
+    redis.cli({"ZADD", "{t}:rooms", std::to_string(i + 1), "r" + std::to_string(i)});
+  AnswerHoldingProxy proxy(redis.port());
+  proxy.hold_after("{t}:room:");
+  Node node(reactor, proxy.url());
+  reactor.every(std::chrono::milliseconds(200), [&] { node.broker->tick(); });
+  // Held, the link is dropped at its deadline: by then the node sent all it was going to.
+  ASSERT_TRUE(run_until(
+      reactor, [&] { return node.broker->stats().redis_reconnects > 0; },
+      std::chrono::seconds(30)));
+  EXPECT_EQ(proxy.passed_on(), static_cast<int>(sse::RedisBroker::kRoomReadWindow));
 }
 
 // Redis lost its scripts (SCRIPT FLUSH, a restart of Redis alone): the POST still gets its id.
@@ -759,6 +829,38 @@ TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
       "event: presence\ndata: {\"room\":\"general\",\"online\":1,\"users\":[\"alice\"]}\n\n";
   EXPECT_TRUE(run_until(c.reactor, [&] { return on_a.last_presence() == alone; }))
       << on_a.last_presence();
+}
+
+// A reader who leaves while Redis is away stops counting on the other nodes soon after Redis is
+// back (the leave was dropped unwritten, so it counted until its entry expired, up to 30 s).
+TEST(RedisBroker, AReaderWhoLeftWhileRedisWasAwayStopsCountingWhenItIsBack) {
+  Cluster c(1000, {"--appendonly", "yes", "--appendfsync", "always"});
+  ASSERT_TRUE(c.ready_at_start);
+  for (Node* n : {&c.a, &c.b})
+    n->hub.on_presence = [n](std::string_view room, uint64_t online,
+                             const std::vector<std::string_view>& names) {
+      n->broker->presence_changed(room, online, names);
+    };
+  c.reactor.every(std::chrono::milliseconds(100), [&] {
+    c.a.hub.send_presence();
+    c.b.hub.send_presence();
+  });
+  Collecting on_a, on_b;
+  sse::Subscription alice(c.a.hub, on_a, "alice"), bob(c.b.hub, on_b, "bob");
+  ASSERT_TRUE(c.a.hub.subscribe(alice, {"general"}, std::nullopt));
+  ASSERT_TRUE(c.b.hub.subscribe(bob, {"general"}, std::nullopt));
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.hub.find("general")->online() == 2; }));
+  c.redis.stop();
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.b.broker->unavailable().has_value(); }));
+  c.b.hub.leave(bob);
+  run_until(
+      c.reactor, [] { return false; }, std::chrono::milliseconds(300));  // b sends it
+  c.redis.start();
+  ASSERT_TRUE(c.ready());
+  // Well before the entry would expire (30 s after it was last written, at most 10 s before).
+  EXPECT_TRUE(run_until(
+      c.reactor, [&] { return c.a.hub.find("general")->online() == 1; }, std::chrono::seconds(8)))
+      << c.a.hub.find("general")->online();
 }
 
 // A node warming a room whose stream nodes with a shorter --history trimmed (to fewer messages
