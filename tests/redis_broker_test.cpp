@@ -81,6 +81,18 @@ struct Cluster {
     });
     ready_at_start = ready();
   }
+  // As the server does: each node's hub tells its broker of its readers, every 100 ms.
+  void share_presence() {
+    for (Node* n : {&a, &b})
+      n->hub.on_presence = [n](std::string_view room, uint64_t online,
+                               const std::vector<std::string_view>& names) {
+        n->broker->presence_changed(room, online, names);
+      };
+    reactor.every(std::chrono::milliseconds(100), [this] {
+      a.hub.send_presence();
+      b.hub.send_presence();
+    });
+  }
   bool ready_at_start = false;
   bool ticking = true;   // false: the nodes' ticks (and so their reconnects) wait
   Node* held = nullptr;  // a node whose ticks wait
@@ -794,15 +806,7 @@ TEST(RedisBroker, MessagesRedisLostBeforeANodeReadThemAreAReset) {
 TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
   Cluster c;
   ASSERT_TRUE(c.ready_at_start);
-  for (Node* n : {&c.a, &c.b})
-    n->hub.on_presence = [n](std::string_view room, uint64_t online,
-                             const std::vector<std::string_view>& names) {
-      n->broker->presence_changed(room, online, names);
-    };
-  c.reactor.every(std::chrono::milliseconds(100), [&] {
-    c.a.hub.send_presence();
-    c.b.hub.send_presence();
-  });
+  c.share_presence();
   Collecting on_a, on_b, bob2_sink;
   sse::Subscription alice(c.a.hub, on_a, "alice"), bob(c.b.hub, on_b, "bob");
   ASSERT_TRUE(c.a.hub.subscribe(alice, {"general"}, std::nullopt));
@@ -836,15 +840,7 @@ TEST(RedisBroker, PresenceCountsTheReadersOfEveryNode) {
 TEST(RedisBroker, AReaderWhoLeftWhileRedisWasAwayStopsCountingWhenItIsBack) {
   Cluster c(1000, {"--appendonly", "yes", "--appendfsync", "always"});
   ASSERT_TRUE(c.ready_at_start);
-  for (Node* n : {&c.a, &c.b})
-    n->hub.on_presence = [n](std::string_view room, uint64_t online,
-                             const std::vector<std::string_view>& names) {
-      n->broker->presence_changed(room, online, names);
-    };
-  c.reactor.every(std::chrono::milliseconds(100), [&] {
-    c.a.hub.send_presence();
-    c.b.hub.send_presence();
-  });
+  c.share_presence();
   Collecting on_a, on_b;
   sse::Subscription alice(c.a.hub, on_a, "alice"), bob(c.b.hub, on_b, "bob");
   ASSERT_TRUE(c.a.hub.subscribe(alice, {"general"}, std::nullopt));
