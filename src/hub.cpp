@@ -48,14 +48,16 @@ void Hub::warn_over_max_rooms() {
 }
 
 // `may_forget`: false while restoring from storage, which replays what was forgotten itself.
-Room& Hub::open(const std::string& name, bool may_forget) {
+Room& Hub::open(const std::string& name, bool may_forget, bool for_commit) {
   if (Room* room = find_mutable(name)) return *room;
   // Its floor before any room is forgotten for it: a forgotten name dropping out then raises the
   // floor of the rooms still unknown, not of this one.
   uint64_t floor = take_floor(name);
-  // A while: a POST checked can_open() before its commit, and a stream may take the idle room it
-  // counted on meanwhile; the room is made anyway, and the excess goes at the next one made.
-  while (may_forget && rooms_.size() >= options_.max_rooms && idle_count() > 0)
+  if (may_forget && rooms_.size() >= options_.max_rooms) forget_oldest_idle();
+  // A POST checked can_open() before its commit, and a stream may take the idle room it counted
+  // on meanwhile: the room is made anyway, and the next commit to make one forgets the excess too
+  // (a stream forgets only as much as can_open() allowed it: a reader may not forget messages).
+  while (for_commit && rooms_.size() >= options_.max_rooms && idle_count() > 0)
     forget_oldest_idle();
   if (may_forget && rooms_.size() >= options_.max_rooms)  // a commit's message must go somewhere
     warn_over_max_rooms();
@@ -230,7 +232,7 @@ void Hub::drop_oldest(Room& room) {
 
 void Hub::on_committed(uint64_t id, std::string_view room_name, const FrameRef& frame,
                        bool restored) {
-  Room& room = open(std::string(room_name), !restored);
+  Room& room = open(std::string(room_name), !restored, /*for_commit=*/!restored);
   next_id_ = std::max(next_id_, id + 1);
   if (!restored) {
     ++stats_.messages;

@@ -158,7 +158,7 @@ class Hub final : public CommitSink {
 
  private:
   Room* find_mutable(std::string_view name);
-  Room& open(const std::string& name, bool may_forget = true);
+  Room& open(const std::string& name, bool may_forget = true, bool for_commit = false);
   uint64_t floor_for(std::string_view name) const;
   uint64_t take_floor(const std::string& name);
   void raise_unmade_floors(uint64_t through);

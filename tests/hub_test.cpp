@@ -432,6 +432,36 @@ TEST(Hub, ARoomMadePastMaxRoomsInARaceIsMadeUpForAtTheNext) {
   EXPECT_NE(hub.find("new2"), nullptr);
 }
 
+// The excess is a commit's to make up: a stream, which may forget only a room that keeps nothing
+// (when its reader may not post), forgets no more than can_open() allowed it.
+TEST(Hub, AStreamDoesNotMakeUpTheExcessWithRoomsThatKeepMessages) {
+  Hub hub(options(100, 1ull << 30, 3));
+  Poster p(hub);
+  p.post("r1");
+  FakeStream a(hub, 100);
+  hub.subscribe(a.sub, {"r1"}, std::nullopt);
+  auto on_empty = std::make_unique<FakeStream>(hub, 100);
+  hub.subscribe(on_empty->sub, {"empty"}, std::nullopt);
+  p.post("k");
+  EXPECT_TRUE(hub.can_open({"new0"}));  // the POST's check: "k" can go
+  auto late = std::make_unique<FakeStream>(hub, 100);
+  hub.subscribe(late->sub, {"k"}, std::nullopt);
+  p.post("new0");
+  ASSERT_EQ(hub.room_count(), 4u);
+  on_empty.reset();  // "empty" is idle and keeps nothing
+  ASSERT_TRUE(hub.can_open({"z"}, /*may_forget_kept=*/false));
+  FakeStream reader(hub, 100);
+  ASSERT_TRUE(hub.subscribe(reader.sub, {"z"}, std::nullopt));
+  EXPECT_EQ(hub.find("empty"), nullptr);
+  EXPECT_NE(hub.find("new0"), nullptr);  // its message kept
+  EXPECT_EQ(hub.room_count(), 4u);
+  late.reset();
+  p.post("new1");  // a commit makes up the excess
+  EXPECT_EQ(hub.room_count(), 3u);
+  EXPECT_EQ(hub.find("new0"), nullptr);
+  EXPECT_EQ(hub.find("k"), nullptr);
+}
+
 // With several nodes, a room read on another is read: this node keeps it too, as Redis does.
 TEST(Hub, ARoomReadOnAnotherNodeIsNotForgotten) {
   Hub hub(options(100, 1ull << 30, 2));
