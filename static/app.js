@@ -500,7 +500,7 @@ function receive(msg, live) {
   if (r.messages.has(msg.id)) return;  // a replay, a relay and a history page may overlap
   r.messages.set(msg.id, msg);
   if (r.messages.size > KEEP_PER_ROOM) r.messages.delete(oldestId(r));  // its item goes at the next frame
-  if (r.capped) keepNewestPage(r, msg.id);
+  if (r.capped) keepNewestPage(r, name, msg.id);
   if (name === current) {
     r.seenThrough = Math.max(r.seenThrough, msg.id);
     saveSeenSoon();
@@ -514,13 +514,16 @@ function receive(msg, live) {
 
 // A room joined while the page is open is replayed from the stream's last id, which may be far
 // behind in that room: like a room opened afresh, it shows the newest PAGE of what it had when it
-// was joined (up to `capThrough`, its last id then), the older ones a click away.
-function keepNewestPage(r, id) {
+// was joined, the older ones a click away. What it had: ids up to `capThrough`, the room's last id
+// from GET /rooms (until it answers, every id counts; if it fails, the cap ends there). The replay
+// comes in id order before anything new, so an id past it ends the cap.
+function keepNewestPage(r, name, id) {
   if (id > r.capThrough) {
     r.capped = false;
   } else if (r.messages.size > PAGE) {
     r.messages.delete(oldestId(r));
     r.olderDone = false;
+    if (name === current) onceSoon(renderOlder);
   }
 }
 
@@ -862,7 +865,7 @@ async function recheckAuth() {
 function applyJoin(name) {
   if (typeof name !== 'string' || !ROOM_NAME.test(name) || joined.has(name) || joined.size >= maxRooms) return;
   joined.add(name);
-  room(name).capped = true;
+  Object.assign(room(name), { capped: true, capThrough: Infinity });
   markSeen(room(name), knownNewest);
   saveJoined();
   renderRooms();
@@ -873,10 +876,13 @@ function applyJoin(name) {
     const entry = directory.find((d) => d.room === name);
     const lastId = entry ? Number(entry.last_id) || 0 : newest;
     if (!rooms.has(name)) return;
-    markSeen(rooms.get(name), lastId);
-    rooms.get(name).capThrough = lastId;
+    const r = rooms.get(name);
+    markSeen(r, lastId);
+    if (r.capped) r.capThrough = lastId;
     renderRooms();
-  }).catch(() => {});
+  }).catch(() => {
+    if (rooms.has(name)) rooms.get(name).capped = false;
+  });
 }
 
 function markSeen(r, id) {
