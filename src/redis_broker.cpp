@@ -434,10 +434,12 @@ struct RedisBroker::Warmup {
     std::string room;
     FrameRef frame;
   };
-  uint64_t since = 0;               // the data set's first id (0: none yet)
-  uint64_t dropped = 0;             // the newest id of a room Redis dropped
-  std::string losses_from = "0-0";  // the newest entry of {p}:losses
-  size_t rooms = 0;                 // rooms read
+  uint64_t since = 0;                // the data set's first id (0: none yet)
+  uint64_t dropped = 0;              // the newest id of a room Redis dropped
+  std::string losses_from = "0-0";   // the newest entry of {p}:losses
+  uint64_t lost_after = UINT64_MAX;  // the span the losses recorded there cover
+  uint64_t lost_through = 0;
+  size_t rooms = 0;  // rooms read
   std::vector<Message> messages;
   std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
 };
@@ -524,13 +526,23 @@ void RedisBroker::maybe_warm() {
   };
   cmd_.command({"GET", key("since")}, counter(&Warmup::since));
   cmd_.command({"GET", key("dropped")}, counter(&Warmup::dropped));
-  // Losses told of before are in what is read here: only those told of from now on matter.
-  cmd_.command({"XREVRANGE", key("losses"), "+", "-", "COUNT", "1"}, [warm](redisReply* r) {
-    if (refuses_for_now(r)) warm->refused = true;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements > 0)
-      warm->losses_from = std::string(text_of(r->element[0]->element[0]));
-  });
+  // Losses told of before: a resume from within one must hear of it here too, though this node
+  // never read what was lost (the newest kMaxUnjudgedLosses; those told of from now on are read
+  // as they come).
+  cmd_.command({"XREVRANGE", key("losses"), "+", "-", "COUNT", std::to_string(kMaxUnjudgedLosses)},
+               [warm](redisReply* r) {
+                 if (refuses_for_now(r)) warm->refused = true;
+                 if (!r || r->type != REDIS_REPLY_ARRAY) return;
+                 for (size_t i = 0; i < r->elements; ++i) {
+                   const redisReply* e = r->element[i];
+                   if (e->type != REDIS_REPLY_ARRAY || e->elements < 2) continue;
+                   if (warm->losses_from == "0-0") warm->losses_from = text_of(e->element[0]);
+                   warm->lost_after =
+                       std::min(warm->lost_after, number_of(field_of(e->element[1], "after")));
+                   warm->lost_through =
+                       std::max(warm->lost_through, number_of(field_of(e->element[1], "through")));
+                 }
+               });
   std::string upto = std::to_string(last_seen_) + "-0";
   std::string history = std::to_string(options_.history_per_room);
   auto range = [this, upto, history](const std::string& room) {
@@ -564,7 +576,16 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   // resume from such an id is one this data set never gave (ChatRoutes resets it everywhere).
   first_id_ = warm.since;
   losses_known_ = warm.losses_from != "0-0";
-  sink_.restore_base(last_seen_, losses_known_ && warm.since > 0 ? warm.since - 1 : 0);
+  // Within a recorded loss (Redis restored from an older AOF, say), ids were given that Redis no
+  // longer has: a resume from there gets a reset, as on the nodes that read them (from its last
+  // one too: that client shows it; the floor is one past, as theirs is past it).
+  uint64_t lost_through = warm.lost_through > 0 ? std::min(warm.lost_through + 1, last_seen_) : 0;
+  if (lost_through > 0) {
+    lost_after_ = std::min(lost_after_, warm.lost_after);
+    lost_through_ = std::max(lost_through_, lost_through);
+  }
+  sink_.restore_base(last_seen_,
+                     std::max(lost_through, losses_known_ && warm.since > 0 ? warm.since - 1 : 0));
   for (const auto& m : warm.messages) sink_.on_committed(m.id, m.room, m.frame, true);
   for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
   // Redis may keep rooms beyond the most active max_rooms read here.
@@ -833,8 +854,6 @@ void RedisBroker::presence_changed(std::string_view room_name, uint64_t online,
   if (it == presence_.end() && online == 0) return;
   presence_[room] = std::move(now);
   write_presence(room, true);
-  // A leave Redis has not heard of (its link is down) stays, for the next refresh to write.
-  if (online == 0 && cmd_.up()) presence_.erase(room);
 }
 
 void RedisBroker::withdraw_presence() {
@@ -853,7 +872,13 @@ void RedisBroker::write_presence(const std::string& room, bool announce) {
   const LocalPresence& mine = presence_[room];
   std::string hash = key("presence:" + room);
   if (mine.online == 0) {
-    cmd_.command({"HDEL", hash, node_id_}, [](redisReply*) {});
+    // A leave is kept until Redis has it (a link that goes down first, even one that still looked
+    // up, loses it): the next refresh writes it again.
+    cmd_.command({"HDEL", hash, node_id_}, [this, room, alive = alive_](redisReply* r) {
+      if (!*alive || !r || r->type == REDIS_REPLY_ERROR) return;
+      if (auto it = presence_.find(room); it != presence_.end() && it->second.online == 0)
+        presence_.erase(it);
+    });
   } else {
     std::string expires = std::to_string(wall_clock_ms() + kPresenceTtlMs);
     std::string value = expires + "\n" + std::to_string(mine.online);
@@ -926,7 +951,6 @@ void RedisBroker::poll_presence() {
 void RedisBroker::refresh_presence() {
   presence_refresh_ms_ = reactor_.now_ms() + kPresenceRefreshMs;
   for (const auto& [room, mine] : presence_) write_presence(room, mine.online == 0);
-  std::erase_if(presence_, [](const auto& entry) { return entry.second.online == 0; });
   presence_rereads_.assign(remote_rooms_.begin(), remote_rooms_.end());
   presence_reread_slice_ = presence_rereads_.size() / (kPresenceRefreshMs / 1000 - 1) + 1;
   cmd_.command({"ZREMRANGEBYSCORE", key("presence-rooms"), "-inf",

@@ -66,6 +66,18 @@ std::vector<std::string> clients_running(RedisServer& redis, const std::string& 
   return ids;
 }
 
+// As the server does: each node's hub tells its broker of its readers, every 100 ms.
+void share_presence(sse::Reactor& reactor, std::vector<Node*> nodes) {
+  for (Node* n : nodes)
+    n->hub.on_presence = [n](std::string_view room, uint64_t online,
+                             const std::vector<std::string_view>& names) {
+      n->broker->presence_changed(room, online, names);
+    };
+  reactor.every(std::chrono::milliseconds(100), [nodes] {
+    for (Node* n : nodes) n->hub.send_presence();
+  });
+}
+
 struct Cluster {
   sse::Reactor reactor;
   RedisServer redis;
@@ -81,18 +93,7 @@ struct Cluster {
     });
     ready_at_start = ready();
   }
-  // As the server does: each node's hub tells its broker of its readers, every 100 ms.
-  void share_presence() {
-    for (Node* n : {&a, &b})
-      n->hub.on_presence = [n](std::string_view room, uint64_t online,
-                               const std::vector<std::string_view>& names) {
-        n->broker->presence_changed(room, online, names);
-      };
-    reactor.every(std::chrono::milliseconds(100), [this] {
-      a.hub.send_presence();
-      b.hub.send_presence();
-    });
-  }
+  void share_presence() { ::share_presence(reactor, {&a, &b}); }
   bool ready_at_start = false;
   bool ticking = true;   // false: the nodes' ticks (and so their reconnects) wait
   Node* held = nullptr;  // a node whose ticks wait
@@ -306,6 +307,8 @@ class AnswerHoldingProxy {
   }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
   void hold_answers() { hold_ = true; }
+  // While on, what either side sends is lost, as in a network partition.
+  void partition(bool on) { partitioned_ = on; }
   // The first `n` connections never get an answer (a partition that swallows them).
   void black_hole_first(int n) { black_holes_ = n; }
   // Holds every answer from when a command containing `text` has been passed on; counts how
@@ -333,7 +336,7 @@ class AnswerHoldingProxy {
         bool from_client = (i - 1) % 2 == 0;
         char buf[65536];
         ssize_t n = read(fds[i].fd, buf, sizeof buf);
-        if (n <= 0) continue;
+        if (n <= 0 || partitioned_) continue;
         (void)!write(from_client ? redis : client, buf, static_cast<size_t>(n));
         if (from_client && hold_after_set_) count_passed_on(std::string_view(buf, n));
       }
@@ -372,7 +375,7 @@ class AnswerHoldingProxy {
   std::atomic<bool> hold_after_set_{false};
   int listen_fd_ = -1;
   std::vector<std::pair<int, int>> pairs_;  // only the proxy's thread touches it while it runs
-  std::atomic<bool> hold_{false}, stop_{false};
+  std::atomic<bool> hold_{false}, stop_{false}, partitioned_{false};
   std::thread thread_;
 };
 
@@ -776,6 +779,36 @@ TEST(RedisBroker, ANodeThatNeverReadWhatRedisLostHearsOfItFromAnother) {
                                       "id: " + std::to_string(later.id)}));
 }
 
+// A node that starts after a loss was recorded (Redis restored from an older AOF, found by a
+// node that had read what was lost) knows of it too: a stream resuming from a lost id gets a
+// reset there as on that node, not silence over what the client still shows.
+TEST(RedisBroker, ANodeStartedAfterALossWasRecordedResetsResumesFromWithinIt) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  uint64_t pre = c.post_read_by_both("room");
+  PublishResult lost = c.post(c.a, "read, then lost", "", "room");
+  ASSERT_EQ(lost.status, Status::Created);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.live.size() == 2 && c.b.live.size() == 2; }));
+  // What an older AOF holds: the data set as it was before `lost`; a node that read it records
+  // the loss when it reads what follows.
+  std::string entry = std::to_string(lost.id) + "-0";
+  ASSERT_EQ(c.redis.cli({"XDEL", "{t}:log", entry}), "1");
+  ASSERT_EQ(c.redis.cli({"XDEL", "{t}:room:room", entry}), "1");
+  ASSERT_EQ(c.redis.cli({"SET", "{t}:seq", std::to_string(pre)}), "OK");
+  ASSERT_EQ(c.redis.cli({"ZADD", "{t}:rooms", std::to_string(pre), "room"}), "0");
+  PublishResult after = c.post(c.b, "after the restore", "", "room");
+  ASSERT_EQ(after.status, Status::Created);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.redis.cli({"XLEN", "{t}:losses"}) != "0"; }));
+  Node late(c.reactor, c.redis.url());
+  c.reactor.every(std::chrono::milliseconds(200), [&] { late.broker->tick(); });
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !late.broker->unavailable(); }));
+  Collecting frames;
+  sse::Subscription resumed(late.hub, frames, "");
+  ASSERT_TRUE(late.hub.subscribe(resumed, {"room"}, lost.id));
+  EXPECT_EQ(frames.first_lines(),
+            (std::vector<std::string>{"event: reset", "id: " + std::to_string(after.id)}));
+}
+
 // Redis comes back empty while a node had not read the last acknowledged messages: they are gone
 // from Redis, in rooms nobody can name now, so every room's streams get a reset for them, and
 // what memory keeps stays.
@@ -857,6 +890,38 @@ TEST(RedisBroker, AReaderWhoLeftWhileRedisWasAwayStopsCountingWhenItIsBack) {
   EXPECT_TRUE(run_until(
       c.reactor, [&] { return c.a.hub.find("general")->online() == 1; }, std::chrono::seconds(8)))
       << c.a.hub.find("general")->online();
+}
+
+// The same when the link still looked up as the reader left (a partition, found only at the
+// link's deadline): the leave is kept until Redis has it, not dropped with the link.
+TEST(RedisBroker, ALeaveSentIntoAPartitionIsWrittenOnceItHeals) {
+  sse::Reactor reactor;
+  RedisServer redis;
+  AnswerHoldingProxy proxy(redis.port());
+  Node a(reactor, redis.url()), b(reactor, proxy.url());
+  reactor.every(std::chrono::milliseconds(200), [&] {
+    a.broker->tick();
+    b.broker->tick();
+  });
+  share_presence(reactor, {&a, &b});
+  ASSERT_TRUE(
+      run_until(reactor, [&] { return !a.broker->unavailable() && !b.broker->unavailable(); }));
+  Collecting on_a, on_b;
+  sse::Subscription alice(a.hub, on_a, "alice"), bob(b.hub, on_b, "bob");
+  ASSERT_TRUE(a.hub.subscribe(alice, {"general"}, std::nullopt));
+  ASSERT_TRUE(b.hub.subscribe(bob, {"general"}, std::nullopt));
+  ASSERT_TRUE(run_until(reactor, [&] { return a.hub.find("general")->online() == 2; }));
+  proxy.partition(true);
+  b.hub.leave(bob);  // b's link still looks up: its HDEL goes into the partition
+  ASSERT_TRUE(run_until(
+      reactor, [&] { return b.broker->stats().redis_reconnects > 0; }, std::chrono::seconds(30)));
+  proxy.partition(false);
+  ASSERT_TRUE(run_until(
+      reactor, [&] { return !b.broker->unavailable(); }, std::chrono::seconds(30)));
+  // Well before the entry would expire (30 s after it was last written).
+  EXPECT_TRUE(run_until(
+      reactor, [&] { return a.hub.find("general")->online() == 1; }, std::chrono::seconds(5)))
+      << a.hub.find("general")->online();
 }
 
 // A node warming a room whose stream nodes with a shorter --history trimmed (to fewer messages
