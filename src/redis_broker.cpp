@@ -261,6 +261,7 @@ std::optional<std::string> RedisBroker::not_ready() const {
   if (cmd_.up() && feed_.up() && warmed_ && !script_sha_.empty() && clock_known_)
     return std::nullopt;
   if (auto why = refusal()) return why;
+  if (cmd_.up() && feed_.up() && !warmed_) return std::string("warming up from Redis");
   return last_error_.empty() ? std::string("connecting to Redis") : last_error_;
 }
 

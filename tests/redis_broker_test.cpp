@@ -442,6 +442,8 @@ TEST(RedisBroker, WarmingUpAsksForAWindowOfRoomsAtATime) {
   proxy.hold_after("{t}:room:");
   Node node(reactor, proxy.url());
   reactor.every(std::chrono::milliseconds(200), [&] { node.broker->tick(); });
+  ASSERT_TRUE(run_until(reactor, [&] { return proxy.passed_on() > 0; }));
+  EXPECT_EQ(node.broker->unavailable().value_or(""), "warming up from Redis");  // said by /healthz
   // Held, the link is dropped at its deadline: by then the node sent all it was going to.
   ASSERT_TRUE(run_until(
       reactor, [&] { return node.broker->stats().redis_reconnects > 0; },
