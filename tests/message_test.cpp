@@ -91,6 +91,17 @@ TEST(Validation, Table) {
       {"text/plain", "text/plain", "hello", 415},
       {"no content type", "", R"({"user":"a","text":"b"})", 415},
       {"multipart", "multipart/form-data; boundary=x", "--x--", 415},
+      {"form with byte order mark", form, "\xEF\xBB\xBFuser=a&text=b", 0, "a", "b"},
+      {"json in latin-1", "application/json; charset=ISO-8859-1", R"({"user":"a","text":"b"})",
+       415},
+      {"form in utf-16", "application/x-www-form-urlencoded;charset=\"UTF-16\"", "user=a&text=b",
+       415},
+      {"charset after another parameter", "application/json; q=1; Charset=windows-1252",
+       R"({"user":"a","text":"b"})", 415},
+      {"quoted utf-8", "application/json; charset=\"utf-8\"", R"({"user":"a","text":"b"})", 0},
+      {"utf8 spelled without a dash", "application/json;charset=UTF8", R"({"user":"a","text":"b"})",
+       0},
+      {"us-ascii", "application/x-www-form-urlencoded; charset=us-ascii", "user=a&text=b", 0},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
