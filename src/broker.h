@@ -89,6 +89,13 @@ using BackfillDone = std::function<void(Backfill)>;
 inline constexpr size_t kMaxPresenceNames = 100;
 inline constexpr size_t kMaxPresenceNameBytes = 4096;
 
+// What a kept message costs against the byte bound on history (--history-memory): its frame, and
+// this much beside it (frame header, allocator, deque slot).
+inline constexpr size_t kKeptEntryOverhead = 64;
+inline size_t kept_cost(const FrameRef& frame) {
+  return frame->size() + kKeptEntryOverhead;
+}
+
 // Where committed messages go (the hub of rooms), and the messages it keeps in memory: one window
 // of history that replay, paging and the local journal's compaction all read.
 class CommitSink {

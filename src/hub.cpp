@@ -9,14 +9,6 @@
 #include "sse.h"
 
 namespace sse {
-namespace {
-
-size_t entry_cost(const FrameRef& frame) {
-  return frame->size() + Hub::kEntryOverhead;
-}
-
-}  // namespace
-
 Subscription::~Subscription() {
   hub_.leave(*this);
 }
@@ -207,7 +199,7 @@ void Hub::append(Room& room, uint64_t id, const FrameRef& frame) {
   room.history_.push_back({id, frame});
   set_last_id(room, id);
   ++kept_messages_;
-  kept_bytes_ += entry_cost(frame);
+  kept_bytes_ += kept_cost(frame);
   if (room.history_.size() > options_.history_per_room) drop_oldest(room);
   while (kept_bytes_ > options_.history_bytes && !fronts_.empty())
     drop_oldest(*fronts_.begin()->second);
@@ -225,7 +217,7 @@ void Hub::drop_oldest(Room& room) {
   // Not lower than a floor from a loss of unknown rooms' messages (restore_base) above it.
   room.dropped_through_ = std::max(room.dropped_through_, oldest.id);
   --kept_messages_;
-  kept_bytes_ -= entry_cost(oldest.frame);
+  kept_bytes_ -= kept_cost(oldest.frame);
   room.history_.pop_front();
   if (!room.history_.empty()) fronts_.emplace(room.history_.front().id, &room);
 }

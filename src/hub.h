@@ -5,7 +5,7 @@
 //
 // Bounds, all stated by HubOptions:
 //   - each room keeps its newest `history_per_room` messages;
-//   - all rooms together keep at most `history_bytes` (frames plus kEntryOverhead each), dropping
+//   - all rooms together keep at most `history_bytes` (kept_cost() each), dropping
 //     the globally oldest message first;
 //   - at most `max_rooms` rooms: making one more forgets a room nobody reads, one that keeps no
 //     messages first, else the one idle longest (a stream that later resumes it from before gets
@@ -56,9 +56,6 @@ struct HubStats {
 
 class Hub final : public CommitSink {
  public:
-  // Memory a kept message costs beside its frame bytes (frame header, allocator, deque slot).
-  static constexpr size_t kEntryOverhead = 64;
-
   explicit Hub(HubOptions options) : options_(options) {}
   ~Hub() override;
   Hub(const Hub&) = delete;

@@ -9,6 +9,7 @@
 #include <cassert>
 #include <charconv>
 #include <ctime>
+#include <map>
 #include <random>
 
 #include "log.h"
@@ -441,8 +442,38 @@ struct RedisBroker::Warmup {
   uint64_t lost_after = UINT64_MAX;  // the span the losses recorded there cover
   uint64_t lost_through = 0;
   size_t rooms = 0;  // rooms read
-  std::vector<Message> messages;
-  std::vector<std::pair<std::string, uint64_t>> floors;  // rooms Redis kept only the tail of
+  // Each room's newest message, and the others by id. The hub keeps only the newest messages of
+  // all rooms that fit its byte bound, dropping the oldest first: an older one goes as soon as
+  // those held from it on pass that bound, so warming up holds about the bound, not every room's
+  // --history. A room's newest stays: the hub keeps a room whose messages it dropped.
+  std::vector<Message> newest;
+  std::map<uint64_t, Message> older;
+  uint64_t older_bytes = 0;
+  std::vector<std::pair<std::string, uint64_t>> floors;  // rooms whose oldest messages are gone
+
+  void hold(Message message, bool is_newest) {
+    if (is_newest) return newest.push_back(std::move(message));
+    older_bytes += kept_cost(message.frame);
+    older.emplace(message.id, std::move(message));
+  }
+
+  void trim(uint64_t bound) {
+    while (older_bytes > bound && !older.empty()) {
+      auto oldest = older.begin();
+      older_bytes -= kept_cost(oldest->second.frame);
+      floors.emplace_back(std::move(oldest->second.room), oldest->first);
+      older.erase(oldest);
+    }
+  }
+
+  std::vector<Message> take_in_id_order() {
+    std::vector<Message> all = std::move(newest);
+    all.reserve(all.size() + older.size());
+    for (auto& [id, message] : older) all.push_back(std::move(message));
+    older.clear();
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return all;
+  }
 };
 
 // Room reads under way: what is left to send, and what waits for an answer.
@@ -552,13 +583,16 @@ void RedisBroker::maybe_warm() {
   auto each = [this, warm](const std::string& room, redisReply* e) {
     ++warm->rooms;
     uint64_t before_oldest = 0;  // the prev of the oldest read: gone from memory
-    for (size_t k = 0; k < e->elements; ++k)
+    bool newest = true;
+    for (size_t k = 0; k < e->elements; ++k)  // newest first
       if (auto entry = entry_of(e->element[k])) {
-        warm->messages.push_back({entry->id, room, message_frame(entry->id, entry->json)});
+        warm->hold({entry->id, room, message_frame(entry->id, entry->json)}, newest);
+        newest = false;
         before_oldest = entry->prev;
       }
     // Also when Redis kept fewer than --history (a node with a shorter one trimmed the stream).
     if (before_oldest > 0) warm->floors.emplace_back(room, before_oldest);
+    warm->trim(options_.history_bytes);
   };
   read_rooms(
       {"ZREVRANGE", key("rooms"), "0", std::to_string(options_.max_rooms - 1)}, range, each,
@@ -570,8 +604,7 @@ void RedisBroker::maybe_warm() {
 }
 
 void RedisBroker::finish_warmup(Warmup& warm) {
-  std::sort(warm.messages.begin(), warm.messages.end(),
-            [](const auto& a, const auto& b) { return a.id < b.id; });
+  std::vector<Warmup::Message> messages = warm.take_in_id_order();
   // Ids below the data set's first may have been a lost data set's, but only a recorded loss says
   // so: without one, every room starts clean (a resume from 0 replays all, with no reset), and a
   // resume from such an id is one this data set never gave (ChatRoutes resets it everywhere).
@@ -587,7 +620,7 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   }
   sink_.restore_base(last_seen_,
                      std::max(lost_through, losses_known_ && warm.since > 0 ? warm.since - 1 : 0));
-  for (const auto& m : warm.messages) sink_.on_committed(m.id, m.room, m.frame, true);
+  for (const auto& m : messages) sink_.on_committed(m.id, m.room, m.frame, true);
   for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
   // Redis may keep rooms beyond the most active max_rooms read here.
   if (warm.rooms >= options_.max_rooms) sink_.not_restored_through(last_seen_);
@@ -595,8 +628,7 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   if (warm.dropped > 0) sink_.not_restored_through(std::min(warm.dropped, last_seen_));
   sink_.restored();
   losses_read_ = warm.losses_from;
-  log::info("warmed up from Redis", "messages", warm.messages.size(), "last_id", last_seen_);
-  warm.messages.clear();
+  log::info("warmed up from Redis", "messages", messages.size(), "last_id", last_seen_);
   warming_ = false;
   warmed_ = true;
   note_if_back();

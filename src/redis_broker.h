@@ -42,6 +42,8 @@ struct RedisBrokerOptions {
   size_t log_length = 100000;       // the shared log keeps at least this many
   uint32_t nonce_ttl_s = 86400;     // at least 1
   size_t max_rooms = 10000;         // rooms warmed at start, the most recently active
+  // The hub's byte bound on kept messages: warming up holds about this much, not all it reads.
+  uint64_t history_bytes = 256ull << 20;
 };
 
 class RedisBroker final : public Broker {

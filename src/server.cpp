@@ -52,6 +52,7 @@ std::unique_ptr<Broker> make_broker(Reactor& reactor, CommitSink& sink, const Co
   o.prefix = config.redis_prefix;
   o.history_per_room = config.history;
   o.max_rooms = config.max_rooms;
+  o.history_bytes = config.history_memory;
   return std::make_unique<RedisBroker>(reactor, sink, std::move(o));
 }
 

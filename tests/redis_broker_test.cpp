@@ -39,13 +39,15 @@ namespace {
 struct Node : testing_support::RecordingSink {
   std::unique_ptr<sse::RedisBroker> broker;
 
-  Node(sse::Reactor& reactor, const std::string& url, size_t history = 1000)
-      : RecordingSink({1000, 1ull << 30, 1000}) {
+  Node(sse::Reactor& reactor, const std::string& url, size_t history = 1000,
+       uint64_t history_bytes = 1ull << 30)
+      : RecordingSink({1000, history_bytes, 1000}) {
     std::string error;
     sse::RedisBrokerOptions o;
     o.endpoint = *sse::parse_redis_url(url, error);
     o.prefix = "t";
     o.history_per_room = history;
+    o.history_bytes = history_bytes;
     broker = std::make_unique<sse::RedisBroker>(reactor, *this, o);
     EXPECT_TRUE(broker->start(error)) << error;
   }
@@ -947,6 +949,49 @@ TEST(RedisBroker, AWarmedRoomTrimmedBelowTheHistoryStillHasItsFloor) {
   ASSERT_TRUE(late.hub.subscribe(sub, {"general"}, ids.front() - 1));
   ASSERT_FALSE(got.frames.empty());
   EXPECT_TRUE(got.frames.front().starts_with("event: reset")) << got.frames.front();
+}
+
+// Warming up holds what the hub will keep, not every room's --history: the oldest messages past
+// the byte bound are left behind as they are read, and the hub ends as it would had it taken them
+// all (the same messages kept, the same floors, a room whose messages all fell out still made).
+TEST(RedisBroker, WarmingUpHoldsNoMoreThanTheHubKeeps) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  ASSERT_EQ(c.post(c.a, "the quiet room's only message", "", "quiet").status, Status::Created);
+  for (int i = 0; i < 300; ++i)
+    ASSERT_EQ(c.post(c.a, std::string(100, 'x'), "", "r" + std::to_string(i % 3)).status,
+              Status::Created);
+  uint64_t bound = 0;  // the newest 40 messages' worth
+  c.a.hub.for_each_kept([&, n = 0](uint64_t, std::string_view, const sse::FrameRef& f) mutable {
+    if (++n > 301 - 40) bound += sse::kept_cost(f);
+  });
+  sse::Hub reference({1000, bound, 1000});  // given everything, as before
+  c.a.hub.for_each_kept([&](uint64_t id, std::string_view room, const sse::FrameRef& f) {
+    reference.on_committed(id, room, f, true);
+  });
+  reference.restored();
+
+  Node late(c.reactor, c.redis.url(), 1000, bound);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !late.broker->unavailable(); }));
+  // 40 within the bound, each room's newest, and the few the rooms' newest leave room for.
+  EXPECT_LE(late.restored_ids.size(), 50u);
+  auto kept = [](const sse::Hub& hub, const std::string& room) {
+    std::vector<uint64_t> ids;
+    for (auto& f : hub.kept_page(room, {std::nullopt, std::nullopt, 1000}))
+      ids.push_back(sse::frame_id(*f.get()));
+    return ids;
+  };
+  for (std::string room : {"quiet", "r0", "r1", "r2"}) {
+    SCOPED_TRACE(room);
+    const sse::Room* got = late.hub.find(room);
+    const sse::Room* want = reference.find(room);
+    ASSERT_TRUE(got && want);
+    EXPECT_EQ(got->dropped_through(), want->dropped_through());
+    EXPECT_EQ(got->last_id(), want->last_id());
+    EXPECT_EQ(kept(late.hub, room), kept(reference, room));
+  }
+  EXPECT_EQ(late.hub.find("quiet")->dropped_through(), late.hub.find("quiet")->last_id());
+  EXPECT_EQ(late.hub.kept_bytes(), reference.kept_bytes());
 }
 
 // Junk in the log (an entry whose "prev" is not before it, or whose JSON would break an SSE
