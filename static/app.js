@@ -21,6 +21,10 @@ const SEEN_KEY = 'sse-chat-seen';  // per room, the newest id this browser has s
 // UTF-16 units as maxlength would, which would cut a text of emoji at half the limit.
 const MAX_NAME_CHARS = 32;
 const MAX_TEXT_CHARS = 2000;
+// A lone UTF-16 surrogate (half of an emoji, say) has no UTF-8 form: the server refuses it, and
+// encodeURIComponent throws on it.
+const HALF_CHARACTER = /\p{Cs}/u;
+const HALF_NOTE = 'delete the character it is next to and type it again.';
 
 // Per room: its messages by id, unread count (of messages after `seenThrough`), latest presence,
 // reset notice, and whether its history was loaded while the stream already carried it (then
@@ -29,7 +33,7 @@ const rooms = new Map();
 let maxRooms = 32;             // the most rooms one stream may carry: the server's, from /me
 let joined = readJoined();     // rooms this browser is in, shared by its tabs through localStorage
 let current = DEFAULT_ROOM;    // the room in view (the URL fragment)
-let me = localStorage.getItem(NAME_KEY) || '';
+let me = localStorage.getItem(NAME_KEY) || '';  // checked at start: an older page kept any
 let streamId = 0;              // highest id the stream has delivered: where a (re)opened one resumes
 let knownNewest = 0;           // highest id of any room this tab has heard of
 let streamRooms = new Set();   // rooms the open stream carries, as its owner last said
@@ -56,33 +60,40 @@ function readSeen() {
   return seen;
 }
 
+// At most once a second while messages come; at once when the tab goes (closed, reloaded).
 function saveSeenSoon() {
-  if (seenSaveTimer) return;
-  seenSaveTimer = setTimeout(() => {
-    seenSaveTimer = 0;
-    const seen = readSeen();  // another tab's rooms too
-    // Only rooms this browser has shown: one shown while empty is read through 0 (all that comes is
-    // unread), one never shown has no entry (what it kept from before is not).
-    for (const [name, r] of rooms) {
-      if (joined.has(name) && (r.shown || seen.has(name))) seen.set(name, Math.max(seen.get(name) || 0, r.seenThrough));
-    }
-    for (const name of seen.keys()) if (!joined.has(name)) seen.delete(name);
-    // fromEntries defines "__proto__" as a key of its own, which JSON.stringify then writes.
-    localStorage.setItem(SEEN_KEY, JSON.stringify(Object.fromEntries(seen)));
-  }, 1000);
+  if (!seenSaveTimer) seenSaveTimer = setTimeout(saveSeen, 1000);
+}
+
+function saveSeen() {
+  clearTimeout(seenSaveTimer);
+  seenSaveTimer = 0;
+  const seen = readSeen();  // another tab's rooms too
+  // Only rooms this browser has shown: one shown while empty is read through 0 (all that comes is
+  // unread), one never shown has no entry (what it kept from before is not).
+  for (const [name, r] of rooms) {
+    if (joined.has(name) && (r.shown || seen.has(name))) seen.set(name, Math.max(seen.get(name) || 0, r.seenThrough));
+  }
+  for (const name of seen.keys()) if (!joined.has(name)) seen.delete(name);
+  // fromEntries defines "__proto__" as a key of its own, which JSON.stringify then writes.
+  localStorage.setItem(SEEN_KEY, JSON.stringify(Object.fromEntries(seen)));
 }
 
 // The joined rooms that got messages since this browser last showed them (as GET /rooms says):
-// those messages are loaded and counted as unread.
+// their newest PAGE is loaded, as a room opens with, so what the stream adds follows on without a
+// hole; what came after the room was read counts as unread, "100+" when the page is all unread.
 async function loadUnread() {
   for (const d of directory) {
     if (!seenAtLoad.has(d.room)) continue;  // never shown here
     const seen = seenAtLoad.get(d.room);
     if (!joined.has(d.room) || d.room === current || !(Number(d.last_id) > seen) || !mayRead(d.room)) continue;
-    const res = await fetch(`/messages?room=${encodeURIComponent(d.room)}&since=${seen}&limit=100`, { cache: 'no-store' });
+    const res = await fetch(`/messages?room=${encodeURIComponent(d.room)}&limit=${PAGE}`, { cache: 'no-store' });
     if (!res.ok) continue;
-    for (const msg of await res.json()) receive({ ...msg, room: msg.room || d.room }, false);
-    markSeen(room(d.room), seen);
+    const page = await res.json();
+    for (const msg of page) receive({ ...msg, room: msg.room || d.room }, false);
+    const r = room(d.room);
+    markSeen(r, seen);
+    r.unreadMore = page.length === PAGE && page.every((m) => m.id > seen);
   }
   renderRooms();
 }
@@ -90,7 +101,7 @@ async function loadUnread() {
 function room(name) {
   let r = rooms.get(name);
   if (!r) {
-    r = { messages: new Map(), unread: 0, seenThrough: 0, shown: false, presence: null, notice: '', synced: false,
+    r = { messages: new Map(), unread: 0, unreadMore: false, seenThrough: 0, shown: false, presence: null, notice: '', synced: false,
       capped: false, capThrough: Infinity };
     rooms.set(name, r);
   }
@@ -409,18 +420,22 @@ function reconcile(ul, names, create) {
 
 function renderRooms() {
   let unreadTotal = 0;
+  let unreadMore = false;  // some counts are at least what they say
   for (const li of reconcile($('room-list'), joinedInOrder(), joinedItem)) {
     const name = li.dataset.room;
-    const unread = rooms.has(name) ? rooms.get(name).unread : 0;
+    const r = rooms.get(name);
+    const unread = r ? r.unread : 0;
+    const more = Boolean(r && r.unreadMore && unread > 0);
     unreadTotal += unread;
+    unreadMore ||= more;
     li.classList.toggle('current', name === current);
     li.classList.toggle('locked', !mayRead(name));  // joined before, but not readable now: not streamed
     const link = li.querySelector('.room-link');
     if (name === current) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
     const badge = li.querySelector('.unread');
-    badge.textContent = String(unread);
-    badge.title = `${unread} unread`;
+    badge.textContent = `${unread}${more ? '+' : ''}`;
+    badge.title = `${unread}${more ? ' or more' : ''} unread`;
     badge.hidden = unread === 0;
   }
   const others = directory.filter((d) => !joined.has(d.room));
@@ -429,13 +444,14 @@ function renderRooms() {
     li.querySelector('.count').textContent = `${online.get(li.dataset.room)} online`;
   }
   $('other-heading').hidden = others.length === 0;
-  document.title = (unreadTotal ? `(${unreadTotal}) ` : '') + `#${current} · sse-chat`;
+  document.title = (unreadTotal ? `(${unreadTotal}${unreadMore ? '+' : ''}) ` : '') + `#${current} · sse-chat`;
 }
 
 // Shows the room in view: its messages, notice, who is online, and the room list.
 function showRoom() {
   const r = room(current);
   r.unread = 0;
+  r.unreadMore = false;
   r.shown = true;
   for (const id of r.messages.keys()) r.seenThrough = Math.max(r.seenThrough, id);
   saveSeenSoon();
@@ -550,6 +566,7 @@ function onReset(data) {
   if (newest < Math.max(0, ...r.messages.keys())) {
     r.messages.clear();
     r.unread = 0;
+    r.unreadMore = false;
     r.seenThrough = Math.min(r.seenThrough, newest);
     r.synced = false;
     // A (re)opened stream must resume no later than the server's newest, or it would skip the
@@ -677,6 +694,7 @@ function nameError(name) {
   const length = [...name].length;
   if (length === 0) return 'Type a nickname.';
   if (length > MAX_NAME_CHARS) return `A nickname is at most ${MAX_NAME_CHARS} characters (this one has ${length}).`;
+  if (HALF_CHARACTER.test(name)) return `The nickname has half a character in it: ${HALF_NOTE}`;
   return /[\u0000-\u001f\u007f-\u009f]/.test(name) ? 'A nickname cannot contain control characters.' : null;
 }
 
@@ -1095,6 +1113,7 @@ $('composer').addEventListener('submit', async (e) => {
   if (!text) return;
   const length = [...text].length;
   let error = length > MAX_TEXT_CHARS ? `A message is at most ${MAX_TEXT_CHARS} characters (this one has ${length}).` : null;
+  if (!error && HALF_CHARACTER.test(text)) error = `The message has half a character in it (from a broken paste?): ${HALF_NOTE}`;
   if (!error) {
     $('send').disabled = box.disabled = true;
     list.scrollTop = list.scrollHeight;  // whoever sends wants to see it arrive
@@ -1117,6 +1136,10 @@ $('text').addEventListener('keydown', (e) => {
 
 list.addEventListener('scroll', () => { if (atBottom()) $('new-messages').hidden = true; });
 $('older').addEventListener('click', () => loadOlder().catch(() => {}));
+window.addEventListener('pagehide', () => {
+  if (seenSaveTimer) saveSeen();
+});
+
 $('new-messages').addEventListener('click', () => {
   list.scrollTop = list.scrollHeight;
   $('new-messages').hidden = true;
@@ -1127,6 +1150,7 @@ $('new-messages').addEventListener('click', () => {
   // rooms are read and posted to.
   auth = (await fetchMe()) || { on: false };
   if (auth.on) me = auth.name;
+  else if (me && nameError(me)) me = '';  // asked for again
   const left = fitJoined(hashRoom());
   renderAuth();
   if (!auth.on && me) setName(me);

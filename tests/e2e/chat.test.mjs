@@ -302,6 +302,36 @@ test('names and texts in any script: the author, the time and the text keep thei
   }
 });
 
+// Half of an emoji in a nickname (a broken paste) cannot be sent, nor put in the stream's URL:
+// refused as it is typed, and one an older page kept is asked for again, not used.
+test('a nickname with half a character in it is refused, and one kept from before is asked for again', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(server.url);
+    await page.waitForSelector('#join:not([hidden])');
+    // Made in the page: a lone surrogate sent over the protocol arrives as U+FFFD.
+    await page.evaluate(() => { document.getElementById('name').value = 'ann' + String.fromCharCode(0xD83D); });
+    await page.click('#join button[type=submit]');
+    await page.waitForSelector('#name-error:not([hidden])');
+    assert.match(await page.textContent('#name-error'), /half a character/);
+    assert.equal(await page.isVisible('#composer'), false);
+
+    await page.evaluate(() => localStorage.setItem('sse-chat-name', 'bob' + String.fromCharCode(0xDE00)));
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.reload();
+    await page.waitForSelector('#join:not([hidden])');
+    await eventually(async () => (await page.textContent('#status')) === 'connected', 'the stream');
+    assert.equal(await post(server.url, 'carl', 'hello'), 201);
+    await eventually(async () => JSON.stringify(await texts(page)) === '["hello"]', 'the message, live');
+    assert.deepEqual(errors, []);
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('names and texts are counted in characters as the server counts them, never cut short', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
@@ -327,6 +357,13 @@ test('names and texts are counted in characters as the server counts them, never
     assert.equal([...stored.text].length, 1500, 'all 1500 characters sent');
     assert.equal(stored.user, name);
     assert.equal(await page.inputValue('#text'), '');
+
+    // Half of an emoji (a broken paste) has no UTF-8 form: said so, nothing sent.
+    await page.evaluate(() => { document.getElementById('text').value = 'broken ' + String.fromCharCode(0xD83D); });
+    await page.press('#text', 'Enter');
+    await page.waitForSelector('#error:not([hidden])');
+    assert.match(await page.textContent('#error'), /half a character/);
+    assert.equal((await roomTexts(server.url, 'general')).length, 1);
 
     // Over the server's 2000 characters: said so, nothing sent, and the text is kept.
     const long = '🎉'.repeat(2001);

@@ -138,9 +138,11 @@ export function joinedRooms(page) {
   return page.$$eval('#room-list li', (els) => els.map((e) => e.dataset.room));
 }
 
-// The unread count shown on a joined room (0 when its badge is hidden).
+// The unread count shown on a joined room (0 when its badge is hidden; a string such as "100+"
+// when the count is a lower bound).
 export function unread(page, room) {
-  return page.$eval(`#room-list li[data-room="${room}"] .unread`, (el) => (el.hidden ? 0 : Number(el.textContent)));
+  return page.$eval(`#room-list li[data-room="${room}"] .unread`,
+    (el) => (el.hidden ? 0 : /^\d+$/.test(el.textContent) ? Number(el.textContent) : el.textContent));
 }
 
 // Who the page says is online in the room in view.

@@ -104,6 +104,63 @@ test('a room read while it was empty counts what came while the page was closed'
   }
 });
 
+// More than a page came while the page was closed: the room opens with its newest 100, as any
+// room does, and older ones a click away, with no hole between; the count says "100+".
+test('more than a page came while the page was closed: 100+ unread, then every message without a hole', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const context = await browser.newContext();
+    let alice = await join(context, server.url, 'alice', '/#many');
+    for (let i = 0; i < 20; i++) assert.equal(await post(server.url, 'bob', `m${i}`, { room: 'many' }), 201);
+    await eventually(async () => (await texts(alice)).length === 20, 'the first 20 read');
+    await clickRoom(alice, 'general');
+    await alice.close();  // saves how far each room was read as it goes
+    for (let i = 20; i < 320; i++) assert.equal(await post(server.url, 'bob', `m${i}`, { room: 'many' }), 201);
+    alice = await context.newPage();
+    await alice.goto(server.url + '/');
+    await eventually(async () => await unread(alice, 'many') === '100+', '100+ unread in many');
+    assert.equal(await alice.title(), '(100+) #general · sse-chat');
+    await clickRoom(alice, 'many');
+    const all = await roomTexts(server.url, 'many');
+    assert.equal(all.length, 320);
+    await eventually(async () => sameList(await texts(alice), all.slice(-100)), 'the newest 100');
+    for (const shown of [200, 300]) {
+      await alice.click('#older');
+      await eventually(async () => sameList(await texts(alice), all.slice(-shown)), `the newest ${shown}`);
+    }
+  } finally {
+    await stopServer(server);
+  }
+});
+
+// A tab closed right after a room was read (before the page's once-a-second save) keeps it read.
+test('a room read just before its tab closes stays read', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  try {
+    const context = await browser.newContext();
+    let alice = await join(context, server.url, 'alice', '/#qb');
+    await goRoom(alice, 'qa');
+    await clickRoom(alice, 'general');
+    // qa last: the page counts the most recently active room first, so once qb's count shows,
+    // qa's is final.
+    for (const t of ['1', '2']) assert.equal(await post(server.url, 'bob', t, { room: 'qb' }), 201);
+    for (const t of ['1', '2', '3']) assert.equal(await post(server.url, 'bob', t, { room: 'qa' }), 201);
+    await eventually(async () => await unread(alice, 'qa') === 3 && await unread(alice, 'qb') === 2, 'unread in qa and qb');
+    await new Promise((r) => setTimeout(r, 1500));  // saved as they came
+    await clickRoom(alice, 'qa');
+    await clickRoom(alice, 'general');
+    const closed = new Promise((r) => alice.once('close', r));
+    await alice.close({ runBeforeUnload: true });  // as a person closes a tab: the page hides
+    await closed;
+    alice = await context.newPage();
+    await alice.goto(server.url + '/');
+    await eventually(async () => await unread(alice, 'qb') === 2, 'qb still unread');
+    assert.equal(await unread(alice, 'qa'), 0);
+  } finally {
+    await stopServer(server);
+  }
+});
+
 test('a room read in one tab is read in the others', async () => {
   const server = await startServer(['--post-rate', '0']);
   try {
