@@ -52,7 +52,15 @@ Connection::Connection(ConnectionHost& host, int fd, const net::IpAddress& peer)
 }
 
 Connection::~Connection() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ < 0) return;
+  // Closed with output the client did not take: a plain close would leave it, and the socket, in
+  // the kernel for minutes (FIN-WAIT behind a full window), outside every limit of ours. A reset
+  // frees them now, as nginx's reset_timedout_connection does.
+  if (reset_on_close_) {
+    linger reset{1, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  }
+  ::close(fd_);
 }
 
 void Connection::on_event(uint32_t events) {
@@ -378,6 +386,7 @@ void Connection::close(std::string_view why) {
   if (closed()) return;
   state_ = State::Closed;
   close_reason_ = why;
+  if (!out_.empty()) reset_on_close_ = true;
   out_.clear();
   host_.schedule_reap(*this);
 }
@@ -386,7 +395,10 @@ void Connection::check_timeouts(int64_t now_ms) {
   const ConnectionSettings& cfg = host_.settings();
   // Whatever the state: output that the peer has not taken any of for the send timeout means a
   // reader that stopped reading; its queue is freed (an EventSource reconnects and resumes).
-  if (!closed() && !client_is_reading(now_ms, cfg.send_timeout_ms)) return close("send timeout");
+  if (!closed() && !client_is_reading(now_ms, cfg.send_timeout_ms)) {
+    reset_on_close_ = true;  // what it has not taken may all be in the kernel by now
+    return close("send timeout");
+  }
   switch (state_) {
     case State::Http: {
       if (held_ || finishing_) return;

@@ -142,6 +142,7 @@ class Connection final : public EventHandler, public Sink {
   bool finishing_ = false;  // close once the queue drains
   bool held_ = false;
   bool peer_eof_ = false;
+  bool reset_on_close_ = false;  // output is abandoned: the kernel drops it too (RST, not FIN)
   std::unique_ptr<RequestParser> parser_;
   std::string pending_input_;  // pipelined bytes not parsed yet (waiting for output to drain)
   FrameRing out_;

@@ -6,8 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -259,6 +261,31 @@ TEST(Bounds, ReadersThatAskAndNeverReadCostBoundedMemory) {
   }
   std::printf("server RSS %lu KiB after the attack\n", static_cast<unsigned long>(after));
   EXPECT_LE(after, limit) << "RSS " << before << " -> " << during << " -> " << after << " KiB";
+}
+
+// A reader the send timeout closes is reset: what it did not take goes with it. Closed plainly,
+// it stayed in the kernel behind the client's full window, in a socket that no longer counted
+// against any bound, for minutes (the client would still get all of it, then the close).
+TEST(Bounds, AReaderClosedForNotReadingIsResetNotLeftInTheKernel) {
+  ServerProcess server({"--send-timeout", "1"});
+  uint16_t port = server.port();
+  for (int i = 0; i < 100; ++i) ASSERT_NE(post_message(port, "u", std::string(2000, 'x')), 0u);
+  Client stalled(port);
+  int small = 4096;
+  setsockopt(stalled.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  std::string ask;
+  for (int i = 0; i < 4; ++i) ask += "GET /messages?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_TRUE(stalled.send(ask));
+  for (int i = 0; i < 100 && metric(port, "ssechat_open_connections") > 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(metric(port, "ssechat_open_connections"), 1u);  // the metrics request's own
+  char buf[65536];
+  ssize_t n;
+  size_t got = 0;
+  while ((n = recv(stalled.fd(), buf, sizeof buf, 0)) > 0) got += static_cast<size_t>(n);
+  int error = errno;
+  EXPECT_EQ(n, -1) << "closed plainly after " << got << " bytes";
+  EXPECT_EQ(error, ECONNRESET) << strerror(error);
 }
 
 // A static file is read once and shared: clients that fetch a large one and never read cost a
