@@ -198,7 +198,14 @@ void RequestParser::refuse_as_llhttp_did(llhttp_errno_t err) {
 // obs-fold line breaks, chunk sizes and extensions): the raw bytes of a request are bounded too.
 // A call may also carry the end of the previous request, so the bounds allow one read's worth more.
 bool RequestParser::within_raw_limits(size_t fed) {
-  if (!started_) return true;
+  // RFC 9112 2.2 lets a server skip empty lines before a request: a few, not gigabytes of them.
+  constexpr size_t kMaxEmptyLineBytes = 1024;
+  if (!started_) {
+    empty_line_bytes_ += fed;
+    if (empty_line_bytes_ <= kMaxEmptyLineBytes) return true;
+    fail(400, "too many empty lines before the request");
+    return false;
+  }
   constexpr size_t kSlack = 32 * 1024;
   raw_bytes_ += fed;
   size_t head_limit = limits_.max_url + limits_.max_headers + kSlack;
@@ -273,7 +280,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s.origin_headers_ = 0;
   s.content_type_headers_ = 0;
   s.headers_done_ = false;
-  s.raw_bytes_ = 0;
+  s.raw_bytes_ = s.empty_line_bytes_ = 0;
   s.expect_continue_ = s.continue_sent_ = s.in_body_ = false;
   s.transfer_encoding_.clear();
   s.has_transfer_encoding_ = false;
@@ -391,7 +398,8 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   }
   r.method_name = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
   s.headers_done_ = true;
-  s.keep_alive_ = llhttp_should_keep_alive(p);
+  // RFC 9112 9.3: "close" wins over "keep-alive", which llhttp forgets for HTTP/1.0.
+  s.keep_alive_ = llhttp_should_keep_alive(p) && !(p->flags & F_CONNECTION_CLOSE);
   // This server never switches protocols: Upgrade (an h2c offer, a WebSocket) is ignored and the
   // request answered as HTTP/1.1, and the connection goes on parsing HTTP/1.1 after it.
   p->upgrade = 0;

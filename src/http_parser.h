@@ -108,7 +108,8 @@ class RequestParser {
   bool has_transfer_encoding_ = false;  // even an empty one
   bool headers_done_ = false;           // what follows are chunked trailers, never taken as headers
   bool keep_alive_ = true;              // as the headers said (a trailer cannot change it)
-  size_t raw_bytes_ = 0;  // bytes fed since this request began (whitespace and framing too)
+  size_t raw_bytes_ = 0;         // bytes fed since this request began (whitespace and framing too)
+  size_t empty_line_bytes_ = 0;  // fed before it began: empty lines, which llhttp skips
   bool expect_continue_ = false;
   bool continue_sent_ = false;
   bool in_body_ = false;

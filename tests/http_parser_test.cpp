@@ -132,6 +132,28 @@ TEST(HttpParser, PathEscapesOfUnreservedCharactersAreDecoded) {
   }
 }
 
+// RFC 9112 2.2: empty lines before a request are skipped, within a bound (a client sending
+// nothing else cost the loop a gigabyte of CRLFs per request timeout).
+TEST(HttpParser, EmptyLinesBeforeARequestAreSkippedWithinABound) {
+  Outcome o = parse_chunks({"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"});
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].path, "/");
+  std::vector<std::string> chunks(513, "\r\n");  // 1026 bytes, fed as a client trickles them
+  chunks.push_back("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  o = parse_chunks(chunks);
+  EXPECT_TRUE(o.requests.empty());
+  EXPECT_EQ(o.error_status, 400);
+  // The bound is per request: as many again before the next one are fine.
+  std::string crlfs;
+  for (int i = 0; i < 500; ++i) crlfs += "\r\n";
+  chunks.assign(2, crlfs);
+  chunks.insert(chunks.begin() + 1, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+  chunks.push_back("GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+  o = parse_chunks(chunks);
+  ASSERT_EQ(o.requests.size(), 2u);
+  EXPECT_EQ(o.requests[1].path, "/b");
+}
+
 TEST(HttpParser, Http10ClosesByDefault) {
   Outcome o = parse_chunks({"GET / HTTP/1.0\r\n\r\n"});  // no Host needed in HTTP/1.0
   ASSERT_EQ(o.requests.size(), 1u);
@@ -139,6 +161,16 @@ TEST(HttpParser, Http10ClosesByDefault) {
   o = parse_chunks({"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"});
   ASSERT_EQ(o.requests.size(), 1u);
   EXPECT_TRUE(o.requests[0].keep_alive);
+  // RFC 9112 9.3: close wins, in HTTP/1.0 too (llhttp's keep-alive for 1.0 looks at keep-alive
+  // only).
+  for (std::string headers :
+       {"Connection: keep-alive, close\r\n", "Connection: close, keep-alive\r\n",
+        "Connection: keep-alive\r\nConnection: close\r\n"}) {
+    SCOPED_TRACE(headers);
+    o = parse_chunks({"GET / HTTP/1.0\r\n" + headers + "\r\n"});
+    ASSERT_EQ(o.requests.size(), 1u);
+    EXPECT_FALSE(o.requests[0].keep_alive);
+  }
 }
 
 TEST(HttpParser, UpgradeIsIgnoredAndTheNextRequestParsesAsHttp) {
