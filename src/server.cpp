@@ -136,15 +136,30 @@ bool Server::start(std::string& error, int inherited_fd) {
   }
   // One address's share: at most this many of its connections, and of its streams (auto).
   auto share = static_cast<uint32_t>(std::max<size_t>(1, max_connections / 4));
+  uint32_t per_ip = config_.max_connections_per_ip.value_or(share);
   registry_.limit_per_peer(
-      config_.max_connections_per_ip.value_or(share),
-      [this](const net::IpAddress& peer) { return policy_.trusted_proxy(peer); });
+      per_ip, [this](const net::IpAddress& peer) { return policy_.trusted_proxy(peer); });
   policy_.set_address_share(share);
+  log_connection_limits(max_connections, per_ip);
 
   reactor_.after_dispatch([this] { return after_dispatch(); });
   reactor_.every(std::chrono::seconds(1), [this] { every_second(); });
   reactor_.on_iteration = [this](int64_t us) { metrics_.observe_loop_busy(us); };
   return true;
+}
+
+// What the open-file limit made of the defaults: an office behind one NAT address needs a few
+// connections per person (the stream, the page's requests), which a low limit does not leave.
+void Server::log_connection_limits(size_t max_connections, uint32_t per_ip) const {
+  log::info("connection limits", "max_connections", max_connections, "per_ip",
+            per_ip == 0 ? std::string("unlimited") : std::to_string(per_ip));
+  constexpr uint32_t kOfficeConnections = 1000;  // 200 people, each with a page's few
+  if (!config_.max_connections_per_ip && per_ip < kOfficeConnections)
+    log::warn(
+        "the open-file limit leaves one address few connections: an office behind one NAT "
+        "address may be refused (raise the limit, e.g. LimitNOFILE=, or set "
+        "--max-connections-per-ip)",
+        "per_ip", per_ip, "max_connections", max_connections);
 }
 
 bool Server::after_dispatch() {

@@ -48,6 +48,7 @@ class Server {
 
  private:
   bool after_dispatch();
+  void log_connection_limits(size_t max_connections, uint32_t per_ip) const;
   void stop_holding();
   void every_second();
   void send_heartbeats();

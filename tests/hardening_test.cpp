@@ -344,6 +344,26 @@ double cpu_seconds(pid_t pid) {
 }
 }  // namespace
 
+// The defaults fit an office behind one NAT address only with enough descriptors: with few, the
+// limits the server works with are logged with a warning that says so; with enough, no warning.
+TEST(Hardening, AnOpenFileLimitTooLowForAnOfficeIsWarnedOf) {
+  LaunchOptions low;
+  low.max_fds = 1024;
+  ServerProcess cramped({}, true, low);
+  EXPECT_NE(cramped.log().find("connection limits\" max_connections=992 per_ip=248"),
+            std::string::npos)
+      << cramped.log();
+  EXPECT_NE(cramped.log().find("an office behind one NAT address may be refused"),
+            std::string::npos);
+  LaunchOptions enough;
+  enough.max_fds = 8192;
+  ServerProcess roomy({}, true, enough);
+  EXPECT_NE(roomy.log().find("per_ip=2040"), std::string::npos) << roomy.log();
+  EXPECT_EQ(roomy.log().find("may be refused"), std::string::npos);
+  ServerProcess chosen({"--max-connections-per-ip", "100"}, true, low);  // the operator's choice
+  EXPECT_EQ(chosen.log().find("may be refused"), std::string::npos) << chosen.log();
+}
+
 // 64 descriptors and --max-connections 1000: connections up to that would leave the journal no
 // descriptor to sync with (every POST 503) and static files none to open (404). The limit is
 // lowered to what the descriptors allow, with a warning; past it connections are closed unanswered
