@@ -412,7 +412,12 @@ TEST(History, DamagedJournalStillStartsAndKeepsWhatIsIntact) {
     // The journal was rewritten clean: a second start warns no more.
     ServerProcess again({"--data-dir", dir}, false);
     EXPECT_EQ(again.stop(SIGTERM), 0);
-    EXPECT_EQ(again.log().find("level=warn"), std::string::npos) << again.log();
+    // (A machine with few descriptors adds a warning of its own at every start.)
+    std::istringstream lines(again.log());
+    for (std::string line; std::getline(lines, line);)
+      EXPECT_TRUE(line.find("level=warn") == std::string::npos ||
+                  line.find("open-file limit") != std::string::npos)
+          << line;
   }
 }
 
