@@ -104,13 +104,15 @@ bool LocalBroker::join_duplicate(const std::string& nonce_key, PublishDone& done
 }
 
 void LocalBroker::publish(Draft draft, PublishDone done) {
-  if (!failure_.empty()) {
-    return answer(std::move(done), {PublishResult::Status::Unavailable, 0, failure_});
-  }
   // '\x1e' never starts a user name (no control characters), so the two kinds of key never meet.
   std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
   std::string nonce_key = draft.nonce.empty() ? std::string() : owner + '\x1f' + draft.nonce;
+  // A retry of a message already acknowledged gets its id while storage fails too: it is stored
+  // (what failing refused forgot its nonce), and a 503 would say it was not.
   if (!nonce_key.empty() && join_duplicate(nonce_key, done)) return;
+  if (!failure_.empty()) {
+    return answer(std::move(done), {PublishResult::Status::Unavailable, 0, failure_});
+  }
   // An id is used up once a write was tried: a failed write may still have left its record.
   uint64_t id = next_id_++;
   FrameRef frame =

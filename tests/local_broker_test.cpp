@@ -381,6 +381,36 @@ TEST(LocalBroker, FailedFsyncUnderEverysecRefusesUntilRecovered) {
   expect_posting_again_and_kept_after_restart(f, dir, {1, 2});
 }
 
+// While storage fails, a retry of a message acknowledged before still gets its id: it is stored
+// (recovery writes it again), and a 503 would tell its sender it was not. What failing refused
+// is not known by its nonce: its retry is refused too, and stored once storage is back.
+TEST(LocalBroker, ARetryOfAnAcknowledgedMessageGetsItsIdWhileStorageFails) {
+  std::string dir = journal_temp_dir();
+  FaultyIo io;
+  Fixture f(broker_options(dir, FsyncPolicy::EverySec, &io));
+  f.start();
+  PublishResult before = f.publish_and_wait("before", "n1");
+  ASSERT_EQ(before.status, Status::Created);
+  io.datasync_errno = EIO;
+  PublishResult unsynced = f.publish_and_wait("written, not yet synced", "n2");
+  ASSERT_EQ(unsynced.status, Status::Created);
+  ASSERT_TRUE(f.run_until([&] { return f.broker->unavailable().has_value(); }));
+  PublishResult again = f.publish_and_wait("before", "n1");
+  EXPECT_EQ(again.status, Status::Duplicate);
+  EXPECT_EQ(again.id, before.id);
+  again = f.publish_and_wait("written, not yet synced", "n2");
+  EXPECT_EQ(again.status, Status::Duplicate);
+  EXPECT_EQ(again.id, unsynced.id);
+  EXPECT_EQ(f.publish_and_wait("refused", "n3").status, Status::Unavailable);
+  EXPECT_EQ(f.publish_and_wait("refused", "n3").status, Status::Unavailable);
+  io.datasync_errno = 0;
+  f.tick();
+  ASSERT_FALSE(f.broker->unavailable());
+  PublishResult stored = f.publish_and_wait("refused", "n3");
+  EXPECT_EQ(stored.status, Status::Created);
+  EXPECT_GT(stored.id, unsynced.id);
+}
+
 TEST(LocalBroker, FailedCompactionRefusesAndIsRetriedOnlyOnTheTick) {
   std::string dir = journal_temp_dir();
   FaultyIo io;
