@@ -14,6 +14,8 @@ const DEFAULT_ROOM = 'general';
 const SAVED_ROOMS = 1024;      // the most joined rooms read back from localStorage
 const KEEP_PER_ROOM = 1000;    // messages kept in memory per room
 const PAGE = 100;              // messages a room opens with, and a "Load older messages" adds
+const DIRECTORY_POLL_MS = 30000;  // GET /rooms again (the other rooms; a check the stream lives)
+const STREAM_GRACE_MS = 5000;  // a message the server has and the stream not: dead after this
 const ROOMS_KEY = 'sse-chat-rooms';
 const NAME_KEY = 'sse-chat-name';
 const SEEN_KEY = 'sse-chat-seen';  // per room, the newest id this browser has shown
@@ -796,6 +798,27 @@ async function checkSession() {
   return false;
 }
 
+// A stream can die without a word: a NAT or Wi-Fi change drops its path, and the browser, only
+// reading, never learns (the server's heartbeats are comments, which EventSource does not show).
+// So the leader compares: when GET /rooms (polled anyway) names a message of a streamed room the
+// stream has not delivered, and STREAM_GRACE_MS later it still has delivered nothing, the stream is reopened
+// from its last id. Nothing is lost either way; a quiet room costs nothing.
+function checkStreamAlive() {
+  if (!owner || !source || source.readyState !== EventSource.OPEN) return;
+  const owed = directory.filter((d) => streamRooms.has(d.room)).reduce((max, d) => Math.max(max, Number(d.last_id) || 0), 0);
+  if (owed <= streamId) return;
+  const es = source;
+  const had = streamId;
+  setTimeout(() => {
+    // Delivering anything (a long replay on a slow link, say) is alive.
+    if (source !== es || es.readyState !== EventSource.OPEN || streamId >= owed || streamId > had) return;
+    es.close();
+    source = null;
+    ownerEvent('status', { text: 'reconnecting…', cls: 'reconnecting' });
+    openStream();
+  }, STREAM_GRACE_MS);
+}
+
 // Reopens the stream when its rooms or reader name changed (only in the tab that owns it).
 function syncStream() {
   if (!owner || (source && sourceKey === streamQuery())) return;
@@ -1171,5 +1194,5 @@ $('new-messages').addEventListener('click', () => {
   streamId = Math.max(streamId, newest, loaded);
   connect();
   loadUnread().catch(() => {});
-  setInterval(() => loadDirectory().catch(() => {}), 30000);
+  setInterval(() => loadDirectory().then(checkStreamAlive).catch(() => {}), DIRECTORY_POLL_MS);
 })();

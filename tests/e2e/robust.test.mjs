@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import {
   clickRoom, eventually, join, launchBrowser, people, post, roomTexts, say, startServer, stopServer, texts, unread,
   viewing,
@@ -28,6 +29,34 @@ async function postMany(url, count, parallel = 200) {
     assert.ok(codes.every((c) => c === 201), 'every POST stored');
   }
   agent.destroy();
+}
+
+// A TCP proxy in front of the server whose stream connections can be made to go silent while
+// staying open, as when a NAT or Wi-Fi change drops the path: nothing arrives, nothing fails.
+function freezingProxy(port) {
+  const pairs = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    const pair = { client, upstream, stream: false, frozen: false };
+    pairs.push(pair);
+    client.on('data', (d) => {
+      // A stream may come on a connection that carried other requests first.
+      if (d.toString('latin1').includes('GET /events')) pair.stream = true;
+      if (!pair.frozen) upstream.write(d);
+    });
+    upstream.on('data', (d) => { if (!pair.frozen) client.write(d); });
+    const end = () => { client.destroy(); upstream.destroy(); };
+    for (const s of [client, upstream]) { s.on('error', end); s.on('close', end); }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+    url: `http://127.0.0.1:${server.address().port}`,
+    freezeStreams: () => {
+      const open = pairs.filter((p) => p.stream && !p.client.destroyed);
+      for (const p of open) p.frozen = true;
+      return open.length;
+    },
+    close: () => { for (const p of pairs) { p.client.destroy(); p.upstream.destroy(); } server.close(); },
+  })));
 }
 
 // Counts the insertions into the message list (DOM mutations that add nodes).
@@ -84,6 +113,26 @@ test('a burst of thousands of messages: drawn in batches, in order, and the page
     assert.equal(await page.isVisible('#new-messages'), true);
     assert.equal((await shownIds(page)).length, 1000);
   } finally {
+    await stopServer(server);
+  }
+});
+
+// The page checks its stream against GET /rooms, which it polls anyway (every 30 s): a message
+// the stream has not delivered 5 s after the server named it reopens the stream from its last id.
+test('a stream whose connection went silent is noticed and reopened, and nothing is lost', async () => {
+  const server = await startServer(['--post-rate', '0']);
+  const proxy = await freezingProxy(server.port);
+  try {
+    const page = await join(await browser.newContext(), proxy.url, 'wanderer');
+    assert.equal(await post(server.url, 'bob', 'before'), 201);
+    await eventually(async () => (await texts(page)).includes('before'), 'the first message');
+    assert.equal(proxy.freezeStreams(), 1);
+    assert.equal(await post(server.url, 'bob', 'while the path was gone'), 201);
+    await eventually(async () => JSON.stringify(await texts(page)) === JSON.stringify(['before', 'while the path was gone']),
+      'the message, through a new stream', 50000);
+    assert.equal(await page.textContent('#status'), 'connected');
+  } finally {
+    proxy.close();
     await stopServer(server);
   }
 });
