@@ -9,8 +9,11 @@
 #include <cassert>
 #include <charconv>
 #include <ctime>
+#include <deque>
 #include <map>
+#include <optional>
 #include <random>
+#include <unordered_map>
 
 #include "log.h"
 #include "redis_scripts.h"
@@ -433,44 +436,68 @@ struct RedisBroker::Warmup {
   bool refused = false;  // a read got an error (Redis still loading, say): warm up again later
   struct Message {
     uint64_t id;
-    std::string room;
+    const std::string* room;  // in room_names
     FrameRef frame;
+    bool newest;  // its room's
   };
   uint64_t since = 0;                // the data set's first id (0: none yet)
   uint64_t dropped = 0;              // the newest id of a room Redis dropped
   std::string losses_from = "0-0";   // the newest entry of {p}:losses
   uint64_t lost_after = UINT64_MAX;  // the span the losses recorded there cover
   uint64_t lost_through = 0;
-  size_t rooms = 0;  // rooms read
-  // Each room's newest message, and the others by id. The hub keeps only the newest messages of
-  // all rooms that fit its byte bound, dropping the oldest first: an older one goes as soon as
-  // those held from it on pass that bound, so warming up holds about the bound, not every room's
-  // --history. A room's newest stays: the hub keeps a room whose messages it dropped.
-  std::vector<Message> newest;
-  std::map<uint64_t, Message> older;
-  uint64_t older_bytes = 0;
-  std::vector<std::pair<std::string, uint64_t>> floors;  // rooms whose oldest messages are gone
+  size_t rooms = 0;                    // rooms read
+  std::deque<std::string> room_names;  // one per room read (messages point here)
 
-  void hold(Message message, bool is_newest) {
-    if (is_newest) return newest.push_back(std::move(message));
-    older_bytes += kept_cost(message.frame);
-    older.emplace(message.id, std::move(message));
+  // The hub keeps the newest messages of all rooms that fit its byte bound, the globally oldest
+  // dropped first. Warming up reads room after room, not in id order, but once the messages held
+  // from some id on pass the bound, the hub would drop that id and every older one, whenever
+  // they are read: they are left behind at once, so it holds about the bound, not every room's
+  // --history. Two kinds are handed over all the same, and the hub drops them as it would have:
+  // each room's newest (the hub keeps a room whose messages it dropped), and the newest message
+  // left behind (with what is held it passes the bound, so the hub also drops all that is older).
+  std::map<uint64_t, Message> held;
+  uint64_t held_bytes = 0;
+  std::optional<Message> last_left_behind;
+  std::vector<Message> newest_left_behind;
+  std::unordered_map<const std::string*, uint64_t> floors;  // rooms whose oldest messages are gone
+
+  const std::string* add_room(const std::string& room) { return &room_names.emplace_back(room); }
+
+  void raise_floor(const std::string* room, uint64_t through) {
+    uint64_t& floor = floors[room];
+    floor = std::max(floor, through);
   }
 
-  void trim(uint64_t bound) {
-    while (older_bytes > bound && !older.empty()) {
-      auto oldest = older.begin();
-      older_bytes -= kept_cost(oldest->second.frame);
-      floors.emplace_back(std::move(oldest->second.room), oldest->first);
-      older.erase(oldest);
+  void hold(Message message, uint64_t bound) {
+    if (last_left_behind && message.id < last_left_behind->id)
+      return leave_behind(std::move(message));
+    held_bytes += kept_cost(message.frame);
+    held.emplace(message.id, std::move(message));
+    while (held_bytes > bound && !held.empty()) {
+      auto oldest = held.begin();
+      held_bytes -= kept_cost(oldest->second.frame);
+      leave_behind(std::move(oldest->second));
+      held.erase(oldest);
     }
   }
 
+  void leave_behind(Message message) {
+    if (!message.newest) raise_floor(message.room, message.id);
+    if (last_left_behind && message.id < last_left_behind->id) {
+      if (message.newest) newest_left_behind.push_back(std::move(message));
+      return;
+    }
+    if (last_left_behind && last_left_behind->newest)
+      newest_left_behind.push_back(std::move(*last_left_behind));
+    last_left_behind = std::move(message);
+  }
+
   std::vector<Message> take_in_id_order() {
-    std::vector<Message> all = std::move(newest);
-    all.reserve(all.size() + older.size());
-    for (auto& [id, message] : older) all.push_back(std::move(message));
-    older.clear();
+    std::vector<Message> all = std::move(newest_left_behind);
+    all.reserve(all.size() + held.size() + 1);
+    if (last_left_behind) all.push_back(std::move(*last_left_behind));
+    for (auto& [id, message] : held) all.push_back(std::move(message));
+    held.clear();
     std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
     return all;
   }
@@ -582,17 +609,18 @@ void RedisBroker::maybe_warm() {
   };
   auto each = [this, warm](const std::string& room, redisReply* e) {
     ++warm->rooms;
+    const std::string* name = warm->add_room(room);
     uint64_t before_oldest = 0;  // the prev of the oldest read: gone from memory
     bool newest = true;
     for (size_t k = 0; k < e->elements; ++k)  // newest first
       if (auto entry = entry_of(e->element[k])) {
-        warm->hold({entry->id, room, message_frame(entry->id, entry->json)}, newest);
+        warm->hold({entry->id, name, message_frame(entry->id, entry->json), newest},
+                   options_.history_bytes);
         newest = false;
         before_oldest = entry->prev;
       }
     // Also when Redis kept fewer than --history (a node with a shorter one trimmed the stream).
-    if (before_oldest > 0) warm->floors.emplace_back(room, before_oldest);
-    warm->trim(options_.history_bytes);
+    if (before_oldest > 0) warm->raise_floor(name, before_oldest);
   };
   read_rooms(
       {"ZREVRANGE", key("rooms"), "0", std::to_string(options_.max_rooms - 1)}, range, each,
@@ -620,8 +648,8 @@ void RedisBroker::finish_warmup(Warmup& warm) {
   }
   sink_.restore_base(last_seen_,
                      std::max(lost_through, losses_known_ && warm.since > 0 ? warm.since - 1 : 0));
-  for (const auto& m : messages) sink_.on_committed(m.id, m.room, m.frame, true);
-  for (const auto& [room, through] : warm.floors) sink_.restore_floor(room, through);
+  for (const auto& m : messages) sink_.on_committed(m.id, *m.room, m.frame, true);
+  for (const auto& [room, through] : warm.floors) sink_.restore_floor(*room, through);
   // Redis may keep rooms beyond the most active max_rooms read here.
   if (warm.rooms >= options_.max_rooms) sink_.not_restored_through(last_seen_);
   // Rooms Redis dropped may have had messages up to this.
@@ -796,7 +824,12 @@ std::optional<bool> RedisBroker::skipped(uint64_t after, uint64_t through) const
 struct RedisBroker::Fill {
   uint64_t after = 0;    // the last id delivered
   uint64_t through = 0;  // the last id missed
-  std::vector<Warmup::Message> messages;
+  struct Message {
+    uint64_t id;
+    std::string room;
+    FrameRef frame;
+  };
+  std::vector<Message> messages;
   std::vector<std::pair<std::string, uint64_t>> holes;  // room -> the newest id it lost
   std::vector<std::string> read;  // rooms whose stream still had entries after `after`
   uint64_t dropped = 0;           // the newest id of a room Redis dropped

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -953,45 +954,76 @@ TEST(RedisBroker, AWarmedRoomTrimmedBelowTheHistoryStillHasItsFloor) {
 
 // Warming up holds what the hub will keep, not every room's --history: the oldest messages past
 // the byte bound are left behind as they are read, and the hub ends as it would had it taken them
-// all (the same messages kept, the same floors, a room whose messages all fell out still made).
+// all (the same messages kept, the same floors, a room whose messages all fell out still made),
+// whatever the sizes of the messages and the order the rooms are read in.
 TEST(RedisBroker, WarmingUpHoldsNoMoreThanTheHubKeeps) {
   Cluster c;
   ASSERT_TRUE(c.ready_at_start);
+  std::vector<std::string> rooms = {"quiet", "r0", "r1", "r2", "r3", "r4"};
   ASSERT_EQ(c.post(c.a, "the quiet room's only message", "", "quiet").status, Status::Created);
-  for (int i = 0; i < 300; ++i)
-    ASSERT_EQ(c.post(c.a, std::string(100, 'x'), "", "r" + std::to_string(i % 3)).status,
-              Status::Created);
-  uint64_t bound = 0;  // the newest 40 messages' worth
-  c.a.hub.for_each_kept([&, n = 0](uint64_t, std::string_view, const sse::FrameRef& f) mutable {
-    if (++n > 301 - 40) bound += sse::kept_cost(f);
-  });
-  sse::Hub reference({1000, bound, 1000});  // given everything, as before
-  c.a.hub.for_each_kept([&](uint64_t id, std::string_view room, const sse::FrameRef& f) {
-    reference.on_committed(id, room, f, true);
-  });
-  reference.restored();
-
-  Node late(c.reactor, c.redis.url(), 1000, bound);
-  ASSERT_TRUE(run_until(c.reactor, [&] { return !late.broker->unavailable(); }));
-  // 40 within the bound, each room's newest, and the few the rooms' newest leave room for.
-  EXPECT_LE(late.restored_ids.size(), 50u);
+  std::mt19937 random(7);
+  for (int i = 0; i < 300; ++i) {
+    std::string text(1 + random() % (i % 10 == 0 ? 1900 : 300), 'x');
+    ASSERT_EQ(c.post(c.a, text, "", rooms[1 + random() % 5]).status, Status::Created);
+  }
+  // The reference below is a's hub: it has what it posted once its feed brought it back.
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.hub.kept_messages() == 301; }));
   auto kept = [](const sse::Hub& hub, const std::string& room) {
     std::vector<uint64_t> ids;
     for (auto& f : hub.kept_page(room, {std::nullopt, std::nullopt, 1000}))
       ids.push_back(sse::frame_id(*f.get()));
     return ids;
   };
-  for (std::string room : {"quiet", "r0", "r1", "r2"}) {
-    SCOPED_TRACE(room);
-    const sse::Room* got = late.hub.find(room);
-    const sse::Room* want = reference.find(room);
-    ASSERT_TRUE(got && want);
-    EXPECT_EQ(got->dropped_through(), want->dropped_through());
-    EXPECT_EQ(got->last_id(), want->last_id());
-    EXPECT_EQ(kept(late.hub, room), kept(reference, room));
+  for (uint64_t bound : {1500, 4000, 9000, 20000, 60000}) {
+    SCOPED_TRACE("bound " + std::to_string(bound));
+    sse::Hub reference({1000, bound, 1000});  // given everything, as before
+    c.a.hub.for_each_kept([&](uint64_t id, std::string_view room, const sse::FrameRef& f) {
+      reference.on_committed(id, room, f, true);
+    });
+    reference.restored();
+    Node late(c.reactor, c.redis.url(), 1000, bound);
+    ASSERT_TRUE(run_until(c.reactor, [&] { return !late.broker->unavailable(); }));
+    // What the hub keeps, each room's newest, and the newest of those left behind.
+    EXPECT_LE(late.restored_ids.size(), reference.kept_messages() + rooms.size() + 1);
+    for (const std::string& room : rooms) {
+      SCOPED_TRACE(room);
+      const sse::Room* got = late.hub.find(room);
+      const sse::Room* want = reference.find(room);
+      ASSERT_TRUE(got && want);
+      EXPECT_EQ(got->dropped_through(), want->dropped_through());
+      EXPECT_EQ(got->last_id(), want->last_id());
+      EXPECT_EQ(kept(late.hub, room), kept(reference, room));
+    }
+    EXPECT_EQ(late.hub.kept_bytes(), reference.kept_bytes());
+    EXPECT_EQ(late.hub.find("quiet")->dropped_through(), late.hub.find("quiet")->last_id());
   }
-  EXPECT_EQ(late.hub.find("quiet")->dropped_through(), late.hub.find("quiet")->last_id());
-  EXPECT_EQ(late.hub.kept_bytes(), reference.kept_bytes());
+}
+
+// Rooms are read most recently active first: a big message of the first room read, left behind,
+// leaves behind an older small one read later too, though that one alone would fit (the hub,
+// taking them in id order, drops both).
+TEST(RedisBroker, WarmingUpLeavesBehindWhatIsOlderThanWhatItLeftBehind) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  std::vector<std::pair<std::string, size_t>> posts = {
+      {"c", 10}, {"a", 1900}, {"a", 1500}, {"c", 10}, {"a", 10}};  // room, text length
+  for (auto& [room, length] : posts)
+    ASSERT_EQ(c.post(c.a, std::string(length, 'x'), "", room).status, Status::Created);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return c.a.hub.kept_messages() == posts.size(); }));
+  std::vector<uint64_t> cost;  // in id order
+  c.a.hub.for_each_kept([&](uint64_t, std::string_view, const sse::FrameRef& f) {
+    cost.push_back(sse::kept_cost(f));
+  });
+  uint64_t bound = cost[0] + cost[2] + cost[3] + cost[4];  // all but the big one
+  ASSERT_GT(cost[1] + cost[2] + cost[3] + cost[4], bound);
+  Node late(c.reactor, c.redis.url(), 1000, bound);
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !late.broker->unavailable(); }));
+  std::vector<uint64_t> c_kept;
+  for (auto& f : late.hub.kept_page("c", {std::nullopt, std::nullopt, 10}))
+    c_kept.push_back(sse::frame_id(*f.get()));
+  EXPECT_EQ(c_kept.size(), 1u);  // its first message went with the big one after it
+  EXPECT_EQ(late.hub.kept_messages(), 3u);
+  EXPECT_GT(late.hub.find("c")->dropped_through(), 0u);
 }
 
 // Junk in the log (an entry whose "prev" is not before it, or whose JSON would break an SSE
