@@ -95,7 +95,7 @@ async function loadUnread() {
     for (const msg of page) receive({ ...msg, room: msg.room || d.room }, false);
     const r = room(d.room);
     markSeen(r, seen);
-    r.unreadMore = page.length === PAGE && page.every((m) => m.id > seen);
+    r.unreadMore = r.unread > 0 && page.length === PAGE && page.every((m) => m.id > seen);
   }
   renderRooms();
 }
@@ -805,7 +805,9 @@ async function checkSession() {
 // from its last id. Nothing is lost either way; a quiet room costs nothing.
 function checkStreamAlive() {
   if (!owner || !source || source.readyState !== EventSource.OPEN) return;
-  const owed = directory.filter((d) => streamRooms.has(d.room)).reduce((max, d) => Math.max(max, Number(d.last_id) || 0), 0);
+  // A room keeping no messages may still have a last id (a floor it was made with): nothing to deliver.
+  const owed = directory.filter((d) => streamRooms.has(d.room) && Number(d.messages) > 0)
+    .reduce((max, d) => Math.max(max, Number(d.last_id) || 0), 0);
   if (owed <= streamId) return;
   const es = source;
   const had = streamId;
@@ -931,6 +933,7 @@ function markSeen(r, id) {
   saveSeenSoon();
   const fresh = [...r.messages.values()].filter((m) => m.id > r.seenThrough && m.user !== me);
   r.unread = r === rooms.get(current) ? 0 : fresh.length;
+  if (r.unread === 0) r.unreadMore = false;  // read (in another tab, say): counted exactly from here
 }
 
 function applyLeave(name) {

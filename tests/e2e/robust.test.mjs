@@ -117,22 +117,69 @@ test('a burst of thousands of messages: drawn in batches, in order, and the page
   }
 });
 
-// The page checks its stream against GET /rooms, which it polls anyway (every 30 s): a message
-// the stream has not delivered 5 s after the server named it reopens the stream from its last id.
+// Opens the page with a clock the test can move forward (the stream check runs at each 30 s poll
+// of GET /rooms, then waits 5 s): `poll()` runs one such check to its end.
+async function joinWithClock(context, url, name) {
+  const page = await context.newPage();
+  await page.clock.install();
+  await page.goto(url + '/');
+  await page.fill('#name', name);
+  await page.click('#join button[type=submit]');
+  await page.waitForSelector('#composer:not([hidden])');
+  await eventually(async () => (await page.textContent('#status')) === 'connected', 'the stream');
+  const poll = async () => {
+    const polled = page.waitForResponse((r) => r.url().includes('/rooms?limit=50'));
+    await page.clock.fastForward(30000);
+    await polled;
+    await page.clock.fastForward(6000);
+  };
+  return { page, poll };
+}
+
+// The page checks its stream against GET /rooms, which it polls anyway: a message the stream has
+// not delivered 5 s after the server named it reopens the stream from its last id.
 test('a stream whose connection went silent is noticed and reopened, and nothing is lost', async () => {
   const server = await startServer(['--post-rate', '0']);
   const proxy = await freezingProxy(server.port);
   try {
-    const page = await join(await browser.newContext(), proxy.url, 'wanderer');
+    const { page, poll } = await joinWithClock(await browser.newContext(), proxy.url, 'wanderer');
     assert.equal(await post(server.url, 'bob', 'before'), 201);
     await eventually(async () => (await texts(page)).includes('before'), 'the first message');
     assert.equal(proxy.freezeStreams(), 1);
     assert.equal(await post(server.url, 'bob', 'while the path was gone'), 201);
+    await poll();
     await eventually(async () => JSON.stringify(await texts(page)) === JSON.stringify(['before', 'while the path was gone']),
-      'the message, through a new stream', 50000);
+      'the message, through a new stream');
     assert.equal(await page.textContent('#status'), 'connected');
   } finally {
     proxy.close();
+    await stopServer(server);
+  }
+});
+
+// A room keeping no messages may have a last id all the same (one made again after --max-rooms
+// forgot it keeps the one it had): no message of it is owed, and a healthy stream is left alone.
+test('a quiet stream carrying a room with a last id but no messages is not reopened', async () => {
+  const server = await startServer(['--post-rate', '0', '--max-rooms', '3']);
+  try {
+    const { page, poll } = await joinWithClock(await browser.newContext(), server.url, 'alice');
+    for (const room of ['x', 'y', 'z']) assert.equal(await post(server.url, 'bob', 'hi', { room }), 201);
+    const rooms = await (await fetch(server.url + '/rooms')).json();
+    assert.ok(!rooms.some((d) => d.room === 'x'), 'x was forgotten');
+    await page.fill('#room-name', 'x');
+    await page.press('#room-name', 'Enter');
+    await eventually(async () => {
+      const x = (await (await fetch(server.url + '/rooms')).json()).find((d) => d.room === 'x');
+      return x && x.messages === 0 && x.last_id > 0;
+    }, 'x made again, with its last id and no messages');
+    const opened = [];
+    page.on('request', (r) => { if (r.url().includes('/events?')) opened.push(r.url()); });
+    await eventually(async () => (await page.textContent('#status')) === 'connected', 'the stream');
+    const before = opened.length;
+    await poll();
+    await poll();
+    assert.equal(opened.length, before, 'the stream was reopened');
+  } finally {
     await stopServer(server);
   }
 });

@@ -120,11 +120,19 @@ test('more than a page came while the page was closed: 100+ unread, then every m
     await alice.goto(server.url + '/');
     await eventually(async () => await unread(alice, 'many') === '100+', '100+ unread in many');
     assert.equal(await alice.title(), '(100+) #general · sse-chat');
+    // Read in another tab: counted exactly again from there.
+    const other = await join(context, server.url, 'alice', '/#many');
+    await eventually(async () => await unread(alice, 'many') === 0, 'read in the other tab');
+    await clickRoom(other, 'general');
+    await other.close();
+    assert.equal(await post(server.url, 'bob', 'm320', { room: 'many' }), 201);
+    await eventually(async () => await unread(alice, 'many') === 1, 'one unread, exactly');
     await clickRoom(alice, 'many');
     const all = await roomTexts(server.url, 'many');
-    assert.equal(all.length, 320);
-    await eventually(async () => sameList(await texts(alice), all.slice(-100)), 'the newest 100');
-    for (const shown of [200, 300]) {
+    assert.equal(all.length, 321);
+    // The newest 100 it loaded, and the one that came live since: a tail of the room, no hole.
+    await eventually(async () => sameList(await texts(alice), all.slice(-101)), 'the newest 101');
+    for (const shown of [201, 301]) {
       await alice.click('#older');
       await eventually(async () => sameList(await texts(alice), all.slice(-shown)), `the newest ${shown}`);
     }
