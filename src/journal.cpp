@@ -512,6 +512,15 @@ std::unique_ptr<Journal> Journal::open(const Options& options,
   }
   if (created) j->io_.sync_dir(parent_of(j->dir_));
   if (!j->take_lock(error)) return nullptr;
+  // Compaction and recovery rename a new file over the journal's name: a symlink there would be
+  // replaced by the first of them, its target left behind unchanged, for good.
+  struct stat link;
+  if (lstat(j->path_.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+    error = "the journal " + j->path_ +
+            " is a symbolic link, which its first rewrite would replace: point --data-dir at the "
+            "directory it leads to instead";
+    return nullptr;
+  }
   // A rewrite a crash interrupted left its new file: a copy of the window, taking disk space.
   for (const char* leftover : {".tmp", ".compact"}) unlink((j->path_ + leftover).c_str());
   // Each record is handed on as it is read; a damaged file is rewritten afterwards from its good

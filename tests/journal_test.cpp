@@ -296,6 +296,23 @@ TEST(JournalFile, ANewFileLeftByACrashIsRemovedAtStart) {
   std::filesystem::remove_all(dir);
 }
 
+// A journal that is a symlink (to keep it elsewhere) would be replaced by the first rewrite, its
+// target left stale: refused at start, saying what to do instead.
+TEST(JournalFile, AJournalThatIsASymlinkIsRefusedAtStart) {
+  std::string dir = journal_dir(), elsewhere = journal_dir();
+  { auto journal = open_journal(elsewhere); }
+  std::filesystem::create_symlink(elsewhere + "/journal", dir + "/journal");
+  sse::JournalLoad load;
+  std::string error;
+  auto journal = sse::Journal::open(
+      {dir, sse::FsyncPolicy::EverySec, nullptr}, [](JournalRecord&&) {}, load, error);
+  EXPECT_FALSE(journal);
+  EXPECT_NE(error.find("is a symbolic link"), std::string::npos) << error;
+  EXPECT_NE(error.find("--data-dir"), std::string::npos) << error;
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(elsewhere);
+}
+
 // A compaction writes the given records on its thread while appends go on; the new file holds them
 // followed by everything appended meanwhile, at the offsets finish_compaction() reports.
 TEST(JournalFile, ACompactionKeepsWhatWasAppendedMeanwhileAtTheOffsetsItReports) {
