@@ -267,8 +267,18 @@ void LocalBroker::try_recover() {
   adopt_from_ = journal_->refused_left() ? next_id_ : last_committed_ + 1;
   auto adopt = [this](JournalRecord&& r) { adopt_record(std::move(r)); };
   if (!journal_->prepare_recovery(adopt, error) ||
-      !journal_->start_compaction(compaction_window(), 0, error))
-    return log::debug("journal still failing", "error", error);
+      !journal_->start_compaction(compaction_window(), 0, error)) {
+    // Each new reason once (another sse-chat holding the directory, say): it may not be the
+    // failure /healthz still names.
+    if (error != recovery_error_)
+      log::warn("journal recovery failed; POSTs are still refused", "error", error, "data_dir",
+                options_.data_dir);
+    else
+      log::debug("journal still failing", "error", error);
+    recovery_error_ = error;
+    return;
+  }
+  recovery_error_.clear();
   floors_after_recovery_ = false;  // the window has every floor so far
 }
 

@@ -113,6 +113,7 @@ class LocalBroker final : public Broker {
   uint64_t adopt_from_ = 0;  // while recovering: ids from here on were not given by this server
   bool floors_after_recovery_ = false;  // a room was forgotten while a recovery wrote
   std::string failure_;                 // empty while storage works
+  std::string recovery_error_;          // why the last recovery failed (logged when it changes)
   // A fault that comes back as soon as storage recovers (a file size limit) is retried less and
   // less often, so that the log and /healthz do not flap once a second.
   int64_t recovered_at_ms_ = -1;

@@ -1,9 +1,12 @@
 // The delivery guarantee when storage misbehaves, over real sockets against the real binary: a
 // removed data directory, the same nonce racing the disk, ids at the top of the range. (Disk
 // failures that need injection, such as EIO from fdatasync, are driven in local_broker_test.)
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
@@ -127,6 +130,46 @@ TEST(Durability, AFileSizeLimitAnswers503InsteadOfKillingTheServer) {
   server.stop(SIGKILL);
   ServerProcess restarted({"--data-dir", dir}, false);
   EXPECT_EQ(kept_ids(restarted.port()), acknowledged);
+}
+
+// Another process took the data directory's lock after it was cleared by hand: POSTs are refused
+// until it lets go, and the log says why once (the failure /healthz names is the first one, the
+// lock lost), not only at debug level on every retry.
+TEST(Durability, ARecoveryBlockedByAnotherHolderOfTheLockSaysWhyOnce) {
+  std::string dir = make_temp_dir();
+  ServerProcess server({"--data-dir", dir}, false);
+  ASSERT_EQ(post_message(server.port(), "alice", "before"), 1u);
+  int held = -1;
+  for (int i = 0; i < 50 && held < 0; ++i) {  // the server retakes it within a second: race it
+    std::filesystem::remove(dir + "/lock");
+    int fd = open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+      held = fd;
+    else if (fd >= 0)
+      close(fd);
+  }
+  ASSERT_GE(held, 0);
+  const std::string why = "journal recovery failed; POSTs are still refused";
+  auto count = [&](const std::string& text) {
+    std::string log = server.log();
+    size_t n = 0;
+    for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+    return n;
+  };
+  for (int i = 0; i < 100 && count(why) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_NE(server.log().find("in use by another sse-chat"), std::string::npos) << server.log();
+  Client c(server.port());
+  auto refused = c.post_json(R"({"user":"alice","text":"while held"})");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // a few more retries
+  EXPECT_EQ(count(why), 1u) << server.log();
+  close(held);
+  uint64_t after = 0;
+  for (int i = 0; i < 200 && !(after = post_message(server.port(), "alice", "after")); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_GT(after, 1u);
 }
 
 // A lock file cleared by hand ("stale lock") is taken again within a second, so a second server
