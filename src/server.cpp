@@ -154,7 +154,8 @@ void Server::log_connection_limits(size_t max_connections, uint32_t per_ip) cons
   log::info("connection limits", "max_connections", max_connections, "per_ip",
             per_ip == 0 ? std::string("unlimited") : std::to_string(per_ip));
   constexpr uint32_t kOfficeConnections = 1000;  // 200 people, each with a page's few
-  if (!config_.max_connections_per_ip && per_ip < kOfficeConnections)
+  if (!config_.max_connections_per_ip && config_.max_connections == 0 &&
+      per_ip < kOfficeConnections)
     log::warn(
         "the open-file limit leaves one address few connections: an office behind one NAT "
         "address may be refused (raise the limit, e.g. LimitNOFILE=, or set "
