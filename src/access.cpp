@@ -250,14 +250,10 @@ std::optional<std::string_view> bearer_token(std::string_view authorization) {
 
 std::string_view cookie_value(std::string_view header, std::string_view name) {
   while (!header.empty()) {
-    size_t end = header.find(';');
-    std::string_view pair = ascii::trim_ows(header.substr(0, end));
-    header = end == std::string_view::npos ? std::string_view{} : header.substr(end + 1);
+    std::string_view pair = ascii::take_element(header, ';');
     size_t eq = pair.find('=');
     if (eq == std::string_view::npos || ascii::trim_ows(pair.substr(0, eq)) != name) continue;
-    std::string_view value = ascii::trim_ows(pair.substr(eq + 1));
-    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-      value = value.substr(1, value.size() - 2);
+    std::string_view value = ascii::unquote(ascii::trim_ows(pair.substr(eq + 1)));
     if (!value.empty()) return value;  // a cleared one (another Path) may come first
   }
   return {};

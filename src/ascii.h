@@ -34,4 +34,20 @@ inline std::string_view trim_ows(std::string_view s) {
   return s;
 }
 
+// Takes the next element of a `separator`-delimited list (a header's parameters, cookies, hops)
+// off the front of `list`, without the whitespace around it.
+inline std::string_view take_element(std::string_view& list, char separator) {
+  size_t end = list.find(separator);
+  std::string_view element = trim_ows(list.substr(0, end));
+  list = end == std::string_view::npos ? std::string_view{} : list.substr(end + 1);
+  return element;
+}
+
+// A value without the double quotes around it, if it has them (no escapes are undone).
+inline std::string_view unquote(std::string_view value) {
+  if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+    return value.substr(1, value.size() - 2);
+  return value;
+}
+
 }  // namespace sse::ascii

@@ -104,26 +104,16 @@ std::string_view hop_address(std::string_view v) {
 std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_view forwarded) {
   std::vector<std::string_view> hops;
   if (!xff.empty()) {
-    while (!xff.empty()) {
-      size_t comma = xff.find(',');
-      hops.push_back(hop_address(ascii::trim_ows(xff.substr(0, comma))));
-      xff = comma == std::string_view::npos ? std::string_view{} : xff.substr(comma + 1);
-    }
+    while (!xff.empty()) hops.push_back(hop_address(ascii::take_element(xff, ',')));
     return hops;
   }
   // Forwarded: for=192.0.2.1;proto=https, for="[2001:db8::1]:4711"
   while (!forwarded.empty()) {
-    size_t comma = forwarded.find(',');
-    std::string_view element = forwarded.substr(0, comma);
-    forwarded = comma == std::string_view::npos ? std::string_view{} : forwarded.substr(comma + 1);
+    std::string_view element = ascii::take_element(forwarded, ',');
     while (!element.empty()) {
-      size_t semi = element.find(';');
-      std::string_view pair = ascii::trim_ows(element.substr(0, semi));
-      element = semi == std::string_view::npos ? std::string_view{} : element.substr(semi + 1);
-      if (!ascii::iequals(pair.substr(0, 4), "for=")) continue;
-      std::string_view v = pair.substr(4);
-      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-      hops.push_back(hop_address(v));
+      std::string_view pair = ascii::take_element(element, ';');
+      if (ascii::iequals(pair.substr(0, 4), "for="))
+        hops.push_back(hop_address(ascii::unquote(pair.substr(4))));
     }
   }
   return hops;

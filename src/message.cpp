@@ -25,20 +25,13 @@ MediaType classify(std::string_view content_type) {
 
 // The charset parameter's value, unquoted; empty when there is none.
 std::string_view charset_of(std::string_view content_type) {
-  size_t start = content_type.find(';');
-  while (start != std::string_view::npos) {
-    size_t end = content_type.find(';', start + 1);
-    std::string_view param = ascii::trim_ows(
-        content_type.substr(start + 1, end == std::string_view::npos ? end : end - start - 1));
-    start = end;
+  ascii::take_element(content_type, ';');  // the media type itself
+  while (!content_type.empty()) {
+    std::string_view param = ascii::take_element(content_type, ';');
     size_t eq = param.find('=');
-    if (eq == std::string_view::npos ||
-        !ascii::iequals(ascii::trim_ows(param.substr(0, eq)), "charset"))
-      continue;
-    std::string_view value = ascii::trim_ows(param.substr(eq + 1));
-    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-      value = value.substr(1, value.size() - 2);
-    return value;
+    if (eq != std::string_view::npos &&
+        ascii::iequals(ascii::trim_ows(param.substr(0, eq)), "charset"))
+      return ascii::unquote(ascii::trim_ows(param.substr(eq + 1)));
   }
   return {};
 }
