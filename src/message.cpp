@@ -36,12 +36,19 @@ std::string_view charset_of(std::string_view content_type) {
   return {};
 }
 
-// Bodies are read as UTF-8 (ASCII is a subset); another declared charset would be misread, so it
-// is refused rather than turned into a confusing 400 about invalid UTF-8.
-bool charset_is_utf8(std::string_view content_type) {
+enum class Charset { Utf8, Latin1, Other };
+
+// Bodies are read as UTF-8 (ASCII is a subset). ISO-8859-1 is read too, since Java's Apache
+// HttpClient 4 declares it on every form it sends (UrlEncodedFormEntity's default); any other
+// charset would be misread, so it is refused rather than turned into a 400 about invalid UTF-8.
+Charset charset_kind(std::string_view content_type) {
   std::string_view charset = charset_of(content_type);
-  return charset.empty() || ascii::iequals(charset, "utf-8") || ascii::iequals(charset, "utf8") ||
-         ascii::iequals(charset, "us-ascii");
+  if (charset.empty()) return Charset::Utf8;
+  for (std::string_view name : {"utf-8", "utf8", "us-ascii"})
+    if (ascii::iequals(charset, name)) return Charset::Utf8;
+  for (std::string_view name : {"iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "latin-1"})
+    if (ascii::iequals(charset, name)) return Charset::Latin1;
+  return Charset::Other;
 }
 
 bool has_control(std::string_view s, bool allow_newline_and_tab) {
@@ -172,14 +179,18 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
   return fields.finish();
 }
 
-PostResult decode_form(std::string_view body, std::optional<std::string_view> author) {
-  skip_byte_order_mark(body);
+PostResult decode_form(std::string_view body, Charset charset,
+                       std::optional<std::string_view> author) {
+  if (charset == Charset::Utf8) skip_byte_order_mark(body);
   auto pairs = form::parse(body);
   if (!pairs) return bad("malformed form encoding");
   Fields fields(author);
   for (auto& [key, value] : *pairs) {
+    // The escapes (%E9) are bytes of the declared charset: only decoded they can be converted.
+    if (charset == Charset::Latin1) key = utf8::from_latin1(key);
     int slot = fields.slot(key);
     if (slot == Fields::kUnknown) continue;
+    if (charset == Charset::Latin1) value = utf8::from_latin1(value);
     if (auto err = fields.set(slot, std::move(value)); !err.empty()) return bad(err);
   }
   return fields.finish();
@@ -212,15 +223,19 @@ std::optional<Rejection> unsupported_media_type(std::string_view content_type) {
   if (classify(content_type) == MediaType::Other)
     return Rejection{415,
                      "Content-Type must be application/json or application/x-www-form-urlencoded"};
-  if (!charset_is_utf8(content_type)) return Rejection{415, "charset must be UTF-8"};
+  if (charset_kind(content_type) == Charset::Other)
+    return Rejection{415, "charset must be UTF-8 (or ISO-8859-1)"};
   return std::nullopt;
 }
 
 PostResult decode_post(std::string_view content_type, std::string_view body,
                        std::optional<std::string_view> author) {
   if (auto unsupported = unsupported_media_type(content_type)) return *unsupported;
-  return classify(content_type) == MediaType::Json ? decode_json(body, author)
-                                                   : decode_form(body, author);
+  Charset charset = charset_kind(content_type);
+  if (classify(content_type) == MediaType::Form) return decode_form(body, charset, author);
+  if (charset == Charset::Utf8) return decode_json(body, author);
+  std::string converted = utf8::from_latin1(body);
+  return decode_json(converted, author);
 }
 
 }  // namespace sse

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace sse::utf8 {
@@ -18,5 +19,8 @@ std::string_view trim(std::string_view s);
 
 // Decodes the code point starting at s[i] and advances i; `s` must be valid UTF-8.
 char32_t decode(std::string_view s, size_t& i);
+
+// ISO-8859-1 bytes as UTF-8: each byte is the code point of the same value.
+std::string from_latin1(std::string_view s);
 
 }  // namespace sse::utf8

@@ -167,6 +167,25 @@ TEST(Core, FormPostAndUnicode) {
   EXPECT_NE(ev->data.find("\"user\":\"日本\",\"text\":\"café 😀\""), std::string::npos) << ev->data;
 }
 
+// Java's Apache HttpClient 4 sends every form as ISO-8859-1 and says so: é is %E9, one byte.
+TEST(Core, ALatin1FormIsConvertedToUtf8) {
+  ServerProcess server;
+  Subscription sub(server.port());
+  ASSERT_TRUE(sub.ok);
+  Client c(server.port());
+  std::string body = "user=Ren%E9&text=caf%E9+%FC";
+  ASSERT_TRUE(
+      c.send("POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+             "application/x-www-form-urlencoded; charset=ISO-8859-1\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201) << r->body;
+  std::optional<SseEvent> ev = sub.reader.next_message();
+  ASSERT_TRUE(ev);
+  EXPECT_NE(ev->data.find("\"user\":\"René\",\"text\":\"café ü\""), std::string::npos) << ev->data;
+}
+
 // The default --max-body takes any message within the documented limits, however its client
 // escapes it: 2000 emoji are 24,000 bytes as \uD83D\uDE00 in JSON or %F0%9F%98%80 in a form.
 TEST(Core, AMessageAtItsLimitsFitsTheDefaultBodyLimitHoweverItIsEscaped) {
