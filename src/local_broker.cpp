@@ -441,7 +441,10 @@ void LocalBroker::room_forgotten(std::string_view room, uint64_t through) {
 
 std::optional<std::string> LocalBroker::unavailable() const {
   if (failure_.empty()) return std::nullopt;
-  return failure_;
+  // The failure may have been mended while something else now stops the recovery (another
+  // sse-chat holding the directory, say): an operator needs both.
+  if (recovery_error_.empty() || recovery_error_ == failure_) return failure_;
+  return failure_ + "; recovery failing: " + recovery_error_;
 }
 
 BrokerStats LocalBroker::stats() const {

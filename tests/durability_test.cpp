@@ -172,6 +172,48 @@ TEST(Durability, ARecoveryBlockedByAnotherHolderOfTheLockSaysWhyOnce) {
   EXPECT_GT(after, 1u);
 }
 
+// The journal renamed away, and another process holding the directory's lock before the server's
+// next check: /healthz names the first failure and what now stops the recovery, not only the first.
+TEST(Durability, HealthNamesWhatStopsTheRecoveryBesidesTheFirstFailure) {
+  std::string dir = make_temp_dir();
+  ServerProcess server({"--data-dir", dir}, false);
+  ASSERT_EQ(post_message(server.port(), "alice", "before"), 1u);
+  int held = -1;
+  for (int i = 0; i < 50 && held < 0; ++i) {  // both within one of the server's 1 s checks
+    std::error_code ignored;                  // gone already after the first try
+    std::filesystem::rename(dir + "/journal", dir + "/journal.moved", ignored);
+    std::filesystem::remove(dir + "/lock");
+    int fd = open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+      held = fd;
+    else if (fd >= 0)
+      close(fd);
+  }
+  ASSERT_GE(held, 0);
+  Client c(server.port());
+  std::optional<HttpResponse> health;
+  for (int i = 0; i < 100; ++i) {
+    health = c.get("/healthz");
+    ASSERT_TRUE(health);
+    if (health->body.find("recovery failing") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(health->status, 503);
+  EXPECT_TRUE(health->body.starts_with("storage failing: the journal file was removed"))
+      << health->body;
+  EXPECT_NE(health->body.find("; recovery failing: data dir " + dir + " is in use by another"),
+            std::string::npos)
+      << health->body;
+  close(held);
+  uint64_t after = 0;
+  for (int i = 0; i < 200 && !(after = post_message(server.port(), "alice", "after")); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_GT(after, 1u);
+  health = c.get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200) << health->body;
+}
+
 // A lock file cleared by hand ("stale lock") is taken again within a second, so a second server
 // started on the same data directory afterwards is still refused instead of handing out the
 // same ids as the first.
