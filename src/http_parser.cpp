@@ -165,6 +165,7 @@ RequestParser::RequestParser(const HttpLimits& limits) : limits_(limits) {
 RequestParser::Result RequestParser::feed(const char* data, size_t len) {
   keep_line_head(data, len);
   if (method_pending_) return method_error(len);
+  if (!started_ && !within_empty_line_limit(data, len)) return {Event::Error, len};
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
   if (err == HPE_OK && !within_raw_limits(len)) return {Event::Error, len};
   if (err == HPE_OK) return {Event::NeedMore, len};
@@ -197,15 +198,20 @@ void RequestParser::refuse_as_llhttp_did(llhttp_errno_t err) {
 // The callbacks see names, values and data, not the bytes around them (leading whitespace,
 // obs-fold line breaks, chunk sizes and extensions): the raw bytes of a request are bounded too.
 // A call may also carry the end of the previous request, so the bounds allow one read's worth more.
-bool RequestParser::within_raw_limits(size_t fed) {
-  // RFC 9112 2.2 lets a server skip empty lines before a request: a few, not gigabytes of them.
+// RFC 9112 2.2 lets a server skip empty lines before a request: a few, not gigabytes of them,
+// however they are split into reads (and also when the request's first bytes come with them).
+bool RequestParser::within_empty_line_limit(const char* data, size_t len) {
   constexpr size_t kMaxEmptyLineBytes = 1024;
-  if (!started_) {
-    empty_line_bytes_ += fed;
-    if (empty_line_bytes_ <= kMaxEmptyLineBytes) return true;
-    fail(400, "too many empty lines before the request");
-    return false;
-  }
+  size_t blank = 0;
+  while (blank < len && (data[blank] == '\r' || data[blank] == '\n')) ++blank;
+  empty_line_bytes_ += blank;
+  if (empty_line_bytes_ <= kMaxEmptyLineBytes) return true;
+  fail(400, "too many empty lines before the request");
+  return false;
+}
+
+bool RequestParser::within_raw_limits(size_t fed) {
+  if (!started_) return true;  // empty lines alone, counted by within_empty_line_limit
   constexpr size_t kSlack = 32 * 1024;
   raw_bytes_ += fed;
   size_t head_limit = limits_.max_url + limits_.max_headers + kSlack;

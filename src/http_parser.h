@@ -85,6 +85,7 @@ class RequestParser {
   static RequestParser& self(llhttp_t* p) { return *static_cast<RequestParser*>(p->data); }
 
   int fail(int status, const char* reason);
+  bool within_empty_line_limit(const char* data, size_t len);
   bool within_raw_limits(size_t fed);
   bool count_header_bytes(size_t len);
   void keep_line_head(const char* data, size_t len);

@@ -143,6 +143,14 @@ TEST(HttpParser, EmptyLinesBeforeARequestAreSkippedWithinABound) {
   o = parse_chunks(chunks);
   EXPECT_TRUE(o.requests.empty());
   EXPECT_EQ(o.error_status, 400);
+  // Also when the request's first bytes come in the same read.
+  std::string many;
+  for (int i = 0; i < 513; ++i) many += "\r\n";
+  o = parse_chunks({many + "GET / HTTP/1.1\r\nHost: x\r\n\r\n"});
+  EXPECT_TRUE(o.requests.empty());
+  EXPECT_EQ(o.error_status, 400);
+  o = parse_chunks({many.substr(0, 1024) + "GET / HTTP/1.1\r\nHost: x\r\n\r\n"});
+  EXPECT_EQ(o.requests.size(), 1u);
   // The bound is per request: as many again before the next one are fine.
   std::string crlfs;
   for (int i = 0; i < 500; ++i) crlfs += "\r\n";
@@ -150,6 +158,11 @@ TEST(HttpParser, EmptyLinesBeforeARequestAreSkippedWithinABound) {
   chunks.insert(chunks.begin() + 1, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
   chunks.push_back("GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
   o = parse_chunks(chunks);
+  ASSERT_EQ(o.requests.size(), 2u);
+  EXPECT_EQ(o.requests[1].path, "/b");
+  std::string joined;  // the same in one read
+  for (const std::string& chunk : chunks) joined += chunk;
+  o = parse_chunks({joined});
   ASSERT_EQ(o.requests.size(), 2u);
   EXPECT_EQ(o.requests[1].path, "/b");
 }
