@@ -210,7 +210,10 @@ void LocalBroker::on_journal_notice() {
 // the reason; their records are cut from the journal (best effort: recovery rewrites it without
 // them anyway), so a restart before recovery does not bring back a message that was refused.
 void LocalBroker::fail(const std::string& reason) {
-  if (failure_.empty()) schedule_recovery(reason);
+  if (failure_.empty()) {
+    schedule_recovery(reason);
+    recovery_error_ = reason;  // logged just now: a recovery failing for it again says no more
+  }
   failure_ = reason;
   journal_->abandon_compaction();  // recovery writes everything anyway
   if (!pending_.empty() && !journal_->truncate_to(pending_.front().offset))

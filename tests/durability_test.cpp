@@ -133,8 +133,7 @@ TEST(Durability, AFileSizeLimitAnswers503InsteadOfKillingTheServer) {
 }
 
 // Another process took the data directory's lock after it was cleared by hand: POSTs are refused
-// until it lets go, and the log says why once (the failure /healthz names is the first one, the
-// lock lost), not only at debug level on every retry.
+// until it lets go, and the log says why once, neither on every retry nor only at debug level.
 TEST(Durability, ARecoveryBlockedByAnotherHolderOfTheLockSaysWhyOnce) {
   std::string dir = make_temp_dir();
   ServerProcess server({"--data-dir", dir}, false);
@@ -149,7 +148,8 @@ TEST(Durability, ARecoveryBlockedByAnotherHolderOfTheLockSaysWhyOnce) {
       close(fd);
   }
   ASSERT_GE(held, 0);
-  const std::string why = "journal recovery failed; POSTs are still refused";
+  // As the failure itself, or as what stops the recovery from mending another one.
+  const std::string why = "is in use by another sse-chat";
   auto count = [&](const std::string& text) {
     std::string log = server.log();
     size_t n = 0;
@@ -158,7 +158,6 @@ TEST(Durability, ARecoveryBlockedByAnotherHolderOfTheLockSaysWhyOnce) {
   };
   for (int i = 0; i < 100 && count(why) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_NE(server.log().find("in use by another sse-chat"), std::string::npos) << server.log();
   Client c(server.port());
   auto refused = c.post_json(R"({"user":"alice","text":"while held"})");
   ASSERT_TRUE(refused);
