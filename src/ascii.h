@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <string>
 #include <string_view>
 
 namespace sse::ascii {
@@ -35,11 +36,24 @@ inline std::string_view trim_ows(std::string_view s) {
 }
 
 // Takes the next element of a `separator`-delimited list (a header's parameters, cookies, hops)
-// off the front of `list`, without the whitespace around it.
-inline std::string_view take_element(std::string_view& list, char separator) {
-  size_t end = list.find(separator);
+// off the front of `list`, without the whitespace around it. With `quoted_strings` (RFC 9110
+// 5.6.4: a media type's parameters) a separator inside a quoted string, escapes and all, is not
+// one. Cookies are split as browsers split them, and forwarding hops as proxies append them (a
+// client's unbalanced quote must not swallow the hops its proxies add), at every separator.
+inline std::string_view take_element(std::string_view& list, char separator,
+                                     bool quoted_strings = false) {
+  size_t end = 0;
+  bool quoted = false;
+  for (; end < list.size(); ++end) {
+    char c = list[end];
+    if (c == separator && !quoted) break;
+    if (!quoted_strings) continue;
+    if (c == '"') quoted = !quoted;
+    if (c == '\\' && quoted) ++end;  // the escaped character, whatever it is
+  }
+  end = std::min(end, list.size());
   std::string_view element = trim_ows(list.substr(0, end));
-  list = end == std::string_view::npos ? std::string_view{} : list.substr(end + 1);
+  list = end >= list.size() ? std::string_view{} : list.substr(end + 1);
   return element;
 }
 
@@ -48,6 +62,18 @@ inline std::string_view unquote(std::string_view value) {
   if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
     return value.substr(1, value.size() - 2);
   return value;
+}
+
+// As unquote, with the escapes of a quoted string undone ("utf\\-8" is utf-8).
+inline std::string unquote_escaped(std::string_view value) {
+  std::string_view inner = unquote(value);
+  if (inner.size() == value.size()) return std::string(value);
+  std::string out;
+  for (size_t i = 0; i < inner.size(); ++i) {
+    if (inner[i] == '\\' && i + 1 < inner.size()) ++i;
+    out.push_back(inner[i]);
+  }
+  return out;
 }
 
 }  // namespace sse::ascii

@@ -24,14 +24,14 @@ MediaType classify(std::string_view content_type) {
 }
 
 // The charset parameter's value, unquoted; empty when there is none.
-std::string_view charset_of(std::string_view content_type) {
-  ascii::take_element(content_type, ';');  // the media type itself
+std::string charset_of(std::string_view content_type) {
+  ascii::take_element(content_type, ';', true);  // the media type itself
   while (!content_type.empty()) {
-    std::string_view param = ascii::take_element(content_type, ';');
+    std::string_view param = ascii::take_element(content_type, ';', true);
     size_t eq = param.find('=');
     if (eq != std::string_view::npos &&
         ascii::iequals(ascii::trim_ows(param.substr(0, eq)), "charset"))
-      return ascii::unquote(ascii::trim_ows(param.substr(eq + 1)));
+      return ascii::unquote_escaped(ascii::trim_ows(param.substr(eq + 1)));
   }
   return {};
 }
@@ -42,7 +42,7 @@ enum class Charset { Utf8, Latin1, Other };
 // HttpClient 4 declares it on every form it sends (UrlEncodedFormEntity's default); any other
 // charset would be misread, so it is refused rather than turned into a 400 about invalid UTF-8.
 Charset charset_kind(std::string_view content_type) {
-  std::string_view charset = charset_of(content_type);
+  std::string charset = charset_of(content_type);
   if (charset.empty()) return Charset::Utf8;
   for (std::string_view name : {"utf-8", "utf8", "us-ascii"})
     if (ascii::iequals(charset, name)) return Charset::Utf8;

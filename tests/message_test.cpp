@@ -111,6 +111,13 @@ TEST(Validation, Table) {
       {"utf8 spelled without a dash", "application/json;charset=UTF8", R"({"user":"a","text":"b"})",
        0},
       {"us-ascii", "application/x-www-form-urlencoded; charset=us-ascii", "user=a&text=b", 0},
+      {"escape in a quoted charset", "application/json; charset=\"utf\\-8\"",
+       R"({"user":"a","text":"b"})", 0},
+      {"charset inside another parameter's quoted string",
+       "application/json; foo=\"a;charset=utf-16\"; charset=utf-8", R"({"user":"a","text":"b"})",
+       0},
+      {"escaped quote inside a quoted string", "application/json; foo=\"a\\\";charset=utf-16\"",
+       R"({"user":"a","text":"b"})", 0},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
