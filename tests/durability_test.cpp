@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -132,21 +133,27 @@ TEST(Durability, AFileSizeLimitAnswers503InsteadOfKillingTheServer) {
   EXPECT_EQ(kept_ids(restarted.port()), acknowledged);
 }
 
+// Clears the data directory's lock by hand and takes it, as another process would (after `before`
+// each try); the server retakes it within a second, so this races it. The held fd, or -1.
+static int take_lock_from_server(
+    const std::string& dir, const std::function<void()>& before = [] {}) {
+  for (int i = 0; i < 50; ++i) {
+    before();
+    std::filesystem::remove(dir + "/lock");
+    int fd = open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+    if (fd >= 0) close(fd);
+  }
+  return -1;
+}
+
 // Another process took the data directory's lock after it was cleared by hand: POSTs are refused
 // until it lets go, and the log says why once, neither on every retry nor only at debug level.
 TEST(Durability, ARecoveryBlockedByAnotherHolderOfTheLockSaysWhyOnce) {
   std::string dir = make_temp_dir();
   ServerProcess server({"--data-dir", dir}, false);
   ASSERT_EQ(post_message(server.port(), "alice", "before"), 1u);
-  int held = -1;
-  for (int i = 0; i < 50 && held < 0; ++i) {  // the server retakes it within a second: race it
-    std::filesystem::remove(dir + "/lock");
-    int fd = open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
-      held = fd;
-    else if (fd >= 0)
-      close(fd);
-  }
+  int held = take_lock_from_server(dir);
   ASSERT_GE(held, 0);
   // As the failure itself, or as what stops the recovery from mending another one.
   const std::string why = "is in use by another sse-chat";
@@ -177,17 +184,10 @@ TEST(Durability, HealthNamesWhatStopsTheRecoveryBesidesTheFirstFailure) {
   std::string dir = make_temp_dir();
   ServerProcess server({"--data-dir", dir}, false);
   ASSERT_EQ(post_message(server.port(), "alice", "before"), 1u);
-  int held = -1;
-  for (int i = 0; i < 50 && held < 0; ++i) {  // both within one of the server's 1 s checks
-    std::error_code ignored;                  // gone already after the first try
+  int held = take_lock_from_server(dir, [&] {
+    std::error_code ignored;  // gone already after the first try
     std::filesystem::rename(dir + "/journal", dir + "/journal.moved", ignored);
-    std::filesystem::remove(dir + "/lock");
-    int fd = open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
-      held = fd;
-    else if (fd >= 0)
-      close(fd);
-  }
+  });
   ASSERT_GE(held, 0);
   Client c(server.port());
   std::optional<HttpResponse> health;
