@@ -90,6 +90,10 @@ bool Access::configure(const Config& config, std::string& error) {
       return false;
     }
   }
+  if (!jwt::parse_alg(config.jwt_alg)) {  // a typo is one with or without keys yet
+    error = "bad --jwt-alg: " + config.jwt_alg + " (HS256, HS384, HS512, RS256 or ES256)";
+    return false;
+  }
   if (config.jwt_keys.empty()) {
     if (!config.public_rooms.empty() || !config.jwt_issuer.empty() ||
         !config.jwt_audience.empty()) {

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <functional>
@@ -22,6 +23,7 @@ struct Option {
   std::function<std::string(Config&)> show_default;
   std::function<bool(Config&, const std::string&)> set;  // false: bad value
   std::string expects = {};  // what a good value is, for the error; empty: the placeholder
+  std::vector<std::string> Config::*list = nullptr;  // a list option's field
 };
 
 std::string expected_value(const Option& o) {
@@ -37,10 +39,18 @@ bool parse_uint(const std::string& s, uint64_t& out) {
   return errno == 0 && *end == '\0';
 }
 
-bool parse_double(const std::string& s, double& out) {
-  char* end = nullptr;
-  out = std::strtod(s.c_str(), &end);
-  return !s.empty() && *end == '\0' && out >= 0;
+// Digits, optionally a dot and more digits: what strtod would take besides (signs, spaces, hex,
+// exponents, inf) is a typo here.
+bool parse_decimal(const std::string& s, double& out) {
+  size_t dot = s.find('.');
+  auto digits = [](std::string_view part) {
+    return !part.empty() && part.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  std::string_view whole(s);
+  if (!digits(whole.substr(0, dot)) || (dot != std::string::npos && !digits(whole.substr(dot + 1))))
+    return false;
+  out = std::strtod(s.c_str(), nullptr);
+  return true;
 }
 
 template <typename T>
@@ -48,7 +58,8 @@ Option uint_option(const char* name, const char* help, T Config::*field, uint64_
                    uint64_t max = std::numeric_limits<T>::max()) {
   std::string expects = "a whole number";
   if (min > 0) expects += " of at least " + std::to_string(min);
-  if (max < std::numeric_limits<T>::max()) expects += " of at most " + std::to_string(max);
+  if (max < std::numeric_limits<uint64_t>::max())
+    expects += (min > 0 ? " and at most " : " of at most ") + std::to_string(max);
   return {name,
           "N",
           help,
@@ -79,15 +90,29 @@ Option auto_option(const char* name, const char* help, std::optional<uint32_t> C
           }};
 }
 
-Option double_option(const char* name, const char* help, double Config::*field) {
-  return {name, "N", help,
-          [field](Config& c) {
-            std::string s = std::to_string(c.*field);
-            while (s.back() == '0') s.pop_back();
-            if (s.back() == '.') s.pop_back();
-            return s;
+// A decimal number from `min` to `max`, or 0 when `zero_is_off`.
+Option double_option(const char* name, const char* help, double Config::*field, double min,
+                     double max, bool zero_is_off) {
+  auto shown = [](double v) {
+    std::string s = std::to_string(v);
+    while (s.back() == '0') s.pop_back();
+    if (s.back() == '.') s.pop_back();
+    return s;
+  };
+  std::string expects = "a decimal number from " + shown(min) + " to " + shown(max);
+  if (zero_is_off) expects += ", or 0 (no limit)";
+  return {name,
+          "N",
+          help,
+          [field, shown](Config& c) { return shown(c.*field); },
+          [field, min, max, zero_is_off](Config& c, const std::string& v) {
+            double n;
+            if (!parse_decimal(v, n) || !((n >= min && n <= max) || (zero_is_off && n == 0)))
+              return false;
+            c.*field = n;
+            return true;
           },
-          [field](Config& c, const std::string& v) { return parse_double(v, c.*field); }};
+          expects};
 }
 
 // A repeatable option whose value is also a list (split at any of `separators`): every element
@@ -95,7 +120,9 @@ Option double_option(const char* name, const char* help, double Config::*field) 
 Option list_option(const char* name, const char* value, const char* help,
                    std::vector<std::string> Config::*field, const char* separators,
                    const char* none_shown) {
-  return {name, value, help,
+  return {name,
+          value,
+          help,
           [field, none_shown](Config& c) {
             std::string s;
             for (auto& p : c.*field) s += (s.empty() ? "" : ",") + p;
@@ -110,7 +137,9 @@ Option list_option(const char* name, const char* value, const char* help,
               start = end + 1;
             }
             return true;
-          }};
+          },
+          {},
+          field};
 }
 
 // A switch, given its value by the parser as "1" (on) or "0" (off): on sets `field` to
@@ -133,6 +162,14 @@ Option string_option(const char* name, const char* value, const char* help,
           }};
 }
 
+// Bounds past any use, so that sums and products of them never wrap.
+constexpr double kMinRate = 0.001;  // one a quarter of an hour: a Retry-After that still means it
+constexpr double kMaxRate = 1e6;
+constexpr uint64_t kMaxRooms = 100'000'000;
+constexpr uint64_t kMaxRoomsPerStream = 100'000;
+constexpr uint64_t kMaxClientQueue = 1u << 24;
+constexpr uint64_t kMaxBody = 1u << 30;
+
 const std::vector<Option>& options() {
   static const std::vector<Option> table = {
       string_option("listen", "HOST:PORT", "address to listen on; port 0 picks a free port",
@@ -147,9 +184,9 @@ const std::vector<Option>& options() {
                   "bytes all rooms' kept messages may hold; the oldest are dropped first",
                   &Config::history_memory, 1u << 20),
       uint_option("max-rooms", "rooms at most; past it the room idle longest is forgotten",
-                  &Config::max_rooms, 1),
+                  &Config::max_rooms, 1, kMaxRooms),
       uint_option("max-rooms-per-stream", "rooms one GET /events may read",
-                  &Config::max_rooms_per_stream, 1),
+                  &Config::max_rooms_per_stream, 1, kMaxRoomsPerStream),
       string_option("data-dir", "DIR", "where the journal lives", &Config::data_dir),
       switch_option("no-journal", "keep messages in memory only (lost on restart)",
                     &Config::journal, false),
@@ -190,12 +227,12 @@ const std::vector<Option>& options() {
                   &Config::retry_ms, 0, kMaxRetryMs),
       uint_option("client-queue",
                   "frames queued per connection before it is closed as a slow consumer",
-                  &Config::client_queue, 8),
+                  &Config::client_queue, 8, kMaxClientQueue),
       uint_option("max-queued-bytes",
                   "bytes of output queued per connection (answers or stream frames, most of "
                   "them shared) before it is closed",
                   &Config::max_queued_bytes, 2u << 20),  // a history page is up to 1 MiB
-      uint_option("max-body", "largest request body in bytes", &Config::max_body, 64),
+      uint_option("max-body", "largest request body in bytes", &Config::max_body, 64, kMaxBody),
       uint_option("max-connections", "open connections at most (0: the fd limit minus a reserve)",
                   &Config::max_connections),
       auto_option("max-connections-per-ip",
@@ -218,13 +255,14 @@ const std::vector<Option>& options() {
                   "seconds queued output may wait for the client to read any of it before the "
                   "connection is closed",
                   &Config::send_timeout_s, 1),
-      double_option("post-rate", "POSTs per second per client IP (0: no limit)",
-                    &Config::post_rate),
-      double_option("post-burst", "POSTs a client IP may send at once", &Config::post_burst),
+      double_option("post-rate", "POSTs per second per client IP (0: no limit)", &Config::post_rate,
+                    kMinRate, kMaxRate, true),
+      double_option("post-burst", "POSTs a client IP may send at once", &Config::post_burst, 1,
+                    kMaxRate, false),
       double_option("subscribe-rate", "new streams per second per client IP (0: no limit)",
-                    &Config::subscribe_rate),
+                    &Config::subscribe_rate, kMinRate, kMaxRate, true),
       double_option("subscribe-burst", "new streams a client IP may open at once",
-                    &Config::subscribe_burst),
+                    &Config::subscribe_burst, 1, kMaxRate, false),
       list_option("trusted-proxy", "CIDR",
                   "proxy whose X-Forwarded-For/Forwarded is believed (repeatable, or a list; "
                   "'unix' for the peers of a Unix socket)",
@@ -355,9 +393,9 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
       return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env + " (expected " +
                                        expected_value(o) + ")"};
   }
-  // Keys on the command line replace the environment's: a key nobody meant to keep must not stay
-  // accepted because it was set somewhere else.
-  std::vector<std::string> env_jwt_keys = std::exchange(out.jwt_keys, {});
+  // A list on the command line replaces the environment's, as single values do: a key, a public
+  // room or a trusted proxy nobody meant to keep must not stay because it was set somewhere else.
+  std::vector<const Option*> lists_given;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") return {ParseOutcome::Help, help_text()};
@@ -382,8 +420,14 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
       value = *on ? "1" : "0";
     }
     if (o->value && !inline_value) {
-      if (i + 1 >= argc) return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
+      // `--data-dir --no-journal` forgot the directory; --data-dir=--x says it means one.
+      if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--"))
+        return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
       value = argv[++i];
+    }
+    if (o->list && std::find(lists_given.begin(), lists_given.end(), o) == lists_given.end()) {
+      lists_given.push_back(o);
+      (out.*(o->list)).clear();
     }
     if (!said_something(*o, value))
       return {ParseOutcome::Error, nothing_said("--" + std::string(arg))};
@@ -391,7 +435,6 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
       return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
                                        " (expected " + expected_value(*o) + ")"};
   }
-  if (out.jwt_keys.empty()) out.jwt_keys = std::move(env_jwt_keys);
   if (!said_empty.empty() && out.jwt_keys.empty() && out.publish_token.empty())
     return {ParseOutcome::Error, nothing_said(said_empty)};
   // Without --redis the prefix is unused.

@@ -53,8 +53,9 @@ HttpPolicy::HttpPolicy(const Config& config, Reactor& reactor, Metrics& metrics)
       metrics_(metrics),
       limits_(config.post_rate, config.post_burst, config.subscribe_rate, config.subscribe_burst,
               config.max_streams_per_ip.value_or(0), parse_trusted(config.trusted_proxies)) {
+  size_t auto_room_reads = std::max(config.max_rooms / 4, config.max_rooms_per_stream);
   limits_.room_reads.set_max(config.max_room_reads_per_ip.value_or(
-      static_cast<uint32_t>(std::max(config.max_rooms / 4, config.max_rooms_per_stream))));
+      static_cast<uint32_t>(std::min<size_t>(auto_room_reads, UINT32_MAX))));
   rng_state_ = static_cast<uint64_t>(wall_clock_ms()) * 0x9E3779B97F4A7C15ull | 1;
 }
 

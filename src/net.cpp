@@ -31,6 +31,11 @@ std::optional<Endpoint> parse_endpoint(std::string_view text) {
     port_text = text;
   }
   if (ep.host.empty()) ep.host = "0.0.0.0";
+  if (ep.host == "localhost") ep.host = "127.0.0.1";  // the one name: no resolver at start
+  in6_addr any;
+  if (inet_pton(AF_INET, ep.host.c_str(), &any) != 1 &&
+      inet_pton(AF_INET6, ep.host.c_str(), &any) != 1)
+    return std::nullopt;
   unsigned port = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc{} || end != port_text.data() + port_text.size() || port > 65535)

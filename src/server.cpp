@@ -87,7 +87,12 @@ Server::~Server() = default;
 bool Server::configure(std::string& error, bool listener_inherited) {
   if (!policy_.validate(error) || !access_.configure(config_, error)) return false;
   if (!listener_inherited && !net::parse_endpoint(config_.listen)) {
-    error = "bad --listen address: " + config_.listen + " (expected HOST:PORT)";
+    error = "bad --listen address: " + config_.listen +
+            " (expected IP:PORT, [IPv6]:PORT, localhost:PORT or :PORT)";
+    return false;
+  }
+  if (config_.redis.empty() && config_.journal && config_.data_dir.empty()) {
+    error = "--data-dir is empty (leave it out for ./data, or use --no-journal)";
     return false;
   }
   if (config_.redis.empty() && config_.reuse_port) {

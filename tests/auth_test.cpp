@@ -1202,6 +1202,7 @@ TEST(Auth, BadTokenConfigurationsRefuseToStart) {
        "ES256 needs an EC key on the P-256 curve"},
       {"RS256 given an HS secret", {"--jwt-alg", "RS256", "--jwt-key", k.secret}, "not a PEM"},
       {"unknown --jwt-alg", {"--jwt-alg", "none", "--jwt-key", k.secret}, "bad --jwt-alg"},
+      {"unknown --jwt-alg without a key yet", {"--jwt-alg", "HS257"}, "bad --jwt-alg"},
       {"--publish-token with --jwt-key",
        {"--jwt-key", k.secret, "--publish-token", "s3cret"},
        "--publish-token and --jwt-key cannot be used together"},

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -148,9 +149,20 @@ TEST(Config, AnEmptyKeyOrTokenIsRefused) {
 TEST(Config, TrustedProxiesAreAListAndRetryFitsWithItsJitter) {
   setenv("SSE_CHAT_TRUSTED_PROXY", "127.0.0.1/32, ::1", 1);
   sse::Config config;
-  ASSERT_EQ(parse({"--trusted-proxy", "unix"}, config).kind, sse::ParseOutcome::Run);
-  EXPECT_EQ(config.trusted_proxies, (std::vector<std::string>{"127.0.0.1/32", "::1", "unix"}));
+  ASSERT_EQ(parse({}, config).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(config.trusted_proxies, (std::vector<std::string>{"127.0.0.1/32", "::1"}));
+  // As for keys, the command line's list replaces the environment's: narrowing whom to believe
+  // there must not leave the wider setting in force.
+  sse::Config given;
+  ASSERT_EQ(parse({"--trusted-proxy", "unix", "--trusted-proxy=10.0.0.0/8"}, given).kind,
+            sse::ParseOutcome::Run);
+  EXPECT_EQ(given.trusted_proxies, (std::vector<std::string>{"unix", "10.0.0.0/8"}));
   unsetenv("SSE_CHAT_TRUSTED_PROXY");
+  setenv("SSE_CHAT_PUBLIC_ROOMS", "*", 1);
+  sse::Config rooms;
+  ASSERT_EQ(parse({"--public-rooms", "general"}, rooms).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(rooms.public_rooms, (std::vector<std::string>{"general"}));
+  unsetenv("SSE_CHAT_PUBLIC_ROOMS");
   sse::Config retry;
   EXPECT_EQ(parse({"--retry", "3600001"}, retry).kind, sse::ParseOutcome::Error);
   EXPECT_EQ(parse({"--retry", "3600000"}, retry).kind, sse::ParseOutcome::Run);
@@ -171,4 +183,58 @@ TEST(Config, TheCommandLineOverridesTheEnvironmentBothWays) {
   sse::Config open;
   EXPECT_EQ(parse({}, open).kind, sse::ParseOutcome::Error);
   unsetenv("SSE_CHAT_JWT_KEY");
+}
+
+// Rates and bursts are plain decimals within bounds; what strtod would also take (hex, signs,
+// spaces, exponents, inf) is a typo, and a rate so small that its Retry-After overflows is one too.
+TEST(Config, RatesArePlainDecimalsWithinBounds) {
+  for (const char* good : {"0", "0.001", "20", "2.5", "1000000"}) {
+    sse::Config config;
+    EXPECT_EQ(parse({"--post-rate", good}, config).kind, sse::ParseOutcome::Run) << good;
+  }
+  for (const char* bad : {"0x10", "+10", " 10", "10 ", "1e3", "inf", "1e309", "-0", "0.0001",
+                          "1000001", ".5", "5.", "", "nan"}) {
+    sse::Config config;
+    auto outcome = parse({"--post-rate", bad}, config);
+    EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error) << bad;
+    EXPECT_NE(outcome.message.find("a decimal number from 0.001 to 1000000, or 0"),
+              std::string::npos)
+        << outcome.message;
+  }
+  sse::Config burst;
+  EXPECT_EQ(parse({"--post-burst", "0"}, burst).kind, sse::ParseOutcome::Error);
+  EXPECT_EQ(parse({"--subscribe-burst", "0.5"}, burst).kind, sse::ParseOutcome::Error);
+  EXPECT_EQ(parse({"--subscribe-burst", "1"}, burst).kind, sse::ParseOutcome::Run);
+}
+
+// Bounds past any use keep sums of them from wrapping: a queue of 2^63 frames hung the server
+// on its first connection, a body limit of 2^64-1 refused 48 KB.
+TEST(Config, SizesHaveMaxima) {
+  for (auto [flag, too_big, largest] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--client-queue", "16777217", "16777216"},
+           {"--max-body", "1073741825", "1073741824"},
+           {"--max-rooms", "100000001", "100000000"},
+           {"--max-rooms-per-stream", "100001", "100000"}}) {
+    sse::Config config;
+    auto outcome = parse({flag, too_big}, config);
+    EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error) << flag;
+    EXPECT_NE(outcome.message.find("at most " + largest), std::string::npos) << outcome.message;
+    EXPECT_EQ(parse({flag, largest}, config).kind, sse::ParseOutcome::Run) << flag;
+  }
+  sse::Config heartbeat;
+  auto outcome = parse({"--heartbeat", "4294967296"}, heartbeat);
+  EXPECT_NE(outcome.message.find("at least 1 and at most 4294967295"), std::string::npos)
+      << outcome.message;
+}
+
+// A flag that takes a value, followed by another flag, forgot its value: `--data-dir --no-journal`
+// must not journal into a directory named --no-journal.
+TEST(Config, AFlagIsNotTakenForTheValueBeforeIt) {
+  sse::Config config;
+  auto outcome = parse({"--data-dir", "--no-journal"}, config);
+  EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error);
+  EXPECT_NE(outcome.message.find("--data-dir needs a value"), std::string::npos) << outcome.message;
+  EXPECT_EQ(parse({"--data-dir=--odd-name"}, config).kind, sse::ParseOutcome::Run);
+  EXPECT_EQ(config.data_dir, "--odd-name");
 }

@@ -116,6 +116,9 @@ TEST(Daemon, ASettingOnlyAnEditMendsExitsWithStatusTwoBeforeTheDataDirectoryIsTo
   const std::vector<std::vector<std::string>> bad = {
       {"--listen", "foo"},
       {"--listen", "127.0.0.1:80800"},
+      {"--listen", "example.org:8080"},  // a name would need a resolver at start; localhost aside
+      {"--listen", "127.1:8080"},
+      {"--jwt-alg", "HS257"},  // a typo also before a key is given
       {"--trusted-proxy", "10.0.0.0/33"},
       {"--reuse-port"},  // without --redis: nodes on one port, each its own chat
       {"--jwt-key", ""},
@@ -134,6 +137,16 @@ TEST(Daemon, ASettingOnlyAnEditMendsExitsWithStatusTwoBeforeTheDataDirectoryIsTo
     auto [status, log] = refused_start(args, {});
     EXPECT_EQ(status, 2) << said << "\n" << log;
     EXPECT_FALSE(std::filesystem::exists(data)) << said;
+  }
+  // An empty --data-dir (SSE_CHAT_DATA_DIR= in a settings file) is not ./data by another name.
+  auto [status, log] = refused_start({"--data-dir", ""}, {});
+  EXPECT_EQ(status, 2) << log;
+  EXPECT_NE(log.find("--data-dir is empty"), std::string::npos) << log;
+  // localhost is the one name --listen takes.
+  {
+    ServerProcess local({"--listen", "localhost:0"});
+    ASSERT_NE(local.port(), 0) << local.log();
+    EXPECT_EQ(Client(local.port()).get("/healthz")->status, 200);
   }
   // A switch says on or off: --no-journal=false keeps the journal.
   {
