@@ -54,6 +54,9 @@ struct PageRange {
   size_t limit = 100;
 };
 
+// The messages' JSON a page's answer holds at most (at least one message, however large).
+inline constexpr size_t kMaxHistoryPageBytes = 1 << 20;
+
 // Kept messages, oldest first, as the frames streams were sent.
 using HistoryDone = std::function<void(std::vector<FrameRef>)>;
 

@@ -117,15 +117,14 @@ std::optional<size_t> parse_limit(const std::optional<std::string>& value) {
 }
 
 // A JSON array of the messages in `frames`, as slices of those very frames (nothing copied), at
-// most kMaxPageBytes of them (but at least one): the oldest of them when a client pages on with
-// the last id it got (`newest` false), else the newest.
+// most kMaxHistoryPageBytes of them (but at least one): the oldest of them when a client pages on
+// with the last id it got (`newest` false), else the newest.
 http::Response history_page(const std::vector<FrameRef>& frames, bool newest) {
-  constexpr size_t kMaxPageBytes = 1 << 20;
   static const FrameRef open("["), separator(","), close("]");
   auto json_of = [](const FrameRef& frame) { return frame_json(*frame.get()); };
   size_t begin = newest ? frames.size() : 0, end = begin, bytes = 0;
   auto fits = [&](const FrameRef& frame) {
-    return bytes == 0 || bytes + json_of(frame).size() <= kMaxPageBytes;
+    return bytes == 0 || bytes + json_of(frame).size() <= kMaxHistoryPageBytes;
   };
   if (newest) {
     for (; begin > 0 && fits(frames[begin - 1]); --begin)

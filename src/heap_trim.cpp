@@ -24,15 +24,20 @@ bool HeapTrim::on_tick(const HeapLoad& load) {
   // fall, less than the margin from there, kept for good.
   bool settled = load.connections_now >= last_connections_now_;
   last_connections_now_ = load.connections_now;
+  // Free memory taken again (pages made resident again) lowers the mark the growth counts from.
+  if (load.free_heap_bytes > 0) free_low_ = std::min(free_low_, load.free_heap_bytes);
   if (++ticks_since_trim_ < kMinTicksBetween) return false;  // the peaks wait for the next one
   bool trim = (settled && fell(peak_connections_, load.connections_now, kConnectionDrop)) ||
-              fell(peak_kept_, load.kept_bytes, kKeptDrop);
+              fell(peak_kept_, load.kept_bytes, kKeptDrop) ||
+              (settled && load.free_heap_bytes >= free_low_ + kFreeGrowth);
   if (!trim) return false;
   release_free_heap();
   ++trims_;
   ticks_since_trim_ = 0;
   peak_connections_ = load.connections_now;
   peak_kept_ = load.kept_bytes;
+  // Trimmed chunks still count as free: growth is measured from here, until some are taken.
+  if (load.free_heap_bytes > 0) free_low_ = load.free_heap_bytes;
   return true;
 }
 
@@ -42,6 +47,15 @@ void release_free_heap() {
   __sanitizer_purge_allocator();
 #else
   malloc_trim(0);
+#endif
+}
+
+uint64_t free_heap_bytes() {
+#if defined(__SANITIZE_ADDRESS__)
+  return 0;
+#else
+  struct mallinfo2 info = mallinfo2();
+  return info.fordblks;
 #endif
 }
 

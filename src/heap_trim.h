@@ -17,12 +17,16 @@ struct HeapLoad {
   size_t connections = 0;  // the high-water mark since the last report, for the peak
   size_t connections_now = 0;
   uint64_t kept_bytes = 0;  // history and resume reads held in memory
+  // What the allocator holds free (0 where it cannot say): a few connections that each held a
+  // megabyte of frames no longer kept leave it behind without a fall in either count above.
+  uint64_t free_heap_bytes = 0;
 };
 
 class HeapTrim {
  public:
-  static constexpr size_t kConnectionDrop = 256;      // ~16 KiB each under load
-  static constexpr uint64_t kKeptDrop = 32ull << 20;  // bytes of frames
+  static constexpr size_t kConnectionDrop = 256;        // ~16 KiB each under load
+  static constexpr uint64_t kKeptDrop = 32ull << 20;    // bytes of frames
+  static constexpr uint64_t kFreeGrowth = 32ull << 20;  // free heap bytes since the last trim
   // Ticks (seconds) between two trims at least: opening and closing hundreds of connections
   // again and again makes the loop walk the free lists no more often than this.
   static constexpr int kMinTicksBetween = 10;
@@ -39,11 +43,15 @@ class HeapTrim {
   size_t peak_connections_ = 0;
   size_t last_connections_now_ = 0;  // at the tick before
   uint64_t peak_kept_ = 0;
+  // The least the allocator held free since the last trim (a trim's chunks still count free).
+  uint64_t free_low_ = UINT64_MAX / 2;
   int ticks_since_trim_ = kMinTicksBetween;
   uint64_t trims_ = 0;
 };
 
 // Returns the free pages of the process's allocator to the kernel.
 void release_free_heap();
+// Bytes the allocator holds free, 0 where it cannot say (under AddressSanitizer).
+uint64_t free_heap_bytes();
 
 }  // namespace sse

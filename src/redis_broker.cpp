@@ -1171,31 +1171,80 @@ PublishResult RedisBroker::publish_result(redisReply* r) {
   return {PublishResult::Status::Created, id, {}};
 }
 
+// One history page being read from Redis, a part at a time.
+struct RedisBroker::PageRead {
+  std::string room;
+  PageRange range;
+  HistoryDone done;
+  std::string stream;
+  std::string from, to;        // what is left of the range, as XRANGE's bounds
+  std::vector<FrameRef> read;  // in the order read: newest first for a newest page
+  size_t bytes = 0;
+};
+
 // Pages the room's stream in Redis; while Redis cannot answer, the node's memory (the window
 // every node keeps) answers instead.
 void RedisBroker::read_history(std::string room, PageRange range, HistoryDone done) {
-  std::string count = std::to_string(range.limit);
-  std::string stream = key("room:" + room);
+  auto read = std::make_shared<PageRead>();
+  read->stream = key("room:" + room);
   // Exclusive ends ("(<id>-0"): entry ids are the message ids.
-  std::string from = range.after ? "(" + std::to_string(*range.after) + "-0" : "-";
-  std::string to = range.before ? "(" + std::to_string(*range.before) + "-0" : "+";
-  bool newest = !range.after;
+  read->from = range.after ? "(" + std::to_string(*range.after) + "-0" : "-";
+  read->to = range.before ? "(" + std::to_string(*range.before) + "-0" : "+";
+  read->room = std::move(room);
+  read->range = range;
+  read->done = std::move(done);
+  if (pages_reading_ >= kPagesAtOnce) return pages_waiting_.push_back(std::move(read));
+  start_page(std::move(read));
+}
+
+void RedisBroker::start_page(std::shared_ptr<PageRead> read) {
+  ++pages_reading_;
+  read_page_part(std::move(read));
+}
+
+// The next part of the page, from where the last one ended; the page is done at its limit, at a
+// page's worth of bytes (the answer holds no more), or where the stream ends.
+void RedisBroker::read_page_part(std::shared_ptr<PageRead> read) {
+  bool newest = !read->range.after;
+  size_t want = std::min(kPagePart, read->range.limit - read->read.size());
+  std::string count = std::to_string(want);
   std::vector<std::string_view> argv =
-      newest ? std::vector<std::string_view>{"XREVRANGE", stream, to, from, "COUNT", count}
-             : std::vector<std::string_view>{"XRANGE", stream, from, to, "COUNT", count};
-  auto from_memory = [this, room, range, done, alive = alive_] {
-    if (*alive) done(sink_.kept_page(room, range));
+      newest ? std::vector<std::string_view>{"XREVRANGE", read->stream, read->to,
+                                             read->from,  "COUNT",      count}
+             : std::vector<std::string_view>{"XRANGE", read->stream, read->from,
+                                             read->to, "COUNT",      count};
+  auto from_memory = [this, read, alive = alive_] {
+    if (*alive) finish_page(*read, sink_.kept_page(read->room, read->range));
   };
-  auto on_reply = [done, newest, from_memory, alive = alive_](redisReply* r) {
+  auto on_reply = [this, read, want, newest, from_memory, alive = alive_](redisReply* r) {
     if (!*alive) return;  // the broker is going
     if (!r || r->type != REDIS_REPLY_ARRAY) return from_memory();
-    std::vector<FrameRef> frames;
-    for (size_t i = 0; i < r->elements; ++i)
-      if (auto entry = entry_of(r->element[newest ? r->elements - 1 - i : i]))
-        frames.push_back(message_frame(entry->id, entry->json));
-    done(std::move(frames));
+    for (size_t i = 0; i < r->elements; ++i) {
+      auto entry = entry_of(r->element[i]);
+      if (!entry) continue;
+      read->read.push_back(message_frame(entry->id, entry->json));
+      read->bytes += entry->json.size();
+      (newest ? read->to : read->from) = "(" + std::to_string(entry->id) + "-0";
+    }
+    if (r->elements < want || read->read.size() >= read->range.limit ||
+        read->bytes >= kMaxHistoryPageBytes) {
+      if (newest) std::reverse(read->read.begin(), read->read.end());
+      return finish_page(*read, std::move(read->read));
+    }
+    read_page_part(read);
   };
   if (!cmd_.up() || !cmd_.command(argv, std::move(on_reply))) reactor_.defer(from_memory);
+}
+
+void RedisBroker::finish_page(PageRead& read, std::vector<FrameRef> frames) {
+  --pages_reading_;
+  HistoryDone done = std::move(read.done);
+  if (!pages_waiting_.empty()) {
+    std::shared_ptr<PageRead> next = std::move(pages_waiting_.front());
+    pages_waiting_.pop_front();
+    start_page(std::move(next));
+  }
+  done(std::move(frames));
 }
 
 // What a resume's read of one room from Redis has gathered so far.

@@ -50,6 +50,11 @@ class RedisBroker final : public Broker {
  public:
   static constexpr size_t kMaxWaiting = 10000;
   static constexpr size_t kRoomReadWindow = 16;  // room reads a warm-up or gap fill has waiting
+  // History pages read from Redis at once (the rest wait their turn, one request per connection
+  // at most), each kPagePart entries a command until the page is full: what Redis builds for
+  // pages stays near kPagesAtOnce x kPagePart entries, however many ask and however long.
+  static constexpr size_t kPagesAtOnce = 16;
+  static constexpr size_t kPagePart = 100;
   static constexpr int64_t kDeadlineMs = 5000;
   // A publish script that Redis runs later than this after it was sent stores nothing: well
   // before kDeadlineMs, so a POST the node gave up on (503) does not turn up later.
@@ -128,6 +133,10 @@ class RedisBroker final : public Broker {
   void read_feed();
   // False when it stopped at a gap (the fill reads on).
   bool deliver_entries(struct redisReply* reply);
+  struct PageRead;
+  void start_page(std::shared_ptr<PageRead> read);
+  void read_page_part(std::shared_ptr<PageRead> read);
+  void finish_page(PageRead& read, std::vector<FrameRef> frames);
   struct BackfillRead;
   void read_backfill_page(std::shared_ptr<BackfillRead> read, const std::string& upto);
   void finish_backfill(BackfillRead& read);
@@ -196,6 +205,8 @@ class RedisBroker final : public Broker {
   int64_t clock_offset_us_ = 0;
   int64_t clock_round_trip_us_ = 0;
   bool clock_known_ = false;
+  size_t pages_reading_ = 0;
+  std::deque<std::shared_ptr<PageRead>> pages_waiting_;
   bool out_of_memory_ = false;  // Redis refused a publish past its maxmemory, and nothing since
   bool probing_memory_ = false;
   // Presence across nodes: {p}:presence:<room> is a hash of node -> "<expires ms>\n<online>\n

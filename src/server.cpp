@@ -192,8 +192,10 @@ void Server::every_second() {
   hub_.send_presence();
   send_heartbeats();
   if (++ticks_ % 10 == 0) policy_.prune();
+  // Asking the allocator walks its free lists: every HeapTrim::kMinTicksBetween seconds only.
+  uint64_t free_bytes = ticks_ % HeapTrim::kMinTicksBetween == 0 ? free_heap_bytes() : 0;
   if (heap_trim_.on_tick({registry_.take_high_water(), registry_.size(),
-                          hub_.kept_bytes() + hub_.backfill_bytes()}))
+                          hub_.kept_bytes() + hub_.backfill_bytes(), free_bytes}))
     log::info("returned free memory to the system", "connections", registry_.size());
 }
 

@@ -65,5 +65,23 @@ TEST(HeapTrim, TrimsAtMostOnceInItsInterval) {
   EXPECT_EQ(trim.trims(), 2u);
 }
 
+// A few connections that each held a megabyte of frames history no longer keeps leave the heap
+// with much free memory and no fall in either count: the allocator's own figure says so. Growth
+// counts from the least it held free since the last trim, so an attack repeated after a trim is
+// given back again.
+TEST(HeapTrim, FreeMemoryGrowingByTheMarginTrims) {
+  HeapTrim trim;
+  auto with_free = [](uint64_t mib) { return HeapLoad{100, 100, 0, mib << 20}; };
+  EXPECT_FALSE(trim.on_tick(with_free(10)));
+  EXPECT_FALSE(trim.on_tick(with_free(40)));  // 30 MiB more: under the margin
+  EXPECT_TRUE(trim.on_tick(with_free(250)));
+  for (int i = 0; i < HeapTrim::kMinTicksBetween; ++i)
+    EXPECT_FALSE(trim.on_tick(with_free(250)));  // trimmed pages still count free
+  EXPECT_FALSE(trim.on_tick(with_free(5)));      // taken again by the next attack
+  EXPECT_TRUE(trim.on_tick(with_free(240)));     // and freed again
+  EXPECT_FALSE(trim.on_tick({100, 100, 0, 0}));  // 0: the allocator cannot say
+  EXPECT_EQ(trim.trims(), 2u);
+}
+
 }  // namespace
 }  // namespace sse

@@ -566,6 +566,57 @@ TEST(RedisBroker, HistoryPagesComeFromRedis) {
   EXPECT_EQ(page(ids[1], 10, ids[4]), std::vector<uint64_t>(ids.begin() + 2, ids.begin() + 4));
 }
 
+// A page is read from Redis a part of 100 entries at a time until it is full (its limit, or a
+// page's worth of bytes: a page of large messages costs Redis no more than the page holds), and
+// only a few pages at once: many asking at once wait their turn, each still answered in full.
+TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 250; ++i)
+    ids.push_back(c.post(c.a, "small " + std::to_string(i), "", "r").id);
+  auto calls = [&](const std::string& command) {
+    std::string stats = c.redis.cli({"INFO", "commandstats"});
+    size_t at = stats.find("cmdstat_" + command + ":calls=");
+    return at == std::string::npos ? 0 : std::stoi(stats.substr(stats.find('=', at) + 1));
+  };
+  int xrevrange_before = calls("xrevrange"), xrange_before = calls("xrange");
+  constexpr int kPages = 40;
+  std::vector<std::vector<uint64_t>> pages(kPages);
+  int answered = 0;
+  for (int i = 0; i < kPages; ++i) {
+    sse::PageRange range{i % 2 ? std::optional<uint64_t>(ids[9]) : std::nullopt, std::nullopt, 250};
+    c.b.broker->read_history("r", range, [&, i](std::vector<sse::FrameRef> frames) {
+      for (auto& f : frames) pages[i].push_back(sse::frame_id(*f.get()));
+      ++answered;
+    });
+  }
+  ASSERT_TRUE(run_until(c.reactor, [&] { return answered == kPages; }));
+  for (int i = 0; i < kPages; ++i) {
+    SCOPED_TRACE(i);
+    if (i % 2)
+      EXPECT_EQ(pages[i], std::vector<uint64_t>(ids.begin() + 10, ids.end()));
+    else
+      EXPECT_EQ(pages[i], ids);
+  }
+  // Three parts for each newest page of 250 (100, 100, then 50 and the stream's start); the
+  // pages from an id read 240 and stop at the stream's end. (The nodes' own reads, once a
+  // second, come on top.)
+  EXPECT_GE(calls("xrevrange") - xrevrange_before, 20 * 3);
+  EXPECT_GE(calls("xrange") - xrange_before, 20 * 3);
+  EXPECT_LE(calls("xrevrange") - xrevrange_before, 20 * 3 + 6);
+  // 12 KB messages (each of 2000 line separators, escaped): the first part passes a page's worth
+  // of bytes, so it is the only one (the next would have brought all 150).
+  std::string wide;
+  for (int i = 0; i < 2000; ++i) wide += "\u2028";
+  for (int i = 0; i < 150; ++i) c.post(c.a, wide, "", "wide");
+  std::vector<sse::FrameRef> page;
+  c.b.broker->read_history("wide", {std::nullopt, std::nullopt, 150},
+                           [&](std::vector<sse::FrameRef> frames) { page = std::move(frames); });
+  ASSERT_TRUE(run_until(c.reactor, [&] { return !page.empty(); }));
+  EXPECT_EQ(page.size(), 100u);
+}
+
 // A node that starts after messages were posted holds them in memory before it says it is
 // ready (streams resume from memory on any node), with the same ids, as restored, not live.
 TEST(RedisBroker, ANewNodeWarmsUpFromRedisBeforeItIsReady) {
