@@ -95,7 +95,8 @@ class Fields {
  public:
   static constexpr int kUnknown = -1;
   // With an author (a token's name) the body's "user" is not read at all, like unknown fields.
-  explicit Fields(std::optional<std::string_view> author) : author_(author) {}
+  Fields(std::optional<std::string_view> author, std::optional<std::string_view> query_room)
+      : author_(author), query_room_(query_room) {}
   int slot(std::string_view key) const {
     for (int i = author_ ? 1 : 0; i < kCount; ++i)
       if (key == kNames[i]) return i;
@@ -112,7 +113,12 @@ class Fields {
     const std::optional<std::string_view>& author = author_;
     if (!seen_[0] && !author) return bad("missing \"user\"");
     if (!seen_[1]) return bad("missing \"text\"");
-    std::string room = seen_[3] ? std::move(values_[3]) : std::string(kDefaultRoom);
+    if (query_room_ && seen_[3] && values_[3] != *query_room_)
+      return bad("the query string names room \"" + std::string(*query_room_) +
+                 "\" and the body another");
+    std::string room = seen_[3]      ? std::move(values_[3])
+                       : query_room_ ? std::string(*query_room_)
+                                     : std::string(kDefaultRoom);
     if (auto err = room_name_error(room)) return bad(*err);
     // An author's name was checked with its token (it may be longer than a "user"): only the
     // text and nonce are checked here, under a stand-in name.
@@ -129,6 +135,7 @@ class Fields {
   static constexpr int kCount = 4;
   static constexpr std::string_view kNames[kCount] = {"user", "text", "nonce", "room"};
   std::optional<std::string_view> author_;
+  std::optional<std::string_view> query_room_;
   std::string values_[kCount];
   bool seen_[kCount] = {};
 };
@@ -142,7 +149,8 @@ void skip_byte_order_mark(std::string_view& body) {
 // Arrays and objects inside one another, the body's own object counting as one.
 constexpr size_t kMaxJsonDepth = 32;
 
-PostResult decode_json(std::string_view body, std::optional<std::string_view> author) {
+PostResult decode_json(std::string_view body, std::optional<std::string_view> author,
+                       std::optional<std::string_view> query_room) {
   // One parser for the process: the loop is single-threaded, and reusing it avoids an allocation
   // per request. Depth is capped so hostile nesting is rejected cheaply.
   static simdjson::dom::parser parser = [] {
@@ -167,7 +175,7 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
   simdjson::dom::object object;
   if (doc.get_object().get(object) != simdjson::SUCCESS)
     return bad("body must be a JSON object with \"user\" and \"text\"");
-  Fields fields(author);
+  Fields fields(author, query_room);
   for (auto field : object) {
     int slot = fields.slot(field.key);
     if (slot == Fields::kUnknown) continue;
@@ -180,11 +188,12 @@ PostResult decode_json(std::string_view body, std::optional<std::string_view> au
 }
 
 PostResult decode_form(std::string_view body, Charset charset,
-                       std::optional<std::string_view> author) {
+                       std::optional<std::string_view> author,
+                       std::optional<std::string_view> query_room) {
   if (charset == Charset::Utf8) skip_byte_order_mark(body);
   auto pairs = form::parse(body);
   if (!pairs) return bad("malformed form encoding");
-  Fields fields(author);
+  Fields fields(author, query_room);
   for (auto& [key, value] : *pairs) {
     // The escapes (%E9) are bytes of the declared charset: only decoded they can be converted.
     if (charset == Charset::Latin1) key = utf8::from_latin1(key);
@@ -229,13 +238,15 @@ std::optional<Rejection> unsupported_media_type(std::string_view content_type) {
 }
 
 PostResult decode_post(std::string_view content_type, std::string_view body,
-                       std::optional<std::string_view> author) {
+                       std::optional<std::string_view> author,
+                       std::optional<std::string_view> query_room) {
   if (auto unsupported = unsupported_media_type(content_type)) return *unsupported;
   Charset charset = charset_kind(content_type);
-  if (classify(content_type) == MediaType::Form) return decode_form(body, charset, author);
-  if (charset == Charset::Utf8) return decode_json(body, author);
+  if (classify(content_type) == MediaType::Form)
+    return decode_form(body, charset, author, query_room);
+  if (charset == Charset::Utf8) return decode_json(body, author, query_room);
   std::string converted = utf8::from_latin1(body);
-  return decode_json(converted, author);
+  return decode_json(converted, author, query_room);
 }
 
 }  // namespace sse

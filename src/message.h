@@ -33,8 +33,11 @@ using PostResult = std::variant<ChatInput, Rejection>;
 // or a form.
 std::optional<Rejection> unsupported_media_type(std::string_view content_type);
 
+// `query_room`: the room the request's query string names (POST /messages?room=R), taken when
+// the body names none; a body naming another one is refused.
 PostResult decode_post(std::string_view content_type, std::string_view body,
-                       std::optional<std::string_view> author = std::nullopt);
+                       std::optional<std::string_view> author = std::nullopt,
+                       std::optional<std::string_view> query_room = std::nullopt);
 
 // Checks a user name (as a message's "user": 1..max_chars code points, no control characters) and
 // trims it in place; the reason when it is not one.

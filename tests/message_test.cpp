@@ -149,3 +149,23 @@ TEST(Validation, NonceIsKept) {
   auto r = decode_post("application/json", R"({"user":"a","text":"b","nonce":"n-1"})");
   EXPECT_EQ(std::get<ChatInput>(r).nonce, "n-1");
 }
+
+TEST(Validation, TheQueryStringsRoomWhenTheBodyNamesNone) {
+  auto room_of = [](const sse::PostResult& r) {
+    return std::holds_alternative<ChatInput>(r) ? std::get<ChatInput>(r).room
+                                                : "(" + std::get<Rejection>(r).reason + ")";
+  };
+  const char* json = "application/json";
+  const char* form = "application/x-www-form-urlencoded";
+  EXPECT_EQ(room_of(decode_post(json, R"({"user":"a","text":"b"})", std::nullopt, "ops")), "ops");
+  EXPECT_EQ(room_of(decode_post(form, "user=a&text=b", std::nullopt, "ops")), "ops");
+  EXPECT_EQ(
+      room_of(decode_post(json, R"({"user":"a","text":"b","room":"ops"})", std::nullopt, "ops")),
+      "ops");
+  EXPECT_EQ(room_of(decode_post(json, R"({"user":"a","text":"b"})")), "general");
+  auto other = decode_post(json, R"({"user":"a","text":"b","room":"dev"})", std::nullopt, "ops");
+  ASSERT_TRUE(std::holds_alternative<Rejection>(other));
+  EXPECT_EQ(std::get<Rejection>(other).status, 400);
+  auto bad = decode_post(form, "user=a&text=b", std::nullopt, "Ops");
+  ASSERT_TRUE(std::holds_alternative<Rejection>(bad));
+}

@@ -121,6 +121,41 @@ TEST(Rooms, FormPostsNameTheRoomToo) {
   EXPECT_EQ(field(a.reader.next_message()->data, "text"), "deploy");
 }
 
+// POST /messages?room=ops, as a reader names its rooms: the query's room when the body names
+// none, never silently `general`; a body naming another room is refused.
+TEST(Rooms, APostMayNameItsRoomInTheQueryString) {
+  ServerProcess server;
+  Subscription ops(server.port(), "", "?room=ops");
+  ASSERT_TRUE(ops.ok);
+  Client c(server.port());
+  auto post = [&](const std::string& target, const std::string& body) {
+    c.send("POST " + target + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    return c.read_response();
+  };
+  auto r = post("/messages?room=ops", R"({"user":"ann","text":"from the query"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201) << r->body;
+  EXPECT_EQ(field(ops.reader.next_message()->data, "text"), "from the query");
+  r = post("/messages?room=ops", R"({"user":"ann","text":"both","room":"ops"})");
+  EXPECT_EQ(r->status, 201) << r->body;
+  EXPECT_EQ(field(ops.reader.next_message()->data, "text"), "both");
+  r = post("/messages?room=ops", R"({"user":"ann","text":"which?","room":"dev"})");
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("the query string names room"), std::string::npos) << r->body;
+  for (std::string bad :
+       {"/messages?room=Ops", "/messages?room=", "/messages?room=a&room=b", "/messages?room=%zz"}) {
+    r = post(bad, R"({"user":"ann","text":"no"})");
+    ASSERT_TRUE(r) << bad;
+    EXPECT_EQ(r->status, 400) << bad << " " << r->body;
+  }
+  r = post("/messages", R"({"user":"ann","text":"plain"})");  // still general
+  EXPECT_EQ(r->status, 201);
+  Client reader(server.port());
+  EXPECT_NE(reader.get("/messages?room=general")->body.find("plain"), std::string::npos);
+  EXPECT_EQ(reader.get("/messages?room=dev")->body, "[]");
+}
+
 TEST(Rooms, BadRoomNamesAndTooManyRoomsAre400) {
   ServerProcess server({"--max-rooms-per-stream", "2"});
   for (std::string body :
