@@ -67,8 +67,15 @@ std::optional<std::string> parse_args(int argc, char** argv, TokenRequest& t) {
   t.audience = env_or("SSE_CHAT_JWT_AUDIENCE", "");
   for (int i = 1; i < argc; ++i) {
     std::string_view flag = argv[i];
-    if (i + 1 >= argc) return std::string(flag) + " needs a value";
-    std::string_view value = argv[++i];
+    std::string_view value;
+    if (size_t eq = flag.find('='); flag.starts_with("--") && eq != std::string_view::npos) {
+      value = flag.substr(eq + 1);  // --sub=alice, as the server takes its flags
+      flag = flag.substr(0, eq);
+    } else if (i + 1 >= argc) {
+      return std::string(flag) + " needs a value";
+    } else {
+      value = argv[++i];
+    }
     if (flag == "--jwt-key") {
       t.key_file = value;
     } else if (flag == "--jwt-alg") {

@@ -730,8 +730,9 @@ TEST(Auth, AReaderWithoutATokenNeverWipesAPrivateRoom) {
 TEST(Auth, Rs256ServerAcceptsItsKeysTokensOnly) {
   const Keys& k = keys();
   ServerProcess server({"--jwt-alg", "RS256", "--jwt-key", k.rsa_public});
-  std::string token = mint({"--jwt-alg", "RS256", "--jwt-key", k.rsa_private, "--sub", "rita",
-                            "--name", "Rita", "--rooms", "general"});
+  // --flag=value as the server takes it, too.
+  std::string token = mint({"--jwt-alg=RS256", "--jwt-key", k.rsa_private, "--sub=rita", "--name",
+                            "Rita", "--rooms=general"});
   EXPECT_EQ(b64url_decode(split(token).header), R"({"alg":"RS256","typ":"JWT"})");
   EXPECT_EQ(b64url_decode(split(token).signature).size(), 256u);  // 2048-bit RSA
   Stream s(server.port(), "?room=general", bearer(token));
