@@ -542,17 +542,20 @@ void ChatRoutes::post_message(Connection& conn, Request& req) {
   Authentication auth = authenticate(req);
   const Identity* who = auth.who();
   if (auto refusal = refuse_post(conn, req, auth)) return policy_.reply(conn, req, *refusal);
-  if (auto refusal = policy_.take_post_budget(conn, who ? who->subject : std::string_view{}))
-    return policy_.reply(conn, req, *refusal);
   // The room may come in the query string too (POST /messages?room=team-a), as it does to read.
   std::optional<std::string> query_room;
   if (!req.query.empty()) {
     auto pairs = form::parse(req.query);
-    if (!pairs) return policy_.reply(conn, req, http::error(400, "malformed query string"));
-    if (auto repeated = repeated_parameter(*pairs, {"room"}))
-      return policy_.reply(conn, req, http::error(400, *repeated));
+    auto repeated = pairs ? repeated_parameter(*pairs, {"room"}) : std::nullopt;
+    if (!pairs || repeated) {
+      metrics_.count_rejected("invalid_message");
+      return policy_.reply(conn, req,
+                           http::error(400, repeated.value_or("malformed query string")));
+    }
     query_room = form::query_value(*pairs, "room");
   }
+  if (auto refusal = policy_.take_post_budget(conn, who ? who->subject : std::string_view{}))
+    return policy_.reply(conn, req, *refusal);
   PostResult decoded =
       decode_post(req.content_type, req.body,
                   who ? std::optional<std::string_view>(who->name) : std::nullopt, query_room);

@@ -166,6 +166,7 @@ Option string_option(const char* name, const char* value, const char* help,
 constexpr double kMinRate = 0.001;  // one a quarter of an hour: a Retry-After that still means it
 constexpr double kMaxRate = 1e6;
 constexpr uint64_t kMaxRooms = 100'000'000;
+constexpr uint64_t kMaxHistory = 100'000'000;  // per room (Redis's script takes it as a number)
 constexpr uint64_t kMaxRoomsPerStream = 100'000;
 constexpr uint64_t kMaxClientQueue = 1u << 24;
 constexpr uint64_t kMaxBody = 1u << 30;
@@ -179,7 +180,7 @@ const std::vector<Option>& options() {
                     "index.html, else the installed page)",
                     &Config::static_dir),
       uint_option("history", "messages kept per room, in memory and in the journal, for replay",
-                  &Config::history, 1),
+                  &Config::history, 1, kMaxHistory),
       uint_option("history-memory",
                   "bytes all rooms' kept messages may hold; the oldest are dropped first",
                   &Config::history_memory, 1u << 20),

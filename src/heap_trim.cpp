@@ -36,8 +36,9 @@ bool HeapTrim::on_tick(const HeapLoad& load) {
   ticks_since_trim_ = 0;
   peak_connections_ = load.connections_now;
   peak_kept_ = load.kept_bytes;
-  // Trimmed chunks still count as free: growth is measured from here, until some are taken.
-  if (load.free_heap_bytes > 0) free_low_ = load.free_heap_bytes;
+  // Trimmed chunks still count as free: growth is measured from the next figure, until some
+  // are taken (this tick's may be from before the fall that made this trim).
+  free_low_ = kFreeUnknown;
   return true;
 }
 

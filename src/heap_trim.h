@@ -44,7 +44,8 @@ class HeapTrim {
   size_t last_connections_now_ = 0;  // at the tick before
   uint64_t peak_kept_ = 0;
   // The least the allocator held free since the last trim (a trim's chunks still count free).
-  uint64_t free_low_ = UINT64_MAX / 2;
+  static constexpr uint64_t kFreeUnknown = UINT64_MAX / 2;
+  uint64_t free_low_ = kFreeUnknown;
   int ticks_since_trim_ = kMinTicksBetween;
   uint64_t trims_ = 0;
 };

@@ -438,8 +438,11 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   // Refuse an oversized body from its declared length, before reading any of it.
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s.limits_.max_body)
     return s.fail(413, "request body too large");
-  // The declared length at once: grown by doubling, a body at --max-body took twice that.
-  if (p->flags & F_CONTENT_LENGTH) s.request_.body.reserve(p->content_length);
+  // The declared length at once (grown by doubling, a body of 32 KiB took 64), up to what a
+  // message takes: a large --max-body is not reserved for a client that has sent no byte of it.
+  constexpr uint64_t kMaxReserve = 64 * 1024;
+  if (p->flags & F_CONTENT_LENGTH)
+    s.request_.body.reserve(std::min<uint64_t>(p->content_length, kMaxReserve));
   s.in_body_ = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) &&
                !(p->flags & F_CONTENT_LENGTH && p->content_length == 0);
   return 0;

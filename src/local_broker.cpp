@@ -271,18 +271,21 @@ void LocalBroker::try_recover() {
   auto adopt = [this](JournalRecord&& r) { adopt_record(std::move(r)); };
   if (!journal_->prepare_recovery(adopt, error) ||
       !journal_->start_compaction(compaction_window(), 0, error)) {
-    // Each new reason once (another sse-chat holding the directory, say): it may not be the
-    // failure /healthz still names.
-    if (error != recovery_error_)
-      log::warn("journal recovery failed; POSTs are still refused", "error", error, "data_dir",
-                options_.data_dir);
-    else
-      log::debug("journal still failing", "error", error);
-    recovery_error_ = error;
-    return;
+    return note_recovery_error(error);
   }
   recovery_error_.clear();
   floors_after_recovery_ = false;  // the window has every floor so far
+}
+
+// Each new reason once (another sse-chat holding the directory, say): it may not be the failure
+// /healthz still names, which adds it.
+void LocalBroker::note_recovery_error(const std::string& error) {
+  if (error != recovery_error_)
+    log::warn("journal recovery failed; POSTs are still refused", "error", error, "data_dir",
+              options_.data_dir);
+  else
+    log::debug("journal still failing", "error", error);
+  recovery_error_ = error;
 }
 
 // A record of the journal another sse-chat wrote while it held the data directory: the ids it
@@ -328,7 +331,7 @@ void LocalBroker::finish_compaction() {
   if (!end.finished) return;
   if (end.swapped) move_pending_offsets(end);
   if (!end.error.empty()) {
-    if (recovering) return log::debug("journal still failing", "error", end.error);
+    if (recovering) return note_recovery_error(end.error);  // the rewrite failed
     return fail("journal compaction failed: " + end.error);
   }
   if (recovering && floors_after_recovery_ && !append_floors()) return;

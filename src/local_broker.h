@@ -86,6 +86,7 @@ class LocalBroker final : public Broker {
   void on_journal_notice();
   void fail(const std::string& reason);
   void try_recover();
+  void note_recovery_error(const std::string& error);
   void adopt_record(JournalRecord&& r);
   bool append_floors();
   void compact_if_needed();

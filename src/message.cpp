@@ -113,6 +113,8 @@ class Fields {
     const std::optional<std::string_view>& author = author_;
     if (!seen_[0] && !author) return bad("missing \"user\"");
     if (!seen_[1]) return bad("missing \"text\"");
+    if (query_room_)
+      if (auto err = room_name_error(*query_room_)) return bad(*err);
     if (query_room_ && seen_[3] && values_[3] != *query_room_)
       return bad("the query string names room \"" + std::string(*query_room_) +
                  "\" and the body another");

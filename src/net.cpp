@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstring>
 
+#include "ascii.h"
+
 namespace sse::net {
 
 std::optional<Endpoint> parse_endpoint(std::string_view text) {
@@ -31,7 +33,7 @@ std::optional<Endpoint> parse_endpoint(std::string_view text) {
     port_text = text;
   }
   if (ep.host.empty()) ep.host = "0.0.0.0";
-  if (ep.host == "localhost") ep.host = "127.0.0.1";  // the one name: no resolver at start
+  if (ascii::iequals(ep.host, "localhost")) ep.host = "127.0.0.1";  // the one name: no resolver
   in6_addr any;
   if (inet_pton(AF_INET, ep.host.c_str(), &any) != 1 &&
       inet_pton(AF_INET6, ep.host.c_str(), &any) != 1)

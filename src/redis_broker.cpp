@@ -1219,14 +1219,22 @@ void RedisBroker::read_page_part(std::shared_ptr<PageRead> read) {
   auto on_reply = [this, read, want, newest, from_memory, alive = alive_](redisReply* r) {
     if (!*alive) return;  // the broker is going
     if (!r || r->type != REDIS_REPLY_ARRAY) return from_memory();
+    bool moved = false;
     for (size_t i = 0; i < r->elements; ++i) {
-      auto entry = entry_of(r->element[i]);
+      // The next part starts past this entry, even one that is not a message of ours (foreign
+      // data under the prefix): skipped, never read again.
+      const redisReply* raw = r->element[i];
+      if (raw && raw->type == REDIS_REPLY_ARRAY && raw->elements >= 1 &&
+          !text_of(raw->element[0]).empty()) {
+        (newest ? read->to : read->from) = "(" + std::string(text_of(raw->element[0]));
+        moved = true;
+      }
+      auto entry = entry_of(raw);
       if (!entry) continue;
       read->read.push_back(message_frame(entry->id, entry->json));
       read->bytes += entry->json.size();
-      (newest ? read->to : read->from) = "(" + std::to_string(entry->id) + "-0";
     }
-    if (r->elements < want || read->read.size() >= read->range.limit ||
+    if (r->elements < want || !moved || read->read.size() >= read->range.limit ||
         read->bytes >= kMaxHistoryPageBytes) {
       if (newest) std::reverse(read->read.begin(), read->read.end());
       return finish_page(*read, std::move(read->read));

@@ -215,7 +215,8 @@ TEST(Config, SizesHaveMaxima) {
            {"--client-queue", "16777217", "16777216"},
            {"--max-body", "1073741825", "1073741824"},
            {"--max-rooms", "100000001", "100000000"},
-           {"--max-rooms-per-stream", "100001", "100000"}}) {
+           {"--max-rooms-per-stream", "100001", "100000"},
+           {"--history", "100000001", "100000000"}}) {
     sse::Config config;
     auto outcome = parse({flag, too_big}, config);
     EXPECT_EQ(outcome.kind, sse::ParseOutcome::Error) << flag;

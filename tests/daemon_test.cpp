@@ -144,7 +144,7 @@ TEST(Daemon, ASettingOnlyAnEditMendsExitsWithStatusTwoBeforeTheDataDirectoryIsTo
   EXPECT_NE(log.find("--data-dir is empty"), std::string::npos) << log;
   // localhost is the one name --listen takes.
   {
-    ServerProcess local({"--listen", "localhost:0"});
+    ServerProcess local({"--listen", "LocalHost:0"});
     ASSERT_NE(local.port(), 0) << local.log();
     EXPECT_EQ(Client(local.port()).get("/healthz")->status, 200);
   }

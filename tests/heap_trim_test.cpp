@@ -83,5 +83,18 @@ TEST(HeapTrim, FreeMemoryGrowingByTheMarginTrims) {
   EXPECT_EQ(trim.trims(), 2u);
 }
 
+// A trim for a fall in connections, on a tick that did not ask the allocator: its next figure
+// (the trimmed chunks still counted free) is where growth counts from, not a second trim.
+TEST(HeapTrim, AFallsTrimIsNotFollowedByOneForTheFreeMemoryItLeft) {
+  HeapTrim trim;
+  EXPECT_FALSE(trim.on_tick({10, 10, 0, 5ull << 20}));
+  EXPECT_FALSE(trim.on_tick({3000, 3000, 0, 0}));
+  EXPECT_FALSE(trim.on_tick({3000, 10, 0, 0}));  // still falling
+  EXPECT_TRUE(trim.on_tick({10, 10, 0, 0}));
+  for (int i = 0; i < HeapTrim::kMinTicksBetween; ++i)
+    EXPECT_FALSE(trim.on_tick({10, 10, 0, 200ull << 20}));
+  EXPECT_EQ(trim.trims(), 1u);
+}
+
 }  // namespace
 }  // namespace sse

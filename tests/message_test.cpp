@@ -168,4 +168,8 @@ TEST(Validation, TheQueryStringsRoomWhenTheBodyNamesNone) {
   EXPECT_EQ(std::get<Rejection>(other).status, 400);
   auto bad = decode_post(form, "user=a&text=b", std::nullopt, "Ops");
   ASSERT_TRUE(std::holds_alternative<Rejection>(bad));
+  // A query room that is no room name is said so, never echoed (it may be any bytes).
+  auto raw = decode_post(json, R"({"user":"a","text":"b","room":"dev"})", std::nullopt, "\xFF");
+  ASSERT_TRUE(std::holds_alternative<Rejection>(raw));
+  EXPECT_EQ(std::get<Rejection>(raw).reason.find('\xFF'), std::string::npos);
 }

@@ -615,6 +615,28 @@ TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
                            [&](std::vector<sse::FrameRef> frames) { page = std::move(frames); });
   ASSERT_TRUE(run_until(c.reactor, [&] { return !page.empty(); }));
   EXPECT_EQ(page.size(), 100u);
+  // An entry that is not a message of ours (foreign data under the prefix) is skipped, and the
+  // read goes on past it: a part of only such entries once sent the same command forever.
+  uint64_t first = c.post(c.a, "before the foreign ones", "", "mixed").id;
+  for (int i = 0; i < 3; ++i) c.redis.cli({"XADD", "{sse-chat}:room:mixed", "*", "foo", "bar"});
+  std::vector<uint64_t> got;
+  bool done = false;
+  c.b.broker->read_history("mixed", {std::nullopt, std::nullopt, 1},
+                           [&](std::vector<sse::FrameRef> frames) {
+                             for (auto& f : frames) got.push_back(sse::frame_id(*f.get()));
+                             done = true;
+                           });
+  ASSERT_TRUE(run_until(c.reactor, [&] { return done; }));
+  EXPECT_TRUE(got.empty() || got == std::vector<uint64_t>{first});
+  done = false;
+  got.clear();
+  c.b.broker->read_history("mixed", {uint64_t{0}, std::nullopt, 10},
+                           [&](std::vector<sse::FrameRef> frames) {
+                             for (auto& f : frames) got.push_back(sse::frame_id(*f.get()));
+                             done = true;
+                           });
+  ASSERT_TRUE(run_until(c.reactor, [&] { return done; }));
+  EXPECT_EQ(got, std::vector<uint64_t>{first});
 }
 
 // A node that starts after messages were posted holds them in memory before it says it is
