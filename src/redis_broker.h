@@ -78,6 +78,9 @@ class RedisBroker final : public Broker {
   void read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
                      size_t max_bytes, BackfillDone done) override;
   std::optional<std::string> unavailable() const override;
+  // History pages being read from Redis now (at most kPagesAtOnce), and those waiting their turn.
+  size_t pages_reading() const { return pages_reading_; }
+  size_t pages_waiting() const { return pages_waiting_.size(); }
   bool idle() const override { return cmd_.waiting() == 0; }
   bool warm() const override { return warmed_; }
   uint64_t first_id() const override { return first_id_; }

@@ -591,7 +591,10 @@ TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
       ++answered;
     });
   }
+  EXPECT_EQ(c.b.broker->pages_reading(), sse::RedisBroker::kPagesAtOnce);
+  EXPECT_EQ(c.b.broker->pages_waiting(), kPages - sse::RedisBroker::kPagesAtOnce);
   ASSERT_TRUE(run_until(c.reactor, [&] { return answered == kPages; }));
+  EXPECT_EQ(c.b.broker->pages_reading() + c.b.broker->pages_waiting(), 0u);
   for (int i = 0; i < kPages; ++i) {
     SCOPED_TRACE(i);
     if (i % 2)
