@@ -71,8 +71,8 @@ std::optional<std::string> parse_args(int argc, char** argv, TokenRequest& t) {
     if (size_t eq = flag.find('='); flag.starts_with("--") && eq != std::string_view::npos) {
       value = flag.substr(eq + 1);  // --sub=alice, as the server takes its flags
       flag = flag.substr(0, eq);
-    } else if (i + 1 >= argc) {
-      return std::string(flag) + " needs a value";
+    } else if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--")) {
+      return std::string(flag) + " needs a value";  // `--sub --name x` forgot the subject
     } else {
       value = argv[++i];
     }

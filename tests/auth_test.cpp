@@ -1254,4 +1254,10 @@ TEST(Auth, BadTokenConfigurationsRefuseToStart) {
   Outcome fits = run({binary_path(), "token", "--jwt-key", k.dir + "/32.secret", "--sub", "x",
                       "--rooms", "a-project-room-with-a-long-name-*"});
   EXPECT_EQ(fits.status, 0) << fits.err;
+  // A flag is no value: `--sub --name x` forgot the subject (a token for "--name" is no one's).
+  Outcome forgot =
+      run({binary_path(), "token", "--jwt-key", k.dir + "/32.secret", "--sub", "--name", "Zed"});
+  EXPECT_NE(forgot.status, 0);
+  EXPECT_TRUE(forgot.out.empty()) << forgot.out;
+  EXPECT_NE(forgot.err.find("--sub needs a value"), std::string::npos) << forgot.err;
 }
