@@ -633,8 +633,10 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
     if (key == "since" || key == "before") {
       auto id = parse_u64(value);
       if (!id || (key == "before" && *id == 0))
-        return policy_.reply(conn, req,
-                             http::error(400, key + " must be a message id (a whole number)"));
+        return policy_.reply(
+            conn, req,
+            http::error(400, key + (key == "before" ? " must be a message id of at least 1"
+                                                    : " must be a message id (a whole number)")));
       (key == "since" ? range.after : range.before) = id;
     } else if (key == "limit") {
       limit_value = std::move(value);

@@ -235,7 +235,7 @@ std::optional<Rejection> unsupported_media_type(std::string_view content_type) {
     return Rejection{415,
                      "Content-Type must be application/json or application/x-www-form-urlencoded"};
   if (charset_kind(content_type) == Charset::Other)
-    return Rejection{415, "charset must be UTF-8 (or ISO-8859-1)"};
+    return Rejection{415, "charset must be UTF-8, US-ASCII or ISO-8859-1"};
   return std::nullopt;
 }
 

@@ -120,7 +120,10 @@ TEST(History, GetMessagesPages) {
   EXPECT_EQ(ids_in(c.get("/messages?before=3")->body), range(1, 2));
   EXPECT_EQ(ids_in(c.get("/messages?since=10&before=14")->body), range(11, 13));
   EXPECT_EQ(c.get("/messages?before=1")->body, "[]");
-  EXPECT_EQ(c.get("/messages?before=0")->status, 400);
+  auto zero = c.get("/messages?before=0");
+  EXPECT_EQ(zero->status, 400);
+  EXPECT_NE(zero->body.find("before must be a message id of at least 1"), std::string::npos)
+      << zero->body;
   EXPECT_EQ(c.get("/messages?before=x")->status, 400);
   EXPECT_EQ(c.get("/messages?limit=0")->status, 400);
   EXPECT_EQ(c.get("/messages?since=abc")->status, 400);
