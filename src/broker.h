@@ -52,6 +52,9 @@ struct PageRange {
   std::optional<uint64_t> after;
   std::optional<uint64_t> before;
   size_t limit = 100;
+  // Whether its asker still waits for it (empty: always): a page that waited its turn for a
+  // client that has gone is not read.
+  std::function<bool()> wanted = {};
 };
 
 // The messages' JSON a page's answer holds at most (at least one message, however large).

@@ -652,6 +652,7 @@ void ChatRoutes::list_messages(Connection& conn, Request& req) {
   if (auto refusal = check_read(authenticate(req), {room}))
     return policy_.reply(conn, req, std::move(*refusal));
   uint64_t ticket = hold(conn);
+  range.wanted = [this, ticket] { return waiting_.count(ticket) > 0; };
   bool newest = !range.after;
   broker_.read_history(
       std::move(room), range,

@@ -1199,6 +1199,12 @@ void RedisBroker::read_history(std::string room, PageRange range, HistoryDone do
 
 void RedisBroker::start_page(std::shared_ptr<PageRead> read) {
   ++pages_reading_;
+  if (read->range.wanted && !read->range.wanted()) {
+    // Deferred: a run of such pages must not finish one another down the stack.
+    return reactor_.defer([this, read, alive = alive_] {
+      if (*alive) finish_page(*read, {});
+    });
+  }
   read_page_part(std::move(read));
 }
 

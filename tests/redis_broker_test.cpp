@@ -640,6 +640,20 @@ TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
                            });
   ASSERT_TRUE(run_until(c.reactor, [&] { return done; }));
   EXPECT_EQ(got, std::vector<uint64_t>{first});
+  // A page that waited its turn for a client that has gone is not read: answered empty, no
+  // command sent.
+  int before_unwanted = calls("xrevrange");
+  int unwanted_answered = 0;
+  for (int i = 0; i < kPages; ++i) {
+    sse::PageRange range{std::nullopt, std::nullopt, 250};
+    if (i >= static_cast<int>(sse::RedisBroker::kPagesAtOnce)) range.wanted = [] { return false; };
+    c.b.broker->read_history("r", range, [&, i](std::vector<sse::FrameRef> frames) {
+      EXPECT_EQ(frames.empty(), i >= static_cast<int>(sse::RedisBroker::kPagesAtOnce)) << i;
+      ++unwanted_answered;
+    });
+  }
+  ASSERT_TRUE(run_until(c.reactor, [&] { return unwanted_answered == kPages; }));
+  EXPECT_LE(calls("xrevrange") - before_unwanted, 16 * 3 + 3);
 }
 
 // A node that starts after messages were posted holds them in memory before it says it is
