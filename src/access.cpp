@@ -50,6 +50,13 @@ bool audience_matches(simdjson::dom::element aud, std::string_view want) {
   return false;
 }
 
+// The algorithm --jwt-alg names, or why it names none.
+std::optional<jwt::Alg> configured_alg(const Config& config, std::string& error) {
+  auto alg = jwt::parse_alg(config.jwt_alg);
+  if (!alg) error = "bad --jwt-alg: " + config.jwt_alg + " (HS256, HS384, HS512, RS256 or ES256)";
+  return alg;
+}
+
 }  // namespace
 
 std::optional<std::string> RoomPatterns::error(std::string_view pattern) {
@@ -90,10 +97,7 @@ bool Access::configure(const Config& config, std::string& error) {
       return false;
     }
   }
-  if (!jwt::parse_alg(config.jwt_alg)) {  // a typo is one with or without keys yet
-    error = "bad --jwt-alg: " + config.jwt_alg + " (HS256, HS384, HS512, RS256 or ES256)";
-    return false;
-  }
+  if (!configured_alg(config, error)) return false;  // a typo is one with or without keys yet
   if (config.jwt_keys.empty()) {
     if (!config.public_rooms.empty() || !config.jwt_issuer.empty() ||
         !config.jwt_audience.empty()) {
@@ -114,11 +118,8 @@ bool Access::configure(const Config& config, std::string& error) {
 
 bool Access::reload_keys(const Config& config, std::string& error) {
   if (config.jwt_keys.empty()) return true;
-  auto alg = jwt::parse_alg(config.jwt_alg);
-  if (!alg) {
-    error = "bad --jwt-alg: " + config.jwt_alg + " (HS256, HS384, HS512, RS256 or ES256)";
-    return false;
-  }
+  auto alg = configured_alg(config, error);
+  if (!alg) return false;
   std::vector<std::unique_ptr<jwt::Key>> keys;
   for (const std::string& path : config.jwt_keys) {
     std::string why;
