@@ -403,14 +403,10 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     if (arg == "--version") return {ParseOutcome::Version, ""};
     if (!arg.starts_with("--"))
       return {ParseOutcome::Error, "unexpected argument: " + std::string(arg)};
-    arg.remove_prefix(2);
-    std::string value;
-    bool inline_value = false;
-    if (size_t eq = arg.find('='); eq != std::string_view::npos) {
-      value = std::string(arg.substr(eq + 1));
-      arg = arg.substr(0, eq);
-      inline_value = true;
-    }
+    FlagArg flag = split_flag(arg);
+    arg = flag.name.substr(2);
+    bool inline_value = flag.inline_value.has_value();
+    std::string value(flag.inline_value.value_or(""));
     const Option* o = find(arg);
     if (!o) return {ParseOutcome::Error, "unknown option --" + std::string(arg) + " (see --help)"};
     if (!o->value) {  // --no-journal=false turns it off, whatever the environment said
@@ -421,10 +417,9 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
       value = *on ? "1" : "0";
     }
     if (o->value && !inline_value) {
-      // `--data-dir --no-journal` forgot the directory; --data-dir=--x says it means one.
-      if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--"))
-        return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
-      value = argv[++i];
+      auto next = take_next_value(argc, argv, i);
+      if (!next) return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
+      value = *next;
     }
     if (o->list && std::find(lists_given.begin(), lists_given.end(), o) == lists_given.end()) {
       lists_given.push_back(o);
@@ -443,6 +438,17 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     return {ParseOutcome::Error, "bad value for --redis-prefix: " + out.redis_prefix +
                                      " (expected a name without braces)"};
   return {};
+}
+
+FlagArg split_flag(std::string_view arg) {
+  size_t eq = arg.find('=');
+  if (!arg.starts_with("--") || eq == std::string_view::npos) return {arg, std::nullopt};
+  return {arg.substr(0, eq), arg.substr(eq + 1)};
+}
+
+std::optional<std::string_view> take_next_value(int argc, char** argv, int& i) {
+  if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--")) return std::nullopt;
+  return argv[++i];
 }
 
 }  // namespace sse

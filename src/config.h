@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sse {
@@ -79,5 +80,17 @@ struct ParseOutcome {
 ParseOutcome parse_config(int argc, char** argv, Config& out);
 
 std::string help_text();
+
+// One command-line flag: `--name=value` (value given inline), `--name value`, or a switch.
+struct FlagArg {
+  std::string_view name;  // with its "--"
+  std::optional<std::string_view> inline_value;
+};
+FlagArg split_flag(std::string_view arg);
+
+// The value after the flag at argv[i], moving i past it; none when there is no next argument or
+// it is a flag itself: `--data-dir --no-journal` forgot the directory (`--data-dir=--x` is how
+// to mean one).
+std::optional<std::string_view> take_next_value(int argc, char** argv, int& i);
 
 }  // namespace sse

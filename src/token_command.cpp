@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "access.h"
+#include "config.h"
 #include "json.h"
 #include "jwt.h"
 #include "message.h"
@@ -66,16 +67,10 @@ std::optional<std::string> parse_args(int argc, char** argv, TokenRequest& t) {
   t.issuer = env_or("SSE_CHAT_JWT_ISSUER", "");
   t.audience = env_or("SSE_CHAT_JWT_AUDIENCE", "");
   for (int i = 1; i < argc; ++i) {
-    std::string_view flag = argv[i];
-    std::string_view value;
-    if (size_t eq = flag.find('='); flag.starts_with("--") && eq != std::string_view::npos) {
-      value = flag.substr(eq + 1);  // --sub=alice, as the server takes its flags
-      flag = flag.substr(0, eq);
-    } else if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--")) {
-      return std::string(flag) + " needs a value";  // `--sub --name x` forgot the subject
-    } else {
-      value = argv[++i];
-    }
+    auto [flag, inline_value] = split_flag(argv[i]);  // --sub=alice, as the server takes flags
+    auto given = inline_value ? inline_value : take_next_value(argc, argv, i);
+    if (!given) return std::string(flag) + " needs a value";  // `--sub --name x` forgot the subject
+    std::string_view value = *given;
     if (flag == "--jwt-key") {
       t.key_file = value;
     } else if (flag == "--jwt-alg") {
