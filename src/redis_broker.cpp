@@ -1171,13 +1171,53 @@ PublishResult RedisBroker::publish_result(redisReply* r) {
   return {PublishResult::Status::Created, id, {}};
 }
 
-// One history page being read from Redis, a part at a time.
+// A walk through a room's stream in Redis from one bound toward the other, kPagePart entries a
+// command at most, so that no reply is large however much is asked for.
+struct RedisBroker::StreamPager {
+  std::string stream;
+  std::string near, far;  // XRANGE bounds: the next part starts at `near`
+  bool newest_first = false;
+  std::function<size_t()> room_left;        // messages the reader can still take
+  std::function<bool(const Entry&)> take;   // false: the reader is full
+  std::function<void(bool answered)> done;  // answered false: Redis did not answer
+};
+
+// The next part, from where the last one ended. Done when the reader is full or the range ends.
+void RedisBroker::read_stream_part(std::shared_ptr<StreamPager> pager) {
+  size_t want = std::min(kPagePart, pager->room_left());
+  auto on_reply = [this, pager, want, alive = alive_](redisReply* r) {
+    if (!*alive) return;  // the broker is going
+    if (!r || r->type != REDIS_REPLY_ARRAY) return pager->done(false);
+    bool moved = false;
+    bool more = true;
+    for (size_t i = 0; i < r->elements && more; ++i) {
+      // The next part starts past this entry, even one that is not a message of ours (foreign
+      // data under the prefix): skipped, never read again.
+      const redisReply* raw = r->element[i];
+      if (raw && raw->type == REDIS_REPLY_ARRAY && raw->elements >= 1 &&
+          !text_of(raw->element[0]).empty()) {
+        pager->near = "(" + std::string(text_of(raw->element[0]));
+        moved = true;
+      }
+      if (auto entry = entry_of(raw)) more = pager->take(*entry);
+    }
+    if (!more || !moved || r->elements < want || pager->room_left() == 0) return pager->done(true);
+    read_stream_part(pager);
+  };
+  std::string_view verb = pager->newest_first ? "XREVRANGE" : "XRANGE";
+  if (!cmd_.up() ||
+      !cmd_.command({verb, pager->stream, pager->near, pager->far, "COUNT", std::to_string(want)},
+                    std::move(on_reply)))
+    reactor_.defer([pager, alive = alive_] {
+      if (*alive) pager->done(false);
+    });
+}
+
+// One history page being read from Redis.
 struct RedisBroker::PageRead {
   std::string room;
   PageRange range;
   HistoryDone done;
-  std::string stream;
-  std::string from, to;        // what is left of the range, as XRANGE's bounds
   std::vector<FrameRef> read;  // in the order read: newest first for a newest page
   size_t bytes = 0;
 };
@@ -1186,10 +1226,6 @@ struct RedisBroker::PageRead {
 // every node keeps) answers instead.
 void RedisBroker::read_history(std::string room, PageRange range, HistoryDone done) {
   auto read = std::make_shared<PageRead>();
-  read->stream = key("room:" + room);
-  // Exclusive ends ("(<id>-0"): entry ids are the message ids.
-  read->from = range.after ? "(" + std::to_string(*range.after) + "-0" : "-";
-  read->to = range.before ? "(" + std::to_string(*range.before) + "-0" : "+";
   read->room = std::move(room);
   read->range = range;
   read->done = std::move(done);
@@ -1197,6 +1233,8 @@ void RedisBroker::read_history(std::string room, PageRange range, HistoryDone do
   start_page(std::move(read));
 }
 
+// A page is done at its limit, at a page's worth of bytes (the answer holds no more), or where
+// the stream ends.
 void RedisBroker::start_page(std::shared_ptr<PageRead> read) {
   ++pages_reading_;
   if (read->range.wanted && !read->range.wanted()) {
@@ -1205,49 +1243,27 @@ void RedisBroker::start_page(std::shared_ptr<PageRead> read) {
       if (*alive) finish_page(*read, {});
     });
   }
-  read_page_part(std::move(read));
-}
-
-// The next part of the page, from where the last one ended; the page is done at its limit, at a
-// page's worth of bytes (the answer holds no more), or where the stream ends.
-void RedisBroker::read_page_part(std::shared_ptr<PageRead> read) {
-  bool newest = !read->range.after;
-  size_t want = std::min(kPagePart, read->range.limit - read->read.size());
-  std::string count = std::to_string(want);
-  std::vector<std::string_view> argv =
-      newest ? std::vector<std::string_view>{"XREVRANGE", read->stream, read->to,
-                                             read->from,  "COUNT",      count}
-             : std::vector<std::string_view>{"XRANGE", read->stream, read->from,
-                                             read->to, "COUNT",      count};
-  auto from_memory = [this, read, alive = alive_] {
-    if (*alive) finish_page(*read, sink_.kept_page(read->room, read->range));
+  auto pager = std::make_shared<StreamPager>();
+  const PageRange& range = read->range;
+  pager->stream = key("room:" + read->room);
+  // Exclusive ends ("(<id>-0"): entry ids are the message ids.
+  std::string from = range.after ? "(" + std::to_string(*range.after) + "-0" : "-";
+  std::string to = range.before ? "(" + std::to_string(*range.before) + "-0" : "+";
+  pager->newest_first = !range.after;
+  pager->near = pager->newest_first ? to : from;
+  pager->far = pager->newest_first ? from : to;
+  pager->room_left = [read] { return read->range.limit - read->read.size(); };
+  pager->take = [read](const Entry& entry) {
+    read->read.push_back(message_frame(entry.id, entry.json));
+    read->bytes += entry.json.size();
+    return read->bytes < kMaxHistoryPageBytes;
   };
-  auto on_reply = [this, read, want, newest, from_memory, alive = alive_](redisReply* r) {
-    if (!*alive) return;  // the broker is going
-    if (!r || r->type != REDIS_REPLY_ARRAY) return from_memory();
-    bool moved = false;
-    for (size_t i = 0; i < r->elements; ++i) {
-      // The next part starts past this entry, even one that is not a message of ours (foreign
-      // data under the prefix): skipped, never read again.
-      const redisReply* raw = r->element[i];
-      if (raw && raw->type == REDIS_REPLY_ARRAY && raw->elements >= 1 &&
-          !text_of(raw->element[0]).empty()) {
-        (newest ? read->to : read->from) = "(" + std::string(text_of(raw->element[0]));
-        moved = true;
-      }
-      auto entry = entry_of(raw);
-      if (!entry) continue;
-      read->read.push_back(message_frame(entry->id, entry->json));
-      read->bytes += entry->json.size();
-    }
-    if (r->elements < want || !moved || read->read.size() >= read->range.limit ||
-        read->bytes >= kMaxHistoryPageBytes) {
-      if (newest) std::reverse(read->read.begin(), read->read.end());
-      return finish_page(*read, std::move(read->read));
-    }
-    read_page_part(read);
+  pager->done = [this, read](bool answered) {
+    if (!answered) return finish_page(*read, sink_.kept_page(read->room, read->range));
+    if (!read->range.after) std::reverse(read->read.begin(), read->read.end());
+    finish_page(*read, std::move(read->read));
   };
-  if (!cmd_.up() || !cmd_.command(argv, std::move(on_reply))) reactor_.defer(from_memory);
+  read_stream_part(std::move(pager));
 }
 
 void RedisBroker::finish_page(PageRead& read, std::vector<FrameRef> frames) {
@@ -1282,7 +1298,7 @@ struct RedisBroker::BackfillRead {
 
 // Commands one after the other on the link: the data set's first id (what came before it is
 // gone), the room's first entry after `after` (its prev says whether anything before it is gone),
-// then the newest entries in (after, through], a page at a time (so a reply stays small), until
+// then the newest entries in (after, through], a part at a time (so a reply stays small), until
 // `limit` or `max_bytes`. They reach back to `after` when the data set does and the oldest of them
 // is that first entry (or there are none and the first entry, if any, comes after `through`).
 void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t through, size_t limit,
@@ -1314,36 +1330,24 @@ void RedisBroker::read_backfill(std::string room, uint64_t after, uint64_t throu
       cmd_.command({"ZSCORE", key("rooms"), read->fill.room}, std::move(on_listed)) &&
       cmd_.command({"GET", key("dropped")}, number_into(read, &BackfillRead::dropped, alive_));
   if (!sent) return reactor_.defer([read] { read->done(std::move(read->fill)); });
-  read_backfill_page(read, std::to_string(through) + "-0");
-}
-
-// The next page, newest first, of entries up to `upto` (an entry id, "(" for exclusive).
-void RedisBroker::read_backfill_page(std::shared_ptr<BackfillRead> read, const std::string& upto) {
-  constexpr size_t kPage = 100;
-  size_t page = std::min(kPage, read->limit - read->fill.messages.size());
-  auto on_page = [this, read, page, alive = alive_](redisReply* r) {
-    if (!*alive) return;  // the broker is going
-    if (!read->answered || !r || r->type != REDIS_REPLY_ARRAY)
-      return read->done(std::move(read->fill));
-    uint64_t oldest = 0;
-    for (size_t i = 0; i < r->elements && !read->cut; ++i) {
-      auto entry = entry_of(r->element[i]);
-      if (!entry) continue;
-      oldest = entry->id;
-      FrameRef frame = message_frame(entry->id, entry->json);
-      read->bytes += frame->size();
-      read->cut = read->bytes > read->max_bytes;
-      if (!read->cut) read->fill.messages.push_back({entry->id, std::move(frame)});
-    }
-    bool more =
-        r->elements == page && !read->cut && oldest > 0 && read->fill.messages.size() < read->limit;
-    if (more) return read_backfill_page(read, "(" + std::to_string(oldest) + "-0");
+  auto pager = std::make_shared<StreamPager>();
+  pager->stream = read->stream;
+  pager->near = std::to_string(through) + "-0";
+  pager->far = read->after_bound;
+  pager->newest_first = true;
+  pager->room_left = [read] { return read->limit - read->fill.messages.size(); };
+  pager->take = [read](const Entry& entry) {
+    FrameRef frame = message_frame(entry.id, entry.json);
+    read->bytes += frame->size();
+    read->cut = read->bytes > read->max_bytes;
+    if (!read->cut) read->fill.messages.push_back({entry.id, std::move(frame)});
+    return !read->cut;
+  };
+  pager->done = [this, read](bool answered) {
+    if (!answered || !read->answered) return read->done(std::move(read->fill));
     finish_backfill(*read);
   };
-  if (!cmd_.up() || !cmd_.command({"XREVRANGE", read->stream, upto, read->after_bound, "COUNT",
-                                   std::to_string(page)},
-                                  std::move(on_page)))
-    reactor_.defer([read] { read->done(std::move(read->fill)); });
+  read_stream_part(std::move(pager));
 }
 
 void RedisBroker::finish_backfill(BackfillRead& read) {

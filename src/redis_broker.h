@@ -136,12 +136,12 @@ class RedisBroker final : public Broker {
   void read_feed();
   // False when it stopped at a gap (the fill reads on).
   bool deliver_entries(struct redisReply* reply);
+  struct StreamPager;
+  void read_stream_part(std::shared_ptr<StreamPager> pager);
   struct PageRead;
   void start_page(std::shared_ptr<PageRead> read);
-  void read_page_part(std::shared_ptr<PageRead> read);
   void finish_page(PageRead& read, std::vector<FrameRef> frames);
   struct BackfillRead;
-  void read_backfill_page(std::shared_ptr<BackfillRead> read, const std::string& upto);
   void finish_backfill(BackfillRead& read);
   void fill_gap(uint64_t through);
   void finish_fill(Fill& fill);

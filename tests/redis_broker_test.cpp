@@ -608,8 +608,8 @@ TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
   EXPECT_GE(calls("xrevrange") - xrevrange_before, 20 * 3);
   EXPECT_GE(calls("xrange") - xrange_before, 20 * 3);
   EXPECT_LE(calls("xrevrange") - xrevrange_before, 20 * 3 + 6);
-  // 12 KB messages (each of 2000 line separators, escaped): the first part passes a page's worth
-  // of bytes, so it is the only one (the next would have brought all 150).
+  // 12 KB messages (each of 2000 line separators, escaped): the read stops at the message that
+  // brings a page's worth of bytes, within the first part (the next would have brought all 150).
   std::string wide;
   for (int i = 0; i < 2000; ++i) wide += "\u2028";
   for (int i = 0; i < 150; ++i) c.post(c.a, wide, "", "wide");
@@ -617,7 +617,11 @@ TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
   c.b.broker->read_history("wide", {std::nullopt, std::nullopt, 150},
                            [&](std::vector<sse::FrameRef> frames) { page = std::move(frames); });
   ASSERT_TRUE(run_until(c.reactor, [&] { return !page.empty(); }));
-  EXPECT_EQ(page.size(), 100u);
+  size_t page_bytes = 0;
+  for (auto& f : page) page_bytes += sse::frame_json(*f.get()).size();
+  EXPECT_LT(page.size(), sse::RedisBroker::kPagePart);
+  EXPECT_GE(page_bytes, sse::kMaxHistoryPageBytes);
+  EXPECT_LT(page_bytes - sse::frame_json(*page.front().get()).size(), sse::kMaxHistoryPageBytes);
   // An entry that is not a message of ours (foreign data under the prefix) is skipped, and the
   // read goes on past it: a part of only such entries once sent the same command forever.
   uint64_t first = c.post(c.a, "before the foreign ones", "", "mixed").id;
