@@ -625,7 +625,7 @@ TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
   // An entry that is not a message of ours (foreign data under the prefix) is skipped, and the
   // read goes on past it: a part of only such entries once sent the same command forever.
   uint64_t first = c.post(c.a, "before the foreign ones", "", "mixed").id;
-  for (int i = 0; i < 3; ++i) c.redis.cli({"XADD", "{sse-chat}:room:mixed", "*", "foo", "bar"});
+  for (int i = 0; i < 3; ++i) c.redis.cli({"XADD", "{t}:room:mixed", "*", "foo", "bar"});
   std::vector<uint64_t> got;
   bool done = false;
   c.b.broker->read_history("mixed", {std::nullopt, std::nullopt, 1},
@@ -658,6 +658,25 @@ TEST(RedisBroker, HistoryPagesAreReadInPartsAndAFewAtATime) {
   }
   ASSERT_TRUE(run_until(c.reactor, [&] { return unwanted_answered == kPages; }));
   EXPECT_LE(calls("xrevrange") - before_unwanted, 16 * 3 + 3);
+}
+
+// A resume reads a room's stream in parts too, past entries that are not messages of ours
+// (foreign data under the prefix): a whole part of them once ended the read there.
+TEST(RedisBroker, AResumeReadsPastAPartOfForeignEntries) {
+  Cluster c;
+  ASSERT_TRUE(c.ready_at_start);
+  uint64_t older = c.post(c.a, "older", "", "odd").id;
+  for (size_t i = 1; i <= sse::RedisBroker::kPagePart + 50; ++i)  // between the two messages
+    c.redis.cli(
+        {"XADD", "{t}:room:odd", std::to_string(older) + "-" + std::to_string(i), "foo", "bar"});
+  uint64_t newer = c.post(c.a, "newer", "", "odd").id;
+  std::optional<sse::Backfill> fill;
+  c.b.broker->read_backfill("odd", 0, newer, 10, 1 << 20, [&](sse::Backfill b) { fill = b; });
+  ASSERT_TRUE(run_until(c.reactor, [&] { return fill.has_value(); }));
+  ASSERT_TRUE(fill->answered);
+  std::vector<uint64_t> ids;
+  for (auto& m : fill->messages) ids.push_back(m.id);
+  EXPECT_EQ(ids, (std::vector<uint64_t>{older, newer}));
 }
 
 // A node that starts after messages were posted holds them in memory before it says it is
