@@ -1,41 +1,164 @@
 #include "log.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
 
 namespace sse::log {
 namespace {
 
 Level g_level = Level::Info;
 
+// An open log file, closed when no line waiting for it and no sink holds it any more (a reopen
+// must not close the file under lines still on their way to it).
+struct OutFile {
+  int fd;
+  bool regular;  // a file on disk (else a pipe, socket or terminal, which a reader drains)
+  explicit OutFile(int fd) : fd(fd) {
+    struct stat st;
+    regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  }
+  ~OutFile() {
+    if (fd != STDERR_FILENO) ::close(fd);
+  }
+  // Whether `bytes` can be written now without waiting for a reader: a pipe to journald that
+  // nobody drains must not hold up the event loop. (A file on disk is written at once, as the
+  // journal is.)
+  bool takes_now(size_t bytes) const {
+    if (regular) return true;
+    pollfd p{fd, POLLOUT, 0};
+    return bytes <= PIPE_BUF && ::poll(&p, 1, 0) == 1 && p.revents == POLLOUT;
+  }
+};
+using OutFileRef = std::shared_ptr<const OutFile>;
+
+// A line is written at once when its destination takes it; otherwise it waits for a thread of
+// its own, so that a reader that stops reading holds up the log, never the event loop. At most
+// kMaxPending bytes wait; past that lines are dropped, and the next line that fits says how many.
+class Writer {
+ public:
+  static constexpr size_t kMaxPending = 1 << 20;
+
+  void push(OutFileRef file, std::string text) {
+    std::lock_guard lock(mutex_);
+    if (pending_.empty() && !writing_ && dropped_ == 0 && file->takes_now(text.size()))
+      return write_line(*file, text);  // in order: nothing is waiting
+    if (pending_bytes_ + text.size() > kMaxPending) {
+      ++dropped_;
+      return;
+    }
+    if (dropped_ > 0) {
+      std::string note =
+          "level=warn msg=\"log lines dropped: the log was not read fast enough\" count=" +
+          std::to_string(std::exchange(dropped_, 0)) + "\n";
+      pending_bytes_ += note.size();
+      pending_.push_back({file, std::move(note)});
+    }
+    pending_bytes_ += text.size();
+    pending_.push_back({std::move(file), std::move(text)});
+    if (!thread_.joinable()) start();
+    ready_.notify_one();
+  }
+
+  // At exit: waits for what is pending to be written, a while at most (a reader that never
+  // comes back must not keep the process from ending).
+  void drain(std::chrono::milliseconds at_most) {
+    std::unique_lock lock(mutex_);
+    drained_.wait_for(lock, at_most, [this] { return pending_.empty() && !writing_; });
+  }
+
+ private:
+  struct Line {
+    OutFileRef file;
+    std::string text;
+  };
+
+  static void write_line(const OutFile& file, const std::string& text) {
+    // One write per line so lines never interleave with another writer's.
+    ssize_t ignored = ::write(file.fd, text.data(), text.size());
+    (void)ignored;
+  }
+
+  // With every signal blocked: the loop takes SIGTERM and SIGHUP through its signalfd, which a
+  // thread that let them through would take instead (and die of).
+  void start() {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    thread_ = std::thread([this] { run(); });
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      ready_.wait(lock, [this] { return !pending_.empty(); });
+      Line line = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      lock.unlock();
+      write_line(*line.file, line.text);
+      lock.lock();
+      writing_ = false;
+      pending_bytes_ -= line.text.size();
+      if (pending_.empty()) drained_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_, drained_;
+  std::deque<Line> pending_;
+  size_t pending_bytes_ = 0;
+  uint64_t dropped_ = 0;
+  bool writing_ = false;  // the thread writes a line it took off pending_
+  std::thread thread_;
+};
+
+// Never destroyed: its thread may still be waiting for a reader when the process ends.
+Writer& g_writer = *new Writer;
+
+struct DrainAtExit {
+  ~DrainAtExit() { g_writer.drain(std::chrono::seconds(2)); }
+} g_drain_at_exit;
+
 // A log destination: stderr, or a file that SIGHUP reopens.
 struct Sink {
   std::string path;  // empty: stderr
-  int fd = STDERR_FILENO;
+  OutFileRef file = std::make_shared<const OutFile>(STDERR_FILENO);
   bool enabled = true;
 
   bool open(std::string& error) {
     if (path.empty() || path == "-") {
-      fd = STDERR_FILENO;
+      file = std::make_shared<const OutFile>(STDERR_FILENO);
       return true;
     }
-    int fresh = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    // Without O_NONBLOCK, a FIFO nobody reads would hold the loop in open() for good.
+    int fresh = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0640);
     if (fresh < 0) {
       error = "cannot open " + path + ": " + strerror(errno);
       return false;
     }
-    if (fd != STDERR_FILENO) ::close(fd);
-    fd = fresh;
+    ::fcntl(fresh, F_SETFL, O_APPEND);  // the writer thread may wait for a slow reader
+    file = std::make_shared<const OutFile>(fresh);
     return true;
   }
 
   void write(const std::string& line) const {
     std::string out;
-    if (fd != STDERR_FILENO) {  // journald stamps stderr; a file needs its own time
+    if (file->fd != STDERR_FILENO) {  // journald stamps stderr; a file needs its own time
       char stamp[40];
       timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
@@ -47,14 +170,12 @@ struct Sink {
     }
     out += line;
     out += '\n';
-    // One write per line so lines never interleave with another writer's.
-    ssize_t ignored = ::write(fd, out.data(), out.size());
-    (void)ignored;
+    g_writer.push(file, std::move(out));
   }
 };
 
 Sink g_main;
-Sink g_access{"", STDERR_FILENO, false};
+Sink g_access{"", std::make_shared<const OutFile>(STDERR_FILENO), false};
 
 }  // namespace
 

@@ -1,9 +1,11 @@
 // sse-chat: parse the configuration, open the journal and the listener, run the loop.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -55,9 +57,17 @@ void start_watchdog(sse::Reactor& reactor) {
   reactor.every(interval, [] { sd_notify(0, "WATCHDOG=1"); });
 }
 
+// A shell's `2>&-` leaves fd 2 free for the next file opened, and the log writes to fd 2: a
+// client's socket there would get it. /dev/null holds fds 0 to 2 that came closed.
+void hold_closed_stdio() {
+  for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; ++fd)
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) open("/dev/null", O_RDWR);  // takes `fd`
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  hold_closed_stdio();
   if (argc > 1 && std::string_view(argv[1]) == "token") {
     std::string out, err;
     int status = sse::token_command(argc - 1, argv + 1, out, err);

@@ -1,10 +1,12 @@
 // Running as a service: sd_notify, socket activation, the unit file, /metrics through a real
 // Prometheus parser, /healthz, SIGTERM draining with a loss-free restart, logs and SIGHUP.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <initializer_list>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "test_server.h"
 
@@ -410,6 +413,94 @@ TEST(Daemon, LogFileAccessLogAndSighupReopen) {
   }
   EXPECT_NE(read_file(access).find("path=/healthz status=200"), std::string::npos);
   EXPECT_EQ(server.stop(SIGTERM), 0);
+}
+
+// A log nobody reads (a pipe to a stuck journald) holds up the log, never the server: lines
+// wait for it up to a bound, the rest are dropped and counted once it reads again.
+TEST(Daemon, AStderrPipeNobodyReadsDoesNotStallTheServer) {
+  int log_pipe[2];
+  ASSERT_EQ(pipe2(log_pipe, O_CLOEXEC), 0);
+  LaunchOptions launch;
+  launch.stderr_fd = log_pipe[1];
+  ServerProcess server({"--access-log", "-"}, true, launch);
+  close(log_pipe[1]);
+  // Far more access lines (30,000 of some 70 bytes) than the pipe (64 KiB) and the bound on
+  // waiting lines (1 MiB) hold.
+  Client busy(server.port());
+  const std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int batch = 0; batch < 300; ++batch) {
+    std::string many;
+    for (int i = 0; i < 100; ++i) many += request;
+    ASSERT_TRUE(busy.send(many));
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(busy.read_response()) << batch << " " << i;
+  }
+  Client other(server.port());
+  auto health = other.get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  ASSERT_NE(post_message(server.port(), "u", "still served"), 0u);
+  // Reading again: the lines that waited come, then a note of how many were dropped.
+  fcntl(log_pipe[0], F_SETFL, O_NONBLOCK);
+  std::string lines;
+  ASSERT_TRUE(eventually([&] {
+    char buf[65536];
+    for (ssize_t n; (n = read(log_pipe[0], buf, sizeof buf)) > 0;) lines.append(buf, n);
+    other.get("/healthz");  // a line that fits brings the note
+    return lines.find("log lines dropped") != std::string::npos;
+  }));
+  EXPECT_EQ(server.stop(SIGTERM), 0);
+  close(log_pipe[0]);
+}
+
+// Started with stdin and stderr closed, the server's own files must not land on fds 0 and 2:
+// a client's socket there would get the log (which goes to fd 2) once a static directory swap
+// freed it.
+TEST(Daemon, ClosedStdioIsNeverTakenByAClientsSocket) {
+  std::string dir = make_temp_dir();
+  std::string root = dir + "/static", next = dir + "/static.new";
+  mkdir(root.c_str(), 0755);
+  mkdir(next.c_str(), 0755);
+  std::ofstream(root + "/index.html") << "old page";
+  std::ofstream(next + "/index.html") << "new page";
+  LaunchOptions launch;
+  launch.closed_stdio = true;
+  ServerProcess server({"--static-dir", root, "--access-log", "-"}, true, launch);
+  for (int fd : {0, 2}) {
+    char target[256] = {};
+    std::string link = "/proc/" + std::to_string(server.pid()) + "/fd/" + std::to_string(fd);
+    ASSERT_GT(readlink(link.c_str(), target, sizeof target - 1), 0) << fd;
+    EXPECT_EQ(std::string(target), "/dev/null") << fd;
+  }
+  ASSERT_EQ(rename(root.c_str(), (dir + "/static.old").c_str()), 0);
+  ASSERT_EQ(rename(next.c_str(), root.c_str()), 0);
+  EXPECT_TRUE(eventually([&] { return Client(server.port()).get("/")->body == "new page"; }));
+  std::vector<Client> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back(server.port());
+    auto health = clients.back().get("/healthz");
+    ASSERT_TRUE(health) << i;
+    EXPECT_EQ(health->body, "ok\n") << i;
+  }
+}
+
+// A log that is a FIFO: reopening it (SIGHUP) once its reader has gone must not wait for a new
+// reader, which would hold the whole server.
+TEST(Daemon, ReopeningAFifoLogWithoutAReaderDoesNotWaitForOne) {
+  std::string fifo = make_temp_dir() + "/access.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  int reader = open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  ServerProcess server({"--access-log", fifo});
+  ASSERT_TRUE(Client(server.port()).get("/healthz"));
+  close(reader);
+  kill(server.pid(), SIGHUP);
+  for (int i = 0; i < 5; ++i) {
+    auto health = Client(server.port()).get("/healthz");
+    ASSERT_TRUE(health) << i;
+    EXPECT_EQ(health->status, 200);
+  }
+  EXPECT_TRUE(eventually(
+      [&] { return server.log().find("cannot reopen access log") != std::string::npos; }));
 }
 
 TEST(Daemon, RequestsInProgressAtSigtermAreAnsweredNewOnesRefusedAndHealthzSaysDraining) {

@@ -66,9 +66,14 @@ ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_jour
   if (pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a test that was killed
     dup2(out_pipe[1], STDOUT_FILENO);
-    int err = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = launch.stderr_fd >= 0 ? launch.stderr_fd
+                                    : open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(err, STDERR_FILENO);
     close(out_pipe[0]);
+    if (launch.closed_stdio) {
+      close(STDIN_FILENO);
+      close(STDERR_FILENO);
+    }
     for (const std::string& kv : launch.env) putenv(const_cast<char*>(kv.c_str()));
     if (launch.max_fds > 0) {
       rlimit lim{static_cast<rlim_t>(launch.max_fds), static_cast<rlim_t>(launch.max_fds)};

@@ -24,6 +24,8 @@ struct LaunchOptions {
   long max_file_bytes = 0;       // RLIMIT_FSIZE for the server, 0: inherited
   bool default_limits = false;   // keep the server's own rate and stream limits
   bool may_refuse = false;  // an exit before listening is no error: port() is 0, stop() its status
+  int stderr_fd = -1;       // the server's stderr (log() is then empty); -1: a file log() reads
+  bool closed_stdio = false;  // stdin and stderr closed, as a shell's `<&- 2>&-` leaves them
 };
 
 // A NOTIFY_SOCKET for the server to talk to, as systemd provides.
