@@ -273,7 +273,6 @@ void LocalBroker::try_recover() {
       !journal_->start_compaction(compaction_window(), 0, error)) {
     return note_recovery_error(error);
   }
-  recovery_error_.clear();
   floors_after_recovery_ = false;  // the window has every floor so far
 }
 
@@ -341,6 +340,7 @@ void LocalBroker::finish_compaction() {
     log::info("journal recovered; POSTs are accepted again", "last_id", last_committed_, "was",
               failure_);
     failure_.clear();
+    recovery_error_.clear();  // the next failure's recoveries say why again
   }
   // Twice what the rewrite had to write, not what came meanwhile besides: the journal stays near
   // that however much arrives during rewrites, and each rewrite follows at least as many bytes

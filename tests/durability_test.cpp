@@ -133,6 +133,31 @@ TEST(Durability, AFileSizeLimitAnswers503InsteadOfKillingTheServer) {
   EXPECT_EQ(kept_ids(restarted.port()), acknowledged);
 }
 
+// A journal that no longer fits (a file size limit, a disk without room for the copy): each
+// recovery's rewrite fails the same way, and the log says so once, not once a second.
+TEST(Durability, ARecoveryFailingForTheSameReasonSaysSoOnce) {
+  std::string dir = make_temp_dir();
+  {
+    ServerProcess before({"--data-dir", dir}, false);
+    Client c(before.port());
+    for (int i = 0; i < 100; ++i)
+      ASSERT_EQ(c.post_json(post_body(std::string(300, 'x') + std::to_string(i)))->status, 201);
+  }
+  LaunchOptions launch;
+  launch.max_file_bytes = 20000;  // under what the journal (and so its rewrite) holds
+  ServerProcess server({"--data-dir", dir}, false, launch);
+  auto refused = Client(server.port()).post_json(post_body("does not fit"));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // a few more retries
+  std::string log = server.log();
+  size_t said = 0;
+  for (size_t at = log.find("journal recovery failed"); at != std::string::npos;
+       at = log.find("journal recovery failed", at + 1))
+    ++said;
+  EXPECT_EQ(said, 1u) << log;
+}
+
 // Clears the data directory's lock by hand and takes it, as another process would (after `before`
 // each try); the server retakes it within a second, so this races it. The held fd, or -1.
 static int take_lock_from_server(
