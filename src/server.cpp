@@ -20,7 +20,8 @@ constexpr size_t kFdReserve = 32;  // descriptors kept for the journal, timers, 
 // descriptors the journal, static files and Redis need, and POSTs would fail for everyone.
 size_t connection_cap(size_t asked) {
   long fd_limit = net::raise_fd_limit();
-  auto allowed = static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 16));
+  // At least one, however low the limit: never more than leave storage its reserve.
+  auto allowed = static_cast<size_t>(std::max<long>(fd_limit - static_cast<long>(kFdReserve), 1));
   if (asked == 0) return allowed;
   if (asked > allowed)
     log::warn(
