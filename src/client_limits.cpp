@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <utility>
 
 #include "ascii.h"
+#include "log.h"
 
 namespace sse {
 
@@ -123,7 +125,10 @@ std::vector<std::string_view> forwarded_hops(std::string_view xff, std::string_v
 
 net::IpAddress ClientLimits::client_ip(const net::IpAddress& peer, std::string_view x_forwarded_for,
                                        std::string_view forwarded) const {
-  if (!trusted(peer)) return peer;
+  if (!trusted(peer)) {
+    if (!x_forwarded_for.empty() || !forwarded.empty()) note_untrusted_forwarding(peer);
+    return peer;
+  }
   net::IpAddress current = peer;
   auto hops = forwarded_hops(x_forwarded_for, forwarded);
   for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
@@ -133,6 +138,18 @@ net::IpAddress ClientLimits::client_ip(const net::IpAddress& peer, std::string_v
     if (!trusted(current)) return current;
   }
   return current;
+}
+
+// Behind a proxy that is not --trusted-proxy, everyone it serves is one address to the limits
+// (one busy client can get them all 429): worth one line, for the operator who forgot the flag.
+void ClientLimits::note_untrusted_forwarding(const net::IpAddress& peer) const {
+  if (std::exchange(told_untrusted_forwarding_, true)) return;
+  log::warn(
+      "a request came with X-Forwarded-For or Forwarded from an address that is not a "
+      "--trusted-proxy: the headers are ignored, and if it is your proxy, every client behind it "
+      "counts as its address for the per-IP limits (start with --trusted-proxy to tell them "
+      "apart)",
+      "peer", peer.to_string());
 }
 
 }  // namespace sse

@@ -147,7 +147,10 @@ class ClientLimits {
   AddressRooms room_reads{0};  // distinct rooms read by an address's streams
 
  private:
+  void note_untrusted_forwarding(const net::IpAddress& peer) const;
+
   std::vector<Cidr> trusted_;
+  mutable bool told_untrusted_forwarding_ = false;  // said once a process
 };
 
 }  // namespace sse

@@ -443,6 +443,11 @@ TEST(Hardening, TrustedProxyNamesTheClientOthersCannot) {
   Client d(direct.port());
   EXPECT_EQ(d.post_json(kBody, "X-Forwarded-For: 203.0.113.1\r\n")->status, 201);
   EXPECT_EQ(d.post_json(kBody, "X-Forwarded-For: 203.0.113.2\r\n")->status, 429);
+  // The operator who forgot --trusted-proxy is told, once.
+  const std::string told = "from an address that is not a --trusted-proxy";
+  ASSERT_TRUE(eventually([&] { return direct.log().find(told) != std::string::npos; }));
+  EXPECT_EQ(direct.log().find(told), direct.log().rfind(told));
+  EXPECT_EQ(server.log().find(told), std::string::npos);
 }
 
 TEST(Hardening, AnswersHeldForTheDiskGetTheSameHeadersAsAnyOther) {
