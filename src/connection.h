@@ -1,6 +1,7 @@
 // One client socket. Starts as an HTTP/1.1 connection (keep-alive, pipelining, requests handled in
 // order) and may become an event stream. Every byte it sends, responses and stream frames alike,
-// goes through one bounded FrameRing flushed with writev by the server's writer set.
+// goes through one bounded FrameRing flushed by the server's writer set (writev, or a loop
+// iteration's sends in one io_uring submission: batch_writer.h).
 //
 //   Http --GET /events--> Stream            (parser freed: a stream keeps no read state)
 //   Http --error or "Connection: close", queue drained--> Lingering --EOF/timeout--> Closed

@@ -23,7 +23,7 @@
 //
 // Errors are reported, never swallowed: a failed write or a deleted file fails append(); a failed
 // fdatasync stops the durable sequence from advancing and is kept in SyncState::error until
-// recover().
+// recovered().
 #pragma once
 
 #include <sys/types.h>
@@ -146,8 +146,9 @@ class Journal {
   // and syncs it, while appends go on to the journal and are kept aside as well. Once notified
   // (notify_fd) and compaction_written(), finish_compaction() on the loop adds what was appended
   // meanwhile (in more rounds on the thread while that is over kLoopTailBytes), syncs it and
-  // renames the new file over the journal. One at a time; a failure, truncate_to() or recover()
-  // abandons it. `starts_kept`: how many of the last records' new offsets to report.
+  // renames the new file over the journal. One at a time; a failure, truncate_to() or
+  // prepare_recovery() abandons it. `starts_kept`: how many of the last records' new offsets to
+  // report.
   static constexpr size_t kLoopTailBytes = 1 << 20;
   bool start_compaction(CompactionWindow window, size_t starts_kept, std::string& error);
   bool compacting() const { return compaction_ != nullptr; }
@@ -184,7 +185,7 @@ class Journal {
   void drain_notifications();
   struct SyncState {
     uint64_t durable_seq;              // writes on disk (always), or written to the kernel
-    std::optional<std::string> error;  // why the last background sync failed, until recover()
+    std::optional<std::string> error;  // why the last background sync failed, until recovered()
   };
   SyncState sync_state();
 

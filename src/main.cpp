@@ -1,4 +1,5 @@
-// sse-chat: parse the configuration, open the journal and the listener, run the loop.
+// sse-chat: parse the configuration, open the logs, start the server (its storage and listener),
+// run the loop; or `sse-chat token`, which prints a token.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "config.h"
@@ -54,7 +56,8 @@ void start_watchdog(sse::Reactor& reactor) {
   uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
   auto interval = std::chrono::milliseconds(std::max<uint64_t>(usec / 2000, 1));
-  reactor.every(interval, [] { sd_notify(0, "WATCHDOG=1"); });
+  if (!reactor.every(interval, [] { sd_notify(0, "WATCHDOG=1"); }))
+    sse::log::error("no timer for the systemd watchdog: systemd will restart the server");
 }
 
 // A shell's `2>&-` leaves fd 2 free for the next file opened, and the log writes to fd 2: a
@@ -106,7 +109,7 @@ int main(int argc, char** argv) {
   static bool ready = false;  // READY=1 went to systemd
   // Before any thread exists (the journal's syncer), so every thread inherits the blocked mask
   // and SIGTERM reaches the loop instead of killing the process from another thread.
-  reactor.on_signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+  bool signals = reactor.on_signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
     if (sig == SIGHUP) {
       sse::log::reopen_files();
       return server.reload_keys();
@@ -116,6 +119,10 @@ int main(int argc, char** argv) {
     sd_notify(0, ready ? "STOPPING=1" : "READY=1\nSTOPPING=1");
     server.begin_shutdown();
   });
+  if (!signals) {
+    std::fprintf(stderr, "sse-chat: cannot take signals through the loop: %s\n", strerror(errno));
+    return 1;
+  }
   // Ready once it takes connections: a node on Redis when it is warm, so that a rolling restart
   // (systemctl restart, one node after another) waits for each.
   server.on_ready = [] {

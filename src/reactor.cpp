@@ -24,13 +24,11 @@ int64_t wall_clock_ms() {
   return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
-namespace {
 int64_t monotonic_us() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
-}  // namespace
 
 class Reactor::TimerHandler final : public EventHandler {
  public:
@@ -91,27 +89,31 @@ void Reactor::remove(int fd) {
   epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
 }
 
-void Reactor::every(std::chrono::milliseconds interval, std::function<void()> callback) {
+bool Reactor::every(std::chrono::milliseconds interval, std::function<void()> callback) {
   int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (fd < 0) return false;
   itimerspec spec{};
   spec.it_interval.tv_sec = interval.count() / 1000;
   spec.it_interval.tv_nsec = (interval.count() % 1000) * 1000000;
   spec.it_value = spec.it_interval;
   timerfd_settime(fd, 0, &spec, nullptr);
-  auto handler = std::make_unique<TimerHandler>(fd, std::move(callback));
-  add(fd, EPOLLIN, handler.get());
-  owned_.push_back(std::move(handler));
+  return own(fd, std::make_unique<TimerHandler>(fd, std::move(callback)));
 }
 
-void Reactor::on_signals(std::vector<int> signals, std::function<void(int)> callback) {
+bool Reactor::on_signals(std::vector<int> signals, std::function<void(int)> callback) {
   sigset_t mask;
   sigemptyset(&mask);
   for (int s : signals) sigaddset(&mask, s);
   sigprocmask(SIG_BLOCK, &mask, nullptr);
   int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-  auto handler = std::make_unique<SignalHandler>(fd, std::move(callback));
-  add(fd, EPOLLIN, handler.get());
+  if (fd < 0) return false;
+  return own(fd, std::make_unique<SignalHandler>(fd, std::move(callback)));
+}
+
+bool Reactor::own(int fd, std::unique_ptr<EventHandler> handler) {
+  if (!add(fd, EPOLLIN, handler.get())) return false;  // the handler closes fd
   owned_.push_back(std::move(handler));
+  return true;
 }
 
 void Reactor::run_deferred() {

@@ -30,10 +30,11 @@ class Reactor {
   bool modify(int fd, uint32_t events, EventHandler* handler);
   void remove(int fd);
 
-  // Calls `callback` every `interval` until the reactor is destroyed.
-  void every(std::chrono::milliseconds interval, std::function<void()> callback);
-  // Blocks `signals` for the process and delivers them through the loop.
-  void on_signals(std::vector<int> signals, std::function<void(int)> callback);
+  // Calls `callback` every `interval` until the reactor is destroyed. False (nothing set up) when
+  // the kernel gives no descriptor for it.
+  bool every(std::chrono::milliseconds interval, std::function<void()> callback);
+  // Blocks `signals` for the process and delivers them through the loop. False as every().
+  [[nodiscard]] bool on_signals(std::vector<int> signals, std::function<void(int)> callback);
   // Runs once after every batch of events; returns true when work is left for the next
   // iteration (the loop then polls without blocking).
   void after_dispatch(std::function<bool()> hook) { after_dispatch_ = std::move(hook); }
@@ -50,13 +51,15 @@ class Reactor {
 
   // Monotonic milliseconds, read once per wake-up.
   int64_t now_ms() const { return now_ms_; }
-  // Longest time between a wake-up and the next epoll_wait, for the event-loop lag metric.
+  // Each iteration's time from its wake-up to the next epoll_wait, for the event-loop lag metric.
   std::function<void(int64_t busy_us)> on_iteration;
 
  private:
   class TimerHandler;
   class SignalHandler;
   void update_clock();
+  // Watches `fd` for reading with `handler`, kept until the reactor goes.
+  bool own(int fd, std::unique_ptr<EventHandler> handler);
 
   int epfd_;
   bool running_ = false;
@@ -69,6 +72,7 @@ class Reactor {
 };
 
 int64_t monotonic_ms();
+int64_t monotonic_us();  // the same clock in microseconds
 int64_t wall_clock_ms();
 
 }  // namespace sse

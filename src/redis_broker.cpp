@@ -38,14 +38,6 @@ constexpr int64_t kClockRoundTripUs = 50000;
 constexpr std::string_view kOutOfMemory =
     "Redis is out of memory: past its maxmemory, it refuses writes";
 
-// CLOCK_MONOTONIC (monotonic_ms's clock) in microseconds: a local Redis answers TIME in well
-// under a millisecond.
-int64_t monotonic_us() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
 std::string_view text_of(const redisReply* r) {
   return r && r->str ? std::string_view(r->str, r->len) : std::string_view{};
 }
@@ -866,7 +858,7 @@ void RedisBroker::fill_gap(uint64_t through) {
   };
   // After the streams: a room dropped meanwhile, its stream gone, is seen dropped here.
   auto then_dropped = [this, fill] {
-    cmd_.command({"GET", key("dropped")}, [this, fill, alive = alive_](redisReply* r) {
+    bool sent = cmd_.command({"GET", key("dropped")}, [this, fill, alive = alive_](redisReply* r) {
       if (!*alive) return;
       if (!r || r->type == REDIS_REPLY_ERROR) {  // tick() reads the feed again, and fills again
         filling_ = false;
@@ -875,6 +867,7 @@ void RedisBroker::fill_gap(uint64_t through) {
       fill->dropped = number_of(text_of(r));
       finish_fill(*fill);
     });
+    if (!sent) filling_ = false;  // the link went: tick() reads the feed again
   };
   read_rooms({"ZRANGEBYSCORE", key("rooms"), "(" + std::to_string(last_seen_), "+inf"}, range, each,
              then_dropped, [this] { filling_ = false; });
@@ -1025,46 +1018,46 @@ void RedisBroker::refresh_presence() {
 }
 
 void RedisBroker::read_presence_log() {
-  presence_reading_ = true;
-  cmd_.command({"XREAD", "COUNT", "1000", "STREAMS", key("presence-log"), presence_cursor_},
-               [this, alive = alive_](redisReply* r) {
-                 if (!*alive) return;
-                 presence_reading_ = false;
-                 if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
-                 const redisReply* entries = r->element[0]->element[1];
-                 std::vector<std::string> changed;
-                 for (size_t i = 0; i < entries->elements; ++i) {
-                   const redisReply* entry = entries->element[i];
-                   presence_cursor_ = std::string(text_of(entry->element[0]));
-                   changed.emplace_back(field_of(entry->element[1], "room"));
-                 }
-                 std::sort(changed.begin(), changed.end());
-                 changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
-                 read_presence_of(changed);
-               });
+  presence_reading_ =
+      cmd_.command({"XREAD", "COUNT", "1000", "STREAMS", key("presence-log"), presence_cursor_},
+                   [this, alive = alive_](redisReply* r) {
+                     if (!*alive) return;
+                     presence_reading_ = false;
+                     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
+                     const redisReply* entries = r->element[0]->element[1];
+                     std::vector<std::string> changed;
+                     for (size_t i = 0; i < entries->elements; ++i) {
+                       const redisReply* entry = entries->element[i];
+                       presence_cursor_ = std::string(text_of(entry->element[0]));
+                       changed.emplace_back(field_of(entry->element[1], "room"));
+                     }
+                     std::sort(changed.begin(), changed.end());
+                     changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
+                     read_presence_of(changed);
+                   });
 }
 
 // Once warm: the log's end (what changes from now on), then the rooms any node has live entries
 // in (at most max_rooms, the latest to expire first) read once, rather than the whole log.
 void RedisBroker::start_presence() {
-  presence_reading_ = true;
   cmd_.command({"XREVRANGE", key("presence-log"), "+", "-", "COUNT", "1"},
                [this, alive = alive_](redisReply* r) {
                  if (!*alive || !r || r->type != REDIS_REPLY_ARRAY) return;  // link dropped
                  presence_cursor_ =
                      r->elements > 0 ? std::string(text_of(r->element[0]->element[0])) : "0-0";
                });
-  cmd_.command({"ZRANGE", key("presence-rooms"), "+inf", std::to_string(wall_clock_ms()), "BYSCORE",
-                "REV", "LIMIT", "0", std::to_string(options_.max_rooms)},
-               [this, alive = alive_](redisReply* r) {
-                 if (!*alive) return;
-                 presence_reading_ = false;
-                 if (!r || r->type != REDIS_REPLY_ARRAY) return;
-                 std::vector<std::string> rooms;
-                 for (size_t i = 0; i < r->elements; ++i)
-                   rooms.emplace_back(text_of(r->element[i]));
-                 read_presence_of(rooms);
-               });
+  presence_reading_ =
+      cmd_.command({"ZRANGE", key("presence-rooms"), "+inf", std::to_string(wall_clock_ms()),
+                    "BYSCORE", "REV", "LIMIT", "0", std::to_string(options_.max_rooms)},
+                   [this, alive = alive_](redisReply* r) {
+                     if (!*alive) return;
+                     presence_reading_ = false;
+                     if (!r || r->type != REDIS_REPLY_ARRAY) return;
+                     std::vector<std::string> rooms;
+                     for (size_t i = 0; i < r->elements; ++i)
+                       rooms.emplace_back(text_of(r->element[i]));
+                     read_presence_of(rooms);
+                   });
 }
 
 void RedisBroker::read_presence_of(const std::vector<std::string>& rooms) {

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "local_broker.h"
 #include "log.h"
@@ -149,7 +151,10 @@ bool Server::start(std::string& error, int inherited_fd) {
   log_connection_limits(max_connections, per_ip);
 
   reactor_.after_dispatch([this] { return after_dispatch(); });
-  reactor_.every(std::chrono::seconds(1), [this] { every_second(); });
+  if (!reactor_.every(std::chrono::seconds(1), [this] { every_second(); })) {
+    error = std::string("cannot make the one-second timer: ") + strerror(errno);
+    return false;
+  }
   reactor_.on_iteration = [this](int64_t us) { metrics_.observe_loop_busy(us); };
   return true;
 }
@@ -188,6 +193,7 @@ void Server::stop_holding() {
 }
 
 void Server::every_second() {
+  if (draining_) finish_shutdown_if_done();
   registry_.tick();
   broker_->tick();
   hub_.send_presence();
@@ -236,7 +242,9 @@ void Server::begin_shutdown() {
   broker_->withdraw_presence();
   // The deadline is looked at each tenth of a second: an idle loop would wake only for the next
   // tick, up to a second past --shutdown-timeout.
-  reactor_.every(std::chrono::milliseconds(100), [this] { finish_shutdown_if_done(); });
+  if (!reactor_.every(std::chrono::milliseconds(100), [this] { finish_shutdown_if_done(); }))
+    log::warn(
+        "no timer for the shutdown (out of descriptors): the deadline is looked at each second");
   finish_shutdown_if_done();
 }
 
