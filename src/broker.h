@@ -31,6 +31,12 @@ struct Draft {
   // The token subject that posted it ("" with tokens off): nonces are its own, so two bearers
   // with the same display name never share one.
   std::string subject;
+
+  // What the nonce is kept under: its owner (the subject, else the user name) and the nonce.
+  // '\x1e' never starts a user name (no control characters), so the two kinds never meet.
+  std::string nonce_key() const {
+    return (subject.empty() ? user : '\x1e' + subject) + '\x1f' + nonce;
+  }
 };
 
 struct PublishResult {
@@ -59,6 +65,8 @@ struct PageRange {
 
 // The messages' JSON a page's answer holds at most (at least one message, however large).
 inline constexpr size_t kMaxHistoryPageBytes = 1 << 20;
+// Entries a listing (a history page, a room list) holds at most, whatever `limit` asks.
+inline constexpr size_t kMaxListLimit = 1000;
 
 // Kept messages, oldest first, as the frames streams were sent.
 using HistoryDone = std::function<void(std::vector<FrameRef>)>;
@@ -94,6 +102,16 @@ using BackfillDone = std::function<void(Backfill)>;
 // What `event: presence` lists at most: this many names, of these many bytes in all.
 inline constexpr size_t kMaxPresenceNames = 100;
 inline constexpr size_t kMaxPresenceNameBytes = 4096;
+// How many of `names` (sorted) are shown: the first ones within both bounds.
+inline size_t shown_presence_names(const std::vector<std::string_view>& names) {
+  size_t shown = 0, bytes = 0;
+  for (std::string_view name : names) {
+    bytes += name.size();
+    if (shown == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
+    ++shown;
+  }
+  return shown;
+}
 
 // What a kept message costs against the byte bound on history (--history-memory): its frame, and
 // this much beside it (frame header, allocator, deque slot).

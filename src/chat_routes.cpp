@@ -15,7 +15,6 @@ namespace sse {
 namespace {
 
 constexpr size_t kDefaultListLimit = 100;
-constexpr size_t kMaxListLimit = 1000;
 // Frame bytes one resuming stream's backfills may take (all of them together: a quarter of
 // --history-memory, counting those being read at their most).
 constexpr uint64_t kMaxBackfillBytes = 4 << 20;
@@ -100,8 +99,8 @@ std::optional<std::string> repeated_parameter(const form::Pairs& pairs,
   return std::nullopt;
 }
 
-constexpr std::string_view kBadLimit =
-    "limit must be a whole number of at least 1 (at most 1000 are listed)";
+const std::string kBadLimit = "limit must be a whole number of at least 1 (at most " +
+                              std::to_string(kMaxListLimit) + " are listed)";
 
 // The `limit` of a listing: 1..kMaxListLimit (larger is capped), kDefaultListLimit when absent.
 std::optional<size_t> parse_limit(const std::optional<std::string>& value) {

@@ -25,8 +25,8 @@ constexpr size_t kFlushBudgetBytes = 256 * 1024;  // per connection per loop ite
 constexpr size_t kPipelineDepth = 16;  // slices queued
 constexpr size_t kPipelinePauseBytes = 64 * 1024;
 // Slices one answer may need beyond the stream queue: a history page is "[", then a slice and a
-// separator per message (at most 1000), then "]".
-constexpr size_t kAnswerSlices = 2 * 1000 + 16;
+// separator per message (at most kMaxListLimit), then "]".
+constexpr size_t kAnswerSlices = 2 * kMaxListLimit + 16;
 constexpr size_t kHttpReadBytes = 16 * 1024;  // read per call while parsing requests
 // A lingering close reads what the peer still sends for at most kLingerIdleMs of silence and
 // kLingerMaxMs in all (nginx's lingering_timeout and lingering_time), however it trickles.

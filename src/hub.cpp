@@ -645,14 +645,8 @@ FrameRef Hub::presence_frame(const Room& room, const std::vector<std::string_vie
   std::vector<std::string_view> all;
   std::set_union(local.begin(), local.end(), room.remote_names_.begin(), room.remote_names_.end(),
                  std::back_inserter(all));
-  std::vector<std::string_view> users;
-  size_t bytes = 0;
-  for (std::string_view user : all) {
-    bytes += user.size();
-    if (users.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
-    users.push_back(user);
-  }
-  return stream_frame(presence_event(room.name(), room.online(), users));
+  all.resize(shown_presence_names(all));
+  return stream_frame(presence_event(room.name(), room.online(), all));
 }
 
 // What a full queue kept from this stream: each such room's presence as it is now.

@@ -104,9 +104,7 @@ bool LocalBroker::join_duplicate(const std::string& nonce_key, PublishDone& done
 }
 
 void LocalBroker::publish(Draft draft, PublishDone done) {
-  // '\x1e' never starts a user name (no control characters), so the two kinds of key never meet.
-  std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
-  std::string nonce_key = draft.nonce.empty() ? std::string() : owner + '\x1f' + draft.nonce;
+  std::string nonce_key = draft.nonce.empty() ? std::string() : draft.nonce_key();
   // A retry of a message already acknowledged gets its id while storage fails too: it is stored
   // (what failing refused forgot its nonce), and a 503 would say it was not.
   if (!nonce_key.empty() && join_duplicate(nonce_key, done)) return;

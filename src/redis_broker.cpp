@@ -901,13 +901,8 @@ void RedisBroker::presence_changed(std::string_view room_name, uint64_t online,
   if (presence_withdrawn_) return;
   std::string room(room_name);
   auto it = presence_.find(room);
-  LocalPresence now{online, {}};
-  size_t bytes = 0;
-  for (std::string_view name : names) {  // sorted: every node's first names hold the first overall
-    bytes += name.size();
-    if (now.names.size() == kMaxPresenceNames || bytes > kMaxPresenceNameBytes) break;
-    now.names.emplace_back(name);
-  }
+  // Sorted: every node's first names hold the first overall.
+  LocalPresence now{online, {names.begin(), names.begin() + shown_presence_names(names)}};
   if (it != presence_.end() && it->second.online == now.online && it->second.names == now.names)
     return;  // another node's change marked the room: nothing of ours changed
   if (it == presence_.end() && online == 0) return;
@@ -1086,13 +1081,12 @@ void RedisBroker::publish(Draft draft, PublishDone done) {
   std::string json = message_json({0, draft.room, draft.user, draft.text, wall_clock_ms()});
   assert(json.starts_with("{\"id\":0,"));
   json.replace(6, 1, "%ID%");
-  std::string owner = draft.subject.empty() ? draft.user : '\x1e' + draft.subject;
   auto args = std::make_shared<std::vector<std::string>>(
       std::vector<std::string>{"10",
                                key("seq"),
                                key("log"),
                                key("room:" + draft.room),
-                               key("nonce:" + owner + '\x1f' + draft.nonce),
+                               key("nonce:" + draft.nonce_key()),
                                key("rooms"),
                                key("since"),
                                key("history"),
