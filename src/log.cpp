@@ -15,6 +15,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace sse::log {
@@ -45,31 +46,58 @@ struct OutFile {
 };
 using OutFileRef = std::shared_ptr<const OutFile>;
 
-// A line is written at once when its destination takes it; otherwise it waits for a thread of
-// its own, so that a reader that stops reading holds up the log, never the event loop. At most
-// kMaxPending bytes wait; past that lines are dropped, and the next line that fits says how many.
+// A line as its destination gets it: a file needs its own time (journald stamps stderr).
+std::string with_newline_and_time(const OutFile& file, std::string_view line) {
+  std::string out;
+  if (file.fd != STDERR_FILENO) {
+    char stamp[40];
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tm utc;
+    gmtime_r(&ts.tv_sec, &utc);
+    size_t n = strftime(stamp, sizeof stamp, "time=%Y-%m-%dT%H:%M:%S", &utc);
+    snprintf(stamp + n, sizeof stamp - n, ".%03ldZ ", ts.tv_nsec / 1000000);
+    out = stamp;
+  }
+  out += line;
+  out += '\n';
+  return out;
+}
+
+enum SinkId { kMainLog, kAccessLog, kSinks };
+
+// A line is written at once when its destination takes it and none of its lines wait; otherwise
+// it waits for a thread of its own, so that a reader that stops reading holds up its log, never
+// the event loop nor the other log. At most kMaxPending bytes wait in all; past that a log's lines
+// are dropped, and its next line that fits says how many. Waiting lines go to their log's file
+// as it is when they are written (a reopen leaves no old descriptor held by them).
 class Writer {
  public:
   static constexpr size_t kMaxPending = 1 << 20;
 
-  void push(OutFileRef file, std::string text) {
+  void set_file(SinkId sink, OutFileRef file) {
     std::lock_guard lock(mutex_);
-    if (pending_.empty() && !writing_ && dropped_ == 0 && file->takes_now(text.size()))
-      return write_line(*file, text);  // in order: nothing is waiting
-    if (pending_bytes_ + text.size() > kMaxPending) {
-      ++dropped_;
+    dests_[sink].file = std::move(file);
+  }
+
+  void push(SinkId sink, std::string_view line) {
+    std::lock_guard lock(mutex_);
+    Dest& d = dests_[sink];
+    std::string text = with_newline_and_time(*d.file, line);
+    if (d.waiting == 0 && d.dropped == 0 && writing_ != sink && d.file->takes_now(text.size()))
+      return write_line(*d.file, text);
+    if (pending_bytes_ + text.size() > kMaxPending || !start()) {
+      ++d.dropped;
       return;
     }
-    if (dropped_ > 0) {
-      std::string note =
-          "level=warn msg=\"log lines dropped: the log was not read fast enough\" count=" +
-          std::to_string(std::exchange(dropped_, 0)) + "\n";
-      pending_bytes_ += note.size();
-      pending_.push_back({file, std::move(note)});
+    if (d.dropped > 0) {
+      queue(sink,
+            with_newline_and_time(*d.file,
+                                  "level=warn msg=\"log lines dropped: the log was not read fast "
+                                  "enough\" count=" +
+                                      std::to_string(std::exchange(d.dropped, 0))));
     }
-    pending_bytes_ += text.size();
-    pending_.push_back({std::move(file), std::move(text)});
-    if (!thread_.joinable()) start();
+    queue(sink, std::move(text));
     ready_.notify_one();
   }
 
@@ -77,12 +105,17 @@ class Writer {
   // comes back must not keep the process from ending).
   void drain(std::chrono::milliseconds at_most) {
     std::unique_lock lock(mutex_);
-    drained_.wait_for(lock, at_most, [this] { return pending_.empty() && !writing_; });
+    drained_.wait_for(lock, at_most, [this] { return pending_.empty() && writing_ == kSinks; });
   }
 
  private:
+  struct Dest {
+    OutFileRef file = std::make_shared<const OutFile>(STDERR_FILENO);
+    size_t waiting = 0;  // its lines in pending_
+    uint64_t dropped = 0;
+  };
   struct Line {
-    OutFileRef file;
+    SinkId sink;
     std::string text;
   };
 
@@ -92,14 +125,26 @@ class Writer {
     (void)ignored;
   }
 
+  void queue(SinkId sink, std::string text) {
+    pending_bytes_ += text.size();
+    ++dests_[sink].waiting;
+    pending_.push_back({sink, std::move(text)});
+  }
+
   // With every signal blocked: the loop takes SIGTERM and SIGHUP through its signalfd, which a
-  // thread that let them through would take instead (and die of).
-  void start() {
+  // thread that let them through would take instead (and die of). False when no thread can be
+  // made (a tasks limit): lines that would wait are dropped.
+  bool start() {
+    if (thread_.joinable()) return true;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    thread_ = std::thread([this] { run(); });
+    try {
+      thread_ = std::thread([this] { run(); });
+    } catch (const std::system_error&) {
+    }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return thread_.joinable();
   }
 
   void run() {
@@ -108,11 +153,14 @@ class Writer {
       ready_.wait(lock, [this] { return !pending_.empty(); });
       Line line = std::move(pending_.front());
       pending_.pop_front();
-      writing_ = true;
+      writing_ = line.sink;
+      OutFileRef file = dests_[line.sink].file;
       lock.unlock();
-      write_line(*line.file, line.text);
+      write_line(*file, line.text);
+      file.reset();  // a file reopened meanwhile is closed here, off the loop
       lock.lock();
-      writing_ = false;
+      writing_ = kSinks;
+      --dests_[line.sink].waiting;
       pending_bytes_ -= line.text.size();
       if (pending_.empty()) drained_.notify_all();
     }
@@ -120,10 +168,10 @@ class Writer {
 
   std::mutex mutex_;
   std::condition_variable ready_, drained_;
+  Dest dests_[kSinks];
   std::deque<Line> pending_;
   size_t pending_bytes_ = 0;
-  uint64_t dropped_ = 0;
-  bool writing_ = false;  // the thread writes a line it took off pending_
+  SinkId writing_ = kSinks;  // the log whose line the thread writes (kSinks: none)
   std::thread thread_;
 };
 
@@ -136,13 +184,13 @@ struct DrainAtExit {
 
 // A log destination: stderr, or a file that SIGHUP reopens.
 struct Sink {
+  SinkId id;
   std::string path;  // empty: stderr
-  OutFileRef file = std::make_shared<const OutFile>(STDERR_FILENO);
   bool enabled = true;
 
   bool open(std::string& error) {
     if (path.empty() || path == "-") {
-      file = std::make_shared<const OutFile>(STDERR_FILENO);
+      g_writer.set_file(id, std::make_shared<const OutFile>(STDERR_FILENO));
       return true;
     }
     // Without O_NONBLOCK, a FIFO nobody reads would hold the loop in open() for good.
@@ -152,30 +200,15 @@ struct Sink {
       return false;
     }
     ::fcntl(fresh, F_SETFL, O_APPEND);  // the writer thread may wait for a slow reader
-    file = std::make_shared<const OutFile>(fresh);
+    g_writer.set_file(id, std::make_shared<const OutFile>(fresh));
     return true;
   }
 
-  void write(const std::string& line) const {
-    std::string out;
-    if (file->fd != STDERR_FILENO) {  // journald stamps stderr; a file needs its own time
-      char stamp[40];
-      timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      tm utc;
-      gmtime_r(&ts.tv_sec, &utc);
-      size_t n = strftime(stamp, sizeof stamp, "time=%Y-%m-%dT%H:%M:%S", &utc);
-      snprintf(stamp + n, sizeof stamp - n, ".%03ldZ ", ts.tv_nsec / 1000000);
-      out = stamp;
-    }
-    out += line;
-    out += '\n';
-    g_writer.push(file, std::move(out));
-  }
+  void write(const std::string& line) const { g_writer.push(id, line); }
 };
 
-Sink g_main;
-Sink g_access{"", std::make_shared<const OutFile>(STDERR_FILENO), false};
+Sink g_main{kMainLog, ""};
+Sink g_access{kAccessLog, "", false};
 
 }  // namespace
 

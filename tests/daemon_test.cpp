@@ -422,7 +422,8 @@ TEST(Daemon, AStderrPipeNobodyReadsDoesNotStallTheServer) {
   ASSERT_EQ(pipe2(log_pipe, O_CLOEXEC), 0);
   LaunchOptions launch;
   launch.stderr_fd = log_pipe[1];
-  ServerProcess server({"--access-log", "-"}, true, launch);
+  std::string main_log = make_temp_dir() + "/main.log";  // a file: the stuck pipe holds not it
+  ServerProcess server({"--access-log", "-", "--log-file", main_log}, true, launch);
   close(log_pipe[1]);
   // Far more access lines (30,000 of some 70 bytes) than the pipe (64 KiB) and the bound on
   // waiting lines (1 MiB) hold.
@@ -439,6 +440,9 @@ TEST(Daemon, AStderrPipeNobodyReadsDoesNotStallTheServer) {
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
   ASSERT_NE(post_message(server.port(), "u", "still served"), 0u);
+  ASSERT_TRUE(other.get("/healthz", "X-Forwarded-For: 192.0.2.1\r\n"));
+  EXPECT_TRUE(eventually(
+      [&] { return read_file(main_log).find("not a --trusted-proxy") != std::string::npos; }));
   // Reading again: the lines that waited come, then a note of how many were dropped.
   fcntl(log_pipe[0], F_SETFL, O_NONBLOCK);
   std::string lines;
@@ -448,6 +452,7 @@ TEST(Daemon, AStderrPipeNobodyReadsDoesNotStallTheServer) {
     other.get("/healthz");  // a line that fits brings the note
     return lines.find("log lines dropped") != std::string::npos;
   }));
+  EXPECT_EQ(read_file(main_log).find("log lines dropped"), std::string::npos);
   EXPECT_EQ(server.stop(SIGTERM), 0);
   close(log_pipe[0]);
 }
