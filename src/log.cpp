@@ -23,8 +23,8 @@ namespace {
 
 Level g_level = Level::Info;
 
-// An open log file, closed when no line waiting for it and no sink holds it any more (a reopen
-// must not close the file under lines still on their way to it).
+// An open log file, closed once its log is reopened and no line is being written to it (the
+// writer thread may be in the middle of one).
 struct OutFile {
   int fd;
   bool regular;  // a file on disk (else a pipe, socket or terminal, which a reader drains)
