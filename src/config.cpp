@@ -365,6 +365,74 @@ std::string nothing_said(const std::string& name) {
   return name + " is empty: leave it out to run without it (an empty one would let anyone in)";
 }
 
+// The environment's settings (SSE_CHAT_*): an error, or nothing. An empty key or token there is
+// noted in `said_empty` (an error unless the command line gives one).
+std::optional<ParseOutcome> apply_environment(Config& out, std::string& said_empty) {
+  for (const Option& o : options()) {
+    const char* env = std::getenv(env_name(o.name).c_str());
+    if (!env) continue;
+    std::string value = env;
+    if (!o.value) {  // a switch: on or off, and anything else is a mistake to say, not "off"
+      auto on = switch_value(env);
+      if (!on)
+        return ParseOutcome{ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env +
+                                                     " (expected " + kSwitchValues + " or empty)"};
+      value = *on ? "1" : "0";
+    }
+    if (!said_something(o, env)) {
+      if (said_empty.empty()) said_empty = env_name(o.name);
+      continue;
+    }
+    if (!o.set(out, value))
+      return ParseOutcome{ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env +
+                                                   " (expected " + expected_value(o) + ")"};
+  }
+  return std::nullopt;
+}
+
+// argv[i], and its value (moving i past it), onto `out`: where parsing stops (an error, help,
+// the version), or nothing. A list on the command line replaces the environment's, as single
+// values do: a key, a public room or a trusted proxy nobody meant to keep must not stay because
+// it was set somewhere else (`lists_given`: those replaced so far).
+std::optional<ParseOutcome> apply_flag(int argc, char** argv, int& i, Config& out,
+                                       std::vector<const Option*>& lists_given) {
+  std::string_view arg = argv[i];
+  if (arg == "--help" || arg == "-h") return ParseOutcome{ParseOutcome::Help, help_text()};
+  if (arg == "--version") return ParseOutcome{ParseOutcome::Version, ""};
+  if (!arg.starts_with("--"))
+    return ParseOutcome{ParseOutcome::Error, "unexpected argument: " + std::string(arg)};
+  FlagArg flag = split_flag(arg);
+  arg = flag.name.substr(2);
+  bool inline_value = flag.inline_value.has_value();
+  std::string value(flag.inline_value.value_or(""));
+  const Option* o = find(arg);
+  if (!o)
+    return ParseOutcome{ParseOutcome::Error,
+                        "unknown option --" + std::string(arg) + " (see --help)"};
+  if (!o->value) {  // --no-journal=false turns it off, whatever the environment said
+    auto on = inline_value ? switch_value(value) : std::optional<bool>(true);
+    if (!on || (inline_value && value.empty()))
+      return ParseOutcome{ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " +
+                                                   value + " (expected " + kSwitchValues + ")"};
+    value = *on ? "1" : "0";
+  }
+  if (o->value && !inline_value) {
+    auto next = take_next_value(argc, argv, i);
+    if (!next) return ParseOutcome{ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
+    value = *next;
+  }
+  if (o->list && std::find(lists_given.begin(), lists_given.end(), o) == lists_given.end()) {
+    lists_given.push_back(o);
+    (out.*(o->list)).clear();
+  }
+  if (!said_something(*o, value))
+    return ParseOutcome{ParseOutcome::Error, nothing_said("--" + std::string(arg))};
+  if (!o->set(out, value))
+    return ParseOutcome{ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
+                                                 " (expected " + expected_value(*o) + ")"};
+  return std::nullopt;
+}
+
 }  // namespace
 
 ParseOutcome parse_config(int argc, char** argv, Config& out) {
@@ -373,64 +441,11 @@ ParseOutcome parse_config(int argc, char** argv, Config& out) {
     std::string first = state;
     out.data_dir = first.substr(0, first.find(':'));
   }
-  // An empty key or token in the environment is an error unless the command line gives one.
   std::string said_empty;
-  for (const Option& o : options()) {
-    const char* env = std::getenv(env_name(o.name).c_str());
-    if (!env) continue;
-    std::string value = env;
-    if (!o.value) {  // a switch: on or off, and anything else is a mistake to say, not "off"
-      auto on = switch_value(env);
-      if (!on)
-        return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env +
-                                         " (expected " + kSwitchValues + " or empty)"};
-      value = *on ? "1" : "0";
-    }
-    if (!said_something(o, env)) {
-      if (said_empty.empty()) said_empty = env_name(o.name);
-      continue;
-    }
-    if (!o.set(out, value))
-      return {ParseOutcome::Error, "bad value in " + env_name(o.name) + ": " + env + " (expected " +
-                                       expected_value(o) + ")"};
-  }
-  // A list on the command line replaces the environment's, as single values do: a key, a public
-  // room or a trusted proxy nobody meant to keep must not stay because it was set somewhere else.
+  if (auto stop = apply_environment(out, said_empty)) return *stop;
   std::vector<const Option*> lists_given;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") return {ParseOutcome::Help, help_text()};
-    if (arg == "--version") return {ParseOutcome::Version, ""};
-    if (!arg.starts_with("--"))
-      return {ParseOutcome::Error, "unexpected argument: " + std::string(arg)};
-    FlagArg flag = split_flag(arg);
-    arg = flag.name.substr(2);
-    bool inline_value = flag.inline_value.has_value();
-    std::string value(flag.inline_value.value_or(""));
-    const Option* o = find(arg);
-    if (!o) return {ParseOutcome::Error, "unknown option --" + std::string(arg) + " (see --help)"};
-    if (!o->value) {  // --no-journal=false turns it off, whatever the environment said
-      auto on = inline_value ? switch_value(value) : std::optional<bool>(true);
-      if (!on || (inline_value && value.empty()))
-        return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
-                                         " (expected " + kSwitchValues + ")"};
-      value = *on ? "1" : "0";
-    }
-    if (o->value && !inline_value) {
-      auto next = take_next_value(argc, argv, i);
-      if (!next) return {ParseOutcome::Error, "--" + std::string(arg) + " needs a value"};
-      value = *next;
-    }
-    if (o->list && std::find(lists_given.begin(), lists_given.end(), o) == lists_given.end()) {
-      lists_given.push_back(o);
-      (out.*(o->list)).clear();
-    }
-    if (!said_something(*o, value))
-      return {ParseOutcome::Error, nothing_said("--" + std::string(arg))};
-    if (!o->set(out, value))
-      return {ParseOutcome::Error, "bad value for --" + std::string(arg) + ": " + value +
-                                       " (expected " + expected_value(*o) + ")"};
-  }
+  for (int i = 1; i < argc; ++i)
+    if (auto stop = apply_flag(argc, argv, i, out, lists_given)) return *stop;
   if (!said_empty.empty() && out.jwt_keys.empty() && out.publish_token.empty())
     return {ParseOutcome::Error, nothing_said(said_empty)};
   // Without --redis the prefix is unused.
