@@ -462,22 +462,17 @@ TEST(Daemon, AStderrPipeNobodyReadsDoesNotStallTheServer) {
 // freed it.
 TEST(Daemon, ClosedStdioIsNeverTakenByAClientsSocket) {
   std::string dir = make_temp_dir();
-  std::string root = dir + "/static", next = dir + "/static.new";
-  mkdir(root.c_str(), 0755);
-  mkdir(next.c_str(), 0755);
-  std::ofstream(root + "/index.html") << "old page";
-  std::ofstream(next + "/index.html") << "new page";
+  make_static_dirs(dir);
   LaunchOptions launch;
   launch.closed_stdio = true;
-  ServerProcess server({"--static-dir", root, "--access-log", "-"}, true, launch);
+  ServerProcess server({"--static-dir", dir + "/static", "--access-log", "-"}, true, launch);
   for (int fd : {0, 2}) {
     char target[256] = {};
     std::string link = "/proc/" + std::to_string(server.pid()) + "/fd/" + std::to_string(fd);
     ASSERT_GT(readlink(link.c_str(), target, sizeof target - 1), 0) << fd;
     EXPECT_EQ(std::string(target), "/dev/null") << fd;
   }
-  ASSERT_EQ(rename(root.c_str(), (dir + "/static.old").c_str()), 0);
-  ASSERT_EQ(rename(next.c_str(), root.c_str()), 0);
+  swap_static_dir(dir);
   EXPECT_TRUE(eventually([&] { return Client(server.port()).get("/")->body == "new page"; }));
   std::vector<Client> clients;
   for (int i = 0; i < 8; ++i) {

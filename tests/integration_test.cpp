@@ -611,15 +611,10 @@ TEST(Core, TheStaticCacheMakesRoomFromCopiesNoAnswerHolds) {
 // A deploy that renames a new directory into place (mv static.new static) is followed.
 TEST(Core, AStaticDirectoryRenamedIntoPlaceIsFollowed) {
   std::string dir = make_temp_dir();
-  std::string root = dir + "/static", next = dir + "/static.new";
-  mkdir(root.c_str(), 0755);
-  mkdir(next.c_str(), 0755);
-  std::ofstream(root + "/index.html") << "old page";
-  std::ofstream(next + "/index.html") << "new page";
-  ServerProcess server({"--static-dir", root});
+  make_static_dirs(dir);
+  ServerProcess server({"--static-dir", dir + "/static"});
   EXPECT_EQ(Client(server.port()).get("/")->body, "old page");
-  ASSERT_EQ(rename(root.c_str(), (dir + "/static.old").c_str()), 0);
-  ASSERT_EQ(rename(next.c_str(), root.c_str()), 0);
+  swap_static_dir(dir);
   EXPECT_TRUE(eventually([&] { return Client(server.port()).get("/")->body == "new page"; }));
 }
 

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 namespace testing_support {
 
@@ -39,6 +41,20 @@ std::string make_temp_dir() {
   char* d = mkdtemp(tmpl);
   if (!d) throw std::runtime_error("mkdtemp failed");
   return d;
+}
+
+void make_static_dirs(const std::string& dir) {
+  for (auto [name, page] :
+       {std::pair{"/static", "old page"}, std::pair{"/static.new", "new page"}}) {
+    mkdir((dir + name).c_str(), 0755);
+    std::ofstream(dir + name + "/index.html") << page;
+  }
+}
+
+void swap_static_dir(const std::string& dir) {
+  if (rename((dir + "/static").c_str(), (dir + "/static.old").c_str()) != 0 ||
+      rename((dir + "/static.new").c_str(), (dir + "/static").c_str()) != 0)
+    throw std::runtime_error("cannot swap the static directories in " + dir);
 }
 
 ServerProcess::ServerProcess(std::vector<std::string> args, bool default_no_journal,

@@ -16,6 +16,10 @@ namespace testing_support {
 std::string binary_path();
 std::string static_dir();
 std::string make_temp_dir();
+// A deploy's static directories in `dir`: static/ (index.html "old page") and static.new/
+// ("new page"); swap_static_dir() renames the new one into place (the old one to static.old).
+void make_static_dirs(const std::string& dir);
+void swap_static_dir(const std::string& dir);
 
 struct LaunchOptions {
   std::vector<std::string> env;  // extra "NAME=value" entries
