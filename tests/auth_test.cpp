@@ -1137,14 +1137,7 @@ TEST(Auth, SighupRotatesTheKeysAndEndsTheStreamsOfAWithdrawnOne) {
   ASSERT_TRUE(ended) << "the withdrawn key's stream did not end";
   EXPECT_EQ(ended->data, R"({"reason":"token key withdrawn"})");
   // A stream ended is counted once, though it lingers until its client closes.
-  auto reloads = [&] {
-    std::string log = server.log();
-    size_t n = 0;
-    for (size_t at = log.find("token keys reloaded"); at != std::string::npos;
-         at = log.find("token keys reloaded", at + 1))
-      ++n;
-    return n;
-  };
+  auto reloads = [&] { return occurrences(server.log(), "token keys reloaded"); };
   ASSERT_TRUE(eventually([&] { return reloads() == 1; }));
   EXPECT_NE(server.log().find("streams_ended=1"), std::string::npos) << server.log();
   ASSERT_EQ(kill(server.pid(), SIGHUP), 0);

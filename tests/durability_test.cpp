@@ -150,12 +150,7 @@ TEST(Durability, ARecoveryFailingForTheSameReasonSaysSoOnce) {
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 503);
   std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // a few more retries
-  std::string log = server.log();
-  size_t said = 0;
-  for (size_t at = log.find("journal recovery failed"); at != std::string::npos;
-       at = log.find("journal recovery failed", at + 1))
-    ++said;
-  EXPECT_EQ(said, 1u) << log;
+  EXPECT_EQ(occurrences(server.log(), "journal recovery failed"), 1u) << server.log();
 }
 
 // Clears the data directory's lock by hand and takes it, as another process would (after `before`
@@ -182,12 +177,7 @@ TEST(Durability, ARecoveryBlockedByAnotherHolderOfTheLockSaysWhyOnce) {
   ASSERT_GE(held, 0);
   // As the failure itself, or as what stops the recovery from mending another one.
   const std::string why = "is in use by another sse-chat";
-  auto count = [&](const std::string& text) {
-    std::string log = server.log();
-    size_t n = 0;
-    for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
-    return n;
-  };
+  auto count = [&](const std::string& text) { return occurrences(server.log(), text); };
   for (int i = 0; i < 100 && count(why) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   Client c(server.port());

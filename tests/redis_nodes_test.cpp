@@ -1193,20 +1193,16 @@ TEST(RedisNodes, TwoNodesShareOnePortWithReusePort) {
         return true;
       },
       30s));
-  auto count = [](const std::string& log, const std::string& what) {
-    size_t n = 0;
-    for (size_t p = log.find(what); p != std::string::npos; p = log.find(what, p + 1)) ++n;
-    return n;
-  };
-  size_t a_before = count(a->log(), "/healthz"), b_before = count(b.log(), "/healthz");
+  size_t a_before = occurrences(a->log(), "/healthz"), b_before = occurrences(b.log(), "/healthz");
   for (int i = 0; i < 40; ++i) EXPECT_EQ(status_of(port, "/healthz"), 200) << "request " << i;
   EXPECT_TRUE(eventually(
       [&] {
-        return count(a->log(), "/healthz") + count(b.log(), "/healthz") >= a_before + b_before + 40;
+        return occurrences(a->log(), "/healthz") + occurrences(b.log(), "/healthz") >=
+               a_before + b_before + 40;
       },
       10s));
-  EXPECT_GT(count(a->log(), "/healthz"), a_before) << "the first node answered none of 40";
-  EXPECT_GT(count(b.log(), "/healthz"), b_before) << "the second node answered none of 40";
+  EXPECT_GT(occurrences(a->log(), "/healthz"), a_before) << "the first node answered none of 40";
+  EXPECT_GT(occurrences(b.log(), "/healthz"), b_before) << "the second node answered none of 40";
   Posted p = post(port, "general", "shared");
   EXPECT_EQ(p.status, 201) << p.body;
   // Whichever node answers, it has the message (both read the one log).

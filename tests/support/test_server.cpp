@@ -484,4 +484,10 @@ bool eventually(const std::function<bool()>& holds) {
   return holds();
 }
 
+size_t occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 }  // namespace testing_support

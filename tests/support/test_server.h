@@ -186,5 +186,7 @@ std::vector<uint64_t> ids_in(const std::string& json_array);
 // Whether `holds` becomes true within 5 s, asked every 20 ms: for what the server does by itself
 // in its own time (a once-a-second check).
 bool eventually(const std::function<bool()>& holds);
+// How many times `what` occurs in `text` (a log's lines, say).
+size_t occurrences(const std::string& text, const std::string& what);
 
 }  // namespace testing_support
